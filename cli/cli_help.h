@@ -1,0 +1,23 @@
+/* cli_help: the table of subcommands (cli/main.c) and their help texts. */
+#ifndef AS_CLI_HELP_H
+#define AS_CLI_HELP_H
+
+#include <stdio.h>
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv); /* argv[0] is the command name */
+    const char *summary;               /* one line for `attnscope help` */
+    const char *help;                  /* full text for `attnscope help CMD` */
+} as_command;
+
+/* Print the full help of a command (or the overview if cmd is unknown/NULL). */
+void as_cli_print_help(const char *cmd, FILE *f);
+
+/* Subcommands: each lives in cli/cmd_<name>.c and defines its entry point and help text. */
+int as_cmd_info(int argc, char **argv);
+extern const char as_help_info[];
+int as_cmd_attend(int argc, char **argv);
+extern const char as_help_attend[];
+
+#endif

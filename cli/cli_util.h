@@ -1,0 +1,83 @@
+/* cli_util: what every attnscope subcommand shares — common options, one record schema
+ * printed as a human table, a JSON document or CSV, a progress bar, atomic file output. */
+#ifndef AS_CLI_UTIL_H
+#define AS_CLI_UTIL_H
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "as_error.h"
+#include "as_trace.h"
+
+typedef enum { AS_FMT_TABLE = 0, AS_FMT_JSON, AS_FMT_CSV } as_fmt;
+
+/* Options most analysis commands take. layer/head are -1 for "all". */
+typedef struct {
+    const char *trace;
+    int layer;
+    int head;
+    as_fmt fmt;
+    int quiet;
+} as_cli_common;
+
+/* getopt_long entries for the common options; ids are >= 1000 so commands can use letters. */
+enum { AS_OPT_LAYER = 1000, AS_OPT_HEAD, AS_OPT_JSON, AS_OPT_CSV, AS_OPT_QUIET, AS_OPT_HELP };
+#define AS_CLI_COMMON_LONGOPTS                                                                 \
+    {"layer", required_argument, 0, AS_OPT_LAYER}, {"head", required_argument, 0, AS_OPT_HEAD}, \
+        {"json", no_argument, 0, AS_OPT_JSON}, {"csv", no_argument, 0, AS_OPT_CSV},            \
+        {"quiet", no_argument, 0, AS_OPT_QUIET}, {"help", no_argument, 0, AS_OPT_HELP}
+
+void as_cli_common_init(as_cli_common *c);
+/* Handle one common option; returns 1 if handled, 0 if not a common option, -1 on a bad value
+ * (message printed). AS_OPT_HELP prints the command's help and returns 2 (caller exits 0). */
+int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *arg);
+
+/* Print "attnscope CMD: message" to stderr and return the exit code for status. */
+int as_cli_fail(const char *cmd, as_status st, const char *msg);
+/* Report a usage error for cmd (exit code 2). */
+int as_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Open a trace for a command, printing "attnscope CMD: PATH: message" on failure. Also checks
+ * values for NaN/Inf unless check_finite is 0. Returns NULL on failure; *code gets the exit code. */
+as_trace *as_cli_open_trace(const char *cmd, const char *path, int check_finite, int *code);
+
+/* Parse an integer option value; returns -1 (and prints) when it is not an integer in range. */
+int as_cli_parse_int(const char *cmd, const char *opt, const char *arg, long lo, long hi,
+                     long *out);
+
+/* ---- records: one schema for table / JSON / CSV -------------------------------------------
+ * A command emits cJSON objects ("records"); each has a string field "record" naming its kind.
+ * JSON: {"attnscope": VERSION, "command": ..., "trace": ..., "records": [...]}.
+ * CSV: one header = union of record fields (in first-seen order), one row per record.
+ * Table: for each record kind with a registered table, the chosen columns. */
+typedef struct as_out as_out;
+
+as_out *as_out_new(as_fmt fmt, const char *command, const char *trace_path);
+/* Describe the human table of a record kind: cols are field names, heads the column titles,
+ * fmts printf formats for numbers ("%.4f", "%d"); NULL-terminated arrays of equal length. */
+void as_out_table(as_out *o, const char *kind, const char *title, const char *const *cols,
+                  const char *const *heads, const char *const *fmts);
+/* Append a record (ownership taken). */
+void as_out_add(as_out *o, cJSON *rec);
+/* Add extra top-level JSON fields (ownership taken), e.g. a summary object. */
+void as_out_meta(as_out *o, const char *key, cJSON *value);
+/* Print to f and free o. Returns 0 or an exit code on an output error. */
+int as_out_finish(as_out *o, FILE *f);
+
+/* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
+cJSON *as_rec_new(const char *kind, int layer, int64_t head);
+
+/* ---- progress bar on stderr: only when stderr is a terminal, not --quiet, and the work has
+ * already taken more than a second. */
+typedef struct as_progress as_progress;
+as_progress *as_progress_new(const char *label, uint64_t total, int quiet);
+void as_progress_update(as_progress *p, uint64_t done);
+void as_progress_free(as_progress *p); /* clears the line */
+
+/* Write len bytes to path atomically (temp file in the same dir, fsync, rename). Refuses to
+ * write over a registered input. */
+as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err);
+
+#endif

@@ -1,0 +1,68 @@
+/* attnscope: one program, git-style subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli_help.h"
+
+static const as_command commands[] = {
+    {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
+    {"attend", as_cmd_attend, "dense float64 attention outputs of a trace's queries",
+     as_help_attend},
+};
+static const size_t n_commands = sizeof commands / sizeof commands[0];
+
+static void overview(FILE *f)
+{
+    fprintf(f,
+            "attnscope %s - how sparse can attention be at inference time?\n\n"
+            "usage: attnscope COMMAND [ARGS...]\n"
+            "       attnscope help [COMMAND]\n"
+            "       attnscope --version\n\n"
+            "commands:\n",
+            AS_VERSION);
+    for (size_t i = 0; i < n_commands; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
+               "Trace format: docs/trace-format.md; output schema: docs/cli.md.\n");
+}
+
+void as_cli_print_help(const char *cmd, FILE *f)
+{
+    for (size_t i = 0; cmd && i < n_commands; i++) {
+        if (strcmp(commands[i].name, cmd) == 0) {
+            fputs(commands[i].help, f);
+            return;
+        }
+    }
+    overview(f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        overview(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("attnscope %s\n", AS_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        if (argc > 2) {
+            for (size_t i = 0; i < n_commands; i++)
+                if (strcmp(commands[i].name, argv[2]) == 0) {
+                    fputs(commands[i].help, stdout);
+                    return 0;
+                }
+            fprintf(stderr, "attnscope help: no command '%s' (see 'attnscope help')\n", argv[2]);
+            return 2;
+        }
+        overview(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < n_commands; i++)
+        if (strcmp(commands[i].name, cmd) == 0) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "attnscope: '%s' is not a command (see 'attnscope help')\n", cmd);
+    return 2;
+}

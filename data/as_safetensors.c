@@ -1,0 +1,456 @@
+#include "as_safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ parsing */
+
+static int cmp_offset(const void *a, const void *b)
+{
+    const as_tensor *x = a, *y = b;
+    if (x->data != y->data) return x->data < y->data ? -1 : 1;
+    return x->nbytes < y->nbytes ? -1 : (x->nbytes > y->nbytes);
+}
+
+/* A JSON number that must be a non-negative integer representable exactly (< 2^53). */
+static int json_uint(const cJSON *v, uint64_t *out)
+{
+    if (!cJSON_IsNumber(v)) return -1;
+    double x = v->valuedouble;
+    if (!(x >= 0) || x > 9007199254740992.0 || floor(x) != x) return -1;
+    *out = (uint64_t)x;
+    return 0;
+}
+
+void as_st_file_clear(as_st_file *f)
+{
+    if (!f) return;
+    for (size_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    for (size_t i = 0; i < f->n_meta; i++) {
+        free(f->meta[i].key);
+        free(f->meta[i].value);
+    }
+    free(f->tensors);
+    free(f->meta);
+    memset(f, 0, sizeof *f);
+}
+
+static char *dupstr(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    return d ? memcpy(d, s, n) : NULL;
+}
+
+static as_status parse_tensor(const cJSON *e, const unsigned char *data, uint64_t data_len,
+                              as_tensor *t, char *err)
+{
+    const char *name = e->string;
+    if (!cJSON_IsObject(e))
+        return as_err_set(err, AS_ERR_FORMAT, "tensor '%s': entry is not a JSON object", name);
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt) || !cJSON_IsArray(sh) || !cJSON_IsArray(of))
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "tensor '%s': needs string 'dtype', array 'shape' and 'data_offsets'",
+                          name);
+    if (as_dtype_parse(dt->valuestring, &t->dtype) != 0)
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "tensor '%s': unsupported dtype '%s' (F64, F32, F16, BF16, I32, I64)",
+                          name, dt->valuestring);
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > AS_MAX_DIMS)
+        return as_err_set(err, AS_ERR_FORMAT, "tensor '%s': rank %d exceeds %d", name, nd,
+                          AS_MAX_DIMS);
+    t->ndim = nd;
+    uint64_t numel = 1;
+    for (int i = 0; i < nd; i++) {
+        uint64_t s;
+        if (json_uint(cJSON_GetArrayItem(sh, i), &s) != 0 || s > INT64_MAX)
+            return as_err_set(err, AS_ERR_FORMAT,
+                              "tensor '%s': shape[%d] is not a non-negative integer", name, i);
+        t->shape[i] = (int64_t)s;
+        if (s != 0 && numel > UINT64_MAX / s)
+            return as_err_set(err, AS_ERR_FORMAT, "tensor '%s': shape product overflows", name);
+        numel *= s;
+    }
+    t->numel = numel;
+    uint64_t b, en, isz = as_dtype_size(t->dtype);
+    if (cJSON_GetArraySize(of) != 2 || json_uint(cJSON_GetArrayItem(of, 0), &b) != 0 ||
+        json_uint(cJSON_GetArrayItem(of, 1), &en) != 0)
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "tensor '%s': data_offsets must be two non-negative integers", name);
+    if (en < b)
+        return as_err_set(err, AS_ERR_FORMAT, "tensor '%s': data_offsets end %llu < begin %llu",
+                          name, (unsigned long long)en, (unsigned long long)b);
+    if (en > data_len)
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "tensor '%s': data_offsets [%llu, %llu) past the end of the data area "
+                          "(%llu bytes; file truncated?)",
+                          name, (unsigned long long)b, (unsigned long long)en,
+                          (unsigned long long)data_len);
+    if (numel > UINT64_MAX / isz || numel * isz != en - b)
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "tensor '%s': shape needs %llu x %llu bytes but data_offsets span %llu",
+                          name, (unsigned long long)numel, (unsigned long long)isz,
+                          (unsigned long long)(en - b));
+    t->data = data + b;
+    t->nbytes = en - b;
+    return AS_OK;
+}
+
+as_status as_st_parse(const unsigned char *buf, size_t len, as_st_file *out, char *err)
+{
+    memset(out, 0, sizeof *out);
+    if (len < 8)
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "file is %zu bytes, too short for the 8-byte header length", len);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
+    if (hlen > AS_ST_MAX_HEADER)
+        return as_err_set(err, AS_ERR_FORMAT, "header length %llu exceeds the %u-byte limit",
+                          (unsigned long long)hlen, AS_ST_MAX_HEADER);
+    if (hlen > len - 8)
+        return as_err_set(err, AS_ERR_FORMAT,
+                          "header length %llu runs past the end of the file (%zu bytes)",
+                          (unsigned long long)hlen, len);
+    if (hlen < 2 || buf[8] != '{')
+        return as_err_set(err, AS_ERR_FORMAT, "header does not start with a JSON object");
+    const char *hdr = (const char *)buf + 8;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
+    if (!root || !cJSON_IsObject(root)) {
+        size_t at = end ? (size_t)(end - hdr) : 0;
+        cJSON_Delete(root);
+        return as_err_set(err, AS_ERR_FORMAT, "header is not valid JSON (near byte %zu)", at);
+    }
+    for (const char *p = end; p < hdr + hlen; p++) /* the format pads with spaces */
+        if (*p != ' ' && *p != '\0' && *p != '\n' && *p != '\t' && *p != '\r') {
+            cJSON_Delete(root);
+            return as_err_set(err, AS_ERR_FORMAT, "trailing garbage after the header JSON");
+        }
+    const unsigned char *data = buf + 8 + hlen;
+    uint64_t data_len = len - 8 - hlen;
+    as_status st = AS_OK;
+    int n = cJSON_GetArraySize(root);
+    out->tensors = calloc((size_t)n + 1, sizeof *out->tensors);
+    out->meta = NULL;
+    if (!out->tensors) {
+        cJSON_Delete(root);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    const cJSON *e;
+    cJSON_ArrayForEach(e, root)
+    {
+        for (const cJSON *p = root->child; p != e; p = p->next)
+            if (strcmp(p->string, e->string) == 0) {
+                st = as_err_set(err, AS_ERR_FORMAT, "duplicate key '%s' in header", e->string);
+                goto done;
+            }
+        if (strcmp(e->string, "__metadata__") == 0) {
+            if (!cJSON_IsObject(e)) {
+                st = as_err_set(err, AS_ERR_FORMAT, "__metadata__ is not a JSON object");
+                goto done;
+            }
+            int m = cJSON_GetArraySize(e);
+            out->meta = calloc((size_t)m + 1, sizeof *out->meta);
+            if (!out->meta) {
+                st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+                goto done;
+            }
+            const cJSON *kv;
+            cJSON_ArrayForEach(kv, e)
+            {
+                if (!cJSON_IsString(kv)) {
+                    st = as_err_set(err, AS_ERR_FORMAT, "__metadata__ value '%s' is not a string",
+                                    kv->string);
+                    goto done;
+                }
+                as_meta *mm = &out->meta[out->n_meta];
+                mm->key = dupstr(kv->string);
+                mm->value = dupstr(kv->valuestring);
+                out->n_meta++;
+                if (!mm->key || !mm->value) {
+                    st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+                    goto done;
+                }
+            }
+            continue;
+        }
+        as_tensor *t = &out->tensors[out->n_tensors];
+        if ((st = parse_tensor(e, data, data_len, t, err)) != AS_OK) goto done;
+        if (!(t->name = dupstr(e->string))) {
+            st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        out->n_tensors++;
+    }
+    /* offsets: sorted, contiguous, non-overlapping, covering the data area exactly */
+    qsort(out->tensors, out->n_tensors, sizeof *out->tensors, cmp_offset);
+    uint64_t pos = 0;
+    for (size_t i = 0; i < out->n_tensors; i++) {
+        const as_tensor *t = &out->tensors[i];
+        uint64_t b = (uint64_t)(t->data - data);
+        if (b < pos) {
+            st = as_err_set(err, AS_ERR_FORMAT, "tensor '%s': data overlaps the previous tensor",
+                            t->name);
+            goto done;
+        }
+        if (b > pos) {
+            st = as_err_set(err, AS_ERR_FORMAT,
+                            "tensor '%s': gap of %llu bytes before its data (offsets must be "
+                            "contiguous)",
+                            t->name, (unsigned long long)(b - pos));
+            goto done;
+        }
+        pos = b + t->nbytes;
+    }
+    if (pos != data_len)
+        st = as_err_set(err, AS_ERR_FORMAT,
+                        "data area is %llu bytes but tensors cover %llu (trailing bytes)",
+                        (unsigned long long)data_len, (unsigned long long)pos);
+done:
+    cJSON_Delete(root);
+    if (st != AS_OK) as_st_file_clear(out);
+    return st;
+}
+
+const as_tensor *as_st_find(const as_st_file *f, const char *name)
+{
+    for (size_t i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ input registry */
+
+#define AS_MAX_INPUTS 64
+static struct {
+    dev_t dev;
+    ino_t ino;
+    int used;
+} inputs[AS_MAX_INPUTS];
+
+void as_input_register(const char *path)
+{
+    struct stat s;
+    if (stat(path, &s) != 0) return;
+    for (int i = 0; i < AS_MAX_INPUTS; i++)
+        if (!inputs[i].used) {
+            inputs[i].dev = s.st_dev;
+            inputs[i].ino = s.st_ino;
+            inputs[i].used = 1;
+            return;
+        }
+}
+
+void as_input_unregister(const char *path)
+{
+    struct stat s;
+    if (stat(path, &s) != 0) return;
+    for (int i = 0; i < AS_MAX_INPUTS; i++)
+        if (inputs[i].used && inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) {
+            inputs[i].used = 0;
+            return;
+        }
+}
+
+int as_input_is_open(const char *path)
+{
+    struct stat s;
+    if (stat(path, &s) != 0) return 0;
+    for (int i = 0; i < AS_MAX_INPUTS; i++)
+        if (inputs[i].used && inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ writer */
+
+struct as_st_writer {
+    char *path, *tmp;
+    int fd;
+    uint64_t total, written;
+};
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+    int oom;
+} sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n)
+{
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = (b->cap + n + 1) * 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = 1;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+static void sb_str(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
+static void sb_json_string(sbuf *b, const char *s)
+{
+    cJSON *j = cJSON_CreateString(s);
+    char *t = j ? cJSON_PrintUnformatted(j) : NULL;
+    if (t)
+        sb_str(b, t);
+    else
+        b->oom = 1;
+    free(t);
+    cJSON_Delete(j);
+}
+
+as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_t n_specs,
+                                const as_meta *meta, size_t n_meta, char *err)
+{
+    if (as_input_is_open(path)) {
+        as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input trace", path);
+        return NULL;
+    }
+    sbuf h = {0};
+    char num[64];
+    uint64_t off = 0;
+    sb_str(&h, "{");
+    if (n_meta) {
+        sb_str(&h, "\"__metadata__\":{");
+        for (size_t i = 0; i < n_meta; i++) {
+            if (i) sb_str(&h, ",");
+            sb_json_string(&h, meta[i].key);
+            sb_str(&h, ":");
+            sb_json_string(&h, meta[i].value);
+        }
+        sb_str(&h, "}");
+    }
+    for (size_t i = 0; i < n_specs; i++) {
+        const as_st_spec *s = &specs[i];
+        if (s->ndim < 0 || s->ndim > AS_MAX_DIMS || as_dtype_size(s->dtype) == 0) {
+            free(h.p);
+            as_err_set(err, AS_ERR_USAGE, "%s: tensor '%s' has a bad rank or dtype", path,
+                       s->name);
+            return NULL;
+        }
+        uint64_t numel = 1;
+        for (int k = 0; k < s->ndim; k++) numel *= (uint64_t)s->shape[k];
+        uint64_t nb = numel * as_dtype_size(s->dtype);
+        if (n_meta || i) sb_str(&h, ",");
+        sb_json_string(&h, s->name);
+        sb_str(&h, ":{\"dtype\":\"");
+        sb_str(&h, as_dtype_name(s->dtype));
+        sb_str(&h, "\",\"shape\":[");
+        for (int k = 0; k < s->ndim; k++) {
+            snprintf(num, sizeof num, "%s%lld", k ? "," : "", (long long)s->shape[k]);
+            sb_str(&h, num);
+        }
+        snprintf(num, sizeof num, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off,
+                 (unsigned long long)(off + nb));
+        sb_str(&h, num);
+        off += nb;
+    }
+    sb_str(&h, "}");
+    while (!h.oom && h.n % 8) sb_str(&h, " ");
+    as_st_writer *w = calloc(1, sizeof *w);
+    size_t plen = strlen(path);
+    if (h.oom || !w || !(w->path = dupstr(path)) || !(w->tmp = malloc(plen + 16))) {
+        free(h.p);
+        if (w) free(w->path);
+        free(w);
+        as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    snprintf(w->tmp, plen + 16, "%s.tmpXXXXXX", path);
+    w->fd = mkstemp(w->tmp);
+    if (w->fd < 0) {
+        as_err_set(err, AS_ERR_IO, "%s: cannot create a temporary file: %s", path,
+                   strerror(errno));
+        free(h.p);
+        free(w->tmp);
+        free(w->path);
+        free(w);
+        return NULL;
+    }
+    w->total = off;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)h.n >> (8 * i));
+    w->written = 0;
+    uint64_t save = w->total;
+    w->total = UINT64_MAX; /* let the header through the byte count */
+    as_status st = as_st_writer_write(w, len8, 8, err);
+    if (st == AS_OK) st = as_st_writer_write(w, h.p, h.n, err);
+    free(h.p);
+    if (st != AS_OK) {
+        as_st_writer_abort(w);
+        return NULL;
+    }
+    w->total = save;
+    w->written = 0;
+    return w;
+}
+
+as_status as_st_writer_write(as_st_writer *w, const void *bytes, size_t nbytes, char *err)
+{
+    if (w->written + nbytes > w->total)
+        return as_err_set(err, AS_ERR_USAGE, "%s: more data written than the tensors declare",
+                          w->path);
+    const char *p = bytes;
+    size_t left = nbytes;
+    while (left) {
+        ssize_t k = write(w->fd, p, left);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0)
+            return as_err_set(err, AS_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
+        p += k;
+        left -= (size_t)k;
+    }
+    w->written += nbytes;
+    return AS_OK;
+}
+
+static void writer_free(as_st_writer *w)
+{
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+as_status as_st_writer_finish(as_st_writer *w, char *err)
+{
+    as_status st = AS_OK;
+    if (w->written != w->total)
+        st = as_err_set(err, AS_ERR_USAGE, "%s: %llu of %llu data bytes written", w->path,
+                        (unsigned long long)w->written, (unsigned long long)w->total);
+    else if (fchmod(w->fd, 0644) != 0 || fsync(w->fd) != 0)
+        st = as_err_set(err, AS_ERR_IO, "%s: cannot sync: %s", w->path, strerror(errno));
+    if (close(w->fd) != 0 && st == AS_OK)
+        st = as_err_set(err, AS_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
+    if (st == AS_OK && as_input_is_open(w->path))
+        st = as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input trace", w->path);
+    if (st == AS_OK && rename(w->tmp, w->path) != 0)
+        st = as_err_set(err, AS_ERR_IO, "%s: rename failed: %s", w->path, strerror(errno));
+    if (st != AS_OK) unlink(w->tmp);
+    writer_free(w);
+    return st;
+}
+
+void as_st_writer_abort(as_st_writer *w)
+{
+    if (!w) return;
+    close(w->fd);
+    unlink(w->tmp);
+    writer_free(w);
+}
