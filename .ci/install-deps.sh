@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian and PyPI packages attnscope needs, only those that are missing.
+# usage: .ci/install-deps.sh "deb1 deb2 ..." "pip1 pip2 ..."
+set -euo pipefail
+debs=($1)
+pips=($2)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing Debian packages: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+py=$(command -v python3)
+need=()
+for m in "${pips[@]}"; do
+  mod=${m//-/_}
+  "$py" -c "import $mod" 2>/dev/null || need+=("$m")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing PyPI packages: ${need[*]}"
+  "$py" -m pip install -q --disable-pip-version-check "${need[@]}"
+fi

@@ -1,0 +1,42 @@
+# attnscope: the README's two commands.
+#   make demo   install what is missing, build, run the main job on the bundled real sample
+#   make check  install what is missing, build, run the whole test suite through ctest
+BUILD ?= build
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+SAMPLE ?= data/samples/smollm2-135m-needle-2k.safetensors
+OUTDIR ?= out
+CMAKE_FLAGS ?=
+
+# Debian packages the build and the tests need (GLPK: the bottleneck's linear program;
+# PLplot: the report's plots; chromium: the report's screenshot test).
+AS_DEB_PACKAGES = cmake ninja-build pkg-config gcc make python3 \
+	libopenblas-dev liblapacke-dev libfftw3-dev libgsl-dev libcriterion-dev libcjson-dev
+# Python packages the interop and cross-check tests need.
+AS_PIP_PACKAGES = numpy safetensors
+
+.PHONY: all deps build demo check install clean
+
+all: build
+
+deps:
+	@bash .ci/install-deps.sh "$(AS_DEB_PACKAGES)" "$(AS_PIP_PACKAGES)"
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS)
+
+build: deps $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@mkdir -p $(OUTDIR)
+	./$(BUILD)/attnscope info $(SAMPLE)
+	./$(BUILD)/attnscope attend $(SAMPLE) --layer 0 --head 0 --query 15
+
+check: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+install: build
+	cmake --install $(BUILD)
+
+clean:
+	rm -rf $(BUILD) $(OUTDIR)
