@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+"""Test of data/capture/attnscope_capture.py on tiny randomly initialised models (no download).
+
+Builds a Llama model with GQA (4 query heads, 2 kv heads) and a GPT-2 model from transformers'
+config classes, runs the capture tool on them (decode and prefill modes, f32 and f64), and checks
+that each trace reproduces the model's own attention output: softmax(scale q K[0..p]^T) V[0..p]
+computed in float64 NumPy from the trace (read with a small independent safetensors parser)
+against the per-head outputs the tool recorded from inside the model. With $AS_BIN (set by
+ctest), the same comparison is made with `attnscope attend TRACE --json`, and `attnscope info`
+must accept the trace. Also checks the bundled sample against its reference, when present.
+
+Exit 0: pass; 1: a check failed; 77: skipped (torch/transformers/numpy/safetensors missing).
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("AS_SRC") or os.path.dirname(HERE)
+TOOL = os.path.join(SRC, "data", "capture", "attnscope_capture.py")
+SAMPLE = os.path.join(SRC, "data", "samples", "smollm2-135m-needle-2k.safetensors")
+
+try:
+    import numpy as np
+    import safetensors  # noqa: F401
+    import torch
+    import transformers  # noqa: F401
+except ImportError as e:
+    print(f"SKIP: test_capture needs numpy, safetensors, torch and transformers ({e})")
+    sys.exit(77)
+
+PASSED, FAILED = [], []
+
+
+def check(name, ok, detail=""):
+    (PASSED if ok else FAILED).append(name)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# independent reader (the format by hand: 8-byte LE header length, JSON header, raw data)
+
+def read_safetensors(path):
+    dt = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I32": np.int32,
+          "I64": np.int64, "BF16": np.uint16}
+    with open(path, "rb") as f:
+        blob = f.read()
+    (hlen,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + hlen])
+    meta = header.pop("__metadata__", {})
+    data = blob[8 + hlen:]
+    out = {}
+    for name, h in header.items():
+        a, b = h["data_offsets"]
+        x = np.frombuffer(data[a:b], dtype=np.dtype(dt[h["dtype"]]).newbyteorder("<"))
+        if h["dtype"] == "BF16":
+            x = (x.astype(np.uint32) << 16).view(np.float32)
+        out[name] = x.reshape(h["shape"])
+    return out, meta, header
+
+
+def dense_reference(trace, meta):
+    """layer -> [Hq, T, d] float64 outputs computed from the trace."""
+    scale = float(meta["scale"])
+    res = {}
+    for L in meta["layers"].split(","):
+        q = trace[f"layers.{L}.q"].astype(np.float64)
+        k = trace[f"layers.{L}.k"].astype(np.float64)
+        v = trace[f"layers.{L}.v"].astype(np.float64)
+        pos = trace[f"layers.{L}.q_pos"]
+        g = q.shape[0] // k.shape[0]
+        o = np.zeros_like(q)
+        for h in range(q.shape[0]):
+            for i, p in enumerate(pos):
+                s = scale * (k[h // g, :p + 1] @ q[h, i])
+                w = np.exp(s - s.max())
+                o[h, i] = (w / w.sum()) @ v[h // g, :p + 1]
+        res[int(L)] = o
+    return res
+
+
+def max_rel_err(ours, ref):
+    """max over (layer, head, query) of ||o - o_ref||_inf / ||o_ref||_inf."""
+    worst = 0.0
+    for L, o in ours.items():
+        r = ref[f"layers.{L}.out"].astype(np.float64)
+        num = np.abs(o - r).max(axis=-1)
+        den = np.maximum(np.abs(r).max(axis=-1), 1e-300)
+        worst = max(worst, float((num / den).max()))
+    return worst
+
+
+# ---------------------------------------------------------------------------------------------
+
+def run_tool(args, expect=0):
+    cmd = [sys.executable, TOOL] + args
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != expect:
+        print("command:", " ".join(cmd))
+        print(p.stdout[-3000:], p.stderr[-3000:])
+    return p
+
+
+def as_bin_attend_available():
+    b = os.environ.get("AS_BIN")
+    if not b or not os.access(b, os.X_OK):
+        return None, "AS_BIN is not set or not executable"
+    p = subprocess.run([b, "help", "attend"], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None, f"'{b} help attend' exited {p.returncode} (no attend command yet)"
+    return b, ""
+
+
+def attend_outputs(as_bin, trace_path, hq, t, d):
+    p = subprocess.run([as_bin, "attend", trace_path, "--json"], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"attnscope attend exited {p.returncode}: {p.stderr.strip()[:300]}")
+    doc = json.loads(p.stdout)
+    recs = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            if x.get("record") == "attend" and "output" in x:
+                recs.append(x)
+            else:
+                for v in x.values():
+                    walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(doc)
+    out = {}
+    for r in recs:
+        o = out.setdefault(int(r["layer"]), np.full((hq, t, d), np.nan))
+        o[int(r["head"]), int(r["query"])] = r["output"]
+    return out
+
+
+def verify_trace(label, path, bound, as_bin, nq, npy_dir=None):
+    trace, meta, header = read_safetensors(path)
+    ref, rmeta, _ = read_safetensors(path[:-len(".safetensors")] + ".ref.safetensors")
+    L0 = meta["layers"].split(",")[0]
+    hq, t, d = trace[f"layers.{L0}.q"].shape
+    hkv, n, _ = trace[f"layers.{L0}.k"].shape
+    check(f"{label}: metadata", meta.get("format") == "attnscope-trace" and
+          meta.get("format_version") == "1" and float(meta["scale"]) > 0 and
+          "rope_applied" in meta and meta.get("model"), json.dumps(
+              {k: meta.get(k) for k in ("model", "scale", "rope_applied", "layers", "dtype")}))
+    pos = trace[f"layers.{L0}.q_pos"]
+    check(f"{label}: shapes and positions", t == nq and hq % hkv == 0 and
+          header[f"layers.{L0}.q_pos"]["dtype"] == "I32" and int(pos[-1]) == n - 1 and
+          list(pos) == list(range(n - t, n)), f"Hq={hq} Hkv={hkv} N={n} T={t} d={d}")
+    ours = dense_reference(trace, meta)
+    err = max_rel_err(ours, ref)
+    check(f"{label}: NumPy float64 reproduces the model's attention output", err <= bound,
+          f"max rel err {err:.3e} (bound {bound:.1e})")
+    # negative control: the check must notice a wrong scale or a missing causal mask
+    bad = dict(meta, scale=repr(float(meta["scale"]) * 1.25))
+    err_bad = max_rel_err(dense_reference(trace, bad), ref)
+    check(f"{label}: a 1.25x wrong scale is detected", err_bad > max(10 * err, 2 * bound),
+          f"max rel err {err_bad:.3e}")
+    if npy_dir:
+        same = all(np.array_equal(np.load(os.path.join(npy_dir, name + ".npy")),
+                                  trace[name].astype(np.load(os.path.join(
+                                      npy_dir, name + ".npy")).dtype)) for name in trace)
+        with open(os.path.join(npy_dir, "metadata.json")) as f:
+            md2 = json.load(f)
+        check(f"{label}: .npy directory holds the same tensors and metadata",
+              same and md2.get("scale") == meta["scale"] and md2.get("layers") == meta["layers"])
+    if as_bin:
+        p = subprocess.run([as_bin, "info", path], capture_output=True, text=True)
+        check(f"{label}: attnscope info exits 0", p.returncode == 0,
+              p.stderr.strip()[:200] if p.returncode else "")
+        if npy_dir:
+            p = subprocess.run([as_bin, "info", npy_dir], capture_output=True, text=True)
+            check(f"{label}: attnscope info on the .npy directory exits 0", p.returncode == 0,
+                  p.stderr.strip()[:200] if p.returncode else "")
+        try:
+            outs = attend_outputs(as_bin, path, hq, t, d)
+            complete = set(outs) == set(ours) and all(not np.isnan(o).any() for o in outs.values())
+            err_c = max_rel_err(outs, ref) if complete else float("inf")
+            err_np = max(float(np.abs(outs[L] - ours[L]).max()) for L in ours) if complete else -1
+            check(f"{label}: attnscope attend reproduces the model's attention output",
+                  complete and err_c <= bound,
+                  f"max rel err {err_c:.3e} (bound {bound:.1e}); vs NumPy max abs diff {err_np:.1e}")
+        except (RuntimeError, ValueError, KeyError) as e:
+            check(f"{label}: attnscope attend", False, str(e))
+    return err
+
+
+def main():
+    as_bin, why = as_bin_attend_available()
+    if not as_bin:
+        print(f"note: {why}: checking with NumPy only, not with attnscope attend/info")
+    tmp = tempfile.mkdtemp(prefix="attnscope-capture-test-")
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+        torch.manual_seed(1234)
+        # initializer_range 0.3 makes the scores spread over several units, so that attention is
+        # far from uniform and a wrong scale, mask or key would show.
+        llama = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=96,
+                            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                            head_dim=16, max_position_embeddings=512, initializer_range=0.3,
+                            rope_theta=10000.0)
+        LlamaForCausalLM(llama).save_pretrained(os.path.join(tmp, "llama"))
+        gpt2 = GPT2Config(vocab_size=96, n_embd=64, n_layer=3, n_head=4, n_positions=512,
+                          initializer_range=0.3, bos_token_id=0, eos_token_id=0)
+        GPT2LMHeadModel(gpt2).save_pretrained(os.path.join(tmp, "gpt2"))
+        gpt2i = GPT2Config(vocab_size=96, n_embd=64, n_layer=3, n_head=4, n_positions=512,
+                           initializer_range=0.3, scale_attn_by_inverse_layer_idx=True,
+                           bos_token_id=0, eos_token_id=0)
+        GPT2LMHeadModel(gpt2i).save_pretrained(os.path.join(tmp, "gpt2i"))
+        ids = os.path.join(tmp, "ids.npy")
+        np.save(ids, np.random.default_rng(7).integers(0, 96, 400).astype(np.int64))
+
+        cases = [
+            # label, model, extra args, T, bound, expected scale
+            ("llama-gqa f32 decode", "llama", ["--tokens", "300"], 8, 1e-5, 16 ** -0.5),
+            # float64 model: Llama's eager attention still takes its softmax in float32, so the
+            # model's own output is only f32-accurate; the case checks the F64 path end to end.
+            ("llama-gqa f64 prefill", "llama", ["--tokens", "257", "--mode", "prefill",
+                                                "--chunk", "64", "--compute-dtype", "float64",
+                                                "--dtype", "f64"], 5, 1e-5, 16 ** -0.5),
+            ("gpt2 f32 decode", "gpt2", ["--tokens", "200"], 6, 1e-5, 16 ** -0.5),
+            ("gpt2 inverse-layer scale, layer 2", "gpt2i", ["--tokens", "150", "--layers", "2"],
+             4, 1e-5, 16 ** -0.5 / 3),
+        ]
+        traces = {}
+        for label, model, extra, t, bound, scale in cases:
+            out = os.path.join(tmp, label.replace(" ", "_").replace(",", "") + ".safetensors")
+            npy = out[:-len(".safetensors")] + "_npy"
+            p = run_tool(["--model", os.path.join(tmp, model), "--prompt-ids", ids, "-T", str(t),
+                          "-o", out, "--npy-dir", npy, "--answer-tokens", "3"] + extra)
+            if not check(f"{label}: capture tool exits 0", p.returncode == 0):
+                continue
+            traces[label] = out
+            _, meta, _ = read_safetensors(out)
+            check(f"{label}: scale is the model's", abs(float(meta["scale"]) - scale) < 1e-15,
+                  f"{meta['scale']} (expected {scale!r})")
+            check(f"{label}: rope_applied", meta["rope_applied"] ==
+                  ("true" if model == "llama" else "false"))
+            verify_trace(label, out, bound, as_bin, t, npy_dir=npy)
+
+        # decode steps and a single causal prefill give the same queries and keys
+        a = read_safetensors(traces["llama-gqa f32 decode"])[0] \
+            if "llama-gqa f32 decode" in traces else {}
+        pre = os.path.join(tmp, "llama_prefill.safetensors")
+        p = run_tool(["--model", os.path.join(tmp, "llama"), "--prompt-ids", ids, "-T", "8",
+                      "--tokens", "300", "--mode", "prefill", "--chunk", "100", "-o", pre])
+        if check("llama prefill capture exits 0", p.returncode == 0) and a:
+            b, _, _ = read_safetensors(pre)
+            diff = max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+            check("decode-step and prefill captures agree", diff < 1e-4, f"max abs diff {diff:.2e}")
+
+        # refusals: one line, exit 2
+        p = run_tool(["--model", os.path.join(tmp, "gpt2i"), "--prompt-ids", ids, "--tokens",
+                      "100", "-o", os.path.join(tmp, "x.safetensors")], expect=2)
+        check("per-layer scales in one trace are refused (exit 2)", p.returncode == 2 and
+              "scale" in p.stderr, p.stderr.strip()[-160:])
+        p = run_tool(["--model", os.path.join(tmp, "llama"), "--prompt-ids", ids, "--tokens",
+                      "399", "-T", "4", "--layers", "7", "-o", os.path.join(tmp, "y.safetensors")],
+                     expect=2)
+        check("an out-of-range layer is refused (exit 2)", p.returncode == 2)
+        p = run_tool(["--model", os.path.join(tmp, "nope"), "--prompt-ids", ids, "-o",
+                      os.path.join(tmp, "z.safetensors")], expect=2)
+        check("a missing model is refused (exit 2)", p.returncode == 2)
+
+        # the bundled real sample reproduces its model's outputs (bf16 storage: loose bound)
+        if os.path.exists(SAMPLE):
+            err = verify_trace("bundled sample", SAMPLE, 0.15, as_bin, 16)
+            print(f"note: bundled sample (bf16 storage) max rel err {err:.3e}; f32 captures of "
+                  "the same model reproduce to about 2e-5")
+        else:
+            print(f"note: {SAMPLE} absent: sample check skipped")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not as_bin:
+        print(f"note: NumPy check only ({why})")
+    print(f"capture: {len(PASSED)} passed, {len(FAILED)} failed")
+    return 1 if FAILED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
