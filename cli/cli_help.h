@@ -19,5 +19,11 @@ int as_cmd_info(int argc, char **argv);
 extern const char as_help_info[];
 int as_cmd_attend(int argc, char **argv);
 extern const char as_help_attend[];
+#ifdef AS_HAVE_REPORT /* report/: PLplot + OpenSSL found */
+int as_cmd_report(int argc, char **argv);
+extern const char as_help_report[];
+#endif
+int as_cmd_compare(int argc, char **argv);
+extern const char as_help_compare[];
 
 #endif

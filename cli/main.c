@@ -8,6 +8,11 @@ static const as_command commands[] = {
     {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
     {"attend", as_cmd_attend, "dense float64 attention outputs of a trace's queries",
      as_help_attend},
+#ifdef AS_HAVE_REPORT
+    {"report", as_cmd_report, "one self-contained HTML report with the figures of a trace",
+     as_help_report},
+#endif
+    {"compare", as_cmd_compare, "two traces side by side, layer by layer", as_help_compare},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

@@ -1,0 +1,270 @@
+/* attnscope report: one self-contained HTML file with the figures of a trace's analysis.
+ * Built only when PLplot and OpenSSL's libcrypto are found (report/CMakeLists.txt). */
+#ifdef AS_HAVE_REPORT
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "as_digest.h"
+#include "as_html.h"
+#include "as_plot.h"
+#include "as_report.h"
+#include "as_summary.h"
+#include "cli_help.h"
+#include "cli_util.h"
+
+const char as_help_report[] =
+    "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--layer L] [--quiet]\n\n"
+    "Analyse TRACE and write one self-contained HTML file (inline SVG figures, inline CSS, no\n"
+    "scripts, no network): where attention goes; layer x head heatmaps of normalised entropy\n"
+    "and of the effective rank of keys; per-layer distributions of entropy and top-k mass;\n"
+    "error-versus-sparsity curves per selection method with the theoretical bound; the\n"
+    "d-dimensional bottleneck (collision space, TV witness); the positional spectrum of the\n"
+    "most periodic heads; a summary table per layer; provenance (file, SHA-256, model,\n"
+    "version, command).\n\n"
+    "  -o, --output FILE   where to write the report (default: report.html); written\n"
+    "                      atomically, never over an input\n"
+    "  --gpu-json FILE     add the GPU results of 'attnscope gpu bench --json'\n"
+    "  --layer L           only layer L\n"
+    "  --quiet             no progress bar\n";
+
+static struct {
+    as_progress *bar;
+    uint64_t base, span; /* this phase's share of the bar, in per-mille */
+} prog;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)ctx;
+    if (total == 0) total = 1;
+    as_progress_update(prog.bar, prog.base + prog.span * done / total);
+}
+
+static void on_hash(void *ctx, unsigned long long done)
+{
+    uint64_t total = *(const uint64_t *)ctx;
+    on_progress(NULL, done, total);
+}
+
+/* The command line as typed, shell-quoted where needed. */
+static char *command_line(int argc, char **argv)
+{
+    size_t n = 32;
+    for (int i = 0; i < argc; i++) n += 4 * strlen(argv[i]) + 3;
+    char *s = malloc(n), *p = s;
+    if (!s) return NULL;
+    p += sprintf(p, "attnscope");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int plain = *a != '\0';
+        for (const char *q = a; *q; q++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+%@",
+                        *q))
+                plain = 0;
+        *p++ = ' ';
+        if (plain) {
+            p += sprintf(p, "%s", a);
+        } else {
+            *p++ = '\'';
+            for (const char *q = a; *q; q++) {
+                if (*q == '\'') {
+                    memcpy(p, "'\\''", 4);
+                    p += 4;
+                } else {
+                    *p++ = *q;
+                }
+            }
+            *p++ = '\'';
+            *p = '\0';
+        }
+    }
+    return s;
+}
+
+static char *read_small_file(const char *path, char *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        as_err_set(err, AS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (len < cap - 1) break;
+        if (cap > (256u << 20)) {
+            free(buf);
+            buf = NULL;
+            as_err_set(err, AS_ERR_VALUE, "%s: larger than 256 MiB", path);
+            fclose(f);
+            return NULL;
+        }
+        char *nb = realloc(buf, cap * 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    fclose(f);
+    if (!buf) {
+        as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+int as_cmd_report(int argc, char **argv)
+{
+    enum { OPT_GPU = 2000 };
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"output", required_argument, 0, 'o'},
+                                         {"gpu-json", required_argument, 0, OPT_GPU},
+                                         {0, 0, 0, 0}};
+    as_cli_common c;
+    as_cli_common_init(&c);
+    const char *out = "report.html", *gpu = NULL;
+    int opt, r;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
+        if ((r = as_cli_common_opt(&c, "report", opt, optarg)) == 1) continue;
+        if (r == 2) return 0;
+        if (r < 0) return 2;
+        if (opt == 'o')
+            out = optarg;
+        else if (opt == OPT_GPU)
+            gpu = optarg;
+        else if (opt == ':')
+            return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
+        else
+            return as_cli_usage("report", "unknown option '%s'", argv[optind - 1]);
+    }
+    if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
+    if (c.fmt != AS_FMT_TABLE)
+        return as_cli_usage("report", "writes HTML; --json/--csv are for the analysis commands");
+    if (c.head >= 0) return as_cli_usage("report", "--head is not supported (use --layer)");
+    c.trace = argv[optind];
+    if (!*out) return as_cli_usage("report", "empty output path");
+    if (same_file(out, c.trace) || (gpu && same_file(out, gpu))) {
+        fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", out);
+        return 2;
+    }
+    char err[AS_ERR_LEN];
+    if (!as_plot_available(err)) return as_cli_fail("report", AS_ERR_USAGE, err);
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int code;
+    as_trace *tr = as_cli_open_trace("report", c.trace, 1, &code);
+    if (!tr) return code;
+    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
+        as_trace_free(tr);
+        return as_cli_usage("report", "%s has no layer %d", c.trace, c.layer);
+    }
+    char *gpu_doc = NULL;
+    if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
+        as_trace_free(tr);
+        return as_cli_fail("report", AS_ERR_IO, err);
+    }
+
+    prog.bar = as_progress_new("report", 1000, c.quiet);
+    /* checksum: 10% of the bar; analysis: 90% */
+    char hex[AS_SHA256_HEX] = "";
+    as_status st = AS_OK;
+    const char *kind = as_trace_kind(tr);
+    char *per_file = NULL;
+    uint64_t bytes = as_trace_file_bytes(tr);
+    prog.base = 0, prog.span = 100;
+    if (strcmp(kind, "safetensors") == 0) {
+        st = as_sha256_file(as_trace_path(tr), hex, on_hash, &bytes, err);
+    } else {
+        /* an .npy directory: one checksum per file, and the checksum of that list */
+        as_buf lst;
+        as_buf_init(&lst);
+        static const char *const parts[] = {"q", "k", "v", "q_pos"};
+        for (size_t i = 0; i < as_trace_n_layers(tr) && st == AS_OK; i++)
+            for (int k = 0; k < 4 && st == AS_OK; k++) {
+                char path[4096], fh[AS_SHA256_HEX];
+                snprintf(path, sizeof path, "%s/layers.%d.%s.npy", as_trace_path(tr),
+                         as_trace_layer(tr, i)->index, parts[k]);
+                struct stat sb;
+                if (stat(path, &sb) != 0) continue;
+                st = as_sha256_file(path, fh, NULL, NULL, err);
+                if (st == AS_OK) as_buf_printf(&lst, "%s  %s\n", fh, strrchr(path, '/') + 1);
+            }
+        char path[4096], fh[AS_SHA256_HEX];
+        snprintf(path, sizeof path, "%s/metadata.json", as_trace_path(tr));
+        struct stat sb;
+        if (st == AS_OK && stat(path, &sb) == 0 &&
+            (st = as_sha256_file(path, fh, NULL, NULL, err)) == AS_OK)
+            as_buf_printf(&lst, "%s  metadata.json\n", fh);
+        size_t n;
+        per_file = as_buf_take(&lst, &n);
+        if (st == AS_OK && per_file) st = as_sha256_mem(per_file, n, hex, err);
+    }
+    if (st != AS_OK) {
+        as_progress_free(prog.bar);
+        free(per_file);
+        free(gpu_doc);
+        as_trace_free(tr);
+        return as_cli_fail("report", st, err);
+    }
+
+    as_summary_opts so;
+    as_summary_opts_init(&so);
+    so.layer = c.layer;
+    so.progress = on_progress;
+    prog.base = 100, prog.span = 900;
+    as_summary *s = as_summary_compute(tr, &so, err);
+    if (!s) {
+        as_progress_free(prog.bar);
+        free(per_file);
+        free(gpu_doc);
+        as_trace_free(tr);
+        return as_cli_fail("report", AS_ERR_NUMERIC, err);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    char *cmdline = command_line(argc, argv);
+    as_report_info info = {cmdline ? cmdline : "attnscope report",
+                           gpu_doc,
+                           gpu,
+                           hex,
+                           per_file,
+                           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)};
+    char *html = NULL;
+    size_t len = 0;
+    int nfig = 0;
+    st = as_report_html(tr, s, &info, &html, &len, &nfig, err);
+    as_progress_free(prog.bar);
+    if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
+    free(html);
+    free(cmdline);
+    free(per_file);
+    free(gpu_doc);
+    as_summary_free(s);
+    as_trace_free(tr);
+    if (st != AS_OK) return as_cli_fail("report", st, err);
+    if (!c.quiet)
+        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)\n", out, nfig,
+                (double)len / 1024.0);
+    return 0;
+}
+#else
+/* PLplot or OpenSSL missing: `attnscope report` is not part of this build. */
+typedef int as_cmd_report_not_built;
+#endif

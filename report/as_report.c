@@ -1,0 +1,881 @@
+/* as_report: assemble the HTML report from a trace's summary. */
+#include "as_report.h"
+
+#include <cjson/cJSON.h>
+#include <limits.h>
+#include <math.h>
+#include <plplot.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "as_digest.h"
+#include "as_html.h"
+#include "as_plot.h"
+
+/* Figures are drawn into the page as they are made; a failed figure becomes a note (the
+ * report still renders), counted so the caller can tell. */
+typedef struct {
+    as_buf *b;
+    int figures, failed;
+} ctx;
+
+static void put_figure(ctx *c, const char *id, char *svg, const char *caption, const char *err)
+{
+    if (svg) {
+        as_html_figure(c->b, id, svg, caption);
+        c->figures++;
+        free(svg);
+    } else {
+        char msg[AS_ERR_LEN + 160];
+        snprintf(msg, sizeof msg, "figure %s could not be drawn: %s", id, err);
+        as_html_note(c->b, msg);
+        c->failed++;
+    }
+}
+
+static int any_finite(const double *x, int64_t n)
+{
+    for (int64_t i = 0; x && i < n; i++)
+        if (isfinite(x[i])) return 1;
+    return 0;
+}
+
+/* Layer names for axes ("0", "10", ...). */
+typedef struct {
+    char (*buf)[24];
+    const char **names;
+} names_t;
+
+static int layer_names(const as_summary *s, names_t *nm, const char *prefix)
+{
+    size_t n = s->n_layers ? s->n_layers : 1;
+    nm->buf = calloc(n, sizeof *nm->buf);
+    nm->names = calloc(n, sizeof *nm->names);
+    if (!nm->buf || !nm->names) return -1;
+    for (size_t i = 0; i < s->n_layers; i++) {
+        snprintf(nm->buf[i], sizeof nm->buf[i], "%s%d", prefix, s->layers[i].layer);
+        nm->names[i] = nm->buf[i];
+    }
+    return 0;
+}
+
+static void names_free(names_t *nm)
+{
+    free(nm->buf);
+    free(nm->names);
+}
+
+static int64_t max_hq(const as_summary *s)
+{
+    int64_t m = 0;
+    for (size_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].hq > m) m = s->layers[i].hq;
+    return m;
+}
+
+static int64_t max_hkv(const as_summary *s)
+{
+    int64_t m = 0;
+    for (size_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].hkv > m) m = s->layers[i].hkv;
+    return m;
+}
+
+/* Height of a layer x head heatmap: ~ 26 px per row, within bounds. */
+static int heat_height(size_t rows)
+{
+    int h = 110 + 26 * (int)rows;
+    return h < 260 ? 260 : h > 900 ? 900 : h;
+}
+
+/* layer x head matrix of a per-head (or per head x query, averaged) quantity */
+static double *layer_head_matrix(const as_summary *s, int64_t ncols, int kv,
+                                 double *(*get)(const as_sum_layer *), int per_query)
+{
+    double *z = malloc(sizeof(double) * s->n_layers * (size_t)(ncols ? ncols : 1));
+    if (!z) return NULL;
+    for (size_t i = 0; i < s->n_layers; i++) {
+        const as_sum_layer *L = &s->layers[i];
+        int64_t nh = kv ? L->hkv : L->hq;
+        const double *v = get(L);
+        for (int64_t h = 0; h < ncols; h++) {
+            double x = NAN;
+            if (v && h < nh) x = per_query ? as_sum_mean(v + h * L->t, L->t) : v[h];
+            z[i * (size_t)ncols + (size_t)h] = x;
+        }
+    }
+    return z;
+}
+
+static double *get_entropy(const as_sum_layer *L) { return L->entropy_norm; }
+static double *get_erank(const as_sum_layer *L) { return L->erank_k; }
+static double *get_tv(const as_sum_layer *L) { return L->tv_witness; }
+static double *get_sink(const as_sum_layer *L) { return L->sink_mass; }
+static double *get_collision_frac(const as_sum_layer *L) { return L->collision_dim; }
+
+/* ---------------------------------------------------------------- sections */
+static void section_overview(ctx *c, const as_trace *tr, const as_summary *s)
+{
+    as_buf *b = c->b;
+    as_html_section(b, "trace", "The trace",
+                    "Decode queries (after RoPE) and the KV cache they attend to, per captured "
+                    "layer. All numbers below are computed in float64 from this file.");
+    as_buf_puts(b, "<table><tr><th>layer</th><th>query heads</th><th>kv heads</th>"
+                   "<th>queries T</th><th>keys N</th><th>head dim d</th><th>scale</th>"
+                   "<th>causal</th></tr>\n");
+    for (size_t i = 0; i < s->n_layers; i++) {
+        const as_sum_layer *L = &s->layers[i];
+        const as_layer *l = as_trace_find_layer(tr, L->layer);
+        as_buf_printf(b,
+                      "<tr><td>%d</td><td>%lld</td><td>%lld</td><td>%lld</td><td>%lld</td>"
+                      "<td>%lld</td><td>%.4g</td><td>%s</td></tr>\n",
+                      L->layer, (long long)L->hq, (long long)L->hkv, (long long)L->t,
+                      (long long)L->n, (long long)L->d, L->scale,
+                      l && as_layer_is_causal(l) ? "yes" : "no");
+    }
+    as_buf_puts(b, "</table>\n");
+    as_html_section_end(b);
+}
+
+/* Parse "a-b[,c-d...]" spans from metadata (e.g. prompt_fact_spans); first span only. */
+static int first_span(const char *v, double *lo, double *hi)
+{
+    if (!v) return 0;
+    char *end;
+    double a = strtod(v, &end);
+    if (end == v || *end != '-') return 0;
+    const char *q = end + 1;
+    double z = strtod(q, &end);
+    if (end == q || !(z >= a)) return 0;
+    *lo = a, *hi = z;
+    return 1;
+}
+
+static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "where", "Where attention goes",
+                    "Mean attention weight per key position (averaged over query heads and "
+                    "decode queries; a density: it sums to 1 over positions), and the weight "
+                    "each head puts on the first token (the attention sink).");
+    as_html_grid_begin(b, 2);
+    /* up to 7 layers as lines, spread over the trace's layers */
+    int nsel = s->n_layers < AS_PLOT_NCOLORS ? (int)s->n_layers : AS_PLOT_NCOLORS;
+    as_series ser[AS_PLOT_NCOLORS];
+    char nm[AS_PLOT_NCOLORS][32];
+    double *xs[AS_PLOT_NCOLORS] = {0};
+    int ns = 0;
+    for (int k = 0; k < nsel; k++) {
+        size_t i = nsel == 1 ? 0 : (size_t)k * (s->n_layers - 1) / (size_t)(nsel - 1);
+        const as_sum_layer *L = &s->layers[i];
+        if (!L->profile || L->nbins <= 0) continue;
+        xs[ns] = malloc(sizeof(double) * (size_t)L->nbins);
+        if (!xs[ns]) continue;
+        for (int j = 0; j < L->nbins; j++) xs[ns][j] = (j + 0.5) * L->bin_width;
+        snprintf(nm[ns], sizeof nm[ns], "layer %d", L->layer);
+        ser[ns] = (as_series){nm[ns], L->nbins, xs[ns], L->profile, NULL, NULL, ns, 0, 0, 1.4};
+        ns++;
+    }
+    if (ns > 0) {
+        double blo = 0, bhi = 0;
+        int band = first_span(as_trace_meta(tr, "prompt_fact_spans"), &blo, &bhi);
+        as_lineplot lp = {{680, 420, "Attention weight by key position", "key position (tokens)",
+                           "mean weight per position"},
+                          ns, ser, 0, 1, 0, 0, 0, 0, 0, NULL, NULL,
+                          0, NULL, 0, NULL, 0, NULL, 0,
+                          band ? blo : 0, band ? bhi + 1 : 0,
+                          band ? "planted fact" : NULL};
+        lp.legend_pos = 0;
+        char cap[256];
+        snprintf(cap, sizeof cap,
+                 "Positions are binned (%.3g per bin) when N > %d.%s", s->layers[0].bin_width,
+                 AS_SUM_PROFILE_BINS,
+                 band ? " The shaded band is the span of the fact the prompt asks about "
+                        "(trace metadata prompt_fact_spans)."
+                      : "");
+        put_figure(c, "profile", as_plot_lines(&lp, err), cap, err);
+    }
+    for (int k = 0; k < ns; k++) free(xs[k]);
+
+    int64_t hq = max_hq(s);
+    double *z = layer_head_matrix(s, hq, 0, get_sink, 0);
+    names_t rn = {0};
+    if (z && layer_names(s, &rn, "") == 0) {
+        as_heatmap h = {{680, heat_height(s->n_layers), "Attention on the first token (sink)",
+                         "query head", "layer"},
+                        (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,
+                        "mean weight on position 0", "%.2f", 0};
+        put_figure(c, "sink", as_plot_heatmap(&h, err),
+                   "Mean over decode queries of the weight on position 0.", err);
+    }
+    names_free(&rn);
+    free(z);
+    as_html_grid_end(b);
+    as_html_section_end(b);
+}
+
+static void section_entropy(ctx *c, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "entropy", "Entropy and effective rank",
+                    "Normalised attention entropy H(a) / ln n (0: all weight on one key, 1: "
+                    "uniform over the n visible keys), mean over decode queries; and the "
+                    "effective rank exp(-sum p_i ln p_i), p_i = s_i / sum s, of each kv head's "
+                    "key matrix (Roy & Vetterli, 2007). Definitions: docs/theory.md.");
+    if (!s->have_entropy && !s->have_rank) {
+        as_html_note(b, s->missing[0]);
+        as_html_note(b, s->missing[1]);
+        as_html_section_end(b);
+        return;
+    }
+    names_t rn = {0};
+    if (layer_names(s, &rn, "") != 0) return;
+    as_html_grid_begin(b, 2);
+    if (s->have_entropy) {
+        int64_t hq = max_hq(s);
+        double *z = layer_head_matrix(s, hq, 0, get_entropy, 1);
+        if (z) {
+            as_heatmap h = {{680, heat_height(s->n_layers), "Mean normalised entropy",
+                             "query head", "layer"},
+                            (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,
+                            "H / ln n  (1 = uniform)", "%.2f", 0};
+            put_figure(c, "entropy-heatmap", as_plot_heatmap(&h, err),
+                       "Low values (dark) are focused heads: few keys carry the weight.", err);
+            free(z);
+        }
+    } else {
+        as_html_note(b, s->missing[0]);
+    }
+    if (s->have_rank) {
+        int64_t hkv = max_hkv(s);
+        double *z = layer_head_matrix(s, hkv, 1, get_erank, 0);
+        if (z) {
+            char zl[64];
+            snprintf(zl, sizeof zl, "effective rank (of d = %lld)", (long long)s->layers[0].d);
+            as_heatmap h = {{680, heat_height(s->n_layers), "Effective rank of keys", "kv head",
+                             "layer"},
+                            (int)s->n_layers, (int)hkv, z, rn.names, NULL, 0, 0, zl, "%.1f", 0};
+            put_figure(c, "erank-heatmap", as_plot_heatmap(&h, err),
+                       "Keys living in few dimensions make the score matrix low rank.", err);
+            free(z);
+        }
+    } else {
+        as_html_note(b, s->missing[1]);
+    }
+    as_html_grid_end(b);
+    names_free(&rn);
+    as_html_section_end(b);
+}
+
+static void section_distributions(ctx *c, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "distributions", "Per-layer distributions",
+                    "Over all query heads and decode queries of a layer: normalised entropy, "
+                    "and the fraction of the visible keys the largest weights need to hold 90% "
+                    "and 99% of the attention mass (k90 / n, k99 / n). Boxes: quartiles and "
+                    "median; whiskers: 1.5 IQR; dots: the rest.");
+    if (!s->have_entropy) {
+        as_html_note(b, s->missing[0]);
+        as_html_section_end(b);
+        return;
+    }
+    names_t gn = {0};
+    if (layer_names(s, &gn, "") != 0) return;
+    int ng = (int)s->n_layers;
+    const double **v = calloc((size_t)ng * 2, sizeof *v);
+    int *cnt = calloc((size_t)ng * 2, sizeof *cnt);
+    if (v && cnt) {
+        as_html_grid_begin(b, 2);
+        for (int g = 0; g < ng; g++) {
+            v[g] = s->layers[g].entropy_norm;
+            cnt[g] = (int)(s->layers[g].hq * s->layers[g].t);
+        }
+        int w = ng > 12 ? 1300 : 680;
+        as_boxplot bp = {{w, 420, "Normalised entropy by layer", "layer", "H / ln n"},
+                         ng, 1, gn.names, NULL, v, cnt, 0, 0, 1.02};
+        put_figure(c, "entropy-box", as_plot_boxes(&bp, err),
+                   "One sample per (query head, decode query).", err);
+        for (int g = 0; g < ng; g++) {
+            v[2 * g] = s->layers[g].k90_frac;
+            v[2 * g + 1] = s->layers[g].k99_frac;
+            cnt[2 * g] = cnt[2 * g + 1] = (int)(s->layers[g].hq * s->layers[g].t);
+        }
+        static const char *const sn[] = {"90% of the mass", "99% of the mass"};
+        as_boxplot bk = {{w, 420, "Top-k mass: keys needed", "layer",
+                          "k / n (fraction of visible keys)"},
+                         ng, 2, gn.names, sn, v, cnt, 1, 0, 0};
+        put_figure(c, "topk-box", as_plot_boxes(&bk, err),
+                   "The smallest k whose largest weights hold 90% / 99% of the mass, as a "
+                   "fraction of the keys the query sees (log scale).",
+                   err);
+        as_html_grid_end(b);
+    }
+    free(v);
+    free(cnt);
+    names_free(&gn);
+    as_html_section_end(b);
+}
+
+static void section_sparsity(ctx *c, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "sparsity", "Error versus sparsity",
+                    "Relative output error ||o - o_S|| / ||o|| of each selection method as the "
+                    "kept fraction shrinks (sparsity N / k), with the theoretical bound beside "
+                    "it (dashed): for any kept set S, ||o - o_S|| <= (1 - P_S) max_{i not in S} "
+                    "||v_i - o_S|| (docs/theory.md). Lines: median over all heads of the "
+                    "per-head median over queries; band: interquartile range over heads.");
+    if (!s->have_sparsity || s->n_methods == 0 || s->n_levels == 0) {
+        as_html_note(b, s->missing[3]);
+        as_html_section_end(b);
+        return;
+    }
+    int nl = s->n_levels;
+    int64_t tot_heads = 0;
+    for (size_t i = 0; i < s->n_layers; i++) tot_heads += s->layers[i].hq;
+    double *all = malloc(sizeof(double) * (size_t)(tot_heads ? tot_heads : 1));
+    double *med = malloc(sizeof(double) * (size_t)nl * 5);
+    if (!all || !med) {
+        free(all);
+        free(med);
+        return;
+    }
+    double *q1 = med + nl, *q3 = med + 2 * nl, *bnd = med + 3 * nl;
+    as_html_grid_begin(b, s->n_methods > 2 ? 3 : 2);
+    for (int m = 0; m < s->n_methods; m++) {
+        for (int which = 0; which < 2; which++)
+            for (int li = 0; li < nl; li++) {
+                int64_t k = 0;
+                for (size_t i = 0; i < s->n_layers; i++) {
+                    const as_sum_layer *L = &s->layers[i];
+                    const double *src = which ? L->rel_bound : L->rel_err;
+                    for (int64_t h = 0; h < L->hq; h++)
+                        all[k++] = src ? src[((size_t)m * nl + li) * L->hq + h] : NAN;
+                }
+                if (which) {
+                    bnd[li] = as_sum_quantile(all, k, 0.5);
+                } else {
+                    med[li] = as_sum_quantile(all, k, 0.5);
+                    q1[li] = as_sum_quantile(all, k, 0.25);
+                    q3[li] = as_sum_quantile(all, k, 0.75);
+                }
+            }
+        as_series ser[2] = {
+            {"measured error", nl, s->levels, med, q1, q3, m, 0, 1, 2},
+            {"bound", nl, s->levels, bnd, NULL, NULL, m, 1, 0, 2},
+        };
+        static const double hl[2] = {0.01, 0.05};
+        static const char *const hn[2] = {"1%", "5%"};
+        static const double ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
+        as_lineplot lp = {{520, 400, s->method_names[m], "sparsity N / k",
+                           "relative output error"},
+                          any_finite(bnd, nl) ? 2 : 1, ser, 1, 1, 0, 0, 0, 0, 2, hl, hn, 2,
+                          NULL, 0, ticks, (int)(sizeof ticks / sizeof ticks[0]), "x", 1,
+                          0, 0, NULL};
+        char id[64];
+        snprintf(id, sizeof id, "sparsity-%d", m);
+        put_figure(c, id, as_plot_lines(&lp, err), NULL, err);
+    }
+    as_html_grid_end(b);
+    free(all);
+    free(med);
+    as_html_section_end(b);
+}
+
+static void section_bottleneck(ctx *c, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "bottleneck", "The d-dimensional bottleneck",
+                    "The output o = V^T a lies in R^d while a lies on the (n-1)-simplex: "
+                    "n - rank([V^T; 1^T]) directions of a change nothing in o (the collision "
+                    "space). The witness is a second distribution a' with V^T a' = V^T a as far "
+                    "from a as possible in total variation (a linear program): a large TV "
+                    "distance means the output cannot tell very different attention patterns "
+                    "apart.");
+    if (!s->have_bottleneck) {
+        as_html_note(b, s->missing[2]);
+        as_html_section_end(b);
+        return;
+    }
+    names_t rn = {0};
+    if (layer_names(s, &rn, "") != 0) return;
+    int64_t hq = max_hq(s);
+    as_html_grid_begin(b, 2);
+    double *z = layer_head_matrix(s, hq, 0, get_collision_frac, 0);
+    if (z) {
+        /* as a fraction of n: comparable across layers */
+        for (size_t i = 0; i < s->n_layers; i++)
+            for (int64_t h = 0; h < hq; h++) z[i * (size_t)hq + (size_t)h] /= (double)s->layers[i].n;
+        as_heatmap h = {{680, heat_height(s->n_layers), "Collision-space dimension", "query head",
+                         "layer"},
+                        (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,
+                        "(n - rank[V^T; 1^T]) / n", "%.3f", 0};
+        put_figure(c, "collision-heatmap", as_plot_heatmap(&h, err),
+                   "Dimension of the collision space as a fraction of the visible keys n.", err);
+        free(z);
+    }
+    z = layer_head_matrix(s, hq, 0, get_tv, 0);
+    if (z) {
+        as_heatmap h = {{680, heat_height(s->n_layers), "TV witness", "query head", "layer"},
+                        (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,
+                        "total variation ||a - a'||_TV", "%.2f", 0};
+        put_figure(c, "tv-heatmap", as_plot_heatmap(&h, err),
+                   "Largest TV distance between the true attention and a distribution with "
+                   "the same output (1 = disjoint supports).",
+                   err);
+        free(z);
+    }
+    as_html_grid_end(b);
+    names_free(&rn);
+    as_html_section_end(b);
+}
+
+static void section_spectrum(ctx *c, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "spectrum", "Positional spectrum",
+                    "Power spectrum of attention weight as a function of relative position "
+                    "(averaged over queries) for the most periodic heads (largest peak-to-mean "
+                    "power ratio). RoPE's rotation frequencies make some heads attend "
+                    "periodically.");
+    if (!s->have_spectrum) {
+        as_html_note(b, s->missing[4]);
+        as_html_section_end(b);
+        return;
+    }
+    enum { TOP = 6 };
+    size_t tl[TOP];
+    int64_t th[TOP];
+    double tv[TOP];
+    int nt = 0;
+    for (size_t i = 0; i < s->n_layers; i++) {
+        const as_sum_layer *L = &s->layers[i];
+        for (int64_t h = 0; L->periodicity && L->spec_power && h < L->hq; h++) {
+            double v = L->periodicity[h];
+            if (!isfinite(v)) continue;
+            int pos = nt;
+            while (pos > 0 && tv[pos - 1] < v) pos--;
+            if (pos >= TOP) continue;
+            int last = nt < TOP ? nt : TOP - 1;
+            for (int k = last; k > pos; k--) tl[k] = tl[k - 1], th[k] = th[k - 1], tv[k] = tv[k - 1];
+            tl[pos] = i, th[pos] = h, tv[pos] = v;
+            if (nt < TOP) nt++;
+        }
+    }
+    if (nt == 0) {
+        as_html_note(b, "no head has a finite spectrum");
+        as_html_section_end(b);
+        return;
+    }
+    as_series ser[TOP];
+    char nm[TOP][64];
+    for (int k = 0; k < nt; k++) {
+        const as_sum_layer *L = &s->layers[tl[k]];
+        snprintf(nm[k], sizeof nm[k], "L%d h%lld: period %.3g", L->layer, (long long)th[k],
+                 L->dominant_period[th[k]]);
+        ser[k] = (as_series){nm[k], L->nfreq, L->spec_period, L->spec_power + th[k] * L->nfreq,
+                             NULL, NULL, k, 0, 0, 1.6};
+    }
+    as_lineplot lp = {{1000, 440, "Positional spectrum of the most periodic heads",
+                       "period (tokens of relative position)", "power (normalised)"},
+                      nt, ser, 1, 1, 0, 0, 0, 0, 0, NULL, NULL, 4,
+                      NULL, 0, NULL, 0, NULL, 0, 0, 0, NULL};
+    as_html_grid_begin(b, 1);
+    put_figure(c, "spectrum", as_plot_lines(&lp, err), NULL, err);
+    as_html_grid_end(b);
+    as_html_section_end(b);
+}
+
+/* "2.5x", "> 100x", "< 2x" for a tolerated sparsity */
+static void put_tol(as_buf *b, double v, const as_summary *s)
+{
+    if (isnan(v)) {
+        as_buf_puts(b, "&lt; ");
+        as_buf_num(b, s->n_levels ? s->levels[0] : 1, 3);
+        as_buf_puts(b, "x");
+    } else if (s->n_levels && v >= s->levels[s->n_levels - 1]) {
+        as_buf_puts(b, "&ge; ");
+        as_buf_num(b, v, 3);
+        as_buf_puts(b, "x");
+    } else {
+        as_buf_num(b, v, 3);
+        as_buf_puts(b, "x");
+    }
+}
+
+static void section_summary(ctx *c, const as_summary *s)
+{
+    as_buf *b = c->b;
+    as_html_section(b, "summary", "Summary per layer",
+                    "Per layer: the sparsity N / k at which the relative output error stays "
+                    "under 1% and 5% (median over the layer's heads of the largest sparsity "
+                    "in the sweep meeting the threshold), and the heads that need dense "
+                    "attention (no sparsity in the sweep keeps their error under 5%).");
+    as_buf_puts(b, "<table><tr><th>layer</th><th>mean H / ln n</th><th>median k90 / n</th>"
+                   "<th>median k99 / n</th><th>mean erank K</th><th>mean TV witness</th>");
+    int nm = s->have_sparsity ? s->n_methods : 0;
+    for (int m = 0; m < nm; m++) {
+        as_buf_puts(b, "<th>");
+        as_buf_esc(b, s->method_names[m]);
+        as_buf_puts(b, ": &lt; 1%</th><th>");
+        as_buf_esc(b, s->method_names[m]);
+        as_buf_puts(b, ": &lt; 5%</th>");
+    }
+    if (nm) as_buf_puts(b, "<th class=\"l\">heads needing dense attention</th>");
+    as_buf_puts(b, "</tr>\n");
+    for (size_t i = 0; i < s->n_layers; i++) {
+        const as_sum_layer *L = &s->layers[i];
+        int64_t hqt = L->hq * L->t;
+        as_buf_printf(b, "<tr><td>%d</td><td>", L->layer);
+        as_buf_num(b, as_sum_mean(L->entropy_norm, hqt), 3);
+        as_buf_puts(b, "</td><td>");
+        as_buf_num(b, as_sum_quantile(L->k90_frac, hqt, 0.5), 3);
+        as_buf_puts(b, "</td><td>");
+        as_buf_num(b, as_sum_quantile(L->k99_frac, hqt, 0.5), 3);
+        as_buf_puts(b, "</td><td>");
+        as_buf_num(b, as_sum_mean(L->erank_k, L->hkv), 3);
+        as_buf_puts(b, "</td><td>");
+        as_buf_num(b, as_sum_mean(L->tv_witness, L->hq), 3);
+        as_buf_puts(b, "</td>");
+        for (int m = 0; m < nm; m++) {
+            for (int t = 0; t < 2; t++) {
+                const double *tol = t ? L->tol_5 : L->tol_1;
+                /* heads whose error never gets under the threshold count as "< min level":
+                 * take the median with those as 0 */
+                double *v = malloc(sizeof(double) * (size_t)(L->hq ? L->hq : 1));
+                double med = NAN;
+                if (v && tol) {
+                    for (int64_t h = 0; h < L->hq; h++) {
+                        double x = tol[(size_t)m * L->hq + h];
+                        v[h] = isnan(x) ? 0 : x;
+                    }
+                    med = as_sum_quantile(v, L->hq, 0.5);
+                    if (med == 0) med = NAN;
+                }
+                free(v);
+                as_buf_puts(b, "<td>");
+                put_tol(b, med, s);
+                as_buf_puts(b, "</td>");
+            }
+        }
+        if (nm) {
+            as_buf_puts(b, "<td class=\"l\">");
+            int any = 0;
+            for (int64_t h = 0; L->tol_5 && h < L->hq; h++)
+                if (isnan(L->tol_5[h])) { /* method 0: the oracle's error is the least */
+                    as_buf_printf(b, "%sh%lld", any ? ", " : "", (long long)h);
+                    any = 1;
+                }
+            as_buf_puts(b, any ? "</td>" : "none</td>");
+        }
+        as_buf_puts(b, "</tr>\n");
+    }
+    as_buf_puts(b, "</table>\n");
+    if (!s->have_entropy) as_html_note(b, s->missing[0]);
+    if (!s->have_sparsity) as_html_note(b, s->missing[3]);
+    as_html_section_end(b);
+}
+
+/* ---------------------------------------------------------------- GPU results */
+static double num_field(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *str_field(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int is_dense_baseline(const char *m)
+{
+    return m && (strcmp(m, "dense") == 0 || strstr(m, "flashinfer") != NULL);
+}
+
+static void section_gpu(ctx *c, const as_report_info *info)
+{
+    if (!info->gpu_json) return;
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "gpu", "GPU decode kernels",
+                    "From attnscope gpu bench --json: median time of each kernel and its "
+                    "speedup over dense decode at the same shape (batch, N, d).");
+    cJSON *doc = cJSON_Parse(info->gpu_json);
+    const cJSON *recs = doc ? cJSON_GetObjectItemCaseSensitive(doc, "records") : NULL;
+    if (!cJSON_IsArray(recs)) recs = cJSON_IsArray(doc) ? doc : NULL;
+    if (!recs || cJSON_GetArraySize(recs) == 0) {
+        as_html_note(b, "the GPU JSON has no records array");
+        cJSON_Delete(doc);
+        as_html_section_end(b);
+        return;
+    }
+    const char *dev = doc ? str_field(doc, "device") : NULL;
+    if (dev) {
+        as_buf_puts(b, "<p>Device: ");
+        as_buf_esc(b, dev);
+        as_buf_puts(b, "</p>\n");
+    }
+    /* speedup of every non-baseline row over the baselines at its shape; plotted for the
+     * shape with the largest N at the largest batch */
+    int nrec = cJSON_GetArraySize(recs);
+    double bestn = -1, bestb = -1, bestd = -1;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        double n = num_field(r, "n"), bt = num_field(r, "batch");
+        if (isfinite(n) && isfinite(bt) && (bt > bestb || (bt == bestb && n > bestn)))
+            bestb = bt, bestn = n, bestd = num_field(r, "d");
+    }
+    enum { MAXM = AS_PLOT_NCOLORS };
+    const char *mnames[MAXM];
+    double xs[MAXM][16], ys[MAXM][16];
+    int cnt[MAXM] = {0}, nm = 0;
+    double base_us = NAN;
+    const char *base_name = NULL;
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        if (num_field(r, "n") != bestn || num_field(r, "batch") != bestb ||
+            (isfinite(bestd) && num_field(r, "d") != bestd))
+            continue;
+        if (m && strstr(m, "flashinfer") && strstr(m, "dense")) {
+            base_us = num_field(r, "us"), base_name = m; /* prefer FlashInfer's dense decode */
+        } else if (m && strcmp(m, "dense") == 0 && !base_name) {
+            base_us = num_field(r, "us"), base_name = m;
+        }
+    }
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        double sp = num_field(r, "sparsity"), us = num_field(r, "us");
+        if (!m || is_dense_baseline(m) || strcmp(m, "copy") == 0 || strncmp(m, "select", 6) == 0)
+            continue;
+        if (num_field(r, "n") != bestn || num_field(r, "batch") != bestb ||
+            (isfinite(bestd) && num_field(r, "d") != bestd) || !(sp > 0) || !(us > 0))
+            continue;
+        int k = 0;
+        while (k < nm && strcmp(mnames[k], m) != 0) k++;
+        if (k == nm) {
+            if (nm == MAXM) continue;
+            mnames[nm++] = m;
+        }
+        if (cnt[k] < 16) {
+            xs[k][cnt[k]] = sp;
+            ys[k][cnt[k]++] = base_us / us;
+        }
+    }
+    if (nm > 0 && isfinite(base_us)) {
+        as_series ser[MAXM];
+        for (int k = 0; k < nm; k++)
+            ser[k] = (as_series){mnames[k], cnt[k], xs[k], ys[k], NULL, NULL, k, 0, 1, 2};
+        char title[160], yl[96];
+        snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bestb,
+                 bestn, bestd);
+        snprintf(yl, sizeof yl, "speedup over %s", base_name);
+        static const double hl[1] = {10};
+        static const char *const hn[1] = {"10x"};
+        as_lineplot lp = {{900, 420, title, "sparsity N / k", yl},
+                          nm, ser, 1, 1, 0, 0, 0, 0, 1, hl, hn, 4, NULL, 0,
+                          NULL, 0, NULL, 0, 0, 0, NULL};
+        as_html_grid_begin(b, 1);
+        put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
+        as_html_grid_end(b);
+    }
+    as_buf_puts(b, "<details><summary>all rows</summary>\n<table><tr><th class=\"l\">method</th>"
+                   "<th>batch</th><th>N</th><th>d</th><th>sparsity</th><th>µs</th>"
+                   "<th>GB/s</th><th>% of copy</th></tr>\n");
+    int shown = 0;
+    cJSON_ArrayForEach(r, recs)
+    {
+        if (shown++ >= 2000) break;
+        as_buf_puts(b, "<tr><td class=\"l\">");
+        as_buf_esc(b, str_field(r, "method") ? str_field(r, "method") : "?");
+        as_buf_puts(b, "</td>");
+        static const char *const f[] = {"batch", "n", "d", "sparsity", "us", "gbps", "pct_copy"};
+        for (int k = 0; k < 7; k++) {
+            as_buf_puts(b, "<td>");
+            as_buf_num(b, num_field(r, f[k]), 4);
+            as_buf_puts(b, "</td>");
+        }
+        as_buf_puts(b, "</tr>\n");
+    }
+    as_buf_printf(b, "</table></details>\n<p class=\"sub\">%d rows</p>\n", nrec);
+    cJSON_Delete(doc);
+    as_html_section_end(b);
+}
+
+/* ---------------------------------------------------------------- provenance */
+void as_report_versions(char *buf, size_t n)
+{
+    char pl[80] = "";
+    plgver(pl);
+    snprintf(buf, n, "PLplot %s (svg driver), %s, cJSON %d.%d.%d", pl, as_digest_library(),
+             CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH);
+}
+
+static void section_provenance(ctx *c, const as_trace *tr, const as_report_info *info)
+{
+    as_buf *b = c->b;
+    as_html_section(b, "provenance", "Provenance", NULL);
+    as_html_kv_begin(b, NULL);
+    as_html_kv_code(b, "trace file", as_trace_path(tr));
+    char tmp[512];
+    char *abs = realpath(as_trace_path(tr), NULL);
+    if (abs) as_html_kv_code(b, "absolute path", abs);
+    free(abs);
+    snprintf(tmp, sizeof tmp, "%s, %llu bytes", as_trace_kind(tr),
+             (unsigned long long)as_trace_file_bytes(tr));
+    as_html_kv(b, "format", tmp);
+    as_html_kv_code(b, "SHA-256", info->sha256);
+    if (info->sha256_note) as_html_kv_code(b, "SHA-256 per file", info->sha256_note);
+    as_html_kv(b, "model", as_trace_model(tr));
+    static const char *const keys[] = {"prompt_name", "capture_tool", "capture_device", "dtype",
+                                       "transformers_version", "torch_version", NULL};
+    for (int i = 0; keys[i]; i++)
+        if (as_trace_meta(tr, keys[i])) as_html_kv(b, keys[i], as_trace_meta(tr, keys[i]));
+    as_html_kv(b, "attnscope version", AS_VERSION);
+    as_html_kv_code(b, "command", info->command);
+    if (info->gpu_json_path) as_html_kv_code(b, "GPU results", info->gpu_json_path);
+    as_report_versions(tmp, sizeof tmp);
+    as_html_kv(b, "libraries", tmp);
+    time_t now = time(NULL);
+    struct tm tmv;
+    if (gmtime_r(&now, &tmv)) {
+        strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S UTC", &tmv);
+        as_html_kv(b, "generated", tmp);
+    }
+    if (info->seconds >= 0) {
+        snprintf(tmp, sizeof tmp, "%.2f s", info->seconds);
+        as_html_kv(b, "analysis time", tmp);
+    }
+    as_html_kv_end(b);
+    size_t nm = as_trace_n_meta(tr);
+    if (nm > 0) {
+        as_buf_printf(b, "<details><summary>trace metadata (%zu keys)</summary>\n", nm);
+        as_html_kv_begin(b, NULL);
+        for (size_t i = 0; i < nm; i++) {
+            const as_meta *m = as_trace_meta_at(tr, i);
+            as_html_kv(b, m->key, m->value);
+        }
+        as_html_kv_end(b);
+        as_buf_puts(b, "</details>\n");
+    }
+    as_html_section_end(b);
+}
+
+/* ---------------------------------------------------------------- the page */
+static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_report_info *info)
+{
+    as_buf *b = c->b;
+    as_buf_puts(b, "<header>\n<h1>Attention sparsity report</h1>\n<p class=\"sub\">");
+    as_buf_esc(b, as_trace_model(tr));
+    const char *pn = as_trace_meta(tr, "prompt_name");
+    if (pn) {
+        as_buf_puts(b, " &middot; prompt ");
+        as_buf_esc(b, pn);
+    }
+    as_buf_puts(b, " &middot; <code>");
+    as_buf_esc(b, as_trace_path(tr));
+    as_buf_puts(b, "</code></p>\n<nav>");
+    static const char *const nav[][2] = {
+        {"trace", "trace"},           {"where", "where attention goes"},
+        {"entropy", "entropy & rank"}, {"distributions", "distributions"},
+        {"sparsity", "error vs sparsity"}, {"bottleneck", "bottleneck"},
+        {"spectrum", "spectrum"},     {"summary", "summary"},
+        {"gpu", "GPU"},               {"provenance", "provenance"}};
+    for (size_t i = 0; i < sizeof nav / sizeof nav[0]; i++) {
+        if (strcmp(nav[i][0], "gpu") == 0 && !info->gpu_json) continue;
+        as_buf_printf(b, "<a href=\"#%s\">%s</a>", nav[i][0], nav[i][1]);
+    }
+    as_buf_puts(b, "</nav>\n</header>\n<div class=\"cards\">\n");
+    int64_t heads = 0, nmax = 0;
+    for (size_t i = 0; i < s->n_layers; i++) {
+        heads += s->layers[i].hq;
+        if (s->layers[i].n > nmax) nmax = s->layers[i].n;
+    }
+    as_buf_printf(b, "<div class=\"card\"><b>%zu</b><span>layers captured</span></div>\n",
+                  s->n_layers);
+    as_buf_printf(b, "<div class=\"card\"><b>%lld</b><span>query heads in all</span></div>\n",
+                  (long long)heads);
+    as_buf_printf(b, "<div class=\"card\"><b>%lld</b><span>keys (context length N)</span></div>\n",
+                  (long long)nmax);
+    if (s->have_entropy) {
+        double sum = 0;
+        int64_t cnt = 0;
+        for (size_t i = 0; i < s->n_layers; i++) {
+            double m = as_sum_mean(s->layers[i].entropy_norm, s->layers[i].hq * s->layers[i].t);
+            if (isfinite(m)) sum += m * (double)s->layers[i].hq, cnt += s->layers[i].hq;
+        }
+        as_buf_puts(b, "<div class=\"card\"><b>");
+        as_buf_num(b, cnt ? sum / (double)cnt : NAN, 3);
+        as_buf_puts(b, "</b><span>mean normalised entropy</span></div>\n");
+    }
+    if (s->have_sparsity && s->n_methods > 0) {
+        int64_t tot = 0;
+        for (size_t i = 0; i < s->n_layers; i++) tot += s->layers[i].hq;
+        double *v = malloc(sizeof(double) * (size_t)(tot ? tot : 1));
+        if (v) {
+            int64_t k = 0;
+            for (size_t i = 0; i < s->n_layers; i++)
+                for (int64_t h = 0; h < s->layers[i].hq; h++) {
+                    double x = s->layers[i].tol_5 ? s->layers[i].tol_5[h] : NAN;
+                    v[k++] = isnan(x) ? 0 : x;
+                }
+            double med = as_sum_quantile(v, k, 0.5);
+            as_buf_puts(b, "<div class=\"card\"><b>");
+            put_tol(b, med > 0 ? med : NAN, s);
+            as_buf_puts(b, "</b><span>median sparsity under 5% error (");
+            as_buf_esc(b, s->method_names[0]);
+            as_buf_puts(b, ")</span></div>\n");
+            free(v);
+        }
+    }
+    as_buf_puts(b, "</div>\n");
+}
+
+as_status as_report_html(const as_trace *tr, const as_summary *s, const as_report_info *info,
+                         char **html, size_t *len, int *n_figures, char *err)
+{
+    *html = NULL;
+    if (len) *len = 0;
+    if (!as_plot_available(err)) return AS_ERR_USAGE;
+    as_buf b;
+    as_buf_init(&b);
+    ctx c = {&b, 0, 0};
+    char title[256];
+    snprintf(title, sizeof title, "attnscope report: %s", as_trace_model(tr));
+    as_html_begin(&b, title);
+    header(&c, tr, s, info);
+    section_overview(&c, tr, s);
+    section_profile(&c, tr, s);
+    section_entropy(&c, s);
+    section_distributions(&c, s);
+    section_sparsity(&c, s);
+    section_bottleneck(&c, s);
+    section_spectrum(&c, s);
+    section_summary(&c, s);
+    section_gpu(&c, info);
+    section_provenance(&c, tr, info);
+    as_buf_puts(&b, "<footer>Made by attnscope " AS_VERSION
+                    ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
+                    "no network. Palettes: Okabe-Ito (categories), viridis (values).</footer>\n");
+    as_html_end(&b);
+    size_t n;
+    char *d = as_buf_take(&b, &n);
+    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the report");
+    *html = d;
+    if (len) *len = n;
+    if (n_figures) *n_figures = c.figures;
+    return AS_OK;
+}

@@ -1,0 +1,29 @@
+/* as_report: the self-contained HTML report of one trace (inline SVG figures from as_plot,
+ * inline CSS, no scripts, no external URL), built from an as_summary. */
+#ifndef AS_REPORT_H
+#define AS_REPORT_H
+
+#include <stddef.h>
+
+#include "as_error.h"
+#include "as_summary.h"
+#include "as_trace.h"
+
+typedef struct {
+    const char *command;      /* the command line as typed (provenance) */
+    const char *gpu_json;     /* optional: the document of `attnscope gpu bench --json` */
+    const char *gpu_json_path;
+    const char *sha256;       /* hex checksum of the trace file(s) (NULL: not computed) */
+    const char *sha256_note;  /* e.g. per-file checksums of an .npy directory */
+    double seconds;           /* analysis time, shown in the footer (< 0: omitted) */
+} as_report_info;
+
+/* Build the document; *html is malloc'd (caller frees). The number of figures drawn is
+ * returned in *n_figures (may be NULL). */
+as_status as_report_html(const as_trace *tr, const as_summary *s, const as_report_info *info,
+                         char **html, size_t *len, int *n_figures, char *err);
+
+/* Library versions used to draw and checksum ("PLplot 5.15.0, OpenSSL 3.0.x"). */
+void as_report_versions(char *buf, size_t n);
+
+#endif

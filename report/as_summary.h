@@ -1,0 +1,76 @@
+/* as_summary: everything the report and `attnscope compare` show about one trace, gathered
+ * from the analysis modules' C APIs (as_attn, as_entropy, as_rank, as_bottleneck,
+ * as_sparsity, as_spectrum) into plain arrays. No plotting here and no second implementation
+ * of any analysis: this module only calls the library and aggregates (means, quantiles).
+ *
+ * Arrays hold NaN where a value is unavailable. A family of quantities whose module is not
+ * part of this build is marked absent (have_* = 0) and the report says so. */
+#ifndef AS_SUMMARY_H
+#define AS_SUMMARY_H
+
+#include <stdint.h>
+
+#include "as_error.h"
+#include "as_trace.h"
+
+#define AS_SUM_MAX_METHODS 8
+#define AS_SUM_MAX_LEVELS 16
+#define AS_SUM_PROFILE_BINS 512
+
+typedef struct {
+    int layer;                       /* index as in the trace */
+    int64_t hq, hkv, t, n, d;
+    double scale;
+    /* where attention goes: mean weight of each key-position bin over heads and queries,
+     * normalised by bin width (a density over positions: sums to 1 over positions) */
+    int nbins;
+    double bin_width;                /* positions per bin */
+    double *profile;                 /* [nbins] */
+    double *sink_mass;               /* [hq] mean weight on position 0 */
+    /* issue 4: per query head x query */
+    double *entropy_norm;            /* [hq * t]  H / ln n */
+    double *entropy_bits;            /* [hq * t] */
+    double *k90_frac, *k99_frac;     /* [hq * t]  k / n */
+    double *erank_k;                 /* [hkv]     effective rank of keys (Roy & Vetterli) */
+    double *collision_dim;           /* [hq]      n - rank([V^T; 1^T]) */
+    double *tv_witness;              /* [hq]      TV distance reached by the witness */
+    /* issue 5: error of each method at each sparsity level, per query head: median over
+     * queries of relative output error and of the relative bound */
+    double *rel_err;                 /* [methods][levels][hq] */
+    double *rel_bound;               /* [methods][levels][hq] */
+    double *tol_1, *tol_5;           /* [methods][hq] largest sparsity with rel. error < 1%/5% */
+    /* issue 6: positional spectrum per query head */
+    int nfreq;
+    double *spec_period;             /* [nfreq] period in positions */
+    double *spec_power;              /* [hq * nfreq] */
+    double *periodicity;             /* [hq] peak-to-mean power ratio */
+    double *dominant_period;         /* [hq] */
+} as_sum_layer;
+
+typedef struct {
+    size_t n_layers;
+    as_sum_layer *layers;
+    int have_entropy, have_rank, have_bottleneck, have_sparsity, have_spectrum;
+    int n_methods, n_levels;
+    const char *method_names[AS_SUM_MAX_METHODS];
+    double levels[AS_SUM_MAX_LEVELS]; /* sparsity factors N / k */
+    char missing[5][160];             /* why a family is absent (empty when present) */
+} as_summary;
+
+typedef struct {
+    int layer;                       /* -1: all */
+    int quick;                       /* 1: skip the costly families (bottleneck LP) */
+    void (*progress)(void *ctx, uint64_t done, uint64_t total);
+    void *ctx;
+} as_summary_opts;
+
+void as_summary_opts_init(as_summary_opts *o);
+as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err);
+void as_summary_free(as_summary *s);
+
+/* Mean of the finite values of x[0..n), NaN if none. */
+double as_sum_mean(const double *x, int64_t n);
+/* Quantile of the finite values (copied and sorted), NaN if none. */
+double as_sum_quantile(const double *x, int64_t n, double q);
+
+#endif
