@@ -1,0 +1,365 @@
+/* as_gpu_bench.cu: the benchmark harness behind `attnscope gpu bench` (docs/gpu.md).
+ *
+ * Method: CUDA events around every launch, warm-up launches first, the median of `reps` timed
+ * launches; inputs rotate among enough copies that together they exceed 4x the L2 cache, so no
+ * launch finds its K/V in L2; a device-to-device copy timed in the same run sets the bandwidth
+ * ceiling (bytes read + written). Every row reports the bytes the operation must move (each
+ * input read once, each output written once), the achieved GB/s and its share of the copy's. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_gpu_impl.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+template <class F>
+static as_status time_it(as_gpu_ctx *c, int warmup, int reps, F f, double *med, double *mn,
+                         double *mx, char *err)
+{
+    for (int i = 0; i < warmup; i++) AS_TRY(f(i));
+    AS_CU(cudaStreamSynchronize(c->stream));
+    cudaEvent_t *ev = (cudaEvent_t *)calloc((size_t)reps * 2, sizeof(cudaEvent_t));
+    double *t = (double *)calloc((size_t)reps, sizeof(double));
+    if (!ev || !t) {
+        free(ev);
+        free(t);
+        return as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+    }
+    as_status st = AS_OK;
+    int made = 0;
+    for (; made < 2 * reps; made++)
+        if (cudaEventCreate(&ev[made]) != cudaSuccess) {
+            st = as_err_set(err, AS_ERR_IO, "bench: cudaEventCreate failed");
+            break;
+        }
+    for (int i = 0; st == AS_OK && i < reps; i++) {
+        cudaEventRecord(ev[2 * i], c->stream);
+        st = f(warmup + i);
+        cudaEventRecord(ev[2 * i + 1], c->stream);
+    }
+    if (st == AS_OK && cudaStreamSynchronize(c->stream) != cudaSuccess)
+        st = as_err_set(err, AS_ERR_IO, "bench: %s", cudaGetErrorString(cudaGetLastError()));
+    for (int i = 0; st == AS_OK && i < reps; i++) {
+        float ms = 0.f;
+        if (cudaEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]) != cudaSuccess) {
+            st = as_err_set(err, AS_ERR_IO, "bench: cudaEventElapsedTime failed");
+            break;
+        }
+        t[i] = ms * 1e3;
+    }
+    if (st == AS_OK) {
+        qsort(t, (size_t)reps, sizeof(double), cmp_double);
+        *med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+        *mn = t[0];
+        *mx = t[reps - 1];
+    }
+    for (int i = 0; i < made; i++) cudaEventDestroy(ev[i]);
+    free(ev);
+    free(t);
+    return st;
+}
+
+__global__ void as_k_bench_idx(int32_t *idx, int32_t *count, int k, int n, uint64_t seed)
+{
+    const int r = blockIdx.y;
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= k) return;
+    const int64_t lo = (int64_t)j * n / k, hi = (int64_t)(j + 1) * n / k;
+    uint64_t x = seed ^ ((uint64_t)r << 32) ^ (uint64_t)j;
+    x = (x ^ (x >> 33)) * 0xff51afd7ed558ccdull;
+    x = (x ^ (x >> 33)) * 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    idx[(int64_t)r * k + j] = (int32_t)(lo + (int64_t)(x % (uint64_t)(hi - lo)));
+    if (j == 0) count[r] = k;
+}
+
+typedef struct {
+    as_gpu_bench_row *v;
+    size_t n, cap;
+} rowvec;
+
+static as_status push(rowvec *rv, const as_gpu_bench_row *r, const as_gpu_bench_cfg *cfg,
+                      char *err)
+{
+    if (rv->n == rv->cap) {
+        size_t nc = rv->cap ? 2 * rv->cap : 64;
+        as_gpu_bench_row *nv = (as_gpu_bench_row *)realloc(rv->v, nc * sizeof *nv);
+        if (!nv) return as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+        rv->v = nv;
+        rv->cap = nc;
+    }
+    rv->v[rv->n++] = *r;
+    if (cfg->progress) cfg->progress(r, cfg->user);
+    return AS_OK;
+}
+
+static void fill_row(as_gpu_bench_row *r, const char *method, int b, int hq, int hkv, int d,
+                     int n, double sp, double med, double mn, double mx, int reps, double bytes,
+                     double copy_gbps)
+{
+    memset(r, 0, sizeof *r);
+    snprintf(r->method, sizeof r->method, "%s", method);
+    r->batch = b;
+    r->hq = hq;
+    r->hkv = hkv;
+    r->d = d;
+    r->n = n;
+    r->sparsity = sp;
+    r->us = med;
+    r->us_min = mn;
+    r->us_max = mx;
+    r->launches = reps;
+    r->bytes = bytes;
+    r->gbps = med > 0 ? bytes / (med * 1e3) : 0;
+    r->pct_copy = copy_gbps > 0 ? 100.0 * r->gbps / copy_gbps : 0;
+}
+
+/* One shape: R rotating copies of (K, V, q), their page metadata, outputs. */
+typedef struct {
+    int nsets;
+    void **kv;
+    float **q;
+    as_gpu_pages *pages;
+    int32_t *lens;
+    float *o, *lse;
+} shape_bufs;
+
+static void free_shape(shape_bufs *s)
+{
+    for (int i = 0; i < s->nsets; i++) {
+        if (s->kv) as_gpu_free(s->kv[i]);
+        if (s->q) as_gpu_free(s->q[i]);
+        if (s->pages) as_gpu_pages_free(&s->pages[i]);
+    }
+    free(s->kv);
+    free(s->q);
+    free(s->pages);
+    as_gpu_free(s->lens);
+    as_gpu_free(s->o);
+    as_gpu_free(s->lse);
+    memset(s, 0, sizeof *s);
+}
+
+static as_gpu_attn attn_of(const shape_bufs *s, int set, int b, int hq, int hkv, int d, int n)
+{
+    as_gpu_attn a;
+    memset(&a, 0, sizeof a);
+    a.batch = b;
+    a.hq = hq;
+    a.hkv = hkv;
+    a.d = d;
+    a.kv_dtype = AS_GPU_BF16;
+    a.k = s->kv[set];
+    a.stride_n = d;
+    a.stride_h = (int64_t)n * d;
+    a.stride_b = (int64_t)hkv * n * d;
+    a.v = (const char *)s->kv[set] + (size_t)b * a.stride_b * 2;
+    a.lens = s->lens;
+    a.nmax = n;
+    a.q = s->q[set];
+    a.scale = 1.0f / sqrtf((float)d);
+    return a;
+}
+
+extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
+                                  as_gpu_bench_row **rows_out, size_t *n_rows, char *err)
+{
+    *rows_out = NULL;
+    *n_rows = 0;
+    const int reps = cfg->reps < 20 ? 20 : cfg->reps;
+    const int warm = cfg->warmup < 2 ? 2 : cfg->warmup;
+    rowvec rv = {NULL, 0, 0};
+    as_status st = AS_OK;
+
+    /* bandwidth ceiling: device-to-device copy of 2 GiB (read 2 + write 2) */
+    {
+        const size_t cb = (size_t)2 << 30;
+        void *src = NULL, *dst = NULL;
+        st = as_gpu_malloc(&src, cb, err);
+        if (st == AS_OK) st = as_gpu_malloc(&dst, cb, err);
+        if (st == AS_OK) st = as_gpu_fill_random(c, src, AS_GPU_F32, cb / 4, 7, -1.f, 1.f, err);
+        double med = 0, mn = 0, mx = 0;
+        if (st == AS_OK)
+            st = time_it(c, warm, reps, [&](int) -> as_status {
+                AS_CU(cudaMemcpyAsync(dst, src, cb, cudaMemcpyDeviceToDevice, c->stream));
+                return AS_OK;
+            }, &med, &mn, &mx, err);
+        as_gpu_free(src);
+        as_gpu_free(dst);
+        if (st != AS_OK) goto fail;
+        as_gpu_bench_row r;
+        fill_row(&r, "copy", 0, 0, 0, 0, 0, 1, med, mn, mx, reps, 2.0 * cb, 0);
+        r.pct_copy = 100.0;
+        const double copy_gbps = r.gbps;
+        if ((st = push(&rv, &r, cfg, err)) != AS_OK) goto fail;
+
+        for (int di = 0; di < cfg->n_ds; di++)
+            for (int bi = 0; bi < cfg->n_batches; bi++)
+                for (int ni = 0; ni < cfg->n_ns; ni++) {
+                    const int d = cfg->ds[di], B = cfg->batches[bi], N = cfg->ns[ni];
+                    const int hq = cfg->hq, hkv = cfg->hkv;
+                    const double kv_bytes = 2.0 * B * hkv * (double)N * d * 2;
+                    if (kv_bytes > cfg->max_gib * 1073741824.0) continue;
+                    const double target = 4.0 * (double)c->l2;
+                    int R = kv_bytes >= target ? 1 : (int)ceil(target / kv_bytes);
+                    if (R > 64) R = 64;
+                    shape_bufs sb;
+                    memset(&sb, 0, sizeof sb);
+                    sb.nsets = R;
+                    sb.kv = (void **)calloc((size_t)R, sizeof(void *));
+                    sb.q = (float **)calloc((size_t)R, sizeof(float *));
+                    sb.pages = (as_gpu_pages *)calloc((size_t)R, sizeof(as_gpu_pages));
+                    if (!sb.kv || !sb.q || !sb.pages) {
+                        st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+                        free_shape(&sb);
+                        goto fail;
+                    }
+                    const size_t qn = (size_t)B * hq * d;
+                    st = as_gpu_malloc((void **)&sb.lens, (size_t)B * 4, err);
+                    if (st == AS_OK) st = as_gpu_malloc((void **)&sb.o, qn * 4, err);
+                    if (st == AS_OK) st = as_gpu_malloc((void **)&sb.lse, (size_t)B * hq * 4, err);
+                    if (st == AS_OK) {
+                        int32_t *hl = (int32_t *)malloc((size_t)B * 4);
+                        if (!hl) st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+                        for (int i = 0; hl && i < B; i++) hl[i] = N;
+                        if (st == AS_OK) st = as_gpu_upload(sb.lens, hl, (size_t)B * 4, err);
+                        free(hl);
+                    }
+                    for (int s = 0; st == AS_OK && s < R; s++) {
+                        st = as_gpu_malloc(&sb.kv[s], (size_t)kv_bytes, err);
+                        if (st == AS_OK) st = as_gpu_malloc((void **)&sb.q[s], qn * 4, err);
+                        if (st == AS_OK)
+                            st = as_gpu_fill_random(c, sb.kv[s], AS_GPU_BF16, (size_t)(kv_bytes / 2),
+                                                    1000 + s, -1.f, 1.f, err);
+                        if (st == AS_OK)
+                            st = as_gpu_fill_random(c, sb.q[s], AS_GPU_F32, qn, 2000 + s, -1.f, 1.f,
+                                                    err);
+                        if (st == AS_OK && cfg->selection) {
+                            as_gpu_attn a = attn_of(&sb, s, B, hq, hkv, d, N);
+                            st = as_gpu_pages_alloc(&sb.pages[s], &a, 16, err);
+                            if (st == AS_OK) st = as_gpu_pages_build(c, &a, &sb.pages[s], err);
+                        }
+                    }
+                    if (st == AS_OK) st = as_gpu_sync(c, err);
+                    if (st != AS_OK) {
+                        free_shape(&sb);
+                        if (st == AS_ERR_NOMEM) { /* does not fit: skip the shape */
+                            st = AS_OK;
+                            cudaGetLastError();
+                            continue;
+                        }
+                        goto fail;
+                    }
+                    const double qo = 2.0 * qn * 4;
+                    double med, mn, mx;
+                    st = time_it(c, warm, reps, [&](int i) -> as_status {
+                        as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                        return as_gpu_decode_dense(c, &a, sb.o, sb.lse, cfg->variant, err);
+                    }, &med, &mn, &mx, err);
+                    if (st != AS_OK) { free_shape(&sb); goto fail; }
+                    fill_row(&r, "dense", B, hq, hkv, d, N, 1, med, mn, mx, reps, kv_bytes + qo,
+                             copy_gbps);
+                    if ((st = push(&rv, &r, cfg, err)) != AS_OK) { free_shape(&sb); goto fail; }
+
+                    for (int si = 0; si < cfg->n_sparsities; si++) {
+                        const double sp = cfg->sparsities[si];
+                        if (sp <= 1.0) continue;
+                        int k = (int)(N / sp);
+                        if (k < 1) k = 1;
+                        as_gpu_attn a0 = attn_of(&sb, 0, B, hq, hkv, d, N);
+                        as_gpu_sel sel, sel2;
+                        memset(&sel2, 0, sizeof sel2);
+                        st = as_gpu_sel_alloc(&sel, &a0, AS_GPU_SEL_KV, k, 0, err);
+                        if (st != AS_OK) { free_shape(&sb); goto fail; }
+                        const int npk = (k + 15) / 16;
+                        if (cfg->selection)
+                            st = as_gpu_sel_alloc(&sel2, &a0, AS_GPU_SEL_KV, npk * 16, 0, err);
+                        if (st == AS_OK) {
+                            dim3 g((unsigned)((k + 255) / 256), (unsigned)(B * hkv));
+                            as_k_bench_idx<<<g, 256, 0, c->stream>>>(sel.idx, sel.count, k, N, 99);
+                            if (cudaGetLastError() != cudaSuccess)
+                                st = as_err_set(err, AS_ERR_IO, "bench: index kernel failed");
+                        }
+                        const double sel_kv = 2.0 * B * hkv * (double)k * d * 2;
+                        const double idx_b = (double)B * hkv * k * 4;
+                        if (st == AS_OK)
+                            st = time_it(c, warm, reps, [&](int i) -> as_status {
+                                as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                return as_gpu_decode_sparse(c, &a, &sel, sb.o, sb.lse,
+                                                            cfg->variant, err);
+                            }, &med, &mn, &mx, err);
+                        if (st == AS_OK) {
+                            fill_row(&r, "sparse_idx", B, hq, hkv, d, N, sp, med, mn, mx, reps,
+                                     sel_kv + idx_b + qo, copy_gbps);
+                            st = push(&rv, &r, cfg, err);
+                        }
+                        if (st == AS_OK && cfg->selection) {
+                            const double k_bytes = kv_bytes / 2;
+                            const double meta = 2.0 * B * hkv * (double)sb.pages[0].npages * d * 2;
+                            st = time_it(c, warm, reps, [&](int i) -> as_status {
+                                as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                return as_gpu_select_topk(c, &a, k, &sel, err);
+                            }, &med, &mn, &mx, err);
+                            if (st == AS_OK) {
+                                fill_row(&r, "select_topk", B, hq, hkv, d, N, sp, med, mn, mx, reps,
+                                         k_bytes + idx_b, copy_gbps);
+                                st = push(&rv, &r, cfg, err);
+                            }
+                            if (st == AS_OK)
+                                st = time_it(c, warm, reps, [&](int i) -> as_status {
+                                    as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                    return as_gpu_select_pages(c, &a, &sb.pages[i % R], npk, &sel2,
+                                                               err);
+                                }, &med, &mn, &mx, err);
+                            if (st == AS_OK) {
+                                fill_row(&r, "select_pages", B, hq, hkv, d, N, sp, med, mn, mx,
+                                         reps, meta + (double)B * hkv * npk * 16 * 4, copy_gbps);
+                                st = push(&rv, &r, cfg, err);
+                            }
+                            if (st == AS_OK)
+                                st = time_it(c, warm, reps, [&](int i) -> as_status {
+                                    as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                    AS_TRY(as_gpu_select_topk(c, &a, k, &sel, err));
+                                    return as_gpu_decode_sparse(c, &a, &sel, sb.o, sb.lse,
+                                                                cfg->variant, err);
+                                }, &med, &mn, &mx, err);
+                            if (st == AS_OK) {
+                                fill_row(&r, "e2e_topk", B, hq, hkv, d, N, sp, med, mn, mx, reps,
+                                         k_bytes + sel_kv + qo, copy_gbps);
+                                st = push(&rv, &r, cfg, err);
+                            }
+                            if (st == AS_OK)
+                                st = time_it(c, warm, reps, [&](int i) -> as_status {
+                                    as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                    AS_TRY(as_gpu_select_pages(c, &a, &sb.pages[i % R], npk, &sel2,
+                                                               err));
+                                    return as_gpu_decode_sparse(c, &a, &sel2, sb.o, sb.lse,
+                                                                cfg->variant, err);
+                                }, &med, &mn, &mx, err);
+                            if (st == AS_OK) {
+                                fill_row(&r, "e2e_pages", B, hq, hkv, d, N, sp, med, mn, mx, reps,
+                                         meta + 2.0 * B * hkv * (double)npk * 16 * d * 2 + qo,
+                                         copy_gbps);
+                                st = push(&rv, &r, cfg, err);
+                            }
+                        }
+                        as_gpu_sel_free(&sel);
+                        as_gpu_sel_free(&sel2);
+                        if (st != AS_OK) { free_shape(&sb); goto fail; }
+                    }
+                    free_shape(&sb);
+                }
+    }
+    *rows_out = rv.v;
+    *n_rows = rv.n;
+    return AS_OK;
+fail:
+    free(rv.v);
+    return st;
+}

@@ -1,0 +1,66 @@
+/* as_gpu_impl.h: internals shared by the gpu module's .cu files (not installed). */
+#ifndef AS_GPU_IMPL_H
+#define AS_GPU_IMPL_H
+
+#include <cuda_runtime.h>
+
+#include "as_gpu.h"
+
+/* Workspace slots: each entry point uses fixed slots so that nested calls never share one. */
+enum {
+    AS_WS_DECODE = 0, /* split partials of the decode merge */
+    AS_WS_SCORES,     /* scores / page bounds of a selection */
+    AS_WS_TOPK,       /* radix-select candidates */
+    AS_WS_AUX,        /* aggregated scores, lse partials, bitmaps, page counts */
+    AS_WS_AUX2,       /* top-k staging of the page and sampling selections */
+    AS_WS_N
+};
+
+struct as_gpu_ctx {
+    int device;
+    cudaStream_t stream;
+    int sms;
+    size_t l2;
+    char name[256];
+    void *ws[AS_WS_N];
+    size_t ws_bytes[AS_WS_N];
+};
+
+/* Pointer to at least bytes of workspace in slot (grown with cudaFree/cudaMalloc; growing
+ * synchronizes the device). */
+as_status as_gpu_ws(as_gpu_ctx *c, int slot, size_t bytes, void **out, char *err);
+
+#define AS_CU(call)                                                                           \
+    do {                                                                                      \
+        cudaError_t e_ = (call);                                                              \
+        if (e_ != cudaSuccess)                                                                \
+            return as_err_set(err, AS_ERR_IO, "CUDA: %s: %s (%s:%d)", #call,                 \
+                              cudaGetErrorString(e_), __FILE__, __LINE__);                    \
+    } while (0)
+
+#define AS_CU_LAUNCHED(what)                                                                  \
+    do {                                                                                      \
+        cudaError_t e_ = cudaGetLastError();                                                  \
+        if (e_ != cudaSuccess)                                                                \
+            return as_err_set(err, AS_ERR_IO, "CUDA launch of %s: %s", what,                 \
+                              cudaGetErrorString(e_));                                        \
+    } while (0)
+
+#define AS_TRY(x)                                                                             \
+    do {                                                                                      \
+        as_status s_ = (x);                                                                   \
+        if (s_ != AS_OK) return s_;                                                           \
+    } while (0)
+
+/* Validate a problem description (shapes, supported d, pointers). */
+as_status as_gpu_check_attn(const as_gpu_attn *a, char *err);
+
+/* Internal launchers (as_gpu_decode.cu). lse2 outputs are base-2 log-sum-exps. */
+as_status as_gpu_launch_scores(as_gpu_ctx *c, const as_gpu_attn *a, float *s, int64_t lds,
+                               float *part_lse2, int32_t *splits_out, char *err);
+as_status as_gpu_launch_bounds(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_pages *p,
+                               float *ub, int64_t ldu, char *err);
+/* Plan of the score kernel's split (for workspace sizing of the lse partials). */
+int32_t as_gpu_scores_splits(as_gpu_ctx *c, const as_gpu_attn *a);
+
+#endif

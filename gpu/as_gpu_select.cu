@@ -1,0 +1,448 @@
+/* as_gpu_select.cu: kernels 3-5 (exact top-k by radix select, Quest page selection, top-k plus
+ * sampling). CPU references and checks: as_gpu_ref.c.
+ *
+ * Radix select (one 1024-thread block per row): floats map to order-preserving 32-bit keys.
+ * Pass 1 histograms the top byte of every key and finds the byte b1 of the k-th largest.
+ * Pass 2 re-reads the row once more: keys whose top byte is above b1 are in the top-k and are
+ * written out at once; keys whose top byte equals b1 become candidates (positions kept in a
+ * global buffer) and are histogrammed on the next byte. The three remaining bytes are resolved
+ * on the candidates alone, which fixes the exact 32-bit threshold T and how many keys equal to T
+ * are still needed; a last pass over the candidates writes the keys above T and that many keys
+ * equal to T. The row is read twice whatever k is; nothing is sorted. */
+#include <cooperative_groups.h>
+#include <curand_philox4x32_x.h>
+#include <math.h>
+
+#include "as_gpu_impl.h"
+#include "as_gpu_kern.cuh"
+
+namespace cg = cooperative_groups;
+
+#define AS_TOPK_THREADS 1024
+
+/* Append position for a thread whose predicate holds (one shared atomic per coalesced group). */
+__device__ __forceinline__ int as_append(int *ctr)
+{
+    cg::coalesced_group g = cg::coalesced_threads();
+    int base = 0;
+    if (g.thread_rank() == 0) base = atomicAdd(ctr, (int)g.size());
+    base = g.shfl(base, 0);
+    return base + (int)g.thread_rank();
+}
+
+/* Warp 0: the bucket holding the kleft-th largest key of hist (counts per byte value, larger
+ * byte = larger keys) and the rank of that key inside the bucket. */
+__device__ void as_find_bucket(const uint32_t *hist, uint32_t kleft, int *s_bucket,
+                               uint32_t *s_kleft)
+{
+    if (threadIdx.x >= 32) return;
+    const int lane = threadIdx.x;
+    uint32_t c[8], sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        c[i] = hist[lane * 8 + i];
+        sum += c[i];
+    }
+    uint32_t S = sum; /* inclusive suffix sum over lanes */
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t t = __shfl_down_sync(0xffffffffu, S, off);
+        if (lane + off < 32) S += t;
+    }
+    const uint32_t above = S - sum;
+    if (above < kleft && kleft <= S) {
+        uint32_t run = above;
+        for (int i = 7; i >= 0; i--) {
+            if (run + c[i] >= kleft) {
+                *s_bucket = lane * 8 + i;
+                *s_kleft = kleft - run;
+                break;
+            }
+            run += c[i];
+        }
+    }
+}
+
+/* Apply f(position, value) to every element of a row, 16-byte loads when VEC. */
+template <bool VEC, class F>
+__device__ __forceinline__ void as_for_row(const float *xr, int len, F f)
+{
+    const int tid = threadIdx.x, bd = blockDim.x;
+    int done = 0;
+    if (VEC) {
+        const int n4 = len >> 2;
+        const float4 *x4 = reinterpret_cast<const float4 *>(xr);
+        for (int i0 = tid; i0 < n4; i0 += 4 * bd) {
+            float4 v[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = i0 + u * bd;
+                v[u] = i < n4 ? __ldg(x4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                const int i = i0 + u * bd;
+                if (i < n4) {
+                    f(4 * i, v[u].x);
+                    f(4 * i + 1, v[u].y);
+                    f(4 * i + 2, v[u].z);
+                    f(4 * i + 3, v[u].w);
+                }
+            }
+        }
+        done = n4 * 4;
+    }
+    for (int j = done + tid; j < len; j += bd) f(j, __ldg(xr + j));
+}
+
+template <bool VEC>
+__global__ void __launch_bounds__(AS_TOPK_THREADS)
+    as_k_topk(const float *x, int64_t ldx, const int32_t *lens, int rows_per_len, int k,
+              int32_t *idx, int64_t ldi, int32_t *count, int32_t *cand, int64_t ldc)
+{
+    __shared__ uint32_t hist[256];
+    __shared__ int s_bucket, s_nout, s_ncand, s_eq;
+    __shared__ uint32_t s_kleft;
+    const int64_t r = blockIdx.x;
+    const int tid = threadIdx.x, bd = blockDim.x;
+    const int len = max(lens[r / rows_per_len], 0);
+    const int kr = min(k, len);
+    const float *xr = x + r * ldx;
+    int32_t *out = idx + r * ldi;
+    int32_t *cr = cand + r * ldc;
+    if (tid == 0) count[r] = kr;
+    if (kr <= 0) return;
+    if (kr == len) {
+        for (int j = tid; j < len; j += bd) out[j] = j;
+        return;
+    }
+    for (int i = tid; i < 256; i += bd) hist[i] = 0;
+    if (tid == 0) {
+        s_nout = 0;
+        s_ncand = 0;
+        s_eq = 0;
+    }
+    __syncthreads();
+    as_for_row<VEC>(xr, len, [&](int, float v) { atomicAdd(&hist[as_fkey(v) >> 24], 1u); });
+    __syncthreads();
+    as_find_bucket(hist, (uint32_t)kr, &s_bucket, &s_kleft);
+    __syncthreads();
+    const uint32_t b1 = (uint32_t)s_bucket;
+    uint32_t kleft = s_kleft;
+    __syncthreads();
+    for (int i = tid; i < 256; i += bd) hist[i] = 0;
+    __syncthreads();
+    as_for_row<VEC>(xr, len, [&](int j, float v) {
+        const uint32_t key = as_fkey(v);
+        const uint32_t d1 = key >> 24;
+        if (d1 > b1) {
+            out[as_append(&s_nout)] = j;
+        } else if (d1 == b1) {
+            cr[as_append(&s_ncand)] = j;
+            atomicAdd(&hist[(key >> 16) & 255u], 1u);
+        }
+    });
+    __syncthreads();
+    const int ncand = s_ncand;
+    uint32_t prefix = b1 << 24, mask = 0xff000000u;
+    for (int shift = 16; shift >= 0; shift -= 8) {
+        as_find_bucket(hist, kleft, &s_bucket, &s_kleft);
+        __syncthreads();
+        prefix |= (uint32_t)s_bucket << shift;
+        mask |= 0xffu << shift;
+        kleft = s_kleft;
+        __syncthreads();
+        if (shift == 0) break;
+        for (int i = tid; i < 256; i += bd) hist[i] = 0;
+        __syncthreads();
+        for (int i = tid; i < ncand; i += bd) {
+            const uint32_t key = as_fkey(__ldg(xr + cr[i]));
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> (shift - 8)) & 255u], 1u);
+        }
+        __syncthreads();
+    }
+    const uint32_t T = prefix;
+    for (int i = tid; i < ncand; i += bd) {
+        const int j = cr[i];
+        const uint32_t key = as_fkey(__ldg(xr + j));
+        if (key > T) {
+            out[as_append(&s_nout)] = j;
+        } else if (key == T) {
+            if ((uint32_t)atomicAdd(&s_eq, 1) < kleft) out[atomicAdd(&s_nout, 1)] = j;
+        }
+    }
+}
+
+extern "C" as_status as_gpu_topk_rows(as_gpu_ctx *c, const float *x, int64_t ldx, int64_t rows,
+                                      const int32_t *lens, int32_t rows_per_len, int32_t k,
+                                      int32_t *idx, int64_t ldi, int32_t *count, int variant,
+                                      char *err)
+{
+    if (!x || !lens || !idx || !count || rows < 0 || rows_per_len < 1 || k < 0 || ldx < 1 ||
+        ldi < 0)
+        return as_err_set(err, AS_ERR_USAGE, "gpu topk: bad arguments");
+    if (rows == 0) return AS_OK;
+    if (rows > INT32_MAX) return as_err_set(err, AS_ERR_USAGE, "gpu topk: too many rows");
+    if (ldi < k) return as_err_set(err, AS_ERR_USAGE, "gpu topk: ldi %lld < k %d", (long long)ldi, k);
+    void *cand;
+    AS_TRY(as_gpu_ws(c, AS_WS_TOPK, (size_t)rows * ldx * sizeof(int32_t), &cand, err));
+    const bool vec = variant == 0 && ((uintptr_t)x % 16 == 0) && (ldx % 4 == 0);
+    if (vec)
+        as_k_topk<true><<<(unsigned)rows, AS_TOPK_THREADS, 0, c->stream>>>(
+            x, ldx, lens, rows_per_len, k, idx, ldi, count, (int32_t *)cand, ldx);
+    else
+        as_k_topk<false><<<(unsigned)rows, AS_TOPK_THREADS, 0, c->stream>>>(
+            x, ldx, lens, rows_per_len, k, idx, ldi, count, (int32_t *)cand, ldx);
+    AS_CU_LAUNCHED("topk");
+    return AS_OK;
+}
+
+/* agg[b][kvh][n] = max over the group of (s[b][h][n] * log2(e) - lse2_h) when part_lse2 is given
+ * (log2-probabilities; lse2_h merged from the score kernel's split partials), or of the raw
+ * value otherwise (page bounds). */
+__global__ void as_k_agg(const float *s, int64_t lds, const float *part_lse2, int splits,
+                         const int32_t *lens, int page, int batch, int hq, int hkv, int group,
+                         float *agg, int64_t lda)
+{
+    extern __shared__ float lse2[];
+    const int r = blockIdx.y, b = r / hkv, kvh = r % hkv;
+    for (int g = threadIdx.x; g < group; g += blockDim.x) {
+        float v = 0.f;
+        if (part_lse2) {
+            const int h = kvh * group + g;
+            float M = -INFINITY;
+            for (int sp = 0; sp < splits; sp++) M = fmaxf(M, part_lse2[((int64_t)sp * batch + b) * hq + h]);
+            float L = 0.f;
+            if (M != -INFINITY)
+                for (int sp = 0; sp < splits; sp++)
+                    L += exp2f(part_lse2[((int64_t)sp * batch + b) * hq + h] - M);
+            v = M == -INFINITY ? 0.f : M + log2f(L);
+        }
+        lse2[g] = v;
+    }
+    __syncthreads();
+    const int len = (lens[b] + page - 1) / page;
+    const float mul = part_lse2 ? AS_LOG2E : 1.f;
+    for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < len; n += gridDim.x * blockDim.x) {
+        float a = -INFINITY;
+        for (int g = 0; g < group; g++) {
+            const int64_t h = (int64_t)b * hq + kvh * group + g;
+            a = fmaxf(a, s[h * lds + n] * mul - lse2[g]);
+        }
+        agg[(int64_t)r * lda + n] = a;
+    }
+}
+
+__global__ void as_k_page_counts(const int32_t *lens, int batch, int page, int32_t *plens)
+{
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < batch) plens[b] = (max(lens[b], 0) + page - 1) / page;
+}
+
+__global__ void as_k_expand_pages(const int32_t *pidx, const int32_t *pcount, int kp,
+                                  const int32_t *lens, int rows_per_len, int page, int32_t *idx,
+                                  int32_t *count, int kcap)
+{
+    const int64_t r = blockIdx.x;
+    const int len = lens[r / rows_per_len];
+    const int cp = pcount[r];
+    for (int i = threadIdx.x; i < cp * page; i += blockDim.x) {
+        const int t = pidx[r * kp + i / page] * page + i % page;
+        idx[r * kcap + i] = t < len ? t : -1;
+    }
+    if (threadIdx.x == 0) count[r] = cp * page;
+}
+
+static int64_t round4(int64_t n)
+{
+    n = n < 1 ? 1 : n;
+    return (n + 3) & ~(int64_t)3;
+}
+
+/* scores (and group aggregation) into workspace; returns the row array to select on */
+static as_status prepare_topk_rows(as_gpu_ctx *c, const as_gpu_attn *a, as_gpu_sel_mode mode,
+                                   const float **rowsx, int64_t *ldx, int64_t *nrows,
+                                   int32_t *rows_per_len, char *err)
+{
+    const int64_t lds = round4(a->nmax);
+    void *s, *aux;
+    AS_TRY(as_gpu_ws(c, AS_WS_SCORES, (size_t)a->batch * a->hq * lds * sizeof(float), &s, err));
+    const int group = a->hq / a->hkv;
+    if (mode == AS_GPU_SEL_Q) {
+        AS_TRY(as_gpu_launch_scores(c, a, (float *)s, lds, nullptr, nullptr, err));
+        *rowsx = (const float *)s;
+        *ldx = lds;
+        *nrows = (int64_t)a->batch * a->hq;
+        *rows_per_len = a->hq;
+        return AS_OK;
+    }
+    const int32_t splits = as_gpu_scores_splits(c, a);
+    const size_t bl = (size_t)splits * a->batch * a->hq * sizeof(float);
+    const size_t bl_al = (bl + 255) & ~(size_t)255;
+    AS_TRY(as_gpu_ws(c, AS_WS_AUX, bl_al + (size_t)a->batch * a->hkv * lds * sizeof(float), &aux,
+                     err));
+    float *part = (float *)aux;
+    float *agg = (float *)((char *)aux + bl_al);
+    int32_t sp = 0;
+    AS_TRY(as_gpu_launch_scores(c, a, (float *)s, lds, part, &sp, err));
+    if (group == 1) {
+        /* one head per kv head: its own scores rank the same as its log-probabilities */
+        *rowsx = (const float *)s;
+    } else {
+        const int64_t blocks_x = (a->nmax + 1023) / 1024 > 0 ? (a->nmax + 1023) / 1024 : 1;
+        dim3 grid((unsigned)(blocks_x < 4096 ? blocks_x : 4096), (unsigned)(a->batch * a->hkv));
+        as_k_agg<<<grid, 256, group * sizeof(float), c->stream>>>(
+            (const float *)s, lds, part, sp, a->lens, 1, a->batch, a->hq, a->hkv, group, agg, lds);
+        AS_CU_LAUNCHED("topk group aggregation");
+        *rowsx = agg;
+    }
+    *ldx = lds;
+    *nrows = (int64_t)a->batch * a->hkv;
+    *rows_per_len = a->hkv;
+    return AS_OK;
+}
+
+static as_status check_sel(const as_gpu_attn *a, const as_gpu_sel *sel, int32_t need, char *err)
+{
+    AS_TRY(as_gpu_check_attn(a, err));
+    if (!sel || !sel->idx || !sel->count)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: selection not allocated");
+    if (sel->mode != AS_GPU_SEL_KV && sel->mode != AS_GPU_SEL_Q)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: bad selection mode");
+    if (sel->kcap < need)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: kcap %d < %d entries needed",
+                          sel->kcap, need);
+    return AS_OK;
+}
+
+extern "C" as_status as_gpu_select_topk(as_gpu_ctx *c, const as_gpu_attn *a, int32_t k,
+                                        as_gpu_sel *sel, char *err)
+{
+    if (k < 0) return as_err_set(err, AS_ERR_USAGE, "gpu select: k < 0");
+    const int32_t need = k < a->nmax ? k : a->nmax;
+    AS_TRY(check_sel(a, sel, need, err));
+    const float *x = nullptr;
+    int64_t ldx = 0, nrows = 0;
+    int32_t rpl = 1;
+    AS_TRY(prepare_topk_rows(c, a, sel->mode, &x, &ldx, &nrows, &rpl, err));
+    if (sel->logw)
+        AS_CU(cudaMemsetAsync(sel->logw, 0, (size_t)nrows * sel->kcap * sizeof(float), c->stream));
+    return as_gpu_topk_rows(c, x, ldx, nrows, a->lens, rpl, need, sel->idx, sel->kcap,
+                            sel->count, 0, err);
+}
+
+extern "C" as_status as_gpu_select_pages(as_gpu_ctx *c, const as_gpu_attn *a,
+                                         const as_gpu_pages *p, int32_t npages_keep,
+                                         as_gpu_sel *sel, char *err)
+{
+    if (npages_keep < 0) return as_err_set(err, AS_ERR_USAGE, "gpu select pages: count < 0");
+    if (!p) return as_err_set(err, AS_ERR_USAGE, "gpu select pages: no page metadata");
+    const int32_t kp = npages_keep < p->npages ? npages_keep : p->npages;
+    if ((int64_t)kp * p->page > INT32_MAX)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select pages: too many tokens");
+    AS_TRY(check_sel(a, sel, kp * p->page, err));
+    const int64_t ldu = round4(p->npages);
+    void *ub, *aux, *aux2;
+    AS_TRY(as_gpu_ws(c, AS_WS_SCORES, (size_t)a->batch * a->hq * ldu * sizeof(float), &ub, err));
+    const size_t bpl = ((size_t)a->batch * sizeof(int32_t) + 255) & ~(size_t)255;
+    AS_TRY(as_gpu_ws(c, AS_WS_AUX, bpl + (size_t)a->batch * a->hkv * ldu * sizeof(float), &aux,
+                     err));
+    int32_t *plens = (int32_t *)aux;
+    float *agg = (float *)((char *)aux + bpl);
+    const int64_t nrows = as_gpu_sel_rows(a, sel->mode);
+    const int32_t kpa = kp < 1 ? 1 : kp;
+    const size_t bpi = ((size_t)nrows * kpa * sizeof(int32_t) + 255) & ~(size_t)255;
+    AS_TRY(as_gpu_ws(c, AS_WS_AUX2, bpi + (size_t)nrows * sizeof(int32_t), &aux2, err));
+    int32_t *pidx = (int32_t *)aux2;
+    int32_t *pcnt = (int32_t *)((char *)aux2 + bpi);
+
+    AS_TRY(as_gpu_launch_bounds(c, a, p, (float *)ub, ldu, err));
+    as_k_page_counts<<<(a->batch + 255) / 256, 256, 0, c->stream>>>(a->lens, a->batch, p->page,
+                                                                    plens);
+    AS_CU_LAUNCHED("page counts");
+    const int group = a->hq / a->hkv;
+    const float *x = (const float *)ub;
+    int32_t rpl = a->hq;
+    if (sel->mode == AS_GPU_SEL_KV) {
+        rpl = a->hkv;
+        if (group > 1) {
+            const int64_t bx = (p->npages + 255) / 256;
+            dim3 grid((unsigned)(bx < 4096 ? bx : 4096), (unsigned)(a->batch * a->hkv));
+            as_k_agg<<<grid, 256, group * sizeof(float), c->stream>>>(
+                (const float *)ub, ldu, nullptr, 0, a->lens, p->page, a->batch, a->hq, a->hkv,
+                group, agg, ldu);
+            AS_CU_LAUNCHED("page bound aggregation");
+            x = agg;
+        }
+    }
+    AS_TRY(as_gpu_topk_rows(c, x, ldu, nrows, plens, rpl, kp, pidx, kpa, pcnt, 0, err));
+    as_k_expand_pages<<<(unsigned)nrows, 256, 0, c->stream>>>(pidx, pcnt, kpa, a->lens, rpl,
+                                                              p->page, sel->idx, sel->count,
+                                                              sel->kcap);
+    AS_CU_LAUNCHED("page expansion");
+    if (sel->logw)
+        AS_CU(cudaMemsetAsync(sel->logw, 0, (size_t)nrows * sel->kcap * sizeof(float), c->stream));
+    return AS_OK;
+}
+
+/* ---- top-k plus sampling ------------------------------------------------------------------- */
+__global__ void as_k_bitmap(const int32_t *idx, const int32_t *count, int kcap, uint32_t *bits,
+                            int64_t words)
+{
+    const int64_t r = blockIdx.x;
+    const int cnt = count[r];
+    for (int i = threadIdx.x; i < cnt; i += blockDim.x) {
+        const int j = idx[r * kcap + i];
+        atomicOr(&bits[r * words + (j >> 5)], 1u << (j & 31));
+    }
+}
+
+__global__ void as_k_sample(const int32_t *lens, int rows_per_len, int m, uint64_t seed,
+                            const uint32_t *bits, int64_t words, int32_t *idx, float *logw,
+                            int32_t *count, int kcap)
+{
+    const int64_t r = blockIdx.x;
+    const int len = lens[r / rows_per_len];
+    const int kt = count[r];
+    __syncthreads(); /* every thread has read count[r] before thread 0 rewrites it */
+    if (len <= kt || m <= 0) return;
+    const float w = logf((float)len / (float)m);
+    const uint2 key = make_uint2((uint32_t)seed, (uint32_t)(seed >> 32));
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        const uint4 ctr = make_uint4((uint32_t)i, (uint32_t)r, (uint32_t)(r >> 32), 0x5A3C0001u);
+        const uint4 rnd = curand_Philox4x32_10(ctr, key);
+        const int j = (int)__umulhi(rnd.x, (uint32_t)len);
+        const bool in_top = (bits[r * words + (j >> 5)] >> (j & 31)) & 1u;
+        idx[r * kcap + kt + i] = j;
+        logw[r * kcap + kt + i] = in_top ? -INFINITY : w;
+    }
+    if (threadIdx.x == 0) count[r] = kt + m;
+}
+
+extern "C" as_status as_gpu_select_topk_sample(as_gpu_ctx *c, const as_gpu_attn *a,
+                                               int32_t k_top, int32_t m, uint64_t seed,
+                                               as_gpu_sel *sel, char *err)
+{
+    if (k_top < 0 || m < 0) return as_err_set(err, AS_ERR_USAGE, "gpu select: k or m < 0");
+    if (!sel || !sel->logw)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: sampling needs log-weights");
+    if ((int64_t)k_top + m > INT32_MAX) return as_err_set(err, AS_ERR_USAGE, "gpu select: k+m too large");
+    const int32_t kt = k_top < a->nmax ? k_top : a->nmax;
+    AS_TRY(check_sel(a, sel, kt + m, err));
+    AS_TRY(as_gpu_select_topk(c, a, k_top, sel, err));
+    if (m == 0) return AS_OK;
+    const int64_t nrows = as_gpu_sel_rows(a, sel->mode);
+    const int64_t words = (a->nmax + 31) / 32 > 0 ? (a->nmax + 31) / 32 : 1;
+    void *bits;
+    AS_TRY(as_gpu_ws(c, AS_WS_AUX2, (size_t)nrows * words * sizeof(uint32_t), &bits, err));
+    AS_CU(cudaMemsetAsync(bits, 0, (size_t)nrows * words * sizeof(uint32_t), c->stream));
+    as_k_bitmap<<<(unsigned)nrows, 256, 0, c->stream>>>(sel->idx, sel->count, sel->kcap,
+                                                        (uint32_t *)bits, words);
+    AS_CU_LAUNCHED("sample bitmap");
+    const int32_t rpl = sel->mode == AS_GPU_SEL_Q ? a->hq : a->hkv;
+    as_k_sample<<<(unsigned)nrows, 256, 0, c->stream>>>(a->lens, rpl, m, seed,
+                                                        (const uint32_t *)bits, words, sel->idx,
+                                                        sel->logw, sel->count, sel->kcap);
+    AS_CU_LAUNCHED("sample");
+    return AS_OK;
+}

@@ -1,0 +1,851 @@
+/* test_gpu_kernels: device tests of the gpu module against its float64 references.
+ *
+ * Fresh random inputs every run (seed printed; AS_TEST_SEED=N repeats one), many shapes (N not
+ * a multiple of any tile, N = 1, empty sequences, GQA groups 1..12, d 64/128/256, padded
+ * strides, a cache shared by the batch), outputs poisoned with NaN before each launch, every
+ * CUDA call checked. Each kernel's error is compared with a threshold:
+ *   - against the reference on the same stored (rounded) values: float32 arithmetic only, 1e-4;
+ *   - against the reference on the unrounded float32 values: the storage type's rounding,
+ *     f32 1e-4, f16 5e-3, bf16 4e-2 (relative L2 error of each output row).
+ * Exit 0 all passed, 1 a check failed, 77 no usable GPU (skipped). AS_GPU_TEST_QUICK=1 runs
+ * small shapes only (for compute-sanitizer). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "as_gpu.h"
+
+static int g_checks = 0, g_failed = 0, g_quick = 0;
+static char err[AS_ERR_LEN];
+static double g_max_rel[8][3]; /* [kernel][dtype] max relative error vs the rounded-input ref */
+static double g_max_true[3];   /* dense vs unrounded-input ref, per dtype */
+static const char *g_kname[8] = {"dense", "sparse", "scores", "topk", "pages", "tks", "", ""};
+
+#define OK(x)                                                                                 \
+    do {                                                                                      \
+        if ((x) != AS_OK) {                                                                   \
+            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #x, err);           \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+static void check(int cond, const char *what, ...)
+{
+    g_checks++;
+    if (cond) return;
+    g_failed++;
+    va_list ap;
+    va_start(ap, what);
+    fprintf(stderr, "FAIL: ");
+    vfprintf(stderr, what, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* ---- random numbers (host) ------------------------------------------------------------------- */
+static uint64_t g_rng;
+static uint64_t rnd64(void)
+{
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static double unif(void) { return (double)(rnd64() >> 11) * (1.0 / 9007199254740992.0); }
+static int irand(int n) { return n <= 0 ? 0 : (int)(rnd64() % (uint64_t)n); }
+
+/* ---- a problem on host and device ----------------------------------------------------------- */
+typedef struct {
+    int batch, hq, hkv, d, nmax;
+    as_gpu_dtype dt;
+    int shared; /* stride_b == 0 */
+    int64_t sb, sh, sn, elems;
+    float *kf, *vf;       /* unrounded values (f32) in the strided layout */
+    void *kraw, *vraw;    /* stored values (dtype) */
+    float *q;
+    int32_t *lens;
+    void *dk, *dv;
+    float *dq;
+    int32_t *dlens;
+    as_gpu_attn ha, hf, da; /* host (stored), host (unrounded f32), device */
+} prob;
+
+static void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return p;
+}
+
+static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_gpu_dtype dt,
+                      int padded, int shared, int empty_ok)
+{
+    memset(p, 0, sizeof *p);
+    p->batch = batch;
+    p->hq = hq;
+    p->hkv = hkv;
+    p->d = d;
+    p->nmax = nmax;
+    p->dt = dt;
+    p->shared = shared;
+    const int align = dt == AS_GPU_F32 ? 4 : 8; /* 16-byte rows */
+    p->sn = d + (padded ? align * (1 + irand(2)) : 0);
+    p->sh = (int64_t)nmax * p->sn + (padded ? align * 3 : 0);
+    p->sb = shared ? 0 : (int64_t)hkv * p->sh + (padded ? align : 0);
+    p->elems = (shared ? 1 : batch) * (int64_t)hkv * p->sh + 64;
+    p->kf = (float *)xmalloc(p->elems * sizeof(float));
+    p->vf = (float *)xmalloc(p->elems * sizeof(float));
+    for (int64_t i = 0; i < p->elems; i++) {
+        p->kf[i] = (float)(2 * unif() - 1);
+        p->vf[i] = (float)(2 * unif() - 1);
+    }
+    /* a few heavy keys per head so attention is peaked somewhere */
+    for (int b = 0; b < (shared ? 1 : batch); b++)
+        for (int h = 0; h < hkv; h++)
+            for (int t = 0; t < 3 && nmax > 0; t++) {
+                const int n = irand(nmax);
+                for (int c = 0; c < d; c++) p->kf[b * p->sb + h * p->sh + (int64_t)n * p->sn + c] *= 3.0f;
+            }
+    const size_t es = as_gpu_dtype_size(dt);
+    p->kraw = xmalloc(p->elems * es);
+    p->vraw = xmalloc(p->elems * es);
+    as_gpu_pack(dt, p->kf, p->kraw, p->elems);
+    as_gpu_pack(dt, p->vf, p->vraw, p->elems);
+    p->q = (float *)xmalloc((size_t)batch * hq * d * sizeof(float));
+    for (int i = 0; i < batch * hq * d; i++) p->q[i] = (float)(2 * unif() - 1) * 1.5f;
+    p->lens = (int32_t *)xmalloc((size_t)batch * sizeof(int32_t));
+    for (int b = 0; b < batch; b++) p->lens[b] = nmax > 0 ? 1 + irand(nmax) : 0;
+    if (batch > 0) p->lens[irand(batch)] = nmax;
+    if (empty_ok && batch >= 3) p->lens[(irand(batch - 1) + 1) % batch] = 0;
+
+    OK(as_gpu_malloc(&p->dk, p->elems * es, err));
+    OK(as_gpu_malloc(&p->dv, p->elems * es, err));
+    OK(as_gpu_malloc((void **)&p->dq, (size_t)batch * hq * d * 4, err));
+    OK(as_gpu_malloc((void **)&p->dlens, (size_t)batch * 4, err));
+    OK(as_gpu_upload(p->dk, p->kraw, p->elems * es, err));
+    OK(as_gpu_upload(p->dv, p->vraw, p->elems * es, err));
+    OK(as_gpu_upload(p->dq, p->q, (size_t)batch * hq * d * 4, err));
+    OK(as_gpu_upload(p->dlens, p->lens, (size_t)batch * 4, err));
+
+    as_gpu_attn a;
+    memset(&a, 0, sizeof a);
+    a.batch = batch;
+    a.hq = hq;
+    a.hkv = hkv;
+    a.d = d;
+    a.kv_dtype = dt;
+    a.stride_b = p->sb;
+    a.stride_h = p->sh;
+    a.stride_n = p->sn;
+    a.nmax = nmax;
+    a.scale = (float)(1.0 / sqrt((double)d));
+    p->ha = a;
+    p->ha.k = p->kraw;
+    p->ha.v = p->vraw;
+    p->ha.q = p->q;
+    p->ha.lens = p->lens;
+    p->hf = p->ha;
+    p->hf.kv_dtype = AS_GPU_F32;
+    p->hf.k = p->kf;
+    p->hf.v = p->vf;
+    p->da = a;
+    p->da.k = p->dk;
+    p->da.v = p->dv;
+    p->da.q = p->dq;
+    p->da.lens = p->dlens;
+}
+
+static void prob_free(prob *p)
+{
+    free(p->kf);
+    free(p->vf);
+    free(p->kraw);
+    free(p->vraw);
+    free(p->q);
+    free(p->lens);
+    as_gpu_free(p->dk);
+    as_gpu_free(p->dv);
+    as_gpu_free(p->dq);
+    as_gpu_free(p->dlens);
+}
+
+static void desc(const prob *p, char *buf, size_t n)
+{
+    snprintf(buf, n, "B=%d hq=%d hkv=%d d=%d N=%d %s%s", p->batch, p->hq, p->hkv, p->d, p->nmax,
+             as_gpu_dtype_name(p->dt), p->shared ? " shared" : "");
+}
+
+/* Largest relative L2 error over output rows; rows whose reference is empty (lse = -inf) must
+ * be exactly zero. Also checks every element was written (no NaN left from the poison). */
+static double row_errors(const prob *p, const float *o, const float *lse, const double *ro,
+                         const double *rlse, double *lse_err, int *bad_rows)
+{
+    const int rows = p->batch * p->hq, d = p->d;
+    double worst = 0, lworst = 0;
+    *bad_rows = 0;
+    for (int r = 0; r < rows; r++) {
+        double num = 0, den = 0;
+        int nan = 0;
+        for (int c = 0; c < d; c++) {
+            const double x = o[(int64_t)r * d + c], y = ro[(int64_t)r * d + c];
+            if (x != x) nan = 1;
+            num += (x - y) * (x - y);
+            den += y * y;
+        }
+        if (nan) {
+            (*bad_rows)++;
+            continue;
+        }
+        if (rlse[r] == -INFINITY) {
+            if (num != 0 || lse[r] != -INFINITY) (*bad_rows)++;
+            continue;
+        }
+        const double rel = sqrt(num) / (sqrt(den) > 1e-30 ? sqrt(den) : 1e-30);
+        if (rel > worst) worst = rel;
+        const double le = fabs((double)lse[r] - rlse[r]) / (1.0 + fabs(rlse[r]));
+        if (!(le <= 1e300)) (*bad_rows)++;
+        if (le > lworst) lworst = le;
+    }
+    *lse_err = lworst;
+    return worst;
+}
+
+static double true_tol(as_gpu_dtype t)
+{
+    return t == AS_GPU_F32 ? 1e-4 : (t == AS_GPU_F16 ? 5e-3 : 4e-2);
+}
+static const double TOL = 1e-4;
+
+static void note(int kernel, as_gpu_dtype dt, double e)
+{
+    if (e > g_max_rel[kernel][dt]) g_max_rel[kernel][dt] = e;
+}
+
+/* ---- 1. dense ---------------------------------------------------------------------------------- */
+static void test_dense(as_gpu_ctx *c, prob *p)
+{
+    char ds[128];
+    desc(p, ds, sizeof ds);
+    const int rows = p->batch * p->hq;
+    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    double *fo = (double *)xmalloc((size_t)rows * p->d * 8), *fl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_dense(&p->ha, ro, rl);
+    as_gpu_ref_decode_dense(&p->hf, fo, fl);
+    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    for (int v = 0; v < AS_GPU_VARIANTS; v++) {
+        OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
+        OK(as_gpu_memset(d_l, 0xFF, (size_t)rows * 4, err));
+        OK(as_gpu_decode_dense(c, &p->da, d_o, d_l, v, err));
+        OK(as_gpu_sync(c, err));
+        OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
+        OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+        double le, le2;
+        int bad, bad2;
+        const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+        const double et = row_errors(p, o, lse, fo, fl, &le2, &bad2);
+        note(0, p->dt, e);
+        if (et > g_max_true[p->dt]) g_max_true[p->dt] = et;
+        check(bad == 0, "dense v%d %s: %d rows unwritten/NaN or empty rows not zero", v, ds, bad);
+        check(e <= TOL, "dense v%d %s: rel error %.3g > %.1g", v, ds, e, TOL);
+        check(le <= TOL, "dense v%d %s: lse error %.3g > %.1g", v, ds, le, TOL);
+        check(et <= true_tol(p->dt), "dense v%d %s: error vs unrounded %.3g > %.1g", v, ds, et,
+              true_tol(p->dt));
+    }
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(ro); free(rl); free(fo); free(fl); free(o); free(lse);
+}
+
+/* ---- 2. sparse over given indices ------------------------------------------------------------ */
+static void test_sparse(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int with_logw)
+{
+    char ds[160];
+    desc(p, ds, sizeof ds);
+    const int64_t nr = as_gpu_sel_rows(&p->ha, mode);
+    const int kcap = 1 + irand(p->nmax > 0 ? 2 * p->nmax : 4);
+    as_gpu_sel hs;
+    memset(&hs, 0, sizeof hs);
+    hs.mode = mode;
+    hs.kcap = kcap;
+    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
+    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
+    hs.logw = with_logw ? (float *)xmalloc((size_t)nr * kcap * 4) : NULL;
+    for (int64_t r = 0; r < nr; r++) {
+        const int len = p->lens[r / (mode == AS_GPU_SEL_Q ? p->hq : p->hkv)];
+        const int tiny = irand(4) == 0;
+        hs.count[r] = tiny ? irand(3) : irand(kcap + 1);
+        if (hs.count[r] > kcap) hs.count[r] = kcap;
+        for (int j = 0; j < kcap; j++) {
+            int x = irand(len > 0 ? len : 1);
+            const int u = irand(20);
+            if (u == 0) x = -1;                       /* skipped */
+            if (u == 1) x = len + irand(3);           /* past the end: skipped */
+            if (u == 2 && j > 0) x = hs.idx[r * kcap + j - 1]; /* duplicate */
+            hs.idx[r * kcap + j] = x;
+            if (hs.logw) hs.logw[r * kcap + j] = irand(10) == 0 ? -INFINITY : (float)(2 * unif() - 1);
+        }
+    }
+    as_gpu_sel dsel;
+    OK(as_gpu_sel_alloc(&dsel, &p->da, mode, kcap, with_logw, err));
+    OK(as_gpu_upload(dsel.idx, hs.idx, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_upload(dsel.count, hs.count, (size_t)nr * 4, err));
+    if (with_logw) OK(as_gpu_upload(dsel.logw, hs.logw, (size_t)nr * kcap * 4, err));
+    const int rows = p->batch * p->hq;
+    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
+    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    for (int v = 0; v < AS_GPU_VARIANTS; v++) {
+        OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
+        OK(as_gpu_memset(d_l, 0xFF, (size_t)rows * 4, err));
+        OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, v, err));
+        OK(as_gpu_sync(c, err));
+        OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
+        OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+        double le;
+        int bad;
+        const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+        note(1, p->dt, e);
+        check(bad == 0, "sparse v%d %s mode %d logw %d: %d bad rows", v, ds, mode, with_logw, bad);
+        check(e <= TOL, "sparse v%d %s mode %d logw %d: rel error %.3g", v, ds, mode, with_logw, e);
+        check(le <= TOL, "sparse v%d %s mode %d logw %d: lse error %.3g", v, ds, mode, with_logw, le);
+    }
+    as_gpu_sel_free(&dsel);
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(hs.idx); free(hs.count); free(hs.logw);
+    free(ro); free(rl); free(o); free(lse);
+}
+
+/* ---- 3. scores, exact top-k ------------------------------------------------------------------ */
+static void test_scores(as_gpu_ctx *c, prob *p)
+{
+    char ds[128];
+    desc(p, ds, sizeof ds);
+    const int64_t lds = p->nmax + 3;
+    const size_t n = (size_t)p->batch * p->hq * lds;
+    double *rs = (double *)xmalloc(n * 8);
+    float *s = (float *)xmalloc(n * 4), *d_s;
+    as_gpu_ref_scores(&p->ha, rs, lds);
+    OK(as_gpu_malloc((void **)&d_s, n * 4, err));
+    OK(as_gpu_memset(d_s, 0xFF, n * 4, err));
+    OK(as_gpu_scores(c, &p->da, d_s, lds, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(s, d_s, n * 4, err));
+    double worst = 0;
+    int bad = 0;
+    for (int b = 0; b < p->batch; b++)
+        for (int h = 0; h < p->hq; h++) {
+            double mx = 1e-30, e = 0;
+            for (int j = 0; j < p->lens[b]; j++) {
+                const int64_t i = ((int64_t)b * p->hq + h) * lds + j;
+                if (s[i] != s[i]) bad++;
+                mx = fmax(mx, fabs(rs[i]));
+                e = fmax(e, fabs(s[i] - rs[i]));
+            }
+            if (e / mx > worst) worst = e / mx;
+        }
+    note(2, p->dt, worst);
+    check(bad == 0, "scores %s: %d entries unwritten", ds, bad);
+    check(worst <= TOL, "scores %s: error %.3g (relative to max |s|)", ds, worst);
+    as_gpu_free(d_s);
+    free(rs);
+    free(s);
+}
+
+static void test_topk_rows(as_gpu_ctx *c, int rows, int n, int ldx, int k, int ties, int variant)
+{
+    float *x = (float *)xmalloc((size_t)rows * ldx * 4);
+    int32_t *lens = (int32_t *)xmalloc((size_t)rows * 4);
+    for (int r = 0; r < rows; r++) {
+        lens[r] = r == 0 ? n : irand(n + 1);
+        for (int j = 0; j < ldx; j++) {
+            float v = ties ? (float)irand(4) : (float)((2 * unif() - 1) * 100);
+            if (!ties && irand(1000) == 0) v = -INFINITY;
+            if (!ties && irand(1000) == 0) v = 1e30f;
+            x[(int64_t)r * ldx + j] = v;
+        }
+    }
+    const int ki = k > 0 ? k : 1;
+    float *dx;
+    int32_t *dl, *di, *dc;
+    OK(as_gpu_malloc((void **)&dx, (size_t)rows * ldx * 4, err));
+    OK(as_gpu_malloc((void **)&dl, (size_t)rows * 4, err));
+    OK(as_gpu_malloc((void **)&di, (size_t)rows * ki * 4, err));
+    OK(as_gpu_malloc((void **)&dc, (size_t)rows * 4, err));
+    OK(as_gpu_upload(dx, x, (size_t)rows * ldx * 4, err));
+    OK(as_gpu_upload(dl, lens, (size_t)rows * 4, err));
+    OK(as_gpu_memset(di, 0xFF, (size_t)rows * ki * 4, err));
+    OK(as_gpu_memset(dc, 0xFF, (size_t)rows * 4, err));
+    as_gpu_ctx *cc = c;
+    OK(as_gpu_topk_rows(cc, dx, ldx, rows, dl, 1, k, di, ki, dc, variant, err));
+    OK(as_gpu_sync(c, err));
+    int32_t *idx = (int32_t *)xmalloc((size_t)rows * ki * 4), *cnt = (int32_t *)xmalloc((size_t)rows * 4);
+    OK(as_gpu_download(idx, di, (size_t)rows * ki * 4, err));
+    OK(as_gpu_download(cnt, dc, (size_t)rows * 4, err));
+    for (int r = 0; r < rows; r++) {
+        char why[AS_ERR_LEN];
+        const int ok = as_gpu_ref_check_topk(x + (int64_t)r * ldx, lens[r], k, idx + (int64_t)r * ki,
+                                            cnt[r], why);
+        check(ok, "topk v%d rows=%d n=%d ldx=%d k=%d ties=%d row %d (len %d): %s", variant, rows,
+              n, ldx, k, ties, r, lens[r], why);
+        if (!ok) break;
+    }
+    as_gpu_free(dx); as_gpu_free(dl); as_gpu_free(di); as_gpu_free(dc);
+    free(x); free(lens); free(idx); free(cnt);
+}
+
+/* The k largest of the reference scores (Q mode) or of max_g (s_g - lse_g) (KV mode), up to a
+ * tolerance: every selected value >= every unselected value - tol. */
+static void ref_rank_values(const prob *p, as_gpu_sel_mode mode, const double *rs, int64_t lds,
+                            double *vals /* [rows][lds] */)
+{
+    const int group = p->hq / p->hkv;
+    if (mode == AS_GPU_SEL_Q) {
+        memcpy(vals, rs, (size_t)p->batch * p->hq * lds * 8);
+        return;
+    }
+    for (int b = 0; b < p->batch; b++)
+        for (int kvh = 0; kvh < p->hkv; kvh++) {
+            double *out = vals + ((int64_t)b * p->hkv + kvh) * lds;
+            for (int j = 0; j < p->lens[b]; j++) out[j] = -INFINITY;
+            for (int g = 0; g < group; g++) {
+                const double *s = rs + ((int64_t)b * p->hq + kvh * group + g) * lds;
+                double mx = -INFINITY, z = 0;
+                for (int j = 0; j < p->lens[b]; j++) mx = fmax(mx, s[j]);
+                for (int j = 0; j < p->lens[b]; j++) z += exp(s[j] - mx);
+                const double lse = mx + log(z);
+                for (int j = 0; j < p->lens[b]; j++) out[j] = fmax(out[j], s[j] - lse);
+            }
+        }
+}
+
+static int check_selected_top(const double *v, int len, const int32_t *idx, int cnt, int k,
+                              double tol, char *why)
+{
+    const int want = k < len ? k : len;
+    if (cnt != want) {
+        snprintf(why, AS_ERR_LEN, "count %d != %d", cnt, want);
+        return 0;
+    }
+    unsigned char *in = (unsigned char *)calloc((size_t)(len > 0 ? len : 1), 1);
+    double mins = INFINITY, maxu = -INFINITY;
+    int ok = 1;
+    for (int i = 0; i < cnt && ok; i++) {
+        const int j = idx[i];
+        if (j < 0 || j >= len || in[j]) {
+            snprintf(why, AS_ERR_LEN, "entry %d: position %d invalid or repeated", i, j);
+            ok = 0;
+            break;
+        }
+        in[j] = 1;
+        mins = fmin(mins, v[j]);
+    }
+    for (int j = 0; ok && j < len; j++)
+        if (!in[j]) maxu = fmax(maxu, v[j]);
+    if (ok && cnt > 0 && maxu > mins + tol) {
+        snprintf(why, AS_ERR_LEN, "unselected %.9g > selected %.9g", maxu, mins);
+        ok = 0;
+    }
+    free(in);
+    return ok;
+}
+
+static void test_select_topk(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int k)
+{
+    char ds[128];
+    desc(p, ds, sizeof ds);
+    const int64_t lds = p->nmax > 0 ? p->nmax : 1;
+    double *rs = (double *)xmalloc((size_t)p->batch * p->hq * lds * 8);
+    double *vals = (double *)xmalloc((size_t)p->batch * p->hq * lds * 8);
+    as_gpu_ref_scores(&p->ha, rs, lds);
+    ref_rank_values(p, mode, rs, lds, vals);
+    const int64_t nr = as_gpu_sel_rows(&p->ha, mode);
+    const int kcap = k > 0 ? k : 1;
+    as_gpu_sel dsel;
+    OK(as_gpu_sel_alloc(&dsel, &p->da, mode, kcap, 0, err));
+    OK(as_gpu_memset(dsel.idx, 0xFF, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_select_topk(c, &p->da, k, &dsel, err));
+    OK(as_gpu_sync(c, err));
+    as_gpu_sel hs = dsel;
+    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
+    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
+    hs.logw = NULL;
+    OK(as_gpu_download(hs.idx, dsel.idx, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_download(hs.count, dsel.count, (size_t)nr * 4, err));
+    const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
+    int fails = 0;
+    for (int64_t r = 0; r < nr && !fails; r++) {
+        char why[AS_ERR_LEN];
+        double smax = 1e-30;
+        const int len = p->lens[r / rpl];
+        for (int j = 0; j < len; j++) smax = fmax(smax, fabs(vals[r * lds + j]));
+        if (!check_selected_top(vals + r * lds, len, hs.idx + r * kcap, hs.count[r], k,
+                                1e-4 * (1 + smax), why)) {
+            fails++;
+            check(0, "select_topk %s mode %d k=%d row %lld: %s", ds, mode, k, (long long)r, why);
+        }
+    }
+    g_checks++;
+    /* attention over the selection */
+    const int rows = p->batch * p->hq;
+    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
+    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, 0, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+    double le;
+    int bad;
+    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+    note(3, p->dt, e);
+    check(bad == 0 && e <= TOL && le <= TOL, "topk attention %s mode %d k=%d: err %.3g lse %.3g bad %d",
+          ds, mode, k, e, le, bad);
+    as_gpu_sel_free(&dsel);
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(hs.idx); free(hs.count); free(rs); free(vals); free(ro); free(rl); free(o); free(lse);
+}
+
+/* ---- 4. pages ---------------------------------------------------------------------------------- */
+static void test_pages(as_gpu_ctx *c, prob *p, int page, as_gpu_sel_mode mode, int keep)
+{
+    char ds[128];
+    desc(p, ds, sizeof ds);
+    as_gpu_pages pg;
+    OK(as_gpu_pages_alloc(&pg, &p->da, page, err));
+    const int np = pg.npages;
+    const size_t me = (size_t)p->batch * p->hkv * np * p->d;
+    OK(as_gpu_memset(pg.kmin, 0xFF, me * as_gpu_dtype_size(p->dt), err));
+    OK(as_gpu_memset(pg.kmax, 0xFF, me * as_gpu_dtype_size(p->dt), err));
+    OK(as_gpu_pages_build(c, &p->da, &pg, err));
+    OK(as_gpu_sync(c, err));
+    double *rmin = (double *)xmalloc(me * 8), *rmax = (double *)xmalloc(me * 8);
+    double *rub = (double *)xmalloc((size_t)p->batch * p->hq * np * 8);
+    as_gpu_ref_pages(&p->ha, page, rmin, rmax, rub);
+    void *raw = xmalloc(me * as_gpu_dtype_size(p->dt));
+    float *f = (float *)xmalloc(me * 4);
+    int mism = 0;
+    for (int w = 0; w < 2; w++) {
+        OK(as_gpu_download(raw, w ? pg.kmax : pg.kmin, me * as_gpu_dtype_size(p->dt), err));
+        as_gpu_unpack(p->dt, raw, f, me);
+        for (int b = 0; b < p->batch; b++)
+            for (int h = 0; h < p->hkv; h++)
+                for (int q = 0; q < (p->lens[b] + page - 1) / page; q++)
+                    for (int cc = 0; cc < p->d; cc++) {
+                        const size_t i = (((size_t)b * p->hkv + h) * np + q) * p->d + cc;
+                        if ((double)f[i] != (w ? rmax[i] : rmin[i])) mism++;
+                    }
+    }
+    check(mism == 0, "pages %s page %d: %d min/max entries differ from the reference", ds, page, mism);
+    /* bounds */
+    const int64_t ldu = np + 1;
+    float *ub = (float *)xmalloc((size_t)p->batch * p->hq * ldu * 4), *d_ub;
+    OK(as_gpu_malloc((void **)&d_ub, (size_t)p->batch * p->hq * ldu * 4, err));
+    OK(as_gpu_page_bounds(c, &p->da, &pg, d_ub, ldu, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(ub, d_ub, (size_t)p->batch * p->hq * ldu * 4, err));
+    const int64_t lds = p->nmax > 0 ? p->nmax : 1;
+    double *rs = (double *)xmalloc((size_t)p->batch * p->hq * lds * 8);
+    as_gpu_ref_scores(&p->ha, rs, lds);
+    double worst = 0;
+    int viol = 0;
+    for (int b = 0; b < p->batch; b++)
+        for (int h = 0; h < p->hq; h++)
+            for (int q = 0; q < (p->lens[b] + page - 1) / page; q++) {
+                const double g = ub[((int64_t)b * p->hq + h) * ldu + q];
+                const double r = rub[((int64_t)b * p->hq + h) * np + q];
+                worst = fmax(worst, fabs(g - r) / (1 + fabs(r)));
+                for (int j = q * page; j < (q + 1) * page && j < p->lens[b]; j++)
+                    if (rs[((int64_t)b * p->hq + h) * lds + j] > r + 1e-9 * (1 + fabs(r))) viol++;
+            }
+    note(4, p->dt, worst);
+    check(worst <= TOL, "page bounds %s: error %.3g", ds, worst);
+    check(viol == 0, "page bounds %s: %d scores above their page's bound", ds, viol);
+    /* selection */
+    const int64_t nr = as_gpu_sel_rows(&p->ha, mode);
+    const int kcap = (keep > 0 ? keep : 1) * page;
+    as_gpu_sel dsel;
+    OK(as_gpu_sel_alloc(&dsel, &p->da, mode, kcap, 0, err));
+    OK(as_gpu_memset(dsel.idx, 0xFF, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_select_pages(c, &p->da, &pg, keep, &dsel, err));
+    OK(as_gpu_sync(c, err));
+    int32_t *idx = (int32_t *)xmalloc((size_t)nr * kcap * 4), *cnt = (int32_t *)xmalloc((size_t)nr * 4);
+    OK(as_gpu_download(idx, dsel.idx, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_download(cnt, dsel.count, (size_t)nr * 4, err));
+    const int group = p->hq / p->hkv;
+    const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
+    double *v = (double *)xmalloc((size_t)(np + 1) * 8);
+    int32_t *pl = (int32_t *)xmalloc((size_t)(np + 1) * 4);
+    int fails = 0;
+    for (int64_t r = 0; r < nr && !fails; r++) {
+        const int b = (int)(r / rpl), len = p->lens[b];
+        const int npb = (len + page - 1) / page;
+        for (int q = 0; q < npb; q++) {
+            if (mode == AS_GPU_SEL_Q) {
+                v[q] = rub[r * np + q];
+            } else {
+                const int kvh = (int)(r % p->hkv);
+                v[q] = -INFINITY;
+                for (int g = 0; g < group; g++)
+                    v[q] = fmax(v[q], rub[((int64_t)b * p->hq + kvh * group + g) * np + q]);
+            }
+        }
+        const int kp = keep < npb ? keep : npb;
+        char why[AS_ERR_LEN] = "";
+        int ok = cnt[r] == kp * page;
+        if (!ok) snprintf(why, sizeof why, "count %d != %d", cnt[r], kp * page);
+        for (int i = 0; ok && i < kp; i++) {
+            const int t0 = idx[r * kcap + i * page];
+            ok = t0 >= 0 && t0 % page == 0;
+            for (int t = 0; ok && t < page; t++) {
+                const int want = t0 + t < len ? t0 + t : -1;
+                ok = idx[r * kcap + i * page + t] == want;
+            }
+            pl[i] = t0 / page;
+            if (!ok) snprintf(why, sizeof why, "page entry %d malformed", i);
+        }
+        double smax = 1e-30;
+        for (int q = 0; q < npb; q++) smax = fmax(smax, fabs(v[q]));
+        if (ok) ok = check_selected_top(v, npb, pl, kp, keep, 1e-4 * (1 + smax), why);
+        if (!ok) {
+            fails++;
+            check(0, "select_pages %s mode %d keep %d row %lld: %s", ds, mode, keep, (long long)r, why);
+        }
+    }
+    g_checks++;
+    as_gpu_sel_free(&dsel);
+    as_gpu_pages_free(&pg);
+    as_gpu_free(d_ub);
+    free(rmin); free(rmax); free(rub); free(raw); free(f); free(ub); free(rs); free(idx); free(cnt);
+    free(v); free(pl);
+}
+
+/* ---- 5. top-k plus sampling -------------------------------------------------------------------- */
+static void test_tks(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int kt, int m)
+{
+    char ds[128];
+    desc(p, ds, sizeof ds);
+    const int64_t nr = as_gpu_sel_rows(&p->ha, mode);
+    const int kcap = kt + m > 0 ? kt + m : 1;
+    as_gpu_sel dsel;
+    OK(as_gpu_sel_alloc(&dsel, &p->da, mode, kcap, 1, err));
+    OK(as_gpu_memset(dsel.idx, 0xFF, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_memset(dsel.logw, 0xFF, (size_t)nr * kcap * 4, err));
+    const uint64_t seed = rnd64();
+    OK(as_gpu_select_topk_sample(c, &p->da, kt, m, seed, &dsel, err));
+    OK(as_gpu_sync(c, err));
+    as_gpu_sel hs = dsel;
+    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
+    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
+    hs.logw = (float *)xmalloc((size_t)nr * kcap * 4);
+    OK(as_gpu_download(hs.idx, dsel.idx, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_download(hs.count, dsel.count, (size_t)nr * 4, err));
+    OK(as_gpu_download(hs.logw, dsel.logw, (size_t)nr * kcap * 4, err));
+    const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
+    const int64_t lds = p->nmax > 0 ? p->nmax : 1;
+    double *rs = (double *)xmalloc((size_t)p->batch * p->hq * lds * 8);
+    double *vals = (double *)xmalloc((size_t)p->batch * p->hq * lds * 8);
+    as_gpu_ref_scores(&p->ha, rs, lds);
+    ref_rank_values(p, mode, rs, lds, vals);
+    int fails = 0;
+    for (int64_t r = 0; r < nr && !fails; r++) {
+        const int len = p->lens[r / rpl];
+        const int ktr = kt < len ? kt : len;
+        const int mr = len > ktr ? m : 0;
+        char why[AS_ERR_LEN] = "";
+        int ok = hs.count[r] == ktr + mr;
+        if (!ok) snprintf(why, sizeof why, "count %d != %d + %d", hs.count[r], ktr, mr);
+        double smax = 1e-30;
+        for (int j = 0; j < len; j++) smax = fmax(smax, fabs(vals[r * lds + j]));
+        if (ok) ok = check_selected_top(vals + r * lds, len, hs.idx + r * kcap, ktr, kt, 1e-4 * (1 + smax), why);
+        for (int i = 0; ok && i < ktr; i++) ok = hs.logw[r * kcap + i] == 0.f;
+        for (int i = 0; ok && i < mr; i++) {
+            const int j = hs.idx[r * kcap + ktr + i];
+            int in = 0;
+            for (int t = 0; t < ktr; t++) in |= hs.idx[r * kcap + t] == j;
+            const float w = hs.logw[r * kcap + ktr + i];
+            ok = j >= 0 && j < len &&
+                 (in ? w == -INFINITY : fabs(w - log((double)len / m)) < 1e-5);
+            if (!ok) snprintf(why, sizeof why, "sample %d: position %d weight %g", i, j, w);
+        }
+        if (!ok) {
+            fails++;
+            check(0, "tks %s mode %d k=%d m=%d row %lld: %s", ds, mode, kt, m, (long long)r, why);
+        }
+    }
+    g_checks++;
+    /* the estimator = attention over the weighted list */
+    const int rows = p->batch * p->hq;
+    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
+    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, 0, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+    double le;
+    int bad;
+    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+    note(5, p->dt, e);
+    check(bad == 0 && e <= TOL && le <= TOL, "tks attention %s mode %d: err %.3g lse %.3g bad %d", ds,
+          mode, e, le, bad);
+    /* same seed, same draws */
+    int32_t *idx2 = (int32_t *)xmalloc((size_t)nr * kcap * 4);
+    OK(as_gpu_select_topk_sample(c, &p->da, kt, m, seed, &dsel, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(idx2, dsel.idx, (size_t)nr * kcap * 4, err));
+    int same = 1;
+    for (int64_t r = 0; r < nr; r++) {
+        const int len = p->lens[r / rpl];
+        const int ktr = kt < len ? kt : len;
+        for (int i = ktr; i < hs.count[r]; i++) same &= idx2[r * kcap + i] == hs.idx[r * kcap + i];
+    }
+    check(same, "tks %s: the same seed drew different samples", ds);
+    as_gpu_sel_free(&dsel);
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(hs.idx); free(hs.count); free(hs.logw); free(rs); free(vals); free(ro); free(rl);
+    free(o); free(lse); free(idx2);
+}
+
+/* The estimator converges: with many samples its output approaches the dense output. */
+static void test_tks_converges(as_gpu_ctx *c)
+{
+    prob p;
+    prob_make(&p, 2, 4, 2, 64, 300, AS_GPU_F32, 0, 0, 0);
+    const int rows = p.batch * p.hq;
+    double *ro = (double *)xmalloc((size_t)rows * p.d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_dense(&p.ha, ro, rl);
+    as_gpu_sel dsel;
+    const int m = 200000;
+    OK(as_gpu_sel_alloc(&dsel, &p.da, AS_GPU_SEL_Q, 8 + m, 1, err));
+    OK(as_gpu_select_topk_sample(c, &p.da, 8, m, rnd64(), &dsel, err));
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p.d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    OK(as_gpu_decode_sparse(c, &p.da, &dsel, d_o, d_l, 0, err));
+    OK(as_gpu_sync(c, err));
+    float *o = (float *)xmalloc((size_t)rows * p.d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    OK(as_gpu_download(o, d_o, (size_t)rows * p.d * 4, err));
+    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+    double le;
+    int bad;
+    const double e = row_errors(&p, o, lse, ro, rl, &le, &bad);
+    printf("  tks estimator with m=%d samples of n=300: rel error vs dense %.3g\n", m, e);
+    check(bad == 0 && e < 0.05, "tks estimator does not converge: rel error %.3g", e);
+    as_gpu_sel_free(&dsel);
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(ro); free(rl); free(o); free(lse);
+    prob_free(&p);
+}
+
+typedef struct {
+    int batch, hq, hkv, d, nmax, padded, shared;
+} shape;
+
+int main(void)
+{
+    char why[AS_ERR_LEN];
+    if (!as_gpu_available(why)) {
+        printf("SKIP test_gpu_kernels: %s\n", why);
+        return 77;
+    }
+    const char *qs = getenv("AS_GPU_TEST_QUICK");
+    g_quick = qs && *qs && strcmp(qs, "0");
+    const char *ss = getenv("AS_TEST_SEED");
+    const uint64_t seed = ss ? strtoull(ss, NULL, 10) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
+    g_rng = seed;
+    char dev[256];
+    OK(as_gpu_device_name(dev, sizeof dev, err));
+    printf("test_gpu_kernels: %s, seed %llu%s\n", dev, (unsigned long long)seed,
+           g_quick ? " (quick)" : "");
+    as_gpu_ctx *c = as_gpu_ctx_new(0, err);
+    if (!c) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    const shape full[] = {
+        {1, 1, 1, 64, 1, 0, 0},     {3, 4, 2, 64, 17, 1, 0},    {2, 12, 1, 128, 1000, 0, 0},
+        {4, 9, 3, 64, 2049, 1, 0},  {2, 32, 8, 128, 4097, 0, 0}, {1, 8, 8, 256, 3001, 1, 0},
+        {2, 16, 2, 128, 70001, 0, 0}, {5, 6, 2, 128, 333, 0, 1}, {1, 40, 8, 128, 1500, 0, 0},
+        {3, 2, 2, 256, 129, 1, 0},
+    };
+    const shape quick[] = {
+        {1, 1, 1, 64, 1, 0, 0}, {3, 4, 2, 64, 17, 1, 0}, {2, 12, 1, 128, 300, 0, 0},
+        {2, 9, 3, 64, 513, 1, 1}, {1, 4, 4, 256, 77, 0, 0},
+    };
+    const shape *sh = g_quick ? quick : full;
+    const int nsh = g_quick ? (int)(sizeof quick / sizeof quick[0]) : (int)(sizeof full / sizeof full[0]);
+    for (int si = 0; si < nsh; si++)
+        for (int dt = 0; dt < 3; dt++) {
+            prob p;
+            prob_make(&p, sh[si].batch, sh[si].hq, sh[si].hkv, sh[si].d, sh[si].nmax,
+                      (as_gpu_dtype)dt, sh[si].padded, sh[si].shared, 1);
+            char ds[128];
+            desc(&p, ds, sizeof ds);
+            const int f0 = g_failed;
+            test_dense(c, &p);
+            test_sparse(c, &p, AS_GPU_SEL_KV, 0);
+            test_sparse(c, &p, AS_GPU_SEL_Q, 1);
+            test_scores(c, &p);
+            const int n = p.nmax;
+            const int ks[] = {1, n / 50 > 0 ? n / 50 : 2, n - 1 > 0 ? n - 1 : 1, n + 3};
+            for (int ki = 0; ki < 4; ki++) {
+                test_select_topk(c, &p, AS_GPU_SEL_Q, ks[ki]);
+                test_select_topk(c, &p, AS_GPU_SEL_KV, ks[ki]);
+            }
+            const int pages = (n + 15) / 16;
+            test_pages(c, &p, 16, AS_GPU_SEL_KV, pages / 8 > 0 ? pages / 8 : 1);
+            test_pages(c, &p, 16, AS_GPU_SEL_Q, pages + 2);
+            test_pages(c, &p, 5, AS_GPU_SEL_Q, 1);
+            test_tks(c, &p, AS_GPU_SEL_Q, n / 20 > 0 ? n / 20 : 1, 1 + n / 10);
+            test_tks(c, &p, AS_GPU_SEL_KV, 1, 7);
+            printf("  %-40s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
+            prob_free(&p);
+        }
+    /* exact top-k on raw rows: huge N, ties, unaligned rows, both variants */
+    const int big = g_quick ? 5000 : (1 << 20) + 7;
+    for (int v = 0; v < AS_GPU_VARIANTS; v++) {
+        test_topk_rows(c, 3, big, big + 1, big / 50, 0, v);
+        test_topk_rows(c, 2, big, big, 1, 0, v);
+        test_topk_rows(c, 4, 1000, 1000, 10, 1, v);
+        test_topk_rows(c, 4, 1000, 1004, 999, 1, v);
+        test_topk_rows(c, 5, 1, 4, 1, 0, v);
+        test_topk_rows(c, 5, 4099, 4100, 0, 0, v);
+        test_topk_rows(c, 3, 4099, 4100, 5000, 0, v);
+        test_topk_rows(c, 8, 70000, 70000, 1400, 0, v);
+    }
+    if (!g_quick) test_tks_converges(c);
+    as_gpu_ctx_free(c);
+
+    printf("max relative error vs float64 reference on the stored values (f32 / f16 / bf16):\n");
+    for (int k = 0; k < 6; k++)
+        printf("  %-7s %.3g / %.3g / %.3g\n", g_kname[k], g_max_rel[k][0], g_max_rel[k][1],
+               g_max_rel[k][2]);
+    printf("dense vs float64 reference on the unrounded values: %.3g / %.3g / %.3g\n",
+           g_max_true[0], g_max_true[1], g_max_true[2]);
+    printf("%d checks: %d passed, %d failed\n", g_checks, g_checks - g_failed, g_failed);
+    return g_failed ? 1 : 0;
+}
