@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Test of `attnscope report` and `attnscope compare`, as a person would use them.
+
+A synthetic trace with planted structure (an attention sink, a needle, a periodic head, low-rank
+keys) is written with NumPy + safetensors. Then:
+  - `attnscope report` writes one HTML file; parsed with html.parser: every section holds its
+    figures, each an inline <svg> with drawn content (no section left with a "not in this
+    build" note); nothing points outside the file (no scripts, no external URLs, no <img>/<link>);
+  - the provenance's SHA-256 equals hashlib's checksum of the trace, the model and the command
+    are shown; the report refuses to write over its input; --gpu-json adds the GPU section;
+  - `attnscope compare A B` in table, --json and --csv (one schema);
+  - headless Chromium (Debian's chromium) opens the report and takes a screenshot
+    ($AS_BUILD/report-screenshot.png, to look at); skipped with a reason when chromium is absent;
+  - on the bundled real sample (when present): the report is made in well under a minute.
+
+Exit 0: pass; 1: a check failed; 77: skipped (no report in this build, or numpy/safetensors
+missing).
+"""
+import csv
+import hashlib
+import html.parser
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("AS_SRC") or os.path.dirname(HERE)
+BUILD = os.environ.get("AS_BUILD") or os.path.join(SRC, "build")
+BIN = os.environ.get("AS_BIN") or os.path.join(BUILD, "attnscope")
+SAMPLE = os.path.join(SRC, "data", "samples", "smollm2-135m-needle-2k.safetensors")
+
+try:
+    import numpy as np
+    from safetensors.numpy import save_file
+except ImportError as e:
+    print(f"SKIP: test_report needs numpy and safetensors ({e})")
+    sys.exit(77)
+
+if not os.path.exists(BIN):
+    print(f"SKIP: {BIN} not built")
+    sys.exit(77)
+if subprocess.run([BIN, "help", "report"], capture_output=True).returncode != 0:
+    print("SKIP: this attnscope was built without `report` (PLplot or OpenSSL missing)")
+    sys.exit(77)
+
+PASSED, FAILED = [], []
+
+
+def check(name, ok, detail=""):
+    (PASSED if ok else FAILED).append(name)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+    return ok
+
+
+def run(*args, timeout=600):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# a synthetic trace with planted structure
+
+def make_trace(path, seed, layers=(0, 5, 11), hq=4, hkv=2, t=8, n=768, d=32, period=12.0):
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    pos = np.arange(n - t, n, dtype=np.int64)
+    j = np.arange(n)
+    w = 2 * np.pi / period
+    for li, L in enumerate(layers):
+        # low-rank keys (rank 6) plus a little noise
+        basis = rng.standard_normal((hkv, 6, d))
+        k = np.einsum("hnr,hrd->hnd", rng.standard_normal((hkv, n, 6)), basis) / np.sqrt(6)
+        k += 0.05 * rng.standard_normal((hkv, n, d))
+        v = rng.standard_normal((hkv, n, d))
+        q = 0.3 * rng.standard_normal((hq, t, d))
+        # kv head 0: periodic in relative position through two rotating coordinates
+        k[0, :, 0] = 3 * np.cos(w * j)
+        k[0, :, 1] = 3 * np.sin(w * j)
+        q[0, :, 0] = 3 * np.cos(w * pos)
+        q[0, :, 1] = 3 * np.sin(w * pos)
+        # kv head 1: a sink at position 0 and a needle at 300..309 along coordinate 2
+        k[1, :, 2] = 0
+        k[1, 0, 2] = 6 + li
+        k[1, 300:310, 2] = 5
+        q[hq - 1, :, 2] = 4
+        dt = np.float32 if li % 2 == 0 else np.float16
+        tensors[f"layers.{L}.q"] = q.astype(dt)
+        tensors[f"layers.{L}.k"] = k.astype(dt)
+        tensors[f"layers.{L}.v"] = v.astype(dt)
+        tensors[f"layers.{L}.q_pos"] = pos
+    meta = {"format": "attnscope-trace", "format_version": "1",
+            "model": f"synthetic-planted-{seed}", "rope_applied": "true",
+            "prompt_name": "synthetic", "prompt_fact_spans": "300-309"}
+    save_file(tensors, path, metadata=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML: figures (with their SVG content), sections, notes, and anything pointing outside
+
+class Scan(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.section = None
+        self.figures = {}        # data-plot id -> dict(section, elements, texts)
+        self.fig = None
+        self.in_svg = 0
+        self.notes = []          # (section, text)
+        self.in_note = False
+        self.external = []       # offending tags / attributes
+        self.sections = []
+        self.text = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.section = a.get("id")
+            self.sections.append(self.section)
+        if tag in ("script", "iframe", "object", "embed", "link", "img", "base"):
+            self.external.append(f"<{tag}>")
+        for k, val in attrs:
+            if val is None:
+                continue
+            if k in ("src", "href", "xlink:href", "action", "srcset", "poster") and \
+                    not val.startswith("#"):
+                self.external.append(f"{tag} {k}={val}")
+            if k == "style" and re.search(r"url\((?!\s*['\"]?#)", val):
+                self.external.append(f"{tag} style url()")
+            if k.startswith("on"):
+                self.external.append(f"{tag} {k} handler")
+        if tag == "figure":
+            self.fig = {"section": self.section, "elements": 0, "svg": False, "texts": 0}
+            self.figures[a.get("data-plot", f"anon{len(self.figures)}")] = self.fig
+        if tag == "svg":
+            self.in_svg += 1
+            if self.fig is not None:
+                self.fig["svg"] = True
+        if self.in_svg and self.fig is not None:
+            if tag in ("polyline", "path", "polygon", "rect", "line", "circle"):
+                self.fig["elements"] += 1
+            if tag == "text":
+                self.fig["texts"] += 1
+        if tag == "div" and a.get("class") == "note":
+            self.in_note = True
+            self.notes.append([self.section, ""])
+
+    def handle_endtag(self, tag):
+        if tag == "svg":
+            self.in_svg -= 1
+        if tag == "figure":
+            self.fig = None
+        if tag == "div" and self.in_note:
+            self.in_note = False
+        if tag == "section":
+            self.section = None
+
+    def handle_data(self, data):
+        if self.in_note:
+            self.notes[-1][1] += data
+        self.text.append(data)
+
+
+def scan_html(text):
+    s = Scan()
+    s.feed(text)
+    s.close()
+    s.alltext = "".join(s.text)
+    return s
+
+
+# every section and the figures it must hold (a prefix "sparsity-" means at least one)
+EXPECTED = {
+    "where": ["profile", "sink"],
+    "entropy": ["entropy-heatmap", "erank-heatmap"],
+    "distributions": ["entropy-box", "topk-box"],
+    "sparsity": ["sparsity-0"],
+    "bottleneck": ["collision-heatmap", "tv-heatmap"],
+    "spectrum": ["spectrum"],
+}
+
+
+def check_report(name, text, gpu=False):
+    s = scan_html(text)
+    check(f"{name}: no external resources", not s.external, "; ".join(s.external[:5]))
+    check(f"{name}: no scripts", "<script" not in text.lower())
+    check(f"{name}: no remote URL outside SVG namespaces",
+          not re.search(r"(?:https?:)?//(?!www\.w3\.org/)", re.sub(r'xmlns(:\w+)?="[^"]*"', "", text)))
+    for sec, figs in EXPECTED.items():
+        check(f"{name}: section {sec} present", sec in s.sections)
+        for fid in figs:
+            f = s.figures.get(fid)
+            ok = f is not None and f["svg"] and f["section"] == sec and f["elements"] >= 10 \
+                and f["texts"] >= 3
+            check(f"{name}: figure {fid} drawn with data", ok,
+                  "missing" if f is None else f"{f['elements']} shapes, {f['texts']} labels")
+    if gpu:
+        f = s.figures.get("gpu-speedup")
+        check(f"{name}: GPU speedup figure", f is not None and f["elements"] >= 10)
+    for sec, note in s.notes:
+        check(f"{name}: no empty section ({sec})", False, note.strip()[:160])
+    check(f"{name}: summary table per layer", "Summary per layer" in text and
+          "heads needing dense attention" in text)
+    return s
+
+
+def png_size(path):
+    """Width and height from a PNG's IHDR chunk (0, 0 if it is not a PNG)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return 0, 0
+    return struct.unpack(">II", head[16:24])
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="as_report_")
+    try:
+        a = os.path.join(tmp, "a.safetensors")
+        b = os.path.join(tmp, "b.safetensors")
+        make_trace(a, 1)
+        make_trace(b, 2, period=20.0)
+        out = os.path.join(tmp, "report.html")
+
+        t0 = time.time()
+        r = run("report", a, "-o", out, "--quiet")
+        el = time.time() - t0
+        check("report exits 0", r.returncode == 0, r.stderr.strip()[-400:])
+        check("--quiet prints nothing", r.stdout == "" and r.stderr == "", r.stderr[-200:])
+        if r.returncode != 0:
+            return
+        text = open(out, encoding="utf-8").read()
+        print(f"     synthetic report: {len(text) / 1024:.0f} KiB in {el:.2f} s")
+        check_report("synthetic", text)
+        sha = hashlib.sha256(open(a, "rb").read()).hexdigest()
+        check("provenance: SHA-256 matches hashlib", sha in text, sha)
+        check("provenance: model", "synthetic-planted-1" in text)
+        check("provenance: command", f"attnscope report {a} -o {out} --quiet" in text)
+        check("provenance: version", "attnscope version" in text)
+
+        # never over an input; atomically (no temporary left behind)
+        before = open(a, "rb").read()
+        r = run("report", a, "-o", a, "--quiet")
+        check("refuses to overwrite the trace", r.returncode == 2 and open(a, "rb").read() == before,
+              r.stderr.strip())
+        check("no temporary files left", sorted(os.listdir(tmp)) ==
+              ["a.safetensors", "b.safetensors", "report.html"], str(os.listdir(tmp)))
+        r = run("report", os.path.join(tmp, "missing.safetensors"), "-o", out)
+        check("missing trace: exit 2, one line", r.returncode == 2 and
+              r.stderr.count("\n") == 1 and "missing.safetensors" in r.stderr, r.stderr)
+
+        # GPU results
+        gj = os.path.join(tmp, "gpu.json")
+        recs = [{"record": "gpu_bench", "method": "copy", "batch": 8, "hq": 32, "hkv": 8,
+                 "d": 128, "n": 262144, "sparsity": 1, "us": 100.0}]
+        for m, base in (("dense", 900.0), ("flashinfer_dense", 1000.0)):
+            recs.append({"record": "gpu_bench", "method": m, "batch": 8, "hq": 32, "hkv": 8,
+                         "d": 128, "n": 262144, "sparsity": 1, "us": base})
+        for sp in (10, 20, 50, 100):
+            recs.append({"record": "gpu_bench", "method": "sparse_idx", "batch": 8, "hq": 32,
+                         "hkv": 8, "d": 128, "n": 262144, "sparsity": sp, "us": 1000.0 / sp * 1.4,
+                         "gbps": 3000.0, "pct_copy": 85.0})
+            recs.append({"record": "gpu_bench", "method": "e2e_pages", "batch": 8, "hq": 32,
+                         "hkv": 8, "d": 128, "n": 262144, "sparsity": sp, "us": 1000.0 / sp * 2})
+        json.dump({"attnscope": "test", "command": "gpu bench", "device": "NVIDIA H100 (test)",
+                   "records": recs}, open(gj, "w"))
+        out2 = os.path.join(tmp, "report-gpu.html")
+        r = run("report", a, "-o", out2, "--gpu-json", gj, "--quiet")
+        check("report --gpu-json exits 0", r.returncode == 0, r.stderr.strip())
+        if r.returncode == 0:
+            s = scan_html(open(out2, encoding="utf-8").read())
+            f = s.figures.get("gpu-speedup")
+            check("GPU section: speedup figure", f is not None and f["elements"] >= 10)
+            check("GPU section: device named", "NVIDIA H100 (test)" in s.alltext)
+        r = run("report", a, "-o", gj, "--gpu-json", gj, "--quiet")
+        check("refuses to overwrite the GPU JSON", r.returncode == 2 and
+              json.load(open(gj))["records"] == recs, r.stderr.strip())
+
+        # compare: table, JSON, CSV share one schema
+        r = run("compare", a, b)
+        check("compare (table) exits 0", r.returncode == 0 and "entropy_norm" in r.stdout,
+              r.stderr.strip())
+        r = run("compare", a, b, "--json")
+        ok = r.returncode == 0
+        doc = json.loads(r.stdout) if ok else {}
+        kinds = {}
+        for rec in doc.get("records", []):
+            kinds.setdefault(rec["record"], []).append(rec)
+        check("compare --json: records trace/layer_summary/compare",
+              ok and len(kinds.get("trace", [])) == 2 and len(kinds.get("layer_summary", [])) == 6
+              and len(kinds.get("compare", [])) == 30, str({k: len(v) for k, v in kinds.items()}))
+        cmp_ok = all(c["a"] is not None and c["b"] is not None
+                     for c in kinds.get("compare", []))
+        check("compare --json: every quantity has a value for both traces", ok and cmp_ok,
+              str([c["quantity"] for c in kinds.get("compare", []) if c["a"] is None][:10]))
+        ent = [c for c in kinds.get("compare", []) if c["quantity"] == "entropy_norm"]
+        check("compare: delta = b - a", bool(ent) and all(
+            c["delta"] is None or abs(c["delta"] - (c["b"] - c["a"])) < 1e-12 for c in ent))
+        r = run("compare", a, b, "--csv")
+        rows = list(csv.DictReader(io.StringIO(r.stdout))) if r.returncode == 0 else []
+        check("compare --csv: same records", len(rows) == len(doc.get("records", [])) and
+              rows and list(rows[0].keys())[0] == "record")
+
+        # Chromium
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        if not chromium:
+            print("SKIP screenshot: chromium is not installed (Debian: apt-get install chromium;"
+                  " `make check` installs it)")
+        else:
+            shot = os.path.join(BUILD, "report-screenshot.png")
+            if os.path.exists(shot):
+                os.unlink(shot)
+            prof = os.path.join(tmp, "chromium-profile")
+            cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                   "--no-first-run", f"--user-data-dir={prof}", f"--screenshot={shot}",
+                   "--window-size=1400,5000", "file://" + out]
+            try:
+                c = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+                rc = c.returncode
+            except subprocess.TimeoutExpired:
+                rc = -1
+            ok = rc == 0 and os.path.exists(shot)
+            check("chromium renders a screenshot", ok, f"rc {rc}")
+            if ok:
+                w, h = png_size(shot)
+                size = os.path.getsize(shot)
+                # a blank page of this size compresses to a few KiB; figures make it far larger
+                check("screenshot: 1400 x 5000, not blank", w == 1400 and h == 5000 and
+                      size > 150 * 1024, f"{w}x{h}, {size / 1024:.0f} KiB")
+                print(f"     screenshot: {shot}")
+
+        # the real sample: the `make demo` job, well under a minute
+        if os.path.exists(SAMPLE):
+            out3 = os.path.join(tmp, "sample.html")
+            t0 = time.time()
+            r = run("report", SAMPLE, "-o", out3, "--quiet")
+            el = time.time() - t0
+            check("real sample: report exits 0", r.returncode == 0, r.stderr.strip()[-300:])
+            check("real sample: under 60 s", el < 60, f"{el:.1f} s")
+            print(f"     real sample: {el:.2f} s")
+            if r.returncode == 0:
+                check_report("real sample", open(out3, encoding="utf-8").read())
+        else:
+            print(f"SKIP real sample: {SAMPLE} not present")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+main()
+print(f"\n{len(PASSED)} passed, {len(FAILED)} failed")
+sys.exit(1 if FAILED else 0)
