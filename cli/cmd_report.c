@@ -128,15 +128,27 @@ static int same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
+static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline);
+
 int as_cmd_report(int argc, char **argv)
+{
+    as_cli_common c;
+    as_cli_common_init(&c);
+    /* provenance: the command as typed (before getopt permutes argv) */
+    char *cmdline = command_line(argc, argv);
+    int rc = report_main(argc, argv, &c, cmdline);
+    free(cmdline);
+    return rc;
+}
+
+static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline)
 {
     enum { OPT_GPU = 2000 };
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"output", required_argument, 0, 'o'},
                                          {"gpu-json", required_argument, 0, OPT_GPU},
                                          {0, 0, 0, 0}};
-    as_cli_common c;
-    as_cli_common_init(&c);
+    as_cli_common c = *cc;
     const char *out = "report.html", *gpu = NULL;
     int opt, r;
     optind = 1;
@@ -239,7 +251,6 @@ int as_cmd_report(int argc, char **argv)
         return as_cli_fail("report", AS_ERR_NUMERIC, err);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    char *cmdline = command_line(argc, argv);
     as_report_info info = {cmdline ? cmdline : "attnscope report",
                            gpu_doc,
                            gpu,
@@ -253,7 +264,6 @@ int as_cmd_report(int argc, char **argv)
     as_progress_free(prog.bar);
     if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
     free(html);
-    free(cmdline);
     free(per_file);
     free(gpu_doc);
     as_summary_free(s);

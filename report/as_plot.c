@@ -337,6 +337,11 @@ static void label_func(PLINT axis, PLFLT value, char *label, PLINT length, PLPoi
     int pct = axis == PL_Y_AXIS && o->ypercent;
     double v = lg ? pow(10.0, value) : value;
     if (!lg && fabs(value) < 1e-12) v = 0;
+    if (lg && !pct && (value < -2.5 || value > 4.5)) {
+        /* far decades as powers of ten (PLplot's superscript escapes) */
+        snprintf(label, (size_t)length, "10#u%d#d", (int)lround(value));
+        return;
+    }
     fmt_plain(v, pct, label, (size_t)length);
 }
 
@@ -344,7 +349,7 @@ static void frame_labels(const canvas *c, const as_plot_frame *f)
 {
     plcol0(C_FG);
     if (f->xlabel) mtex("b", 2.6, 0.5, 0.5, f->xlabel);
-    if (f->ylabel) mtex("l", 4.4, 0.5, 0.5, f->ylabel);
+    if (f->ylabel) mtex("l", 4.8, 0.5, 0.5, f->ylabel);
     (void)c;
 }
 
@@ -391,7 +396,8 @@ static void draw_legend(const canvas *c, const legend_entry *e, int n, int pos)
     plfill(4, bxs, bys);
     plcol0(C_GRID);
     plwidth(1);
-    PLFLT lx[5] = {0, bw * c->w, bw * c->w, 0, 0}, ly[5] = {0, 0, bh * c->h, bh * c->h, 0};
+    PLFLT lx[5] = {0.5, bw * c->w - 0.5, bw * c->w - 0.5, 0.5, 0.5};
+    PLFLT ly[5] = {0.5, 0.5, bh * c->h - 0.5, bh * c->h - 0.5, 0.5};
     plline(5, lx, ly);
     for (int i = 0; i < n; i++) {
         double y = bh * c->h - 5 - (i + 0.5) * 18.0;
@@ -620,7 +626,7 @@ char *as_plot_lines(const as_lineplot *p, char *err)
         mr = lw + 40;
     }
     canvas c;
-    if (canvas_begin(&c, &p->f, 0, 72, mr, 50, p->f.title ? 34 : 12, err)) return NULL;
+    if (canvas_begin(&c, &p->f, 0, 80, mr, 50, p->f.title ? 34 : 12, err)) return NULL;
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(xlo, xhi, ylo, yhi);
     /* grid first, then data, then the frame on top */
@@ -816,7 +822,7 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
     }
     int legend = p->nseries > 1 && p->series_names;
     canvas c;
-    if (canvas_begin(&c, &p->f, 0, 72, 16, 50, p->f.title ? 34 : 12, err)) return NULL;
+    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, p->f.title ? 34 : 12, err)) return NULL;
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
     plcol0(C_GRID);
@@ -935,7 +941,7 @@ char *as_plot_bars(const as_barplot *p, char *err)
         if (p->logy) base = ylo;
     }
     canvas c;
-    if (canvas_begin(&c, &p->f, 0, 72, 16, 50, p->f.title ? 34 : 12, err)) return NULL;
+    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, p->f.title ? 34 : 12, err)) return NULL;
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
     plcol0(C_GRID);

@@ -188,7 +188,7 @@ static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
                           0, NULL, 0, NULL, 0, NULL, 0,
                           band ? blo : 0, band ? bhi + 1 : 0,
                           band ? "planted fact" : NULL};
-        lp.legend_pos = 0;
+        lp.legend_pos = 4;
         char cap[256];
         snprintf(cap, sizeof cap,
                  "Positions are binned (%.3g per bin) when N > %d.%s", s->layers[0].bin_width,
@@ -444,9 +444,10 @@ static void section_spectrum(ctx *c, const as_summary *s)
     char err[AS_ERR_LEN];
     as_html_section(b, "spectrum", "Positional spectrum",
                     "Power spectrum of attention weight as a function of relative position "
-                    "(averaged over queries) for the most periodic heads (largest peak-to-mean "
-                    "power ratio). RoPE's rotation frequencies make some heads attend "
-                    "periodically.");
+                    "(averaged over queries, Hann window) for the most periodic heads: those "
+                    "whose strongest peak, among periods that repeat at least 8 times in the "
+                    "context, holds the largest share of the power. The shaded line marks that "
+                    "period. RoPE's rotation frequencies make some heads attend periodically.");
     if (!s->have_spectrum) {
         as_html_note(b, s->missing[4]);
         as_html_section_end(b);
@@ -476,21 +477,25 @@ static void section_spectrum(ctx *c, const as_summary *s)
         as_html_section_end(b);
         return;
     }
-    as_series ser[TOP];
-    char nm[TOP][64];
+    as_html_grid_begin(b, 3);
     for (int k = 0; k < nt; k++) {
         const as_sum_layer *L = &s->layers[tl[k]];
-        snprintf(nm[k], sizeof nm[k], "L%d h%lld: period %.3g", L->layer, (long long)th[k],
-                 L->dominant_period[th[k]]);
-        ser[k] = (as_series){nm[k], L->nfreq, L->spec_period, L->spec_power + th[k] * L->nfreq,
-                             NULL, NULL, k, 0, 0, 1.6};
+        double per = L->dominant_period[th[k]];
+        char title[96], cap[160];
+        snprintf(title, sizeof title, "layer %d, head %lld: period %.3g", L->layer,
+                 (long long)th[k], per);
+        snprintf(cap, sizeof cap, "Strongest peak: period %.4g tokens, %.1f%% of the power.",
+                 per, 100 * tv[k]);
+        as_series ser = {NULL, L->nfreq, L->spec_period, L->spec_power + th[k] * L->nfreq,
+                         NULL, NULL, k, 0, 0, 1.1};
+        as_lineplot lp = {{440, 320, title, "period (tokens of relative position)",
+                           "share of power"},
+                          1, &ser, 1, 1, 0, 0, 0, 0, 0, NULL, NULL, 0,
+                          NULL, 0, NULL, 0, NULL, 0, per * 0.985, per * 1.015, NULL};
+        char id[32];
+        snprintf(id, sizeof id, "spectrum-%d", k);
+        put_figure(c, k == 0 ? "spectrum" : id, as_plot_lines(&lp, err), cap, err);
     }
-    as_lineplot lp = {{1000, 440, "Positional spectrum of the most periodic heads",
-                       "period (tokens of relative position)", "power (normalised)"},
-                      nt, ser, 1, 1, 0, 0, 0, 0, 0, NULL, NULL, 4,
-                      NULL, 0, NULL, 0, NULL, 0, 0, 0, NULL};
-    as_html_grid_begin(b, 1);
-    put_figure(c, "spectrum", as_plot_lines(&lp, err), NULL, err);
     as_html_grid_end(b);
     as_html_section_end(b);
 }

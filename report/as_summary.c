@@ -7,6 +7,15 @@
 #include <string.h>
 
 #include "as_attn.h"
+/* The analysis modules the report shows: each family is compiled in when its module is part
+ * of the library (report/CMakeLists.txt defines AS_SUM_<MODULE> when analysis/as_<module>.c
+ * exists). */
+#ifdef AS_SUM_SPARSITY
+#include "as_sparsity.h"
+#endif
+#ifdef AS_SUM_SPECTRUM
+#include "as_spectrum.h"
+#endif
 
 void as_summary_opts_init(as_summary_opts *o)
 {
@@ -125,6 +134,147 @@ static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p
     return AS_OK;
 }
 
+#ifdef AS_SUM_SPARSITY
+/* ---- issue 5: every selection method over the default sweep (2x .. 100x) ---------------- */
+typedef struct {
+    as_summary *s;
+    const as_summary_opts *o;
+    uint64_t base, span, total;
+} sp_prog_ctx;
+
+static void sp_progress(void *ctx, uint64_t done, uint64_t total)
+{
+    sp_prog_ctx *c = ctx;
+    if (c->o->progress && total)
+        c->o->progress(c->o->ctx, c->base + c->span * done / total, c->total);
+}
+
+static as_sum_layer *find_layer(as_summary *s, int layer)
+{
+    for (size_t i = 0; i < s->n_layers; i++)
+        if (s->layers[i].layer == layer) return &s->layers[i];
+    return NULL;
+}
+
+static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_summary_opts *o,
+                                 uint64_t base, uint64_t span, uint64_t total, char *err)
+{
+    static const as_sp_method methods[] = {AS_SP_TOPK, AS_SP_SINK_WINDOW, AS_SP_PAGE,
+                                           AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+    enum { NM = sizeof methods / sizeof methods[0] };
+    as_budget budgets[AS_SUM_MAX_LEVELS];
+    size_t nb = as_budget_default_sweep(budgets, AS_SUM_MAX_LEVELS);
+    as_sp_config cfg;
+    as_sp_config_init(&cfg);
+    cfg.layer = o->layer;
+    cfg.methods = methods;
+    cfg.n_methods = NM;
+    cfg.budgets = budgets;
+    cfg.n_budgets = nb;
+    cfg.trials = 1;
+    sp_prog_ctx pc = {s, o, base, span, total};
+    cfg.progress = sp_progress;
+    cfg.progress_ctx = &pc;
+    s->n_methods = NM;
+    s->n_levels = (int)nb;
+    for (int m = 0; m < NM; m++) s->method_names[m] = as_sp_method_name(methods[m]);
+    for (size_t b = 0; b < nb; b++) s->levels[b] = 1.0 / budgets[b].frac;
+    for (size_t i = 0; i < s->n_layers; i++) {
+        as_sum_layer *L = &s->layers[i];
+        size_t hq = (size_t)L->hq;
+        L->rel_err = nan_array(NM * nb * hq);
+        L->rel_bound = nan_array(NM * nb * hq);
+        L->tol_1 = nan_array(NM * hq);
+        L->tol_5 = nan_array(NM * hq);
+        if (!L->rel_err || !L->rel_bound || !L->tol_1 || !L->tol_5)
+            return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    as_sp_agg *agg = as_sp_agg_new(&cfg);
+    if (!agg) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_status st = as_sp_run(tr, &cfg, as_sp_agg_add, agg, err);
+    if (st == AS_OK) st = as_sp_agg_finish(agg, err);
+    if (st != AS_OK) {
+        as_sp_agg_free(agg);
+        return st;
+    }
+    int slot[AS_SP_N_METHODS];
+    for (int m = 0; m < AS_SP_N_METHODS; m++) slot[m] = -1;
+    for (int m = 0; m < NM; m++) slot[methods[m]] = m;
+    const as_sp_head_budget *hb;
+    size_t nhb = as_sp_agg_head_budgets(agg, &hb);
+    for (size_t i = 0; i < nhb; i++) {
+        as_sum_layer *L = find_layer(s, hb[i].layer);
+        int m = slot[hb[i].method];
+        if (!L || m < 0 || hb[i].budget_index >= nb || hb[i].head < 0 || hb[i].head >= L->hq)
+            continue;
+        size_t k = ((size_t)m * nb + hb[i].budget_index) * (size_t)L->hq + (size_t)hb[i].head;
+        L->rel_err[k] = hb[i].median_rel_error;
+        L->rel_bound[k] = hb[i].mean_rel_bound;
+    }
+    const as_sp_head_sweep *hs;
+    size_t nhs = as_sp_agg_head_sweeps(agg, &hs);
+    for (size_t i = 0; i < nhs; i++) {
+        as_sum_layer *L = find_layer(s, hs[i].layer);
+        int m = slot[hs[i].method];
+        if (!L || m < 0 || hs[i].head < 0 || hs[i].head >= L->hq) continue;
+        /* the sparsity each threshold tolerates; 1 (dense) and NaN (none) both mean that
+         * no sparsity of the sweep keeps the error under it */
+        double t1 = hs[i].sparsity_at[0], t5 = hs[i].sparsity_at[1];
+        L->tol_1[(size_t)m * L->hq + hs[i].head] = t1 > 1 ? t1 : NAN;
+        L->tol_5[(size_t)m * L->hq + hs[i].head] = t5 > 1 ? t5 : NAN;
+    }
+    as_sp_agg_free(agg);
+    s->have_sparsity = 1;
+    s->missing[3][0] = '\0';
+    return AS_OK;
+}
+#endif
+
+#ifdef AS_SUM_SPECTRUM
+/* ---- issue 6: the positional spectrum of every query head -------------------------------- */
+static as_status spectrum_layer(const as_layer *l, as_sum_layer *L, char *err)
+{
+    as_spectrum_opts so;
+    as_spectrum_opts_init(&so);
+    /* periodic = repeating at least 8 times within the visible context: longer periods are
+     * the slow recency trend every head has, not periodicity */
+    int64_t lmax = 0;
+    for (int64_t qi = 0; qi < l->t; qi++)
+        if (as_layer_visible(l, qi) > lmax) lmax = as_layer_visible(l, qi);
+    so.max_period = lmax / 8.0 > so.min_period ? lmax / 8.0 : 0;
+    for (int64_t h = 0; h < l->hq; h++) {
+        as_spectrum sp;
+        memset(&sp, 0, sizeof sp);
+        as_status st = as_spectrum_head(l, h, &so, &sp, err);
+        if (st != AS_OK) return st;
+        int64_t nf = sp.n_bins - 1; /* bins 1 .. L/2: periods L/k */
+        if (h == 0) {
+            L->nfreq = (int)(nf > 0 ? nf : 0);
+            L->spec_period = nan_array((size_t)L->nfreq);
+            L->spec_power = nan_array((size_t)L->nfreq * (size_t)l->hq);
+            if (!L->spec_period || !L->spec_power) {
+                as_spectrum_clear(&sp);
+                return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+            }
+            for (int64_t k = 0; k < L->nfreq; k++)
+                L->spec_period[k] = (double)sp.len / (double)(k + 1);
+        }
+        if (nf == L->nfreq && nf > 0) {
+            double tot = 0;
+            for (int64_t k = 1; k <= nf; k++) tot += sp.power[k];
+            for (int64_t k = 1; k <= nf; k++)
+                L->spec_power[h * L->nfreq + k - 1] = tot > 0 ? sp.power[k] / tot : NAN;
+        }
+        if (sp.n_peaks > 0) {
+            L->periodicity[h] = sp.peaks[0].power_frac;
+            L->dominant_period[h] = sp.peaks[0].period;
+        }
+        as_spectrum_clear(&sp);
+    }
+    return AS_OK;
+}
+#endif
+
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err)
 {
     as_summary_opts def;
@@ -165,6 +315,11 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
         if (o->layer >= 0 && l->index != o->layer) continue;
         total += (uint64_t)l->hq;
     }
+#ifdef AS_SUM_SPARSITY
+    uint64_t grand = total * 5; /* the sweep takes about 4 times the dense pass */
+#else
+    uint64_t grand = total;
+#endif
     for (size_t i = 0; i < nl; i++) {
         const as_layer *l = as_trace_layer(tr, i);
         if (o->layer >= 0 && l->index != o->layer) continue;
@@ -197,8 +352,24 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
             as_summary_free(s);
             return NULL;
         }
+#ifdef AS_SUM_SPECTRUM
+        if ((st = spectrum_layer(l, L, err)) != AS_OK) {
+            as_summary_free(s);
+            return NULL;
+        }
+#endif
         done += (uint64_t)l->hq;
-        if (o->progress) o->progress(o->ctx, done, total);
+        if (o->progress) o->progress(o->ctx, done, grand);
     }
+#ifdef AS_SUM_SPECTRUM
+    s->have_spectrum = 1;
+    s->missing[4][0] = '\0';
+#endif
+#ifdef AS_SUM_SPARSITY
+    if (sparsity_family(tr, s, o, done, total * 4, total * 5, err) != AS_OK) {
+        as_summary_free(s);
+        return NULL;
+    }
+#endif
     return s;
 }
