@@ -19,6 +19,8 @@ int as_cmd_info(int argc, char **argv);
 extern const char as_help_info[];
 int as_cmd_attend(int argc, char **argv);
 extern const char as_help_attend[];
+int as_cmd_sparsity(int argc, char **argv);
+extern const char as_help_sparsity[];
 #ifdef AS_HAVE_REPORT /* report/: PLplot + OpenSSL found */
 int as_cmd_report(int argc, char **argv);
 extern const char as_help_report[];

@@ -8,6 +8,8 @@ static const as_command commands[] = {
     {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
     {"attend", as_cmd_attend, "dense float64 attention outputs of a trace's queries",
      as_help_attend},
+    {"sparsity", as_cmd_sparsity, "sparse attention methods: error against the bound, sweeps",
+     as_help_sparsity},
 #ifdef AS_HAVE_REPORT
     {"report", as_cmd_report, "one self-contained HTML report with the figures of a trace",
      as_help_report},

@@ -1,0 +1,1467 @@
+#include "as_sparsity.h"
+
+#include <cblas.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_attn.h"
+
+#define SP_TILE 2048           /* keys per V tile in the checking pass */
+#define SP_RTOL 1e-9           /* relative slack on bounds for rounding */
+
+/* ---- names, budgets, parameters ----------------------------------------------------------- */
+
+static const char *const method_names[AS_SP_N_METHODS] = {"topk", "sink-window", "page",
+                                                          "uniform", "topk-sample", "index"};
+
+const char *as_sp_method_name(as_sp_method m)
+{
+    return m >= 0 && m < AS_SP_N_METHODS ? method_names[m] : "?";
+}
+
+int as_sp_method_parse(const char *s, as_sp_method *m)
+{
+    static const struct {
+        const char *name;
+        as_sp_method m;
+    } alias[] = {{"oracle", AS_SP_TOPK},           {"top-k", AS_SP_TOPK},
+                 {"streamingllm", AS_SP_SINK_WINDOW}, {"sink", AS_SP_SINK_WINDOW},
+                 {"window", AS_SP_SINK_WINDOW},   {"quest", AS_SP_PAGE},
+                 {"sample", AS_SP_UNIFORM},       {"vattention", AS_SP_TOPK_SAMPLE},
+                 {"topk+sample", AS_SP_TOPK_SAMPLE}};
+    for (int i = 0; i < AS_SP_N_METHODS; i++)
+        if (strcmp(s, method_names[i]) == 0) {
+            *m = (as_sp_method)i;
+            return 0;
+        }
+    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
+        if (strcmp(s, alias[i].name) == 0) {
+            *m = alias[i].m;
+            return 0;
+        }
+    return -1;
+}
+
+int as_sp_method_is_sampling(as_sp_method m) { return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE; }
+
+void as_sp_params_init(as_sp_params *p)
+{
+    p->sinks = 4;
+    p->page_size = 16;
+    p->heavy_frac = 0.5;
+    p->delta = 0.05;
+    p->seed = 0;
+    p->index = NULL;
+}
+
+void as_sp_config_init(as_sp_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->layer = -1;
+    c->head = -1;
+    c->query = -1;
+    as_sp_params_init(&c->params);
+    c->trials = 1;
+    c->out_tol = 1e-2;
+}
+
+int64_t as_budget_keys(as_budget b, int64_t n)
+{
+    if (n <= 0) return 0;
+    int64_t k;
+    if (b.count > 0)
+        k = b.count;
+    else {
+        double x = b.frac * (double)n;
+        k = (int64_t)ceil(x - 1e-9 * x);
+    }
+    if (k < 1) k = 1;
+    if (k > n) k = n;
+    return k;
+}
+
+as_status as_budget_parse_list(const char *s, int sparsity, as_budget *out, size_t max,
+                               size_t *n_out, char *err)
+{
+    size_t n = 0;
+    const char *p = s;
+    if (!s || !*s) return as_err_set(err, AS_ERR_USAGE, "empty budget list");
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char tok[64];
+        if (len == 0 || len >= sizeof tok)
+            return as_err_set(err, AS_ERR_USAGE, "bad %s entry in '%s'",
+                              sparsity ? "sparsity" : "budget", s);
+        memcpy(tok, p, len);
+        tok[len] = '\0';
+        if (n >= max) return as_err_set(err, AS_ERR_USAGE, "more than %zu budgets", max);
+        as_budget b = {0, 0};
+        char *end;
+        double v = strtod(tok, &end);
+        int bad = end == tok || !isfinite(v);
+        if (!bad && sparsity) {
+            if (*end == 'x' || *end == 'X') end++;
+            bad = *end != '\0' || v < 1.0;
+            b.frac = 1.0 / v;
+        } else if (!bad) {
+            if (*end == '%') {
+                end++;
+                v /= 100.0;
+                bad = *end != '\0' || v <= 0 || v > 1;
+                b.frac = v;
+            } else if (*end == '/') {
+                char *e2;
+                double den = strtod(end + 1, &e2);
+                bad = e2 == end + 1 || *e2 != '\0' || !(den > 0) || v <= 0 || v > den;
+                b.frac = v / den;
+            } else if (*end != '\0') {
+                bad = 1;
+            } else if (!strchr(tok, '.') && !strchr(tok, 'e') && !strchr(tok, 'E') && v >= 1) {
+                b.count = (int64_t)v;
+                bad = (double)b.count != v || v > 9.0e15;
+            } else {
+                bad = v <= 0 || v > 1;
+                b.frac = v;
+            }
+        }
+        if (bad)
+            return as_err_set(err, AS_ERR_USAGE,
+                              sparsity ? "bad sparsity '%s' (expected e.g. 50x, at least 1x)"
+                                       : "bad budget '%s' (expected a fraction in (0,1] such as "
+                                         "0.02, 2%% or 1/50, or a key count such as 128)",
+                              tok);
+        out[n++] = b;
+        p += len;
+        if (*p == ',') p++;
+    }
+    *n_out = n;
+    return AS_OK;
+}
+
+size_t as_budget_default_sweep(as_budget *out, size_t max)
+{
+    static const double x[] = {2, 3, 4, 5, 8, 10, 16, 20, 32, 50, 64, 100};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof x / sizeof x[0] && n < max; i++)
+        out[n++] = (as_budget){1.0 / x[i], 0};
+    return n;
+}
+
+/* ---- the sampling estimator and its guarantee --------------------------------------------- */
+
+static double solve_bernstein(double b2, double a, double L)
+{
+    /* smallest r with r^2 / (2 (b2 + a r / 3)) >= L */
+    return a * L / 3.0 + sqrt(a * a * L * L / 9.0 + 2.0 * b2 * L);
+}
+
+double as_sp_sampling_eps(const as_sp_sstats *st, int64_t m, double delta)
+{
+    if (st->n_rest <= 0 || m >= st->n_rest) return 0.0;
+    if (m <= 0 || !(delta > 0) || delta >= 1) return st->dev_max;
+    double nr = (double)st->n_rest, md = (double)m;
+    double dY = delta / 2, dD = delta / 2;
+    double fpc = (nr - md) / (nr - 1.0);
+    /* numerator: ||Yhat - E Yhat|| */
+    double b2 = nr * nr * st->var_y / md, a = nr * st->max_y / md;
+    double rB = solve_bernstein(b2, a, log(2.0 / dY));    /* Pinelis: 2 exp(-...) */
+    double rC = sqrt(b2 * fpc / dY);                       /* Chebyshev, exact variance */
+    double rY = rB < rC ? rB : rC;
+    /* denominator: lower deviation of Dhat (sum 1 in normalised units) */
+    double aD = st->mass_rest / md, b2D = nr * nr * st->var_e / md;
+    double rBD = solve_bernstein(b2D, aD, log(1.0 / dD));
+    double rCD = sqrt(b2D * fpc * (1.0 - dD) / dD);       /* Cantelli */
+    double rD = rBD < rCD ? rBD : rCD;
+    double low = 1.0 - rD;
+    if (st->p_heavy > low) low = st->p_heavy;
+    double eps = low > 0 ? rY / low : INFINITY;
+    return eps < st->dev_max ? eps : st->dev_max;
+}
+
+int64_t as_sp_sampling_size(const as_sp_sstats *st, double eps, double delta)
+{
+    if (st->n_rest <= 0) return 0;
+    if (as_sp_sampling_eps(st, 1, delta) <= eps) return 1;
+    int64_t lo = 1, hi = st->n_rest; /* eps(lo) > target, eps(hi) = 0 <= target */
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (as_sp_sampling_eps(st, mid, delta) <= eps)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    return hi;
+}
+
+as_status as_sp_sampling_stats(const double *s, const double *V, int64_t n, int64_t d,
+                               const int64_t *H, int64_t nh, as_sp_sstats *st, char *err)
+{
+    if (n < 1 || d < 1 || nh < 0 || nh > n)
+        return as_err_set(err, AS_ERR_USAGE, "sampling stats: bad sizes");
+    double *a = malloc((size_t)n * sizeof *a), *o = calloc((size_t)d, sizeof *o),
+           *yb = calloc((size_t)d, sizeof *yb);
+    char *inH = calloc((size_t)n, 1);
+    if (!a || !o || !yb || !inH) {
+        free(a), free(o), free(yb), free(inH);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t i = 0; i < n; i++) a[i] = s[i];
+    as_softmax_inplace(a, n);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t c = 0; c < d; c++) o[c] += a[i] * V[i * d + c];
+    double ph = 0;
+    for (int64_t j = 0; j < nh; j++) {
+        inH[H[j]] = 1;
+        ph += a[H[j]];
+        for (int64_t c = 0; c < d; c++) yb[c] -= a[H[j]] * (V[H[j] * d + c] - o[c]);
+    }
+    memset(st, 0, sizeof *st);
+    st->n_rest = n - nh;
+    st->p_heavy = ph;
+    double nr = (double)(n - nh);
+    if (nr > 0)
+        for (int64_t c = 0; c < d; c++) yb[c] /= nr;
+    double mr = 0, sy = 0, my = 0, se = 0, dm = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (!inH[i]) mr += a[i];
+    double abar = nr > 0 ? mr / nr : 0;
+    for (int64_t i = 0; i < n; i++) {
+        double dv = 0, dy = 0;
+        for (int64_t c = 0; c < d; c++) {
+            double t = V[i * d + c] - o[c];
+            dv += t * t;
+            double u = a[i] * t - yb[c];
+            dy += u * u;
+        }
+        if (dv > dm) dm = dv;
+        if (inH[i]) continue;
+        sy += dy;
+        if (dy > my) my = dy;
+        se += (a[i] - abar) * (a[i] - abar);
+    }
+    st->mass_rest = mr;
+    st->var_y = nr > 0 ? sy / nr : 0;
+    st->max_y = sqrt(my);
+    st->var_e = nr > 0 ? se / nr : 0;
+    st->dev_max = sqrt(dm);
+    free(a), free(o), free(yb), free(inH);
+    return AS_OK;
+}
+
+void as_sp_estimate(const double *s, const double *V, int64_t n, int64_t d, const int64_t *H,
+                    int64_t nh, const int64_t *samp, int64_t m, double *o_hat)
+{
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < nh; j++) mx = fmax(mx, s[H[j]]);
+    for (int64_t j = 0; j < m; j++) mx = fmax(mx, s[samp[j]]);
+    double w = m > 0 ? (double)(n - nh) / (double)m : 0, den = 0;
+    for (int64_t c = 0; c < d; c++) o_hat[c] = 0;
+    for (int64_t j = 0; j < nh + m; j++) {
+        int64_t i = j < nh ? H[j] : samp[j - nh];
+        double e = exp(s[i] - mx) * (j < nh ? 1.0 : w);
+        den += e;
+        for (int64_t c = 0; c < d; c++) o_hat[c] += e * V[i * d + c];
+    }
+    for (int64_t c = 0; c < d; c++) o_hat[c] = den > 0 ? o_hat[c] / den : NAN;
+}
+
+double as_binom_tail(int64_t n, int64_t x, double p)
+{
+    if (x <= 0) return 1.0;
+    if (x > n) return 0.0;
+    if (p <= 0) return 0.0;
+    if (p >= 1) return 1.0;
+    double lp = log(p), lq = log1p(-p), ln = lgamma((double)n + 1);
+    double mx = -INFINITY, sum = 0;
+    /* terms from x upwards; stop once they are negligible past the mode */
+    for (int64_t j = x; j <= n; j++) {
+        double lt = ln - lgamma((double)j + 1) - lgamma((double)(n - j) + 1) + j * lp + (n - j) * lq;
+        if (lt > mx) {
+            sum = sum * exp(mx - lt) + 1.0;
+            mx = lt;
+        } else {
+            sum += exp(lt - mx);
+        }
+        if ((double)j > (double)n * p && lt - mx < -40) break;
+    }
+    double r = exp(mx) * sum;
+    return r > 1 ? 1 : r;
+}
+
+/* ---- selection sets ----------------------------------------------------------------------- */
+
+void as_sp_sel_init(as_sp_sel *sel) { memset(sel, 0, sizeof *sel); }
+
+void as_sp_sel_free(as_sp_sel *sel)
+{
+    free(sel->det);
+    free(sel->samp);
+    memset(sel, 0, sizeof *sel);
+}
+
+static as_status sel_reserve(as_sp_sel *sel, int64_t n, char *err)
+{
+    if (sel->cap >= n) return AS_OK;
+    int64_t *a = realloc(sel->det, (size_t)n * sizeof *a);
+    if (a) sel->det = a;
+    int64_t *b = a ? realloc(sel->samp, (size_t)n * sizeof *b) : NULL;
+    if (b) sel->samp = b;
+    if (!a || !b) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    sel->cap = n;
+    return AS_OK;
+}
+
+/* Per-page element-wise min/max of keys [p*P, min((p+1)*P, n)) of kv head kvh, for pages
+ * p in [p0, p1). */
+static void page_minmax(const as_layer *l, int64_t kvh, int64_t P, int64_t n, int64_t p0,
+                        int64_t p1, double *pmin, double *pmax, double *buf)
+{
+    const int64_t d = l->d;
+    for (int64_t pg = p0; pg < p1; pg++) {
+        int64_t a = pg * P, b = a + P < n ? a + P : n;
+        as_layer_read_k(l, kvh, a, b - a, buf);
+        double *mn = pmin + (pg - p0) * d, *mx = pmax + (pg - p0) * d;
+        for (int64_t c = 0; c < d; c++) mn[c] = mx[c] = buf[c];
+        for (int64_t r = 1; r < b - a; r++)
+            for (int64_t c = 0; c < d; c++) {
+                double v = buf[r * d + c];
+                if (v < mn[c]) mn[c] = v;
+                if (v > mx[c]) mx[c] = v;
+            }
+    }
+}
+
+/* Key statistics of a kv head shared by the queries of a block. */
+typedef struct {
+    int64_t P;            /* page size */
+    int64_t n_full;       /* full pages over the layer's n keys */
+    double *pmin, *pmax;  /* n_full x d */
+} sp_pages;
+
+static void pages_free(sp_pages *pg)
+{
+    free(pg->pmin);
+    free(pg->pmax);
+    memset(pg, 0, sizeof *pg);
+}
+
+static as_status pages_build(const as_layer *l, int64_t kvh, int64_t P, sp_pages *pg, char *err)
+{
+    memset(pg, 0, sizeof *pg);
+    pg->P = P;
+    pg->n_full = l->n / P;
+    size_t sz = (size_t)(pg->n_full > 0 ? pg->n_full : 1) * (size_t)l->d * sizeof(double);
+    pg->pmin = malloc(sz);
+    pg->pmax = malloc(sz);
+    double *buf = malloc((size_t)P * (size_t)l->d * sizeof *buf);
+    if (!pg->pmin || !pg->pmax || !buf) {
+        free(buf);
+        pages_free(pg);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    page_minmax(l, kvh, P, l->n, 0, pg->n_full, pg->pmin, pg->pmax, buf);
+    free(buf);
+    return AS_OK;
+}
+
+/* Select the keys of one query (trial 0 draw for sampling methods, from rng). scores over the
+ * n visible keys; q the raw query (page method); pg may be NULL (built on the fly). */
+static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const double *q,
+                            const double *sc, int64_t n, as_sp_method m, as_budget b,
+                            const as_sp_params *p, as_rng *rng, const sp_pages *pg,
+                            as_sp_sel *sel, char *err)
+{
+    as_status st = sel_reserve(sel, n, err);
+    if (st != AS_OK) return st;
+    sel->n = n;
+    sel->sampled = as_sp_method_is_sampling(m);
+    sel->n_det = sel->n_samp = 0;
+    int64_t k = as_budget_keys(b, n);
+    switch (m) {
+    case AS_SP_TOPK:
+        st = as_select_topk(sc, n, k, sel->det, err);
+        sel->n_det = k;
+        break;
+    case AS_SP_SINK_WINDOW: {
+        int64_t s0 = p->sinks < k ? p->sinks : k, w = k - s0, c = 0;
+        if (s0 < 0) s0 = 0;
+        for (int64_t i = 0; i < s0; i++) sel->det[c++] = i;
+        int64_t start = n - w > s0 ? n - w : s0;
+        for (int64_t i = start; i < n; i++) sel->det[c++] = i;
+        sel->n_det = c;
+        break;
+    }
+    case AS_SP_PAGE: {
+        const int64_t P = p->page_size > 0 ? p->page_size : 16, d = l->d;
+        const int64_t kvh = as_layer_kv_head(l, h);
+        int64_t npg = (n + P - 1) / P, nfull = n / P;
+        int64_t want = k / P;
+        if (want < 1) want = 1;
+        if (want > npg) want = npg;
+        double *ub = malloc((size_t)npg * sizeof *ub);
+        double *mn = malloc((size_t)d * sizeof *mn), *mx = malloc((size_t)d * sizeof *mx);
+        double *buf = malloc((size_t)P * (size_t)d * sizeof *buf);
+        int64_t *pick = malloc((size_t)want * sizeof *pick);
+        if (!ub || !mn || !mx || !buf || !pick) {
+            free(ub), free(mn), free(mx), free(buf), free(pick);
+            return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        }
+        for (int64_t pgi = 0; pgi < npg; pgi++) {
+            const double *a, *bb;
+            if (pg && pgi < nfull && pgi < pg->n_full) {
+                a = pg->pmin + pgi * d;
+                bb = pg->pmax + pgi * d;
+            } else {
+                page_minmax(l, kvh, P, n, pgi, pgi + 1, mn, mx, buf);
+                a = mn;
+                bb = mx;
+            }
+            double u = 0;
+            for (int64_t c = 0; c < d; c++) u += q[c] >= 0 ? q[c] * bb[c] : q[c] * a[c];
+            ub[pgi] = l->scale * u;
+        }
+        st = as_select_topk(ub, npg, want, pick, err);
+        int64_t c = 0;
+        for (int64_t j = 0; j < want && st == AS_OK; j++)
+            for (int64_t i = pick[j] * P; i < (pick[j] + 1) * P && i < n; i++) sel->det[c++] = i;
+        sel->n_det = c;
+        free(ub), free(mn), free(mx), free(buf), free(pick);
+        break;
+    }
+    case AS_SP_UNIFORM:
+    case AS_SP_TOPK_SAMPLE: {
+        int64_t kh = m == AS_SP_UNIFORM ? 0 : (int64_t)llround((double)k * p->heavy_frac);
+        if (kh > k) kh = k;
+        if (kh < 0) kh = 0;
+        st = as_select_topk(sc, n, kh, sel->det, err);
+        sel->n_det = kh;
+        sel->n_samp = as_select_sample(rng, n, sel->det, kh, k - kh, sel->samp);
+        break;
+    }
+    case AS_SP_INDEX:
+        if (!p->index) return as_err_set(err, AS_ERR_USAGE, "method 'index' needs an index file");
+        st = as_index_get(p->index, l, h, qi, sel->det, &sel->n_det, err);
+        break;
+    default:
+        return as_err_set(err, AS_ERR_USAGE, "unknown method %d", (int)m);
+    }
+    sel->n_rest = n - sel->n_det;
+    return st;
+}
+
+/* ---- the block engine ---------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t h, qi, n;
+} sp_row;
+
+typedef struct {
+    const as_layer *l;
+    int64_t kvh, d, nmax, mb;
+    sp_row *rows;
+    double *Q, *Sc, *P, *O, *lse, *on2;
+    double vmax;
+    const sp_pages *pages;
+} sp_block;
+
+static void block_free(sp_block *B)
+{
+    free(B->rows), free(B->Q), free(B->Sc), free(B->P), free(B->O), free(B->lse), free(B->on2);
+    memset(B, 0, sizeof *B);
+}
+
+static as_status block_alloc(sp_block *B, const as_layer *l, int64_t kvh, int64_t mb, int64_t nmax,
+                             char *err)
+{
+    memset(B, 0, sizeof *B);
+    B->l = l;
+    B->kvh = kvh;
+    B->d = l->d;
+    B->nmax = nmax;
+    B->mb = mb;
+    size_t md = (size_t)mb * (size_t)l->d, mn = (size_t)mb * (size_t)nmax;
+    B->rows = malloc((size_t)mb * sizeof *B->rows);
+    B->Q = malloc(md * sizeof(double));
+    B->Sc = malloc(mn * sizeof(double));
+    B->P = malloc(mn * sizeof(double));
+    B->O = malloc(md * sizeof(double));
+    B->lse = malloc((size_t)mb * sizeof(double));
+    B->on2 = malloc((size_t)mb * sizeof(double));
+    if (!B->rows || !B->Q || !B->Sc || !B->P || !B->O || !B->lse || !B->on2) {
+        block_free(B);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory (score block of %lld x %lld)",
+                          (long long)mb, (long long)nmax);
+    }
+    return AS_OK;
+}
+
+/* Scores, softmax and dense outputs of the block's rows (rows[], mb and nmax set). */
+static as_status block_dense(sp_block *B, char *err)
+{
+    const as_layer *l = B->l;
+    const int64_t d = B->d, nm = B->nmax, mb = B->mb;
+    for (int64_t r = 0; r < mb; r++) as_layer_read_q(l, B->rows[r].h, B->rows[r].qi, B->Q + r * d);
+    as_status st = as_attn_scores(l, B->kvh, B->Q, mb, nm, l->scale, B->Sc, nm, err);
+    if (st != AS_OK) return st;
+    for (int64_t r = 0; r < mb; r++) {
+        double *p = B->P + r * nm;
+        const int64_t n = B->rows[r].n;
+        memcpy(p, B->Sc + r * nm, (size_t)n * sizeof *p);
+        B->lse[r] = as_softmax_inplace(p, n);
+        for (int64_t i = n; i < nm; i++) p[i] = 0.0;
+    }
+    for (int64_t i = 0; i < mb * d; i++) B->O[i] = 0.0;
+    int64_t tile = nm < SP_TILE ? nm : SP_TILE;
+    double *vt = malloc((size_t)tile * (size_t)d * sizeof *vt);
+    if (!vt) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    double vmax2 = 0;
+    for (int64_t j0 = 0; j0 < nm; j0 += tile) {
+        int64_t cnt = nm - j0 < tile ? nm - j0 : tile;
+        as_layer_read_v(l, B->kvh, j0, cnt, vt);
+        for (int64_t i = 0; i < cnt; i++) {
+            double s = 0;
+            for (int64_t c = 0; c < d; c++) s += vt[i * d + c] * vt[i * d + c];
+            if (s > vmax2) vmax2 = s;
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)d, (int)cnt, 1.0,
+                    B->P + j0, (int)nm, vt, (int)d, 1.0, B->O, (int)d);
+    }
+    free(vt);
+    B->vmax = sqrt(vmax2);
+    for (int64_t r = 0; r < mb; r++) {
+        double s = 0;
+        for (int64_t c = 0; c < d; c++) s += B->O[r * d + c] * B->O[r * d + c];
+        B->on2[r] = s;
+    }
+    return AS_OK;
+}
+
+/* Read the V rows of sorted idx[0..k) in runs and accumulate out += sum_j w[j] v_{idx[j]}. */
+static void gather_acc(const as_layer *l, int64_t kvh, const int64_t *idx, const double *w,
+                       int64_t k, double *out, double *buf, int64_t bufrows)
+{
+    const int64_t d = l->d;
+    int64_t j = 0;
+    while (j < k) {
+        int64_t e = j + 1;
+        while (e < k && idx[e] == idx[e - 1] + 1 && e - j < bufrows) e++;
+        as_layer_read_v(l, kvh, idx[j], e - j, buf);
+        for (int64_t t = j; t < e; t++) {
+            const double *v = buf + (t - j) * d;
+            for (int64_t c = 0; c < d; c++) out[c] += w[t] * v[c];
+        }
+        j = e;
+    }
+}
+
+static double dist2(const double *a, const double *b, int64_t d)
+{
+    double s = 0;
+    for (int64_t c = 0; c < d; c++) {
+        double t = a[c] - b[c];
+        s += t * t;
+    }
+    return s;
+}
+
+/* Per-row state of one (method, budget) on a block. */
+typedef struct {
+    as_sp_sel sel;
+    int64_t *touch;      /* S: the checked subset (subset methods: S; sampling: H u sample) */
+    int64_t n_touch;
+    int64_t pS, pH;      /* pass pointers into touch / sel.det */
+    double logPS;
+    double ph;           /* P_H (sampling) */
+    double ybar2, oy;    /* ||ybar||^2, o . ybar */
+    double oS2;
+    double abar;
+    double Prest, maxd2, ssq_y, maxy2, ssq_e, dev2;
+    double *errs;        /* per trial errors (sampling) */
+    int has_kernel;
+} sp_rs;
+
+typedef struct {
+    as_sp_method method;
+    size_t budget_index;
+    as_budget budget;
+    const as_sp_params *p;
+    int trials;
+    double eps_rel, out_tol;
+    /* for as_sp_check_subset: an explicit subset and output for row 0 */
+    const int64_t *given_S;
+    int64_t given_k;
+    const double *given_ohat;
+} sp_combo;
+
+static uint64_t record_seed(const as_sp_params *p, int layer, int64_t h, int64_t qi, size_t bi,
+                            as_sp_method m)
+{
+    uint64_t s = as_seed_mix(p->seed, (uint64_t)layer + 1);
+    s = as_seed_mix(s, (uint64_t)h + 1);
+    s = as_seed_mix(s, (uint64_t)qi + 1);
+    s = as_seed_mix(s, (uint64_t)bi + 1);
+    return as_seed_mix(s, (uint64_t)m + 1);
+}
+
+/* Sparse softmax output over touch (sorted) from raw scores sc; returns log P_S. */
+static double subset_output(const sp_block *B, const double *sc, double lse, const int64_t *S,
+                            int64_t k, double *oS, double *w, double *buf, int64_t bufrows)
+{
+    const int64_t d = B->d;
+    for (int64_t c = 0; c < d; c++) oS[c] = 0;
+    if (k == 0) return -INFINITY;
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < k; j++) mx = fmax(mx, sc[S[j]]);
+    double z = 0;
+    for (int64_t j = 0; j < k; j++) z += (w[j] = exp(sc[S[j]] - mx));
+    gather_acc(B->l, B->kvh, S, w, k, oS, buf, bufrows);
+    for (int64_t c = 0; c < d; c++) oS[c] /= z;
+    return mx + log(z) - lse;
+}
+
+/* The sampling estimator of one draw (H sorted, samp sorted, disjoint), from raw scores. */
+static void estimate_row(const sp_block *B, const double *sc, const int64_t *H, int64_t nh,
+                         const int64_t *samp, int64_t m, int64_t n, double *ohat, int64_t *mi,
+                         double *w, double *buf, int64_t bufrows)
+{
+    const int64_t d = B->d;
+    int64_t t = as_select_merge(H, nh, samp, m, mi);
+    double mx = -INFINITY;
+    for (int64_t j = 0; j < t; j++) mx = fmax(mx, sc[mi[j]]);
+    double wt = m > 0 ? (double)(n - nh) / (double)m : 0, den = 0;
+    int64_t ih = 0;
+    for (int64_t j = 0; j < t; j++) {
+        int heavy = ih < nh && H[ih] == mi[j];
+        if (heavy) ih++;
+        w[j] = exp(sc[mi[j]] - mx) * (heavy ? 1.0 : wt);
+        den += w[j];
+    }
+    for (int64_t c = 0; c < d; c++) ohat[c] = 0;
+    gather_acc(B->l, B->kvh, mi, w, t, ohat, buf, bufrows);
+    for (int64_t c = 0; c < d; c++) ohat[c] /= den;
+}
+
+static double err_norm(const double *a, const double *b, int64_t d) { return sqrt(dist2(a, b, d)); }
+
+/* Evaluate one (method, budget) on every row of a block and emit the records. */
+static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as_sp_record_fn fn,
+                             void *ctx, int *stop, char *err)
+{
+    const as_layer *l = B->l;
+    const int64_t d = B->d, nm = B->nmax, mb = B->mb;
+    const as_sp_method m = C->method;
+    const int sampling = as_sp_method_is_sampling(m);
+    const int np = sampling ? 3 : 1;        /* probes: [o, ybar,] o_S */
+    const int slotS = np - 1;
+    const int trials = sampling ? (C->trials > 0 ? C->trials : 1) : 1;
+    const int64_t bufrows = 256;
+    as_status st = AS_OK;
+
+    sp_rs *rs = calloc((size_t)mb, sizeof *rs);
+    double *oS = malloc((size_t)mb * (size_t)d * sizeof *oS);
+    double *ohat = malloc((size_t)mb * (size_t)d * sizeof *ohat);
+    double *yb = calloc((size_t)mb * (size_t)d, sizeof *yb);
+    double *R = calloc((size_t)mb * (size_t)d, sizeof *R);
+    double *probe = malloc((size_t)mb * (size_t)np * (size_t)d * sizeof *probe);
+    double *w = malloc((size_t)nm * sizeof *w);
+    int64_t *mi = malloc((size_t)nm * sizeof *mi), *sbuf = malloc((size_t)nm * sizeof *sbuf);
+    double *buf = malloc((size_t)bufrows * (size_t)d * sizeof *buf);
+    double *tmp = malloc((size_t)d * sizeof *tmp);
+    int64_t tile = nm < SP_TILE ? nm : SP_TILE;
+    double *vt = malloc((size_t)tile * (size_t)d * sizeof *vt);
+    double *vn2 = malloc((size_t)tile * sizeof *vn2);
+    double *G = malloc((size_t)tile * (size_t)mb * (size_t)np * sizeof *G);
+    double *W = malloc((size_t)mb * (size_t)tile * sizeof *W);
+    if (!rs || !oS || !ohat || !yb || !R || !probe || !w || !mi || !sbuf || !buf || !tmp || !vt || !vn2 ||
+        !G || !W) {
+        st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int64_t r = 0; r < mb; r++) as_sp_sel_init(&rs[r].sel);
+
+    /* 1. selection, sparse outputs, estimator draws */
+    for (int64_t r = 0; r < mb && st == AS_OK; r++) {
+        sp_rs *s = &rs[r];
+        const sp_row *row = &B->rows[r];
+        const int64_t n = row->n;
+        const double *sc = B->Sc + r * nm, *o = B->O + r * d;
+        uint64_t seed = record_seed(C->p, layer, row->h, row->qi, C->budget_index, m);
+        as_rng rng;
+        as_rng_seed(&rng, as_seed_mix(seed, 0));
+        if (C->given_S) {
+            st = sel_reserve(&s->sel, C->given_k > 0 ? C->given_k : 1, err);
+            if (st != AS_OK) break;
+            memcpy(s->sel.det, C->given_S, (size_t)C->given_k * sizeof(int64_t));
+            int64_t k = as_select_sort_unique(s->sel.det, C->given_k);
+            if (k != C->given_k) {
+                st = as_err_set(err, AS_ERR_VALUE, "subset lists a key more than once");
+                break;
+            }
+            for (int64_t j = 0; j < k; j++)
+                if (s->sel.det[j] < 0 || s->sel.det[j] >= n) {
+                    st = as_err_set(err, AS_ERR_VALUE, "subset key %lld outside 0..%lld",
+                                    (long long)s->sel.det[j], (long long)(n - 1));
+                    break;
+                }
+            s->sel.n_det = k;
+            s->sel.n = n;
+            s->sel.n_rest = n - k;
+        } else {
+            st = select_row(l, row->h, row->qi, B->Q + r * d, sc, n, m, C->budget, C->p, &rng,
+                            B->pages, &s->sel, err);
+        }
+        if (st != AS_OK) break;
+        if (sampling) {
+            s->touch = malloc((size_t)(s->sel.n_det + s->sel.n_samp + 1) * sizeof *s->touch);
+            s->errs = malloc((size_t)trials * sizeof *s->errs);
+            if (!s->touch || !s->errs) {
+                st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+                break;
+            }
+            s->n_touch = as_select_merge(s->sel.det, s->sel.n_det, s->sel.samp, s->sel.n_samp,
+                                         s->touch);
+            /* ybar = -(sum_H a_i (v_i - o)) / |R|, P_H */
+            const double *p = B->P + r * nm;
+            double ph = 0;
+            for (int64_t j = 0; j < s->sel.n_det; j++) {
+                w[j] = p[s->sel.det[j]];
+                ph += w[j];
+            }
+            double *y = yb + r * d;
+            gather_acc(l, B->kvh, s->sel.det, w, s->sel.n_det, y, buf, bufrows);
+            double nr = (double)s->sel.n_rest;
+            for (int64_t c = 0; c < d; c++) y[c] = nr > 0 ? -(y[c] - ph * o[c]) / nr : 0;
+            s->ph = ph;
+            s->abar = nr > 0 ? (1.0 - ph) / nr : 0;
+            double y2 = 0, oy = 0;
+            for (int64_t c = 0; c < d; c++) {
+                y2 += y[c] * y[c];
+                oy += o[c] * y[c];
+            }
+            s->ybar2 = y2;
+            s->oy = oy;
+            /* draws */
+            for (int t = 0; t < trials; t++) {
+                const int64_t *sm = s->sel.samp;
+                int64_t ms = s->sel.n_samp;
+                if (t > 0) {
+                    as_rng_seed(&rng, as_seed_mix(seed, (uint64_t)t));
+                    ms = as_select_sample(&rng, n, s->sel.det, s->sel.n_det, ms, sbuf);
+                    estimate_row(B, sc, s->sel.det, s->sel.n_det, sbuf, ms, n, tmp, mi, w, buf,
+                                 bufrows);
+                    s->errs[t] = err_norm(tmp, o, d);
+                } else {
+                    estimate_row(B, sc, s->sel.det, s->sel.n_det, sm, ms, n, ohat + r * d, mi, w,
+                                 buf, bufrows);
+                    s->errs[0] = err_norm(ohat + r * d, o, d);
+                }
+            }
+            if (st != AS_OK) break;
+        } else {
+            s->touch = s->sel.det;
+            s->n_touch = s->sel.n_det;
+        }
+        s->logPS = subset_output(B, sc, B->lse[r], s->touch, s->n_touch, oS + r * d, w, buf,
+                                 bufrows);
+        double o2 = 0;
+        for (int64_t c = 0; c < d; c++) o2 += oS[r * d + c] * oS[r * d + c];
+        s->oS2 = o2;
+        if (!sampling) {
+            if (C->given_ohat && r == 0) {
+                memcpy(ohat + r * d, C->given_ohat, (size_t)d * sizeof(double));
+                s->has_kernel = 1;
+            } else if (m == AS_SP_INDEX && C->p->index &&
+                       as_index_has_output(C->p->index, l->index)) {
+                as_index_get_output(C->p->index, l, row->h, row->qi, ohat + r * d);
+                s->has_kernel = 1;
+            } else {
+                memcpy(ohat + r * d, oS + r * d, (size_t)d * sizeof(double));
+            }
+        }
+        s->maxd2 = s->maxy2 = s->dev2 = -1;
+    }
+    if (st != AS_OK) goto out;
+
+    /* 2. one pass over V: complement sums, max distances, sampling statistics */
+    for (int64_t r = 0; r < mb; r++) {
+        double *pr = probe + (size_t)r * np * d;
+        if (sampling) {
+            memcpy(pr, B->O + r * d, (size_t)d * sizeof(double));
+            memcpy(pr + d, yb + r * d, (size_t)d * sizeof(double));
+        }
+        memcpy(pr + (size_t)slotS * d, oS + r * d, (size_t)d * sizeof(double));
+    }
+    const int ldg = (int)(mb * np);
+    for (int64_t j0 = 0; j0 < nm; j0 += tile) {
+        int64_t cnt = nm - j0 < tile ? nm - j0 : tile;
+        as_layer_read_v(l, B->kvh, j0, cnt, vt);
+        for (int64_t i = 0; i < cnt; i++) {
+            double s2 = 0;
+            for (int64_t c = 0; c < d; c++) s2 += vt[i * d + c] * vt[i * d + c];
+            vn2[i] = s2;
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)cnt, ldg, (int)d, 1.0, vt,
+                    (int)d, probe, (int)d, 0.0, G, ldg);
+        memset(W, 0, (size_t)mb * (size_t)cnt * sizeof *W);
+        for (int64_t r = 0; r < mb; r++) {
+            sp_rs *s = &rs[r];
+            const int64_t n = B->rows[r].n;
+            const double *p = B->P + r * nm, *o = B->O + r * d, *pS = oS + r * d,
+                         *y = yb + r * d;
+            int64_t lim = n - j0 < cnt ? n - j0 : cnt;
+            for (int64_t i = 0; i < lim; i++) {
+                const int64_t gi = j0 + i;
+                const double a = p[gi], *v = vt + i * d, *g = G + i * ldg + r * np;
+                int inS = s->pS < s->n_touch && s->touch[s->pS] == gi;
+                if (inS) s->pS++;
+                if (!inS) {
+                    W[r * cnt + i] = a;
+                    s->Prest += a;
+                    double f = vn2[i] - 2 * g[slotS] + s->oS2;
+                    if (f >= s->maxd2 - 1e-10 * (vn2[i] + s->oS2)) {
+                        f = dist2(v, pS, d);
+                        if (f > s->maxd2) s->maxd2 = f;
+                    }
+                }
+                if (!sampling) continue;
+                double fo = vn2[i] - 2 * g[0] + B->on2[r];
+                double so = fo;
+                if (fo < 1e-3 * (vn2[i] + B->on2[r])) so = dist2(v, o, d);
+                if (fo >= s->dev2 - 1e-10 * (vn2[i] + B->on2[r])) {
+                    double e2 = dist2(v, o, d);
+                    if (e2 > s->dev2) s->dev2 = e2;
+                    so = e2;
+                }
+                int inH = s->pH < s->sel.n_det && s->sel.det[s->pH] == gi;
+                if (inH) {
+                    s->pH++;
+                    continue;
+                }
+                /* ||a (v - o) - ybar||^2 */
+                double fy = a * a * so - 2 * a * (g[1] - s->oy) + s->ybar2;
+                double ref = a * a * so + s->ybar2;
+                if (fy < 1e-3 * ref || fy >= s->maxy2 - 1e-10 * ref) {
+                    double t = 0;
+                    for (int64_t c = 0; c < d; c++) {
+                        double u = a * (v[c] - o[c]) - y[c];
+                        t += u * u;
+                    }
+                    fy = t;
+                    if (fy > s->maxy2) s->maxy2 = fy;
+                }
+                s->ssq_y += fy;
+                s->ssq_e += (a - s->abar) * (a - s->abar);
+            }
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)d, (int)cnt, 1.0, W,
+                    (int)cnt, vt, (int)d, 1.0, R, (int)d);
+    }
+
+    /* 3. checks and records */
+    for (int64_t r = 0; r < mb && !*stop; r++) {
+        sp_rs *s = &rs[r];
+        const sp_row *row = &B->rows[r];
+        const int64_t n = row->n;
+        const double *o = B->O + r * d, *pS = oS + r * d, *Rr = R + r * d;
+        as_sp_record rec;
+        memset(&rec, 0, sizeof rec);
+        as_sp_eval *ev = &rec.ev;
+        rec.layer = layer;
+        rec.head = row->h;
+        rec.kv_head = B->kvh;
+        rec.query = row->qi;
+        rec.method = m;
+        rec.budget_index = C->budget_index;
+        rec.trials = trials;
+        rec.delta = sampling ? C->p->delta : 0;
+        ev->n = n;
+        ev->norm_o = sqrt(B->on2[r]);
+        ev->tol = 16.0 * (double)(n + d) * DBL_EPSILON * (B->vmax > 0 ? B->vmax : DBL_MIN);
+        ev->samples_needed = -1;
+        /* the subset identity and bound for touch */
+        double PS = exp(s->logPS), one_m = -expm1(s->logPS);
+        double id2 = 0;
+        for (int64_t c = 0; c < d; c++) {
+            double t = (o[c] - pS[c]) - (Rr[c] - one_m * pS[c]);
+            id2 += t * t;
+        }
+        ev->identity_error = sqrt(id2);
+        double mass_res = fabs(PS + s->Prest - 1.0);
+        ev->identity_ok = ev->identity_error <= ev->tol && mass_res <= 16.0 * (double)n * DBL_EPSILON;
+        double sb = s->maxd2 > 0 ? one_m * sqrt(s->maxd2) : 0.0;
+        double serr = err_norm(o, pS, d);
+        ev->captured_mass = PS;
+        if (!sampling) {
+            ev->k = s->n_touch;
+            ev->abs_error = err_norm(o, ohat + r * d, d);
+            ev->bound = sb;
+            double allow = sb * (1 + SP_RTOL) + ev->tol;
+            if (s->has_kernel) allow += C->out_tol * ev->norm_o;
+            ev->violated = ev->abs_error > allow || !ev->identity_ok;
+            ev->subset_bound = sb;
+            ev->subset_violated = serr > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
+            rec.has_kernel = s->has_kernel;
+            rec.trials = 1;
+        } else {
+            ev->k = s->sel.n_det + s->sel.n_samp;
+            ev->samples = s->sel.n_samp;
+            as_sp_sstats ss;
+            double nr = (double)s->sel.n_rest;
+            ss.n_rest = s->sel.n_rest;
+            ss.p_heavy = s->ph;
+            ss.mass_rest = 1.0 - s->ph > 0 ? 1.0 - s->ph : 0.0;
+            ss.var_y = nr > 0 ? s->ssq_y / nr : 0;
+            ss.max_y = s->maxy2 > 0 ? sqrt(s->maxy2) : 0;
+            ss.var_e = nr > 0 ? s->ssq_e / nr : 0;
+            ss.dev_max = s->dev2 > 0 ? sqrt(s->dev2) : 0;
+            double eps = as_sp_sampling_eps(&ss, s->sel.n_samp, C->p->delta);
+            ev->abs_error = s->errs[0];
+            ev->bound = eps;
+            ev->violated = s->errs[0] > eps * (1 + SP_RTOL) + ev->tol;
+            for (int t = 0; t < trials; t++) rec.exceed += s->errs[t] > eps * (1 + SP_RTOL) + ev->tol;
+            ev->subset_bound = sb;
+            double e_sub = m == AS_SP_UNIFORM ? s->errs[0] : serr;
+            ev->subset_violated = e_sub > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
+            if (C->eps_rel > 0)
+                ev->samples_needed = as_sp_sampling_size(&ss, C->eps_rel * ev->norm_o, C->p->delta);
+        }
+        ev->rel_error = ev->norm_o > 0 ? ev->abs_error / ev->norm_o : NAN;
+        ev->rel_bound = ev->norm_o > 0 ? ev->bound / ev->norm_o : NAN;
+        if (C->budget.count > 0 || m == AS_SP_INDEX)
+            rec.budget = (double)ev->k / (double)n;
+        else
+            rec.budget = C->budget.frac;
+        if (fn && fn(ctx, &rec)) *stop = 1;
+    }
+out:
+    if (rs)
+        for (int64_t r = 0; r < mb; r++) {
+            if (rs[r].touch != rs[r].sel.det) free(rs[r].touch);
+            free(rs[r].errs);
+            as_sp_sel_free(&rs[r].sel);
+        }
+    free(rs), free(oS), free(ohat), free(yb), free(R), free(probe), free(w), free(mi), free(sbuf), free(buf),
+        free(tmp), free(vt), free(vn2), free(G), free(W);
+    return st;
+}
+
+/* ---- whole trace --------------------------------------------------------------------------- */
+
+as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn fn, void *ctx,
+                    char *err)
+{
+    as_status st = AS_OK;
+    if (cfg->n_methods == 0) return as_err_set(err, AS_ERR_USAGE, "no method given");
+    int need_budgets = 0, need_pages = 0;
+    for (size_t i = 0; i < cfg->n_methods; i++) {
+        if (cfg->methods[i] != AS_SP_INDEX) need_budgets = 1;
+        if (cfg->methods[i] == AS_SP_PAGE) need_pages = 1;
+        if (cfg->methods[i] == AS_SP_INDEX && !cfg->params.index)
+            return as_err_set(err, AS_ERR_USAGE, "method 'index' needs an index file");
+    }
+    if (need_budgets && cfg->n_budgets == 0) return as_err_set(err, AS_ERR_USAGE, "no budget given");
+    if (!(cfg->params.delta > 0 && cfg->params.delta < 1))
+        return as_err_set(err, AS_ERR_USAGE, "delta must be in (0, 1)");
+    size_t mem = cfg->mem_limit ? cfg->mem_limit : (size_t)512 << 20;
+    /* work count for progress */
+    uint64_t total = 0, done = 0;
+    size_t combos = 0;
+    for (size_t i = 0; i < cfg->n_methods; i++)
+        combos += cfg->methods[i] == AS_SP_INDEX ? 1 : cfg->n_budgets;
+    for (size_t li = 0; li < as_trace_n_layers(tr); li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        if (cfg->layer >= 0 && l->index != cfg->layer) continue;
+        int64_t nh = cfg->head >= 0 ? 1 : l->hq, nq = cfg->query >= 0 ? 1 : l->t;
+        total += (uint64_t)(nh * nq) * combos;
+    }
+    int stop = 0, any = 0;
+    for (size_t li = 0; li < as_trace_n_layers(tr) && st == AS_OK && !stop; li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        if (cfg->layer >= 0 && l->index != cfg->layer) continue;
+        any = 1;
+        if (cfg->head >= l->hq || cfg->query >= l->t)
+            return as_err_set(err, AS_ERR_USAGE, "layer %d has %lld heads and %lld queries",
+                              l->index, (long long)l->hq, (long long)l->t);
+        if (l->n > INT32_MAX)
+            return as_err_set(err, AS_ERR_USAGE, "layer %d: N = %lld keys is more than supported",
+                              l->index, (long long)l->n);
+        if (cfg->params.index) {
+            int uses = 0;
+            for (size_t i = 0; i < cfg->n_methods; i++) uses |= cfg->methods[i] == AS_SP_INDEX;
+            if (uses && (st = as_index_check_layer(cfg->params.index, l, err)) != AS_OK) return st;
+        }
+        const int64_t group = l->hq / l->hkv;
+        for (int64_t g = 0; g < l->hkv && st == AS_OK && !stop; g++) {
+            /* rows of this kv head */
+            int64_t nrows = 0;
+            sp_row *rows = malloc((size_t)(group * l->t) * sizeof *rows);
+            if (!rows) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+            for (int64_t h = g * group; h < (g + 1) * group; h++) {
+                if (cfg->head >= 0 && h != cfg->head) continue;
+                for (int64_t qi = 0; qi < l->t; qi++) {
+                    if (cfg->query >= 0 && qi != cfg->query) continue;
+                    rows[nrows++] = (sp_row){h, qi, as_layer_visible(l, qi)};
+                }
+            }
+            if (nrows == 0) {
+                free(rows);
+                continue;
+            }
+            sp_pages pg;
+            memset(&pg, 0, sizeof pg);
+            if (need_pages &&
+                (st = pages_build(l, g, cfg->params.page_size > 0 ? cfg->params.page_size : 16,
+                                  &pg, err)) != AS_OK) {
+                free(rows);
+                return st;
+            }
+            for (int64_t r0 = 0; r0 < nrows && st == AS_OK && !stop;) {
+                int64_t nmax = 0;
+                /* block: as many rows as fit the memory limit (two score arrays of nmax) */
+                int64_t nm_all = 0;
+                for (int64_t r = r0; r < nrows; r++) nm_all = rows[r].n > nm_all ? rows[r].n : nm_all;
+                int64_t mb = (int64_t)(mem / ((size_t)nm_all * 16 + (size_t)l->d * 64));
+                if (mb < 1) mb = 1;
+                if (mb > nrows - r0) mb = nrows - r0;
+                for (int64_t r = r0; r < r0 + mb; r++) nmax = rows[r].n > nmax ? rows[r].n : nmax;
+                sp_block B;
+                if ((st = block_alloc(&B, l, g, mb, nmax, err)) != AS_OK) break;
+                memcpy(B.rows, rows + r0, (size_t)mb * sizeof *rows);
+                B.pages = need_pages ? &pg : NULL;
+                st = block_dense(&B, err);
+                for (size_t mi = 0; mi < cfg->n_methods && st == AS_OK && !stop; mi++) {
+                    as_sp_method m = cfg->methods[mi];
+                    size_t nb = m == AS_SP_INDEX ? 1 : cfg->n_budgets;
+                    for (size_t bi = 0; bi < nb && st == AS_OK && !stop; bi++) {
+                        sp_combo C;
+                        memset(&C, 0, sizeof C);
+                        C.method = m;
+                        C.budget_index = bi;
+                        C.budget = m == AS_SP_INDEX ? (as_budget){1.0, 0} : cfg->budgets[bi];
+                        C.p = &cfg->params;
+                        C.trials = cfg->trials;
+                        C.eps_rel = cfg->eps_rel;
+                        C.out_tol = cfg->out_tol;
+                        st = block_combo(&B, &C, l->index, fn, ctx, &stop, err);
+                        done += (uint64_t)mb;
+                        if (cfg->progress) cfg->progress(cfg->progress_ctx, done, total);
+                    }
+                }
+                block_free(&B);
+                r0 += mb;
+            }
+            pages_free(&pg);
+            free(rows);
+        }
+    }
+    if (st == AS_OK && !any) st = as_err_set(err, AS_ERR_USAGE, "the trace has no layer %d", cfg->layer);
+    return st;
+}
+
+/* ---- one query ----------------------------------------------------------------------------- */
+
+static int capture_one(void *ctx, const as_sp_record *r)
+{
+    *(as_sp_record *)ctx = *r;
+    return 1;
+}
+
+static as_status one_query_block(const as_layer *l, int64_t h, int64_t qi, sp_block *B, char *err)
+{
+    if (h < 0 || h >= l->hq || qi < 0 || qi >= l->t)
+        return as_err_set(err, AS_ERR_USAGE, "head %lld / query %lld out of range", (long long)h,
+                          (long long)qi);
+    int64_t n = as_layer_visible(l, qi);
+    as_status st = block_alloc(B, l, as_layer_kv_head(l, h), 1, n, err);
+    if (st != AS_OK) return st;
+    B->rows[0] = (sp_row){h, qi, n};
+    st = block_dense(B, err);
+    if (st != AS_OK) block_free(B);
+    return st;
+}
+
+as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m, as_budget b,
+                       const as_sp_params *p, uint64_t trial, const double *scores,
+                       as_sp_sel *sel, char *err)
+{
+    if (h < 0 || h >= l->hq || qi < 0 || qi >= l->t)
+        return as_err_set(err, AS_ERR_USAGE, "head %lld / query %lld out of range", (long long)h,
+                          (long long)qi);
+    int64_t n = as_layer_visible(l, qi), kvh = as_layer_kv_head(l, h);
+    double *q = malloc((size_t)l->d * sizeof *q), *sc = NULL;
+    if (!q) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_layer_read_q(l, h, qi, q);
+    as_status st = AS_OK;
+    if (!scores) {
+        sc = malloc((size_t)n * sizeof *sc);
+        if (!sc) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        if (st == AS_OK) st = as_attn_scores(l, kvh, q, 1, n, l->scale, sc, n, err);
+        scores = sc;
+    }
+    if (st == AS_OK) {
+        uint64_t seed = record_seed(p, l->index, h, qi, 0, m);
+        as_rng rng;
+        as_rng_seed(&rng, as_seed_mix(seed, 0));
+        st = select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);
+        if (st == AS_OK && trial > 0 && sel->sampled) {
+            as_rng_seed(&rng, as_seed_mix(seed, trial));
+            sel->n_samp = as_select_sample(&rng, n, sel->det, sel->n_det, sel->n_samp, sel->samp);
+        }
+    }
+    free(q);
+    free(sc);
+    return st;
+}
+
+as_status as_sp_check_subset(const as_layer *l, int64_t h, int64_t qi, const int64_t *S,
+                             int64_t k, const double *o_hat, double out_tol, as_sp_eval *ev,
+                             double *o_S_out, char *err)
+{
+    sp_block B;
+    as_status st = one_query_block(l, h, qi, &B, err);
+    if (st != AS_OK) return st;
+    as_sp_params p;
+    as_sp_params_init(&p);
+    sp_combo C;
+    memset(&C, 0, sizeof C);
+    C.method = AS_SP_INDEX;
+    C.budget = (as_budget){1.0, 0};
+    C.p = &p;
+    C.trials = 1;
+    C.out_tol = out_tol;
+    C.given_S = S;
+    C.given_k = k;
+    C.given_ohat = o_hat;
+    as_sp_record rec;
+    memset(&rec, 0, sizeof rec);
+    int stop = 0;
+    st = block_combo(&B, &C, l->index, capture_one, &rec, &stop, err);
+    if (st == AS_OK) {
+        *ev = rec.ev;
+        if (o_S_out) {
+            /* o_S again (cheap): the softmax restricted to S */
+            int64_t *Ss = malloc((size_t)(k > 0 ? k : 1) * sizeof *Ss);
+            double *w = malloc((size_t)(k > 0 ? k : 1) * sizeof *w);
+            double *buf = malloc((size_t)256 * (size_t)l->d * sizeof *buf);
+            if (!Ss || !w || !buf) {
+                st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+            } else {
+                memcpy(Ss, S, (size_t)k * sizeof *Ss);
+                as_select_sort_unique(Ss, k);
+                subset_output(&B, B.Sc, B.lse[0], Ss, k, o_S_out, w, buf, 256);
+            }
+            free(Ss), free(w), free(buf);
+        }
+    }
+    block_free(&B);
+    return st;
+}
+
+as_status as_sp_eval_query(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
+                           as_budget b, const as_sp_params *p, uint64_t trial, double eps_rel,
+                           as_sp_eval *ev, char *err)
+{
+    sp_block B;
+    as_status st = one_query_block(l, h, qi, &B, err);
+    if (st != AS_OK) return st;
+    sp_pages pg;
+    memset(&pg, 0, sizeof pg);
+    if (m == AS_SP_PAGE) {
+        st = pages_build(l, B.kvh, p->page_size > 0 ? p->page_size : 16, &pg, err);
+        B.pages = &pg;
+    }
+    if (m == AS_SP_INDEX && st == AS_OK && !p->index)
+        st = as_err_set(err, AS_ERR_USAGE, "method 'index' needs an index file");
+    if (m == AS_SP_INDEX && st == AS_OK) st = as_index_check_layer(p->index, l, err);
+    if (st == AS_OK) {
+        /* trial t: make draw t the first one */
+        as_sp_params pp = *p;
+        sp_combo C;
+        memset(&C, 0, sizeof C);
+        C.method = m;
+        C.budget = b;
+        C.p = &pp;
+        C.trials = 1;
+        C.eps_rel = eps_rel;
+        C.out_tol = 1e-2;
+        if (trial > 0) pp.seed = as_seed_mix(p->seed, trial);
+        as_sp_record rec;
+        memset(&rec, 0, sizeof rec);
+        int stop = 0;
+        st = block_combo(&B, &C, l->index, capture_one, &rec, &stop, err);
+        if (st == AS_OK) *ev = rec.ev;
+    }
+    pages_free(&pg);
+    block_free(&B);
+    return st;
+}
+
+/* ---- aggregation --------------------------------------------------------------------------- */
+
+const double as_sp_thresholds[AS_SP_N_THRESH] = {0.01, 0.05, 0.10};
+
+typedef struct {
+    int layer;
+    int64_t head;
+    int method;
+    int sampling;
+    size_t bi;
+    double budget, kept, rel_error, mass, rel_bound, slack;
+    int violated, identity_fail;
+    int draws, exceed;
+} agg_rec;
+
+struct as_sp_agg {
+    agg_rec *r;
+    size_t n, cap;
+    double delta;
+    as_sp_head_budget *hb;
+    size_t n_hb;
+    as_sp_head_sweep *hs;
+    size_t n_hs;
+    as_sp_summary *sum;
+    size_t n_sum;
+    int failed_alloc;
+};
+
+as_sp_agg *as_sp_agg_new(const as_sp_config *cfg)
+{
+    as_sp_agg *a = calloc(1, sizeof *a);
+    if (a) a->delta = cfg ? cfg->params.delta : 0.05;
+    return a;
+}
+
+void as_sp_agg_free(as_sp_agg *a)
+{
+    if (!a) return;
+    free(a->r), free(a->hb), free(a->hs), free(a->sum);
+    free(a);
+}
+
+int as_sp_agg_add(void *agg, const as_sp_record *rec)
+{
+    as_sp_agg *a = agg;
+    if (a->n == a->cap) {
+        size_t nc = a->cap ? 2 * a->cap : 1024;
+        agg_rec *t = realloc(a->r, nc * sizeof *t);
+        if (!t) {
+            a->failed_alloc = 1;
+            return 1;
+        }
+        a->r = t;
+        a->cap = nc;
+    }
+    const as_sp_eval *ev = &rec->ev;
+    agg_rec *x = &a->r[a->n++];
+    x->layer = rec->layer;
+    x->head = rec->head;
+    x->method = rec->method;
+    x->sampling = as_sp_method_is_sampling(rec->method);
+    x->bi = rec->budget_index;
+    x->budget = rec->budget;
+    x->kept = ev->n > 0 ? (double)ev->k / (double)ev->n : 0;
+    x->rel_error = ev->rel_error;
+    x->mass = ev->captured_mass;
+    x->rel_bound = ev->rel_bound;
+    x->slack = ev->abs_error > 0 ? ev->bound / ev->abs_error : NAN;
+    x->identity_fail = !ev->identity_ok;
+    x->violated = x->sampling ? ev->subset_violated : ev->violated;
+    x->draws = x->sampling ? rec->trials : 0;
+    x->exceed = x->sampling ? rec->exceed : 0;
+    return 0;
+}
+
+static int cmp_agg(const void *pa, const void *pb)
+{
+    const agg_rec *a = pa, *b = pb;
+    if (a->method != b->method) return a->method - b->method;
+    if (a->layer != b->layer) return a->layer - b->layer;
+    if (a->head != b->head) return (a->head > b->head) - (a->head < b->head);
+    return (a->bi > b->bi) - (a->bi < b->bi);
+}
+
+static int cmp_dbl(const void *pa, const void *pb)
+{
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return (a > b) - (a < b);
+}
+
+/* median of the non-NaN values of x[0..n) (sorted in place after compaction); NaN if none */
+static double median(double *x, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isnan(x[i])) x[m++] = x[i];
+    if (m == 0) return NAN;
+    qsort(x, m, sizeof *x, cmp_dbl);
+    return m % 2 ? x[m / 2] : 0.5 * (x[m / 2 - 1] + x[m / 2]);
+}
+
+static int cmp_hb_budget_desc(const void *pa, const void *pb)
+{
+    const as_sp_head_budget *a = pa, *b = pb;
+    return (a->budget < b->budget) - (a->budget > b->budget);
+}
+
+as_status as_sp_agg_finish(as_sp_agg *a, char *err)
+{
+    if (a->failed_alloc) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    qsort(a->r, a->n, sizeof *a->r, cmp_agg);
+    double *tmp = malloc((a->n + 1) * sizeof *tmp), *tmp2 = malloc((a->n + 1) * sizeof *tmp2);
+    a->hb = calloc(a->n + 1, sizeof *a->hb);
+    a->hs = calloc(a->n + 1, sizeof *a->hs);
+    if (!tmp || !tmp2 || !a->hb || !a->hs) {
+        free(tmp), free(tmp2);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    /* head x budget groups */
+    for (size_t i = 0; i < a->n;) {
+        size_t j = i;
+        while (j < a->n && a->r[j].method == a->r[i].method && a->r[j].layer == a->r[i].layer &&
+               a->r[j].head == a->r[i].head && a->r[j].bi == a->r[i].bi)
+            j++;
+        as_sp_head_budget *hb = &a->hb[a->n_hb++];
+        hb->layer = a->r[i].layer;
+        hb->head = a->r[i].head;
+        hb->method = (as_sp_method)a->r[i].method;
+        hb->budget_index = a->r[i].bi;
+        hb->n_queries = (int64_t)(j - i);
+        double sb = 0, sk = 0, se = 0, sm = 0, srb = 0, mx = 0;
+        size_t nrb = 0, nse = 0;
+        for (size_t t = i; t < j; t++) {
+            const agg_rec *x = &a->r[t];
+            sb += x->budget;
+            sk += x->kept;
+            if (!isnan(x->rel_error)) {
+                se += x->rel_error;
+                nse++;
+                if (x->rel_error > mx) mx = x->rel_error;
+            }
+            sm += x->mass;
+            if (!isnan(x->rel_bound)) {
+                srb += x->rel_bound;
+                nrb++;
+            }
+            hb->violations += x->violated || x->identity_fail;
+            hb->draws += x->draws;
+            hb->exceed += x->exceed;
+            tmp[t - i] = x->rel_error;
+            tmp2[t - i] = x->slack;
+        }
+        double q = (double)(j - i);
+        hb->budget = sb / q;
+        hb->mean_kept = sk / q;
+        hb->mean_rel_error = nse ? se / (double)nse : NAN;
+        hb->max_rel_error = nse ? mx : NAN;
+        hb->median_rel_error = median(tmp, j - i);
+        hb->mean_captured_mass = sm / q;
+        hb->mean_rel_bound = nrb ? srb / (double)nrb : NAN;
+        hb->median_slack = median(tmp2, j - i);
+        i = j;
+    }
+    /* sweeps per (method, layer, head) */
+    for (size_t i = 0; i < a->n_hb;) {
+        size_t j = i;
+        while (j < a->n_hb && a->hb[j].method == a->hb[i].method &&
+               a->hb[j].layer == a->hb[i].layer && a->hb[j].head == a->hb[i].head)
+            j++;
+        as_sp_head_budget *sorted = malloc((j - i) * sizeof *sorted);
+        if (!sorted) {
+            free(tmp), free(tmp2);
+            return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        }
+        memcpy(sorted, a->hb + i, (j - i) * sizeof *sorted);
+        qsort(sorted, j - i, sizeof *sorted, cmp_hb_budget_desc);
+        as_sp_head_sweep *hs = &a->hs[a->n_hs++];
+        hs->layer = a->hb[i].layer;
+        hs->head = a->hb[i].head;
+        hs->method = a->hb[i].method;
+        for (int t = 0; t < AS_SP_N_THRESH; t++) {
+            double best = NAN;
+            size_t u = 0;
+            for (; u < j - i; u++) {
+                if (!(sorted[u].mean_rel_error <= as_sp_thresholds[t])) break;
+                best = sorted[u].budget;
+            }
+            hs->budget_at[t] = best;
+            hs->sparsity_at[t] = isnan(best) ? 1.0 : 1.0 / best;
+            hs->censored[t] = u == j - i;
+        }
+        free(sorted);
+        i = j;
+    }
+    /* summaries: per (method, layer) and per method (layer = -1) */
+    size_t cap = a->n_hs + 64;
+    a->sum = calloc(cap, sizeof *a->sum);
+    if (!a->sum) {
+        free(tmp), free(tmp2);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < a->n_hs;) {
+            size_t j = i;
+            while (j < a->n_hs && a->hs[j].method == a->hs[i].method &&
+                   (pass == 1 || a->hs[j].layer == a->hs[i].layer))
+                j++;
+            if (a->n_sum >= cap) break;
+            as_sp_summary *s = &a->sum[a->n_sum++];
+            s->layer = pass == 0 ? a->hs[i].layer : -1;
+            s->method = a->hs[i].method;
+            s->n_heads = (int64_t)(j - i);
+            for (int t = 0; t < AS_SP_N_THRESH; t++) {
+                double mn = INFINITY;
+                for (size_t u = i; u < j; u++) {
+                    tmp[u - i] = a->hs[u].sparsity_at[t];
+                    if (tmp[u - i] < mn) mn = tmp[u - i];
+                    s->dense_heads[t] += a->hs[u].sparsity_at[t] <= 1.0;
+                }
+                s->median_sparsity[t] = median(tmp, j - i);
+                s->min_sparsity[t] = mn;
+            }
+            /* record-level statistics */
+            size_t c = 0;
+            for (size_t u = 0; u < a->n; u++) {
+                const agg_rec *x = &a->r[u];
+                if (x->method != (int)s->method || (pass == 0 && x->layer != s->layer)) continue;
+                tmp[c] = x->slack;
+                tmp2[c] = x->rel_error;
+                c++;
+                s->records++;
+                s->violations += x->violated;
+                s->identity_failures += x->identity_fail;
+                s->draws += x->draws;
+                s->exceed += x->exceed;
+            }
+            s->median_slack = median(tmp, c);
+            s->median_rel_error = median(tmp2, c);
+            s->coverage_p = as_sp_method_is_sampling(s->method)
+                                ? as_binom_tail(s->draws, s->exceed, a->delta)
+                                : NAN;
+            i = j;
+        }
+    }
+    free(tmp), free(tmp2);
+    return AS_OK;
+}
+
+size_t as_sp_agg_head_budgets(const as_sp_agg *a, const as_sp_head_budget **out)
+{
+    *out = a->hb;
+    return a->n_hb;
+}
+
+size_t as_sp_agg_head_sweeps(const as_sp_agg *a, const as_sp_head_sweep **out)
+{
+    *out = a->hs;
+    return a->n_hs;
+}
+
+size_t as_sp_agg_summaries(const as_sp_agg *a, const as_sp_summary **out)
+{
+    *out = a->sum;
+    return a->n_sum;
+}
