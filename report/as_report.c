@@ -115,6 +115,21 @@ static double *get_tv(const as_sum_layer *L) { return L->tv_witness; }
 static double *get_sink(const as_sum_layer *L) { return L->sink_mass; }
 static double *get_collision_frac(const as_sum_layer *L) { return L->collision_dim; }
 
+/* Titles of the selection methods (as_sp_method_name -> what a paper calls them). */
+static const char *method_title(const char *m)
+{
+    static const char *const map[][2] = {
+        {"topk", "oracle top-k"},
+        {"sink-window", "sink + window (StreamingLLM)"},
+        {"page", "page top-k (Quest)"},
+        {"uniform", "uniform sampling (reweighted)"},
+        {"topk-sample", "top-k + sampling (vAttention)"},
+        {"index", "user's index file"}};
+    for (size_t i = 0; m && i < sizeof map / sizeof map[0]; i++)
+        if (strcmp(map[i][0], m) == 0) return map[i][1];
+    return m ? m : "?";
+}
+
 /* ---------------------------------------------------------------- sections */
 static void section_overview(ctx *c, const as_trace *tr, const as_summary *s)
 {
@@ -348,6 +363,10 @@ static void section_sparsity(ctx *c, const as_summary *s)
         return;
     }
     double *q1 = med + nl, *q3 = med + 2 * nl, *bnd = med + 3 * nl;
+    as_buf_puts(b, "<p class=\"sub\">Solid line with dots: measured relative error; shaded: "
+                   "its interquartile range over heads; dashed: the bound (for the sampling "
+                   "methods, the epsilon of the (epsilon, delta) guarantee); dotted: 1% and 5%."
+                   "</p>\n");
     as_html_grid_begin(b, s->n_methods > 2 ? 3 : 2);
     for (int m = 0; m < s->n_methods; m++) {
         for (int which = 0; which < 2; which++)
@@ -368,13 +387,13 @@ static void section_sparsity(ctx *c, const as_summary *s)
                 }
             }
         as_series ser[2] = {
-            {"measured error", nl, s->levels, med, q1, q3, m, 0, 1, 2},
-            {"bound", nl, s->levels, bnd, NULL, NULL, m, 1, 0, 2},
+            {NULL, nl, s->levels, med, q1, q3, m, 0, 1, 2},
+            {NULL, nl, s->levels, bnd, NULL, NULL, m, 1, 0, 2},
         };
         static const double hl[2] = {0.01, 0.05};
         static const char *const hn[2] = {"1%", "5%"};
         static const double ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
-        as_lineplot lp = {{520, 400, s->method_names[m], "sparsity N / k",
+        as_lineplot lp = {{520, 400, method_title(s->method_names[m]), "sparsity N / k",
                            "relative output error"},
                           any_finite(bnd, nl) ? 2 : 1, ser, 1, 1, 0, 0, 0, 0, 2, hl, hn, 2,
                           NULL, 0, ticks, (int)(sizeof ticks / sizeof ticks[0]), "x", 1,
@@ -522,21 +541,28 @@ static void section_summary(ctx *c, const as_summary *s)
     as_buf *b = c->b;
     as_html_section(b, "summary", "Summary per layer",
                     "Per layer: the sparsity N / k at which the relative output error stays "
-                    "under 1% and 5% (median over the layer's heads of the largest sparsity "
-                    "in the sweep meeting the threshold), and the heads that need dense "
-                    "attention (no sparsity in the sweep keeps their error under 5%).");
-    as_buf_puts(b, "<table><tr><th>layer</th><th>mean H / ln n</th><th>median k90 / n</th>"
-                   "<th>median k99 / n</th><th>mean erank K</th><th>mean TV witness</th>");
+                    "under 1% and 5% for each method: the median over the layer's heads of the "
+                    "largest sparsity of the sweep (2x to 100x) from which on every denser "
+                    "budget keeps the mean error over queries under the threshold; and the "
+                    "heads that need dense attention (not even 2x keeps their error under 5%).");
     int nm = s->have_sparsity ? s->n_methods : 0;
+    const char *rs = nm ? " rowspan=\"2\"" : "";
+    as_buf_printf(b, "<table><tr><th%s>layer</th><th%s>mean H / ln n</th><th%s>median k90 / n</th>"
+                     "<th%s>median k99 / n</th><th%s>mean erank K</th><th%s>mean TV witness</th>",
+                  rs, rs, rs, rs, rs, rs);
     for (int m = 0; m < nm; m++) {
-        as_buf_puts(b, "<th>");
-        as_buf_esc(b, s->method_names[m]);
-        as_buf_puts(b, ": &lt; 1%</th><th>");
-        as_buf_esc(b, s->method_names[m]);
-        as_buf_puts(b, ": &lt; 5%</th>");
+        as_buf_puts(b, "<th colspan=\"2\" class=\"c\">");
+        as_buf_esc(b, method_title(s->method_names[m]));
+        as_buf_puts(b, "</th>");
     }
-    if (nm) as_buf_puts(b, "<th class=\"l\">heads needing dense attention</th>");
+    if (nm) as_buf_printf(b, "<th%s class=\"l\">heads needing dense attention<br>(%s)</th>", rs,
+                          method_title(s->method_names[0]));
     as_buf_puts(b, "</tr>\n");
+    if (nm) {
+        as_buf_puts(b, "<tr>");
+        for (int m = 0; m < nm; m++) as_buf_puts(b, "<th>&lt; 1%</th><th>&lt; 5%</th>");
+        as_buf_puts(b, "</tr>\n");
+    }
     for (size_t i = 0; i < s->n_layers; i++) {
         const as_sum_layer *L = &s->layers[i];
         int64_t hqt = L->hq * L->t;
