@@ -288,6 +288,15 @@ def cache_kv(cache, L: int):
     return cache[L][0], cache[L][1]
 
 
+def _forward(model, x, cache, keep):
+    """One forward step; asks for the logits of the last `keep` positions only, when the model
+    takes logits_to_keep (saves the vocabulary projection of every prefill position)."""
+    import inspect
+    kw = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(
+        model.forward).parameters else {}
+    return model(input_ids=x, past_key_values=cache, use_cache=True, **kw)
+
+
 def run_capture(model, ids, layers, t, mode, chunk, device, answer_tokens):
     import torch
     from transformers import DynamicCache
@@ -304,11 +313,11 @@ def run_capture(model, ids, layers, t, mode, chunk, device, answer_tokens):
         if mode == "decode":
             pre = n - t
             for s in range(0, pre, chunk):
-                model(input_ids=x[:, s:min(pre, s + chunk)], past_key_values=cache, use_cache=True)
+                _forward(model, x[:, s:min(pre, s + chunk)], cache, 1)
             log(f"prefilled {pre} tokens in {time.time() - t0:.1f} s")
             tap.active, tap.want = True, 1
             for i in range(pre, n):
-                res = model(input_ids=x[:, i:i + 1], past_key_values=cache, use_cache=True)
+                res = _forward(model, x[:, i:i + 1], cache, 1)
         else:
             last = max(0, n - max(t, chunk))  # the last chunk holds all T queries
             starts = list(range(0, last, chunk)) + [last]
@@ -316,7 +325,7 @@ def run_capture(model, ids, layers, t, mode, chunk, device, answer_tokens):
                 e = starts[j + 1] if j + 1 < len(starts) else n
                 if j == len(starts) - 1:
                     tap.active, tap.want = True, t
-                res = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=True)
+                res = _forward(model, x[:, s:e], cache, 1)
         tap.active = False
         log(f"captured {t} queries ({mode}) in {time.time() - t0:.1f} s")
         kv = {}
@@ -330,8 +339,7 @@ def run_capture(model, ids, layers, t, mode, chunk, device, answer_tokens):
             answer.append(nxt)
             if nxt == getattr(model.config, "eos_token_id", None):
                 break
-            res = model(input_ids=torch.tensor([[nxt]], device=device), past_key_values=cache,
-                        use_cache=True)
+            res = _forward(model, torch.tensor([[nxt]], device=device), cache, 1)
             logits = res.logits[:, -1, :]
     for L in layers:
         del mods[L]._attnscope_tap
@@ -388,6 +396,9 @@ def atomic_save(tensors, metadata, path, inputs):
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -404,6 +415,9 @@ def write_npy_dir(tensors, metadata, path):
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp-npy-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         for name, x in tensors.items():
             if x.dtype in (torch.bfloat16, torch.float16):
@@ -484,7 +498,8 @@ def parse_args(argv):
     ap.add_argument("--cache-dir", default=os.path.join(os.path.expanduser("~"), ".cache",
                                                         "attnscope-capture"),
                     help="where packaged chunked models are assembled")
-    ap.add_argument("-o", "--out", required=True, help="output trace (.safetensors)")
+    ap.add_argument("-o", "--out", required=True,
+                    help="output trace (.safetensors); {N} in the name becomes the token count")
     ap.add_argument("--ref", help="reference output file (default OUT minus .safetensors "
                                   "+ .ref.safetensors)")
     ap.add_argument("--npy-dir", help="also write the trace as a directory of .npy files")
@@ -545,6 +560,9 @@ def capture(args) -> int:
     n, t = len(ids), args.queries
     if t > n:
         raise CaptureError(f"-T {t} is more than the prompt's {n} tokens")
+    for attr in ("out", "ref", "npy_dir"):
+        if getattr(args, attr):
+            setattr(args, attr, getattr(args, attr).replace("{N}", str(n)))
     if max_ctx and n > max_ctx:
         raise CaptureError(f"prompt has {n} tokens, more than the model's context {max_ctx}")
     vocab = int(getattr(cfg, "vocab_size", 0) or 0)

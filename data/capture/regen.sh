@@ -10,7 +10,7 @@
 #   DTYPE=f32 | bf16 | f16 | f64        DEVICE=auto | cpu | cuda  FAMILIES="document needle ..."
 #   NPY=1 also writes .npy directories  INSTALL=1 pip-installs what is missing first
 # gemma3-270m has sliding-window layers, which the trace format cannot express: use LAYERS=full
-# (its 3 global layers). Outputs: OUTDIR/<model>-<family>-<N>.safetensors, .ref.safetensors,
+# (its 3 global layers). Outputs: OUTDIR/<model>-<family>-<N>.safetensors, -<N>.ref.safetensors,
 # manifest.jsonl (one JSON line per trace: shape, bytes, sha256, seconds) and SHA256SUMS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -54,12 +54,12 @@ mkdir -p "$out"
 tag=$(basename "$MODEL" .gguf)
 for fam in $FAMILIES; do
     start=$(date +%s)
-    name="$tag-$fam-${TOKENS/#0/max}"
+    name="$tag-$fam"
     npy=()
-    [ "${NPY:-0}" = 1 ] && npy=(--npy-dir "$out/$name.npy")
+    [ "${NPY:-0}" = 1 ] && npy=(--npy-dir "$out/$name-{N}.npy")
     "$PY" "$here/attnscope_capture.py" --model "$MODEL" --prompt "$fam" --tokens "$TOKENS" \
         -T "$T" --layers "$LAYERS" --dtype "$DTYPE" --device "$DEVICE" --seed 0 \
-        -o "$out/$name.safetensors" "${npy[@]}" > "$out/$name.json"
+        -o "$out/$name-{N}.safetensors" "${npy[@]}" > "$out/$name.json"
     secs=$(( $(date +%s) - start ))
     "$PY" - "$out/$name.json" "$secs" >> "$out/manifest.jsonl" <<'PYEOF'
 import json, sys
