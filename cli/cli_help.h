@@ -27,5 +27,11 @@ extern const char as_help_report[];
 #endif
 int as_cmd_compare(int argc, char **argv);
 extern const char as_help_compare[];
+int as_cmd_spectrum(int argc, char **argv);
+extern const char as_help_spectrum[];
+#ifdef AS_HAVE_GSL /* sim/: GSL found */
+int as_cmd_sim(int argc, char **argv);
+extern const char as_help_sim[];
+#endif
 
 #endif

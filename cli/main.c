@@ -15,6 +15,12 @@ static const as_command commands[] = {
      as_help_report},
 #endif
     {"compare", as_cmd_compare, "two traces side by side, layer by layer", as_help_compare},
+    {"spectrum", as_cmd_spectrum, "attention spectrum over relative position vs RoPE periods",
+     as_help_spectrum},
+#ifdef AS_HAVE_GSL
+    {"sim", as_cmd_sim, "synthetic traces and Monte-Carlo experiments with known answers",
+     as_help_sim},
+#endif
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

@@ -1,0 +1,226 @@
+/* attnscope spectrum: the spectrum of attention weight as a function of relative position,
+ * per head, with its dominant periods related to the RoPE frequencies. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_spectrum.h"
+#include "cli_help.h"
+#include "cli_util.h"
+
+const char as_help_spectrum[] =
+    "usage: attnscope spectrum TRACE [--layer L] [--head H] [--peaks K] [--max-lag N]\n"
+    "                          [--min-period P] [--max-period P] [--no-window]\n"
+    "                          [--rope-theta BASE] [--rope-pairs half|interleaved]\n"
+    "                          [--bins] [--json|--csv]\n\n"
+    "For each layer x query head: average the attention weights over the head's queries as a\n"
+    "function of relative position r = position - key (0 .. L-1), take the power spectrum of\n"
+    "that profile (mean removed, Hann window unless --no-window; FFTW) and list its K strongest\n"
+    "peaks (default 5) with period between --min-period (default 2) and --max-period (default\n"
+    "L/2). With a RoPE base (--rope-theta, else the trace's metadata rope_theta, else 10000\n"
+    "when the trace says RoPE was applied) each peak is matched with the nearest RoPE period\n"
+    "2 pi base^(2i/d), and each head reports the RoPE pair i with the largest mean logit\n"
+    "amplitude scale * mean|q_i| * mean|k_i| (pairs (i, i+d/2) as in Hugging Face Llama;\n"
+    "--rope-pairs interleaved: (2i, 2i+1)). Records 'spectrum_head' (layer, head, kv_head, len,\n"
+    "queries, top_period, top_power_frac, rope_dom_i, rope_dom_period, rope_dom_share),\n"
+    "'spectrum_peak' (layer, head, kv_head, peak, period, freq, bin, power_frac, amplitude,\n"
+    "rope_i, rope_period, rope_ratio) and with --bins 'spectrum_bin' (layer, head, bin, freq,\n"
+    "period, power, amplitude). Definitions: docs/theory.md (Attention spectrum).\n";
+
+static int parse_pos_real(const char *opt, const char *arg, double *out)
+{
+    char *e;
+    double v = strtod(arg, &e);
+    if (e == arg || *e || !isfinite(v) || v <= 0)
+        return as_cli_usage("spectrum", "--%s expects a positive number, got '%s'", opt, arg);
+    *out = v;
+    return 0;
+}
+
+enum { O_PEAKS = 3000, O_MAXLAG, O_MINP, O_MAXP, O_NOWIN, O_THETA, O_PAIRS, O_BINS };
+
+int as_cmd_spectrum(int argc, char **argv)
+{
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"peaks", required_argument, 0, O_PEAKS},
+                                         {"max-lag", required_argument, 0, O_MAXLAG},
+                                         {"min-period", required_argument, 0, O_MINP},
+                                         {"max-period", required_argument, 0, O_MAXP},
+                                         {"no-window", no_argument, 0, O_NOWIN},
+                                         {"rope-theta", required_argument, 0, O_THETA},
+                                         {"rope-pairs", required_argument, 0, O_PAIRS},
+                                         {"bins", no_argument, 0, O_BINS},
+                                         {0, 0, 0, 0}};
+    as_cli_common c;
+    as_cli_common_init(&c);
+    as_spectrum_opts so;
+    as_spectrum_opts_init(&so);
+    double theta = 0;
+    int bins = 0, opt, r;
+    long v;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if ((r = as_cli_common_opt(&c, "spectrum", opt, optarg)) == 1) continue;
+        if (r == 2) return 0;
+        if (r < 0) return 2;
+        switch (opt) {
+        case O_PEAKS:
+            if (as_cli_parse_int("spectrum", "peaks", optarg, 1, 1000, &v)) return 2;
+            so.n_peaks = (int)v;
+            break;
+        case O_MAXLAG:
+            if (as_cli_parse_int("spectrum", "max-lag", optarg, 4, 1L << 40, &v)) return 2;
+            so.max_lag = v;
+            break;
+        case O_MINP: if (parse_pos_real("min-period", optarg, &so.min_period)) return 2; break;
+        case O_MAXP: if (parse_pos_real("max-period", optarg, &so.max_period)) return 2; break;
+        case O_NOWIN: so.hann = 0; break;
+        case O_THETA: if (parse_pos_real("rope-theta", optarg, &theta)) return 2; break;
+        case O_PAIRS:
+            if (strcmp(optarg, "half") == 0) so.pairs = AS_ROPE_HALF;
+            else if (strcmp(optarg, "interleaved") == 0) so.pairs = AS_ROPE_INTERLEAVED;
+            else return as_cli_usage("spectrum", "--rope-pairs expects half or interleaved, got '%s'", optarg);
+            break;
+        case O_BINS: bins = 1; break;
+        default: return as_cli_usage("spectrum", "unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind != argc - 1) return as_cli_usage("spectrum", "expects exactly one TRACE");
+    c.trace = argv[optind];
+    int code;
+    as_trace *tr = as_cli_open_trace("spectrum", c.trace, 1, &code);
+    if (!tr) return code;
+    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
+        as_trace_free(tr);
+        return as_cli_usage("spectrum", "%s has no layer %d", c.trace, c.layer);
+    }
+    /* the RoPE base: option, metadata, or the common default when RoPE was applied */
+    const char *theta_src = "none";
+    if (theta > 0) {
+        theta_src = "option";
+    } else {
+        static const char *const keys[] = {"rope_theta", "rope_base", "rope_freq_base", NULL};
+        for (int i = 0; keys[i] && theta_src[0] == 'n'; i++) {
+            const char *m = as_trace_meta(tr, keys[i]);
+            char *e;
+            double x = m ? strtod(m, &e) : 0;
+            if (m && e != m && *e == '\0' && x > 0 && isfinite(x)) {
+                theta = x;
+                theta_src = keys[i];
+            }
+        }
+        if (theta <= 0 && as_trace_rope_applied(tr) == 1) {
+            theta = 10000.0;
+            theta_src = "default";
+        }
+    }
+    so.rope_base = theta;
+    as_out *o = as_out_new(c.fmt, "spectrum", c.trace);
+    cJSON *rope = cJSON_CreateObject();
+    if (theta > 0) cJSON_AddNumberToObject(rope, "theta", theta);
+    else cJSON_AddNullToObject(rope, "theta");
+    cJSON_AddStringToObject(rope, "source", theta_src);
+    cJSON_AddStringToObject(rope, "pairs", so.pairs == AS_ROPE_HALF ? "half" : "interleaved");
+    as_out_meta(o, "rope", rope);
+    if (theta > 0 && c.fmt == AS_FMT_TABLE)
+        printf("RoPE base %g (%s), pairs %s\n\n", theta, theta_src,
+               so.pairs == AS_ROPE_HALF ? "(i, i+d/2)" : "(2i, 2i+1)");
+    char err[AS_ERR_LEN];
+    int rc = 0;
+    uint64_t total = 0, done = 0;
+    for (size_t li = 0; li < as_trace_n_layers(tr); li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        if (c.layer < 0 || l->index == c.layer) total += (uint64_t)l->hq;
+    }
+    as_progress *pg = as_progress_new("spectrum", total, c.quiet);
+    for (size_t li = 0; li < as_trace_n_layers(tr) && rc == 0; li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        if (c.layer >= 0 && l->index != c.layer) continue;
+        if (c.head >= l->hq) {
+            rc = as_cli_usage("spectrum", "layer %d has %lld heads", l->index, (long long)l->hq);
+            break;
+        }
+        for (int64_t h = 0; h < l->hq && rc == 0; h++) {
+            if (c.head >= 0 && h != c.head) continue;
+            as_spectrum s;
+            as_status st = as_spectrum_head(l, h, &so, &s, err);
+            if (st != AS_OK) {
+                rc = as_cli_fail("spectrum", st, err);
+                break;
+            }
+            int64_t kvh = as_layer_kv_head(l, h);
+            cJSON *rec = as_rec_new("spectrum_head", l->index, h);
+            cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
+            cJSON_AddNumberToObject(rec, "len", (double)s.len);
+            cJSON_AddNumberToObject(rec, "queries", (double)s.n_queries);
+            if (s.n_peaks > 0) {
+                cJSON_AddNumberToObject(rec, "top_period", s.peaks[0].period);
+                cJSON_AddNumberToObject(rec, "top_power_frac", s.peaks[0].power_frac);
+            } else {
+                cJSON_AddNullToObject(rec, "top_period");
+                cJSON_AddNullToObject(rec, "top_power_frac");
+            }
+            if (s.rope_dom_i >= 0) {
+                cJSON_AddNumberToObject(rec, "rope_dom_i", s.rope_dom_i);
+                cJSON_AddNumberToObject(rec, "rope_dom_period", s.rope_dom_period);
+                cJSON_AddNumberToObject(rec, "rope_dom_share", s.rope_dom_share);
+            }
+            as_out_add(o, rec);
+            for (int k = 0; k < s.n_peaks; k++) {
+                const as_spectrum_peak *pk = &s.peaks[k];
+                cJSON *pr = as_rec_new("spectrum_peak", l->index, h);
+                cJSON_AddNumberToObject(pr, "kv_head", (double)kvh);
+                cJSON_AddNumberToObject(pr, "peak", k + 1);
+                cJSON_AddNumberToObject(pr, "period", pk->period);
+                cJSON_AddNumberToObject(pr, "freq", pk->freq);
+                cJSON_AddNumberToObject(pr, "bin", (double)pk->bin);
+                cJSON_AddNumberToObject(pr, "power_frac", pk->power_frac);
+                cJSON_AddNumberToObject(pr, "amplitude", pk->amplitude);
+                if (pk->rope_i >= 0) {
+                    cJSON_AddNumberToObject(pr, "rope_i", pk->rope_i);
+                    cJSON_AddNumberToObject(pr, "rope_period", pk->rope_period);
+                    cJSON_AddNumberToObject(pr, "rope_ratio", pk->period / pk->rope_period);
+                }
+                as_out_add(o, pr);
+            }
+            for (int64_t k = 0; bins && k < s.n_bins; k++) {
+                cJSON *br = as_rec_new("spectrum_bin", l->index, h);
+                cJSON_AddNumberToObject(br, "bin", (double)k);
+                cJSON_AddNumberToObject(br, "freq", (double)k / (double)s.len);
+                if (k > 0) cJSON_AddNumberToObject(br, "period", (double)s.len / (double)k);
+                else cJSON_AddNullToObject(br, "period");
+                cJSON_AddNumberToObject(br, "power", s.power[k]);
+                cJSON_AddNumberToObject(br, "amplitude", s.amp[k]);
+                as_out_add(o, br);
+            }
+            as_spectrum_clear(&s);
+            as_progress_update(pg, ++done);
+        }
+    }
+    as_progress_free(pg);
+    static const char *const hcols[] = {"layer", "head", "kv_head", "len", "queries", "top_period",
+                                        "top_power_frac", "rope_dom_i", "rope_dom_period",
+                                        "rope_dom_share", NULL};
+    static const char *const hfmts[] = {"%d", "%d", "%d", "%d", "%d", "%.2f",
+                                        "%.4f", "%d", "%.1f", "%.3f", NULL};
+    as_out_table(o, "spectrum_head", "Attention spectrum per head (relative position)", hcols,
+                 NULL, hfmts);
+    static const char *const pcols[] = {"layer", "head", "peak", "period", "freq", "power_frac",
+                                        "amplitude", "rope_i", "rope_period", "rope_ratio", NULL};
+    static const char *const pfmts[] = {"%d", "%d", "%d", "%.2f", "%.5f", "%.4f",
+                                        "%.3e", "%d", "%.1f", "%.3f", NULL};
+    as_out_table(o, "spectrum_peak", "Dominant periods", pcols, NULL, pfmts);
+    static const char *const bcols[] = {"layer", "head", "bin", "freq", "period", "power",
+                                        "amplitude", NULL};
+    static const char *const bfmts[] = {"%d", "%d", "%d", "%.5f", "%.2f", "%.4e", "%.4e", NULL};
+    as_out_table(o, "spectrum_bin", "Spectrum bins", bcols, NULL, bfmts);
+    as_trace_free(tr);
+    if (rc != 0) {
+        FILE *devnull = fopen("/dev/null", "w");
+        as_out_finish(o, devnull ? devnull : stderr);
+        if (devnull) fclose(devnull);
+        return rc;
+    }
+    return as_out_finish(o, stdout);
+}
