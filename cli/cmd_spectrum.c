@@ -25,7 +25,10 @@ const char as_help_spectrum[] =
     "queries, top_period, top_power_frac, rope_dom_i, rope_dom_period, rope_dom_share),\n"
     "'spectrum_peak' (layer, head, kv_head, peak, period, freq, bin, power_frac, amplitude,\n"
     "rope_i, rope_period, rope_ratio) and with --bins 'spectrum_bin' (layer, head, bin, freq,\n"
-    "period, power, amplitude). Definitions: docs/theory.md (Attention spectrum).\n";
+    "period, power, amplitude); with RoPE, one 'spectrum_rope' record (theta, d, grid_ratio,\n"
+    "heads, median_abs_log_ratio of the top peaks to their nearest RoPE period, random_median\n"
+    "= ln(grid_ratio)/4 for periods unrelated to RoPE, frac_within_5pct, random_frac_within_5pct).\n"
+    "Definitions: docs/theory.md (Attention spectrum).\n";
 
 static int parse_pos_real(const char *opt, const char *arg, double *out)
 {
@@ -35,6 +38,12 @@ static int parse_pos_real(const char *opt, const char *arg, double *out)
         return as_cli_usage("spectrum", "--%s expects a positive number, got '%s'", opt, arg);
     *out = v;
     return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 enum { O_PEAKS = 3000, O_MAXLAG, O_MINP, O_MAXP, O_NOWIN, O_THETA, O_PAIRS, O_BINS };
@@ -134,6 +143,9 @@ int as_cmd_spectrum(int argc, char **argv)
         if (c.layer < 0 || l->index == c.layer) total += (uint64_t)l->hq;
     }
     as_progress *pg = as_progress_new("spectrum", total, c.quiet);
+    double *lr = calloc(total + 1, sizeof *lr); /* |ln(period / rope period)| of top peaks */
+    size_t n_lr = 0;
+    int64_t d_rope = 0;
     for (size_t li = 0; li < as_trace_n_layers(tr) && rc == 0; li++) {
         const as_layer *l = as_trace_layer(tr, li);
         if (c.layer >= 0 && l->index != c.layer) continue;
@@ -160,6 +172,10 @@ int as_cmd_spectrum(int argc, char **argv)
             } else {
                 cJSON_AddNullToObject(rec, "top_period");
                 cJSON_AddNullToObject(rec, "top_power_frac");
+            }
+            if (s.n_peaks > 0 && s.peaks[0].rope_i >= 0 && lr) {
+                lr[n_lr++] = fabs(log(s.peaks[0].period / s.peaks[0].rope_period));
+                if (!d_rope) d_rope = l->d;
             }
             if (s.rope_dom_i >= 0) {
                 cJSON_AddNumberToObject(rec, "rope_dom_i", s.rope_dom_i);
@@ -199,6 +215,34 @@ int as_cmd_spectrum(int argc, char **argv)
         }
     }
     as_progress_free(pg);
+    if (n_lr > 0 && rc == 0) {
+        /* RoPE periods form a geometric grid of ratio g = base^(2/d): a period unrelated to
+         * them (log-uniform) is |ln(P / nearest)| ~ U(0, ln(g)/2) away, median ln(g)/4 */
+        qsort(lr, n_lr, sizeof *lr, cmp_double);
+        double med = n_lr % 2 ? lr[n_lr / 2] : 0.5 * (lr[n_lr / 2 - 1] + lr[n_lr / 2]);
+        double lg = 2.0 * log(theta) / (double)d_rope, within = 0;
+        for (size_t i = 0; i < n_lr; i++) within += lr[i] <= log(1.05);
+        cJSON *m = as_rec_new("spectrum_rope", -1, -1);
+        cJSON_DeleteItemFromObject(m, "layer");
+        cJSON_AddNumberToObject(m, "theta", theta);
+        cJSON_AddNumberToObject(m, "d", (double)d_rope);
+        cJSON_AddNumberToObject(m, "grid_ratio", exp(lg));
+        cJSON_AddNumberToObject(m, "heads", (double)n_lr);
+        cJSON_AddNumberToObject(m, "median_abs_log_ratio", med);
+        cJSON_AddNumberToObject(m, "random_median", lg / 4.0);
+        cJSON_AddNumberToObject(m, "frac_within_5pct", within / (double)n_lr);
+        double rf = log(1.05) / (lg / 2.0);
+        cJSON_AddNumberToObject(m, "random_frac_within_5pct", rf < 1 ? rf : 1.0);
+        as_out_add(o, m);
+    }
+    free(lr);
+    static const char *const rcols[] = {"theta", "d", "grid_ratio", "heads", "median_abs_log_ratio",
+                                        "random_median", "frac_within_5pct",
+                                        "random_frac_within_5pct", NULL};
+    static const char *const rfmts[] = {"%g", "%d", "%.4f", "%d", "%.4f", "%.4f", "%.3f", "%.3f", NULL};
+    as_out_table(o, "spectrum_rope",
+                 "Top periods vs the RoPE grid (a period unrelated to RoPE: random_* columns)",
+                 rcols, NULL, rfmts);
     static const char *const hcols[] = {"layer", "head", "kv_head", "len", "queries", "top_period",
                                         "top_power_frac", "rope_dom_i", "rope_dom_period",
                                         "rope_dom_share", NULL};
