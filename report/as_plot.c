@@ -345,6 +345,20 @@ static void label_func(PLINT axis, PLFLT value, char *label, PLINT length, PLPoi
     fmt_plain(v, pct, label, (size_t)length);
 }
 
+/* 1-2-5 ticks (log10 values) within [lo, hi]: for log axes spanning under two decades, where
+ * PLplot's decade ticks would leave one label or none. */
+static int ticks125(double lo, double hi, double *out, int max)
+{
+    static const double m[3] = {1, 2, 5};
+    int n = 0;
+    for (int e = (int)floor(lo) - 1; e <= (int)ceil(hi); e++)
+        for (int k = 0; k < 3; k++) {
+            double v = log10(m[k]) + e;
+            if (v >= lo - 1e-9 && v <= hi + 1e-9 && n < max) out[n++] = v;
+        }
+    return n;
+}
+
 static void frame_labels(const canvas *c, const as_plot_frame *f)
 {
     plcol0(C_FG);
@@ -635,7 +649,13 @@ char *as_plot_lines(const as_lineplot *p, char *err)
     if (p->logx) strcat(xopt, "l");
     if (p->logy) strcat(yopt, "l");
     if (p->nxticks > 0 || p->nxtick_values > 0) strcpy(xopt, "");
+    int auto_x = p->logx && p->nxtick_values == 0 && p->nxticks == 0 && xhi - xlo < 2.0;
+    int auto_y = p->logy && yhi - ylo < 2.0;
+    double tx[16], ty[16];
+    int ntx = auto_x ? ticks125(xlo, xhi, tx, 16) : 0, nty = auto_y ? ticks125(ylo, yhi, ty, 16) : 0;
     plbox(xopt, 0, 0, yopt, 0, 0);
+    for (int i = 0; i < ntx; i++) pljoin(tx[i], ylo, tx[i], yhi);
+    for (int i = 0; i < nty; i++) pljoin(xlo, ty[i], xhi, ty[i]);
     for (int i = 0; i < p->nxtick_values; i++) {
         double v = p->xtick_values[i];
         if (!isfinite(v) || (p->logx && v <= 0)) continue;
@@ -746,8 +766,20 @@ char *as_plot_lines(const as_lineplot *p, char *err)
     if (p->logx) strcat(bx, "l");
     if (p->logy) strcat(by, "l");
     if (p->nxticks > 0 || p->nxtick_values > 0) strcpy(bx, p->logx ? "bcl" : "bc");
+    if (ntx) strcpy(bx, "bcstl");
+    if (nty) strcpy(by, "bcstvl");
     plbox(bx, 0, 0, by, 0, 0);
     plslabelfunc(NULL, NULL);
+    for (int i = 0; i < ntx; i++) {
+        char t[48];
+        fmt_plain(pow(10, tx[i]), 0, t, sizeof t);
+        mtex("b", 1.25, (tx[i] - xlo) / (xhi - xlo), 0.5, t);
+    }
+    for (int i = 0; i < nty; i++) {
+        char t[48];
+        fmt_plain(pow(10, ty[i]), p->ypercent, t, sizeof t);
+        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
+    }
     if (p->nxticks > 0) cat_labels_x(p->xtick_names, p->nxticks, 1);
     for (int i = 0; i < p->nxtick_values; i++) {
         double v = p->xtick_values[i];

@@ -716,9 +716,10 @@ static void section_gpu(ctx *c, const as_report_info *info)
         snprintf(yl, sizeof yl, "speedup over %s", base_name);
         static const double hl[1] = {10};
         static const char *const hn[1] = {"10x"};
+        static const double ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
         as_lineplot lp = {{900, 420, title, "sparsity N / k", yl},
                           nm, ser, 1, 1, 0, 0, 0, 0, 1, hl, hn, 4, NULL, 0,
-                          NULL, 0, NULL, 0, 0, 0, NULL};
+                          ticks, (int)(sizeof ticks / sizeof ticks[0]), "x", 0, 0, 0, NULL};
         as_html_grid_begin(b, 1);
         put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
         as_html_grid_end(b);
