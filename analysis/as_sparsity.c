@@ -136,7 +136,8 @@ as_status as_budget_parse_list(const char *s, int sparsity, as_budget *out, size
                               tok);
         out[n++] = b;
         p += len;
-        if (*p == ',') p++;
+        if (*p == ',' && *++p == '\0')
+            return as_err_set(err, AS_ERR_USAGE, "trailing comma in '%s'", s);
     }
     *n_out = n;
     return AS_OK;
@@ -399,7 +400,7 @@ static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const doub
         const int64_t P = p->page_size > 0 ? p->page_size : 16, d = l->d;
         const int64_t kvh = as_layer_kv_head(l, h);
         int64_t npg = (n + P - 1) / P, nfull = n / P;
-        int64_t want = k / P;
+        int64_t want = k >= n ? npg : k / P; /* whole pages within the budget */
         if (want < 1) want = 1;
         if (want > npg) want = npg;
         double *ub = malloc((size_t)npg * sizeof *ub);
