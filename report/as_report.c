@@ -130,6 +130,23 @@ static const char *method_title(const char *m)
     return m ? m : "?";
 }
 
+/* "2.5x", "> 100x", "< 2x" for a tolerated sparsity */
+static void put_tol(as_buf *b, double v, const as_summary *s)
+{
+    if (isnan(v)) {
+        as_buf_puts(b, "&lt; ");
+        as_buf_num(b, s->n_levels ? s->levels[0] : 1, 3);
+        as_buf_puts(b, "x");
+    } else if (s->n_levels && v >= s->levels[s->n_levels - 1]) {
+        as_buf_puts(b, "&ge; ");
+        as_buf_num(b, v, 3);
+        as_buf_puts(b, "x");
+    } else {
+        as_buf_num(b, v, 3);
+        as_buf_puts(b, "x");
+    }
+}
+
 /* ---------------------------------------------------------------- sections */
 static void section_overview(ctx *c, const as_trace *tr, const as_summary *s)
 {
@@ -405,6 +422,27 @@ static void section_sparsity(ctx *c, const as_summary *s)
     as_html_grid_end(b);
     free(all);
     free(med);
+    as_buf_puts(b, "<h3>Per method, over all heads</h3>\n<table><tr><th class=\"l\">method</th>"
+                   "<th>median sparsity, error &lt; 1%</th><th>median sparsity, error &lt; 5%</th>"
+                   "<th>heads needing dense (5%)</th><th>median bound / error</th>"
+                   "<th>bound checks</th><th class=\"l\">violations</th></tr>\n");
+    for (int m = 0; m < s->n_methods; m++) {
+        as_buf_puts(b, "<tr><td class=\"l\">");
+        as_buf_esc(b, method_title(s->method_names[m]));
+        as_buf_puts(b, "</td><td>");
+        put_tol(b, s->m_sparsity_1[m] > 1 ? s->m_sparsity_1[m] : NAN, s);
+        as_buf_puts(b, "</td><td>");
+        put_tol(b, s->m_sparsity_5[m] > 1 ? s->m_sparsity_5[m] : NAN, s);
+        as_buf_printf(b, "</td><td>%lld</td><td>", (long long)s->m_dense_heads[m]);
+        as_buf_num(b, s->m_slack[m], 3);
+        as_buf_printf(b, "</td><td>%lld</td><td>%lld", (long long)s->m_records[m],
+                      (long long)s->m_violations[m]);
+        if (s->m_sampling[m])
+            as_buf_printf(b, " (epsilon exceeded in %lld of %lld draws)", (long long)s->m_exceed[m],
+                          (long long)s->m_draws[m]);
+        as_buf_puts(b, "</td></tr>\n");
+    }
+    as_buf_puts(b, "</table>\n");
     as_html_section_end(b);
 }
 
@@ -517,23 +555,6 @@ static void section_spectrum(ctx *c, const as_summary *s)
     }
     as_html_grid_end(b);
     as_html_section_end(b);
-}
-
-/* "2.5x", "> 100x", "< 2x" for a tolerated sparsity */
-static void put_tol(as_buf *b, double v, const as_summary *s)
-{
-    if (isnan(v)) {
-        as_buf_puts(b, "&lt; ");
-        as_buf_num(b, s->n_levels ? s->levels[0] : 1, 3);
-        as_buf_puts(b, "x");
-    } else if (s->n_levels && v >= s->levels[s->n_levels - 1]) {
-        as_buf_puts(b, "&ge; ");
-        as_buf_num(b, v, 3);
-        as_buf_puts(b, "x");
-    } else {
-        as_buf_num(b, v, 3);
-        as_buf_puts(b, "x");
-    }
 }
 
 static void section_summary(ctx *c, const as_summary *s)

@@ -223,6 +223,24 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
         L->tol_1[(size_t)m * L->hq + hs[i].head] = t1 > 1 ? t1 : NAN;
         L->tol_5[(size_t)m * L->hq + hs[i].head] = t5 > 1 ? t5 : NAN;
     }
+    const as_sp_summary *sm;
+    size_t nsm = as_sp_agg_summaries(agg, &sm);
+    for (int m = 0; m < NM; m++) {
+        s->m_sparsity_1[m] = s->m_sparsity_5[m] = s->m_slack[m] = NAN;
+        s->m_sampling[m] = as_sp_method_is_sampling(methods[m]);
+    }
+    for (size_t i = 0; i < nsm; i++) {
+        int m = slot[sm[i].method];
+        if (sm[i].layer != -1 || m < 0) continue;
+        s->m_sparsity_1[m] = sm[i].median_sparsity[0];
+        s->m_sparsity_5[m] = sm[i].median_sparsity[1];
+        s->m_slack[m] = sm[i].median_slack;
+        s->m_records[m] = sm[i].records;
+        s->m_violations[m] = sm[i].violations + sm[i].identity_failures;
+        s->m_dense_heads[m] = sm[i].dense_heads[1];
+        s->m_draws[m] = sm[i].draws;
+        s->m_exceed[m] = sm[i].exceed;
+    }
     as_sp_agg_free(agg);
     s->have_sparsity = 1;
     s->missing[3][0] = '\0';

@@ -54,6 +54,13 @@ typedef struct {
     int n_methods, n_levels;
     const char *method_names[AS_SUM_MAX_METHODS];
     double levels[AS_SUM_MAX_LEVELS]; /* sparsity factors N / k */
+    /* model-level per method (as_sp_agg's summary, layer -1) */
+    double m_sparsity_1[AS_SUM_MAX_METHODS], m_sparsity_5[AS_SUM_MAX_METHODS]; /* median */
+    double m_slack[AS_SUM_MAX_METHODS];     /* median bound / error */
+    int64_t m_records[AS_SUM_MAX_METHODS], m_violations[AS_SUM_MAX_METHODS];
+    int64_t m_dense_heads[AS_SUM_MAX_METHODS]; /* heads no sparsity serves at 5% */
+    int64_t m_draws[AS_SUM_MAX_METHODS], m_exceed[AS_SUM_MAX_METHODS]; /* sampling methods */
+    int m_sampling[AS_SUM_MAX_METHODS];
     char missing[5][160];             /* why a family is absent (empty when present) */
 } as_summary;
 
