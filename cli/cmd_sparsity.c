@@ -13,7 +13,7 @@ const char as_help_sparsity[] =
     "                          [--sinks S] [--page-size P] [--heavy-frac F]\n"
     "                          [--delta D] [--seed S] [--trials R] [--eps E] [--out-tol T]\n"
     "                          [--mem MIB] [--export-index FILE [--export-outputs]]\n"
-    "                          [--json|--csv] [--quiet]\n\n"
+    "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
     "Approximate every query's attention output with a sparse method and compare it with the\n"
     "exact float64 output and with the theoretical bound (docs/theory.md).\n\n"
     "Methods (default: all but index; index too when --index is given):\n"
@@ -36,8 +36,9 @@ const char as_help_sparsity[] =
     "improbable under delta (binomial tail below 1e-6). --eps (default 0.05) reports the\n"
     "samples the guarantee needs for that relative error.\n\n"
     "Records (docs/cli.md): 'sparsity' per layer x head x query x budget x method (JSON/CSV\n"
-    "only); tables: 'head_budget', 'head_sweep' (budget where each head crosses 1%/5%/10%\n"
-    "relative error), 'layer_summary', 'model_summary', 'coverage', 'check'.\n\n"
+    "only; --summary-only leaves them out); tables: 'head_budget', 'head_sweep' (budget where\n"
+    "each head crosses 1%/5%/10% relative error), 'layer_summary', 'model_summary',\n"
+    "'coverage', 'check'.\n\n"
     "--export-index FILE writes the selection of one subset method at one budget as an index\n"
     "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n";
 
@@ -57,7 +58,8 @@ enum {
     OPT_OUTTOL,
     OPT_MEM,
     OPT_EXPORT,
-    OPT_EXPORT_OUT
+    OPT_EXPORT_OUT,
+    OPT_SUMMARY_ONLY
 };
 
 #define MAX_BUDGETS 256
@@ -66,11 +68,13 @@ typedef struct {
     as_out *out;
     as_sp_agg *agg;
     as_progress *prog;
+    int per_query; /* emit the per-query 'sparsity' records (JSON/CSV without --summary-only) */
 } run_ctx;
 
 static int on_record(void *ctx, const as_sp_record *r)
 {
     run_ctx *c = ctx;
+    if (!c->per_query) return as_sp_agg_add(c->agg, r);
     const as_sp_eval *ev = &r->ev;
     int sampling = as_sp_method_is_sampling(r->method);
     cJSON *j = as_rec_new("sparsity", r->layer, r->head);
@@ -229,6 +233,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"mem", required_argument, 0, OPT_MEM},
                                          {"export-index", required_argument, 0, OPT_EXPORT},
                                          {"export-outputs", no_argument, 0, OPT_EXPORT_OUT},
+                                         {"summary-only", no_argument, 0, OPT_SUMMARY_ONLY},
                                          {0, 0, 0, 0}};
     const char *cmd = "sparsity";
     as_cli_common c;
@@ -241,7 +246,7 @@ int as_cmd_sparsity(int argc, char **argv)
     static as_budget budgets[MAX_BUDGETS];
     size_t n_budgets = 0;
     const char *index_path = NULL, *export_path = NULL;
-    int export_out = 0, method_all = 1, have_budget = 0;
+    int export_out = 0, method_all = 1, have_budget = 0, summary_only = 0;
     char err[AS_ERR_LEN];
     int opt, r;
     long v;
@@ -319,6 +324,7 @@ int as_cmd_sparsity(int argc, char **argv)
         }
         case OPT_EXPORT: export_path = optarg; break;
         case OPT_EXPORT_OUT: export_out = 1; break;
+        case OPT_SUMMARY_ONLY: summary_only = 1; break;
         default:
             return as_cli_usage(cmd, "unknown option or missing value '%s'", argv[optind - 1]);
         }
@@ -367,6 +373,7 @@ int as_cmd_sparsity(int argc, char **argv)
     run_ctx rc_ctx;
     rc_ctx.out = as_out_new(c.fmt, cmd, c.trace);
     rc_ctx.agg = as_sp_agg_new(&cfg);
+    rc_ctx.per_query = c.fmt != AS_FMT_TABLE && !summary_only;
     uint64_t total = 0;
     size_t combos = 0;
     for (size_t i = 0; i < n_methods; i++) combos += methods[i] == AS_SP_INDEX ? 1 : n_budgets;
