@@ -593,6 +593,7 @@ typedef struct {
     int trials;
     double eps_rel, out_tol;
     /* for as_sp_check_subset: an explicit subset and output for row 0 */
+    int given;
     const int64_t *given_S;
     int64_t given_k;
     const double *given_ohat;
@@ -693,10 +694,11 @@ static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as
         uint64_t seed = record_seed(C->p, layer, row->h, row->qi, C->budget_index, m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
-        if (C->given_S) {
+        if (C->given) {
             st = sel_reserve(&s->sel, C->given_k > 0 ? C->given_k : 1, err);
             if (st != AS_OK) break;
-            memcpy(s->sel.det, C->given_S, (size_t)C->given_k * sizeof(int64_t));
+            if (C->given_k > 0)
+                memcpy(s->sel.det, C->given_S, (size_t)C->given_k * sizeof(int64_t));
             int64_t k = as_select_sort_unique(s->sel.det, C->given_k);
             if (k != C->given_k) {
                 st = as_err_set(err, AS_ERR_VALUE, "subset lists a key more than once");
@@ -1134,6 +1136,11 @@ as_status as_sp_check_subset(const as_layer *l, int64_t h, int64_t qi, const int
     C.p = &p;
     C.trials = 1;
     C.out_tol = out_tol;
+    if (k < 0 || (k > 0 && !S)) {
+        block_free(&B);
+        return as_err_set(err, AS_ERR_USAGE, "subset: bad key list");
+    }
+    C.given = 1;
     C.given_S = S;
     C.given_k = k;
     C.given_ohat = o_hat;

@@ -169,6 +169,7 @@ Test(sparsity, bound_exact_with_one_key_left_out)
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(p, err);
     const as_layer *l = as_trace_layer(tr, 0);
+    as_sp_eval ev0;
     for (int64_t h = 0; h < l->hq; h++)
         for (int64_t qi = 0; qi < l->t; qi++) {
             int64_t n = as_layer_visible(l, qi);
@@ -189,6 +190,10 @@ Test(sparsity, bound_exact_with_one_key_left_out)
             cr_assert(fabs(ev.captured_mass - 1) < 1e-12);
             free(S);
         }
+    /* nothing read: o_hat = 0, the whole output is the error, still within the bound */
+    cr_assert_eq(as_sp_check_subset(l, 1, 1, NULL, 0, NULL, 0, &ev0, NULL, err), AS_OK, "%s", err);
+    cr_assert(ev0.captured_mass == 0 && fabs(ev0.abs_error - ev0.norm_o) <= ev0.tol);
+    cr_assert(!ev0.violated && ev0.identity_ok && ev0.bound >= ev0.abs_error);
     /* a duplicate key is refused; o_hat far off is a violation */
     int64_t dup[] = {1, 2, 2};
     as_sp_eval ev;
