@@ -15,9 +15,12 @@
  * Three levels of API:
  *  - arrays (no trace): the estimator, the sampling statistics, epsilon and sample size;
  *  - one query of a trace: selection, exact subset check of any (S, o_hat) pair, evaluation;
- *  - a whole trace: as_sp_run, tiled (score blocks bounded by a memory limit, K read once per
- *    block of queries of a kv-head group), calling back once per record; as_sp_agg turns the
- *    records into per-head curves, crossing budgets, and layer/model summaries. */
+ *  - a whole trace: as_sp_run, tiled: the queries of a kv-head group form blocks whose score
+ *    rows fit a memory limit (never T x N beyond it); K is read once per block (one dgemm per
+ *    tile for all its queries), V once for the dense outputs and once per (method, budget) for
+ *    the complement sums and distances (BLAS over tiles); calls back once per record;
+ *    as_sp_agg turns the records into per-head curves, crossing budgets, and layer/model
+ *    summaries. */
 #ifndef AS_SPARSITY_H
 #define AS_SPARSITY_H
 
