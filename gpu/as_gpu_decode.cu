@@ -33,20 +33,40 @@ struct as_dec_params {
     float *o, *lse;
 };
 
-/* rows in flight per thread */
+/* rows per thread and pipeline stage */
 template <int DT, int GM> struct as_unroll {
-    static constexpr int U = (GM >= 8) ? 2 : ((DT == 0 && GM >= 4) ? 2 : 4);
+    static constexpr int U = (DT == 0) ? 2 : 4;
 };
 
+__device__ __forceinline__ void as_cp_async16(void *smem, const void *gmem)
+{
+    const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void as_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void as_cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+/* Two-stage pipeline: while a thread computes on the U rows of stage s (held in its own shared
+ * memory slots), the cp.async copies of stage s+1 are in flight, and (sparse) the indices of
+ * stage s+2 are being loaded. Each thread reads back only the 16-byte pieces it copied itself,
+ * so cp.async.wait_group alone orders them (no barrier inside the loop). */
 template <int DT, int D, int GM, bool IDX>
-__global__ void __launch_bounds__(128) as_k_decode(const as_dec_params p)
+__global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_dec_params p)
 {
     constexpr int TPR = D / 8, RPW = 32 / TPR, SLOTS = 4 * RPW;
     constexpr int U = as_unroll<DT, GM>::U;
-    __shared__ float sm_acc[SLOTS][GM][D];
+    constexpr int PC = (DT == 0) ? 2 : 1; /* 16-byte pieces per 8 elements */
+    constexpr int STEP = SLOTS * U;
+    constexpr int STAGE_B = 2 * 2 * U * PC * 128 * 16; /* [buf][kv][u][pc][thread] x 16 B */
+    constexpr int RED_B = SLOTS * GM * D * 4;
+    constexpr int SMEM_B = STAGE_B > RED_B ? STAGE_B : RED_B;
+    __shared__ __align__(16) unsigned char smem[SMEM_B];
     __shared__ float sm_m[SLOTS][GM], sm_l[SLOTS][GM];
+    uint4 *stg = reinterpret_cast<uint4 *>(smem);
+    float(*sm_acc)[GM][D] = reinterpret_cast<float(*)[GM][D]>(smem);
 
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int tid = threadIdx.x;
+    const int warp = tid >> 5, lane = tid & 31;
     const int slot = warp * RPW + lane / TPR, sub = lane % TPR;
     const int b = blockIdx.z, split = blockIdx.x, unit = blockIdx.y;
     int kvh, h0, gcount;
@@ -80,8 +100,9 @@ __global__ void __launch_bounds__(128) as_k_decode(const as_dec_params p)
         for (int e = 0; e < 8; e++)
             qf[g][e] = (g < gcount) ? p.q[((int64_t)b * p.hq + h0 + g) * D + sub * 8 + e] * p.qscale
                                     : 0.f;
-    const void *kb = as_row<DT>(p.k, b * p.sb + kvh * p.sh);
-    const void *vb = as_row<DT>(p.v, b * p.sb + kvh * p.sh);
+    const char *kb = as_row<DT>(p.k, b * p.sb + kvh * p.sh) + sub * 8 * (int)sizeof(typename as_elem<DT>::T);
+    const char *vb = as_row<DT>(p.v, b * p.sb + kvh * p.sh) + sub * 8 * (int)sizeof(typename as_elem<DT>::T);
+    const int64_t rowb = p.sn * (int64_t)sizeof(typename as_elem<DT>::T);
 
     float m[GM], l[GM], acc[GM][8];
 #pragma unroll
@@ -92,34 +113,86 @@ __global__ void __launch_bounds__(128) as_k_decode(const as_dec_params p)
         for (int e = 0; e < 8; e++) acc[g][e] = 0.f;
     }
 
-    for (int base = beg; base < end; base += SLOTS * U) {
-        as_raw8<DT> kr[U], vr[U];
-        bool ok[U];
-        float lw[U];
+    /* indices (and log-weights) of the next stage to issue */
+    int pn[U];
+    float pw[U];
+    auto load_idx = [&](int base) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int j = base + u * SLOTS + slot;
-            ok[u] = j < end;
-            int n = j;
-            lw[u] = 0.f;
-            if (IDX && ok[u]) {
-                n = irow[j];
-                if (wrow) lw[u] = wrow[j] * AS_LOG2E;
-                ok[u] = n >= 0 && n < len;
-            }
-            if (ok[u]) {
-                as_load8<DT>(as_row<DT>(kb, (int64_t)n * p.sn), sub * 8, kr[u]);
-                as_load8<DT>(as_row<DT>(vb, (int64_t)n * p.sn), sub * 8, vr[u]);
-            } else {
-                as_zero8<DT>(kr[u]);
-                as_zero8<DT>(vr[u]);
+            pn[u] = -1;
+            pw[u] = 0.f;
+            if (j < end) {
+                if (IDX) {
+                    pn[u] = __ldg(irow + j);
+                    if (wrow) pw[u] = __ldg(wrow + j) * AS_LOG2E;
+                } else {
+                    pn[u] = j;
+                }
             }
         }
-        float s[U][GM];
+    };
+    /* issue stage copies into buffer buf; returns the mask of rows present, their log-weights */
+    auto issue = [&](int buf, unsigned &okm, float *lw) {
+        okm = 0;
 #pragma unroll
         for (int u = 0; u < U; u++) {
+            const int n = pn[u];
+            lw[u] = pw[u];
+            if (n >= 0 && n < len) {
+                okm |= 1u << u;
+#pragma unroll
+                for (int pc = 0; pc < PC; pc++) {
+                    as_cp_async16(&stg[(((buf * 2 + 0) * U + u) * PC + pc) * 128 + tid],
+                                  kb + (int64_t)n * rowb + pc * 16);
+                    as_cp_async16(&stg[(((buf * 2 + 1) * U + u) * PC + pc) * 128 + tid],
+                                  vb + (int64_t)n * rowb + pc * 16);
+                }
+            }
+        }
+        as_cp_commit();
+    };
+
+    unsigned ok_cur = 0, ok_nxt = 0;
+    float lw_cur[U] = {}, lw_nxt[U] = {};
+    int buf = 0;
+    if (beg < end) {
+        load_idx(beg);
+        issue(0, ok_cur, lw_cur);
+        load_idx(beg + STEP);
+    }
+    for (int base = beg; base < end; base += STEP) {
+        if (base + STEP < end) {
+            issue(buf ^ 1, ok_nxt, lw_nxt);
+            load_idx(base + 2 * STEP);
+        } else {
+            as_cp_commit(); /* empty group keeps the wait count uniform */
+        }
+        as_cp_wait1();
+        float s[U][GM];
+        as_raw8<DT> vr[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            as_raw8<DT> kr;
+            if (ok_cur & (1u << u)) {
+                const uint4 *kp = &stg[(((buf * 2 + 0) * U + u) * PC) * 128 + tid];
+                const uint4 *vp = &stg[(((buf * 2 + 1) * U + u) * PC) * 128 + tid];
+                if constexpr (DT == 0) {
+                    const uint4 k0 = kp[0], k1 = kp[128], v0 = vp[0], v1 = vp[128];
+                    kr.a = *reinterpret_cast<const float4 *>(&k0);
+                    kr.b = *reinterpret_cast<const float4 *>(&k1);
+                    vr[u].a = *reinterpret_cast<const float4 *>(&v0);
+                    vr[u].b = *reinterpret_cast<const float4 *>(&v1);
+                } else {
+                    kr.a = kp[0];
+                    vr[u].a = vp[0];
+                }
+            } else {
+                as_zero8<DT>(kr);
+                as_zero8<DT>(vr[u]);
+            }
             float kf[8];
-            as_cvt8<DT>(kr[u], kf);
+            as_cvt8<DT>(kr, kf);
 #pragma unroll
             for (int g = 0; g < GM; g++) {
                 float t = 0.f;
@@ -139,7 +212,7 @@ __global__ void __launch_bounds__(128) as_k_decode(const as_dec_params p)
             float mx = m[g];
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                s[u][g] = ok[u] ? s[u][g] + lw[u] : -INFINITY;
+                s[u][g] = (ok_cur & (1u << u)) ? s[u][g] + lw_cur[u] : -INFINITY;
                 mx = fmaxf(mx, s[u][g]);
             }
             const float corr = exp2f(m[g] - mx);
@@ -160,7 +233,13 @@ __global__ void __launch_bounds__(128) as_k_decode(const as_dec_params p)
                 for (int e = 0; e < 8; e++) acc[g][e] = fmaf(pr, vf[e], acc[g][e]);
             }
         }
+        ok_cur = ok_nxt;
+#pragma unroll
+        for (int u = 0; u < U; u++) lw_cur[u] = lw_nxt[u];
+        buf ^= 1;
     }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads(); /* the staging buffers become the reduction buffer */
 
 #pragma unroll
     for (int g = 0; g < GM; g++) {
@@ -269,21 +348,33 @@ __global__ void __launch_bounds__(128) as_k_scores(const as_sc_params p)
         m[g] = AS_NEG_BIG;
         l[g] = 0.f;
     }
-    for (int base = beg; base < end; base += SLOTS * U) {
-        as_raw8<DT> kr[U], vr[BOUND ? U : 1];
-        bool ok[U];
+    /* registers double-buffered: the next rows' loads are in flight during this compute */
+    as_raw8<DT> kn[U], vn[BOUND ? U : 1];
+    auto load = [&](int base) {
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int j = base + u * SLOTS + slot;
-            ok[u] = j < end;
-            if (ok[u]) {
-                as_load8<DT>(as_row<DT>(kb, (int64_t)j * p.sn), sub * 8, kr[u]);
-                if (BOUND) as_load8<DT>(as_row<DT>(vb, (int64_t)j * p.sn), sub * 8, vr[BOUND ? u : 0]);
+            if (j < end) {
+                as_load8<DT>(as_row<DT>(kb, (int64_t)j * p.sn), sub * 8, kn[u]);
+                if (BOUND) as_load8<DT>(as_row<DT>(vb, (int64_t)j * p.sn), sub * 8, vn[BOUND ? u : 0]);
             } else {
-                as_zero8<DT>(kr[u]);
-                if (BOUND) as_zero8<DT>(vr[BOUND ? u : 0]);
+                as_zero8<DT>(kn[u]);
+                if (BOUND) as_zero8<DT>(vn[BOUND ? u : 0]);
             }
         }
+    };
+    if (beg < end) load(beg);
+    for (int base = beg; base < end; base += SLOTS * U) {
+        as_raw8<DT> kr[U], vr[BOUND ? U : 1];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            kr[u] = kn[u];
+            if (BOUND) vr[BOUND ? u : 0] = vn[BOUND ? u : 0];
+        }
+        if (base + SLOTS * U < end) load(base + SLOTS * U);
+        bool ok[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) ok[u] = base + u * SLOTS + slot < end;
         float s[U][GM];
 #pragma unroll
         for (int u = 0; u < U; u++) {
@@ -309,20 +400,22 @@ __global__ void __launch_bounds__(128) as_k_scores(const as_sc_params p)
             for (int u = 0; u < U; u++)
 #pragma unroll
                 for (int g = 0; g < GM; g++) s[u][g] += __shfl_xor_sync(0xffffffffu, s[u][g], off);
+        if (sub == 0) {
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            if (!ok[u]) continue;
-            const int j = base + u * SLOTS + slot;
+            for (int u = 0; u < U; u++) {
+                if (!ok[u]) continue;
+                const int j = base + u * SLOTS + slot;
 #pragma unroll
-            for (int g = 0; g < GM; g++) {
-                if (g >= gcount) break;
-                const float v = s[u][g] * p.scale;
-                if (sub == 0) p.s[((int64_t)b * p.hq + h0 + g) * p.lds + j] = v;
-                if (p.part_lse2) {
-                    const float x2 = v * AS_LOG2E;
-                    const float mx = fmaxf(m[g], x2);
-                    l[g] = l[g] * exp2f(m[g] - mx) + exp2f(x2 - mx);
-                    m[g] = mx;
+                for (int g = 0; g < GM; g++) {
+                    if (g >= gcount) break;
+                    const float v = s[u][g] * p.scale;
+                    p.s[((int64_t)b * p.hq + h0 + g) * p.lds + j] = v;
+                    if (p.part_lse2) {
+                        const float x2 = v * AS_LOG2E;
+                        const float mx = fmaxf(m[g], x2);
+                        l[g] = l[g] * exp2f(m[g] - mx) + exp2f(x2 - mx);
+                        m[g] = mx;
+                    }
                 }
             }
         }

@@ -197,6 +197,8 @@ extern "C" as_status as_gpu_topk_rows(as_gpu_ctx *c, const float *x, int64_t ldx
     return AS_OK;
 }
 
+#define AS_AGG_MAX_GROUP 1024
+
 /* agg[b][kvh][n] = max over the group of (s[b][h][n] * log2(e) - lse2_h) when part_lse2 is given
  * (log2-probabilities; lse2_h merged from the score kernel's split partials), or of the raw
  * value otherwise (page bounds). */
@@ -204,7 +206,7 @@ __global__ void as_k_agg(const float *s, int64_t lds, const float *part_lse2, in
                          const int32_t *lens, int page, int batch, int hq, int hkv, int group,
                          float *agg, int64_t lda)
 {
-    extern __shared__ float lse2[];
+    __shared__ float lse2[AS_AGG_MAX_GROUP];
     const int r = blockIdx.y, b = r / hkv, kvh = r % hkv;
     for (int g = threadIdx.x; g < group; g += blockDim.x) {
         float v = 0.f;
@@ -291,7 +293,7 @@ static as_status prepare_topk_rows(as_gpu_ctx *c, const as_gpu_attn *a, as_gpu_s
     } else {
         const int64_t blocks_x = (a->nmax + 1023) / 1024 > 0 ? (a->nmax + 1023) / 1024 : 1;
         dim3 grid((unsigned)(blocks_x < 4096 ? blocks_x : 4096), (unsigned)(a->batch * a->hkv));
-        as_k_agg<<<grid, 256, group * sizeof(float), c->stream>>>(
+        as_k_agg<<<grid, 256, 0, c->stream>>>(
             (const float *)s, lds, part, sp, a->lens, 1, a->batch, a->hq, a->hkv, group, agg, lds);
         AS_CU_LAUNCHED("topk group aggregation");
         *rowsx = agg;
@@ -321,6 +323,8 @@ extern "C" as_status as_gpu_select_topk(as_gpu_ctx *c, const as_gpu_attn *a, int
     if (k < 0) return as_err_set(err, AS_ERR_USAGE, "gpu select: k < 0");
     const int32_t need = k < a->nmax ? k : a->nmax;
     AS_TRY(check_sel(a, sel, need, err));
+    if (sel->mode == AS_GPU_SEL_KV && a->hq / a->hkv > AS_AGG_MAX_GROUP)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: kv-head selection supports groups up to %d", AS_AGG_MAX_GROUP);
     const float *x = nullptr;
     int64_t ldx = 0, nrows = 0;
     int32_t rpl = 1;
@@ -341,6 +345,8 @@ extern "C" as_status as_gpu_select_pages(as_gpu_ctx *c, const as_gpu_attn *a,
     if ((int64_t)kp * p->page > INT32_MAX)
         return as_err_set(err, AS_ERR_USAGE, "gpu select pages: too many tokens");
     AS_TRY(check_sel(a, sel, kp * p->page, err));
+    if (sel->mode == AS_GPU_SEL_KV && a->hq / a->hkv > AS_AGG_MAX_GROUP)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: kv-head selection supports groups up to %d", AS_AGG_MAX_GROUP);
     const int64_t ldu = round4(p->npages);
     void *ub, *aux, *aux2;
     AS_TRY(as_gpu_ws(c, AS_WS_SCORES, (size_t)a->batch * a->hq * ldu * sizeof(float), &ub, err));
@@ -368,7 +374,7 @@ extern "C" as_status as_gpu_select_pages(as_gpu_ctx *c, const as_gpu_attn *a,
         if (group > 1) {
             const int64_t bx = (p->npages + 255) / 256;
             dim3 grid((unsigned)(bx < 4096 ? bx : 4096), (unsigned)(a->batch * a->hkv));
-            as_k_agg<<<grid, 256, group * sizeof(float), c->stream>>>(
+            as_k_agg<<<grid, 256, 0, c->stream>>>(
                 (const float *)ub, ldu, nullptr, 0, a->lens, p->page, a->batch, a->hq, a->hkv,
                 group, agg, ldu);
             AS_CU_LAUNCHED("page bound aggregation");
