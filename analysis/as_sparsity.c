@@ -1024,10 +1024,11 @@ as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn
             }
             for (int64_t r0 = 0; r0 < nrows && st == AS_OK && !stop;) {
                 int64_t nmax = 0;
-                /* block: as many rows as fit the memory limit (two score arrays of nmax) */
+                /* block: as many rows as fit the memory limit (per row and key: scores and
+                 * weights, 16 bytes; selection and sample index lists, 16; scratch, 8) */
                 int64_t nm_all = 0;
                 for (int64_t r = r0; r < nrows; r++) nm_all = rows[r].n > nm_all ? rows[r].n : nm_all;
-                int64_t mb = (int64_t)(mem / ((size_t)nm_all * 16 + (size_t)l->d * 64));
+                int64_t mb = (int64_t)(mem / ((size_t)nm_all * 40 + (size_t)l->d * 64));
                 if (mb < 1) mb = 1;
                 if (mb > nrows - r0) mb = nrows - r0;
                 for (int64_t r = r0; r < r0 + mb; r++) nmax = rows[r].n > nmax ? rows[r].n : nmax;
