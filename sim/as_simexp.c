@@ -9,6 +9,7 @@
 #include "as_attn.h"
 #include "as_select.h"
 #include "as_simgen.h"
+#include "as_simlp.h"
 #include "as_simrng.h"
 #include "as_simtheory.h"
 #include "as_sparsity.h"
@@ -397,6 +398,147 @@ static as_status exp_coverage(const as_simexp_opts *o, as_simexp_table *t, char 
     return st;
 }
 
+/* ================================================================== bottleneck */
+/* One random split of the rows V (n x d): can distributions on the two sides have the same
+ * output? (LP feasibility; empty sides cannot.) */
+static as_status split_collides(const double *V, int64_t n, int64_t d, as_rng *rr, double *A,
+                                double *b, int *side, int *hit, char *err)
+{
+    for (int64_t i = 0; i < n; i++) side[i] = (int)(as_rng_next(rr) >> 63);
+    /* identical rows (real traces repeat value vectors, e.g. layer 0 for repeated tokens):
+     * on opposite sides they collide at once (one-hot distributions); on one side a copy adds
+     * nothing and only makes the LP degenerate, so it is dropped */
+    int64_t cnt = 0, ns = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int dup = 0;
+        for (int64_t j = 0; j < i && !dup; j++) {
+            if (side[j] < 0 || memcmp(V + i * d, V + j * d, (size_t)d * sizeof *V) != 0) continue;
+            if (side[j] != side[i]) {
+                *hit = 1;
+                return AS_OK;
+            }
+            dup = 1;
+        }
+        if (dup) {
+            side[i] = -1;
+            continue;
+        }
+        cnt++;
+        ns += side[i];
+    }
+    if (ns == 0 || ns == cnt) { /* one side empty: nothing to compare */
+        *hit = 0;
+        return AS_OK;
+    }
+    for (int64_t i = 0, col = 0; i < n; i++) {
+        if (side[i] < 0) continue;
+        for (int64_t c = 0; c < d; c++) A[c * cnt + col] = side[i] ? V[i * d + c] : -V[i * d + c];
+        A[d * cnt + col] = side[i] ? 1.0 : 0.0;
+        A[(d + 1) * cnt + col] = side[i] ? 0.0 : 1.0;
+        col++;
+    }
+    for (int64_t r = 0; r < d + 2; r++) b[r] = r < d ? 0.0 : 1.0;
+    return as_lp_feasible(A, (int)(d + 2), (int)cnt, b, 1e-9, hit, NULL, err);
+}
+
+static void cover_record(as_simexp_table *t, const char *source, int layer, int64_t head,
+                         int64_t d, int64_t n, long trials, long hits)
+{
+    double p = as_cover_collision_prob(n, d), pm = (double)hits / (double)trials;
+    double tol = 4.0 * sqrt(p * (1 - p) / (double)trials) + 1.0 / (double)trials;
+    cJSON *r = new_rec("cover");
+    cJSON_AddStringToObject(r, "source", source);
+    if (layer >= 0) {
+        cJSON_AddNumberToObject(r, "layer", layer);
+        cJSON_AddNumberToObject(r, "kv_head", (double)head);
+    }
+    cJSON_AddNumberToObject(r, "d", (double)d);
+    cJSON_AddNumberToObject(r, "n", (double)n);
+    cJSON_AddNumberToObject(r, "n_over_d", (double)n / (double)d);
+    cJSON_AddNumberToObject(r, "collision_dim", (double)(n > d + 1 ? n - d - 1 : 0));
+    cJSON_AddNumberToObject(r, "trials", (double)trials);
+    cJSON_AddNumberToObject(r, "p_measured", pm);
+    cJSON_AddNumberToObject(r, "p_cover", p);
+    cJSON_AddNumberToObject(r, "tol", tol);
+    /* real traces are not in general position: reported, not checked */
+    add_rec(t, r, layer >= 0 ? 1 : fabs(pm - p) <= tol);
+}
+
+static as_status exp_bottleneck(const as_simexp_opts *o, as_simexp_table *t, char *err)
+{
+    static const char *const cols[] = {"source", "layer", "kv_head", "d", "n", "n_over_d",
+                                       "collision_dim", "trials", "p_measured", "p_cover", "tol",
+                                       "ok", NULL};
+    static const char *const fmts[] = {"%s", "%d", "%d", "%.0f", "%.0f", "%.2f", "%.0f",
+                                       "%.0f", "%.3f", "%.3f", "%.3f", "%s", NULL};
+    add_kind(t, "cover",
+             "Same output from two distributions on a random split S|S^c of the keys (TV = 1): "
+             "LP over trials vs Cover's 1 - C(n,d+1)/2^n",
+             cols, fmts);
+    const long trials = o->trials > 0 ? o->trials : (o->quick ? 500 : 2000);
+    static const int64_t ds_full[] = {4, 8, 16, 32}, ds_quick[] = {4, 8};
+    static const double mult[] = {1.0, 1.5, 2.0, 2.5, 3.0, 4.0};
+    const int64_t *ds = o->quick ? ds_quick : ds_full;
+    const int nd = o->quick ? 2 : 4;
+    as_status st = AS_OK;
+    as_rng rr;
+    as_rng_seed(&rr, as_sim_seed_mix(o->seed, 11, 0, 0));
+    gsl_rng *g = as_sim_rng_new((unsigned long)as_sim_seed_mix(o->seed, 11, 1, 0));
+    if (!g) return as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+    for (int a = 0; a < nd && st == AS_OK; a++) {
+        const int64_t d = ds[a];
+        for (int k = 0; k < 6 && st == AS_OK; k++) {
+            const int64_t n = (int64_t)lround(mult[k] * (double)(d + 1));
+            double *V = malloc((size_t)(n * d) * sizeof *V);
+            double *A = malloc((size_t)((d + 2) * n) * sizeof *A), *b = malloc((size_t)(d + 2) * sizeof *b);
+            int *side = malloc((size_t)n * sizeof *side);
+            if (!V || !A || !b || !side) st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+            long hits = 0;
+            for (long tr = 0; tr < trials && st == AS_OK; tr++) {
+                as_sim_gaussian_fill(g, 1.0, V, (size_t)(n * d));
+                int hit = 0;
+                st = split_collides(V, n, d, &rr, A, b, side, &hit, err);
+                hits += hit;
+            }
+            if (st == AS_OK) cover_record(t, "gaussian", -1, -1, d, n, trials, hits);
+            free(V), free(A), free(b), free(side);
+        }
+    }
+    gsl_rng_free(g);
+    if (st != AS_OK || !o->trace) return st;
+    /* the same on a real trace: subsets of n keys of each kv head's values */
+    as_trace *tr = as_trace_open_status(o->trace, &st, err);
+    if (!tr) return st;
+    const long rt = o->trials > 0 ? o->trials : 300;
+    for (size_t li = 0; li < as_trace_n_layers(tr) && st == AS_OK; li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        const int64_t d = l->d;
+        static const double rm[] = {1.0, 2.0, 3.0};
+        for (int64_t h = 0; h < l->hkv && st == AS_OK; h++)
+            for (int k = 0; k < 3 && st == AS_OK; k++) {
+                const int64_t n = (int64_t)lround(rm[k] * (double)(d + 1));
+                if (n > l->n) continue;
+                double *V = malloc((size_t)(n * d) * sizeof *V);
+                double *A = malloc((size_t)((d + 2) * n) * sizeof *A), *b = malloc((size_t)(d + 2) * sizeof *b);
+                int64_t *idx = malloc((size_t)n * sizeof *idx);
+                int *side = malloc((size_t)n * sizeof *side);
+                if (!V || !A || !b || !idx || !side) st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+                long hits = 0;
+                for (long trl = 0; trl < rt && st == AS_OK; trl++) {
+                    as_select_sample(&rr, l->n, NULL, 0, n, idx);
+                    for (int64_t i = 0; i < n; i++) as_layer_read_v(l, h, idx[i], 1, V + i * d);
+                    int hit = 0;
+                    st = split_collides(V, n, d, &rr, A, b, side, &hit, err);
+                    hits += hit;
+                }
+                if (st == AS_OK) cover_record(t, "trace", l->index, h, d, n, rt, hits);
+                free(V), free(A), free(b), free(idx), free(side);
+            }
+    }
+    as_trace_free(tr);
+    return st;
+}
+
 /* ================================================================== driver */
 typedef as_status (*exp_fn)(const as_simexp_opts *, as_simexp_table *, char *);
 static const struct {
@@ -406,6 +548,7 @@ static const struct {
     {"topk-mass", exp_topk_mass},
     {"spectrum", exp_spectrum},
     {"coverage", exp_coverage},
+    {"bottleneck", exp_bottleneck},
 };
 static const int n_experiments = sizeof experiments / sizeof experiments[0];
 
@@ -416,7 +559,7 @@ int as_simexp_known(const char *name)
     return 0;
 }
 
-const char *as_simexp_names(void) { return "topk-mass, spectrum, coverage"; }
+const char *as_simexp_names(void) { return "topk-mass, spectrum, coverage, bottleneck"; }
 
 as_status as_simexp_run(const char *name, const as_simexp_opts *o, as_simexp_table *t, char *err)
 {

@@ -99,3 +99,22 @@ Test(simexp, unknown_experiment_and_cli)
     free(out);
     cr_assert_eq(as_test_run_cli("sim topk-mass --bogus 2>/dev/null", NULL), 2);
 }
+
+Test(simexp, bottleneck_reproduces_cover)
+{
+    as_simexp_table t = run("bottleneck", 1);
+    assert_all_ok(&t, "bottleneck");
+    const cJSON *r;
+    int half = 0;
+    cJSON_ArrayForEach(r, t.records)
+    {
+        double n = num(r, "n"), d = num(r, "d");
+        if (n <= d + 1) cr_assert_eq(num(r, "p_measured"), 0.0); /* identifiable: never */
+        if (n == 2 * (d + 1)) {
+            cr_assert_float_eq(num(r, "p_cover"), 0.5, 1e-12);
+            half++;
+        }
+    }
+    cr_assert_geq(half, 2);
+    as_simexp_table_free(&t);
+}
