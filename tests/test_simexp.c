@@ -118,3 +118,20 @@ Test(simexp, bottleneck_reproduces_cover)
     cr_assert_geq(half, 2);
     as_simexp_table_free(&t);
 }
+
+Test(simexp, rank_measures_recover_planted_spectra)
+{
+    as_simexp_table t = run("rank", 1);
+    assert_all_ok(&t, "rank");
+    const cJSON *r;
+    cJSON_ArrayForEach(r, t.records)
+    {
+        cr_assert_eq(num(r, "rank_measured"), num(r, "rank"));
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(r, "basis");
+        if (strcmp(b->valuestring, "orthogonal") == 0) {
+            cr_assert_float_eq(num(r, "erank_measured"), num(r, "erank_closed"), 1e-8 * num(r, "erank_closed"));
+            cr_assert_eq(num(r, "r90_measured"), num(r, "r90_closed"));
+        }
+    }
+    as_simexp_table_free(&t);
+}
