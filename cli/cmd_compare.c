@@ -4,12 +4,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "as_summary.h"
+#ifdef AS_HAVE_REPORT
+#include "as_digest.h"
+#include "as_report.h"
+#endif
 #include "cli_help.h"
 #include "cli_util.h"
 
 const char as_help_compare[] =
-    "usage: attnscope compare A B [--layer L] [--json|--csv] [--quiet]\n\n"
+    "usage: attnscope compare A B [-o FILE.html] [--layer L] [--json|--csv] [--quiet]\n\n"
     "Summarise two traces (two models, or two prompts to one model) with the numbers of\n"
     "'attnscope report' and put them side by side. Layers are matched by index.\n"
     "Records (docs/cli.md):\n"
@@ -23,45 +29,9 @@ const char as_help_compare[] =
     "collision_frac (mean collision-space dimension / n), tv_witness (mean), tol_1 and\n"
     "tol_5 (median over heads of the largest sparsity N / k with relative output error\n"
     "under 1% / 5% for oracle top-k; 1 = dense attention needed), max_periodicity.\n"
-    "A quantity whose analysis module is not in this build is null.\n";
-
-/* The per-layer aggregates: one definition shared by both record kinds. */
-enum { NQ = 10 };
-static const char *const qnames[NQ] = {"sink_mass",  "entropy_norm",   "k90_frac", "k99_frac",
-                                       "erank_k",    "collision_frac", "tv_witness", "tol_1",
-                                       "tol_5",      "max_periodicity"};
-
-static double median_tol(const as_sum_layer *L, const double *tol)
-{
-    if (!tol) return NAN;
-    double *v = malloc(sizeof(double) * (size_t)(L->hq ? L->hq : 1));
-    if (!v) return NAN;
-    for (int64_t h = 0; h < L->hq; h++)
-        v[h] = isnan(tol[h]) ? 1 : tol[h]; /* method 0; no sparsity of the sweep: 1 (dense) */
-    double m = L->hq > 0 ? as_sum_quantile(v, L->hq, 0.5) : NAN;
-    free(v);
-    return m;
-}
-
-static void layer_quantities(const as_summary *s, const as_sum_layer *L, double q[NQ])
-{
-    int64_t hqt = L->hq * L->t;
-    q[0] = as_sum_mean(L->sink_mass, L->hq);
-    q[1] = s->have_entropy ? as_sum_mean(L->entropy_norm, hqt) : NAN;
-    q[2] = s->have_entropy ? as_sum_quantile(L->k90_frac, hqt, 0.5) : NAN;
-    q[3] = s->have_entropy ? as_sum_quantile(L->k99_frac, hqt, 0.5) : NAN;
-    q[4] = s->have_rank ? as_sum_mean(L->erank_k, L->hkv) : NAN;
-    q[5] = s->have_bottleneck && L->n > 0 ? as_sum_mean(L->collision_dim, L->hq) / (double)L->n
-                                          : NAN;
-    q[6] = s->have_bottleneck ? as_sum_mean(L->tv_witness, L->hq) : NAN;
-    q[7] = s->have_sparsity ? median_tol(L, L->tol_1) : NAN;
-    q[8] = s->have_sparsity ? median_tol(L, L->tol_5) : NAN;
-    q[9] = NAN;
-    if (s->have_spectrum && L->periodicity)
-        for (int64_t h = 0; h < L->hq; h++)
-            if (isfinite(L->periodicity[h]) && !(L->periodicity[h] <= q[9]))
-                q[9] = L->periodicity[h];
-}
+    "A quantity whose analysis module is not in this build is null.\n"
+    "  -o, --output FILE   also write a self-contained HTML page with both traces on shared\n"
+    "                      axes (needs the report's PLplot + OpenSSL build)\n";
 
 static void add_num(cJSON *r, const char *k, double v)
 {
@@ -82,35 +52,114 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
     as_progress_update(prog.bar, prog.base + 500 * done / (total ? total : 1));
 }
 
+static int compare_main(int argc, char **argv, const char *cmdline);
+
 int as_cmd_compare(int argc, char **argv)
 {
-    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS, {0, 0, 0, 0}};
+#ifdef AS_HAVE_REPORT
+    char *cmdline = as_report_command_line(argc, argv); /* before getopt permutes argv */
+#else
+    char *cmdline = NULL;
+#endif
+    int rc = compare_main(argc, argv, cmdline);
+    free(cmdline);
+    return rc;
+}
+
+#ifdef AS_HAVE_REPORT
+/* The comparison page: both traces' checksums for the provenance. */
+static int write_page(const char *out, as_trace *tr[2], as_summary *s[2], const char *cmdline,
+                      int quiet)
+{
+    char err[AS_ERR_LEN], hex[2][AS_SHA256_HEX];
+    char *per_file[2] = {NULL, NULL};
+    as_status st = AS_OK;
+    for (int i = 0; i < 2 && st == AS_OK; i++)
+        st = as_trace_sha256(tr[i], hex[i], &per_file[i], NULL, NULL, err);
+    char *html = NULL;
+    size_t len = 0;
+    int nfig = 0;
+    if (st == AS_OK) {
+        as_report_info info[2];
+        memset(info, 0, sizeof info);
+        for (int i = 0; i < 2; i++) {
+            info[i].command = cmdline ? cmdline : "attnscope compare";
+            info[i].sha256 = hex[i];
+            info[i].sha256_note = per_file[i];
+            info[i].seconds = -1;
+        }
+        const as_trace *ct[2] = {tr[0], tr[1]};
+        const as_summary *cs[2] = {s[0], s[1]};
+        st = as_report_compare_html(ct, cs, info, &html, &len, &nfig, err);
+    }
+    if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
+    free(html);
+    free(per_file[0]);
+    free(per_file[1]);
+    if (st != AS_OK) return as_cli_fail("compare", st, err);
+    if (!quiet)
+        fprintf(stderr, "attnscope compare: wrote %s (%d figures, %.0f KiB)\n", out, nfig,
+                (double)len / 1024.0);
+    return 0;
+}
+#endif
+
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
+static int compare_main(int argc, char **argv, const char *cmdline)
+{
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"output", required_argument, 0, 'o'},
+                                         {0, 0, 0, 0}};
     as_cli_common c;
     as_cli_common_init(&c);
+    const char *out = NULL;
     int opt, r;
     optind = 1;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
         if ((r = as_cli_common_opt(&c, "compare", opt, optarg)) == 1) continue;
         if (r == 2) return 0;
         if (r < 0) return 2;
+        if (opt == 'o') {
+            out = optarg;
+            continue;
+        }
+        if (opt == ':')
+            return as_cli_usage("compare", "option '%s' needs a value", argv[optind - 1]);
         return as_cli_usage("compare", "unknown option '%s'", argv[optind - 1]);
     }
     if (optind != argc - 2) return as_cli_usage("compare", "expects two traces A and B");
     if (c.head >= 0) return as_cli_usage("compare", "--head is not supported (use --layer)");
     const char *path[2] = {argv[optind], argv[optind + 1]};
+#ifndef AS_HAVE_REPORT
+    if (out)
+        return as_cli_usage("compare", "-o (the HTML page) needs a build with the report "
+                                       "(PLplot and OpenSSL); the records work without it");
+#else
+    if (out && (!*out || same_file(out, path[0]) || same_file(out, path[1]))) {
+        fprintf(stderr, "attnscope compare: %s: refusing to overwrite an input file\n", out);
+        return 2;
+    }
+#endif
     as_trace *tr[2] = {NULL, NULL};
     as_summary *s[2] = {NULL, NULL};
     int code = 0;
     char err[AS_ERR_LEN];
     prog.bar = as_progress_new("compare", 1000, c.quiet);
+    /* open and check both before the (long) analysis of either */
     for (int i = 0; i < 2 && code == 0; i++) {
         tr[i] = as_cli_open_trace("compare", path[i], 1, &code);
         if (!tr[i]) break;
-        if (c.layer >= 0 && !as_trace_find_layer(tr[i], c.layer)) {
+        if (c.layer >= 0 && !as_trace_find_layer(tr[i], c.layer))
             code = as_cli_usage("compare", "%s has no layer %d", path[i], c.layer);
-            break;
-        }
+    }
+    for (int i = 0; i < 2 && code == 0; i++) {
         as_summary_opts so;
         as_summary_opts_init(&so);
         so.layer = c.layer;
@@ -160,9 +209,9 @@ int as_cmd_compare(int argc, char **argv)
             cJSON_AddNumberToObject(rec, "t", (double)L->t);
             cJSON_AddNumberToObject(rec, "n", (double)L->n);
             cJSON_AddNumberToObject(rec, "d", (double)L->d);
-            double q[NQ];
-            layer_quantities(s[i], L, q);
-            for (int k = 0; k < NQ; k++) add_num(rec, qnames[k], q[k]);
+            double q[AS_SUM_NQ];
+            as_summary_layer_quantities(s[i], L, q);
+            for (int k = 0; k < AS_SUM_NQ; k++) add_num(rec, as_sum_qnames[k], q[k]);
             as_out_add(o, rec);
         }
     int matched = 0;
@@ -172,12 +221,12 @@ int as_cmd_compare(int argc, char **argv)
             if (s[1]->layers[lb].layer == A->layer) B = &s[1]->layers[lb];
         if (!B) continue;
         matched++;
-        double qa[NQ], qb[NQ];
-        layer_quantities(s[0], A, qa);
-        layer_quantities(s[1], B, qb);
-        for (int k = 0; k < NQ; k++) {
+        double qa[AS_SUM_NQ], qb[AS_SUM_NQ];
+        as_summary_layer_quantities(s[0], A, qa);
+        as_summary_layer_quantities(s[1], B, qb);
+        for (int k = 0; k < AS_SUM_NQ; k++) {
             cJSON *rec = as_rec_new("compare", A->layer, -1);
-            cJSON_AddStringToObject(rec, "quantity", qnames[k]);
+            cJSON_AddStringToObject(rec, "quantity", as_sum_qnames[k]);
             add_num(rec, "a", qa[k]);
             add_num(rec, "b", qb[k]);
             add_num(rec, "delta", qb[k] - qa[k]);
@@ -194,9 +243,19 @@ int as_cmd_compare(int argc, char **argv)
                  ccols, NULL, cfmts);
     if (matched == 0 && c.fmt == AS_FMT_TABLE)
         fprintf(stderr, "attnscope compare: the traces share no layer index\n");
+    int rc = 0;
+#ifdef AS_HAVE_REPORT
+    if (out) rc = write_page(out, tr, s, cmdline, c.quiet);
+#endif
     for (int i = 0; i < 2; i++) {
         as_summary_free(s[i]);
         as_trace_free(tr[i]);
+    }
+    if (rc != 0) {
+        FILE *devnull = fopen("/dev/null", "w");
+        as_out_finish(o, devnull ? devnull : stderr);
+        if (devnull) fclose(devnull);
+        return rc;
     }
     return as_out_finish(o, stdout);
 }

@@ -48,41 +48,6 @@ static void on_hash(void *ctx, unsigned long long done)
     on_progress(NULL, done, total);
 }
 
-/* The command line as typed, shell-quoted where needed. */
-static char *command_line(int argc, char **argv)
-{
-    size_t n = 32;
-    for (int i = 0; i < argc; i++) n += 4 * strlen(argv[i]) + 3;
-    char *s = malloc(n), *p = s;
-    if (!s) return NULL;
-    p += sprintf(p, "attnscope");
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        int plain = *a != '\0';
-        for (const char *q = a; *q; q++)
-            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+%@",
-                        *q))
-                plain = 0;
-        *p++ = ' ';
-        if (plain) {
-            p += sprintf(p, "%s", a);
-        } else {
-            *p++ = '\'';
-            for (const char *q = a; *q; q++) {
-                if (*q == '\'') {
-                    memcpy(p, "'\\''", 4);
-                    p += 4;
-                } else {
-                    *p++ = *q;
-                }
-            }
-            *p++ = '\'';
-            *p = '\0';
-        }
-    }
-    return s;
-}
-
 static char *read_small_file(const char *path, char *err)
 {
     FILE *f = fopen(path, "rb");
@@ -135,7 +100,7 @@ int as_cmd_report(int argc, char **argv)
     as_cli_common c;
     as_cli_common_init(&c);
     /* provenance: the command as typed (before getopt permutes argv) */
-    char *cmdline = command_line(argc, argv);
+    char *cmdline = as_report_command_line(argc, argv);
     int rc = report_main(argc, argv, &c, cmdline);
     free(cmdline);
     return rc;
@@ -198,37 +163,10 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     /* checksum: 10% of the bar; analysis: 90% */
     char hex[AS_SHA256_HEX] = "";
     as_status st = AS_OK;
-    const char *kind = as_trace_kind(tr);
     char *per_file = NULL;
     uint64_t bytes = as_trace_file_bytes(tr);
     prog.base = 0, prog.span = 100;
-    if (strcmp(kind, "safetensors") == 0) {
-        st = as_sha256_file(as_trace_path(tr), hex, on_hash, &bytes, err);
-    } else {
-        /* an .npy directory: one checksum per file, and the checksum of that list */
-        as_buf lst;
-        as_buf_init(&lst);
-        static const char *const parts[] = {"q", "k", "v", "q_pos"};
-        for (size_t i = 0; i < as_trace_n_layers(tr) && st == AS_OK; i++)
-            for (int k = 0; k < 4 && st == AS_OK; k++) {
-                char path[4096], fh[AS_SHA256_HEX];
-                snprintf(path, sizeof path, "%s/layers.%d.%s.npy", as_trace_path(tr),
-                         as_trace_layer(tr, i)->index, parts[k]);
-                struct stat sb;
-                if (stat(path, &sb) != 0) continue;
-                st = as_sha256_file(path, fh, NULL, NULL, err);
-                if (st == AS_OK) as_buf_printf(&lst, "%s  %s\n", fh, strrchr(path, '/') + 1);
-            }
-        char path[4096], fh[AS_SHA256_HEX];
-        snprintf(path, sizeof path, "%s/metadata.json", as_trace_path(tr));
-        struct stat sb;
-        if (st == AS_OK && stat(path, &sb) == 0 &&
-            (st = as_sha256_file(path, fh, NULL, NULL, err)) == AS_OK)
-            as_buf_printf(&lst, "%s  metadata.json\n", fh);
-        size_t n;
-        per_file = as_buf_take(&lst, &n);
-        if (st == AS_OK && per_file) st = as_sha256_mem(per_file, n, hex, err);
-    }
+    st = as_trace_sha256(tr, hex, &per_file, on_hash, &bytes, err);
     if (st != AS_OK) {
         as_progress_free(prog.bar);
         free(per_file);

@@ -7,6 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "as_html.h"
+#include "as_trace.h"
 
 static void to_hex(const unsigned char *md, unsigned n, char hex[AS_SHA256_HEX])
 {
@@ -76,3 +80,41 @@ as_status as_sha256_mem(const void *data, unsigned long long len, char hex[AS_SH
 }
 
 const char *as_digest_library(void) { return OpenSSL_version(OPENSSL_VERSION); }
+
+as_status as_trace_sha256(const as_trace *tr, char hex[AS_SHA256_HEX], char **per_file,
+                          void (*progress)(void *ctx, unsigned long long done), void *ctx,
+                          char *err)
+{
+    *per_file = NULL;
+    if (strcmp(as_trace_kind(tr), "safetensors") == 0)
+        return as_sha256_file(as_trace_path(tr), hex, progress, ctx, err);
+    /* an .npy directory: one checksum per file, and the checksum of that list */
+    as_status st = AS_OK;
+    as_buf lst;
+    as_buf_init(&lst);
+    static const char *const parts[] = {"q", "k", "v", "q_pos"};
+    char path[4096], fh[AS_SHA256_HEX];
+    struct stat sb;
+    for (size_t i = 0; i < as_trace_n_layers(tr) && st == AS_OK; i++)
+        for (int k = 0; k < 4 && st == AS_OK; k++) {
+            snprintf(path, sizeof path, "%s/layers.%d.%s.npy", as_trace_path(tr),
+                     as_trace_layer(tr, i)->index, parts[k]);
+            if (stat(path, &sb) != 0) continue;
+            st = as_sha256_file(path, fh, NULL, NULL, err);
+            if (st == AS_OK) as_buf_printf(&lst, "%s  %s\n", fh, strrchr(path, '/') + 1);
+        }
+    snprintf(path, sizeof path, "%s/metadata.json", as_trace_path(tr));
+    if (st == AS_OK && stat(path, &sb) == 0 &&
+        (st = as_sha256_file(path, fh, NULL, NULL, err)) == AS_OK)
+        as_buf_printf(&lst, "%s  metadata.json\n", fh);
+    size_t n;
+    char *list = as_buf_take(&lst, &n);
+    if (!list) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    if (st == AS_OK) st = as_sha256_mem(list, n, hex, err);
+    if (st != AS_OK) {
+        free(list);
+        return st;
+    }
+    *per_file = list;
+    return AS_OK;
+}

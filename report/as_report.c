@@ -185,15 +185,11 @@ static int first_span(const char *v, double *lo, double *hi)
     return 1;
 }
 
-static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
+/* Mean attention weight by key position, one line per layer (up to 7, spread over depth). */
+static void profile_figure(ctx *c, const as_trace *tr, const as_summary *s, const char *id,
+                           const char *title)
 {
-    as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "where", "Where attention goes",
-                    "Mean attention weight per key position (averaged over query heads and "
-                    "decode queries; a density: it sums to 1 over positions), and the weight "
-                    "each head puts on the first token (the attention sink).");
-    as_html_grid_begin(b, 2);
     /* up to 7 layers as lines, spread over the trace's layers */
     int nsel = s->n_layers < AS_PLOT_NCOLORS ? (int)s->n_layers : AS_PLOT_NCOLORS;
     as_series ser[AS_PLOT_NCOLORS];
@@ -214,7 +210,7 @@ static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
     if (ns > 0) {
         double blo = 0, bhi = 0;
         int band = first_span(as_trace_meta(tr, "prompt_fact_spans"), &blo, &bhi);
-        as_lineplot lp = {{680, 420, "Attention weight by key position", "key position (tokens)",
+        as_lineplot lp = {{680, 420, title, "key position (tokens)",
                            "mean weight per position"},
                           ns, ser, 0, 1, 0, 0, 0, 0, 0, NULL, NULL,
                           0, NULL, 0, NULL, 0, NULL, 0,
@@ -228,10 +224,22 @@ static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
                  band ? " The shaded band is the span of the fact the prompt asks about "
                         "(trace metadata prompt_fact_spans)."
                       : "");
-        put_figure(c, "profile", as_plot_lines(&lp, err), cap, err);
+        put_figure(c, id, as_plot_lines(&lp, err), cap, err);
     }
     for (int k = 0; k < ns; k++) free(xs[k]);
 
+}
+
+static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    as_html_section(b, "where", "Where attention goes",
+                    "Mean attention weight per key position (averaged over query heads and "
+                    "decode queries; a density: it sums to 1 over positions), and the weight "
+                    "each head puts on the first token (the attention sink).");
+    as_html_grid_begin(b, 2);
+    profile_figure(c, tr, s, "profile", "Attention weight by key position");
     int64_t hq = max_hq(s);
     double *z = layer_head_matrix(s, hq, 0, get_sink, 0);
     names_t rn = {0};
@@ -354,6 +362,38 @@ static void section_distributions(ctx *c, const as_summary *s)
     as_html_section_end(b);
 }
 
+/* Error-versus-sparsity curves of method m over all heads: median, quartiles, median bound
+ * (all: scratch of total-heads doubles; outputs n_levels each). */
+static void sparsity_curves(const as_summary *s, int m, double *all, double *med, double *q1,
+                            double *q3, double *bnd)
+{
+    int nl = s->n_levels;
+    for (int which = 0; which < 2; which++)
+        for (int li = 0; li < nl; li++) {
+            int64_t k = 0;
+            for (size_t i = 0; i < s->n_layers; i++) {
+                const as_sum_layer *L = &s->layers[i];
+                const double *src = which ? L->rel_bound : L->rel_err;
+                for (int64_t h = 0; h < L->hq; h++)
+                    all[k++] = src ? src[((size_t)m * nl + li) * L->hq + h] : NAN;
+            }
+            if (which) {
+                bnd[li] = as_sum_quantile(all, k, 0.5);
+            } else {
+                med[li] = as_sum_quantile(all, k, 0.5);
+                if (q1) q1[li] = as_sum_quantile(all, k, 0.25);
+                if (q3) q3[li] = as_sum_quantile(all, k, 0.75);
+            }
+        }
+}
+
+static int64_t total_heads(const as_summary *s)
+{
+    int64_t t = 0;
+    for (size_t i = 0; i < s->n_layers; i++) t += s->layers[i].hq;
+    return t;
+}
+
 static void section_sparsity(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
@@ -386,23 +426,7 @@ static void section_sparsity(ctx *c, const as_summary *s)
                    "</p>\n");
     as_html_grid_begin(b, s->n_methods > 2 ? 3 : 2);
     for (int m = 0; m < s->n_methods; m++) {
-        for (int which = 0; which < 2; which++)
-            for (int li = 0; li < nl; li++) {
-                int64_t k = 0;
-                for (size_t i = 0; i < s->n_layers; i++) {
-                    const as_sum_layer *L = &s->layers[i];
-                    const double *src = which ? L->rel_bound : L->rel_err;
-                    for (int64_t h = 0; h < L->hq; h++)
-                        all[k++] = src ? src[((size_t)m * nl + li) * L->hq + h] : NAN;
-                }
-                if (which) {
-                    bnd[li] = as_sum_quantile(all, k, 0.5);
-                } else {
-                    med[li] = as_sum_quantile(all, k, 0.5);
-                    q1[li] = as_sum_quantile(all, k, 0.25);
-                    q3[li] = as_sum_quantile(all, k, 0.75);
-                }
-            }
+        sparsity_curves(s, m, all, med, q1, q3, bnd);
         as_series ser[2] = {
             {NULL, nl, s->levels, med, q1, q3, m, 0, 1, 2},
             {NULL, nl, s->levels, bnd, NULL, NULL, m, 1, 0, 2},
@@ -777,10 +801,18 @@ void as_report_versions(char *buf, size_t n)
              CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH);
 }
 
+static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *info);
+
 static void section_provenance(ctx *c, const as_trace *tr, const as_report_info *info)
 {
+    as_html_section(c->b, "provenance", "Provenance", NULL);
+    provenance_table(c, tr, info);
+    as_html_section_end(c->b);
+}
+
+static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *info)
+{
     as_buf *b = c->b;
-    as_html_section(b, "provenance", "Provenance", NULL);
     as_html_kv_begin(b, NULL);
     as_html_kv_code(b, "trace file", as_trace_path(tr));
     char tmp[512];
@@ -824,7 +856,6 @@ static void section_provenance(ctx *c, const as_trace *tr, const as_report_info 
         as_html_kv_end(b);
         as_buf_puts(b, "</details>\n");
     }
-    as_html_section_end(b);
 }
 
 /* ---------------------------------------------------------------- the page */
@@ -931,4 +962,203 @@ as_status as_report_html(const as_trace *tr, const as_summary *s, const as_repor
     if (len) *len = n;
     if (n_figures) *n_figures = c.figures;
     return AS_OK;
+}
+
+/* ---------------------------------------------------------------- comparison page */
+static double depth_of(const as_trace *tr, int layer, int relative)
+{
+    if (!relative) return layer;
+    double nl = atof(as_trace_meta(tr, "n_layers_model"));
+    return nl > 1 ? layer / (nl - 1) : layer;
+}
+
+static void trace_label(const as_trace *tr, char *buf, size_t n)
+{
+    const char *pn = as_trace_meta(tr, "prompt_name");
+    snprintf(buf, n, "%s%s%s", as_trace_model(tr), pn ? " / " : "", pn ? pn : "");
+}
+
+as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *const s[2],
+                                 const as_report_info info[2], char **html, size_t *len,
+                                 int *n_figures, char *err)
+{
+    *html = NULL;
+    if (len) *len = 0;
+    if (!as_plot_available(err)) return AS_ERR_USAGE;
+    as_buf buf;
+    as_buf_init(&buf);
+    as_buf *b = &buf;
+    ctx c = {b, 0, 0};
+    char la[2][300];
+    for (int i = 0; i < 2; i++) trace_label(tr[i], la[i], sizeof la[i]);
+    char title[700];
+    snprintf(title, sizeof title, "attnscope compare: %s vs %s", la[0], la[1]);
+    as_html_begin(b, title);
+    as_buf_puts(b, "<header>\n<h1>Attention sparsity: two traces side by side</h1>\n"
+                   "<nav><a href=\"#layers\">layer by layer</a><a href=\"#where\">where "
+                   "attention goes</a><a href=\"#sparsity\">error vs sparsity</a>"
+                   "<a href=\"#provenance\">provenance</a></nav>\n</header>\n");
+    as_buf_puts(b, "<table><tr><th></th><th class=\"l\">model / prompt</th><th class=\"l\">"
+                   "trace</th><th>layers</th></tr>\n");
+    static const char *const tag[2] = {"a", "b"};
+    for (int i = 0; i < 2; i++) {
+        as_buf_printf(b, "<tr><td><b>%s</b></td><td class=\"l\">", tag[i]);
+        as_buf_esc(b, la[i]);
+        as_buf_puts(b, "</td><td class=\"l\"><code>");
+        as_buf_esc(b, as_trace_path(tr[i]));
+        as_buf_printf(b, "</code></td><td>%zu</td></tr>\n", s[i]->n_layers);
+    }
+    as_buf_puts(b, "</table>\n");
+
+    /* layer by layer */
+    int relative = as_trace_meta(tr[0], "n_layers_model") && as_trace_meta(tr[1], "n_layers_model");
+    as_html_section(b, "layers", "Layer by layer",
+                    relative ? "Each quantity of the per-layer summary (attnscope compare), "
+                               "against relative depth (layer / (layers of the model - 1)) so "
+                               "that models of different depth line up."
+                             : "Each quantity of the per-layer summary (attnscope compare), "
+                               "against the layer index.");
+    as_html_grid_begin(b, 3);
+    char err2[AS_ERR_LEN];
+    for (int q = 0; q < AS_SUM_NQ; q++) {
+        double *x[2] = {NULL, NULL}, *y[2] = {NULL, NULL};
+        int any = 0, ok = 1;
+        for (int i = 0; i < 2 && ok; i++) {
+            size_t n = s[i]->n_layers ? s[i]->n_layers : 1;
+            x[i] = malloc(n * sizeof(double));
+            y[i] = malloc(n * sizeof(double));
+            if (!x[i] || !y[i]) {
+                ok = 0;
+                break;
+            }
+            for (size_t li = 0; li < s[i]->n_layers; li++) {
+                double v[AS_SUM_NQ];
+                as_summary_layer_quantities(s[i], &s[i]->layers[li], v);
+                x[i][li] = depth_of(tr[i], s[i]->layers[li].layer, relative);
+                y[i][li] = v[q];
+                any |= isfinite(v[q]);
+            }
+        }
+        if (ok && any) {
+            as_series ser[2] = {
+                {"a", (int)s[0]->n_layers, x[0], y[0], NULL, NULL, 0, 0, 1, 2},
+                {"b", (int)s[1]->n_layers, x[1], y[1], NULL, NULL, 1, 1, 1, 2}};
+            int logy = q == 7 || q == 8 || q == 2 || q == 3;
+            as_lineplot lp = {.f = {440, 320, as_sum_qnames[q],
+                                    relative ? "relative depth" : "layer", as_sum_qtitles[q]},
+                              .nseries = 2, .s = ser, .logy = logy, .legend_pos = 0};
+            char id[48];
+            snprintf(id, sizeof id, "cmp-%s", as_sum_qnames[q]);
+            put_figure(&c, id, as_plot_lines(&lp, err2), NULL, err2);
+        }
+        for (int i = 0; i < 2; i++) free(x[i]), free(y[i]);
+    }
+    as_html_grid_end(b);
+    as_html_section_end(b);
+
+    /* profiles */
+    as_html_section(b, "where", "Where attention goes",
+                    "Mean attention weight per key position, one line per layer.");
+    as_html_grid_begin(b, 2);
+    for (int i = 0; i < 2; i++) {
+        char t[700], id[16];
+        snprintf(t, sizeof t, "%s: %.60s%s", tag[i], la[i], strlen(la[i]) > 60 ? "..." : "");
+        snprintf(id, sizeof id, "profile-%s", tag[i]);
+        profile_figure(&c, tr[i], s[i], id, t);
+    }
+    as_html_grid_end(b);
+    as_html_section_end(b);
+
+    /* sparsity: both traces on one plot per method */
+    as_html_section(b, "sparsity", "Error versus sparsity",
+                    "Median over all heads of the relative output error (solid: a, dashed: b) "
+                    "for each selection method.");
+    if (s[0]->have_sparsity && s[1]->have_sparsity && s[0]->n_levels == s[1]->n_levels &&
+        s[0]->n_methods == s[1]->n_methods) {
+        int nl = s[0]->n_levels;
+        int64_t th = total_heads(s[0]) > total_heads(s[1]) ? total_heads(s[0]) : total_heads(s[1]);
+        double *all = malloc(sizeof(double) * (size_t)(th ? th : 1));
+        double *cur = malloc(sizeof(double) * (size_t)nl * 4);
+        if (all && cur) {
+            as_html_grid_begin(b, 3);
+            for (int m = 0; m < s[0]->n_methods; m++) {
+                sparsity_curves(s[0], m, all, cur, NULL, NULL, cur + nl);
+                sparsity_curves(s[1], m, all, cur + 2 * nl, NULL, NULL, cur + 3 * nl);
+                as_series ser[2] = {{"a", nl, s[0]->levels, cur, NULL, NULL, 0, 0, 1, 2},
+                                    {"b", nl, s[1]->levels, cur + 2 * nl, NULL, NULL, 1, 1, 1, 2}};
+                static const double hl[2] = {0.01, 0.05};
+                static const char *const hn[2] = {"1%", "5%"};
+                static const double ticks[] = {2, 5, 10, 20, 50, 100};
+                as_lineplot lp = {.f = {440, 340, method_title(s[0]->method_names[m]),
+                                        "sparsity N / k", "relative output error"},
+                                  .nseries = 2, .s = ser, .logx = 1, .logy = 1, .nhlines = 2,
+                                  .hlines = hl, .hline_names = hn, .legend_pos = 1,
+                                  .xtick_values = ticks, .nxtick_values = 6, .xtick_suffix = "x",
+                                  .ypercent = 1};
+                char id[32];
+                snprintf(id, sizeof id, "cmp-sparsity-%d", m);
+                put_figure(&c, id, as_plot_lines(&lp, err2), NULL, err2);
+            }
+            as_html_grid_end(b);
+        }
+        free(all);
+        free(cur);
+    } else {
+        as_html_note(b, s[0]->have_sparsity ? "the two traces were swept differently"
+                                             : s[0]->missing[3]);
+    }
+    as_html_section_end(b);
+
+    as_html_section(b, "provenance", "Provenance", NULL);
+    for (int i = 0; i < 2; i++) {
+        as_buf_printf(b, "<h3>%s</h3>\n", tag[i]);
+        provenance_table(&c, tr[i], &info[i]);
+    }
+    as_html_section_end(b);
+    as_buf_puts(b, "<footer>Made by attnscope " AS_VERSION
+                   ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
+                   "no network.</footer>\n");
+    as_html_end(b);
+    size_t n;
+    char *d = as_buf_take(b, &n);
+    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the page");
+    *html = d;
+    if (len) *len = n;
+    if (n_figures) *n_figures = c.figures;
+    return AS_OK;
+}
+
+/* The command line as typed, shell-quoted where needed. */
+char *as_report_command_line(int argc, char **argv)
+{
+    size_t n = 32;
+    for (int i = 0; i < argc; i++) n += 4 * strlen(argv[i]) + 3;
+    char *s = malloc(n), *p = s;
+    if (!s) return NULL;
+    p += sprintf(p, "attnscope");
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        int plain = *a != '\0';
+        for (const char *q = a; *q; q++)
+            if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+%@",
+                        *q))
+                plain = 0;
+        *p++ = ' ';
+        if (plain) {
+            p += sprintf(p, "%s", a);
+        } else {
+            *p++ = '\'';
+            for (const char *q = a; *q; q++) {
+                if (*q == '\'') {
+                    memcpy(p, "'\\''", 4);
+                    p += 4;
+                } else {
+                    *p++ = *q;
+                }
+            }
+            *p++ = '\'';
+            *p = '\0';
+        }
+    }
+    return s;
 }

@@ -23,6 +23,18 @@ typedef struct {
 as_status as_report_html(const as_trace *tr, const as_summary *s, const as_report_info *info,
                          char **html, size_t *len, int *n_figures, char *err);
 
+/* The comparison page of two traces (`attnscope compare A B -o FILE`): per-layer quantities
+ * of both on shared axes (x: relative depth when both traces state n_layers_model, else the
+ * layer index), their attention profiles, error-versus-sparsity of every method for both,
+ * and the provenance of each. info[i] describes trace i (its command field is shown once). */
+as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *const s[2],
+                                 const as_report_info info[2], char **html, size_t *len,
+                                 int *n_figures, char *err);
+
+/* "attnscope ARGV..." with arguments shell-quoted where needed (argv[0] is the subcommand);
+ * malloc'd. Call before getopt permutes argv. */
+char *as_report_command_line(int argc, char **argv);
+
 /* Library versions used to draw and checksum ("PLplot 5.15.0, OpenSSL 3.0.x"). */
 void as_report_versions(char *buf, size_t n);
 

@@ -391,3 +391,46 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 #endif
     return s;
 }
+
+/* ---- per-layer aggregates (compare) ---- */
+const char *const as_sum_qnames[AS_SUM_NQ] = {"sink_mass",  "entropy_norm",   "k90_frac", "k99_frac",
+                                       "erank_k",    "collision_frac", "tv_witness", "tol_1",
+                                       "tol_5",      "max_periodicity"};
+const char *const as_sum_qtitles[AS_SUM_NQ] = {
+    "mean weight on position 0",       "mean H / ln n",
+    "median k90 / n",                  "median k99 / n",
+    "mean effective rank of K",        "collision-space dim. / n",
+    "mean TV witness",                 "sparsity N / k, error < 1%",
+    "sparsity N / k, error < 5%",      "largest power share of a peak"};
+
+static double median_tol(const as_sum_layer *L, const double *tol)
+{
+    if (!tol) return NAN;
+    double *v = malloc(sizeof(double) * (size_t)(L->hq ? L->hq : 1));
+    if (!v) return NAN;
+    for (int64_t h = 0; h < L->hq; h++)
+        v[h] = isnan(tol[h]) ? 1 : tol[h]; /* method 0; no sparsity of the sweep: 1 (dense) */
+    double m = L->hq > 0 ? as_sum_quantile(v, L->hq, 0.5) : NAN;
+    free(v);
+    return m;
+}
+
+void as_summary_layer_quantities(const as_summary *s, const as_sum_layer *L, double q[AS_SUM_NQ])
+{
+    int64_t hqt = L->hq * L->t;
+    q[0] = as_sum_mean(L->sink_mass, L->hq);
+    q[1] = s->have_entropy ? as_sum_mean(L->entropy_norm, hqt) : NAN;
+    q[2] = s->have_entropy ? as_sum_quantile(L->k90_frac, hqt, 0.5) : NAN;
+    q[3] = s->have_entropy ? as_sum_quantile(L->k99_frac, hqt, 0.5) : NAN;
+    q[4] = s->have_rank ? as_sum_mean(L->erank_k, L->hkv) : NAN;
+    q[5] = s->have_bottleneck && L->n > 0 ? as_sum_mean(L->collision_dim, L->hq) / (double)L->n
+                                          : NAN;
+    q[6] = s->have_bottleneck ? as_sum_mean(L->tv_witness, L->hq) : NAN;
+    q[7] = s->have_sparsity ? median_tol(L, L->tol_1) : NAN;
+    q[8] = s->have_sparsity ? median_tol(L, L->tol_5) : NAN;
+    q[9] = NAN;
+    if (s->have_spectrum && L->periodicity)
+        for (int64_t h = 0; h < L->hq; h++)
+            if (isfinite(L->periodicity[h]) && !(L->periodicity[h] <= q[9]))
+                q[9] = L->periodicity[h];
+}

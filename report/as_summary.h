@@ -75,6 +75,13 @@ void as_summary_opts_init(as_summary_opts *o);
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err);
 void as_summary_free(as_summary *s);
 
+/* The per-layer aggregates `compare` prints and the comparison page plots. */
+#define AS_SUM_NQ 10
+extern const char *const as_sum_qnames[AS_SUM_NQ];   /* "sink_mass", "entropy_norm", ... */
+extern const char *const as_sum_qtitles[AS_SUM_NQ];  /* axis titles with units */
+void as_summary_layer_quantities(const as_summary *s, const as_sum_layer *L,
+                                 double q[AS_SUM_NQ]);
+
 /* Mean of the finite values of x[0..n), NaN if none. */
 double as_sum_mean(const double *x, int64_t n);
 /* Quantile of the finite values (copied and sorted), NaN if none. */

@@ -77,7 +77,8 @@ def make_trace(path, seed, layers=(0, 5, 11), hq=4, hkv=2, t=8, n=768, d=32, per
         basis = rng.standard_normal((hkv, 6, d))
         k = np.einsum("hnr,hrd->hnd", rng.standard_normal((hkv, n, 6)), basis) / np.sqrt(6)
         k += 0.05 * rng.standard_normal((hkv, n, d))
-        v = rng.standard_normal((hkv, n, d))
+        # values share a mean direction, as real values do (outputs are not near zero)
+        v = rng.standard_normal((hkv, n, d)) + 2.0 * rng.standard_normal((hkv, 1, d))
         q = 0.3 * rng.standard_normal((hq, t, d))
         # kv head 0: periodic in relative position through two rotating coordinates
         k[0, :, 0] = 3 * np.cos(w * j)
@@ -249,6 +250,7 @@ def main():
               r.stderr.strip())
         check("no temporary files left", sorted(os.listdir(tmp)) ==
               ["a.safetensors", "b.safetensors", "report.html"], str(os.listdir(tmp)))
+        check("help report", run("help", "report").returncode == 0)
         r = run("report", os.path.join(tmp, "missing.safetensors"), "-o", out)
         check("missing trace: exit 2, one line", r.returncode == 2 and
               r.stderr.count("\n") == 1 and "missing.safetensors" in r.stderr, r.stderr)
@@ -300,6 +302,20 @@ def main():
         ent = [c for c in kinds.get("compare", []) if c["quantity"] == "entropy_norm"]
         check("compare: delta = b - a", bool(ent) and all(
             c["delta"] is None or abs(c["delta"] - (c["b"] - c["a"])) < 1e-12 for c in ent))
+        page = os.path.join(tmp, "compare.html")
+        r = run("compare", a, b, "-o", page, "--quiet")
+        check("compare -o: exit 0", r.returncode == 0, r.stderr.strip())
+        if r.returncode == 0:
+            s = scan_html(open(page, encoding="utf-8").read())
+            check("compare page: no external resources", not s.external, "; ".join(s.external[:5]))
+            need = ["cmp-entropy_norm", "cmp-k90_frac", "cmp-erank_k", "cmp-tv_witness",
+                    "cmp-tol_5", "profile-a", "profile-b", "cmp-sparsity-0"]
+            bad = [f for f in need if not (s.figures.get(f) and s.figures[f]["elements"] >= 10)]
+            check("compare page: figures drawn", not bad, "missing: " + ", ".join(bad))
+            check("compare page: both checksums", hashlib.sha256(open(b, "rb").read()).hexdigest()
+                  in s.alltext and sha in s.alltext)
+        r = run("compare", a, b, "-o", b)
+        check("compare -o refuses to overwrite an input", r.returncode == 2, r.stderr.strip())
         r = run("compare", a, b, "--csv")
         rows = list(csv.DictReader(io.StringIO(r.stdout))) if r.returncode == 0 else []
         check("compare --csv: same records", len(rows) == len(doc.get("records", [])) and
