@@ -517,9 +517,19 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
     const int64_t rows_max = sel ? sel->kcap : a->nmax;
     int64_t splits = 1;
     if (variant == 0) {
+        /* one full wave: as many equal chunks as the resident blocks allow */
+        int per_sm = 0;
+        if (sel) {
+            AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm,
+                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, as_k_decode<DT, D, GM, true>, 128, 0))));
+        } else {
+            AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm,
+                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, as_k_decode<DT, D, GM, false>, 128, 0))));
+        }
+        if (per_sm < 1) per_sm = 1;
         const int64_t units = (int64_t)a->batch * nunits;
-        const int64_t target = (int64_t)c->sms * 8;
-        splits = (target + units - 1) / units;
+        const int64_t target = (int64_t)c->sms * per_sm;
+        splits = target / units;
         const int64_t maxs = (rows_max + 255) / 256;
         if (splits > maxs) splits = maxs;
         if (splits > 2048) splits = 2048;

@@ -30,6 +30,15 @@ __device__ __forceinline__ int as_append(int *ctr)
     return base + (int)g.thread_rank();
 }
 
+/* Histogram increment aggregated over the lanes of a warp that hit the same bin (scores share
+ * their top bits, so plain shared atomics would serialize on one bin). */
+__device__ __forceinline__ void as_hist_add(uint32_t *hist, uint32_t bin)
+{
+    const unsigned act = __activemask();
+    const unsigned peers = __match_any_sync(act, bin);
+    if ((int)(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], (uint32_t)__popc(peers));
+}
+
 /* Warp 0: the bucket holding the kleft-th largest key of hist (counts per byte value, larger
  * byte = larger keys) and the rank of that key inside the bucket. */
 __device__ void as_find_bucket(const uint32_t *hist, uint32_t kleft, int *s_bucket,
@@ -123,7 +132,7 @@ __global__ void __launch_bounds__(AS_TOPK_THREADS)
         s_eq = 0;
     }
     __syncthreads();
-    as_for_row<VEC>(xr, len, [&](int, float v) { atomicAdd(&hist[as_fkey(v) >> 24], 1u); });
+    as_for_row<VEC>(xr, len, [&](int, float v) { as_hist_add(hist, as_fkey(v) >> 24); });
     __syncthreads();
     as_find_bucket(hist, (uint32_t)kr, &s_bucket, &s_kleft);
     __syncthreads();
@@ -139,7 +148,7 @@ __global__ void __launch_bounds__(AS_TOPK_THREADS)
             out[as_append(&s_nout)] = j;
         } else if (d1 == b1) {
             cr[as_append(&s_ncand)] = j;
-            atomicAdd(&hist[(key >> 16) & 255u], 1u);
+            as_hist_add(hist, (key >> 16) & 255u);
         }
     });
     __syncthreads();
@@ -157,7 +166,7 @@ __global__ void __launch_bounds__(AS_TOPK_THREADS)
         __syncthreads();
         for (int i = tid; i < ncand; i += bd) {
             const uint32_t key = as_fkey(__ldg(xr + cr[i]));
-            if ((key & mask) == prefix) atomicAdd(&hist[(key >> (shift - 8)) & 255u], 1u);
+            if ((key & mask) == prefix) as_hist_add(hist, (key >> (shift - 8)) & 255u);
         }
         __syncthreads();
     }
