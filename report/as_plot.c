@@ -816,7 +816,7 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-double as_quantile_sorted(const double *x, int n, double q)
+double as_plot_quantile(const double *x, int n, double q)
 {
     if (n <= 0) return NAN;
     if (n == 1) return x[0];
@@ -874,8 +874,8 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
                 continue;
             }
             qsort(x, (size_t)m, sizeof *x, cmp_double);
-            double q1 = as_quantile_sorted(x, m, 0.25), med = as_quantile_sorted(x, m, 0.5),
-                   q3 = as_quantile_sorted(x, m, 0.75), iqr = q3 - q1;
+            double q1 = as_plot_quantile(x, m, 0.25), med = as_plot_quantile(x, m, 0.5),
+                   q3 = as_plot_quantile(x, m, 0.75), iqr = q3 - q1;
             double wlo = q1, whi = q3;
             for (int i = 0; i < m; i++)
                 if (x[i] >= q1 - 1.5 * iqr) {
