@@ -16,6 +16,15 @@
 #ifdef AS_SUM_SPECTRUM
 #include "as_spectrum.h"
 #endif
+#ifdef AS_SUM_ENTROPY
+#include "as_entropy.h"
+#endif
+#ifdef AS_SUM_RANK
+#include "as_rank.h"
+#endif
+#ifdef AS_SUM_BOTTLENECK
+#include "as_bottleneck.h"
+#endif
 
 void as_summary_opts_init(as_summary_opts *o)
 {
@@ -293,6 +302,73 @@ static as_status spectrum_layer(const as_layer *l, as_sum_layer *L, char *err)
 }
 #endif
 
+/* Progress in work units: per layer, each family costs about hq units (the dense pass,
+ * entropy, the bottleneck, the spectrum and ranks together), the sparsity sweep 4 hq. */
+typedef struct {
+    const as_summary_opts *o;
+    uint64_t done, total, span; /* span: units of the family in progress */
+} prog_t;
+
+__attribute__((unused)) static void prog_inner(void *ctx, uint64_t d, uint64_t t)
+{
+    prog_t *p = ctx;
+    if (p->o->progress && t) p->o->progress(p->o->ctx, p->done + p->span * (d > t ? t : d) / t, p->total);
+}
+
+static void prog_step(prog_t *p, uint64_t units)
+{
+    p->done += units;
+    if (p->o->progress) p->o->progress(p->o->ctx, p->done, p->total);
+}
+
+#ifdef AS_SUM_ENTROPY
+/* ---- issue 4: entropy and top-k mass of every query ------------------------------------- */
+static as_status entropy_layer(const as_layer *l, as_sum_layer *L, prog_t *pg, char *err)
+{
+    as_entropy_opts eo;
+    as_entropy_opts_init(&eo);
+    eo.topk = 1;
+    eo.progress = prog_inner;
+    eo.ctx = pg;
+    pg->span = (uint64_t)l->hq;
+    as_entropy_layer_res res;
+    memset(&res, 0, sizeof res);
+    as_status st = as_entropy_layer(l, &eo, &res, err);
+    if (st != AS_OK) return st;
+    for (int64_t h = 0; h < l->hq && h < res.hq; h++)
+        for (int64_t qi = 0; qi < l->t && qi < res.t; qi++) {
+            const as_entropy_q *q = &res.q[h * res.t + qi];
+            size_t k = (size_t)(h * l->t + qi);
+            if (q->n <= 0) continue;
+            L->entropy_norm[k] = q->entropy_norm;
+            L->entropy_bits[k] = q->entropy_bits;
+            L->k90_frac[k] = q->k90 >= 0 ? q->k90_frac : NAN;
+            L->k99_frac[k] = q->k99 >= 0 ? q->k99_frac : NAN;
+        }
+    as_entropy_layer_res_free(&res);
+    return AS_OK;
+}
+#endif
+
+#ifdef AS_SUM_RANK
+/* ---- issue 4: effective rank of each kv head's keys ------------------------------------- */
+static as_status rank_layer(const as_layer *l, as_sum_layer *L, char *err)
+{
+    as_rank_opts ro;
+    as_rank_opts_init(&ro);
+    ro.mats = 1u << AS_MAT_K;
+    as_rank_rec *recs = NULL;
+    size_t n = 0;
+    as_status st = as_rank_layer(l, &ro, &recs, &n, err);
+    if (st != AS_OK) return st;
+    for (size_t i = 0; i < n; i++)
+        if (recs[i].matrix == AS_MAT_K && recs[i].head >= 0 && recs[i].head < l->hkv)
+            L->erank_k[recs[i].head] = recs[i].info.erank;
+    as_rank_recs_free(recs, n);
+    return AS_OK;
+}
+#endif
+
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err)
 {
     as_summary_opts def;
@@ -326,19 +402,18 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
              "the positional spectrum needs analysis/as_spectrum.h (issue 6), not in this "
              "build yet");
 
-    /* work units: one per layer x query head (dense pass) */
-    uint64_t total = 0, done = 0;
+    uint64_t heads = 0;
     for (size_t i = 0; i < nl; i++) {
         const as_layer *l = as_trace_layer(tr, i);
         if (o->layer >= 0 && l->index != o->layer) continue;
-        total += (uint64_t)l->hq;
+        heads += (uint64_t)l->hq;
     }
+    prog_t pg = {o, 0, heads * 4, 0};
 #ifdef AS_SUM_SPARSITY
-    uint64_t grand = total * 5; /* the sweep takes about 4 times the dense pass */
-#else
-    uint64_t grand = total;
+    pg.total += heads * 4;
 #endif
-    for (size_t i = 0; i < nl; i++) {
+    as_status st = AS_OK;
+    for (size_t i = 0; i < nl && st == AS_OK; i++) {
         const as_layer *l = as_trace_layer(tr, i);
         if (o->layer >= 0 && l->index != o->layer) continue;
         as_sum_layer *L = &s->layers[s->n_layers++];
@@ -360,34 +435,52 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
             !L->erank_k || !L->collision_dim || !L->tv_witness || !L->periodicity ||
             !L->dominant_period || !p) {
             free(p);
-            as_summary_free(s);
-            as_err_set(err, AS_ERR_NOMEM, "out of memory");
-            return NULL;
+            st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+            break;
         }
-        as_status st = attention_profile(l, L, p, err);
+        st = attention_profile(l, L, p, err);
         free(p);
-        if (st != AS_OK) {
-            as_summary_free(s);
-            return NULL;
-        }
-#ifdef AS_SUM_SPECTRUM
-        if ((st = spectrum_layer(l, L, err)) != AS_OK) {
-            as_summary_free(s);
-            return NULL;
-        }
+        prog_step(&pg, (uint64_t)l->hq);
+#ifdef AS_SUM_ENTROPY
+        if (st == AS_OK) st = entropy_layer(l, L, &pg, err);
+        prog_step(&pg, (uint64_t)l->hq);
+#else
+        prog_step(&pg, (uint64_t)l->hq);
 #endif
-        done += (uint64_t)l->hq;
-        if (o->progress) o->progress(o->ctx, done, grand);
+#ifdef AS_SUM_RANK
+        if (st == AS_OK) st = rank_layer(l, L, err);
+#endif
+#ifdef AS_SUM_SPECTRUM
+        if (st == AS_OK) st = spectrum_layer(l, L, err);
+#endif
+        prog_step(&pg, (uint64_t)l->hq);
+#ifdef AS_SUM_BOTTLENECK
+        if (st == AS_OK) st = bottleneck_layer(l, L, &pg, err);
+#endif
+        prog_step(&pg, (uint64_t)l->hq);
     }
-#ifdef AS_SUM_SPECTRUM
-    s->have_spectrum = 1;
-    s->missing[4][0] = '\0';
-#endif
 #ifdef AS_SUM_SPARSITY
-    if (sparsity_family(tr, s, o, done, total * 4, total * 5, err) != AS_OK) {
+    if (st == AS_OK) st = sparsity_family(tr, s, o, pg.done, heads * 4, pg.total, err);
+#endif
+    if (st != AS_OK) {
         as_summary_free(s);
         return NULL;
     }
+#ifdef AS_SUM_ENTROPY
+    s->have_entropy = 1;
+    s->missing[0][0] = '\0';
+#endif
+#ifdef AS_SUM_RANK
+    s->have_rank = 1;
+    s->missing[1][0] = '\0';
+#endif
+#ifdef AS_SUM_BOTTLENECK
+    s->have_bottleneck = 1;
+    s->missing[2][0] = '\0';
+#endif
+#ifdef AS_SUM_SPECTRUM
+    s->have_spectrum = 1;
+    s->missing[4][0] = '\0';
 #endif
     return s;
 }
