@@ -396,6 +396,31 @@ static void draw_legend(const canvas *c, const legend_entry *e, int n, int pos)
     }
     double bw = lw + 14.0 / c->w, bh = n * lh + 10.0 / c->h;
     double bx0, by1;
+    if (pos == 5) { /* one row above the plot area, right-aligned, no box */
+        double tw = 0;
+        for (int i = 0; i < n; i++) tw += (46.0 + 7.6 * (double)strlen(e[i].name ? e[i].name : ""));
+        bx0 = c->x1 - tw / c->w;
+        plvpor(bx0, c->x1, c->y1 + 2.0 / c->h, c->y1 + 22.0 / c->h);
+        plwind(0, tw, 0, 20);
+        double x = 0;
+        for (int i = 0; i < n; i++) {
+            plcol0(e[i].color);
+            if (e[i].box) {
+                PLFLT rx[4] = {x + 4, x + 28, x + 28, x + 4}, ry[4] = {5, 5, 15, 15};
+                plfill(4, rx, ry);
+            } else {
+                plwidth(2.2);
+                line_style(e[i].style);
+                pljoin(x + 2, 10, x + 30, 10);
+                line_style(0);
+                plwidth(1);
+            }
+            plcol0(C_FG);
+            ptex(x + 36, 9.5, 0, e[i].name ? e[i].name : "");
+            x += 46.0 + 7.6 * (double)strlen(e[i].name ? e[i].name : "");
+        }
+        return;
+    }
     switch (pos) {
     case 1: bx0 = c->x0 + 8.0 / c->w, by1 = c->y1 - 8.0 / c->h; break;
     case 2: bx0 = c->x1 - 8.0 / c->w - bw, by1 = c->y0 + 8.0 / c->h + bh; break;
@@ -432,7 +457,7 @@ static void draw_legend(const canvas *c, const legend_entry *e, int n, int pos)
             }
         }
         plcol0(C_FG);
-        ptex(40, y - 4, 0, e[i].name ? e[i].name : "");
+        ptex(40, y - 0.5, 0, e[i].name ? e[i].name : "");
     }
 }
 
@@ -549,7 +574,7 @@ char *as_plot_heatmap(const as_heatmap *h, char *err)
                     plcol0(t < 0.62 ? C_BG : C_FG);
                 }
                 double y = h->nrows - 1 - r;
-                ptex(k, y - 0.18 * (scale * 12.5) / cell_h * 2, 0.5, txt);
+                ptex(k, y - 1.0 / cell_h, 0.5, txt);
             }
         plschr(0, 1.0);
     }
@@ -854,7 +879,9 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
     }
     int legend = p->nseries > 1 && p->series_names;
     canvas c;
-    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, p->f.title ? 34 : 12, err)) return NULL;
+    int above = p->nseries > 1 && p->series_names;
+    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, (p->f.title ? 34 : 12) + (above ? 22 : 0), err))
+        return NULL;
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
     plcol0(C_GRID);
@@ -935,7 +962,7 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
         legend_entry e[AS_PLOT_NCOLORS];
         int n = p->nseries < AS_PLOT_NCOLORS ? p->nseries : AS_PLOT_NCOLORS;
         for (int s = 0; s < n; s++) e[s] = (legend_entry){p->series_names[s], cat_color(s), 0, 0, 1};
-        draw_legend(&c, e, n, 0);
+        draw_legend(&c, e, n, 5);
     }
     return canvas_end(&c, p->f.title, err);
 }
@@ -973,7 +1000,9 @@ char *as_plot_bars(const as_barplot *p, char *err)
         if (p->logy) base = ylo;
     }
     canvas c;
-    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, p->f.title ? 34 : 12, err)) return NULL;
+    int above = p->nseries > 1 && p->series_names;
+    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, (p->f.title ? 34 : 12) + (above ? 22 : 0), err))
+        return NULL;
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
     plcol0(C_GRID);
@@ -1004,7 +1033,7 @@ char *as_plot_bars(const as_barplot *p, char *err)
         legend_entry e[AS_PLOT_NCOLORS];
         int n = p->nseries < AS_PLOT_NCOLORS ? p->nseries : AS_PLOT_NCOLORS;
         for (int s = 0; s < n; s++) e[s] = (legend_entry){p->series_names[s], cat_color(s), 0, 0, 1};
-        draw_legend(&c, e, n, 0);
+        draw_legend(&c, e, n, 5);
     }
     return canvas_end(&c, p->f.title, err);
 }
