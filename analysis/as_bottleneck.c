@@ -1,0 +1,530 @@
+#include "as_bottleneck.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_attn.h"
+#include "as_rank.h"
+
+#ifdef AS_HAVE_GLPK
+#include <glpk.h>
+#endif
+
+int as_bn_have_lp(void)
+{
+#ifdef AS_HAVE_GLPK
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+void as_bn_opts_init(as_bn_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->head = -1;
+    o->query = -1;
+    static const double def[] = {0.01, 0.05, 0.10, 0.25};
+    o->n_budgets = sizeof def / sizeof def[0];
+    memcpy(o->budgets, def, sizeof def);
+    o->witness = as_bn_have_lp();
+    o->witness_keys = 2048;
+}
+
+/* Rank of the singular values sv[0..r) of an m x n matrix, NumPy's matrix_rank tolerance. */
+static int64_t rank_of_sv(const double *sv, int64_t r, int64_t m, int64_t n)
+{
+    double smax = 0.0;
+    for (int64_t i = 0; i < r; i++)
+        if (sv[i] > smax) smax = sv[i];
+    double tol = smax * (double)(m > n ? m : n) * DBL_EPSILON;
+    int64_t k = 0;
+    for (int64_t i = 0; i < r; i++)
+        if (sv[i] > tol) k++;
+    return k;
+}
+
+as_status as_bn_value_rank(const double *V, int64_t n, int64_t d, int64_t *rank, char *err)
+{
+    *rank = 0;
+    if (n <= 0) return AS_OK;
+    int64_t chunk = n < 4096 ? n : 4096, d1 = d + 1;
+    as_tsqr *q = as_tsqr_new(d1, chunk, err);
+    if (!q) return AS_ERR_NOMEM;
+    double *rows = malloc((size_t)(chunk * d1) * sizeof *rows);
+    double *sv = malloc((size_t)d1 * sizeof *sv);
+    as_status st = AS_OK;
+    if (!rows || !sv) {
+        st = as_err_set(err, AS_ERR_NOMEM, "value rank: out of memory");
+        goto out;
+    }
+    for (int64_t j0 = 0; j0 < n && st == AS_OK; j0 += chunk) {
+        int64_t cnt = n - j0 < chunk ? n - j0 : chunk;
+        for (int64_t i = 0; i < cnt; i++) {
+            memcpy(rows + i * d1, V + (j0 + i) * d, (size_t)d * sizeof *rows);
+            rows[i * d1 + d] = 1.0;
+        }
+        st = as_tsqr_add_rows(q, rows, cnt, d1, err);
+    }
+    int64_t nsv = 0;
+    if (st == AS_OK) st = as_tsqr_sv(q, sv, &nsv, err);
+    if (st == AS_OK) *rank = rank_of_sv(sv, nsv, d1, n);
+out:
+    free(rows);
+    free(sv);
+    as_tsqr_free(q);
+    return st;
+}
+
+/* Indices 0..n-1 ordered by weight, largest first (ties: lower index first). */
+static const double *sort_w;
+static int cmp_idx(const void *x, const void *y)
+{
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    double a = sort_w[i], b = sort_w[j];
+    if (a != b) return a < b ? 1 : -1;
+    return (i > j) - (i < j);
+}
+
+static int64_t *order_desc(const double *a, int64_t n)
+{
+    int64_t *ix = malloc((size_t)(n > 0 ? n : 1) * sizeof *ix);
+    if (!ix) return NULL;
+    for (int64_t i = 0; i < n; i++) ix[i] = i;
+    sort_w = a;
+    qsort(ix, (size_t)n, sizeof *ix, cmp_idx);
+    sort_w = NULL;
+    return ix;
+}
+
+/* ---------------------------------------------------------------------- the TV witness */
+
+#ifdef AS_HAVE_GLPK
+/* The LP over the nj keys VJ (nj x d), weights aJ: a' = x on those keys, x >= 0,
+ * VJ^T x = VJ^T aJ, 1^T x = 1^T aJ. Best TV = 1/2 sum |aJ - x| into *tv, x into xbest.
+ * *res_abs: ||VJ^T (x - aJ)||_2 + |1^T (x - aJ)|. */
+static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, int64_t d,
+                              double *tv, double *xbest, double *res_abs, char *err)
+{
+    *tv = 0.0;
+    *res_abs = 0.0;
+    memcpy(xbest, aJ, (size_t)nj * sizeof *xbest);
+    if (nj < 2) return AS_OK;
+    if (nj > 50000000 / (d + 1))
+        return as_err_set(err, AS_ERR_USAGE, "TV witness: LP too large (%lld keys x %lld)",
+                          (long long)nj, (long long)(d + 1));
+    glp_term_out(GLP_OFF);
+    glp_prob *P = glp_create_prob();
+    glp_set_obj_dir(P, GLP_MIN);
+    glp_add_rows(P, (int)(d + 1));
+    glp_add_cols(P, (int)nj);
+    size_t cap = (size_t)(nj * (d + 1)) + 1;
+    int *ia = malloc(cap * sizeof *ia), *ja = malloc(cap * sizeof *ja);
+    double *ar = malloc(cap * sizeof *ar), *x = malloc((size_t)nj * sizeof *x);
+    double *rhs = calloc((size_t)(d + 1), sizeof *rhs);
+    char *in_s = malloc((size_t)nj), *new_s = malloc((size_t)nj);
+    as_status st = AS_OK;
+    if (!ia || !ja || !ar || !x || !rhs || !in_s || !new_s) {
+        st = as_err_set(err, AS_ERR_NOMEM, "TV witness: out of memory");
+        goto out;
+    }
+    int ne = 0;
+    for (int64_t j = 0; j < nj; j++) {
+        for (int64_t c = 0; c < d; c++) {
+            double v = VJ[j * d + c];
+            rhs[c] += v * aJ[j];
+            if (v != 0.0) {
+                ne++;
+                ia[ne] = (int)c + 1;
+                ja[ne] = (int)j + 1;
+                ar[ne] = v;
+            }
+        }
+        rhs[d] += aJ[j];
+        ne++;
+        ia[ne] = (int)d + 1;
+        ja[ne] = (int)j + 1;
+        ar[ne] = 1.0;
+        glp_set_col_bnds(P, (int)j + 1, GLP_LO, 0.0, 0.0);
+    }
+    for (int64_t c = 0; c <= d; c++) glp_set_row_bnds(P, (int)c + 1, GLP_FX, rhs[c], rhs[c]);
+    glp_load_matrix(P, ne, ia, ja, ar);
+    glp_scale_prob(P, GLP_SF_AUTO);
+    glp_std_basis(P);
+    glp_smcp parm;
+    glp_init_smcp(&parm);
+    parm.msg_lev = GLP_MSG_OFF;
+    parm.meth = GLP_PRIMAL;
+
+    /* starting sets: the heaviest key; the keys holding half the mass; the keys above the mean */
+    double total = rhs[d], mean = total / (double)nj;
+    for (int start = 0; start < 3; start++) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < nj; j++) { /* aJ is sorted by weight, largest first */
+            int in = start == 0 ? j == 0 : start == 1 ? acc < 0.5 * total : aJ[j] > mean;
+            in_s[j] = (char)in;
+            acc += aJ[j];
+        }
+        for (int iter = 0; iter < 8; iter++) {
+            for (int64_t j = 0; j < nj; j++) glp_set_obj_coef(P, (int)j + 1, in_s[j] ? 1.0 : 0.0);
+            int rc = glp_simplex(P, &parm);
+            if (rc != 0 || glp_get_status(P) != GLP_OPT) {
+                glp_std_basis(P); /* a failed solve: restart from the slack basis next time */
+                break;
+            }
+            double t = 0.0;
+            for (int64_t j = 0; j < nj; j++) {
+                double v = glp_get_col_prim(P, (int)j + 1);
+                x[j] = v > 0 ? v : 0.0;
+                t += fabs(aJ[j] - x[j]);
+            }
+            t *= 0.5;
+            int improved = t > *tv * (1 + 1e-12) + 1e-15;
+            if (improved) {
+                *tv = t;
+                memcpy(xbest, x, (size_t)nj * sizeof *x);
+            }
+            int changed = 0;
+            for (int64_t j = 0; j < nj; j++) {
+                new_s[j] = (char)(aJ[j] > x[j]);
+                if (new_s[j] != in_s[j]) changed = 1;
+            }
+            if (!changed || (!improved && iter > 0)) break;
+            memcpy(in_s, new_s, (size_t)nj);
+        }
+    }
+    /* residual of the constraints at the best point */
+    double r2 = 0.0, rs = 0.0;
+    for (int64_t c = 0; c < d; c++) {
+        double acc = 0.0;
+        for (int64_t j = 0; j < nj; j++) acc += VJ[j * d + c] * (xbest[j] - aJ[j]);
+        r2 += acc * acc;
+    }
+    for (int64_t j = 0; j < nj; j++) rs += xbest[j] - aJ[j];
+    *res_abs = sqrt(r2) + fabs(rs);
+out:
+    glp_delete_prob(P);
+    free(ia);
+    free(ja);
+    free(ar);
+    free(x);
+    free(rhs);
+    free(in_s);
+    free(new_s);
+    return st;
+}
+#endif
+
+as_status as_bn_witness(const double *V, const double *a, int64_t n, int64_t d, int64_t keys,
+                        double *tv, double *a_out, double *resid, char *err)
+{
+    *tv = NAN;
+    if (resid) *resid = NAN;
+#ifndef AS_HAVE_GLPK
+    (void)V, (void)a, (void)n, (void)d, (void)keys, (void)a_out;
+    return as_err_set(err, AS_ERR_USAGE,
+                      "TV witness: attnscope was built without GLPK (Debian: libglpk-dev)");
+#else
+    int64_t nj = keys > 0 && keys < n ? keys : n;
+    int64_t *ix = order_desc(a, n);
+    double *VJ = malloc((size_t)((nj ? nj : 1) * d) * sizeof *VJ);
+    double *aJ = malloc((size_t)(nj ? nj : 1) * sizeof *aJ);
+    double *xJ = malloc((size_t)(nj ? nj : 1) * sizeof *xJ);
+    as_status st = AS_OK;
+    if (!ix || !VJ || !aJ || !xJ) {
+        st = as_err_set(err, AS_ERR_NOMEM, "TV witness: out of memory");
+        goto out;
+    }
+    for (int64_t j = 0; j < nj; j++) {
+        memcpy(VJ + j * d, V + ix[j] * d, (size_t)d * sizeof *VJ);
+        aJ[j] = a[ix[j]];
+    }
+    double res_abs = 0.0, t = 0.0;
+    st = witness_core(VJ, aJ, nj, d, &t, xJ, &res_abs, err);
+    if (st != AS_OK) goto out;
+    *tv = t;
+    double on = 0.0;
+    for (int64_t c = 0; c < d; c++) {
+        double o = 0.0;
+        for (int64_t i = 0; i < n; i++) o += V[i * d + c] * a[i];
+        on += o * o;
+    }
+    on = sqrt(on);
+    if (resid) *resid = on > 0 ? res_abs / on : res_abs;
+    if (a_out) {
+        memcpy(a_out, a, (size_t)n * sizeof *a_out);
+        for (int64_t j = 0; j < nj; j++) a_out[ix[j]] = xJ[j];
+    }
+out:
+    free(ix);
+    free(VJ);
+    free(aJ);
+    free(xJ);
+    return st;
+#endif
+}
+
+/* ------------------------------------------------------------------------ absorption */
+
+/* delta = a - a_k for the top-k set given by the order ix; returns the missed mass 1 - P_S. */
+static double topk_delta(const double *a, const int64_t *ix, int64_t n, int64_t k, double *delta,
+                         double *captured)
+{
+    double p = 0.0, rest = 0.0;
+    for (int64_t j = 0; j < k; j++) p += a[ix[j]];
+    for (int64_t j = k; j < n; j++) rest += a[ix[j]];
+    if (captured) *captured = p;
+    for (int64_t j = k; j < n; j++) delta[ix[j]] = a[ix[j]];
+    for (int64_t j = 0; j < k; j++) delta[ix[j]] = p > 0 ? -a[ix[j]] * rest / p : 0.0;
+    return rest;
+}
+
+double as_bn_absorption(const double *V, const double *a, int64_t n, int64_t d, int64_t k,
+                        double *captured)
+{
+    if (captured) *captured = NAN;
+    if (n <= 0 || k < 1) return NAN;
+    if (k > n) k = n;
+    int64_t *ix = order_desc(a, n);
+    double *delta = malloc((size_t)n * sizeof *delta);
+    double r = NAN;
+    if (ix && delta) {
+        double rest = topk_delta(a, ix, n, k, delta, captured);
+        double num = 0.0, vmax = 0.0;
+        for (int64_t c = 0; c < d; c++) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < n; i++) acc += V[i * d + c] * delta[i];
+            num += acc * acc;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0.0;
+            for (int64_t c = 0; c < d; c++) s += V[i * d + c] * V[i * d + c];
+            if (s > vmax) vmax = s;
+        }
+        vmax = sqrt(vmax);
+        if (rest > 0 && vmax > 0) r = sqrt(num) / (2.0 * rest * vmax);
+    }
+    free(ix);
+    free(delta);
+    return r;
+}
+
+/* ----------------------------------------------------------------------------- a layer */
+
+typedef struct {
+    int64_t n_snap;
+    int64_t *n;        /* distinct visible counts, ascending */
+    int64_t *rank;     /* rank([V_n^T; 1^T]) */
+    double *vmax;      /* max_{i < n} ||v_i|| */
+} kv_snap;
+
+static as_status kv_snapshots(const as_layer *l, int64_t g, const int64_t *ns, int64_t nn,
+                              int64_t tile, kv_snap *ks, char *err)
+{
+    const int64_t d = l->d, d1 = d + 1;
+    ks->n_snap = nn;
+    ks->n = malloc((size_t)nn * sizeof *ks->n);
+    ks->rank = malloc((size_t)nn * sizeof *ks->rank);
+    ks->vmax = malloc((size_t)nn * sizeof *ks->vmax);
+    double *buf = malloc((size_t)(tile * d) * sizeof *buf);
+    double *rows = malloc((size_t)(tile * d1) * sizeof *rows);
+    double *sv = malloc((size_t)d1 * sizeof *sv);
+    as_tsqr *q = as_tsqr_new(d1, tile, err);
+    as_status st = AS_OK;
+    if (!q) {
+        st = AS_ERR_NOMEM;
+        goto out;
+    }
+    if (!ks->n || !ks->rank || !ks->vmax || !buf || !rows || !sv) {
+        st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+        goto out;
+    }
+    memcpy(ks->n, ns, (size_t)nn * sizeof *ns);
+    int64_t pos = 0;
+    double vmax2 = 0.0;
+    for (int64_t s = 0; s < nn && st == AS_OK; s++) {
+        while (pos < ns[s] && st == AS_OK) {
+            int64_t cnt = ns[s] - pos < tile ? ns[s] - pos : tile;
+            as_layer_read_v(l, g, pos, cnt, buf);
+            for (int64_t i = 0; i < cnt; i++) {
+                double s2 = 0.0;
+                for (int64_t c = 0; c < d; c++) {
+                    double v = buf[i * d + c];
+                    rows[i * d1 + c] = v;
+                    s2 += v * v;
+                }
+                rows[i * d1 + d] = 1.0;
+                if (s2 > vmax2) vmax2 = s2;
+            }
+            st = as_tsqr_add_rows(q, rows, cnt, d1, err);
+            pos += cnt;
+        }
+        int64_t nsv = 0;
+        if (st == AS_OK) st = as_tsqr_sv(q, sv, &nsv, err);
+        if (st == AS_OK) {
+            ks->rank[s] = rank_of_sv(sv, nsv, d1, ns[s]);
+            ks->vmax[s] = sqrt(vmax2);
+        }
+    }
+out:
+    free(buf);
+    free(rows);
+    free(sv);
+    as_tsqr_free(q);
+    return st;
+}
+
+static void kv_snap_free(kv_snap *ks)
+{
+    free(ks->n);
+    free(ks->rank);
+    free(ks->vmax);
+    memset(ks, 0, sizeof *ks);
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out, size_t *n_out,
+                      char *err)
+{
+    as_bn_opts def;
+    if (!o) {
+        as_bn_opts_init(&def);
+        o = &def;
+    }
+    *out = NULL;
+    *n_out = 0;
+    if (o->head >= l->hq || o->query >= l->t)
+        return as_err_set(err, AS_ERR_USAGE, "layer %d has %lld query heads and %lld queries",
+                          l->index, (long long)l->hq, (long long)l->t);
+    if (o->n_budgets > AS_BN_MAX_BUDGETS)
+        return as_err_set(err, AS_ERR_USAGE, "bottleneck: at most %d budgets", AS_BN_MAX_BUDGETS);
+    if (o->witness && !as_bn_have_lp())
+        return as_err_set(err, AS_ERR_USAGE,
+                          "TV witness: attnscope was built without GLPK (Debian: libglpk-dev)");
+    const int64_t d = l->d, t = l->t, hq = l->hq;
+    int64_t h0 = o->head >= 0 ? o->head : 0, h1 = o->head >= 0 ? o->head + 1 : hq;
+    int64_t q0 = o->query >= 0 ? o->query : 0, q1 = o->query >= 0 ? o->query + 1 : t;
+    int64_t tile = o->tile > 0 ? o->tile : AS_ATTN_TILE;
+    size_t nrec = (size_t)((h1 - h0) * (q1 - q0));
+    as_bn_query *recs = calloc(nrec ? nrec : 1, sizeof *recs);
+    int64_t *ns = malloc((size_t)(t ? t : 1) * sizeof *ns);
+    double *p = malloc((size_t)(l->n ? l->n : 1) * sizeof *p);
+    double *delta = malloc((size_t)(l->n ? l->n : 1) * sizeof *delta);
+    double *o_vec = malloc((size_t)d * sizeof *o_vec), *dv = malloc((size_t)d * sizeof *dv);
+    int64_t nj_max = o->witness_keys > 0 && o->witness_keys < l->n ? o->witness_keys : l->n;
+    double *VJ = o->witness ? malloc((size_t)((nj_max ? nj_max : 1) * d) * sizeof *VJ) : NULL;
+    double *aJ = o->witness ? malloc((size_t)(nj_max ? nj_max : 1) * sizeof *aJ) : NULL;
+    double *xJ = o->witness ? malloc((size_t)(nj_max ? nj_max : 1) * sizeof *xJ) : NULL;
+    kv_snap ks;
+    memset(&ks, 0, sizeof ks);
+    int64_t ks_g = -1;
+    as_status st = AS_OK;
+    if (!recs || !ns || !p || !delta || !o_vec || !dv ||
+        (o->witness && (!VJ || !aJ || !xJ))) {
+        st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+        goto out;
+    }
+    /* distinct visible counts of the selected queries */
+    int64_t nn = 0;
+    for (int64_t qi = q0; qi < q1; qi++) ns[nn++] = as_layer_visible(l, qi);
+    qsort(ns, (size_t)nn, sizeof *ns, cmp_i64);
+    int64_t w = 0;
+    for (int64_t i = 0; i < nn; i++)
+        if (w == 0 || ns[i] != ns[w - 1]) ns[w++] = ns[i];
+    nn = w;
+
+    size_t r = 0;
+    for (int64_t h = h0; h < h1 && st == AS_OK; h++) {
+        int64_t g = as_layer_kv_head(l, h);
+        if (g != ks_g) {
+            kv_snap_free(&ks);
+            if ((st = kv_snapshots(l, g, ns, nn, tile, &ks, err)) != AS_OK) break;
+            ks_g = g;
+        }
+        for (int64_t qi = q0; qi < q1 && st == AS_OK; qi++, r++) {
+            as_bn_query *b = &recs[r];
+            int64_t n = 0;
+            double lse;
+            if ((st = as_attn_dense(l, h, qi, p, o_vec, &n, &lse, err)) != AS_OK) break;
+            b->head = h;
+            b->kv_head = g;
+            b->query = qi;
+            b->n = n;
+            b->d = d;
+            int64_t s = 0;
+            while (s < ks.n_snap - 1 && ks.n[s] != n) s++;
+            b->value_rank = ks.rank[s];
+            b->collision_dim = n - ks.rank[s];
+            b->v_max_norm = ks.vmax[s];
+            b->tv_witness = NAN;
+            b->witness_residual = NAN;
+            int64_t *ix = order_desc(p, n);
+            if (!ix) {
+                st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+                break;
+            }
+            /* absorption of oracle top-k at each budget */
+            b->n_budgets = o->n_budgets;
+            for (size_t bi = 0; bi < o->n_budgets && st == AS_OK; bi++) {
+                double f = o->budgets[bi];
+                int64_t k = (int64_t)ceil(f * (double)n);
+                if (k < 1) k = 1;
+                if (k > n) k = n;
+                b->budget[bi] = f;
+                b->k[bi] = k;
+                double rest = topk_delta(p, ix, n, k, delta, &b->captured_mass[bi]);
+                st = as_attn_output(l, g, delta, n, dv, err);
+                double num = 0.0;
+                for (int64_t c = 0; c < d; c++) num += dv[c] * dv[c];
+                b->absorption[bi] = rest > 0 && b->v_max_norm > 0
+                                        ? sqrt(num) / (2.0 * rest * b->v_max_norm)
+                                        : NAN;
+            }
+#ifdef AS_HAVE_GLPK
+            if (st == AS_OK && o->witness) {
+                int64_t nj = nj_max < n ? nj_max : n;
+                for (int64_t j = 0; j < nj; j++) {
+                    as_layer_read_v(l, g, ix[j], 1, VJ + j * d);
+                    aJ[j] = p[ix[j]];
+                }
+                double tv = 0.0, res_abs = 0.0;
+                st = witness_core(VJ, aJ, nj, d, &tv, xJ, &res_abs, err);
+                if (st == AS_OK) {
+                    double on = 0.0;
+                    for (int64_t c = 0; c < d; c++) on += o_vec[c] * o_vec[c];
+                    on = sqrt(on);
+                    b->tv_witness = tv;
+                    b->witness_keys = nj;
+                    b->witness_residual = on > 0 ? res_abs / on : res_abs;
+                }
+            }
+#endif
+            free(ix);
+            if (o->progress) o->progress(o->ctx, (uint64_t)(r + 1), (uint64_t)nrec);
+        }
+    }
+out:
+    kv_snap_free(&ks);
+    free(ns);
+    free(p);
+    free(delta);
+    free(o_vec);
+    free(dv);
+    free(VJ);
+    free(aJ);
+    free(xJ);
+    if (st != AS_OK) {
+        free(recs);
+        return st;
+    }
+    *out = recs;
+    *n_out = nrec;
+    return AS_OK;
+}
