@@ -10,7 +10,7 @@ CMAKE_FLAGS ?=
 # Debian packages the build and the tests need (GLPK: the bottleneck's linear program;
 # PLplot: the report's plots; chromium: the report's screenshot test).
 AS_DEB_PACKAGES = cmake ninja-build pkg-config gcc make python3 \
-	libopenblas-dev liblapacke-dev libfftw3-dev libgsl-dev libcriterion-dev libcjson-dev \
+	libopenblas-dev liblapacke-dev libfftw3-dev libgsl-dev libcriterion-dev libcjson-dev libglpk-dev \
 	libplplot-dev libssl-dev chromium
 # Python packages the interop and cross-check tests need.
 AS_PIP_PACKAGES = numpy safetensors
