@@ -34,4 +34,9 @@ int as_cmd_sim(int argc, char **argv);
 extern const char as_help_sim[];
 #endif
 
+#ifdef AS_HAVE_CUDA /* gpu/: nvcc found */
+int as_cmd_gpu(int argc, char **argv);
+extern const char as_help_gpu[];
+#endif
+
 #endif

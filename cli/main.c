@@ -21,6 +21,9 @@ static const as_command commands[] = {
     {"sim", as_cmd_sim, "synthetic traces and Monte-Carlo experiments with known answers",
      as_help_sim},
 #endif
+#ifdef AS_HAVE_CUDA
+    {"gpu", as_cmd_gpu, "replay a trace through the GPU kernels; benchmark them", as_help_gpu},
+#endif
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 
