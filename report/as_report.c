@@ -113,7 +113,7 @@ static double *get_entropy(const as_sum_layer *L) { return L->entropy_norm; }
 static double *get_erank(const as_sum_layer *L) { return L->erank_k; }
 static double *get_tv(const as_sum_layer *L) { return L->tv_witness; }
 static double *get_sink(const as_sum_layer *L) { return L->sink_mass; }
-static double *get_collision_frac(const as_sum_layer *L) { return L->collision_dim; }
+static double *get_collision_frac(const as_sum_layer *L) { return L->collision_frac; }
 
 /* Titles of the selection methods (as_sp_method_name -> what a paper calls them). */
 static const char *method_title(const char *m)
@@ -492,9 +492,6 @@ static void section_bottleneck(ctx *c, const as_summary *s)
     as_html_grid_begin(b, 2);
     double *z = layer_head_matrix(s, hq, 0, get_collision_frac, 0);
     if (z) {
-        /* as a fraction of n: comparable across layers */
-        for (size_t i = 0; i < s->n_layers; i++)
-            for (int64_t h = 0; h < hq; h++) z[i * (size_t)hq + (size_t)h] /= (double)s->layers[i].n;
         as_heatmap h = {{680, heat_height(s->n_layers), "Collision-space dimension", "query head",
                          "layer"},
                         (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,

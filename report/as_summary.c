@@ -84,6 +84,8 @@ static void free_layer(as_sum_layer *L)
     free(L->k99_frac);
     free(L->erank_k);
     free(L->collision_dim);
+    free(L->collision_frac);
+    free(L->absorption);
     free(L->tv_witness);
     free(L->rel_err);
     free(L->rel_bound);
@@ -369,6 +371,64 @@ static as_status rank_layer(const as_layer *l, as_sum_layer *L, char *err)
 }
 #endif
 
+#ifdef AS_SUM_BOTTLENECK
+/* ---- issue 4: the bottleneck (collision space, TV witness, absorption) per head ---------- */
+static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, prog_t *pg, char *err)
+{
+    as_bn_opts bo;
+    as_bn_opts_init(&bo);
+    bo.progress = prog_inner;
+    bo.ctx = pg;
+    pg->span = (uint64_t)l->hq;
+    as_bn_query *q = NULL;
+    size_t nq = 0;
+    as_status st = as_bn_layer(l, &bo, &q, &nq, err);
+    if (st != AS_OK) return st;
+    int nb = (int)(bo.n_budgets < 16 ? bo.n_budgets : 16);
+    L->n_absorb = nb;
+    for (int b = 0; b < nb; b++) L->absorb_budget[b] = bo.budgets[b];
+    L->absorption = nan_array((size_t)l->hq * (size_t)(nb ? nb : 1));
+    double *acc = calloc((size_t)l->hq * (size_t)(4 + nb), sizeof *acc); /* sums, counts */
+    if (!L->absorption || !acc) {
+        free(q);
+        free(acc);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nq; i++) {
+        int64_t h = q[i].head;
+        if (h < 0 || h >= l->hq || q[i].n <= 0) continue;
+        double *a = acc + (size_t)h * (size_t)(4 + nb);
+        a[0] += (double)q[i].collision_dim;
+        a[1] += (double)q[i].collision_dim / (double)q[i].n;
+        a[3] += 1;
+        if (isfinite(q[i].tv_witness)) {
+            L->tv_witness[h] = isnan(L->tv_witness[h]) ? q[i].tv_witness
+                                                       : L->tv_witness[h] + q[i].tv_witness;
+            a[2] += 1;
+        }
+        for (int b = 0; b < nb && b < (int)q[i].n_budgets; b++)
+            if (isfinite(q[i].absorption[b])) {
+                double *ab = &L->absorption[(size_t)h * nb + b];
+                *ab = isnan(*ab) ? q[i].absorption[b] : *ab + q[i].absorption[b];
+                a[4 + b] += 1;
+            }
+    }
+    for (int64_t h = 0; h < l->hq; h++) {
+        const double *a = acc + (size_t)h * (size_t)(4 + nb);
+        if (a[3] > 0) {
+            L->collision_dim[h] = a[0] / a[3];
+            L->collision_frac[h] = a[1] / a[3];
+        }
+        if (a[2] > 0) L->tv_witness[h] /= a[2];
+        for (int b = 0; b < nb; b++)
+            if (a[4 + b] > 0) L->absorption[(size_t)h * nb + b] /= a[4 + b];
+    }
+    free(acc);
+    free(q);
+    return AS_OK;
+}
+#endif
+
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err)
 {
     as_summary_opts def;
@@ -427,12 +487,13 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
         L->k99_frac = nan_array(hqt);
         L->erank_k = nan_array((size_t)l->hkv);
         L->collision_dim = nan_array((size_t)l->hq);
+        L->collision_frac = nan_array((size_t)l->hq);
         L->tv_witness = nan_array((size_t)l->hq);
         L->periodicity = nan_array((size_t)l->hq);
         L->dominant_period = nan_array((size_t)l->hq);
         double *p = malloc((size_t)(l->n ? l->n : 1) * sizeof *p);
         if (!L->entropy_norm || !L->entropy_bits || !L->k90_frac || !L->k99_frac ||
-            !L->erank_k || !L->collision_dim || !L->tv_witness || !L->periodicity ||
+            !L->erank_k || !L->collision_dim || !L->collision_frac || !L->tv_witness || !L->periodicity ||
             !L->dominant_period || !p) {
             free(p);
             st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
@@ -516,8 +577,7 @@ void as_summary_layer_quantities(const as_summary *s, const as_sum_layer *L, dou
     q[2] = s->have_entropy ? as_sum_quantile(L->k90_frac, hqt, 0.5) : NAN;
     q[3] = s->have_entropy ? as_sum_quantile(L->k99_frac, hqt, 0.5) : NAN;
     q[4] = s->have_rank ? as_sum_mean(L->erank_k, L->hkv) : NAN;
-    q[5] = s->have_bottleneck && L->n > 0 ? as_sum_mean(L->collision_dim, L->hq) / (double)L->n
-                                          : NAN;
+    q[5] = s->have_bottleneck ? as_sum_mean(L->collision_frac, L->hq) : NAN;
     q[6] = s->have_bottleneck ? as_sum_mean(L->tv_witness, L->hq) : NAN;
     q[7] = s->have_sparsity ? median_tol(L, L->tol_1) : NAN;
     q[8] = s->have_sparsity ? median_tol(L, L->tol_5) : NAN;

@@ -32,8 +32,12 @@ typedef struct {
     double *entropy_bits;            /* [hq * t] */
     double *k90_frac, *k99_frac;     /* [hq * t]  k / n */
     double *erank_k;                 /* [hkv]     effective rank of keys (Roy & Vetterli) */
-    double *collision_dim;           /* [hq]      n - rank([V^T; 1^T]) */
-    double *tv_witness;              /* [hq]      TV distance reached by the witness */
+    double *collision_dim;           /* [hq]      n - rank([V^T; 1^T]), mean over queries */
+    double *collision_frac;          /* [hq]      mean of (n - rank) / n */
+    double *tv_witness;              /* [hq]      TV distance reached by the witness (mean) */
+    int n_absorb;                    /* budgets of the absorption ratio */
+    double absorb_budget[16];        /* fractions of n */
+    double *absorption;              /* [hq * n_absorb] mean over queries */
     /* issue 5: error of each method at each sparsity level, per query head: median over
      * queries of relative output error and of the relative bound */
     double *rel_err;                 /* [methods][levels][hq] */
