@@ -102,6 +102,8 @@ static int64_t *order_desc(const double *a, int64_t n)
 /* ---------------------------------------------------------------------- the TV witness */
 
 #ifdef AS_HAVE_GLPK
+#define AS_BN_LP_ITERS 6 /* improvement steps per starting set */
+
 /* The LP over the nj keys VJ (nj x d), weights aJ: a' = x on those keys, x >= 0,
  * VJ^T x = VJ^T aJ, 1^T x = 1^T aJ. Best TV = 1/2 sum |aJ - x| into *tv, x into xbest.
  * *res_abs: ||VJ^T (x - aJ)||_2 + |1^T (x - aJ)|. */
@@ -158,16 +160,16 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
     parm.msg_lev = GLP_MSG_OFF;
     parm.meth = GLP_PRIMAL;
 
-    /* starting sets: the heaviest key; the keys holding half the mass; the keys above the mean */
+    /* starting sets: the heaviest keys holding half the mass; the keys above the mean weight */
     double total = rhs[d], mean = total / (double)nj;
-    for (int start = 0; start < 3; start++) {
-        double acc = 0.0;
+    for (int start = 0; start < 2; start++) {
+        double acc = 0.0, prev = 0.0;
         for (int64_t j = 0; j < nj; j++) { /* aJ is sorted by weight, largest first */
-            int in = start == 0 ? j == 0 : start == 1 ? acc < 0.5 * total : aJ[j] > mean;
+            int in = start == 0 ? acc < 0.5 * total : aJ[j] > mean;
             in_s[j] = (char)in;
             acc += aJ[j];
         }
-        for (int iter = 0; iter < 8; iter++) {
+        for (int iter = 0; iter < AS_BN_LP_ITERS; iter++) {
             for (int64_t j = 0; j < nj; j++) glp_set_obj_coef(P, (int)j + 1, in_s[j] ? 1.0 : 0.0);
             int rc = glp_simplex(P, &parm);
             if (rc != 0 || glp_get_status(P) != GLP_OPT) {
@@ -191,7 +193,9 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
                 new_s[j] = (char)(aJ[j] > x[j]);
                 if (new_s[j] != in_s[j]) changed = 1;
             }
-            if (!changed || (!improved && iter > 0)) break;
+            /* stop when the set is stable or the last step gained less than 0.1% */
+            if (!changed || t < prev * (1 + 1e-3)) break;
+            prev = t;
             memcpy(in_s, new_s, (size_t)nj);
         }
     }

@@ -127,7 +127,8 @@ as_status as_svd_values(const double *a, int64_t m, int64_t n, double *sv, char 
     if (!c) return as_err_set(err, AS_ERR_NOMEM, "singular values: out of memory");
     memcpy(c, a, (size_t)(m * n) * sizeof *c);
     double dummy = 0.0;
-    lapack_int info = LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', (lapack_int)m, (lapack_int)n, c,
+    /* the row-major m x n matrix is the column-major n x m transpose: same singular values */
+    lapack_int info = LAPACKE_dgesdd(LAPACK_COL_MAJOR, 'N', (lapack_int)n, (lapack_int)m, c,
                                      (lapack_int)n, sv, &dummy, 1, &dummy, 1);
     free(c);
     if (info != 0)

@@ -19,6 +19,12 @@ int as_cmd_info(int argc, char **argv);
 extern const char as_help_info[];
 int as_cmd_attend(int argc, char **argv);
 extern const char as_help_attend[];
+int as_cmd_entropy(int argc, char **argv);
+extern const char as_help_entropy[];
+int as_cmd_rank(int argc, char **argv);
+extern const char as_help_rank[];
+int as_cmd_bottleneck(int argc, char **argv);
+extern const char as_help_bottleneck[];
 int as_cmd_sparsity(int argc, char **argv);
 extern const char as_help_sparsity[];
 #ifdef AS_HAVE_REPORT /* report/: PLplot + OpenSSL found */

@@ -8,6 +8,12 @@ static const as_command commands[] = {
     {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
     {"attend", as_cmd_attend, "dense float64 attention outputs of a trace's queries",
      as_help_attend},
+    {"entropy", as_cmd_entropy, "attention entropy and top-k mass of every decode query",
+     as_help_entropy},
+    {"rank", as_cmd_rank, "effective, stable and energy ranks of K, V, Q, scores, attention",
+     as_help_rank},
+    {"bottleneck", as_cmd_bottleneck, "the d-dim bottleneck: collision space, TV witness, absorption",
+     as_help_bottleneck},
     {"sparsity", as_cmd_sparsity, "sparse attention methods: error against the bound, sweeps",
      as_help_sparsity},
 #ifdef AS_HAVE_REPORT
