@@ -86,6 +86,41 @@ uint16_t as_f32_to_f16(float f)
     return sign | (uint16_t)h;
 }
 
+/* double -> half / bfloat16 in one rounding step. Going through float first would round
+ * twice: 1 + 2^-11 + 2^-40 becomes the float 1 + 2^-11, a tie that then rounds to 1 instead
+ * of the correctly rounded 1 + 2^-10. */
+static uint16_t f64_to_half_bits(double x, int man_bits, int bias, double overflow,
+                                 double min_normal, double sub_scale, uint16_t nan, int sign_shift)
+{
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    uint16_t sign = (uint16_t)((u >> 63) << sign_shift);
+    double a = fabs(x);
+    if (isnan(x)) return sign | nan;
+    uint16_t inf = (uint16_t)(((1u << (15 - man_bits)) - 1u) << man_bits);
+    if (a >= overflow) return sign | inf; /* incl. values that round up to infinity */
+    if (a < min_normal) return sign | (uint16_t)nearbyint(a * sub_scale); /* exact scaling */
+    int e = (int)((u >> 52) & 0x7ff) - 1023;
+    uint64_t man = u & 0xfffffffffffffull;
+    int drop = 52 - man_bits;
+    uint32_t h = ((uint32_t)(e + bias) << man_bits) | (uint32_t)(man >> drop);
+    uint64_t rest = man & ((1ull << drop) - 1), half = 1ull << (drop - 1);
+    if (rest > half || (rest == half && (h & 1u))) h++; /* a carry moves into the exponent */
+    return sign | (uint16_t)h;
+}
+
+static uint16_t f64_to_f16(double x)
+{
+    /* max half 65504; 65520 is the tie with 2^16 and rounds (to even) to infinity */
+    return f64_to_half_bits(x, 10, 15, 65520.0, 0x1p-14, 0x1p24, 0x7e00u, 15);
+}
+
+static uint16_t f64_to_bf16(double x)
+{
+    if (isnan(x)) return as_f32_to_bf16((float)x); /* keeps the sign, quiets */
+    return f64_to_half_bits(x, 7, 127, 0x1.ffp127, 0x1p-126, 0x1p133, 0x7fc0u, 15);
+}
+
 static uint16_t rd16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 static uint32_t rd32(const unsigned char *p)
 {
@@ -162,8 +197,8 @@ void as_dtype_from_f64(as_dtype t, const double *src, size_t count, void *dst)
             memcpy(&u, &f, 4);
             wr(d + 4 * i, u, 4);
         } break;
-        case AS_DT_F16: wr(d + 2 * i, as_f32_to_f16((float)x), 2); break;
-        case AS_DT_BF16: wr(d + 2 * i, as_f32_to_bf16((float)x), 2); break;
+        case AS_DT_F16: wr(d + 2 * i, f64_to_f16(x), 2); break;
+        case AS_DT_BF16: wr(d + 2 * i, f64_to_bf16(x), 2); break;
         case AS_DT_I32: wr(d + 4 * i, (uint32_t)(int32_t)llround(x), 4); break;
         case AS_DT_I64: wr(d + 8 * i, (uint64_t)(int64_t)llround(x), 8); break;
         default: break;
