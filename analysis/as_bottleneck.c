@@ -170,7 +170,10 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
             acc += aJ[j];
         }
         for (int iter = 0; iter < AS_BN_LP_ITERS; iter++) {
-            for (int64_t j = 0; j < nj; j++) glp_set_obj_coef(P, (int)j + 1, in_s[j] ? 1.0 : 0.0);
+            /* minimise a'(S); the tiny second term breaks the ties among optimal vertices
+             * towards receivers where a is smallest, which can only raise TV */
+            for (int64_t j = 0; j < nj; j++)
+                glp_set_obj_coef(P, (int)j + 1, (in_s[j] ? 1.0 : 0.0) + 1e-6 * aJ[j] / aJ[0]);
             int rc = glp_simplex(P, &parm);
             if (rc != 0 || glp_get_status(P) != GLP_OPT) {
                 glp_std_basis(P); /* a failed solve: restart from the slack basis next time */
