@@ -9,6 +9,9 @@ as_status as_err_set(char *err, as_status code, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(err, AS_ERR_LEN, fmt, ap);
         va_end(ap);
+        /* one line, whatever a file name or tensor name holds: control bytes become '?' */
+        for (char *p = err; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     }
     return code;
 }

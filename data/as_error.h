@@ -1,7 +1,8 @@
 /* as_error: status codes and message buffers shared by every attnscope module.
  *
  * Convention (GSL-like): a function returns an as_status (or NULL) and, on failure,
- * writes one human-readable line into a caller-owned buffer of AS_ERR_LEN bytes.
+ * writes one human-readable line into a caller-owned buffer of AS_ERR_LEN bytes (control
+ * characters, e.g. a newline inside a tensor name, are replaced by '?').
  * The CLI prefixes the file name and maps the status to an exit code. */
 #ifndef AS_ERROR_H
 #define AS_ERROR_H

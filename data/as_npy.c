@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,10 @@ static as_status parse_header(cursor *c, as_tensor *t, char *err)
         if (read_str(c, key, sizeof key) != 0 || !eat(c, ':'))
             return as_err_set(err, AS_ERR_FORMAT, "npy header: malformed key");
         skip_ws(c);
+        if ((strcmp(key, "descr") == 0 && have_descr) ||
+            (strcmp(key, "fortran_order") == 0 && have_order) ||
+            (strcmp(key, "shape") == 0 && have_shape))
+            return as_err_set(err, AS_ERR_FORMAT, "npy header: duplicate key '%s'", key);
         if (strcmp(key, "descr") == 0) {
             if (read_str(c, descr, sizeof descr) != 0)
                 return as_err_set(err, AS_ERR_FORMAT,
@@ -81,12 +86,17 @@ static as_status parse_header(cursor *c, as_tensor *t, char *err)
                 if (t->ndim >= AS_MAX_DIMS)
                     return as_err_set(err, AS_ERR_FORMAT, "npy header: rank exceeds %d",
                                       AS_MAX_DIMS);
-                char *e = NULL;
-                errno = 0;
-                long long v = strtoll(c->p, &e, 10);
-                if (e == c->p || e > c->end || errno || v < 0)
+                /* digits only, bounded by the header (strtoll could read past its end) */
+                int64_t v = 0;
+                const char *d0 = c->p;
+                while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
+                    if (v > (INT64_MAX - 9) / 10)
+                        return as_err_set(err, AS_ERR_FORMAT, "npy header: shape entry too large");
+                    v = 10 * v + (*c->p++ - '0');
+                }
+                if (c->p == d0)
                     return as_err_set(err, AS_ERR_FORMAT, "npy header: bad shape entry");
-                c->p = e;
+                if (c->p < c->end && *c->p == 'L') c->p++; /* Python 2 long: (3L, 4L) */
                 t->shape[t->ndim++] = v;
                 if (eat(c, ',')) continue;
                 if (!eat(c, ')')) return as_err_set(err, AS_ERR_FORMAT, "npy header: bad shape");
@@ -179,6 +189,16 @@ as_status as_npy_write(const char *path, as_dtype dtype, int ndim, const int64_t
     if ((unsigned)dtype >= AS_DT_COUNT || !descr[dtype])
         return as_err_set(err, AS_ERR_USAGE, "%s: dtype %s cannot be stored in .npy", path,
                           as_dtype_name(dtype));
+    if (ndim < 0 || ndim > AS_MAX_DIMS)
+        return as_err_set(err, AS_ERR_USAGE, "%s: rank %d is outside [0, %d]", path, ndim,
+                          AS_MAX_DIMS);
+    uint64_t check = 1;
+    for (int i = 0; i < ndim; i++) {
+        uint64_t s = (uint64_t)shape[i];
+        if (shape[i] < 0 || (s && check > (SIZE_MAX / as_dtype_size(dtype)) / s))
+            return as_err_set(err, AS_ERR_USAGE, "%s: bad shape (negative or too large)", path);
+        check *= s;
+    }
     if (as_input_is_open(path))
         return as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input file", path);
     char dict[512];

@@ -49,12 +49,110 @@ static char *dupstr(const char *s)
     return d ? memcpy(d, s, n) : NULL;
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* First key that appears twice among the members of object o (NULL if none); O(n log n), so
+ * a 100 MB header of tiny entries cannot stall the parser. *oom set on allocation failure. */
+static const char *duplicate_key(const cJSON *o, int *oom)
+{
+    int n = cJSON_GetArraySize(o), k = 0;
+    *oom = 0;
+    if (n < 2) return NULL;
+    const char **keys = malloc((size_t)n * sizeof *keys);
+    if (!keys) {
+        *oom = 1;
+        return NULL;
+    }
+    for (const cJSON *e = o->child; e && k < n; e = e->next) keys[k++] = e->string ? e->string : "";
+    qsort(keys, (size_t)k, sizeof *keys, cmp_str);
+    const char *dup = NULL;
+    for (int i = 1; i < k && !dup; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0) dup = keys[i];
+    free(keys);
+    return dup;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if invalid (overlong forms,
+ * surrogates and code points past U+10FFFF are invalid, as in RFC 3629). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80) return 1;
+    if (c >= 0xc2 && c <= 0xdf) len = 2, min = 0x80;
+    else if (c >= 0xe0 && c <= 0xef) len = 3, min = 0x800;
+    else if (c >= 0xf0 && c <= 0xf4) len = 4, min = 0x10000;
+    else return 0;
+    if (len > n) return 0;
+    unsigned cp = c & (0x7fu >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80) return 0;
+        cp = (cp << 6) | (p[i] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    return len;
+}
+
+/* What a strict JSON reader (the reference implementation's serde_json) requires and cJSON
+ * does not check: UTF-8 text, no raw control characters inside strings or between tokens, no
+ * "\u0000" (it would cut a C string short, so two different names could look alike). NUL
+ * and whitespace are allowed as trailing padding. */
+static as_status check_header_text(const unsigned char *h, size_t n, char *err)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = h[i];
+        if (c >= 0x80) {
+            size_t k = utf8_len(h + i, n - i);
+            if (!k)
+                return as_err_set(err, AS_ERR_FORMAT, "header is not valid UTF-8 (byte %zu)", i);
+            i += k;
+            continue;
+        }
+        if (in_str) {
+            if (c == '"') in_str = 0;
+            else if (c == '\\') {
+                if (i + 5 < n && h[i + 1] == 'u' && memcmp(h + i + 2, "0000", 4) == 0)
+                    return as_err_set(err, AS_ERR_FORMAT,
+                                      "header string holds \\u0000 (byte %zu)", i);
+                i += 2;
+                continue;
+            } else if (c < 0x20)
+                return as_err_set(err, AS_ERR_FORMAT,
+                                  "header string holds a raw control character (byte %zu)", i);
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            for (size_t j = i; j < n; j++)
+                if (h[j] != 0 && h[j] != ' ' && h[j] != '\t' && h[j] != '\n' && h[j] != '\r')
+                    return as_err_set(err, AS_ERR_FORMAT,
+                                      "header holds a control character (byte %zu)", i);
+            break; /* trailing padding */
+        }
+        i++;
+    }
+    return AS_OK;
+}
+
 static as_status parse_tensor(const cJSON *e, const unsigned char *data, uint64_t data_len,
                               as_tensor *t, char *err)
 {
     const char *name = e->string;
     if (!cJSON_IsObject(e))
         return as_err_set(err, AS_ERR_FORMAT, "tensor '%s': entry is not a JSON object", name);
+    static const char *const fields[3] = {"dtype", "shape", "data_offsets"};
+    for (int k = 0; k < 3; k++) {
+        int seen = 0;
+        for (const cJSON *f = e->child; f; f = f->next)
+            seen += f->string && strcmp(f->string, fields[k]) == 0;
+        if (seen > 1)
+            return as_err_set(err, AS_ERR_FORMAT, "tensor '%s': duplicate field '%s'", name,
+                              fields[k]);
+    }
     const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *of = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
@@ -124,22 +222,32 @@ as_status as_st_parse(const unsigned char *buf, size_t len, as_st_file *out, cha
                           (unsigned long long)hlen, len);
     if (hlen < 2 || buf[8] != '{')
         return as_err_set(err, AS_ERR_FORMAT, "header does not start with a JSON object");
-    const char *hdr = (const char *)buf + 8;
+    as_status st = check_header_text(buf + 8, (size_t)hlen, err);
+    if (st != AS_OK) return st;
+    /* parse a NUL-terminated copy of the header (never the map itself): cJSON must not be
+     * able to read past it whatever the bytes are */
+    char *hdr = malloc((size_t)hlen + 1);
+    if (!hdr) return as_err_set(err, AS_ERR_NOMEM, "out of memory (header of %llu bytes)",
+                                (unsigned long long)hlen);
+    memcpy(hdr, buf + 8, (size_t)hlen);
+    hdr[hlen] = '\0';
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
     if (!root || !cJSON_IsObject(root)) {
-        size_t at = end ? (size_t)(end - hdr) : 0;
+        size_t off = end && end >= hdr && end <= hdr + hlen ? (size_t)(end - hdr) : 0;
         cJSON_Delete(root);
-        return as_err_set(err, AS_ERR_FORMAT, "header is not valid JSON (near byte %zu)", at);
+        free(hdr);
+        return as_err_set(err, AS_ERR_FORMAT, "header is not valid JSON (near byte %zu)", off);
     }
     for (const char *p = end; p < hdr + hlen; p++) /* the format pads with spaces */
         if (*p != ' ' && *p != '\0' && *p != '\n' && *p != '\t' && *p != '\r') {
             cJSON_Delete(root);
+            free(hdr);
             return as_err_set(err, AS_ERR_FORMAT, "trailing garbage after the header JSON");
         }
+    free(hdr); /* cJSON keeps its own copies of every string */
     const unsigned char *data = buf + 8 + hlen;
     uint64_t data_len = len - 8 - hlen;
-    as_status st = AS_OK;
     int n = cJSON_GetArraySize(root);
     out->tensors = calloc((size_t)n + 1, sizeof *out->tensors);
     out->meta = NULL;
@@ -147,17 +255,25 @@ as_status as_st_parse(const unsigned char *buf, size_t len, as_st_file *out, cha
         cJSON_Delete(root);
         return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     }
+    int oom = 0;
+    const char *dup = duplicate_key(root, &oom);
+    if (oom || dup) {
+        st = oom ? as_err_set(err, AS_ERR_NOMEM, "out of memory")
+                 : as_err_set(err, AS_ERR_FORMAT, "duplicate key '%s' in header", dup);
+        goto done;
+    }
     const cJSON *e;
     cJSON_ArrayForEach(e, root)
     {
-        for (const cJSON *p = root->child; p != e; p = p->next)
-            if (strcmp(p->string, e->string) == 0) {
-                st = as_err_set(err, AS_ERR_FORMAT, "duplicate key '%s' in header", e->string);
-                goto done;
-            }
         if (strcmp(e->string, "__metadata__") == 0) {
             if (!cJSON_IsObject(e)) {
                 st = as_err_set(err, AS_ERR_FORMAT, "__metadata__ is not a JSON object");
+                goto done;
+            }
+            if ((dup = duplicate_key(e, &oom)) != NULL || oom) {
+                st = oom ? as_err_set(err, AS_ERR_NOMEM, "out of memory")
+                         : as_err_set(err, AS_ERR_FORMAT, "duplicate key '%s' in __metadata__",
+                                      dup);
                 goto done;
             }
             int m = cJSON_GetArraySize(e);
@@ -232,33 +348,58 @@ const as_tensor *as_st_find(const as_st_file *f, const char *name)
 
 /* ------------------------------------------------------------------ input registry */
 
-#define AS_MAX_INPUTS 64
-static struct {
+/* Each entry keeps the path it was registered under as well as its device and inode: an
+ * input deleted or replaced while open is still unregistered by name, so a stale entry can
+ * never make a writer refuse an unrelated new file that happens to reuse the inode. */
+static struct as_input {
     dev_t dev;
     ino_t ino;
-    int used;
-} inputs[AS_MAX_INPUTS];
+    char *path;
+} *inputs;
+static size_t n_inputs, cap_inputs;
 
 void as_input_register(const char *path)
 {
     struct stat s;
     if (stat(path, &s) != 0) return;
-    for (int i = 0; i < AS_MAX_INPUTS; i++)
-        if (!inputs[i].used) {
-            inputs[i].dev = s.st_dev;
-            inputs[i].ino = s.st_ino;
-            inputs[i].used = 1;
-            return;
-        }
+    if (n_inputs == cap_inputs) {
+        size_t cap = cap_inputs ? 2 * cap_inputs : 16;
+        struct as_input *q = realloc(inputs, cap * sizeof *q);
+        if (!q) return;
+        inputs = q;
+        cap_inputs = cap;
+    }
+    char *p = dupstr(path);
+    if (!p) return;
+    inputs[n_inputs].dev = s.st_dev;
+    inputs[n_inputs].ino = s.st_ino;
+    inputs[n_inputs].path = p;
+    n_inputs++;
+}
+
+static void input_drop(size_t i)
+{
+    free(inputs[i].path);
+    inputs[i] = inputs[--n_inputs];
+    if (n_inputs == 0) {
+        free(inputs);
+        inputs = NULL;
+        cap_inputs = 0;
+    }
 }
 
 void as_input_unregister(const char *path)
 {
     struct stat s;
-    if (stat(path, &s) != 0) return;
-    for (int i = 0; i < AS_MAX_INPUTS; i++)
-        if (inputs[i].used && inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) {
-            inputs[i].used = 0;
+    if (stat(path, &s) == 0)
+        for (size_t i = 0; i < n_inputs; i++)
+            if (inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) {
+                input_drop(i);
+                return;
+            }
+    for (size_t i = 0; i < n_inputs; i++) /* gone or replaced: by the registered name */
+        if (strcmp(inputs[i].path, path) == 0) {
+            input_drop(i);
             return;
         }
 }
@@ -267,8 +408,8 @@ int as_input_is_open(const char *path)
 {
     struct stat s;
     if (stat(path, &s) != 0) return 0;
-    for (int i = 0; i < AS_MAX_INPUTS; i++)
-        if (inputs[i].used && inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) return 1;
+    for (size_t i = 0; i < n_inputs; i++)
+        if (inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) return 1;
     return 0;
 }
 
@@ -323,6 +464,15 @@ as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_
         as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input trace", path);
         return NULL;
     }
+    for (size_t i = 0; i < n_meta; i++) {
+        int bad = !meta[i].key || !meta[i].value;
+        for (size_t j = 0; !bad && j < i; j++) bad = strcmp(meta[j].key, meta[i].key) == 0;
+        if (bad) {
+            as_err_set(err, AS_ERR_USAGE, "%s: metadata key '%s' is missing, has no value or "
+                       "is used twice", path, meta[i].key ? meta[i].key : "(null)");
+            return NULL;
+        }
+    }
     sbuf h = {0};
     char num[64];
     uint64_t off = 0;
@@ -339,15 +489,34 @@ as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_
     }
     for (size_t i = 0; i < n_specs; i++) {
         const as_st_spec *s = &specs[i];
-        if (s->ndim < 0 || s->ndim > AS_MAX_DIMS || as_dtype_size(s->dtype) == 0) {
+        const char *bad = NULL;
+        if (!s->name || !*s->name || strcmp(s->name, "__metadata__") == 0)
+            bad = "an empty or reserved name";
+        else if (s->ndim < 0 || s->ndim > AS_MAX_DIMS || as_dtype_size(s->dtype) == 0)
+            bad = "a bad rank or dtype";
+        uint64_t numel = 1, nb = 0;
+        for (int k = 0; !bad && k < s->ndim; k++) {
+            uint64_t d = (uint64_t)s->shape[k];
+            if (s->shape[k] < 0 || s->shape[k] > (int64_t)9007199254740992LL)
+                bad = "a negative or too large dimension";
+            else if (d && numel > UINT64_MAX / d)
+                bad = "a shape whose product overflows";
+            else
+                numel *= d;
+        }
+        if (!bad) {
+            uint64_t isz = as_dtype_size(s->dtype);
+            if (numel > (UINT64_MAX - off) / isz) bad = "too many bytes";
+            else nb = numel * isz;
+        }
+        for (size_t j = 0; !bad && j < i; j++)
+            if (strcmp(specs[j].name, s->name) == 0) bad = "a name used twice";
+        if (bad) {
             free(h.p);
-            as_err_set(err, AS_ERR_USAGE, "%s: tensor '%s' has a bad rank or dtype", path,
-                       s->name);
+            as_err_set(err, AS_ERR_USAGE, "%s: tensor '%s' has %s", path,
+                       s->name ? s->name : "(null)", bad);
             return NULL;
         }
-        uint64_t numel = 1;
-        for (int k = 0; k < s->ndim; k++) numel *= (uint64_t)s->shape[k];
-        uint64_t nb = numel * as_dtype_size(s->dtype);
         if (n_meta || i) sb_str(&h, ",");
         sb_json_string(&h, s->name);
         sb_str(&h, ":{\"dtype\":\"");
@@ -364,6 +533,12 @@ as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_
     }
     sb_str(&h, "}");
     while (!h.oom && h.n % 8) sb_str(&h, " ");
+    if (!h.oom && h.n > AS_ST_MAX_HEADER) {
+        free(h.p);
+        as_err_set(err, AS_ERR_USAGE, "%s: header of %zu bytes exceeds the %u-byte limit", path,
+                   h.n, AS_ST_MAX_HEADER);
+        return NULL;
+    }
     as_st_writer *w = calloc(1, sizeof *w);
     size_t plen = strlen(path);
     if (h.oom || !w || !(w->path = dupstr(path)) || !(w->tmp = malloc(plen + 16))) {
