@@ -16,7 +16,8 @@
 #include "cli_util.h"
 
 const char as_help_report[] =
-    "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--layer L] [--quiet]\n\n"
+    "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--layer L]\n"
+    "                        [--witness none|last|all] [--quiet]\n\n"
     "Analyse TRACE and write one self-contained HTML file (inline SVG figures, inline CSS, no\n"
     "scripts, no network): where attention goes; layer x head heatmaps of normalised entropy\n"
     "and of the effective rank of keys; per-layer distributions of entropy and top-k mass;\n"
@@ -28,6 +29,9 @@ const char as_help_report[] =
     "                      atomically, never over an input\n"
     "  --gpu-json FILE     add the GPU results of 'attnscope gpu bench --json'\n"
     "  --layer L           only layer L\n"
+    "  --witness MODE      the bottleneck's TV witness, one linear program per query:\n"
+    "                      'last' (default) the last decode query of each head, 'all'\n"
+    "                      every query (slow on long traces), 'none' skip\n"
     "  --quiet             no progress bar\n";
 
 static struct {
@@ -108,11 +112,13 @@ int as_cmd_report(int argc, char **argv)
 
 static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline)
 {
-    enum { OPT_GPU = 2000 };
+    enum { OPT_GPU = 2000, OPT_WITNESS };
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"output", required_argument, 0, 'o'},
                                          {"gpu-json", required_argument, 0, OPT_GPU},
+                                         {"witness", required_argument, 0, OPT_WITNESS},
                                          {0, 0, 0, 0}};
+    int witness = 1;
     as_cli_common c = *cc;
     const char *out = "report.html", *gpu = NULL;
     int opt, r;
@@ -126,6 +132,17 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
             out = optarg;
         else if (opt == OPT_GPU)
             gpu = optarg;
+        else if (opt == OPT_WITNESS) {
+            if (strcmp(optarg, "none") == 0)
+                witness = 0;
+            else if (strcmp(optarg, "last") == 0)
+                witness = 1;
+            else if (strcmp(optarg, "all") == 0)
+                witness = 2;
+            else
+                return as_cli_usage("report", "--witness takes none, last or all, not '%s'",
+                                    optarg);
+        }
         else if (opt == ':')
             return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
         else
@@ -178,6 +195,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     as_summary_opts so;
     as_summary_opts_init(&so);
     so.layer = c.layer;
+    so.witness = witness;
     so.progress = on_progress;
     prog.base = 100, prog.span = 900;
     as_summary *s = as_summary_compute(tr, &so, err);

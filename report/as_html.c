@@ -135,7 +135,7 @@ static const char css[] =
     "th,td{padding:4px 10px;border-bottom:1px solid var(--line);text-align:right;"
     "vertical-align:top;white-space:nowrap}"
     "th{background:var(--bg2);font-weight:600;white-space:normal}"
-    "td.l,th.l{text-align:left}th.c{text-align:center}"
+    "td.l,th.l{text-align:left}th.c{text-align:center}th.nw{white-space:nowrap}"
     "table.kv td:first-child{text-align:left;color:var(--muted);white-space:nowrap}"
     "table.kv td{text-align:left;white-space:normal}"
     "code,.mono{font-family:ui-monospace,'DejaVu Sans Mono',Menlo,monospace;font-size:12.5px;"

@@ -113,7 +113,7 @@ static double *get_entropy(const as_sum_layer *L) { return L->entropy_norm; }
 static double *get_erank(const as_sum_layer *L) { return L->erank_k; }
 static double *get_tv(const as_sum_layer *L) { return L->tv_witness; }
 static double *get_sink(const as_sum_layer *L) { return L->sink_mass; }
-static double *get_collision_frac(const as_sum_layer *L) { return L->collision_frac; }
+static double *get_collision(const as_sum_layer *L) { return L->collision_dim; }
 
 /* Titles of the selection methods (as_sp_method_name -> what a paper calls them). */
 static const char *method_title(const char *m)
@@ -459,7 +459,7 @@ static void section_sparsity(ctx *c, const as_summary *s)
         put_tol(b, s->m_sparsity_5[m] > 1 ? s->m_sparsity_5[m] : NAN, s);
         as_buf_printf(b, "</td><td>%lld</td><td>", (long long)s->m_dense_heads[m]);
         as_buf_num(b, s->m_slack[m], 3);
-        as_buf_printf(b, "</td><td>%lld</td><td>%lld", (long long)s->m_records[m],
+        as_buf_printf(b, "</td><td>%lld</td><td class=\"l\">%lld", (long long)s->m_records[m],
                       (long long)s->m_violations[m]);
         if (s->m_sampling[m])
             as_buf_printf(b, " (epsilon exceeded in %lld of %lld draws)", (long long)s->m_exceed[m],
@@ -490,28 +490,94 @@ static void section_bottleneck(ctx *c, const as_summary *s)
     if (layer_names(s, &rn, "") != 0) return;
     int64_t hq = max_hq(s);
     as_html_grid_begin(b, 2);
-    double *z = layer_head_matrix(s, hq, 0, get_collision_frac, 0);
+    double *z = layer_head_matrix(s, hq, 0, get_collision, 0);
     if (z) {
+        /* the rank of [V^T; 1^T] is what varies (or not) between heads */
+        double rlo = INFINITY, rhi = -INFINITY;
+        int64_t nlo = INT64_MAX, nhi = 0;
+        for (size_t i = 0; i < s->n_layers; i++) {
+            const as_sum_layer *L = &s->layers[i];
+            for (int64_t h = 0; h < L->hq; h++)
+                if (isfinite(L->value_rank[h]))
+                    rlo = fmin(rlo, L->value_rank[h]), rhi = fmax(rhi, L->value_rank[h]);
+            if (L->n < nlo) nlo = L->n;
+            if (L->n > nhi) nhi = L->n;
+        }
+        char cap[320];
+        if (rlo == rhi)
+            snprintf(cap, sizeof cap,
+                     "rank [V^T; 1^T] = %.0f%s for every head and query: the collision space "
+                     "has n - %.0f dimensions (keys up to %lld). Mean over decode queries.",
+                     rlo, rlo == (double)s->layers[0].d + 1 ? " (= d + 1: full)" : "", rlo,
+                     (long long)nhi);
+        else
+            snprintf(cap, sizeof cap,
+                     "Dimension of the collision space (keys), mean over decode queries; "
+                     "rank [V^T; 1^T] ranges over %.0f..%.0f.", rlo, rhi);
         as_heatmap h = {{680, heat_height(s->n_layers), "Collision-space dimension", "query head",
                          "layer"},
-                        (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,
-                        "(n - rank[V^T; 1^T]) / n", "%.3f", 0};
-        put_figure(c, "collision-heatmap", as_plot_heatmap(&h, err),
-                   "Dimension of the collision space as a fraction of the visible keys n.", err);
+                        (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 0,
+                        "n - rank[V^T; 1^T]  (keys)", "%.0f", 0};
+        put_figure(c, "collision-heatmap", as_plot_heatmap(&h, err), cap, err);
         free(z);
     }
     z = layer_head_matrix(s, hq, 0, get_tv, 0);
+    if (z && !any_finite(z, (int64_t)s->n_layers * hq)) {
+        as_html_note(b, "TV witness not computed (report made with --witness none, or the "
+                        "library was built without GLPK).");
+        free(z);
+        z = NULL;
+    }
     if (z) {
         as_heatmap h = {{680, heat_height(s->n_layers), "TV witness", "query head", "layer"},
                         (int)s->n_layers, (int)hq, z, rn.names, NULL, 0, 1,
                         "total variation ||a - a'||_TV", "%.2f", 0};
         put_figure(c, "tv-heatmap", as_plot_heatmap(&h, err),
-                   "Largest TV distance between the true attention and a distribution with "
-                   "the same output (1 = disjoint supports).",
+                   "TV distance between the true attention and a distribution with the same "
+                   "output found by the linear programs (a lower bound on the largest; 1 = "
+                   "disjoint supports), for the last decode query of each head unless the "
+                   "report was made with --witness all (then the mean over queries).",
                    err);
         free(z);
     }
     as_html_grid_end(b);
+    /* absorption: how much of the change oracle top-k makes to the weights reaches o */
+    int nsel = s->n_layers < AS_PLOT_NCOLORS ? (int)s->n_layers : AS_PLOT_NCOLORS;
+    as_series ser[AS_PLOT_NCOLORS];
+    double ys[AS_PLOT_NCOLORS][16];
+    double xs[AS_PLOT_NCOLORS][16];
+    char nm[AS_PLOT_NCOLORS][32];
+    int ns = 0;
+    for (int k = 0; k < nsel; k++) {
+        size_t i = nsel == 1 ? 0 : (size_t)k * (s->n_layers - 1) / (size_t)(nsel - 1);
+        const as_sum_layer *L = &s->layers[i];
+        if (!L->absorption || L->n_absorb <= 0) continue;
+        double col[4096];
+        int nh = L->hq < 4096 ? (int)L->hq : 4096;
+        for (int bi = 0; bi < L->n_absorb && bi < 16; bi++) {
+            for (int h = 0; h < nh; h++) col[h] = L->absorption[(size_t)h * L->n_absorb + bi];
+            xs[ns][bi] = 100 * L->absorb_budget[bi];
+            ys[ns][bi] = as_sum_quantile(col, nh, 0.5);
+        }
+        snprintf(nm[ns], sizeof nm[ns], "layer %d", L->layer);
+        ser[ns] = (as_series){nm[ns], L->n_absorb < 16 ? L->n_absorb : 16, xs[ns], ys[ns],
+                              NULL, NULL, ns, 0, 1, 2};
+        ns++;
+    }
+    if (ns > 0) {
+        as_lineplot lp = {.f = {680, 420, "Absorption of top-k's change by V^T",
+                                "kept keys (% of n, oracle top-k)",
+                                "||V^T (a - a_k)|| / (||a - a_k||_1 max ||v_i||)"},
+                          .nseries = ns, .s = ser, .logx = 1, .legend_pos = 4};
+        as_html_grid_begin(b, 2);
+        put_figure(c, "absorption", as_plot_lines(&lp, err),
+                   "||V^T (a - a_k)|| / (||a - a_k||_1 max ||v_i||): median over heads of the "
+                   "mean over queries. "
+                   "Small values: most of the change that sparsification makes to the weights "
+                   "is hidden by the d-dimensional projection onto the values.",
+                   err);
+        as_html_grid_end(b);
+    }
     names_free(&rn);
     as_html_section_end(b);
 }
@@ -602,7 +668,8 @@ static void section_summary(ctx *c, const as_summary *s)
     as_buf_puts(b, "</tr>\n");
     if (nm) {
         as_buf_puts(b, "<tr>");
-        for (int m = 0; m < nm; m++) as_buf_puts(b, "<th>&lt; 1%</th><th>&lt; 5%</th>");
+        for (int m = 0; m < nm; m++)
+            as_buf_puts(b, "<th class=\"nw\">&lt; 1%</th><th class=\"nw\">&lt; 5%</th>");
         as_buf_puts(b, "</tr>\n");
     }
     for (size_t i = 0; i < s->n_layers; i++) {
@@ -917,7 +984,7 @@ static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_rep
             as_buf_puts(b, "<div class=\"card\"><b>");
             put_tol(b, med > 0 ? med : NAN, s);
             as_buf_puts(b, "</b><span>median sparsity under 5% error (");
-            as_buf_esc(b, s->method_names[0]);
+            as_buf_esc(b, method_title(s->method_names[0]));
             as_buf_puts(b, ")</span></div>\n");
             free(v);
         }

@@ -30,6 +30,7 @@ void as_summary_opts_init(as_summary_opts *o)
 {
     memset(o, 0, sizeof *o);
     o->layer = -1;
+    o->witness = 1;
 }
 
 static double *nan_array(size_t n)
@@ -85,6 +86,7 @@ static void free_layer(as_sum_layer *L)
     free(L->erank_k);
     free(L->collision_dim);
     free(L->collision_frac);
+    free(L->value_rank);
     free(L->absorption);
     free(L->tv_witness);
     free(L->rel_err);
@@ -373,22 +375,43 @@ static as_status rank_layer(const as_layer *l, as_sum_layer *L, char *err)
 
 #ifdef AS_SUM_BOTTLENECK
 /* ---- issue 4: the bottleneck (collision space, TV witness, absorption) per head ---------- */
-static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, prog_t *pg, char *err)
+static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, int witness, prog_t *pg,
+                                  char *err)
 {
+    /* collision space and absorption on every query (cheap); the TV witness (a linear
+     * program per query) on the last decode query of each head only, unless asked for all */
     as_bn_opts bo;
     as_bn_opts_init(&bo);
+    int lp = bo.witness && witness != 0;
+    bo.witness = lp && witness == 2;
     bo.progress = prog_inner;
     bo.ctx = pg;
-    pg->span = (uint64_t)l->hq;
-    as_bn_query *q = NULL;
-    size_t nq = 0;
+    pg->span = (uint64_t)l->hq / 2;
+    as_bn_query *q = NULL, *w = NULL;
+    size_t nq = 0, nw = 0;
     as_status st = as_bn_layer(l, &bo, &q, &nq, err);
     if (st != AS_OK) return st;
+    if (lp && witness == 1 && l->t > 0) {
+        uint64_t done0 = pg->done;
+        pg->done += pg->span;
+        pg->span = (uint64_t)l->hq - pg->span;
+        bo.witness = 1;
+        bo.query = l->t - 1;
+        st = as_bn_layer(l, &bo, &w, &nw, err);
+        pg->done = done0;
+        if (st != AS_OK) {
+            free(q);
+            return st;
+        }
+        for (size_t i = 0; i < nw; i++)
+            if (w[i].head >= 0 && w[i].head < l->hq) L->tv_witness[w[i].head] = w[i].tv_witness;
+        free(w);
+    }
     int nb = (int)(bo.n_budgets < 16 ? bo.n_budgets : 16);
     L->n_absorb = nb;
     for (int b = 0; b < nb; b++) L->absorb_budget[b] = bo.budgets[b];
     L->absorption = nan_array((size_t)l->hq * (size_t)(nb ? nb : 1));
-    double *acc = calloc((size_t)l->hq * (size_t)(4 + nb), sizeof *acc); /* sums, counts */
+    double *acc = calloc((size_t)l->hq * (size_t)(5 + nb), sizeof *acc); /* sums, counts */
     if (!L->absorption || !acc) {
         free(q);
         free(acc);
@@ -397,11 +420,12 @@ static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, prog_t *pg
     for (size_t i = 0; i < nq; i++) {
         int64_t h = q[i].head;
         if (h < 0 || h >= l->hq || q[i].n <= 0) continue;
-        double *a = acc + (size_t)h * (size_t)(4 + nb);
+        double *a = acc + (size_t)h * (size_t)(5 + nb);
+        a[4 + nb] += (double)q[i].value_rank;
         a[0] += (double)q[i].collision_dim;
         a[1] += (double)q[i].collision_dim / (double)q[i].n;
         a[3] += 1;
-        if (isfinite(q[i].tv_witness)) {
+        if (witness == 2 && isfinite(q[i].tv_witness)) {
             L->tv_witness[h] = isnan(L->tv_witness[h]) ? q[i].tv_witness
                                                        : L->tv_witness[h] + q[i].tv_witness;
             a[2] += 1;
@@ -414,12 +438,13 @@ static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, prog_t *pg
             }
     }
     for (int64_t h = 0; h < l->hq; h++) {
-        const double *a = acc + (size_t)h * (size_t)(4 + nb);
+        const double *a = acc + (size_t)h * (size_t)(5 + nb);
         if (a[3] > 0) {
+            L->value_rank[h] = a[4 + nb] / a[3];
             L->collision_dim[h] = a[0] / a[3];
             L->collision_frac[h] = a[1] / a[3];
         }
-        if (a[2] > 0) L->tv_witness[h] /= a[2];
+        if (witness == 2 && a[2] > 0) L->tv_witness[h] /= a[2];
         for (int b = 0; b < nb; b++)
             if (a[4 + b] > 0) L->absorption[(size_t)h * nb + b] /= a[4 + b];
     }
@@ -488,12 +513,13 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
         L->erank_k = nan_array((size_t)l->hkv);
         L->collision_dim = nan_array((size_t)l->hq);
         L->collision_frac = nan_array((size_t)l->hq);
+        L->value_rank = nan_array((size_t)l->hq);
         L->tv_witness = nan_array((size_t)l->hq);
         L->periodicity = nan_array((size_t)l->hq);
         L->dominant_period = nan_array((size_t)l->hq);
         double *p = malloc((size_t)(l->n ? l->n : 1) * sizeof *p);
         if (!L->entropy_norm || !L->entropy_bits || !L->k90_frac || !L->k99_frac ||
-            !L->erank_k || !L->collision_dim || !L->collision_frac || !L->tv_witness || !L->periodicity ||
+            !L->erank_k || !L->collision_dim || !L->collision_frac || !L->value_rank || !L->tv_witness || !L->periodicity ||
             !L->dominant_period || !p) {
             free(p);
             st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
@@ -516,7 +542,7 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 #endif
         prog_step(&pg, (uint64_t)l->hq);
 #ifdef AS_SUM_BOTTLENECK
-        if (st == AS_OK) st = bottleneck_layer(l, L, &pg, err);
+        if (st == AS_OK) st = bottleneck_layer(l, L, o->witness, &pg, err);
 #endif
         prog_step(&pg, (uint64_t)l->hq);
     }

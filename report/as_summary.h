@@ -34,7 +34,9 @@ typedef struct {
     double *erank_k;                 /* [hkv]     effective rank of keys (Roy & Vetterli) */
     double *collision_dim;           /* [hq]      n - rank([V^T; 1^T]), mean over queries */
     double *collision_frac;          /* [hq]      mean of (n - rank) / n */
-    double *tv_witness;              /* [hq]      TV distance reached by the witness (mean) */
+    double *value_rank;              /* [hq]      rank([V^T; 1^T]), mean over queries */
+    double *tv_witness;              /* [hq]      TV distance reached by the witness (of the
+                                      *           last query, or the mean; see opts.witness) */
     int n_absorb;                    /* budgets of the absorption ratio */
     double absorb_budget[16];        /* fractions of n */
     double *absorption;              /* [hq * n_absorb] mean over queries */
@@ -70,7 +72,9 @@ typedef struct {
 
 typedef struct {
     int layer;                       /* -1: all */
-    int quick;                       /* 1: skip the costly families (bottleneck LP) */
+    int witness;                     /* bottleneck TV witness (one LP per query): 0 none,
+                                      * 1 the last decode query of each head (default),
+                                      * 2 every query */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
 } as_summary_opts;

@@ -180,7 +180,7 @@ EXPECTED = {
     "entropy": ["entropy-heatmap", "erank-heatmap"],
     "distributions": ["entropy-box", "topk-box"],
     "sparsity": ["sparsity-0"],
-    "bottleneck": ["collision-heatmap", "tv-heatmap"],
+    "bottleneck": ["collision-heatmap", "tv-heatmap", "absorption"],
     "spectrum": ["spectrum"],
 }
 
