@@ -29,6 +29,9 @@ struct as_trace {
     as_st_file file; /* tensors + metadata (for npy dirs, filled by hand) */
     as_layer *layers;
     size_t n_layers;
+    char **files; /* npy dirs: the path of every mapped .npy file */
+    size_t n_files;
+    int registered; /* inputs registered (so writers refuse to replace them) */
 };
 
 static char *dupstr(const char *s)
@@ -42,7 +45,7 @@ static char *dupstr(const char *s)
 static as_status map_file(const char *path, as_map *m, char *err)
 {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block */
     if (fd < 0) return as_err_set(err, AS_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat s;
     if (fstat(fd, &s) != 0 || !S_ISREG(s.st_mode)) {
@@ -66,7 +69,12 @@ static as_status map_file(const char *path, as_map *m, char *err)
 void as_trace_free(as_trace *tr)
 {
     if (!tr) return;
-    if (tr->path) as_input_unregister(tr->path);
+    if (tr->registered) {
+        as_input_unregister(tr->path);
+        for (size_t i = 0; i < tr->n_files; i++) as_input_unregister(tr->files[i]);
+    }
+    for (size_t i = 0; i < tr->n_files; i++) free(tr->files[i]);
+    free(tr->files);
     as_st_file_clear(&tr->file);
     for (size_t i = 0; i < tr->n_maps; i++)
         if (tr->maps[i].addr) munmap(tr->maps[i].addr, tr->maps[i].len);
@@ -97,11 +105,31 @@ static as_status load_meta_json(as_trace *tr, const char *dir, char *err)
         free(p);
         return st;
     }
-    cJSON *root = m.addr ? cJSON_ParseWithLength(m.addr, m.len) : NULL;
+    cJSON *root = NULL;
+    const char *end = NULL;
+    char *text = m.addr ? malloc(m.len + 1) : NULL; /* NUL-terminated copy for cJSON */
+    if (text) {
+        memcpy(text, m.addr, m.len);
+        text[m.len] = '\0';
+        root = cJSON_ParseWithLengthOpts(text, m.len, &end, 0);
+        for (const char *q = end; root && q < text + m.len; q++)
+            if (*q != ' ' && *q != '\n' && *q != '\t' && *q != '\r') {
+                cJSON_Delete(root);
+                root = NULL;
+                break;
+            }
+    }
+    free(text);
     if (!cJSON_IsObject(root)) {
-        st = as_err_set(err, AS_ERR_FORMAT, "%s: not a JSON object", p);
+        st = as_err_set(err, AS_ERR_FORMAT, "%s: not a JSON object (malformed metadata)", p);
         goto out;
     }
+    for (const cJSON *a = root->child; a; a = a->next)
+        for (const cJSON *b = a->next; b; b = b->next)
+            if (strcmp(a->string, b->string) == 0) {
+                st = as_err_set(err, AS_ERR_FORMAT, "%s: duplicate key '%s'", p, a->string);
+                goto out;
+            }
     int cnt = cJSON_GetArraySize(root);
     tr->file.meta = calloc((size_t)cnt + 1, sizeof *tr->file.meta);
     if (!tr->file.meta) {
@@ -151,9 +179,11 @@ static as_status open_npy_dir(as_trace *tr, const char *dir, char *err)
             cap = cap ? 2 * cap : 16;
             as_tensor *t = realloc(tr->file.tensors, cap * sizeof *t);
             as_map *m = realloc(tr->maps, cap * sizeof *m);
+            char **fl = realloc(tr->files, cap * sizeof *fl);
             if (t) tr->file.tensors = t;
             if (m) tr->maps = m;
-            if (!t || !m) {
+            if (fl) tr->files = fl;
+            if (!t || !m || !fl) {
                 st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
                 break;
             }
@@ -181,6 +211,8 @@ static as_status open_npy_dir(as_trace *tr, const char *dir, char *err)
                 else {
                     t->name[strlen(t->name) - 4] = '\0';
                     tr->file.n_tensors++;
+                    tr->files[tr->n_files++] = p;
+                    p = NULL;
                 }
             }
         }
@@ -223,6 +255,7 @@ static int split_name(const char *name, int *idx, const char **part)
 {
     if (strncmp(name, "layers.", 7) != 0) return -1;
     const char *p = name + 7;
+    if (*p < '0' || *p > '9') return -1; /* strtol would take " 1", "+1" as 1 */
     char *e = NULL;
     errno = 0;
     long v = strtol(p, &e, 10);
@@ -305,14 +338,13 @@ static as_status build_layers(as_trace *tr, char *err)
         int idx;
         const char *part;
         if (split_name(t->name, &idx, &part) != 0) continue; /* foreign tensors are ignored */
-        const as_tensor **slot = NULL;
+        int which = !strcmp(part, "q") ? 0 : !strcmp(part, "k") ? 1 : !strcmp(part, "v") ? 2
+                  : !strcmp(part, "q_pos") ? 3 : -1;
+        if (which < 0) continue; /* e.g. layers.0.attn_mask: not part of the trace */
         as_layer *l = layer_slot(tr, idx, &cap);
         if (!l) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        if (strcmp(part, "q") == 0) slot = &l->q;
-        else if (strcmp(part, "k") == 0) slot = &l->k;
-        else if (strcmp(part, "v") == 0) slot = &l->v;
-        else if (strcmp(part, "q_pos") == 0) slot = &l->q_pos;
-        if (slot) *slot = t;
+        const as_tensor **slots[4] = {&l->q, &l->k, &l->v, &l->q_pos};
+        *slots[which] = t;
     }
     if (tr->n_layers == 0)
         return as_err_set(err, AS_ERR_FORMAT, "%s: no 'layers.L.{q,k,v}' tensors found", tr->path);
@@ -369,12 +401,12 @@ as_trace *as_trace_open_status(const char *path, as_status *status, char *err)
     if (st == AS_OK) st = build_layers(tr, err);
     if (status) *status = st;
     if (st != AS_OK) {
-        free(tr->path);
-        tr->path = NULL; /* not registered yet */
         as_trace_free(tr);
         return NULL;
     }
     as_input_register(path);
+    for (size_t i = 0; i < tr->n_files; i++) as_input_register(tr->files[i]);
+    tr->registered = 1;
     return tr;
 }
 

@@ -143,4 +143,37 @@ static inline int fx_count_lines(const char *s)
     return n;
 }
 
+/* One tensor of a hand-built safetensors file: data NULL means nbytes zero bytes. */
+typedef struct {
+    const char *name, *dtype, *shape; /* shape as JSON, e.g. "[2,3,4]" */
+    size_t nbytes;
+    const void *data;
+} fx_t;
+
+/* A safetensors file holding ts[0..n) laid out contiguously in order; meta is the JSON text of
+ * __metadata__ (NULL: none). */
+static inline fx_buf fx_st_tensors(const fx_t *ts, int n, const char *meta)
+{
+    size_t cap = 256 + (meta ? strlen(meta) : 0), off = 0, used = 0;
+    for (int i = 0; i < n; i++) cap += strlen(ts[i].name) + strlen(ts[i].shape) + 96;
+    char *j = malloc(cap);
+    used += (size_t)snprintf(j + used, cap - used, "{");
+    if (meta) used += (size_t)snprintf(j + used, cap - used, "\"__metadata__\":%s", meta);
+    for (int i = 0; i < n; i++) {
+        used += (size_t)snprintf(j + used, cap - used,
+                                 "%s\"%s\":{\"dtype\":\"%s\",\"shape\":%s,\"data_offsets\":[%zu,%zu]}",
+                                 (meta || i) ? "," : "", ts[i].name, ts[i].dtype, ts[i].shape, off,
+                                 off + ts[i].nbytes);
+        off += ts[i].nbytes;
+    }
+    snprintf(j + used, cap - used, "}");
+    unsigned char *data = calloc(1, off + 1);
+    for (size_t i = 0, o = 0; i < (size_t)n; o += ts[i].nbytes, i++)
+        if (ts[i].data) memcpy(data + o, ts[i].data, ts[i].nbytes);
+    fx_buf b = fx_st(j, data, off);
+    free(j);
+    free(data);
+    return b;
+}
+
 #endif
