@@ -937,11 +937,11 @@ static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_rep
     as_buf_esc(b, as_trace_path(tr));
     as_buf_puts(b, "</code></p>\n<nav>");
     static const char *const nav[][2] = {
-        {"trace", "trace"},           {"where", "where attention goes"},
-        {"entropy", "entropy & rank"}, {"distributions", "distributions"},
-        {"sparsity", "error vs sparsity"}, {"bottleneck", "bottleneck"},
-        {"spectrum", "spectrum"},     {"summary", "summary"},
-        {"gpu", "GPU"},               {"provenance", "provenance"}};
+        {"where", "where attention goes"}, {"entropy", "entropy & rank"},
+        {"distributions", "distributions"}, {"sparsity", "error vs sparsity"},
+        {"bottleneck", "bottleneck"},     {"spectrum", "spectrum"},
+        {"summary", "summary"},           {"trace", "trace"},
+        {"gpu", "GPU"},                   {"provenance", "provenance"}};
     for (size_t i = 0; i < sizeof nav / sizeof nav[0]; i++) {
         if (strcmp(nav[i][0], "gpu") == 0 && !info->gpu_json) continue;
         as_buf_printf(b, "<a href=\"#%s\">%s</a>", nav[i][0], nav[i][1]);
@@ -1005,7 +1005,6 @@ as_status as_report_html(const as_trace *tr, const as_summary *s, const as_repor
     snprintf(title, sizeof title, "attnscope report: %s", as_trace_model(tr));
     as_html_begin(&b, title);
     header(&c, tr, s, info);
-    section_overview(&c, tr, s);
     section_profile(&c, tr, s);
     section_entropy(&c, s);
     section_distributions(&c, s);
@@ -1013,6 +1012,7 @@ as_status as_report_html(const as_trace *tr, const as_summary *s, const as_repor
     section_bottleneck(&c, s);
     section_spectrum(&c, s);
     section_summary(&c, s);
+    section_overview(&c, tr, s);
     section_gpu(&c, info);
     section_provenance(&c, tr, info);
     as_buf_puts(&b, "<footer>Made by attnscope " AS_VERSION
