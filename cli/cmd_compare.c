@@ -104,12 +104,14 @@ static int write_page(const char *out, as_trace *tr[2], as_summary *s[2], const 
 }
 #endif
 
+#ifdef AS_HAVE_REPORT
 static int same_file(const char *a, const char *b)
 {
     struct stat sa, sb;
     return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
            sa.st_ino == sb.st_ino;
 }
+#endif
 
 static int compare_main(int argc, char **argv, const char *cmdline)
 {
