@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "as_html.h"
+#include "as_stats.h"
 
 /* ---------------------------------------------------------------- palettes */
 /* cmap0: 0 background, 1 text/axes, 2 grid, 3 light grey (missing), 4.. Okabe-Ito. */
@@ -841,15 +842,6 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-double as_plot_quantile(const double *x, int n, double q)
-{
-    if (n <= 0) return NAN;
-    if (n == 1) return x[0];
-    double h = (n - 1) * q;
-    int i = (int)floor(h);
-    if (i >= n - 1) return x[n - 1];
-    return x[i] + (h - i) * (x[i + 1] - x[i]);
-}
 
 char *as_plot_boxes(const as_boxplot *p, char *err)
 {
@@ -901,8 +893,8 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
                 continue;
             }
             qsort(x, (size_t)m, sizeof *x, cmp_double);
-            double q1 = as_plot_quantile(x, m, 0.25), med = as_plot_quantile(x, m, 0.5),
-                   q3 = as_plot_quantile(x, m, 0.75), iqr = q3 - q1;
+            double q1 = as_quantile_sorted(x, m, 0.25), med = as_quantile_sorted(x, m, 0.5),
+                   q3 = as_quantile_sorted(x, m, 0.75), iqr = q3 - q1;
             double wlo = q1, whi = q3;
             for (int i = 0; i < m; i++)
                 if (x[i] >= q1 - 1.5 * iqr) {

@@ -106,7 +106,5 @@ char *as_plot_bars(const as_barplot *p, char *err);
 /* 1 if PLplot on this system has its svg driver (checked once; without it nothing draws). */
 int as_plot_available(char *err);
 
-/* Quantile q in [0,1] of sorted x[0..n) by linear interpolation (type 7); NaN if n == 0. */
-double as_plot_quantile(const double *x, int n, double q);
 
 #endif

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "as_attn.h"
+#include "as_stats.h"
 /* The analysis modules the report shows: each family is compiled in when its module is part
  * of the library (report/CMakeLists.txt defines AS_SUM_<MODULE> when analysis/as_<module>.c
  * exists). */
@@ -67,9 +68,7 @@ double as_sum_quantile(const double *x, int64_t n, double q)
     double r = NAN;
     if (m > 0) {
         qsort(y, (size_t)m, sizeof *y, cmp_d);
-        double h = (double)(m - 1) * q;
-        int64_t i = (int64_t)floor(h);
-        r = i >= m - 1 ? y[m - 1] : y[i] + (h - (double)i) * (y[i + 1] - y[i]);
+        r = as_quantile_sorted(y, m, q); /* the library's (NumPy's default) definition */
     }
     free(y);
     return r;
