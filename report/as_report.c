@@ -889,7 +889,8 @@ static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *i
     as_html_kv_code(b, "SHA-256", info->sha256);
     if (info->sha256_note) as_html_kv_code(b, "SHA-256 per file", info->sha256_note);
     as_html_kv(b, "model", as_trace_model(tr));
-    static const char *const keys[] = {"prompt_name", "capture_tool", "capture_device", "dtype",
+    static const char *const keys[] = {"prompt_name", "prompt_question", "model_answer",
+                                       "capture_tool", "capture_device", "dtype",
                                        "transformers_version", "torch_version", NULL};
     for (int i = 0; keys[i]; i++)
         if (as_trace_meta(tr, keys[i])) as_html_kv(b, keys[i], as_trace_meta(tr, keys[i]));
