@@ -163,6 +163,7 @@ Test(safetensors, bad_json)
     b.p[0] = 4; /* header length 4: "{}" + 2 NULs */
     fx_put(&b, "\0\0", 2);
     cr_assert_eq(parse(b, &f, err), AS_OK, "%s", err);
+    as_st_file_clear(&f);
     free(b.p);
     /* deep nesting: refused, no stack overflow */
     size_t depth = 100000;
