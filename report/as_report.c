@@ -738,9 +738,53 @@ static const char *str_field(const cJSON *o, const char *k)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static int is_dense_baseline(const char *m)
+/* Rows of `attnscope gpu bench --json` ("records") or of gpu/bench/bench.py ("rows"). */
+static const cJSON *gpu_rows(const cJSON *doc)
 {
-    return m && (strcmp(m, "dense") == 0 || strstr(m, "flashinfer") != NULL);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(doc, "records");
+    if (!cJSON_IsArray(r)) r = cJSON_GetObjectItemCaseSensitive(doc, "rows");
+    if (!cJSON_IsArray(r) && cJSON_IsArray(doc)) r = doc;
+    return cJSON_IsArray(r) ? r : NULL;
+}
+
+/* Dense baselines, best first: FlashInfer's dense decode, then attnscope's. */
+static int baseline_rank(const char *m)
+{
+    if (!m) return -1;
+    if (strcmp(m, "fi_dense") == 0 || strcmp(m, "flashinfer_dense") == 0) return 0;
+    if (strcmp(m, "dense") == 0) return 1;
+    return -1;
+}
+
+/* Rows that are sparse decodes worth a speedup (not baselines, copies or selection alone). */
+static int is_sparse_row(const char *m)
+{
+    if (!m || baseline_rank(m) >= 0 || strcmp(m, "copy") == 0 || strncmp(m, "select", 6) == 0)
+        return 0;
+    if (strstr(m, "dense") || strcmp(m, "sdpa") == 0) return 0;
+    return 1;
+}
+
+static int same_shape(const cJSON *r, double b, double n, double d)
+{
+    return num_field(r, "batch") == b && num_field(r, "n") == n && num_field(r, "d") == d;
+}
+
+static double baseline_us(const cJSON *rows, double b, double n, double d, const char **name)
+{
+    double us = NAN;
+    int best = 99;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, rows)
+    {
+        int k = baseline_rank(str_field(r, "method"));
+        if (k >= 0 && k < best && same_shape(r, b, n, d) && num_field(r, "us") > 0) {
+            best = k;
+            us = num_field(r, "us");
+            if (name) *name = str_field(r, "method");
+        }
+    }
+    return us;
 }
 
 static void section_gpu(ctx *c, const as_report_info *info)
@@ -750,96 +794,134 @@ static void section_gpu(ctx *c, const as_report_info *info)
     char err[AS_ERR_LEN];
     as_html_section(b, "gpu", "GPU decode kernels",
                     "From attnscope gpu bench --json: median time of each kernel and its "
-                    "speedup over dense decode at the same shape (batch, N, d).");
+                    "speedup over dense decode at the same shape (batch, N, d), FlashInfer's "
+                    "dense decode when the run has it. sparse_idx: attention over given "
+                    "indices; e2e_*: selection + attention; fi_pages: FlashInfer's own sparse "
+                    "(paged) decode.");
     cJSON *doc = cJSON_Parse(info->gpu_json);
-    const cJSON *recs = doc ? cJSON_GetObjectItemCaseSensitive(doc, "records") : NULL;
-    if (!cJSON_IsArray(recs)) recs = cJSON_IsArray(doc) ? doc : NULL;
+    const cJSON *recs = doc ? gpu_rows(doc) : NULL;
     if (!recs || cJSON_GetArraySize(recs) == 0) {
-        as_html_note(b, "the GPU JSON has no records array");
+        as_html_note(b, doc ? "the GPU JSON has no records (or rows) array"
+                            : "the GPU JSON could not be parsed");
         cJSON_Delete(doc);
         as_html_section_end(b);
         return;
     }
-    const char *dev = doc ? str_field(doc, "device") : NULL;
+    const char *dev = str_field(doc, "device");
     if (dev) {
         as_buf_puts(b, "<p>Device: ");
         as_buf_esc(b, dev);
+        const char *fi = str_field(doc, "flashinfer");
+        if (fi) {
+            as_buf_puts(b, "; FlashInfer ");
+            as_buf_esc(b, fi);
+        }
         as_buf_puts(b, "</p>\n");
     }
-    /* speedup of every non-baseline row over the baselines at its shape; plotted for the
-     * shape with the largest N at the largest batch */
-    int nrec = cJSON_GetArraySize(recs);
-    double bestn = -1, bestb = -1, bestd = -1;
+    /* the shape shown per method: the longest context with a baseline and sparse rows,
+     * then the largest batch, preferring d = 128 */
+    double bb = -1, bn = -1, bd = -1;
     const cJSON *r;
     cJSON_ArrayForEach(r, recs)
     {
-        double n = num_field(r, "n"), bt = num_field(r, "batch");
-        if (isfinite(n) && isfinite(bt) && (bt > bestb || (bt == bestb && n > bestn)))
-            bestb = bt, bestn = n, bestd = num_field(r, "d");
+        double rb = num_field(r, "batch"), rn = num_field(r, "n"), rd = num_field(r, "d");
+        if (!is_sparse_row(str_field(r, "method")) || !isfinite(rn)) continue;
+        if (!isfinite(baseline_us(recs, rb, rn, rd, NULL))) continue;
+        int better = rn > bn || (rn == bn && rb > bb) || (rn == bn && rb == bb && rd == 128);
+        if (better) bb = rb, bn = rn, bd = rd;
     }
-    enum { MAXM = AS_PLOT_NCOLORS };
-    const char *mnames[MAXM];
-    double xs[MAXM][16], ys[MAXM][16];
-    int cnt[MAXM] = {0}, nm = 0;
-    double base_us = NAN;
-    const char *base_name = NULL;
-    cJSON_ArrayForEach(r, recs)
-    {
-        const char *m = str_field(r, "method");
-        if (num_field(r, "n") != bestn || num_field(r, "batch") != bestb ||
-            (isfinite(bestd) && num_field(r, "d") != bestd))
-            continue;
-        if (m && strstr(m, "flashinfer") && strstr(m, "dense")) {
-            base_us = num_field(r, "us"), base_name = m; /* prefer FlashInfer's dense decode */
-        } else if (m && strcmp(m, "dense") == 0 && !base_name) {
-            base_us = num_field(r, "us"), base_name = m;
+    enum { MAXM = AS_PLOT_NCOLORS, MAXP = 16 };
+    int plotted = 0;
+    if (bn > 0) {
+        const char *base_name = NULL;
+        double base = baseline_us(recs, bb, bn, bd, &base_name);
+        const char *mnames[MAXM];
+        double xs[MAXM][MAXP], ys[MAXM][MAXP];
+        int cnt[MAXM] = {0}, nm = 0;
+        cJSON_ArrayForEach(r, recs)
+        {
+            const char *m = str_field(r, "method");
+            double sp = num_field(r, "sparsity"), us = num_field(r, "us");
+            if (!is_sparse_row(m) || !same_shape(r, bb, bn, bd) || !(sp > 0) || !(us > 0))
+                continue;
+            int k = 0;
+            while (k < nm && strcmp(mnames[k], m) != 0) k++;
+            if (k == nm) {
+                if (nm == MAXM) continue;
+                mnames[nm++] = m;
+            }
+            if (cnt[k] < MAXP) xs[k][cnt[k]] = sp, ys[k][cnt[k]++] = base / us;
         }
-    }
-    cJSON_ArrayForEach(r, recs)
-    {
-        const char *m = str_field(r, "method");
-        double sp = num_field(r, "sparsity"), us = num_field(r, "us");
-        if (!m || is_dense_baseline(m) || strcmp(m, "copy") == 0 || strncmp(m, "select", 6) == 0)
-            continue;
-        if (num_field(r, "n") != bestn || num_field(r, "batch") != bestb ||
-            (isfinite(bestd) && num_field(r, "d") != bestd) || !(sp > 0) || !(us > 0))
-            continue;
-        int k = 0;
-        while (k < nm && strcmp(mnames[k], m) != 0) k++;
-        if (k == nm) {
-            if (nm == MAXM) continue;
-            mnames[nm++] = m;
-        }
-        if (cnt[k] < 16) {
-            xs[k][cnt[k]] = sp;
-            ys[k][cnt[k]++] = base_us / us;
-        }
-    }
-    if (nm > 0 && isfinite(base_us)) {
         as_series ser[MAXM];
         for (int k = 0; k < nm; k++)
             ser[k] = (as_series){mnames[k], cnt[k], xs[k], ys[k], NULL, NULL, k, 0, 1, 2};
         char title[160], yl[96];
-        snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bestb,
-                 bestn, bestd);
-        snprintf(yl, sizeof yl, "speedup over %s", base_name);
+        snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bb,
+                 bn, bd);
+        snprintf(yl, sizeof yl, "speedup over %s", base_name ? base_name : "dense");
         static const double hl[1] = {10};
         static const char *const hn[1] = {"10x"};
         static const double ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
-        as_lineplot lp = {{900, 420, title, "sparsity N / k", yl},
-                          nm, ser, 1, 1, 0, 0, 0, 0, 1, hl, hn, 4, NULL, 0,
-                          ticks, (int)(sizeof ticks / sizeof ticks[0]), "x", 0, 0, 0, NULL};
-        as_html_grid_begin(b, 1);
-        put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
+        as_lineplot lp = {.f = {680, 420, title, "sparsity N / k", yl},
+                          .nseries = nm, .s = ser, .logx = 1, .logy = 1, .nhlines = 1,
+                          .hlines = hl, .hline_names = hn, .legend_pos = 1,
+                          .xtick_values = ticks, .nxtick_values = 9, .xtick_suffix = "x"};
+        as_html_grid_begin(b, 2);
+        if (nm > 0) {
+            put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
+            plotted = 1;
+        }
+        /* sparse decode over given indices across shapes: one line per (batch, N) */
+        double sb[MAXM], sn[MAXM];
+        double sx[MAXM][MAXP], sy[MAXM][MAXP];
+        int sc[MAXM] = {0}, ns = 0;
+        cJSON_ArrayForEach(r, recs)
+        {
+            const char *m = str_field(r, "method");
+            double rb = num_field(r, "batch"), rn = num_field(r, "n"), sp = num_field(r, "sparsity");
+            double us = num_field(r, "us");
+            if (!m || strcmp(m, "sparse_idx") != 0 || num_field(r, "d") != bd || rb != bb ||
+                !(us > 0))
+                continue;
+            double bu = baseline_us(recs, rb, rn, bd, NULL);
+            if (!isfinite(bu)) continue;
+            int k = 0;
+            while (k < ns && !(sb[k] == rb && sn[k] == rn)) k++;
+            if (k == ns) {
+                if (ns == MAXM) continue;
+                sb[ns] = rb, sn[ns] = rn, ns++;
+            }
+            if (sc[k] < MAXP) sx[k][sc[k]] = sp, sy[k][sc[k]++] = bu / us;
+        }
+        if (ns > 1) {
+            as_series s2[MAXM];
+            char nm2[MAXM][48];
+            for (int k = 0; k < ns; k++) {
+                snprintf(nm2[k], sizeof nm2[k], "N = %.0fk", sn[k] / 1024);
+                s2[k] = (as_series){nm2[k], sc[k], sx[k], sy[k], NULL, NULL, k, 0, 1, 1.6};
+            }
+            char t2[96];
+            snprintf(t2, sizeof t2, "sparse_idx by context length (batch %.0f, d = %.0f)", bb,
+                     bd);
+            as_lineplot l2 = {.f = {680, 420, t2, "sparsity N / k", yl},
+                              .nseries = ns, .s = s2, .logx = 1, .logy = 1, .nhlines = 1,
+                              .hlines = hl, .hline_names = hn, .legend_pos = 1,
+                              .xtick_values = ticks, .nxtick_values = 9, .xtick_suffix = "x"};
+            put_figure(c, "gpu-shapes", as_plot_lines(&l2, err),
+                       "Attention over given indices against the dense baseline at each N.",
+                       err);
+        }
         as_html_grid_end(b);
     }
+    if (!plotted) as_html_note(b, "no sparse rows with a dense baseline at the same shape");
+    int nrec = cJSON_GetArraySize(recs);
     as_buf_puts(b, "<details><summary>all rows</summary>\n<table><tr><th class=\"l\">method</th>"
                    "<th>batch</th><th>N</th><th>d</th><th>sparsity</th><th>µs</th>"
                    "<th>GB/s</th><th>% of copy</th></tr>\n");
     int shown = 0;
     cJSON_ArrayForEach(r, recs)
     {
-        if (shown++ >= 2000) break;
+        if (shown++ >= 5000) break;
         as_buf_puts(b, "<tr><td class=\"l\">");
         as_buf_esc(b, str_field(r, "method") ? str_field(r, "method") : "?");
         as_buf_puts(b, "</td>");
