@@ -331,7 +331,7 @@ static void section_distributions(ctx *c, const as_summary *s)
     const double **v = calloc((size_t)ng * 2, sizeof *v);
     int *cnt = calloc((size_t)ng * 2, sizeof *cnt);
     if (v && cnt) {
-        as_html_grid_begin(b, 2);
+        as_html_grid_begin(b, ng > 12 ? 1 : 2); /* many layers: full-width boxes */
         for (int g = 0; g < ng; g++) {
             v[g] = s->layers[g].entropy_norm;
             cnt[g] = (int)(s->layers[g].hq * s->layers[g].t);
