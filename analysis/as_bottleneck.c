@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "as_attn.h"
+#include "as_pages.h"
 #include "as_rank.h"
 
 #ifdef AS_HAVE_GLPK
@@ -355,6 +356,7 @@ static as_status kv_snapshots(const as_layer *l, int64_t g, const int64_t *ns, i
         while (pos < ns[s] && st == AS_OK) {
             int64_t cnt = ns[s] - pos < tile ? ns[s] - pos : tile;
             as_layer_read_v(l, g, pos, cnt, buf);
+            as_tensor_release(l->v, (uint64_t)((g * l->n + pos) * d), (uint64_t)(cnt * d));
             for (int64_t i = 0; i < cnt; i++) {
                 double s2 = 0.0;
                 for (int64_t c = 0; c < d; c++) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "as_attn.h"
+#include "as_pages.h"
 
 const double as_entropy_thresholds[AS_ENTROPY_NTHR] = {0.50, 0.90, 0.99};
 
@@ -111,19 +112,31 @@ void as_entropy_layer_res_free(as_entropy_layer_res *res)
 
 /* ----------------------------------------------------------------- the streaming pass */
 
+/* One threshold of one query while its k is being resolved: the keys not yet placed lie in a
+ * score interval of one level-0 bin; the keys above it and their mass are known. */
+enum { IT_DONE = 0, IT_GATHER, IT_HIST };
+#define SUBB 4096 /* sub-bins of a refinement histogram */
+
+typedef struct {
+    int state;
+    int bin;           /* level-0 window bin (HB: underflow) */
+    double lo, hi;     /* lo <= s < hi within the bin (-inf / +inf: the whole bin) */
+    double flo, fhi;   /* finite range the sub-bins split */
+    double before;     /* mass above the interval, relative to the row's max */
+    int64_t above;     /* keys above the interval */
+    int64_t count;     /* keys in the interval */
+    int owner;         /* threshold whose gather / histogram this one shares (itself: owner) */
+    int64_t off, got;  /* IT_GATHER: scores in pool[off .. off + got) */
+    int64_t hoff;      /* IT_HIST: sub-bin arrays at hoff * SUBB */
+} item;
+
 typedef struct {
     double m, z, u;      /* running max, sum w, sum w (s - m), w = exp(s - m) */
     double gt, cm;       /* top grid bin floor(m * HPN); exp(m - gt / HPN) */
     double under;        /* underflow mass, relative to m */
     int64_t under_cnt;
     int64_t n;           /* visible keys */
-    /* crossing of the thresholds after pass 1 */
-    int bin[AS_ENTROPY_NTHR];         /* window bin (HB: underflow), -1: resolved */
-    double before[AS_ENTROPY_NTHR];   /* mass of the bins above, relative to m */
-    int64_t above[AS_ENTROPY_NTHR];   /* keys in the bins above */
-    int64_t count[AS_ENTROPY_NTHR];   /* keys in the crossing bin */
-    int64_t off[AS_ENTROPY_NTHR];     /* gathered scores of the crossing bin: pool + off */
-    int64_t got[AS_ENTROPY_NTHR];
+    item it[AS_ENTROPY_NTHR];
 } row_state;
 
 typedef struct {
@@ -139,6 +152,7 @@ typedef struct {
     double *mass;         /* m x HB */
     double *fac;          /* m: column factors for A's QR */
     row_state *rs;        /* m */
+    int64_t gather_cap;   /* scores one threshold of one query may gather before refining */
     uint64_t done, total;
 } pass_ctx;
 
@@ -147,6 +161,7 @@ static void tile_scores(pass_ctx *c, int64_t g, int64_t m, int64_t j0, int64_t c
 {
     const as_layer *l = c->l;
     as_layer_read_k(l, g, j0, cnt, c->kt);
+    as_tensor_release(l->k, (uint64_t)((g * l->n + j0) * l->d), (uint64_t)(cnt * l->d));
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)cnt, (int)l->d, l->scale,
                 c->qb, (int)l->d, c->kt, (int)l->d, 0.0, c->s, (int)c->nb);
 }
@@ -254,9 +269,38 @@ static void row_pass1(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, int attn)
     if (attn && v < cnt) memset(srow + v, 0, (size_t)(cnt - v) * sizeof *srow);
 }
 
-/* After pass 1: find the bins where the cumulative mass crosses each threshold. Thresholds whose
- * crossing bin holds a single key are resolved at once. Returns the keys to gather in pass 2. */
-static int64_t row_crossings(pass_ctx *c, int64_t r, as_entropy_q *q)
+/* ---- exact top-k: refinement passes ------------------------------------------------------
+ * After pass 1 each threshold of each query knows the level-0 bin where its cumulative mass
+ * crosses. A pass over the keys then either gathers that interval's scores (at most gather_cap
+ * of them) to sort, or, for a crowded interval, builds a histogram of SUBB sub-bins on it; the
+ * crossing sub-bin becomes the next interval. Scores are recomputed by the same dgemm calls, so
+ * every pass sees bit-identical values and membership tests agree from pass to pass. */
+
+static int bin0(const row_state *st, double s)
+{
+    double gi = st->gt - grid_floor(s);
+    return gi < HB ? (int)gi : HB;
+}
+
+static int in_item(const row_state *st, const item *it, double s)
+{
+    return s >= it->lo && s < it->hi && bin0(st, s) == it->bin;
+}
+
+/* Decide how an unresolved item continues: done (one key, or equal weights), gather, or hist. */
+static void item_next(pass_ctx *c, row_state *st, int t, as_entropy_q *q)
+{
+    item *it = &st->it[t];
+    if (it->count <= 1) {
+        set_k(q, t, it->above + (it->count == 1 ? 1 : 0));
+        it->state = IT_DONE;
+    } else {
+        it->state = it->count <= c->gather_cap ? IT_GATHER : IT_HIST;
+    }
+}
+
+/* After pass 1: the level-0 crossing bins of a row's thresholds. */
+static void row_crossings(pass_ctx *c, int64_t r, as_entropy_q *q)
 {
     row_state *st = &c->rs[r];
     const int32_t *hc = c->cnt + r * HB;
@@ -264,8 +308,7 @@ static int64_t row_crossings(pass_ctx *c, int64_t r, as_entropy_q *q)
     double thr[AS_ENTROPY_NTHR];
     for (int t = 0; t < AS_ENTROPY_NTHR; t++) {
         thr[t] = as_entropy_thresholds[t] * st->z;
-        st->bin[t] = -1;
-        st->got[t] = 0;
+        st->it[t].state = IT_DONE;
     }
     double cacc = 0.0;
     int64_t kacc = 0;
@@ -274,10 +317,11 @@ static int64_t row_crossings(pass_ctx *c, int64_t r, as_entropy_q *q)
         if (!hc[i]) continue;
         double bm = hm[i] / (st->cm * c->tab[i]);
         while (t < AS_ENTROPY_NTHR && cacc + bm >= thr[t]) {
-            st->bin[t] = i;
-            st->before[t] = cacc;
-            st->above[t] = kacc;
-            st->count[t] = hc[i];
+            item *it = &st->it[t];
+            double g = st->gt - (double)i;
+            *it = (item){IT_GATHER, i, -INFINITY, INFINITY, g / HPN, (g + 1) / HPN, cacc, kacc,
+                         hc[i], t, 0, 0, 0};
+            item_next(c, st, t, q);
             t++;
         }
         cacc += bm;
@@ -285,87 +329,169 @@ static int64_t row_crossings(pass_ctx *c, int64_t r, as_entropy_q *q)
     }
     for (; t < AS_ENTROPY_NTHR; t++) {
         if (st->under_cnt > 0) {
-            st->bin[t] = HB;
-            st->before[t] = cacc;
-            st->above[t] = kacc;
-            st->count[t] = st->under_cnt;
+            item *it = &st->it[t];
+            double fhi = (st->gt - HB + 1) / HPN, flo = st->m - 746.0; /* e^-746 = 0 */
+            if (!(flo < fhi)) flo = fhi - 1.0;
+            *it = (item){IT_GATHER, HB, -INFINITY, INFINITY, flo, fhi, cacc, kacc,
+                         st->under_cnt, t, 0, 0, 0};
+            item_next(c, st, t, q);
         } else { /* rounding left the threshold unreached: all keys */
             set_k(q, t, st->n);
         }
     }
-    int64_t need = 0;
-    for (t = 0; t < AS_ENTROPY_NTHR; t++) {
-        if (st->bin[t] < 0) continue;
-        if (st->count[t] == 1) {
-            set_k(q, t, st->above[t] + 1);
-            st->bin[t] = -1;
-            continue;
-        }
-        int shared = 0;
-        for (int u = 0; u < t; u++)
-            if (st->bin[u] == st->bin[t]) shared = 1;
-        if (!shared) need += st->count[t];
-    }
-    return need;
 }
 
-/* Pass 2 over one tile row: gather the scores of the crossing bins. */
-static void row_pass2(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, double *pool)
+/* Sub-bin j of s in a histogram with boundaries bnd[0..SUBB] (bnd[j] <= s < bnd[j+1]). */
+static int sub_index(const double *bnd, double flo, double fhi, double s)
+{
+    double f = (s - flo) / (fhi - flo) * SUBB;
+    int j = f < 0 ? 0 : f >= SUBB ? SUBB - 1 : (int)f;
+    while (j > 0 && s < bnd[j]) j--;
+    while (j < SUBB - 1 && s >= bnd[j + 1]) j++;
+    return j;
+}
+
+typedef struct {
+    double *pool;              /* gathered scores */
+    double *bnd, *hm, *lo, *hi; /* per histogram: SUBB + 1 boundaries, SUBB masses/min/max */
+    int64_t *hc;
+} refine_buf;
+
+/* One refinement pass over one tile row. */
+static void row_refine(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, refine_buf *b)
 {
     row_state *st = &c->rs[r];
-    int b[AS_ENTROPY_NTHR], nbin = 0, slot[AS_ENTROPY_NTHR];
-    for (int t = 0; t < AS_ENTROPY_NTHR; t++) {
-        if (st->bin[t] < 0) continue;
-        int dup = 0;
-        for (int u = 0; u < nbin; u++)
-            if (b[u] == st->bin[t]) dup = 1;
-        if (!dup) {
-            slot[nbin] = t;
-            b[nbin++] = st->bin[t];
-        }
-    }
-    if (!nbin) return;
+    item *own[AS_ENTROPY_NTHR];
+    int no = 0;
+    for (int t = 0; t < AS_ENTROPY_NTHR; t++)
+        if (st->it[t].state != IT_DONE && st->it[t].owner == t) own[no++] = &st->it[t];
+    if (!no) return;
     const double *srow = c->s + r * c->nb;
     int64_t v = st->n - j0;
     if (v > cnt) v = cnt;
-    const double gt = st->gt;
     for (int64_t j = 0; j < v; j++) {
-        double gi = gt - grid_floor(srow[j]);
-        int i = gi < HB ? (int)gi : HB;
-        for (int u = 0; u < nbin; u++) {
-            if (i != b[u]) continue;
-            int t = slot[u];
-            if (st->got[t] < st->count[t]) pool[st->off[t] + st->got[t]++] = srow[j];
-            break;
+        double s = srow[j];
+        for (int u = 0; u < no; u++) {
+            item *it = own[u];
+            if (!in_item(st, it, s)) continue;
+            if (it->state == IT_GATHER) {
+                if (it->got < it->count) b->pool[it->off + it->got++] = s;
+            } else {
+                int64_t h0 = it->hoff * SUBB;
+                int k = sub_index(b->bnd + it->hoff * (SUBB + 1), it->flo, it->fhi, s);
+                b->hc[h0 + k]++;
+                b->hm[h0 + k] += exp(s - st->m);
+                if (s < b->lo[h0 + k]) b->lo[h0 + k] = s;
+                if (s > b->hi[h0 + k]) b->hi[h0 + k] = s;
+            }
+            break; /* the owners' intervals are disjoint or equal: one match */
         }
     }
 }
 
-/* Resolve the gathered bins exactly: sort, accumulate from the mass of the bins above. */
-static void row_resolve(pass_ctx *c, int64_t r, double *pool, as_entropy_q *q)
+/* After a refinement pass: finish gathered items, descend into the crossing sub-bin of the
+ * histogram items. */
+static void row_settle(pass_ctx *c, int64_t r, refine_buf *b, as_entropy_q *q)
 {
     row_state *st = &c->rs[r];
+    item next[AS_ENTROPY_NTHR];
+    int sorted[AS_ENTROPY_NTHR] = {0};
     for (int t = 0; t < AS_ENTROPY_NTHR; t++) {
-        if (st->bin[t] < 0) continue;
-        int owner = t;
-        for (int u = 0; u < t; u++)
-            if (st->bin[u] == st->bin[t]) {
-                owner = u;
+        item *it = &st->it[t];
+        next[t] = *it;
+        if (it->state == IT_DONE) continue;
+        item *o = &st->it[it->owner];
+        double thr = as_entropy_thresholds[t] * st->z, acc = it->before;
+        if (it->state == IT_GATHER) {
+            double *x = b->pool + o->off;
+            int64_t nx = o->got;
+            if (!sorted[it->owner]) {
+                qsort(x, (size_t)nx, sizeof *x, cmp_desc);
+                sorted[it->owner] = 1;
+            }
+            int64_t k = it->above + it->count;
+            for (int64_t j = 0; j < nx; j++) {
+                acc += exp(x[j] - st->m);
+                if (acc >= thr) {
+                    k = it->above + j + 1;
+                    break;
+                }
+            }
+            set_k(q, t, k);
+            next[t].state = IT_DONE;
+            continue;
+        }
+        /* histogram: the sub-bin where the cumulative mass crosses */
+        const int64_t h0 = o->hoff * SUBB;
+        const double *bnd = b->bnd + o->hoff * (SUBB + 1);
+        int64_t above = it->above;
+        int jc = -1;
+        for (int j = SUBB - 1; j >= 0; j--) {
+            if (!b->hc[h0 + j]) continue;
+            if (acc + b->hm[h0 + j] >= thr) {
+                jc = j;
                 break;
             }
-        double *x = pool + st->off[owner];
-        int64_t nx = st->got[owner];
-        if (owner == t) qsort(x, (size_t)nx, sizeof *x, cmp_desc);
-        double thr = as_entropy_thresholds[t] * st->z, acc = st->before[t];
-        int64_t k = st->above[t] + st->count[t];
-        for (int64_t j = 0; j < nx; j++) {
-            acc += exp(x[j] - st->m);
-            if (acc >= thr) {
-                k = st->above[t] + j + 1;
+            acc += b->hm[h0 + j];
+            above += b->hc[h0 + j];
+        }
+        if (jc < 0) { /* rounding: the whole interval */
+            set_k(q, t, it->above + it->count);
+            next[t].state = IT_DONE;
+            continue;
+        }
+        item *nt = &next[t];
+        nt->before = acc;
+        nt->above = above;
+        nt->count = b->hc[h0 + jc];
+        nt->lo = jc == 0 ? it->lo : bnd[jc];
+        nt->hi = jc == SUBB - 1 ? it->hi : bnd[jc + 1];
+        nt->flo = jc == 0 ? it->flo : bnd[jc];
+        nt->fhi = jc == SUBB - 1 ? it->fhi : bnd[jc + 1];
+        if (nt->count > 1 && b->lo[h0 + jc] == b->hi[h0 + jc]) {
+            /* equal scores: add equal weights one by one */
+            double e = exp(b->lo[h0 + jc] - st->m);
+            int64_t k = nt->above + nt->count;
+            for (int64_t j = 0; j < nt->count; j++) {
+                acc += e;
+                if (acc >= thr) {
+                    k = nt->above + j + 1;
+                    break;
+                }
+            }
+            set_k(q, t, k);
+            nt->state = IT_DONE;
+            continue;
+        }
+        st->it[t] = *nt; /* item_next reads the item */
+        item_next(c, st, t, q);
+        next[t] = st->it[t];
+    }
+    for (int t = 0; t < AS_ENTROPY_NTHR; t++) st->it[t] = next[t];
+}
+
+/* Owners (items sharing an interval share one gather / histogram) and buffer offsets. */
+static void assign(row_state *st, int64_t *pool_n, int64_t *hist_n)
+{
+    for (int t = 0; t < AS_ENTROPY_NTHR; t++) {
+        item *it = &st->it[t];
+        if (it->state == IT_DONE) continue;
+        it->owner = t;
+        for (int u = 0; u < t; u++) {
+            item *o = &st->it[u];
+            if (o->state == it->state && o->bin == it->bin && o->lo == it->lo && o->hi == it->hi) {
+                it->owner = u;
                 break;
             }
         }
-        set_k(q, t, k);
+        if (it->owner != t) continue;
+        if (it->state == IT_GATHER) {
+            it->off = *pool_n;
+            it->got = 0;
+            *pool_n += it->count;
+        } else {
+            it->hoff = (*hist_n)++;
+        }
     }
 }
 
@@ -375,18 +501,75 @@ static void tick(pass_ctx *c)
     if (c->o->progress) c->o->progress(c->o->ctx, c->done, c->total);
 }
 
-/* One block of query heads [ha, hb) of kv head g: all passes. */
-static as_status run_block(pass_ctx *c, int64_t g, int64_t ha, int64_t hb,
+/* The refinement passes of a block of m rows (row r is query qi of head h as given by map). */
+static as_status refine_block(pass_ctx *c, int64_t g, int64_t m, int64_t nmax, int64_t ha,
+                              int64_t q0, int64_t tq, as_entropy_layer_res *res, char *err)
+{
+    const int64_t t = c->l->t, nb = c->nb, tiles = (nmax + nb - 1) / nb;
+    for (int64_t r = 0; r < m; r++)
+        row_crossings(c, r, &res->q[(ha + r / tq) * t + q0 + r % tq]);
+    int first = 1;
+    for (;;) {
+        int64_t pool_n = 0, hist_n = 0;
+        for (int64_t r = 0; r < m; r++) assign(&c->rs[r], &pool_n, &hist_n);
+        if (pool_n == 0 && hist_n == 0) break;
+        if (!first) c->total += (uint64_t)tiles;
+        first = 0;
+        refine_buf b = {0};
+        b.pool = malloc((size_t)(pool_n ? pool_n : 1) * sizeof *b.pool);
+        if (hist_n) {
+            b.bnd = malloc((size_t)(hist_n * (SUBB + 1)) * sizeof *b.bnd);
+            b.hm = calloc((size_t)(hist_n * SUBB), sizeof *b.hm);
+            b.lo = malloc((size_t)(hist_n * SUBB) * sizeof *b.lo);
+            b.hi = malloc((size_t)(hist_n * SUBB) * sizeof *b.hi);
+            b.hc = calloc((size_t)(hist_n * SUBB), sizeof *b.hc);
+        }
+        if (!b.pool || (hist_n && (!b.bnd || !b.hm || !b.lo || !b.hi || !b.hc))) {
+            free(b.pool), free(b.bnd), free(b.hm), free(b.lo), free(b.hi), free(b.hc);
+            return as_err_set(err, AS_ERR_NOMEM, "entropy: out of memory (top-k refinement)");
+        }
+        for (int64_t i = 0; i < hist_n * SUBB; i++) {
+            b.lo[i] = INFINITY;
+            b.hi[i] = -INFINITY;
+        }
+        for (int64_t r = 0; r < m; r++)
+            for (int u = 0; u < AS_ENTROPY_NTHR; u++) {
+                item *it = &c->rs[r].it[u];
+                if (it->state != IT_HIST || it->owner != u) continue;
+                double *bnd = b.bnd + it->hoff * (SUBB + 1);
+                for (int j = 1; j < SUBB; j++)
+                    bnd[j] = it->flo + (it->fhi - it->flo) * ((double)j / SUBB);
+                bnd[0] = it->lo;
+                bnd[SUBB] = it->hi;
+            }
+        for (int64_t j0 = 0; j0 < nmax; j0 += nb) {
+            int64_t cnt = nmax - j0 < nb ? nmax - j0 : nb;
+            tile_scores(c, g, m, j0, cnt);
+            for (int64_t r = 0; r < m; r++) row_refine(c, r, j0, cnt, &b);
+            tick(c);
+        }
+        for (int64_t r = 0; r < m; r++)
+            row_settle(c, r, &b, &res->q[(ha + r / tq) * t + q0 + r % tq]);
+        free(b.pool), free(b.bnd), free(b.hm), free(b.lo), free(b.hi), free(b.hc);
+    }
+    if (first)
+        for (int64_t i = 0; i < tiles; i++) tick(c);
+    return AS_OK;
+}
+
+/* One block of kv head g: queries [q0, q1) of query heads [ha, hb) (the whole of each head's
+ * queries when A's spectrum is asked for), all passes. Row r = (h - ha) * tq + (qi - q0). */
+static as_status run_block(pass_ctx *c, int64_t g, int64_t ha, int64_t hb, int64_t q0, int64_t q1,
                            as_entropy_layer_res *res, char *err)
 {
     const as_layer *l = c->l;
     const as_entropy_opts *o = c->o;
-    const int64_t t = l->t, d = l->d, nb = c->nb, m = (hb - ha) * t;
+    const int64_t t = l->t, d = l->d, nb = c->nb, tq = q1 - q0, m = (hb - ha) * tq;
     int attn = o->attn_sv;
     int64_t nmax = 0;
     for (int64_t h = ha; h < hb; h++)
-        for (int64_t qi = 0; qi < t; qi++) {
-            int64_t r = (h - ha) * t + qi;
+        for (int64_t qi = q0; qi < q1; qi++) {
+            int64_t r = (h - ha) * tq + (qi - q0);
             as_layer_read_q(l, h, qi, c->qb + r * d);
             row_state *st = &c->rs[r];
             memset(st, 0, sizeof *st);
@@ -423,8 +606,8 @@ static as_status run_block(pass_ctx *c, int64_t g, int64_t ha, int64_t hb,
         tick(c);
     }
     for (int64_t h = ha; h < hb; h++)
-        for (int64_t qi = 0; qi < t; qi++) {
-            row_state *rs = &c->rs[(h - ha) * t + qi];
+        for (int64_t qi = q0; qi < q1; qi++) {
+            row_state *rs = &c->rs[(h - ha) * tq + (qi - q0)];
             as_entropy_q *q = &res->q[h * t + qi];
             if (o->entropy || o->topk) fill_q(q, rs->n, rs->m, rs->z, rs->u);
         }
@@ -437,49 +620,8 @@ static as_status run_block(pass_ctx *c, int64_t g, int64_t ha, int64_t hb,
         if ((st = as_tsqr_sv(qr[h - ha], sv, &nsv, err)) != AS_OK) goto out;
         as_rank_from_sv(sv, nsv, t, l->n, &res->attn[h]);
     }
-    /* pass 2: top-k crossings */
-    if (c->hist) {
-        int64_t need = 0;
-        for (int64_t r = 0; r < m; r++) {
-            int64_t h = ha + r / t, qi = r % t;
-            row_state *rs = &c->rs[r];
-            int64_t before = need;
-            need += row_crossings(c, r, &res->q[h * t + qi]);
-            /* offsets of this row's bins in the pool */
-            int64_t off = before;
-            for (int u = 0; u < AS_ENTROPY_NTHR; u++) {
-                if (rs->bin[u] < 0) continue;
-                int shared = 0;
-                for (int w = 0; w < u; w++)
-                    if (rs->bin[w] == rs->bin[u]) shared = 1;
-                if (shared) continue;
-                rs->off[u] = off;
-                off += rs->count[u];
-            }
-        }
-        int64_t tiles = (nmax + nb - 1) / nb;
-        if (need > 0) {
-            double *pool = malloc((size_t)need * sizeof *pool);
-            if (!pool) {
-                st = as_err_set(err, AS_ERR_NOMEM, "entropy: out of memory (%lld scores to sort)",
-                                (long long)need);
-                goto out;
-            }
-            for (int64_t j0 = 0; j0 < nmax; j0 += nb) {
-                int64_t cnt = nmax - j0 < nb ? nmax - j0 : nb;
-                tile_scores(c, g, m, j0, cnt);
-                for (int64_t r = 0; r < m; r++) row_pass2(c, r, j0, cnt, pool);
-                tick(c);
-            }
-            for (int64_t r = 0; r < m; r++) {
-                int64_t h = ha + r / t, qi = r % t;
-                row_resolve(c, r, pool, &res->q[h * t + qi]);
-            }
-            free(pool);
-        } else {
-            for (int64_t i = 0; i < tiles; i++) tick(c);
-        }
-    }
+    /* exact top-k: refinement passes */
+    if (c->hist) st = refine_block(c, g, m, nmax, ha, q0, tq, res, err);
 out:
     for (int64_t h = ha; qr && h < hb; h++) as_tsqr_free(qr[h - ha]);
     free(qr);
@@ -531,9 +673,22 @@ as_status as_entropy_layer(const as_layer *l, const as_entropy_opts *o, as_entro
                        (size_t)d * 8 + 8;
     int64_t group = hq / l->hkv;
     int64_t hpb = (int64_t)(mem / (row_bytes * (size_t)t)); /* heads per block */
-    if (hpb < 1) hpb = 1;
+    int64_t qpb = t;                                        /* queries per block */
+    if (hpb < 1) {
+        hpb = 1;
+        /* one head's queries exceed the memory: split them (not possible for A's spectrum,
+         * whose QR needs every query of the head in one pass) */
+        if (!o->attn_sv) {
+            qpb = (int64_t)(mem / row_bytes);
+            if (qpb < 1) qpb = 1;
+        }
+    }
     if (hpb > group) hpb = group;
-    int64_t mmax = hpb * t;
+    int64_t mmax = hpb * qpb;
+    /* gathered scores: at most a quarter of the memory for the block's 3 thresholds per row */
+    c.gather_cap = o->gather_cap > 0 ? o->gather_cap
+                                     : (int64_t)(mem / 4 / (8 * AS_ENTROPY_NTHR * (size_t)mmax));
+    if (c.gather_cap < 256) c.gather_cap = 256;
     c.kt = malloc((size_t)(c.nb * d) * sizeof *c.kt);
     c.qb = malloc((size_t)(mmax * d) * sizeof *c.qb);
     c.s = malloc((size_t)(mmax * c.nb) * sizeof *c.s);
@@ -563,14 +718,15 @@ as_status as_entropy_layer(const as_layer *l, const as_entropy_opts *o, as_entro
         int64_t g = as_layer_kv_head(l, h), gend = (g + 1) * group;
         int64_t hb = h + hpb < gend ? h + hpb : gend;
         if (hb > h1) hb = h1;
-        c.total += (uint64_t)(tiles * (c.hist ? 2 : 1));
+        c.total += (uint64_t)(tiles * (c.hist ? 2 : 1) * ((t + qpb - 1) / qpb));
         h = hb;
     }
     for (int64_t h = h0; h < h1 && st == AS_OK;) {
         int64_t g = as_layer_kv_head(l, h), gend = (g + 1) * group;
         int64_t hb = h + hpb < gend ? h + hpb : gend;
         if (hb > h1) hb = h1;
-        st = run_block(&c, g, h, hb, res, err);
+        for (int64_t q0 = 0; q0 < t && st == AS_OK; q0 += qpb)
+            st = run_block(&c, g, h, hb, q0, q0 + qpb < t ? q0 + qpb : t, res, err);
         h = hb;
     }
 done:

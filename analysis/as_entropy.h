@@ -13,8 +13,9 @@
  * dgemm), keeps per query a running max, Z and sum w (s - m) (rescaled when the max grows) and a
  * histogram of the scores on a fixed grid of 1/64 nat (count and mass per bin). The bins where
  * the cumulative mass crosses 50/90/99% are then resolved exactly by a second pass that gathers
- * only those bins' scores and sorts them. Memory: a block of score rows x one tile plus the
- * histograms, independent of N. On request the same pass feeds tiles of the attention matrix A
+ * only those bins' scores and sorts them (a crowded bin is first split by a finer histogram,
+ * one more pass per level). Memory: a block of score rows x one tile plus the histograms and
+ * a bounded gather, independent of N. On request the same pass feeds tiles of the attention matrix A
  * to a streamed QR for A's spectrum (as_rank). */
 #ifndef AS_ENTROPY_H
 #define AS_ENTROPY_H
@@ -50,6 +51,8 @@ typedef struct {
     int attn_sv;    /* accumulate the spectrum of the attention matrix A of each head */
     int64_t tile;   /* keys per tile (0: AS_ATTN_TILE) */
     size_t mem;     /* bytes for a block of score rows and histograms (0: 256 MiB) */
+    int64_t gather_cap; /* scores one threshold of one query may gather to sort before the
+                           exact top-k refines its interval by another pass (0: from mem) */
     void (*progress)(void *ctx, uint64_t done, uint64_t total); /* units: rows x tiles */
     void *ctx;
 } as_entropy_opts;

@@ -8,6 +8,7 @@
 
 #include "as_attn.h"
 #include "as_entropy.h"
+#include "as_pages.h"
 
 static const char *const mat_names[AS_MAT_COUNT] = {"k", "v", "q", "scores", "attn"};
 
@@ -313,6 +314,8 @@ as_status as_rank_kv(const as_layer *l, int64_t kvh, char which, int64_t tile,
             as_layer_read_k(l, kvh, j0, cnt, buf);
         else
             as_layer_read_v(l, kvh, j0, cnt, buf);
+        as_tensor_release(which == 'k' ? l->k : l->v, (uint64_t)((kvh * n + j0) * d),
+                          (uint64_t)(cnt * d));
         st = as_tsqr_add_rows(q, buf, cnt, d, err);
     }
     if (st == AS_OK) st = finish_tsqr(q, n, info, sv, r, kr, err);

@@ -180,7 +180,7 @@ static void rel_close(double a, double b, double tol, const char *what, int64_t 
 }
 
 /* Compare as_entropy_layer with as_entropy_of_scores on every query of every layer. */
-static void check_trace(const char *path, int64_t tile, size_t mem, int64_t head)
+static void check_trace_cap(const char *path, int64_t tile, size_t mem, int64_t head, int64_t cap)
 {
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(path, err);
@@ -192,6 +192,7 @@ static void check_trace(const char *path, int64_t tile, size_t mem, int64_t head
         o.tile = tile;
         o.mem = mem;
         o.head = head;
+        o.gather_cap = cap;
         as_entropy_layer_res res;
         cr_assert_eq(as_entropy_layer(l, &o, &res, err), AS_OK, "%s", err);
         double *p = malloc((size_t)l->n * sizeof *p), *out = malloc((size_t)l->d * sizeof *out);
@@ -229,13 +230,19 @@ static void check_trace(const char *path, int64_t tile, size_t mem, int64_t head
     as_trace_free(tr);
 }
 
+static void check_trace(const char *path, int64_t tile, size_t mem, int64_t head)
+{
+    check_trace_cap(path, tile, mem, head, 0);
+}
+
 Test(entropy_layer, matches_reference_normal_causal_gqa)
 {
     gen_ctx c = {11, 0, 1.0};
     char *p = make_trace("e_normal.safetensors", &c, 6, 2, 5, 3000, 16, AS_DT_F32, 1);
     check_trace(p, 512, 0, -1);
     check_trace(p, 0, 0, 4);
-    check_trace(p, 700, 1, -1); /* tiny memory: one head per block */
+    check_trace(p, 700, 1, -1);      /* tiny memory: one query per block */
+    check_trace(p, 512, 120000, -1); /* two queries per block (blocks of 2, 2, 1) */
     free(p);
 }
 
@@ -289,6 +296,32 @@ Test(entropy_layer, needle_and_ties)
     gen_ctx c = {16, 4, 0.0};
     char *p = make_trace("e_ties.safetensors", &c, 3, 1, 2, 1500, 8, AS_DT_F32, 1);
     check_trace(p, 100, 0, -1);
+    free(p);
+}
+
+Test(entropy_layer, refinement_levels)
+{
+    /* a tiny gather cap: crowded bins are split by sub-histograms, one pass per level,
+     * including the equal-weight shortcut (ties) and the underflow bin */
+    gen_ctx c0 = {21, 0, 0.3}, c3 = {22, 3, 0.0}, c4 = {23, 4, 0.0};
+    char *p0 = make_trace("e_ref0.safetensors", &c0, 2, 1, 3, 5000, 16, AS_DT_F64, 1);
+    char *p3 = make_trace("e_ref3.safetensors", &c3, 2, 2, 3, 3000, 8, AS_DT_F64, 0);
+    char *p4 = make_trace("e_ref4.safetensors", &c4, 3, 1, 2, 1500, 8, AS_DT_F32, 1);
+    for (int64_t cap = 1; cap <= 64; cap *= 8) {
+        check_trace_cap(p0, 333, 0, -1, cap);
+        check_trace_cap(p3, 200, 0, -1, cap);
+        check_trace_cap(p4, 100, 0, -1, cap);
+    }
+    free(p0);
+    free(p3);
+    free(p4);
+}
+
+Test(entropy_layer, all_equal_with_refinement)
+{
+    gen_ctx c = {24, 1, 0.0};
+    char *p = make_trace("e_eqref.safetensors", &c, 2, 1, 4, 3001, 8, AS_DT_F64, 1);
+    check_trace_cap(p, 256, 0, -1, 2);
     free(p);
 }
 
