@@ -92,6 +92,11 @@ static int is_trace_npy(const char *name)
     return n > 11 && strncmp(name, "layers.", 7) == 0 && strcmp(name + n - 4, ".npy") == 0;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
 static as_status load_meta_json(as_trace *tr, const char *dir, char *err)
 {
     size_t n = strlen(dir) + 32;
@@ -124,12 +129,23 @@ static as_status load_meta_json(as_trace *tr, const char *dir, char *err)
         st = as_err_set(err, AS_ERR_FORMAT, "%s: not a JSON object (malformed metadata)", p);
         goto out;
     }
-    for (const cJSON *a = root->child; a; a = a->next)
-        for (const cJSON *b = a->next; b; b = b->next)
-            if (strcmp(a->string, b->string) == 0) {
-                st = as_err_set(err, AS_ERR_FORMAT, "%s: duplicate key '%s'", p, a->string);
-                goto out;
+    {   /* duplicate keys, sorted so that a huge file cannot make this quadratic */
+        int cnt = cJSON_GetArraySize(root), k = 0;
+        const char **keys = malloc(((size_t)cnt + 1) * sizeof *keys);
+        if (!keys) {
+            st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        for (const cJSON *a = root->child; a && k < cnt; a = a->next) keys[k++] = a->string;
+        qsort(keys, (size_t)k, sizeof *keys, cmp_key);
+        for (int i = 1; i < k; i++)
+            if (strcmp(keys[i - 1], keys[i]) == 0) {
+                st = as_err_set(err, AS_ERR_FORMAT, "%s: duplicate key '%s'", p, keys[i]);
+                break;
             }
+        free(keys);
+        if (st != AS_OK) goto out;
+    }
     int cnt = cJSON_GetArraySize(root);
     tr->file.meta = calloc((size_t)cnt + 1, sizeof *tr->file.meta);
     if (!tr->file.meta) {
