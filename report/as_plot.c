@@ -350,14 +350,18 @@ static void label_func(PLINT axis, PLFLT value, char *label, PLINT length, PLPoi
  * PLplot's decade ticks would leave one label or none. */
 static int ticks125(double lo, double hi, double *out, int max)
 {
-    static const double m[3] = {1, 2, 5};
-    int n = 0;
-    for (int e = (int)floor(lo) - 1; e <= (int)ceil(hi); e++)
-        for (int k = 0; k < 3; k++) {
-            double v = log10(m[k]) + e;
-            if (v >= lo - 1e-9 && v <= hi + 1e-9 && n < max) out[n++] = v;
-        }
-    return n;
+    static const double m125[3] = {1, 2, 5}, m19[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    for (int dense = 0; dense < 2; dense++) {
+        const double *m = dense ? m19 : m125;
+        int nm = dense ? 9 : 3, n = 0;
+        for (int e = (int)floor(lo) - 1; e <= (int)ceil(hi); e++)
+            for (int k = 0; k < nm; k++) {
+                double v = log10(m[k]) + e;
+                if (v >= lo - 1e-9 && v <= hi + 1e-9 && n < max) out[n++] = v;
+            }
+        if (n >= 3 || dense) return n; /* too few 1-2-5 ticks on a short axis: 1..9 */
+    }
+    return 0;
 }
 
 static void frame_labels(const canvas *c, const as_plot_frame *f)
@@ -877,7 +881,10 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
     plcol0(C_GRID);
+    double ty[16];
+    int nty = p->logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
     plbox("", 0, 0, p->logy ? "gl" : "g", 0, 0);
+    for (int i = 0; i < nty; i++) pljoin(-0.5, ty[i], p->ngroups - 0.5, ty[i]);
     double slot = 0.8 / p->nseries, bw = slot * 0.7;
     for (int g = 0; g < p->ngroups; g++) {
         for (int s = 0; s < p->nseries; s++) {
@@ -942,8 +949,13 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
     plcol0(C_FG);
     label_opts lo = {0, p->logy, 0};
     plslabelfunc(label_func, &lo);
-    plbox("bc", 0, 0, p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
+    plbox("bc", 0, 0, nty ? "bcstvl" : p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
     plslabelfunc(NULL, NULL);
+    for (int i = 0; i < nty; i++) {
+        char t[48];
+        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
+        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
+    }
     if (p->group_names) {
         int step = 1;
         while (p->ngroups / step > (c.x1 - c.x0) * c.w / 60) step++;
@@ -998,7 +1010,10 @@ char *as_plot_bars(const as_barplot *p, char *err)
     plvpor(c.x0, c.x1, c.y0, c.y1);
     plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
     plcol0(C_GRID);
+    double ty[16];
+    int nty = p->logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
     plbox("", 0, 0, p->logy ? "gl" : "g", 0, 0);
+    for (int i = 0; i < nty; i++) pljoin(-0.5, ty[i], p->ngroups - 0.5, ty[i]);
     double slot = 0.84 / p->nseries;
     for (int g = 0; g < p->ngroups; g++)
         for (int s = 0; s < p->nseries; s++) {
@@ -1013,8 +1028,13 @@ char *as_plot_bars(const as_barplot *p, char *err)
     plcol0(C_FG);
     label_opts lo = {0, p->logy, 0};
     plslabelfunc(label_func, &lo);
-    plbox("bc", 0, 0, p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
+    plbox("bc", 0, 0, nty ? "bcstvl" : p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
     plslabelfunc(NULL, NULL);
+    for (int i = 0; i < nty; i++) {
+        char t[48];
+        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
+        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
+    }
     if (p->group_names) {
         int step = 1;
         while (p->ngroups / step > (c.x1 - c.x0) * c.w / 36) step++;
