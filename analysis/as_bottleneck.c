@@ -1,6 +1,7 @@
 #include "as_bottleneck.h"
 
 #include <float.h>
+#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,57 @@ static int64_t *order_desc(const double *a, int64_t n)
 #ifdef AS_HAVE_GLPK
 #define AS_BN_LP_ITERS 6 /* improvement steps per starting set */
 
+/* ||VJ^T x - rhs[0..d)|| + |1^T x - rhs[d]| */
+static double lp_residual(const double *VJ, int64_t nj, int64_t d, const double *rhs,
+                          const double *x)
+{
+    double r2 = 0.0, s = 0.0;
+    for (int64_t c = 0; c < d; c++) {
+        double acc = -rhs[c];
+        for (int64_t j = 0; j < nj; j++) acc += VJ[j * d + c] * x[j];
+        r2 += acc * acc;
+    }
+    for (int64_t j = 0; j < nj; j++) s += x[j];
+    return sqrt(r2) + fabs(s - rhs[d]);
+}
+
+/* Recompute the basic variables of the simplex's final basis in float64 (least squares on the
+ * basic columns, LAPACK dgels), the nonbasic ones being 0: the vertex then meets the equality
+ * constraints to rounding instead of GLPK's feasibility tolerance. x is replaced only when the
+ * result is nonnegative (up to rounding) and closer to the constraints. */
+static void polish(glp_prob *P, const double *VJ, int64_t nj, int64_t d, const double *rhs,
+                   double *x, double *work)
+{
+    int64_t m = d + 1, nb = 0;
+    int64_t *idx = malloc((size_t)m * sizeof *idx);
+    double *A = malloc((size_t)(m * m) * sizeof *A), *b = malloc((size_t)m * sizeof *b);
+    if (!idx || !A || !b) goto out;
+    for (int64_t j = 0; j < nj && nb < m; j++)
+        if (glp_get_col_stat(P, (int)j + 1) == GLP_BS) idx[nb++] = j;
+    if (nb == 0) goto out;
+    for (int64_t i = 0; i < nb; i++) {
+        for (int64_t c = 0; c < d; c++) A[i * m + c] = VJ[idx[i] * d + c];
+        A[i * m + d] = 1.0;
+    }
+    memcpy(b, rhs, (size_t)m * sizeof *b);
+    if (LAPACKE_dgels(LAPACK_COL_MAJOR, 'N', (lapack_int)m, (lapack_int)nb, 1, A, (lapack_int)m,
+                      b, (lapack_int)m) != 0)
+        goto out;
+    double mx = 0.0;
+    for (int64_t i = 0; i < nb; i++)
+        if (fabs(b[i]) > mx) mx = fabs(b[i]);
+    for (int64_t i = 0; i < nb; i++)
+        if (b[i] < -1e-12 * mx) goto out; /* not a feasible vertex in float64: keep GLPK's */
+    memset(work, 0, (size_t)nj * sizeof *work);
+    for (int64_t i = 0; i < nb; i++) work[idx[i]] = b[i] > 0 ? b[i] : 0.0;
+    if (lp_residual(VJ, nj, d, rhs, work) < lp_residual(VJ, nj, d, rhs, x))
+        memcpy(x, work, (size_t)nj * sizeof *x);
+out:
+    free(idx);
+    free(A);
+    free(b);
+}
+
 /* The LP over the nj keys VJ (nj x d), weights aJ: a' = x on those keys, x >= 0,
  * VJ^T x = VJ^T aJ, 1^T x = 1^T aJ. Best TV = 1/2 sum |aJ - x| into *tv, x into xbest.
  * *res_abs: ||VJ^T (x - aJ)||_2 + |1^T (x - aJ)|. */
@@ -128,8 +180,9 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
     double *ar = malloc(cap * sizeof *ar), *x = malloc((size_t)nj * sizeof *x);
     double *rhs = calloc((size_t)(d + 1), sizeof *rhs);
     char *in_s = malloc((size_t)nj), *new_s = malloc((size_t)nj);
+    double *pw = malloc((size_t)nj * sizeof *pw);
     as_status st = AS_OK;
-    if (!ia || !ja || !ar || !x || !rhs || !in_s || !new_s) {
+    if (!ia || !ja || !ar || !x || !rhs || !in_s || !new_s || !pw) {
         st = as_err_set(err, AS_ERR_NOMEM, "TV witness: out of memory");
         goto out;
     }
@@ -160,6 +213,9 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
     glp_init_smcp(&parm);
     parm.msg_lev = GLP_MSG_OFF;
     parm.meth = GLP_PRIMAL;
+    parm.tol_bnd = 1e-10; /* primal feasibility (default 1e-7): the witness must be exact */
+    double rnorm = fabs(rhs[d]);
+    for (int64_t c = 0; c < d; c++) rnorm += fabs(rhs[c]);
 
     /* starting sets: the heaviest keys holding half the mass; the keys above the mean weight */
     double total = rhs[d], mean = total / (double)nj;
@@ -184,10 +240,14 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
             for (int64_t j = 0; j < nj; j++) {
                 double v = glp_get_col_prim(P, (int)j + 1);
                 x[j] = v > 0 ? v : 0.0;
-                t += fabs(aJ[j] - x[j]);
             }
+            polish(P, VJ, nj, d, rhs, x, pw);
+            for (int64_t j = 0; j < nj; j++) t += fabs(aJ[j] - x[j]);
             t *= 0.5;
-            int improved = t > *tv * (1 + 1e-12) + 1e-15;
+            /* a vertex GLPK accepted within its tolerance but that is not feasible in float64
+             * (a basic variable below 0 by more than rounding) does not count as a witness */
+            int exact = lp_residual(VJ, nj, d, rhs, x) <= 1e-10 * rnorm;
+            int improved = exact && t > *tv * (1 + 1e-12) + 1e-15;
             if (improved) {
                 *tv = t;
                 memcpy(xbest, x, (size_t)nj * sizeof *x);
@@ -204,14 +264,7 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
         }
     }
     /* residual of the constraints at the best point */
-    double r2 = 0.0, rs = 0.0;
-    for (int64_t c = 0; c < d; c++) {
-        double acc = 0.0;
-        for (int64_t j = 0; j < nj; j++) acc += VJ[j * d + c] * (xbest[j] - aJ[j]);
-        r2 += acc * acc;
-    }
-    for (int64_t j = 0; j < nj; j++) rs += xbest[j] - aJ[j];
-    *res_abs = sqrt(r2) + fabs(rs);
+    *res_abs = lp_residual(VJ, nj, d, rhs, xbest);
 out:
     glp_delete_prob(P);
     free(ia);
@@ -221,6 +274,7 @@ out:
     free(rhs);
     free(in_s);
     free(new_s);
+    free(pw);
     return st;
 }
 #endif

@@ -153,7 +153,7 @@ Test(bn_witness, known_optima_and_feasibility)
     V = randn(m * d, 11);
     cr_assert_eq(as_bn_witness(V, w, m, d, 0, &tv, wp, &res, err), AS_OK);
     cr_assert(tv > 0.2 && tv <= 1.0, "tv = %g", tv);
-    cr_assert(res < 1e-9, "residual %g", res);
+    cr_assert(res < 1e-12, "residual %g", res);
     check_feasible(V, w, wp, m, d, tv);
     /* only the 50 heaviest keys may move: still feasible, not farther */
     double tv50;
@@ -226,7 +226,7 @@ Test(bn_layer, matches_array_functions)
             double tv, res;
             cr_assert_eq(as_bn_witness(V, p, n, l->d, o.witness_keys, &tv, NULL, &res, err), AS_OK);
             cr_assert_float_eq(b->tv_witness, tv, 1e-12);
-            cr_assert(b->witness_residual < 1e-9);
+            cr_assert(b->witness_residual < 1e-12);
         } else {
             cr_assert(isnan(b->tv_witness));
         }
