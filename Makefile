@@ -28,10 +28,18 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The main job: a full report on the bundled real sample (SmolLM2-135M, needle in a haystack),
+# with the H100 benchmark results beside it; the sparsity tables go to out/sparsity.txt, their
+# layer and model summaries to stdout.
+GPU_JSON ?= gpu/bench/results/h100-bench.json
+
 demo: build
 	@mkdir -p $(OUTDIR)
 	./$(BUILD)/attnscope info $(SAMPLE)
-	./$(BUILD)/attnscope attend $(SAMPLE) --layer 0 --head 0 --query 15
+	./$(BUILD)/attnscope sparsity $(SAMPLE) --quiet > $(OUTDIR)/sparsity.txt
+	@sed -n '/^Sparsity each layer/,$$p' $(OUTDIR)/sparsity.txt
+	./$(BUILD)/attnscope report $(SAMPLE) -o $(OUTDIR)/report.html --gpu-json $(GPU_JSON) --quiet
+	@echo "demo: open $(OUTDIR)/report.html"
 
 check: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
