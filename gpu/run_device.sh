@@ -26,7 +26,9 @@ setup_deps() {
         mkdir -p /tmp/cj
         for f in "$ROOT"/.dev/gpu/debs/*.deb; do [ -f "$f" ] && dpkg -x "$f" /tmp/cj; done
         for pc in /tmp/cj/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc; do
-            [ -f "$pc" ] && sed -i 's|^prefix=.*|prefix=/tmp/cj/usr|' "$pc"
+            # the .pc may set prefix= or spell libdir/includedir out: point both into /tmp/cj
+            [ -f "$pc" ] && sed -i -e 's|^prefix=.*|prefix=/tmp/cj/usr|' \
+                -e 's#^\(libdir\|includedir\)=/usr#\1=/tmp/cj/usr#' "$pc"
         done
         rm -rf /tmp/cj/usr/lib/x86_64-linux-gnu/cmake/cJSON
         export PKG_CONFIG_PATH=/tmp/cj/usr/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}
@@ -49,6 +51,7 @@ step_env() {
 step_build() {
     log build
     setup_deps
+    rm -rf /tmp/asb  # a warm machine keeps it: no stale pkg-config results
     cmake -S . -B /tmp/asb -G Ninja -DCMAKE_BUILD_TYPE=Release >"$OUT/build.log" 2>&1 &&
         cmake --build /tmp/asb -j 16 >>"$OUT/build.log" 2>&1
     local rc=$?
