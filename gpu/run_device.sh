@@ -143,3 +143,10 @@ for s in "$@"; do
     esac
 done
 log done
+# The device tool brings back only a few files from $OUT: pack the logs into one archive,
+# keeping the step log and the bench tables beside it.
+if [ "$(ls "$OUT" | wc -l)" -gt 4 ]; then
+    tar -czf /tmp/as-logs.tar.gz -C "$OUT" . &&
+        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json \
+            -exec rm -rf {} + && mv /tmp/as-logs.tar.gz "$OUT/logs.tar.gz"
+fi
