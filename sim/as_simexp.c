@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "as_attn.h"
+#include "as_bottleneck.h"
 #include "as_select.h"
+#include "as_simfibre.h"
 #include "as_simgen.h"
 #include "as_simlp.h"
 #include "as_simrng.h"
@@ -469,6 +471,158 @@ static void cover_record(as_simexp_table *t, const char *source, int layer, int6
     add_rec(t, r, layer >= 0 ? 1 : fabs(pm - p) <= tol);
 }
 
+/* The largest TV in the fibre of a random attention output (as_simfibre.h): Gaussian V
+ * (n x d), a = softmax of standard normal scores. Per (d, n) over trials: the collision
+ * dimension measured (rank of [V^T; 1^T]) against n - d - 1; the exact largest TV by vertex
+ * enumeration where C(n, d+1) is small; the LP witness (analysis/as_bottleneck.h); and the lower
+ * bound 1 - top_r(a) that every vertex meets. Checked: collision_dim as predicted; TV = 0 when
+ * the collision space is {0}; witness >= bound; exact >= witness and exact >= bound. */
+#define AS_TRY_SIM(x)                                                                          \
+    do {                                                                                       \
+        const as_status st_ = (x);                                                             \
+        if (st_ != AS_OK) return st_;                                                          \
+    } while (0)
+
+typedef struct {
+    double cdim, exact, witness, bound, gap_min, ratio;
+    long cdim_ok, trials, have_exact, have_witness;
+    int ok;
+} fibre_acc;
+
+static as_status fibre_trial(const double *V, const double *a, int64_t n, int64_t d, int exact,
+                             fibre_acc *f, char *err)
+{
+    int64_t rank = 0;
+    AS_TRY_SIM(as_bn_value_rank(V, n, d, &rank, err));
+    const int64_t cdim = n - rank, pred = n > d + 1 ? n - d - 1 : 0;
+    const double lb = as_fibre_tv_lower(a, n, rank, 0);
+    f->trials++;
+    f->cdim += (double)cdim;
+    f->cdim_ok += cdim == pred;
+    f->bound += lb;
+    double ex = NAN, w = NAN;
+    if (exact) {
+        AS_TRY_SIM(as_fibre_max_tv_exact(V, a, n, d, &ex, NULL, err));
+        f->exact += ex;
+        f->have_exact++;
+        if (ex < lb - 1e-9) f->ok = 0;
+        if (cdim == 0 && ex > 1e-9) f->ok = 0;
+    }
+    if (as_bn_have_lp()) {
+        double resid = 0.0;
+        AS_TRY_SIM(as_bn_witness(V, a, n, d, 0, &w, NULL, &resid, err));
+        f->witness += w;
+        f->have_witness++;
+        f->gap_min = fmin(f->gap_min, w - lb);
+        if (w < lb - 1e-9 || resid > 1e-8) f->ok = 0;
+        if (cdim == 0 && w > 1e-9) f->ok = 0;
+        if (exact) {
+            if (w > ex + 1e-9) f->ok = 0;
+            f->ratio += ex > 0 ? w / ex : 1.0;
+        }
+    }
+    return AS_OK;
+}
+
+static void fibre_record(as_simexp_table *t, const char *source, int layer, int64_t head,
+                         int64_t d, int64_t n, const fibre_acc *f)
+{
+    cJSON *r = new_rec("max_tv");
+    const double tr = (double)f->trials;
+    cJSON_AddStringToObject(r, "source", source);
+    if (layer >= 0) {
+        cJSON_AddNumberToObject(r, "layer", layer);
+        cJSON_AddNumberToObject(r, "head", (double)head);
+    }
+    cJSON_AddNumberToObject(r, "d", (double)d);
+    cJSON_AddNumberToObject(r, "n", (double)n);
+    cJSON_AddNumberToObject(r, "n_over_d", (double)n / (double)d);
+    cJSON_AddNumberToObject(r, "trials", tr);
+    cJSON_AddNumberToObject(r, "collision_dim_pred", (double)(n > d + 1 ? n - d - 1 : 0));
+    cJSON_AddNumberToObject(r, "collision_dim", f->cdim / tr);
+    if (f->have_exact) cJSON_AddNumberToObject(r, "tv_exact", f->exact / (double)f->have_exact);
+    else cJSON_AddNullToObject(r, "tv_exact");
+    if (f->have_witness) {
+        cJSON_AddNumberToObject(r, "tv_witness", f->witness / (double)f->have_witness);
+        cJSON_AddNumberToObject(r, "witness_minus_bound_min", f->gap_min);
+    } else {
+        cJSON_AddNullToObject(r, "tv_witness");
+        cJSON_AddNullToObject(r, "witness_minus_bound_min");
+    }
+    if (f->have_exact && f->have_witness) cJSON_AddNumberToObject(r, "witness_over_exact", f->ratio / (double)f->have_exact);
+    else cJSON_AddNullToObject(r, "witness_over_exact");
+    cJSON_AddNumberToObject(r, "tv_bound", f->bound / tr);
+    /* Gaussian V is in general position: the collision dimension is exact. A real trace's
+     * values need not be (repeated tokens): there only the vertex inequalities are checked. */
+    const int cdim_ok = layer >= 0 || f->cdim_ok == f->trials;
+    add_rec(t, r, f->ok && cdim_ok);
+}
+
+static as_status fibre_gaussian(const as_simexp_opts *o, as_simexp_table *t, gsl_rng *g, char *err)
+{
+    /* (d, n) grid: exact enumeration for d <= 4, bound + witness beyond */
+    static const int64_t small_d[] = {2, 3, 4};
+    static const double small_m[] = {1.0, 1.5, 2.0, 3.0};
+    static const int64_t big_d_full[] = {8, 16, 32, 64}, big_d_quick[] = {8, 16};
+    static const int64_t big_m[] = {1, 2, 4, 16, 64};
+    const long ts = o->trials > 0 ? o->trials : (o->quick ? 10 : 50);
+    const long tb = o->trials > 0 ? o->trials : (o->quick ? 2 : 5);
+    as_status st = AS_OK;
+    for (int pass = 0; pass < 2 && st == AS_OK; pass++) {
+        const int nd = pass == 0 ? 3 : (o->quick ? 2 : 4);
+        for (int i = 0; i < nd && st == AS_OK; i++) {
+            const int64_t d = pass == 0 ? small_d[i] : (o->quick ? big_d_quick[i] : big_d_full[i]);
+            for (int k = 0; k < (pass == 0 ? 4 : 5) && st == AS_OK; k++) {
+                int64_t n = pass == 0 ? (int64_t)lround(small_m[k] * (double)(d + 1)) : big_m[k] * (d + 1);
+                if (n > 4096) n = 4096;
+                if (pass == 1 && k > 0 && n == big_m[k - 1] * (d + 1)) continue;
+                double *V = malloc((size_t)(n * d) * sizeof *V), *a = malloc((size_t)n * sizeof *a);
+                if (!V || !a) st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+                fibre_acc f = {.gap_min = INFINITY, .ok = 1};
+                const long trials = pass == 0 ? ts : tb;
+                for (long tr = 0; tr < trials && st == AS_OK; tr++) {
+                    as_sim_gaussian_fill(g, 1.0, V, (size_t)(n * d));
+                    as_sim_gaussian_fill(g, 1.0, a, (size_t)n);
+                    as_softmax_inplace(a, n);
+                    st = fibre_trial(V, a, n, d, pass == 0, &f, err);
+                }
+                if (st == AS_OK) fibre_record(t, "gaussian", -1, -1, d, n, &f);
+                free(V), free(a);
+            }
+        }
+    }
+    return st;
+}
+
+/* The same on a real trace: the last decode query of each query head, over its visible keys. */
+static as_status fibre_trace(const as_simexp_opts *o, as_simexp_table *t, char *err)
+{
+    as_status st = AS_OK;
+    as_trace *tr = as_trace_open_status(o->trace, &st, err);
+    if (!tr) return st;
+    for (size_t li = 0; li < as_trace_n_layers(tr) && st == AS_OK; li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        const int64_t d = l->d, qi = l->t - 1;
+        double *p = malloc((size_t)l->n * sizeof *p), *o_ = malloc((size_t)d * sizeof *o_);
+        double *V = malloc((size_t)(l->n * d) * sizeof *V);
+        if (!p || !o_ || !V) st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+        const int64_t step = o->quick ? l->hq / l->hkv : 1; /* quick: one head per kv head */
+        for (int64_t h = 0; h < l->hq && st == AS_OK; h += step) {
+            int64_t n = 0;
+            double lse = 0.0;
+            st = as_attn_dense(l, h, qi, p, o_, &n, &lse, err);
+            if (st != AS_OK) break;
+            as_layer_read_v(l, h / (l->hq / l->hkv), 0, n, V);
+            fibre_acc f = {.gap_min = INFINITY, .ok = 1};
+            st = fibre_trial(V, p, n, d, 0, &f, err);
+            if (st == AS_OK) fibre_record(t, "trace", l->index, h, d, n, &f);
+        }
+        free(p), free(o_), free(V);
+    }
+    as_trace_free(tr);
+    return st;
+}
+
 static as_status exp_bottleneck(const as_simexp_opts *o, as_simexp_table *t, char *err)
 {
     static const char *const cols[] = {"source", "layer", "kv_head", "d", "n", "n_over_d",
@@ -480,6 +634,17 @@ static as_status exp_bottleneck(const as_simexp_opts *o, as_simexp_table *t, cha
              "Same output from two distributions on a random split S|S^c of the keys (TV = 1): "
              "LP over trials vs Cover's 1 - C(n,d+1)/2^n",
              cols, fmts);
+    static const char *const tcols[] = {"source", "layer", "head", "d", "n", "n_over_d", "trials",
+                                        "collision_dim_pred", "collision_dim", "tv_exact",
+                                        "tv_witness", "witness_over_exact", "tv_bound",
+                                        "witness_minus_bound_min", "ok", NULL};
+    static const char *const tfmts[] = {"%s", "%d", "%d", "%.0f", "%.0f", "%.2f", "%.0f", "%.0f",
+                                        "%.1f", "%.4f", "%.4f", "%.3f", "%.4f", "%.2e", "%s", NULL};
+    add_kind(t, "max_tv",
+             "Largest TV between two distributions with the same output (a = softmax of N(0,1) "
+             "scores): exact by vertex enumeration, LP witness, and the bound 1 - top_r(a) every "
+             "vertex meets (r = n - collision_dim)",
+             tcols, tfmts);
     const long trials = o->trials > 0 ? o->trials : (o->quick ? 500 : 2000);
     static const int64_t ds_full[] = {4, 8, 16, 32}, ds_quick[] = {4, 8};
     static const double mult[] = {1.0, 1.5, 2.0, 2.5, 3.0, 4.0};
@@ -509,8 +674,11 @@ static as_status exp_bottleneck(const as_simexp_opts *o, as_simexp_table *t, cha
             free(V), free(A), free(b), free(side);
         }
     }
+    if (st == AS_OK) st = fibre_gaussian(o, t, g, err);
     gsl_rng_free(g);
     if (st != AS_OK || !o->trace) return st;
+    st = fibre_trace(o, t, err);
+    if (st != AS_OK) return st;
     /* the same on a real trace: subsets of n keys of each kv head's values */
     as_trace *tr = as_trace_open_status(o->trace, &st, err);
     if (!tr) return st;
@@ -596,7 +764,7 @@ static as_status exp_rank(const as_simexp_opts *o, as_simexp_table *t, char *err
                                        "sv_max_rel_err", "sv_tol", "ok", NULL};
     static const char *const fmts[] = {"%s", "%s", "%.0f", "%.0f", "%.4f", "%.4f", "%.4f", "%.4f",
                                        "%.0f", "%.0f", "%.0f", "%.0f", "%.1e", "%.1e", "%s", NULL};
-    add_kind(t, "rank",
+    add_kind(t, "rank_recovery",
              "Keys with planted rank and singular values sqrt(n) f(i): effective-rank measures "
              "of the generated trace vs the closed forms",
              cols, fmts);
@@ -652,7 +820,7 @@ static as_status exp_rank(const as_simexp_opts *o, as_simexp_table *t, char *err
                     ok = ok && fabs(cm.erank - cc.erank) <= 1e-8 * cc.erank &&
                          fabs(cm.stable_rank - cc.stable_rank) <= 1e-8 * cc.stable_rank &&
                          cm.r90 == cc.r90 && cm.r99 == cc.r99;
-                cJSON *rec = new_rec("rank");
+                cJSON *rec = new_rec("rank_recovery");
                 cJSON_AddStringToObject(rec, "basis", basis ? "gaussian" : "orthogonal");
                 cJSON_AddStringToObject(rec, "decay", decays[a]);
                 cJSON_AddNumberToObject(rec, "n", (double)n);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_bottleneck.h"
 #include "as_simexp.h"
 #include "as_testutil.h"
 
@@ -108,6 +109,7 @@ Test(simexp, bottleneck_reproduces_cover)
     int half = 0;
     cJSON_ArrayForEach(r, t.records)
     {
+        if (strcmp(cJSON_GetObjectItemCaseSensitive(r, "record")->valuestring, "cover") != 0) continue;
         double n = num(r, "n"), d = num(r, "d");
         if (n <= d + 1) cr_assert_eq(num(r, "p_measured"), 0.0); /* identifiable: never */
         if (n == 2 * (d + 1)) {
@@ -116,6 +118,27 @@ Test(simexp, bottleneck_reproduces_cover)
         }
     }
     cr_assert_geq(half, 2);
+    /* the largest TV in the fibre: 0 without a collision space, towards 1 as n/d grows */
+    int rows = 0, far = 0;
+    cJSON_ArrayForEach(r, t.records)
+    {
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(r, "record");
+        if (strcmp(k->valuestring, "max_tv") != 0) continue;
+        rows++;
+        const double n = num(r, "n"), d = num(r, "d");
+        cr_assert_eq(num(r, "collision_dim"), num(r, "collision_dim_pred"));
+        const cJSON *ex = cJSON_GetObjectItemCaseSensitive(r, "tv_exact");
+        if (n <= d + 1 && cJSON_IsNumber(ex)) cr_assert_eq(ex->valuedouble, 0.0);
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(r, "tv_witness");
+        if (cJSON_IsNumber(w)) {
+            if (n <= d + 1) cr_assert_leq(w->valuedouble, 1e-9);
+            if (cJSON_IsNumber(ex)) cr_assert_leq(w->valuedouble, ex->valuedouble + 1e-9);
+            cr_assert_geq(w->valuedouble, num(r, "tv_bound") - 1e-9);
+            if (n >= 64 * (d + 1)) far += w->valuedouble > 0.99;
+        }
+    }
+    cr_assert_geq(rows, 20);
+    if (as_bn_have_lp()) cr_assert_geq(far, 2); /* n = 64 (d + 1): TV > 0.99 */
     as_simexp_table_free(&t);
 }
 
