@@ -23,5 +23,16 @@ for m in "${pips[@]}"; do
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing PyPI packages: ${need[*]}"
-  "$py" -m pip install -q --disable-pip-version-check "${need[@]}"
+  # pip may be missing (Debian's system python3 without python3-pip) or refuse a system-wide
+  # install (PEP 668, Debian 12's EXTERNALLY-MANAGED): bring pip, then allow the install.
+  if ! "$py" -m pip --version >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  if ! "$py" -m pip install -q --disable-pip-version-check "${need[@]}"; then
+    echo "install-deps: retrying with --break-system-packages (PEP 668)"
+    "$py" -m pip install -q --disable-pip-version-check --break-system-packages "${need[@]}"
+  fi
 fi
