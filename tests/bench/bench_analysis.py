@@ -5,7 +5,7 @@ straightforward NumPy float64 implementation of the same numbers, side by side i
 Not a ctest test: run it by hand (docs/benchmarks.md, "Analysis (CPU)").
 
     python3 tests/bench/bench_analysis.py [--bin build/attnscope] [--n 131072] [--reps 2]
-        [--rss-n 1048576] [--keep DIR]
+        [--rss-n 1048576] [--keep DIR] [--trace REAL.safetensors]
 
 What it does:
 1. writes a synthetic trace with `attnscope sim gen` (default N = 131072, T = 64, d = 128,
@@ -191,6 +191,8 @@ def main():
     ap.add_argument("--rss-n", type=int, default=0, help="also measure attnscope's memory at N")
     ap.add_argument("--keep", default=os.path.join(SRC, "out", "bench"),
                     help="directory for the traces and outputs (kept for reuse)")
+    ap.add_argument("--trace", default="",
+                    help="benchmark this trace (e.g. a real capture) instead of a generated one")
     ap.add_argument("--numpy-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.numpy_child:
@@ -198,9 +200,18 @@ def main():
         return 0
 
     os.makedirs(args.keep, exist_ok=True)
-    tag = f"n{args.n}-t{args.t}-d{args.d}-h{args.hq}x{args.hkv}-{args.dtype}"
-    trace = os.path.join(args.keep, f"bench-{tag}.safetensors")
-    gen_trace(args.bin, trace, args.n, args)
+    if args.trace:
+        trace = os.path.abspath(args.trace)
+        info = json.loads(subprocess.run([args.bin, "info", trace, "--json"], check=True,
+                                         capture_output=True, text=True).stdout)
+        lay = [r for r in info["records"] if r.get("record") == "layer"]
+        args.n, args.t, args.d = lay[0]["n"], lay[0]["t"], lay[0]["d"]
+        args.hq, args.hkv, args.dtype = lay[0]["hq"], lay[0]["hkv"], lay[0]["dtype_kv"]
+        print(f"trace {trace}: {len(lay)} layers", flush=True)
+    else:
+        tag = f"n{args.n}-t{args.t}-d{args.d}-h{args.hq}x{args.hkv}-{args.dtype}"
+        trace = os.path.join(args.keep, f"bench-{tag}.safetensors")
+        gen_trace(args.bin, trace, args.n, args)
     ldd = subprocess.run(["ldd", args.bin], capture_output=True, text=True).stdout
     libattn = [l.split("=>")[1].split()[0] for l in ldd.splitlines() if "libattnscope" in l]
     blas_c = []
