@@ -12,8 +12,12 @@ CMAKE_FLAGS ?=
 AS_DEB_PACKAGES = cmake ninja-build pkg-config gcc make python3 \
 	libopenblas-dev liblapacke-dev libfftw3-dev libgsl-dev libcriterion-dev libcjson-dev libglpk-dev \
 	libplplot-dev libssl-dev chromium
-# Python packages the interop and cross-check tests need.
-AS_PIP_PACKAGES = numpy safetensors
+# Python packages the interop and cross-check tests need, and PyTorch + transformers for the
+# capture tool's test (tiny random Llama/Qwen/Mistral/GPT-2 models built from their config
+# classes, no download). PyPI's Linux torch wheel carries CUDA libraries (~3 GB installed, a
+# few minutes on a fresh machine): worth it, since otherwise CI would skip the test that shows a
+# trace reproduces the model's own attention. Versions as tested.
+AS_PIP_PACKAGES = numpy safetensors torch==2.15.0 transformers==5.24.0
 
 .PHONY: all deps build demo check install clean
 

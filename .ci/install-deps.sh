@@ -18,7 +18,8 @@ fi
 py=$(command -v python3)
 need=()
 for m in "${pips[@]}"; do
-  mod=${m//-/_}
+  mod=${m%%[=<>]*}  # torch==2.15.0 -> torch
+  mod=${mod//-/_}
   "$py" -c "import $mod" 2>/dev/null || need+=("$m")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """Test of data/capture/attnscope_capture.py on tiny randomly initialised models (no download).
 
-Builds a Llama model with GQA (4 query heads, 2 kv heads) and a GPT-2 model from transformers'
-config classes, runs the capture tool on them (decode and prefill modes, f32 and f64), and checks
-that each trace reproduces the model's own attention output: softmax(scale q K[0..p]^T) V[0..p]
-computed in float64 NumPy from the trace (read with a small independent safetensors parser)
-against the per-head outputs the tool recorded from inside the model. With $AS_BIN (set by
-ctest), the same comparison is made with `attnscope attend TRACE --json`, and `attnscope info`
-must accept the trace. Also checks the bundled sample against its reference, when present.
+Builds tiny models from transformers' config classes: Llama with GQA (4 query heads, 2 kv
+heads), Qwen2 (q/k/v biases), Qwen3 (q-norm and k-norm before RoPE; when transformers has it),
+Mistral (GQA; its sliding window larger than N, and a window smaller than N, which must be
+refused) and GPT-2 (learned positions; per-layer scales), runs the capture tool on them (decode
+and prefill modes, f32 and f64), and checks that each trace reproduces the model's own attention
+output: softmax(scale q K[0..p]^T) V[0..p] computed in float64 NumPy from the trace (read with a
+small independent safetensors parser) against the per-head outputs the tool recorded from inside
+the model; negative controls (a 1.25x wrong scale, no causal mask) must be detected. With $AS_BIN
+(set by ctest), the same comparison is made with `attnscope attend TRACE --json`, and `attnscope
+info` must accept the trace. Also checks the bundled sample against its reference, when present.
+The captures run the tool's main() in this process (one torch import); one runs the command line.
 
 Exit 0: pass; 1: a check failed; 77: skipped (numpy missing, or torch/transformers/safetensors
 missing, in which case only the bundled samples are checked, and a failure there still exits 1).
@@ -69,8 +73,9 @@ def read_safetensors(path):
     return out, meta, header
 
 
-def dense_reference(trace, meta):
-    """layer -> [Hq, T, d] float64 outputs computed from the trace."""
+def dense_reference(trace, meta, causal=True):
+    """layer -> [Hq, T, d] float64 outputs computed from the trace (causal=False: every query
+    sees all N keys, the negative control for a missing causal mask)."""
     scale = float(meta["scale"])
     res = {}
     for L in meta["layers"].split(","):
@@ -82,9 +87,10 @@ def dense_reference(trace, meta):
         o = np.zeros_like(q)
         for h in range(q.shape[0]):
             for i, p in enumerate(pos):
-                s = scale * (k[h // g, :p + 1] @ q[h, i])
+                end = p + 1 if causal else k.shape[1]
+                s = scale * (k[h // g, :end] @ q[h, i])
                 w = np.exp(s - s.max())
-                o[h, i] = (w / w.sum()) @ v[h // g, :p + 1]
+                o[h, i] = (w / w.sum()) @ v[h // g, :end]
         res[int(L)] = o
     return res
 
@@ -102,9 +108,41 @@ def max_rel_err(ours, ref):
 
 # ---------------------------------------------------------------------------------------------
 
-def run_tool(args, expect=0):
+_TOOL_MODULE = None
+
+
+def _tool_in_process(args):
+    """Run the tool's main() in this process (saves the ~5 s torch/transformers import of a new
+    interpreter per capture); returns a CompletedProcess like subprocess.run."""
+    global _TOOL_MODULE
+    import contextlib
+    import importlib.util
+    import io
+    import traceback
+    if _TOOL_MODULE is None:
+        spec = importlib.util.spec_from_file_location("attnscope_capture", TOOL)
+        _TOOL_MODULE = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_TOOL_MODULE)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = _TOOL_MODULE.main(list(args))
+        except SystemExit as e:  # argparse
+            rc = e.code if isinstance(e.code, int) else 2
+        except Exception:  # a crash of the tool is a failure, not an abort of the whole test
+            traceback.print_exc()
+            rc = 1
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
+
+
+def run_tool(args, expect=0, fresh=False):
+    """fresh=True runs `python3 attnscope_capture.py ...` as its own process (the command line
+    as users run it); otherwise main() runs in this process."""
     cmd = [sys.executable, TOOL] + args
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    if fresh:
+        p = subprocess.run(cmd, capture_output=True, text=True)
+    else:
+        p = _tool_in_process(args)
     if p.returncode != expect:
         print("command:", " ".join(cmd))
         print(p.stdout[-3000:], p.stderr[-3000:])
@@ -171,11 +209,15 @@ def verify_trace(label, path, bound, as_bin, nq, npy_dir=None):
     err = max_rel_err(ours, ref)
     check(f"{label}: NumPy float64 reproduces the model's attention output", err <= bound,
           f"max rel err {err:.3e} (bound {bound:.1e})")
-    # negative control: the check must notice a wrong scale or a missing causal mask
+    # negative controls: the check must notice a wrong scale or a missing causal mask
     bad = dict(meta, scale=repr(float(meta["scale"]) * 1.25))
     err_bad = max_rel_err(dense_reference(trace, bad), ref)
     check(f"{label}: a 1.25x wrong scale is detected", err_bad > max(10 * err, 2 * bound),
           f"max rel err {err_bad:.3e}")
+    if t > 1:  # with one query (at N-1) the mask hides nothing
+        err_nm = max_rel_err(dense_reference(trace, meta, causal=False), ref)
+        check(f"{label}: a missing causal mask is detected", err_nm > max(10 * err, 2 * bound),
+              f"max rel err {err_nm:.3e}")
     if npy_dir:
         same = all(np.array_equal(np.load(os.path.join(npy_dir, name + ".npy")),
                                   trace[name].astype(np.load(os.path.join(
@@ -240,15 +282,31 @@ def main():
         return 77
     tmp = tempfile.mkdtemp(prefix="attnscope-capture-test-")
     try:
-        from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+        import transformers as tf
+        from transformers import GPT2Config, GPT2LMHeadModel
         torch.manual_seed(1234)
         # initializer_range 0.3 makes the scores spread over several units, so that attention is
         # far from uniform and a wrong scale, mask or key would show.
-        llama = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=96,
-                            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                            head_dim=16, max_position_embeddings=512, initializer_range=0.3,
-                            rope_theta=10000.0)
-        LlamaForCausalLM(llama).save_pretrained(os.path.join(tmp, "llama"))
+        rotary = dict(vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                      max_position_embeddings=512, initializer_range=0.3, rope_theta=50000.0)
+        # name -> (config class, model class, extra config); a family this transformers lacks
+        # is reported and skipped (Qwen3 is newer than the others)
+        families = {
+            "llama": ("LlamaConfig", "LlamaForCausalLM", {}),
+            "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {}),
+            "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {}),
+            "mistral": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 4096}),
+            "mistral-swa": ("MistralConfig", "MistralForCausalLM", {"sliding_window": 64}),
+        }
+        have = set()
+        for name, (cc, mc, extra) in families.items():
+            if not (hasattr(tf, cc) and hasattr(tf, mc)):
+                print(f"note: transformers {tf.__version__} has no {cc}: {name} not tested")
+                continue
+            model = getattr(tf, mc)(getattr(tf, cc)(**dict(rotary, **extra)))
+            model.save_pretrained(os.path.join(tmp, name))
+            have.add(name)
         gpt2 = GPT2Config(vocab_size=96, n_embd=64, n_layer=3, n_head=4, n_positions=512,
                           initializer_range=0.3, bos_token_id=0, eos_token_id=0)
         GPT2LMHeadModel(gpt2).save_pretrained(os.path.join(tmp, "gpt2"))
@@ -262,6 +320,9 @@ def main():
         cases = [
             # label, model, extra args, T, bound, expected scale
             ("llama-gqa f32 decode", "llama", ["--tokens", "300"], 8, 1e-5, 16 ** -0.5),
+            ("qwen2 f32 decode", "qwen2", ["--tokens", "200"], 6, 1e-5, 16 ** -0.5),
+            ("qwen3 q/k-norm f32 decode", "qwen3", ["--tokens", "200"], 6, 1e-5, 16 ** -0.5),
+            ("mistral-gqa f32 decode", "mistral", ["--tokens", "200"], 6, 1e-5, 16 ** -0.5),
             # float64 model: Llama's eager attention still takes its softmax in float32, so the
             # model's own output is only f32-accurate; the case checks the F64 path end to end.
             ("llama-gqa f64 prefill", "llama", ["--tokens", "257", "--mode", "prefill",
@@ -272,11 +333,15 @@ def main():
              4, 1e-5, 16 ** -0.5 / 3),
         ]
         traces = {}
-        for label, model, extra, t, bound, scale in cases:
-            out = os.path.join(tmp, label.replace(" ", "_").replace(",", "") + ".safetensors")
+        for i, (label, model, extra, t, bound, scale) in enumerate(cases):
+            if model not in have and not model.startswith("gpt2"):
+                continue
+            out = os.path.join(tmp, label.replace(" ", "_").replace(",", "").replace("/", "")
+                               + ".safetensors")
             npy = out[:-len(".safetensors")] + "_npy"
             p = run_tool(["--model", os.path.join(tmp, model), "--prompt-ids", ids, "-T", str(t),
-                          "-o", out, "--npy-dir", npy, "--answer-tokens", "3"] + extra)
+                          "-o", out, "--npy-dir", npy, "--answer-tokens", "3"] + extra,
+                         fresh=(i == 0))
             if not check(f"{label}: capture tool exits 0", p.returncode == 0):
                 continue
             traces[label] = out
@@ -284,7 +349,13 @@ def main():
             check(f"{label}: scale is the model's", abs(float(meta["scale"]) - scale) < 1e-15,
                   f"{meta['scale']} (expected {scale!r})")
             check(f"{label}: rope_applied", meta["rope_applied"] ==
-                  ("true" if model == "llama" else "false"))
+                  ("false" if model.startswith("gpt2") else "true"))
+            check(f"{label}: rope_theta is the config's",
+                  meta.get("rope_theta") == (None if model.startswith("gpt2") else "50000"),
+                  str(meta.get("rope_theta")))
+            want_type = "gpt2" if model.startswith("gpt2") else model
+            check(f"{label}: model_type is {want_type}", meta.get("model_type") == want_type,
+                  meta.get("model_type", "(none)"))
             verify_trace(label, out, bound, as_bin, t, npy_dir=npy)
 
         # decode steps and a single causal prefill give the same queries and keys
@@ -307,9 +378,24 @@ def main():
                       "399", "-T", "4", "--layers", "7", "-o", os.path.join(tmp, "y.safetensors")],
                      expect=2)
         check("an out-of-range layer is refused (exit 2)", p.returncode == 2)
+        if "mistral-swa" in have:
+            p = run_tool(["--model", os.path.join(tmp, "mistral-swa"), "--prompt-ids", ids,
+                          "--tokens", "100", "-T", "4", "-o", os.path.join(tmp, "w.safetensors")],
+                         expect=2)
+            last = (p.stderr.strip().splitlines() or [""])[-1]
+            check("a sliding window smaller than N is refused (exit 2)", p.returncode == 2 and
+                  "sliding" in last, last[-160:])
+            p = run_tool(["--model", os.path.join(tmp, "mistral-swa"), "--prompt-ids", ids,
+                          "--tokens", "100", "-T", "4", "--layers", "full", "-o",
+                          os.path.join(tmp, "w.safetensors")], expect=2)
+            last = (p.stderr.strip().splitlines() or [""])[-1]
+            check("--layers full with no full-attention layer is refused (exit 2)",
+                  p.returncode == 2 and "sliding" in last and
+                  not os.path.exists(os.path.join(tmp, "w.safetensors")), last[-160:])
         p = run_tool(["--model", os.path.join(tmp, "nope"), "--prompt-ids", ids, "-o",
-                      os.path.join(tmp, "z.safetensors")], expect=2)
-        check("a missing model is refused (exit 2)", p.returncode == 2)
+                      os.path.join(tmp, "z.safetensors")], expect=2, fresh=True)
+        check("a missing model is refused (exit 2, command line)", p.returncode == 2 and
+              p.stderr.count("\n") == 1, p.stderr.strip()[-160:])
 
         # the bundled real sample reproduces its model's outputs (bf16 storage: loose bound)
         check_samples(as_bin)

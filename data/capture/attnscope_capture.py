@@ -292,9 +292,11 @@ def _forward(model, x, cache, keep):
     """One forward step; asks for the logits of the last `keep` positions only, when the model
     takes logits_to_keep (saves the vocabulary projection of every prefill position)."""
     import inspect
-    kw = {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(
-        model.forward).parameters else {}
-    return model(input_ids=x, past_key_values=cache, use_cache=True, **kw)
+    params = inspect.signature(model.forward).parameters
+    kw = {"logits_to_keep": keep} if "logits_to_keep" in params else {}
+    # transformers renamed past_key_values to cache (the old name is deprecated from 5.x)
+    kw["cache" if "cache" in params else "past_key_values"] = cache
+    return model(input_ids=x, use_cache=True, **kw)
 
 
 def run_capture(model, ids, layers, t, mode, chunk, device, answer_tokens):
@@ -450,6 +452,22 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def rope_base(cfg):
+    """The RoPE base (theta) of a config, or None: transformers >= 5 keeps it in
+    rope_parameters (per layer type for models that mix them, e.g. Gemma 3: the full-attention
+    layers' base is the one that matters for long-range periods), older versions in
+    rope_theta."""
+    rp = getattr(cfg, "rope_parameters", None)
+    if isinstance(rp, dict):
+        if "rope_theta" in rp:
+            return rp["rope_theta"]
+        for key in ("full_attention", *rp.keys()):
+            sub = rp.get(key)
+            if isinstance(sub, dict) and "rope_theta" in sub:
+                return sub["rope_theta"]
+    return getattr(cfg, "rope_theta", None)
+
+
 def fmt_scale(s: float) -> str:
     return repr(float(s))  # shortest decimal that round-trips the double
 
@@ -576,6 +594,9 @@ def capture(args) -> int:
         raise CaptureError(f"layers {sorted(set(mods) - set(eligible))} use sliding-window "
                            "attention, which the trace format cannot express; use --layers full")
     layers = select_layers(args.layers, n_layers, eligible)
+    if not layers:
+        raise CaptureError(f"no full-attention layers: every layer uses sliding-window attention "
+                           f"with a window smaller than N = {n}")
     bad = [L for L in layers if L not in eligible]
     if bad:
         raise CaptureError(f"layers {bad} use sliding-window attention (window < N = {n}); "
@@ -623,6 +644,8 @@ def capture(args) -> int:
         "scale_source": "the scaling argument the model passes to its attention kernel",
         "rope_applied": "true" if has_rope else "false",
         "position_encoding": "rope" if has_rope else "learned-absolute (no rotary embedding)",
+        **({"rope_theta": f"{float(rope_base(cfg)):g}"}
+           if has_rope and rope_base(cfg) is not None else {}),
         "n_layers_model": str(n_layers),
         "layers": ",".join(str(L) for L in layers),
         "n_heads": str(hq), "n_kv_heads": str(hkv), "head_dim": str(d),
