@@ -448,20 +448,28 @@ static as_status split_collides(const double *V, int64_t n, int64_t d, as_rng *r
     return as_lp_feasible(A, (int)(d + 2), (int)cnt, b, 1e-9, hit, NULL, err);
 }
 
+/* The fields every bottleneck record starts with; trace rows (layer >= 0) name their head. */
+static cJSON *bn_rec(const char *kind, const char *source, int layer, const char *head_key,
+                     int64_t head, int64_t d, int64_t n)
+{
+    cJSON *r = new_rec(kind);
+    cJSON_AddStringToObject(r, "source", source);
+    if (layer >= 0) {
+        cJSON_AddNumberToObject(r, "layer", layer);
+        cJSON_AddNumberToObject(r, head_key, (double)head);
+    }
+    cJSON_AddNumberToObject(r, "d", (double)d);
+    cJSON_AddNumberToObject(r, "n", (double)n);
+    cJSON_AddNumberToObject(r, "n_over_d", (double)n / (double)d);
+    return r;
+}
+
 static void cover_record(as_simexp_table *t, const char *source, int layer, int64_t head,
                          int64_t d, int64_t n, long trials, long hits)
 {
     double p = as_cover_collision_prob(n, d), pm = (double)hits / (double)trials;
     double tol = 4.0 * sqrt(p * (1 - p) / (double)trials) + 1.0 / (double)trials;
-    cJSON *r = new_rec("cover");
-    cJSON_AddStringToObject(r, "source", source);
-    if (layer >= 0) {
-        cJSON_AddNumberToObject(r, "layer", layer);
-        cJSON_AddNumberToObject(r, "kv_head", (double)head);
-    }
-    cJSON_AddNumberToObject(r, "d", (double)d);
-    cJSON_AddNumberToObject(r, "n", (double)n);
-    cJSON_AddNumberToObject(r, "n_over_d", (double)n / (double)d);
+    cJSON *r = bn_rec("cover", source, layer, "kv_head", head, d, n);
     cJSON_AddNumberToObject(r, "collision_dim", (double)(n > d + 1 ? n - d - 1 : 0));
     cJSON_AddNumberToObject(r, "trials", (double)trials);
     cJSON_AddNumberToObject(r, "p_measured", pm);
@@ -527,16 +535,8 @@ static as_status fibre_trial(const double *V, const double *a, int64_t n, int64_
 static void fibre_record(as_simexp_table *t, const char *source, int layer, int64_t head,
                          int64_t d, int64_t n, const fibre_acc *f)
 {
-    cJSON *r = new_rec("max_tv");
+    cJSON *r = bn_rec("max_tv", source, layer, "head", head, d, n);
     const double tr = (double)f->trials;
-    cJSON_AddStringToObject(r, "source", source);
-    if (layer >= 0) {
-        cJSON_AddNumberToObject(r, "layer", layer);
-        cJSON_AddNumberToObject(r, "head", (double)head);
-    }
-    cJSON_AddNumberToObject(r, "d", (double)d);
-    cJSON_AddNumberToObject(r, "n", (double)n);
-    cJSON_AddNumberToObject(r, "n_over_d", (double)n / (double)d);
     cJSON_AddNumberToObject(r, "trials", tr);
     cJSON_AddNumberToObject(r, "collision_dim_pred", (double)(n > d + 1 ? n - d - 1 : 0));
     cJSON_AddNumberToObject(r, "collision_dim", f->cdim / tr);
