@@ -71,6 +71,15 @@ typedef struct {
     int per_query; /* emit the per-query 'sparsity' records (JSON/CSV without --summary-only) */
 } run_ctx;
 
+/* 1 / budget, printed as the sweep's nominal value (1 / (1/3) is 3.0000000000000009 in
+ * binary floating point; readers compare sparsities by value). */
+static double nominal_sparsity(double budget)
+{
+    if (!(budget > 0)) return NAN;
+    const double v = 1.0 / budget, r = round(v * 1e6) / 1e6;
+    return fabs(v - r) <= 1e-12 * v ? r : v;
+}
+
 static int on_record(void *ctx, const as_sp_record *r)
 {
     run_ctx *c = ctx;
@@ -407,7 +416,7 @@ int as_cmd_sparsity(int argc, char **argv)
         cJSON *j = as_rec_new("head_budget", hb[i].layer, hb[i].head);
         cJSON_AddStringToObject(j, "method", as_sp_method_name(hb[i].method));
         cJSON_AddNumberToObject(j, "budget", hb[i].budget);
-        cJSON_AddNumberToObject(j, "sparsity", hb[i].budget > 0 ? 1.0 / hb[i].budget : NAN);
+        cJSON_AddNumberToObject(j, "sparsity", nominal_sparsity(hb[i].budget));
         cJSON_AddNumberToObject(j, "queries", (double)hb[i].n_queries);
         cJSON_AddNumberToObject(j, "mean_kept", hb[i].mean_kept);
         num_or_null(j, "mean_rel_error", hb[i].mean_rel_error);
