@@ -468,6 +468,12 @@ def rope_base(cfg):
     return getattr(cfg, "rope_theta", None)
 
 
+def fmt_base(b) -> str:
+    """A RoPE base as the trace's metadata string: 100000, 500000, or the shortest round trip."""
+    b = float(b)
+    return str(int(b)) if b.is_integer() else repr(b)
+
+
 def fmt_scale(s: float) -> str:
     return repr(float(s))  # shortest decimal that round-trips the double
 
@@ -644,7 +650,7 @@ def capture(args) -> int:
         "scale_source": "the scaling argument the model passes to its attention kernel",
         "rope_applied": "true" if has_rope else "false",
         "position_encoding": "rope" if has_rope else "learned-absolute (no rotary embedding)",
-        **({"rope_theta": f"{float(rope_base(cfg)):g}"}
+        **({"rope_theta": fmt_base(rope_base(cfg))}
            if has_rope and rope_base(cfg) is not None else {}),
         "n_layers_model": str(n_layers),
         "layers": ",".join(str(L) for L in layers),
