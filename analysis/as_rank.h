@@ -61,7 +61,7 @@ as_status as_svd_values(const double *a, int64_t m, int64_t n, double *sv, char 
 /* ---- streamed thin QR (TSQR) ------------------------------------------------------------
  * Rows arrive in chunks; the factor R (k x cols, k = min(rows so far, cols), upper
  * trapezoidal) is kept, and each chunk is folded in by a Householder QR of [R; chunk]
- * (LAPACK dgeqrf). M = Q R with Q orthonormal columns, so M and R share singular values. */
+ * (LAPACK dgeqrt). M = Q R with Q orthonormal columns, so M and R share singular values. */
 typedef struct as_tsqr as_tsqr;
 
 /* cols: columns of M; chunk: the most rows one add call folds at once (larger calls are split). */
