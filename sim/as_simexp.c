@@ -291,11 +291,11 @@ static int cmp_asc(const void *a, const void *b)
 
 static as_status exp_coverage(const as_simexp_opts *o, as_simexp_table *t, char *err)
 {
-    static const char *const cols[] = {"profile", "n", "heavy", "m", "delta", "eps_pred",
-                                       "fail_rate", "p_value", "q_emp", "slack", "var_closed",
+    static const char *const cols[] = {"profile", "n", "heavy", "m", "delta", "trials", "eps_pred",
+                                       "fails", "fail_rate", "p_value", "q_emp", "slack", "var_closed",
                                        "var_mc", "var_z", "ok", NULL};
-    static const char *const fmts[] = {"%s", "%.0f", "%.0f", "%.0f", "%.2f", "%.4e", "%.4f",
-                                       "%.3f", "%.4e", "%.2f", "%.4e", "%.4e", "%+.2f", "%s", NULL};
+    static const char *const fmts[] = {"%s", "%.0f", "%.0f", "%.0f", "%.2f", "%.0f", "%.4e", "%.0f",
+                                       "%.4f", "%.3f", "%.4e", "%.2f", "%.4e", "%.4e", "%+.2f", "%s", NULL};
     add_kind(t, "coverage",
              "Sampling estimator (heavy hitters + uniform sample, as_sparsity): failure rate "
              "P(err > eps(m, delta)) vs delta, and the exact sampling variance (Cochran)",
