@@ -448,6 +448,9 @@ static as_status split_collides(const double *V, int64_t n, int64_t d, as_rng *r
     return as_lp_feasible(A, (int)(d + 2), (int)cnt, b, 1e-9, hit, NULL, err);
 }
 
+/* dim ker [V^T; 1^T] for n values in general position in R^d */
+static int64_t collision_pred(int64_t n, int64_t d) { return n > d + 1 ? n - d - 1 : 0; }
+
 /* The fields every bottleneck record starts with; trace rows (layer >= 0) name their head. */
 static cJSON *bn_rec(const char *kind, const char *source, int layer, const char *head_key,
                      int64_t head, int64_t d, int64_t n)
@@ -470,7 +473,7 @@ static void cover_record(as_simexp_table *t, const char *source, int layer, int6
     double p = as_cover_collision_prob(n, d), pm = (double)hits / (double)trials;
     double tol = 4.0 * sqrt(p * (1 - p) / (double)trials) + 1.0 / (double)trials;
     cJSON *r = bn_rec("cover", source, layer, "kv_head", head, d, n);
-    cJSON_AddNumberToObject(r, "collision_dim", (double)(n > d + 1 ? n - d - 1 : 0));
+    cJSON_AddNumberToObject(r, "collision_dim", (double)collision_pred(n, d));
     cJSON_AddNumberToObject(r, "trials", (double)trials);
     cJSON_AddNumberToObject(r, "p_measured", pm);
     cJSON_AddNumberToObject(r, "p_cover", p);
@@ -502,7 +505,7 @@ static as_status fibre_trial(const double *V, const double *a, int64_t n, int64_
 {
     int64_t rank = 0;
     AS_TRY_SIM(as_bn_value_rank(V, n, d, &rank, err));
-    const int64_t cdim = n - rank, pred = n > d + 1 ? n - d - 1 : 0;
+    const int64_t cdim = n - rank, pred = collision_pred(n, d);
     const double lb = as_fibre_tv_lower(a, n, rank, 0);
     f->trials++;
     f->cdim += (double)cdim;
@@ -538,7 +541,7 @@ static void fibre_record(as_simexp_table *t, const char *source, int layer, int6
     cJSON *r = bn_rec("max_tv", source, layer, "head", head, d, n);
     const double tr = (double)f->trials;
     cJSON_AddNumberToObject(r, "trials", tr);
-    cJSON_AddNumberToObject(r, "collision_dim_pred", (double)(n > d + 1 ? n - d - 1 : 0));
+    cJSON_AddNumberToObject(r, "collision_dim_pred", (double)collision_pred(n, d));
     cJSON_AddNumberToObject(r, "collision_dim", f->cdim / tr);
     if (f->have_exact) cJSON_AddNumberToObject(r, "tv_exact", f->exact / (double)f->have_exact);
     else cJSON_AddNullToObject(r, "tv_exact");
@@ -560,37 +563,43 @@ static void fibre_record(as_simexp_table *t, const char *source, int layer, int6
 
 static as_status fibre_gaussian(const as_simexp_opts *o, as_simexp_table *t, gsl_rng *g, char *err)
 {
-    /* (d, n) grid: exact enumeration for d <= 4, bound + witness beyond */
-    static const int64_t small_d[] = {2, 3, 4};
-    static const double small_m[] = {1.0, 1.5, 2.0, 3.0};
-    static const int64_t big_d_full[] = {8, 16, 32, 64}, big_d_quick[] = {8, 16};
-    static const int64_t big_m[] = {1, 2, 4, 16, 64};
-    const long ts = o->trials > 0 ? o->trials : (o->quick ? 10 : 50);
-    const long tb = o->trials > 0 ? o->trials : (o->quick ? 2 : 5);
+    /* (d, n = mult (d + 1)) grids: exact enumeration for d <= 4, bound + witness beyond */
+    static const int64_t small_d[] = {2, 3, 4}, big_d[] = {8, 16, 32, 64};
+    static const double small_m[] = {1.0, 1.5, 2.0, 3.0}, big_m[] = {1, 2, 4, 16, 64};
+    const struct {
+        const int64_t *ds;
+        int nd;
+        const double *ms;
+        int nm;
+        long trials;
+        int exact;
+    } grids[] = {
+        {small_d, 3, small_m, 4, o->trials > 0 ? o->trials : (o->quick ? 10 : 50), 1},
+        {big_d, o->quick ? 2 : 4, big_m, 5, o->trials > 0 ? o->trials : (o->quick ? 2 : 5), 0},
+    };
     as_status st = AS_OK;
-    for (int pass = 0; pass < 2 && st == AS_OK; pass++) {
-        const int nd = pass == 0 ? 3 : (o->quick ? 2 : 4);
-        for (int i = 0; i < nd && st == AS_OK; i++) {
-            const int64_t d = pass == 0 ? small_d[i] : (o->quick ? big_d_quick[i] : big_d_full[i]);
-            for (int k = 0; k < (pass == 0 ? 4 : 5) && st == AS_OK; k++) {
-                int64_t n = pass == 0 ? (int64_t)lround(small_m[k] * (double)(d + 1)) : big_m[k] * (d + 1);
+    for (size_t gi = 0; gi < sizeof grids / sizeof grids[0] && st == AS_OK; gi++)
+        for (int i = 0; i < grids[gi].nd && st == AS_OK; i++) {
+            const int64_t d = grids[gi].ds[i];
+            int64_t last = -1;
+            for (int k = 0; k < grids[gi].nm && st == AS_OK; k++) {
+                int64_t n = (int64_t)lround(grids[gi].ms[k] * (double)(d + 1));
                 if (n > 4096) n = 4096;
-                if (pass == 1 && k > 0 && n == big_m[k - 1] * (d + 1)) continue;
+                if (n == last) continue; /* capped to the previous size */
+                last = n;
                 double *V = malloc((size_t)(n * d) * sizeof *V), *a = malloc((size_t)n * sizeof *a);
                 if (!V || !a) st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
                 fibre_acc f = {.gap_min = INFINITY, .ok = 1};
-                const long trials = pass == 0 ? ts : tb;
-                for (long tr = 0; tr < trials && st == AS_OK; tr++) {
+                for (long tr = 0; tr < grids[gi].trials && st == AS_OK; tr++) {
                     as_sim_gaussian_fill(g, 1.0, V, (size_t)(n * d));
                     as_sim_gaussian_fill(g, 1.0, a, (size_t)n);
                     as_softmax_inplace(a, n);
-                    st = fibre_trial(V, a, n, d, pass == 0, &f, err);
+                    st = fibre_trial(V, a, n, d, grids[gi].exact, &f, err);
                 }
                 if (st == AS_OK) fibre_record(t, "gaussian", -1, -1, d, n, &f);
                 free(V), free(a);
             }
         }
-    }
     return st;
 }
 

@@ -635,6 +635,7 @@ def capture(args) -> int:
     hq, d = tensors[f"layers.{L0}.q"].shape[0], tensors[f"layers.{L0}.q"].shape[2]
     hkv = tensors[f"layers.{L0}.k"].shape[0]
     has_rope = any("Rotary" in type(m).__name__ for m in model.modules())
+    theta = rope_base(cfg)
     ids_bytes = b"".join(int(i).to_bytes(4, "little") for i in ids)
     answer_text = ""
     if tok is not None and answer:
@@ -650,8 +651,7 @@ def capture(args) -> int:
         "scale_source": "the scaling argument the model passes to its attention kernel",
         "rope_applied": "true" if has_rope else "false",
         "position_encoding": "rope" if has_rope else "learned-absolute (no rotary embedding)",
-        **({"rope_theta": fmt_base(rope_base(cfg))}
-           if has_rope and rope_base(cfg) is not None else {}),
+        **({"rope_theta": fmt_base(theta)} if has_rope and theta is not None else {}),
         "n_layers_model": str(n_layers),
         "layers": ",".join(str(L) for L in layers),
         "n_heads": str(hq), "n_kv_heads": str(hkv), "head_dim": str(d),
