@@ -147,8 +147,7 @@ struct as_tsqr {
     int64_t k;     /* rows of R held at the top of a */
     int64_t rows;  /* rows added in total */
     double *a;     /* column-major lda x cols: R on top, the next chunk below */
-    double *tau, *work; /* tau: dgeqrt's T factors */
-    lapack_int lwork;
+    double *tau, *work; /* dgeqrt's T factors (nb x cols) and work (nb x cols) */
 };
 
 as_tsqr *as_tsqr_new(int64_t cols, int64_t chunk, char *err)
@@ -164,11 +163,9 @@ as_tsqr *as_tsqr_new(int64_t cols, int64_t chunk, char *err)
     q->chunk = chunk;
     q->lda = cols + chunk;
     q->a = malloc((size_t)(q->lda * cols) * sizeof *q->a);
-    /* dgeqrt's block reflector factors T (nb x min(m, n)) and its work (nb x cols) */
     q->tau = malloc((size_t)(AS_TSQR_NB * cols) * sizeof *q->tau);
     if (!q->a || !q->tau) goto nomem;
-    q->lwork = (lapack_int)(AS_TSQR_NB * cols);
-    q->work = malloc((size_t)q->lwork * sizeof *q->work);
+    q->work = malloc((size_t)(AS_TSQR_NB * cols) * sizeof *q->work);
     if (!q->work) goto nomem;
     return q;
 nomem:
