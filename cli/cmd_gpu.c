@@ -724,6 +724,7 @@ static int bench(int argc, char **argv)
     if (st != AS_OK) return as_cli_fail("gpu bench", st, err);
     as_out *out = as_out_new(cc.fmt, "gpu bench", NULL);
     as_out_meta(out, "device", cJSON_CreateString(dev));
+    as_out_meta(out, "variant", cJSON_CreateNumber((double)variant));
     for (size_t i = 0; i < nrows; i++) {
         const as_gpu_bench_row *r = &rows[i];
         cJSON *rec = cJSON_CreateObject();

@@ -16,26 +16,21 @@
 #include "as_gpu_impl.h"
 #include "as_gpu_kern.cuh"
 
-struct as_dec_params {
-    const void *k, *v;
-    int64_t sb, sh, sn;
-    const int32_t *lens;
-    const float *q;
-    float qscale; /* scale * log2(e) */
-    int32_t batch, hq, hkv, group, ngroups;
-    int32_t unit_per_q; /* blockIdx.y is a query head (GM == 1) */
-    int32_t sel_per_q;  /* selection rows are per query head */
-    const int32_t *idx, *count;
-    const float *logw;
-    int32_t kcap;
-    int32_t chunk, splits;
-    float *part_o, *part_lse; /* [splits][batch*hq][D], [splits][batch*hq] (base 2) */
-    float *o, *lse;
-};
-
 /* rows per thread and pipeline stage */
 template <int DT, int GM> struct as_unroll {
     static constexpr int U = (DT == 0) ? 2 : 4;
+};
+/* Pipeline depth S: S - 1 stages of copies stay in flight while one is computed. Two stages
+ * (one in flight) left an H200 at 70-87% of its copy bandwidth: 4 blocks x 16 KB per SM do not
+ * cover the memory latency at 4.8 TB/s; three stages double the bytes in flight. The depth is
+ * a template parameter so that the variants below can be compared in one run. */
+template <int DT, int D, int GM, int S> struct as_dec_smem {
+    static constexpr int TPR = D / 8, RPW = 32 / TPR, SLOTS = 4 * RPW;
+    static constexpr int U = as_unroll<DT, GM>::U;
+    static constexpr int PC = (DT == 0) ? 2 : 1;
+    static constexpr int STAGE_B = S * 2 * U * PC * 128 * 16; /* [buf][kv][u][pc][thread] */
+    static constexpr int RED_B = SLOTS * GM * D * 4;
+    static constexpr int BYTES = STAGE_B > RED_B ? STAGE_B : RED_B;
 };
 
 __device__ __forceinline__ void as_cp_async16(void *smem, const void *gmem)
@@ -44,23 +39,23 @@ __device__ __forceinline__ void as_cp_async16(void *smem, const void *gmem)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
 }
 __device__ __forceinline__ void as_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void as_cp_wait1() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void as_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-/* Two-stage pipeline: while a thread computes on the U rows of stage s (held in its own shared
- * memory slots), the cp.async copies of stage s+1 are in flight, and (sparse) the indices of
- * stage s+2 are being loaded. Each thread reads back only the 16-byte pieces it copied itself,
- * so cp.async.wait_group alone orders them (no barrier inside the loop). */
-template <int DT, int D, int GM, bool IDX>
+/* S-stage pipeline: while a thread computes on the U rows of stage s (held
+ * in its own shared-memory slots), the cp.async copies of stages s+1..s+S-1 are in flight, and
+ * (sparse) the indices of stage s+S are being loaded. Each thread reads back only the 16-byte
+ * pieces it copied itself, so cp.async.wait_group alone orders them (no barrier inside the
+ * loop). The staging buffers are dynamic shared memory (they exceed the 48 KB static limit). */
+template <int DT, int D, int GM, bool IDX, int S>
 __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_dec_params p)
 {
-    constexpr int TPR = D / 8, RPW = 32 / TPR, SLOTS = 4 * RPW;
-    constexpr int U = as_unroll<DT, GM>::U;
-    constexpr int PC = (DT == 0) ? 2 : 1; /* 16-byte pieces per 8 elements */
+    static_assert(S >= 2 && S <= 3, "pipeline depth");
+    using SM = as_dec_smem<DT, D, GM, S>;
+    constexpr int TPR = SM::TPR, RPW = SM::RPW, SLOTS = SM::SLOTS;
+    constexpr int U = SM::U;
+    constexpr int PC = SM::PC; /* 16-byte pieces per 8 elements */
     constexpr int STEP = SLOTS * U;
-    constexpr int STAGE_B = 2 * 2 * U * PC * 128 * 16; /* [buf][kv][u][pc][thread] x 16 B */
-    constexpr int RED_B = SLOTS * GM * D * 4;
-    constexpr int SMEM_B = STAGE_B > RED_B ? STAGE_B : RED_B;
-    __shared__ __align__(16) unsigned char smem[SMEM_B];
+    extern __shared__ __align__(16) unsigned char smem[]; /* SM::BYTES, set at launch */
     __shared__ float sm_m[SLOTS][GM], sm_l[SLOTS][GM];
     uint4 *stg = reinterpret_cast<uint4 *>(smem);
     float(*sm_acc)[GM][D] = reinterpret_cast<float(*)[GM][D]>(smem);
@@ -153,22 +148,31 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
         as_cp_commit();
     };
 
-    unsigned ok_cur = 0, ok_nxt = 0;
-    float lw_cur[U] = {}, lw_nxt[U] = {};
-    int buf = 0;
-    if (beg < end) {
-        load_idx(beg);
-        issue(0, ok_cur, lw_cur);
-        load_idx(beg + STEP);
+    /* okq[0] / lwq[0]: the stage being computed; okq[S-1]: the one being issued. Shifted each
+     * step with constant indices so that they stay in registers. */
+    unsigned okq[S] = {};
+    float lwq[S][U] = {};
+    int nb = beg; /* first row of the next stage to issue */
+    if (beg < end) load_idx(nb);
+#pragma unroll
+    for (int st = 0; st < S - 1; st++) {
+        if (nb < end) issue(st, okq[st], lwq[st]);
+        else as_cp_commit(); /* empty group keeps the wait count uniform */
+        nb += STEP;
+        if (nb < end) load_idx(nb);
     }
+    int buf = 0, ibuf = S - 1;
     for (int base = beg; base < end; base += STEP) {
-        if (base + STEP < end) {
-            issue(buf ^ 1, ok_nxt, lw_nxt);
-            load_idx(base + 2 * STEP);
+        if (nb < end) {
+            issue(ibuf, okq[S - 1], lwq[S - 1]);
+            nb += STEP;
+            if (nb < end) load_idx(nb);
         } else {
-            as_cp_commit(); /* empty group keeps the wait count uniform */
+            okq[S - 1] = 0;
+            as_cp_commit();
         }
-        as_cp_wait1();
+        as_cp_wait<S - 1>();
+        const unsigned ok_cur = okq[0];
         float s[U][GM];
         as_raw8<DT> vr[U];
 #pragma unroll
@@ -212,7 +216,7 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
             float mx = m[g];
 #pragma unroll
             for (int u = 0; u < U; u++) {
-                s[u][g] = (ok_cur & (1u << u)) ? s[u][g] + lw_cur[u] : -INFINITY;
+                s[u][g] = (ok_cur & (1u << u)) ? s[u][g] + lwq[0][u] : -INFINITY;
                 mx = fmaxf(mx, s[u][g]);
             }
             const float corr = exp2f(m[g] - mx);
@@ -233,10 +237,14 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
                 for (int e = 0; e < 8; e++) acc[g][e] = fmaf(pr, vf[e], acc[g][e]);
             }
         }
-        ok_cur = ok_nxt;
 #pragma unroll
-        for (int u = 0; u < U; u++) lw_cur[u] = lw_nxt[u];
-        buf ^= 1;
+        for (int st = 0; st < S - 1; st++) {
+            okq[st] = okq[st + 1];
+#pragma unroll
+            for (int u = 0; u < U; u++) lwq[st][u] = lwq[st + 1][u];
+        }
+        buf = (buf + 1 == S) ? 0 : buf + 1;
+        ibuf = (ibuf + 1 == S) ? 0 : ibuf + 1;
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     __syncthreads(); /* the staging buffers become the reduction buffer */
@@ -467,6 +475,47 @@ static int slots_for_d(int d)
     default: { constexpr int DT = 2; __VA_ARGS__; } break;                                     \
     }
 
+/* Kernel variants (as_gpu.h): 0 the tuned kernel (tensor cores for 16-bit K/V and d <= 128,
+ * as_gpu_decode_tc.cu; else the CUDA-core split kernel), 1 the simple one (no split, one query
+ * head per block), 2 and 3 the CUDA-core split kernel with a 2- and a 3-stage copy pipeline
+ * (gpu/bench/NOTES.md has the measurements that chose them). Pipeline depth of each: */
+static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3};
+
+#define AS_DISPATCH_S(st, ...)                                                                 \
+    switch (st) {                                                                              \
+    case 2: { constexpr int S = 2; __VA_ARGS__; } break;                                       \
+    default: { constexpr int S = 3; __VA_ARGS__; } break;                                      \
+    }
+
+/* One decode instance: its occupancy (per_sm != NULL: resident blocks per SM) or its launch.
+ * Dynamic plus static shared memory beyond the 48 KB a launch gets without asking needs the
+ * kernel's dynamic limit raised (a kernel attribute: cheap, idempotent, legal during capture);
+ * set always, since 48 KB of staging plus the static m/l slots is already past it. */
+template <int DT, int D, int GM, bool IDX, int S>
+static as_status dec_instance(as_gpu_ctx *c, const as_dec_params &p, dim3 grid, int *per_sm,
+                              char *err)
+{
+    constexpr int B = as_dec_smem<DT, D, GM, S>::BYTES;
+    auto kern = as_k_decode<DT, D, GM, IDX, S>;
+    AS_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, B));
+    if (per_sm) {
+        AS_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, 128, B));
+        return AS_OK;
+    }
+    kern<<<grid, 128, B, c->stream>>>(p);
+    AS_CU_LAUNCHED("decode");
+    return AS_OK;
+}
+
+static as_status dec_dispatch(as_gpu_ctx *c, const as_gpu_attn *a, int gm, bool idx, int stages,
+                              const as_dec_params &p, dim3 grid, int *per_sm, char *err)
+{
+    AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm, AS_DISPATCH_S(stages,
+        return idx ? dec_instance<DT, D, GM, true, S>(c, p, grid, per_sm, err)
+                   : dec_instance<DT, D, GM, false, S>(c, p, grid, per_sm, err)))));
+    return AS_OK;
+}
+
 static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_sel *sel,
                             float *o, float *lse, int variant, char *err)
 {
@@ -503,29 +552,26 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
     p.part_o = p.part_lse = nullptr;
 
     int gm, nunits;
+    const int stages = dec_stages[variant];
+    const bool tc = variant == 0 && as_gpu_tc_supported(a->kv_dtype, a->d);
     if (variant == 1 || p.sel_per_q) {
         gm = 1;
         p.unit_per_q = 1;
         p.ngroups = p.group;
         nunits = a->hq;
     } else {
-        gm = gm_for_group(p.group);
+        gm = tc ? AS_TC_HEADS : gm_for_group(p.group);
         p.unit_per_q = 0;
         p.ngroups = (p.group + gm - 1) / gm;
         nunits = a->hkv * p.ngroups;
     }
     const int64_t rows_max = sel ? sel->kcap : a->nmax;
     int64_t splits = 1;
-    if (variant == 0) {
+    if (variant != 1) {
         /* one full wave: as many equal chunks as the resident blocks allow */
         int per_sm = 0;
-        if (sel) {
-            AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm,
-                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, as_k_decode<DT, D, GM, true>, 128, 0))));
-        } else {
-            AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm,
-                cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, as_k_decode<DT, D, GM, false>, 128, 0))));
-        }
+        if (tc) AS_TRY(as_gpu_tc_decode(c, a, sel != nullptr, &p, dim3(), &per_sm, err));
+        else AS_TRY(dec_dispatch(c, a, gm, sel != nullptr, stages, p, dim3(), &per_sm, err));
         if (per_sm < 1) per_sm = 1;
         const int64_t units = (int64_t)a->batch * nunits;
         const int64_t target = (int64_t)c->sms * per_sm;
@@ -535,7 +581,7 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
         if (splits > 2048) splits = 2048;
         if (splits < 1) splits = 1;
     }
-    const int64_t step = slots_for_d(a->d) * 4;
+    const int64_t step = tc ? AS_TC_STEP : slots_for_d(a->d) * 4;
     int64_t chunk = (rows_max + splits - 1) / splits;
     chunk = ((chunk + step - 1) / step) * step;
     if (chunk < step) chunk = step;
@@ -554,14 +600,8 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
         p.part_lse = (float *)((char *)ws + bo);
     }
     dim3 grid((unsigned)splits, (unsigned)nunits, (unsigned)a->batch);
-    if (sel) {
-        AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm,
-            as_k_decode<DT, D, GM, true><<<grid, 128, 0, c->stream>>>(p))));
-    } else {
-        AS_DISPATCH_DT(a->kv_dtype, AS_DISPATCH_D(a->d, AS_DISPATCH_GM(gm,
-            as_k_decode<DT, D, GM, false><<<grid, 128, 0, c->stream>>>(p))));
-    }
-    AS_CU_LAUNCHED("decode");
+    if (tc) AS_TRY(as_gpu_tc_decode(c, a, sel != nullptr, &p, grid, nullptr, err));
+    else AS_TRY(dec_dispatch(c, a, gm, sel != nullptr, stages, p, grid, nullptr, err));
     if (splits > 1) {
         as_k_merge<<<(unsigned)rows, a->d, 0, c->stream>>>(p.part_o, p.part_lse, (int)splits,
                                                            rows, a->d, o, lse);

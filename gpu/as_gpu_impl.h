@@ -52,6 +52,33 @@ as_status as_gpu_ws(as_gpu_ctx *c, int slot, size_t bytes, void **out, char *err
         if (s_ != AS_OK) return s_;                                                           \
     } while (0)
 
+/* Parameters of the decode kernels (as_gpu_decode.cu, as_gpu_decode_tc.cu). */
+struct as_dec_params {
+    const void *k, *v;
+    int64_t sb, sh, sn;
+    const int32_t *lens;
+    const float *q;
+    float qscale; /* scale * log2(e) */
+    int32_t batch, hq, hkv, group, ngroups;
+    int32_t unit_per_q; /* blockIdx.y is a query head (GM == 1) */
+    int32_t sel_per_q;  /* selection rows are per query head */
+    const int32_t *idx, *count;
+    const float *logw;
+    int32_t kcap;
+    int32_t chunk, splits;
+    float *part_o, *part_lse; /* [splits][batch*hq][D], [splits][batch*hq] (base 2) */
+    float *o, *lse;
+};
+
+/* Tensor-core decode (as_gpu_decode_tc.cu): 16-bit K/V, d = 64 or 128. Each block takes up to
+ * AS_TC_HEADS query heads of one kv head and AS_TC_STEP keys per pipeline stage. */
+#define AS_TC_HEADS 8
+#define AS_TC_STEP 64
+int as_gpu_tc_supported(as_gpu_dtype dt, int d);
+/* Resident blocks per SM (per_sm) or, with per_sm == NULL, the launch on grid. */
+as_status as_gpu_tc_decode(as_gpu_ctx *c, const as_gpu_attn *a, bool idx, const as_dec_params *p,
+                           dim3 grid, int *per_sm, char *err);
+
 /* Validate a problem description (shapes, supported d, pointers). */
 as_status as_gpu_check_attn(const as_gpu_attn *a, char *err);
 

@@ -195,7 +195,7 @@ extern "C" as_status as_gpu_topk_rows(as_gpu_ctx *c, const float *x, int64_t ldx
     if (ldi < k) return as_err_set(err, AS_ERR_USAGE, "gpu topk: ldi %lld < k %d", (long long)ldi, k);
     void *cand;
     AS_TRY(as_gpu_ws(c, AS_WS_TOPK, (size_t)rows * ldx * sizeof(int32_t), &cand, err));
-    const bool vec = variant == 0 && ((uintptr_t)x % 16 == 0) && (ldx % 4 == 0);
+    const bool vec = variant != 1 && ((uintptr_t)x % 16 == 0) && (ldx % 4 == 0);
     if (vec)
         as_k_topk<true><<<(unsigned)rows, AS_TOPK_THREADS, 0, c->stream>>>(
             x, ldx, lens, rows_per_len, k, idx, ldi, count, (int32_t *)cand, ldx);

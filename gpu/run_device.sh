@@ -11,6 +11,12 @@
 #   replay     attnscope gpu replay of the bundled sample trace, every method, kv and q modes
 #   bench      gpu/bench/bench.py: attnscope gpu bench + FlashInfer + PyTorch SDPA (BENCH_ARGS)
 #   quickbench the same on a small sweep
+#   profile    Nsight Compute on the dense decode kernel at B = 8, N = 8k and 64k (profile.txt)
+#   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
+#              2- and 3-stage copy pipeline) on one sweep, in one run, side by side (variants.md)
+# Steps stop being started once DEADLINE (epoch seconds; default start + 540 s, under the
+# device's 10-minute limit per call) is near, and long steps are cut at it, so that the logs are
+# always packed and come back.
 set -u
 OUT=${OUT:-$PWD/out/device}
 mkdir -p "$OUT"
@@ -18,7 +24,9 @@ ROOT=$PWD
 BIN=""
 TEST=""
 LIBDIR=""
+DEADLINE=${DEADLINE:-$(($(date +%s) + 540))}
 log() { echo "== $* ($(date +%T))" | tee -a "$OUT/steps.log"; }
+left() { local l=$((DEADLINE - $(date +%s))); [ $l -lt 1 ] && l=1; echo $l; }
 
 setup_deps() {
     # cJSON (and pkg-config) from carried Debian packages when the machine lacks them
@@ -79,7 +87,7 @@ step_prebuilt() {
 
 step_test() {
     log test
-    "$TEST" >"$OUT/test.log" 2>&1
+    timeout "$(left)" "$TEST" >"$OUT/test.log" 2>&1
     echo "test_gpu_kernels rc=$?" | tee -a "$OUT/steps.log"
     grep -E "FAIL|checks|max relative|dense vs|^  [a-z]+ |estimator" "$OUT/test.log" | head -30
 }
@@ -87,7 +95,9 @@ step_test() {
 step_sanitize() {
     for tool in memcheck racecheck; do
         log "compute-sanitizer $tool"
-        AS_GPU_TEST_QUICK=1 timeout ${SAN_TIMEOUT:-120} compute-sanitizer --tool $tool --error-exitcode 9 \
+        local t=${SAN_TIMEOUT:-120}
+        [ "$(left)" -lt "$t" ] && t=$(left)
+        AS_GPU_TEST_QUICK=1 timeout "$t" compute-sanitizer --tool $tool --error-exitcode 9 \
             "$TEST" >"$OUT/sanitize_$tool.log" 2>&1
         echo "sanitizer $tool rc=$?" | tee -a "$OUT/steps.log"
         grep -E "ERROR SUMMARY|RACECHECK SUMMARY|checks:|Error|Hazard" "$OUT/sanitize_$tool.log" | sort | uniq -c | head -8
@@ -121,15 +131,59 @@ fi_setup() {
 step_bench() {
     log bench
     fi_setup
-    PYTHONUNBUFFERED=1 python3 gpu/bench/bench.py --attnscope "$BIN" --lib "$LIBDIR" --out "$OUT" \
-        ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -vE "^  (dense|sparse|select|e2e|copy)" | tail -60
+    PYTHONUNBUFFERED=1 timeout "$(left)" python3 gpu/bench/bench.py --attnscope "$BIN" --lib "$LIBDIR" --out "$OUT" \
+        --time-limit $(($(left) - 90)) ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log" | grep -vE "^  (dense|sparse|select|e2e|copy)" | tail -60
 }
 
 step_quickbench() {
     BENCH_ARGS="--quick ${BENCH_ARGS:-}" step_bench
 }
 
+step_profile() {
+    log profile
+    local ncu v n
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+    [ -n "$ncu" ] || { echo "profile: no ncu here" | tee -a "$OUT/steps.log"; return; }
+    : >"$OUT/profile.txt"
+    for v in ${PROFILE_VARIANTS:-0 2}; do
+        for n in 8192 65536; do
+            echo "### dense decode B = 8, N = $n, variant $v" >>"$OUT/profile.txt"
+            timeout "$(left)" "$ncu" --clock-control none --kernel-name regex:as_k_decode \
+                --launch-skip 5 --launch-count 1 --section SpeedOfLight --section Occupancy \
+                --section LaunchStats --section WarpStateStats --section SchedulerStats \
+                --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+                "$BIN" gpu bench --variant $v --ds 128 --batches 8 --ns $n --sparsities 1 \
+                --reps 20 --no-selection >>"$OUT/profile.txt" 2>&1
+            echo "profile variant $v N=$n rc=$?" | tee -a "$OUT/steps.log"
+        done
+    done
+    grep -E "^### |DRAM Throughput|Duration|Achieved Occupancy|Issue Slots Busy|Issued Warp|No Eligible|Warp Cycles Per Issued" "$OUT/profile.txt" | head -60
+    # SASS of the bf16 d = 128 GQA dense instances (tensor-core and 2-stage CUDA-core)
+    local cob
+    cob=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null)
+    if [ -n "$cob" ] && [ -f "$LIBDIR/libattnscope.so" ]; then
+        "$cob" -sass "$LIBDIR/libattnscope.so" 2>&1 | awk '/Function : /{f = ($0 ~ /as_k_decode_tcILi2ELi128ELb0E|as_k_decodeILi2ELi128ELi4ELb0ELi2E/)} f' >"$OUT/decode.sass"
+        wc -l "$OUT/decode.sass"
+    fi
+}
+
+step_variants() {
+    log variants
+    local v
+    for v in ${VARIANTS:-0 2 3}; do
+        timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 --batches 1,8,32 \
+            --ns 8192,65536,262144 --sparsities 1,10,50 --max-gib 8 --no-selection \
+            >"$OUT/variant$v.json" 2>"$OUT/variant$v.err"
+        echo "gpu bench --variant $v rc=$?" | tee -a "$OUT/steps.log"
+    done
+    python3 gpu/bench/variants.py "$OUT"/variant*.json | tee "$OUT/variants.md"
+}
+
 for s in "$@"; do
+    if [ "$(left)" -lt 15 ]; then
+        echo "step $s skipped: the deadline is reached" | tee -a "$OUT/steps.log"
+        continue
+    fi
     case $s in
     env) step_env ;;
     prebuilt) step_prebuilt ;;
@@ -139,6 +193,8 @@ for s in "$@"; do
     replay) step_replay ;;
     bench) step_bench ;;
     quickbench) step_quickbench ;;
+    variants) step_variants ;;
+    profile) step_profile ;;
     *) echo "unknown step $s" ;;
     esac
 done
@@ -147,6 +203,6 @@ log done
 # keeping the step log and the bench tables beside it.
 if [ "$(ls "$OUT" | wc -l)" -gt 4 ]; then
     tar -czf /tmp/as-logs.tar.gz -C "$OUT" . &&
-        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json \
+        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json ! -name variants.md \
             -exec rm -rf {} + && mv /tmp/as-logs.tar.gz "$OUT/logs.tar.gz"
 fi

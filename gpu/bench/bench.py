@@ -38,6 +38,9 @@ def parse_args():
     p.add_argument("--no-fi", action="store_true")
     p.add_argument("--no-sdpa", action="store_true")
     p.add_argument("--sdpa-max-gib", type=float, default=8.0)
+    p.add_argument("--time-limit", type=float, default=0.0,
+                   help="seconds: start no baseline shape after this (0: no limit); the rows "
+                        "so far are written after every shape")
     return p.parse_args()
 
 
@@ -68,6 +71,8 @@ def run_attnscope(a, sw):
 
 
 GRAPH_FAILURES = []
+SKIPPED = []  # baseline shapes left out by --time-limit
+T0 = time.time()
 
 
 def time_fn(fn, nrot, reps, warm=3, graphs=True):
@@ -230,12 +235,16 @@ def crosscheck(a, fi, out):
     out["crosscheck"] = res
 
 
-def bench_baselines(a, fi, sw, l2, out_rows):
+def bench_baselines(a, fi, sw, l2, out_rows, checkpoint):
     d = sw["d"]
     for B in sw["batches"]:
         for N in sw["ns"]:
             kv_bytes = 2 * B * HKV * N * d * 2
             if kv_bytes > a.max_gib * 2**30:
+                continue
+            if a.time_limit > 0 and time.time() - T0 > a.time_limit:
+                print(f"baselines B={B} N={N} d={d} skipped: --time-limit reached", flush=True)
+                SKIPPED.append(dict(batch=B, n=N, d=d))
                 continue
             R = rotation(kv_bytes, l2)
             base = dict(batch=B, d=d, n=N)
@@ -287,6 +296,7 @@ def bench_baselines(a, fi, sw, l2, out_rows):
                           flush=True)
                 torch.cuda.empty_cache()
             print(f"baselines B={B} N={N} d={d} done", flush=True)
+            checkpoint()
 
 
 def fmt_us(x):
@@ -383,28 +393,36 @@ def main():
           f"{out['copy_gbps_torch']:.0f} GB/s (torch), read + write bytes", flush=True)
     crosscheck(a, fi, out)
     base_rows = []
+
+    def save():
+        """bench.json / bench.md from the rows so far (after every baseline shape, so that a
+        run cut short still leaves its tables)."""
+        for r in base_rows:
+            r["gbps"] = r["bytes"] / (r["us"] * 1e3)
+            r["pct_copy"] = 100 * r["gbps"] / copy
+        out["rows"] = rows + base_rows
+        out["attnscope_device"] = as_docs[0].get("device")
+        out["graph_failures"] = GRAPH_FAILURES
+        out["baselines_skipped"] = SKIPPED
+        md = tables([r for r in out["rows"] if r["method"] != "copy"], copy)
+        head = (f"Device: {out['device']} ({out['sms']} SMs, {l2 / 1e6:.0f} MB L2); torch "
+                f"{out['torch']} (CUDA {out['cuda']}); FlashInfer {out.get('flashinfer')}; copy "
+                f"bandwidth {copy:.0f} GB/s (read+write).\n")
+        for name, text in (("bench.json", json.dumps(out, indent=1)), ("bench.md", head + "\n" + md + "\n")):
+            tmp = os.path.join(a.out, name + ".tmp")
+            with open(tmp, "w") as f:
+                f.write(text)
+            os.replace(tmp, os.path.join(a.out, name))
+        return head, md
+
     for sw in sweeps(a.quick):
-        bench_baselines(a, fi, sw, l2, base_rows)
-    for r in base_rows:
-        r["gbps"] = r["bytes"] / (r["us"] * 1e3)
-        r["pct_copy"] = 100 * r["gbps"] / copy
-    rows += base_rows
-    out["rows"] = rows
-    out["attnscope_device"] = as_docs[0].get("device")
-    md = tables([r for r in rows if r["method"] != "copy"], copy)
-    head = (f"Device: {out['device']} ({out['sms']} SMs, {l2 / 1e6:.0f} MB L2); torch "
-            f"{out['torch']} (CUDA {out['cuda']}); FlashInfer {out.get('flashinfer')}; copy "
-            f"bandwidth {copy:.0f} GB/s (read+write).\n")
-    with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump(out, f, indent=1)
-    with open(os.path.join(a.out, "bench.md"), "w") as f:
-        f.write(head + "\n" + md + "\n")
+        bench_baselines(a, fi, sw, l2, base_rows, save)
+    head, md = save()
     if GRAPH_FAILURES:
         print(f"CUDA graph capture failed {len(GRAPH_FAILURES)} times (eager timing there):",
               GRAPH_FAILURES[0])
-    out["graph_failures"] = GRAPH_FAILURES
-    with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump(out, f, indent=1)
+    if SKIPPED:
+        print(f"{len(SKIPPED)} baseline shapes skipped by --time-limit", flush=True)
     print(head)
     print(md)
 

@@ -1,0 +1,385 @@
+/* as_gpu_decode_tc.cu: kernel 1/2 on tensor cores (dense and sparse decode, 16-bit K/V,
+ * d = 64 or 128). CPU float64 reference: as_gpu_ref.c, the same as the CUDA-core kernel's.
+ *
+ * Why: on an H200 the CUDA-core decode (as_gpu_decode.cu) issues ~150 instructions per row and
+ * thread (the q.k and p.v FMAs, the shuffle reductions of each dot, the 16-to-32-bit
+ * conversions) and ends issue-bound at ~85% of the copy bandwidth (Nsight Compute: issue slots
+ * 76% busy at 21% occupancy). With mma.sync the same work is a few instructions per 16 keys.
+ *
+ * Layout (PTX ISA, "Matrix fragments for mma.m16n8k16"): the A operand's 16 rows are the query
+ * heads of the block's kv head (up to 8 used; rows 8-15 are zero), the keys are N for q.k and K
+ * for p.v, d is K for q.k and N for p.v. q arrives as f32 and p is computed in f32, so both are
+ * split into a 16-bit high part and a 16-bit remainder (x = hi + lo, |x - hi - lo| <= 2^-16 |x|
+ * for bf16) and each product is two mma: K and V are exact in their own 16-bit type, and the
+ * accumulation is f32, so the result keeps the CUDA-core kernel's accuracy.
+ *
+ * A block's four warps each take 16 keys of every 64-key stage. Each warp streams its K and V
+ * tiles through an S-stage cp.async pipeline of its own (rows zero-filled past the end, so a
+ * masked key multiplies a zero V row), 16-byte chunks XOR-swizzled by row so that ldmatrix reads
+ * eight rows without bank conflicts; lanes read chunks that other lanes copied, so __syncwarp
+ * orders the copies (after cp.async.wait_group) and the reuse of a buffer (after its compute).
+ * Online softmax in base 2 per head (a lane's head is lane/4; the 4 lanes of a quad share it),
+ * then the warps' (m, l, o) are merged through shared memory and written like the CUDA-core
+ * kernel's: normalized partials and their log-sum-exp when the keys are split over blocks. */
+#include <math.h>
+
+#include "as_gpu_impl.h"
+#include "as_gpu_kern.cuh"
+
+namespace {
+
+constexpr int TC_WARPS = 4;
+constexpr int TC_KEYS = AS_TC_STEP / TC_WARPS; /* keys per warp and stage */
+constexpr int TC_STAGES = 3;
+constexpr unsigned FULL = 0xffffffffu;
+
+template <int D> struct tc_geom {
+    static constexpr int CPR = D / 8;                  /* 16-byte chunks per row */
+    static constexpr int KPI = 32 / CPR;               /* rows per warp-wide copy */
+    static constexpr int R = TC_KEYS / KPI;            /* copies per tile */
+    static constexpr int TILE_B = TC_KEYS * D * 2;     /* one K (or V) tile */
+    static constexpr int STAGE_B = TC_WARPS * 2 * TILE_B;
+    static constexpr int STG_B = TC_STAGES * STAGE_B;
+    static constexpr int RED_B = TC_WARPS * AS_TC_HEADS * (D + 2) * 4;
+    static constexpr int BYTES = STG_B > RED_B ? STG_B : RED_B;
+};
+
+/* two floats as a 16-bit pair (first in the low half), and the remainders x - (float)hi */
+template <int DT> __device__ __forceinline__ void tc_split(float x0, float x1, uint32_t &hi, uint32_t &lo)
+{
+    if constexpr (DT == 2) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+        const __nv_bfloat162 r = __floats2bfloat162_rn(x0 - __low2float(h), x1 - __high2float(h));
+        hi = *reinterpret_cast<const uint32_t *>(&h);
+        lo = *reinterpret_cast<const uint32_t *>(&r);
+    } else {
+        const __half2 h = __floats2half2_rn(x0, x1);
+        const __half2 r = __floats2half2_rn(x0 - __low2float(h), x1 - __high2float(h));
+        hi = *reinterpret_cast<const uint32_t *>(&h);
+        lo = *reinterpret_cast<const uint32_t *>(&r);
+    }
+}
+
+/* d[0..1] += A B for rows 0-7 (a1 = a3 = 0: rows 8-15 of A are zero, their results dropped) */
+template <int DT>
+__device__ __forceinline__ void tc_mma(float (&d)[2], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1)
+{
+    float t2, t3;
+    if constexpr (DT == 2)
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                     "{%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(t2), "=f"(t3)
+                     : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]),
+                       "f"(0.f), "f"(0.f));
+    else
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                     "{%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};\n"
+                     : "=f"(d[0]), "=f"(d[1]), "=f"(t2), "=f"(t3)
+                     : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(d[0]), "f"(d[1]),
+                       "f"(0.f), "f"(0.f));
+}
+
+__device__ __forceinline__ void tc_ldsm(uint32_t (&r)[4], unsigned addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+__device__ __forceinline__ void tc_ldsm_t(uint32_t (&r)[4], unsigned addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+/* 16-byte copy; src_size 0 writes zeros (a row past the end or not selected) */
+__device__ __forceinline__ void tc_cp16(unsigned dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void tc_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void tc_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* byte offset of 16-byte chunk c of row `row` in a swizzled tile */
+template <int D> __device__ __forceinline__ unsigned tc_off(int row, int c)
+{
+    return (unsigned)((row * tc_geom<D>::CPR + (c ^ (row & 7))) * 16);
+}
+
+template <int DT, int D, bool IDX>
+__global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
+{
+    using G = tc_geom<D>;
+    constexpr int KS = D / 16; /* k-steps of q.k; pairs of 8-column tiles of o */
+    constexpr int S = TC_STAGES;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int h = lane >> 2, q4 = lane & 3; /* fragment row (head) and column pair of this lane */
+    const int b = blockIdx.z, split = blockIdx.x, unit = blockIdx.y;
+    int kvh, h0, gcount;
+    if (p.unit_per_q) {
+        h0 = unit;
+        kvh = unit / p.group;
+        gcount = 1;
+    } else {
+        kvh = unit / p.ngroups;
+        const int gi = unit % p.ngroups;
+        h0 = kvh * p.group + gi * AS_TC_HEADS;
+        gcount = min(AS_TC_HEADS, p.group - gi * AS_TC_HEADS);
+    }
+    const int len = p.lens[b];
+    int nrows = len;
+    const int32_t *irow = nullptr;
+    const float *wrow = nullptr;
+    if (IDX) {
+        const int64_t selrow = p.sel_per_q ? (int64_t)b * p.hq + h0 : (int64_t)b * p.hkv + kvh;
+        nrows = p.count[selrow];
+        irow = p.idx + selrow * p.kcap;
+        if (p.logw) wrow = p.logw + selrow * p.kcap;
+    }
+    const int beg = split * p.chunk;
+    const int end = min(nrows, beg + p.chunk);
+
+    /* q (scaled to base 2) as A fragments: a0 = (h, 16ks + 2q4 + {0,1}), a2 = the same + 8 */
+    uint32_t qhi[KS][2], qlo[KS][2];
+    {
+        const float *qr = p.q + ((int64_t)b * p.hq + h0 + h) * D;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const int k = 16 * ks + 8 * half + 2 * q4;
+                const float x0 = h < gcount ? qr[k] * p.qscale : 0.f;
+                const float x1 = h < gcount ? qr[k + 1] * p.qscale : 0.f;
+                tc_split<DT>(x0, x1, qhi[ks][half], qlo[ks][half]);
+            }
+    }
+    const char *kb = as_row<DT>(p.k, b * p.sb + kvh * p.sh);
+    const char *vb = as_row<DT>(p.v, b * p.sb + kvh * p.sh);
+    const int64_t rowb = p.sn * 2;
+    const unsigned sw = (unsigned)__cvta_generic_to_shared(smem) + warp * 2 * G::TILE_B;
+    const int cc = lane % G::CPR, cr = lane / G::CPR; /* the chunk and first row this lane copies */
+
+    /* the tile to issue next: lane j holds key (j & 15)'s row (-1: none) and log-weight
+     * (-inf: masked) */
+    int pn = -1;
+    float pw = -INFINITY;
+    auto load_idx = [&](int base) {
+        const int j = base + warp * TC_KEYS + (lane & 15);
+        pn = -1;
+        pw = -INFINITY;
+        if (j < end) {
+            if (IDX) {
+                pn = __ldg(irow + j);
+                if (pn >= 0 && pn < len) pw = wrow ? __ldg(wrow + j) * AS_LOG2E : 0.f;
+                else pn = -1;
+            } else {
+                pn = j;
+                pw = 0.f;
+            }
+        }
+    };
+    auto issue = [&](int st) {
+        const unsigned sk = sw + st * G::STAGE_B, sv = sk + G::TILE_B;
+#pragma unroll
+        for (int r = 0; r < G::R; r++) {
+            const int row = cr + G::KPI * r;
+            const int n = __shfl_sync(FULL, pn, row);
+            const int64_t off = n >= 0 ? (int64_t)n * rowb + cc * 16 : 0;
+            tc_cp16(sk + tc_off<D>(row, cc), kb + off, n >= 0);
+            tc_cp16(sv + tc_off<D>(row, cc), vb + off, n >= 0);
+        }
+        tc_commit();
+    };
+
+    float m = AS_NEG_BIG, l = 0.f;
+    float o[2 * KS][2];
+#pragma unroll
+    for (int t = 0; t < 2 * KS; t++) o[t][0] = o[t][1] = 0.f;
+    float lwq[S]; /* pw of the tile in each stage: [0] is being computed */
+#pragma unroll
+    for (int st = 0; st < S; st++) lwq[st] = -INFINITY;
+    int nb = beg;
+    if (beg < end) load_idx(nb);
+#pragma unroll
+    for (int st = 0; st < S - 1; st++) {
+        if (nb < end) {
+            issue(st);
+            lwq[st] = pw;
+        } else {
+            tc_commit(); /* empty group keeps the wait count uniform */
+        }
+        nb += AS_TC_STEP;
+        if (nb < end) load_idx(nb);
+    }
+    int buf = 0, ibuf = S - 1;
+    for (int base = beg; base < end; base += AS_TC_STEP) {
+        if (nb < end) {
+            issue(ibuf);
+            lwq[S - 1] = pw;
+            nb += AS_TC_STEP;
+            if (nb < end) load_idx(nb);
+        } else {
+            lwq[S - 1] = -INFINITY;
+            tc_commit();
+        }
+        tc_wait<S - 1>();
+        __syncwarp();
+        const unsigned sk = sw + buf * G::STAGE_B, sv = sk + G::TILE_B;
+
+        /* scores of keys nt * 8 + 2 q4 + e for head h */
+        float s[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
+        {
+            const int j = lane >> 3, row = (j >> 1) * 8 + (lane & 7);
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                uint32_t bk[4];
+                tc_ldsm(bk, sk + tc_off<D>(row, 2 * ks + (j & 1)));
+                tc_mma<DT>(s[0], qhi[ks][0], qhi[ks][1], bk[0], bk[1]);
+                tc_mma<DT>(s[0], qlo[ks][0], qlo[ks][1], bk[0], bk[1]);
+                tc_mma<DT>(s[1], qhi[ks][0], qhi[ks][1], bk[2], bk[3]);
+                tc_mma<DT>(s[1], qlo[ks][0], qlo[ks][1], bk[2], bk[3]);
+            }
+        }
+        float mx = m;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                s[nt][e] += __shfl_sync(FULL, lwq[0], nt * 8 + 2 * q4 + e);
+                mx = fmaxf(mx, s[nt][e]);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
+        const float corr = exp2f(m - mx);
+        m = mx;
+        l *= corr;
+#pragma unroll
+        for (int t = 0; t < 2 * KS; t++) {
+            o[t][0] *= corr;
+            o[t][1] *= corr;
+        }
+        float pr[2][2];
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                pr[nt][e] = exp2f(s[nt][e] - m);
+                l += pr[nt][e];
+            }
+        /* p as the A operand of p.v: a0 = keys 2q4 + {0,1}, a2 = keys 8 + 2q4 + {0,1} */
+        uint32_t phi0, plo0, phi2, plo2;
+        tc_split<DT>(pr[0][0], pr[0][1], phi0, plo0);
+        tc_split<DT>(pr[1][0], pr[1][1], phi2, plo2);
+        {
+            const int j = lane >> 3, row = (j & 1) * 8 + (lane & 7);
+#pragma unroll
+            for (int t = 0; t < KS; t++) {
+                uint32_t bv[4];
+                tc_ldsm_t(bv, sv + tc_off<D>(row, 2 * t + (j >> 1)));
+                tc_mma<DT>(o[2 * t], phi0, phi2, bv[0], bv[1]);
+                tc_mma<DT>(o[2 * t], plo0, plo2, bv[0], bv[1]);
+                tc_mma<DT>(o[2 * t + 1], phi0, phi2, bv[2], bv[3]);
+                tc_mma<DT>(o[2 * t + 1], plo0, plo2, bv[2], bv[3]);
+            }
+        }
+        __syncwarp(); /* every lane is done with this buffer before it is refilled */
+#pragma unroll
+        for (int st = 0; st < S - 1; st++) lwq[st] = lwq[st + 1];
+        buf = (buf + 1 == S) ? 0 : buf + 1;
+        ibuf = (ibuf + 1 == S) ? 0 : ibuf + 1;
+    }
+    l += __shfl_xor_sync(FULL, l, 1);
+    l += __shfl_xor_sync(FULL, l, 2);
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    __syncthreads(); /* the staging buffers become the merge buffer */
+
+    /* merge the warps: red_o[w][h][D], then red_m[w][h], red_l[w][h] */
+    float *red_o = reinterpret_cast<float *>(smem);
+    float *red_m = red_o + TC_WARPS * AS_TC_HEADS * D;
+    float *red_l = red_m + TC_WARPS * AS_TC_HEADS;
+#pragma unroll
+    for (int t = 0; t < 2 * KS; t++) {
+        float *dst = red_o + (warp * AS_TC_HEADS + h) * D + t * 8 + 2 * q4;
+        dst[0] = o[t][0];
+        dst[1] = o[t][1];
+    }
+    if (q4 == 0) {
+        red_m[warp * AS_TC_HEADS + h] = m;
+        red_l[warp * AS_TC_HEADS + h] = l;
+    }
+    __syncthreads();
+    const int64_t rows = (int64_t)p.batch * p.hq;
+    for (int t = threadIdx.x; t < gcount * D; t += blockDim.x) {
+        const int g = t / D, c = t % D;
+        float M = AS_NEG_BIG;
+#pragma unroll
+        for (int w = 0; w < TC_WARPS; w++) M = fmaxf(M, red_m[w * AS_TC_HEADS + g]);
+        float L = 0.f, A = 0.f;
+#pragma unroll
+        for (int w = 0; w < TC_WARPS; w++) {
+            const float wt = exp2f(red_m[w * AS_TC_HEADS + g] - M);
+            L = fmaf(red_l[w * AS_TC_HEADS + g], wt, L);
+            A = fmaf(red_o[(w * AS_TC_HEADS + g) * D + c], wt, A);
+        }
+        const int64_t r = (int64_t)b * p.hq + h0 + g;
+        const float ov = L > 0.f ? A / L : 0.f;
+        const float lv = L > 0.f ? M + log2f(L) : -INFINITY;
+        if (p.splits == 1) {
+            p.o[r * D + c] = ov;
+            if (c == 0 && p.lse) p.lse[r] = L > 0.f ? lv * AS_LN2 : -INFINITY;
+        } else {
+            p.part_o[((int64_t)split * rows + r) * D + c] = ov;
+            if (c == 0) p.part_lse[(int64_t)split * rows + r] = lv;
+        }
+    }
+}
+
+template <int DT, int D, bool IDX>
+as_status tc_instance(as_gpu_ctx *c, const as_dec_params &p, dim3 grid, int *per_sm, char *err)
+{
+    constexpr int B = tc_geom<D>::BYTES;
+    auto kern = as_k_decode_tc<DT, D, IDX>;
+    AS_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, B));
+    if (per_sm) {
+        AS_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, 128, B));
+        return AS_OK;
+    }
+    kern<<<grid, 128, B, c->stream>>>(p);
+    AS_CU_LAUNCHED("tensor-core decode");
+    return AS_OK;
+}
+
+template <int DT, int D>
+as_status tc_pick_idx(as_gpu_ctx *c, bool idx, const as_dec_params &p, dim3 grid, int *per_sm,
+                      char *err)
+{
+    return idx ? tc_instance<DT, D, true>(c, p, grid, per_sm, err)
+               : tc_instance<DT, D, false>(c, p, grid, per_sm, err);
+}
+
+} /* namespace */
+
+int as_gpu_tc_supported(as_gpu_dtype dt, int d)
+{
+    return (dt == AS_GPU_F16 || dt == AS_GPU_BF16) && (d == 64 || d == 128);
+}
+
+as_status as_gpu_tc_decode(as_gpu_ctx *c, const as_gpu_attn *a, bool idx, const as_dec_params *p,
+                           dim3 grid, int *per_sm, char *err)
+{
+    if (!as_gpu_tc_supported(a->kv_dtype, a->d))
+        return as_err_set(err, AS_ERR_USAGE, "gpu decode: no tensor-core kernel for this dtype/d");
+    const bool bf = a->kv_dtype == AS_GPU_BF16;
+    if (a->d == 64)
+        return bf ? tc_pick_idx<2, 64>(c, idx, *p, grid, per_sm, err)
+                  : tc_pick_idx<1, 64>(c, idx, *p, grid, per_sm, err);
+    return bf ? tc_pick_idx<2, 128>(c, idx, *p, grid, per_sm, err)
+              : tc_pick_idx<1, 128>(c, idx, *p, grid, per_sm, err);
+}
