@@ -33,9 +33,9 @@ build: deps $(BUILD)/build.ninja
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The main job: a full report on the bundled real sample (SmolLM2-135M, needle in a haystack),
-# with the H100 benchmark results beside it; the sparsity tables go to out/sparsity.txt, their
+# with the H200 benchmark results beside it (gpu/bench/results: H200 and H100 runs); the sparsity tables go to out/sparsity.txt, their
 # layer and model summaries to stdout.
-GPU_JSON ?= gpu/bench/results/h100-bench.json
+GPU_JSON ?= gpu/bench/results/h200-bench.json
 
 demo: build
 	@mkdir -p $(OUTDIR)

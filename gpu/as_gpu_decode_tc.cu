@@ -9,9 +9,11 @@
  * Layout (PTX ISA, "Matrix fragments for mma.m16n8k16"): the A operand's 16 rows are the query
  * heads of the block's kv head (up to 8 used; rows 8-15 are zero), the keys are N for q.k and K
  * for p.v, d is K for q.k and N for p.v. q arrives as f32 and p is computed in f32, so both are
- * split into a 16-bit high part and a 16-bit remainder (x = hi + lo, |x - hi - lo| <= 2^-16 |x|
- * for bf16) and each product is two mma: K and V are exact in their own 16-bit type, and the
- * accumulation is f32, so the result keeps the CUDA-core kernel's accuracy.
+ * split into 16-bit terms (x = t0 + t1 (+ t2), each the rounding of what the others left) and
+ * each product is one mma per term: K and V are exact in their own 16-bit type and the
+ * accumulation is f32. q takes three bf16 terms (error 2^-27 |q|, below f32's rounding: a score
+ * sum_i q_i k_i of a real trace has |q_i k_i| summing to tens, and a base-2 score error is a
+ * relative error of the weight), two f16 terms; p in [0, 1] takes two (2^-18, 2^-24).
  *
  * A block's four warps each take 16 keys of every 64-key stage. Each warp streams its K and V
  * tiles through an S-stage cp.async pipeline of its own (rows zero-filled past the end, so a
@@ -44,19 +46,33 @@ template <int D> struct tc_geom {
     static constexpr int BYTES = STG_B > RED_B ? STG_B : RED_B;
 };
 
-/* two floats as a 16-bit pair (first in the low half), and the remainders x - (float)hi */
-template <int DT> __device__ __forceinline__ void tc_split(float x0, float x1, uint32_t &hi, uint32_t &lo)
+/* two floats as a 16-bit pair (first in the low half) */
+template <int DT> __device__ __forceinline__ uint32_t tc_pack(float x0, float x1, float &r0, float &r1)
 {
+    uint32_t u;
     if constexpr (DT == 2) {
         const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
-        const __nv_bfloat162 r = __floats2bfloat162_rn(x0 - __low2float(h), x1 - __high2float(h));
-        hi = *reinterpret_cast<const uint32_t *>(&h);
-        lo = *reinterpret_cast<const uint32_t *>(&r);
+        r0 = __low2float(h);
+        r1 = __high2float(h);
+        u = *reinterpret_cast<const uint32_t *>(&h);
     } else {
         const __half2 h = __floats2half2_rn(x0, x1);
-        const __half2 r = __floats2half2_rn(x0 - __low2float(h), x1 - __high2float(h));
-        hi = *reinterpret_cast<const uint32_t *>(&h);
-        lo = *reinterpret_cast<const uint32_t *>(&r);
+        r0 = __low2float(h);
+        r1 = __high2float(h);
+        u = *reinterpret_cast<const uint32_t *>(&h);
+    }
+    return u;
+}
+/* x = t[0] + ... + t[T-1] + e, each term the 16-bit rounding of what the previous ones left:
+ * |e| <= 2^-(9T) |x| for bf16 (8-bit significand), 2^-(12T) for f16 */
+template <int DT, int T> __device__ __forceinline__ void tc_split(float x0, float x1, uint32_t (&t)[T])
+{
+#pragma unroll
+    for (int i = 0; i < T; i++) {
+        float r0, r1;
+        t[i] = tc_pack<DT>(x0, x1, r0, r1);
+        x0 -= r0;
+        x1 -= r1;
     }
 }
 
@@ -147,7 +163,8 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
     const int end = min(nrows, beg + p.chunk);
 
     /* q (scaled to base 2) as A fragments: a0 = (h, 16ks + 2q4 + {0,1}), a2 = the same + 8 */
-    uint32_t qhi[KS][2], qlo[KS][2];
+    constexpr int QT = DT == 2 ? 3 : 2;
+    uint32_t qf[KS][2][QT];
     {
         const float *qr = p.q + ((int64_t)b * p.hq + h0 + h) * D;
 #pragma unroll
@@ -157,7 +174,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 const int k = 16 * ks + 8 * half + 2 * q4;
                 const float x0 = h < gcount ? qr[k] * p.qscale : 0.f;
                 const float x1 = h < gcount ? qr[k + 1] * p.qscale : 0.f;
-                tc_split<DT>(x0, x1, qhi[ks][half], qlo[ks][half]);
+                tc_split<DT, QT>(x0, x1, qf[ks][half]);
             }
     }
     const char *kb = as_row<DT>(p.k, b * p.sb + kvh * p.sh);
@@ -241,10 +258,11 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
             for (int ks = 0; ks < KS; ks++) {
                 uint32_t bk[4];
                 tc_ldsm(bk, sk + tc_off<D>(row, 2 * ks + (j & 1)));
-                tc_mma<DT>(s[0], qhi[ks][0], qhi[ks][1], bk[0], bk[1]);
-                tc_mma<DT>(s[0], qlo[ks][0], qlo[ks][1], bk[0], bk[1]);
-                tc_mma<DT>(s[1], qhi[ks][0], qhi[ks][1], bk[2], bk[3]);
-                tc_mma<DT>(s[1], qlo[ks][0], qlo[ks][1], bk[2], bk[3]);
+#pragma unroll
+                for (int i = QT - 1; i >= 0; i--) { /* smallest terms first */
+                    tc_mma<DT>(s[0], qf[ks][0][i], qf[ks][1][i], bk[0], bk[1]);
+                    tc_mma<DT>(s[1], qf[ks][0][i], qf[ks][1][i], bk[2], bk[3]);
+                }
             }
         }
         float mx = m;
@@ -274,19 +292,19 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 l += pr[nt][e];
             }
         /* p as the A operand of p.v: a0 = keys 2q4 + {0,1}, a2 = keys 8 + 2q4 + {0,1} */
-        uint32_t phi0, plo0, phi2, plo2;
-        tc_split<DT>(pr[0][0], pr[0][1], phi0, plo0);
-        tc_split<DT>(pr[1][0], pr[1][1], phi2, plo2);
+        uint32_t pa0[2], pa2[2];
+        tc_split<DT, 2>(pr[0][0], pr[0][1], pa0);
+        tc_split<DT, 2>(pr[1][0], pr[1][1], pa2);
         {
             const int j = lane >> 3, row = (j & 1) * 8 + (lane & 7);
 #pragma unroll
             for (int t = 0; t < KS; t++) {
                 uint32_t bv[4];
                 tc_ldsm_t(bv, sv + tc_off<D>(row, 2 * t + (j >> 1)));
-                tc_mma<DT>(o[2 * t], phi0, phi2, bv[0], bv[1]);
-                tc_mma<DT>(o[2 * t], plo0, plo2, bv[0], bv[1]);
-                tc_mma<DT>(o[2 * t + 1], phi0, phi2, bv[2], bv[3]);
-                tc_mma<DT>(o[2 * t + 1], plo0, plo2, bv[2], bv[3]);
+                tc_mma<DT>(o[2 * t], pa0[1], pa2[1], bv[0], bv[1]);
+                tc_mma<DT>(o[2 * t], pa0[0], pa2[0], bv[0], bv[1]);
+                tc_mma<DT>(o[2 * t + 1], pa0[1], pa2[1], bv[2], bv[3]);
+                tc_mma<DT>(o[2 * t + 1], pa0[0], pa2[0], bv[2], bv[3]);
             }
         }
         __syncwarp(); /* every lane is done with this buffer before it is refilled */

@@ -747,11 +747,14 @@ static const cJSON *gpu_rows(const cJSON *doc)
     return cJSON_IsArray(r) ? r : NULL;
 }
 
-/* Dense baselines, best first: FlashInfer's dense decode, then attnscope's. */
+/* Dense baselines, preferred first: FlashInfer's dense decode (its CUDA-core fi_dense and its
+ * tensor-core fi_dense_tc: the faster of the two at each shape), then attnscope's. */
 static int baseline_rank(const char *m)
 {
     if (!m) return -1;
-    if (strcmp(m, "fi_dense") == 0 || strcmp(m, "flashinfer_dense") == 0) return 0;
+    if (strcmp(m, "fi_dense") == 0 || strcmp(m, "fi_dense_tc") == 0 ||
+        strcmp(m, "flashinfer_dense") == 0)
+        return 0;
     if (strcmp(m, "dense") == 0) return 1;
     return -1;
 }
@@ -777,13 +780,15 @@ static double baseline_us(const cJSON *rows, double b, double n, double d, const
     const cJSON *r;
     cJSON_ArrayForEach(r, rows)
     {
-        int k = baseline_rank(str_field(r, "method"));
-        if (k >= 0 && k < best && same_shape(r, b, n, d) && num_field(r, "us") > 0) {
+        const int k = baseline_rank(str_field(r, "method"));
+        const double u = num_field(r, "us");
+        if (k < 0 || k > best || !same_shape(r, b, n, d) || !(u > 0)) continue;
+        if (k < best || u < us) {
             best = k;
-            us = num_field(r, "us");
-            if (name) *name = str_field(r, "method");
+            us = u;
         }
     }
+    if (name) *name = best == 0 ? "FlashInfer dense" : best == 1 ? "attnscope dense" : NULL;
     return us;
 }
 
@@ -794,8 +799,9 @@ static void section_gpu(ctx *c, const as_report_info *info)
     char err[AS_ERR_LEN];
     as_html_section(b, "gpu", "GPU decode kernels",
                     "From attnscope gpu bench --json: median time of each kernel and its "
-                    "speedup over dense decode at the same shape (batch, N, d), FlashInfer's "
-                    "dense decode when the run has it. sparse_idx: attention over given "
+                    "speedup over dense decode at the same shape (batch, N, d): FlashInfer's "
+                    "dense decode when the run has it (the faster of its CUDA-core and "
+                    "tensor-core kernels), else attnscope's. sparse_idx: attention over given "
                     "indices; e2e_*: selection + attention; fi_pages: FlashInfer's own sparse "
                     "(paged) decode.");
     cJSON *doc = cJSON_Parse(info->gpu_json);

@@ -83,6 +83,11 @@ static void *xmalloc(size_t n)
     return p;
 }
 
+/* q ~ U(-g_qmul, g_qmul): 1.5 gives scores of a few units; the sharp problems of main raise it
+ * so that sum_i |q_i k_i| reaches the hundreds of a real trace's attention sinks, where a score
+ * computed from a 16-bit q would be visibly off */
+static float g_qmul = 1.5f;
+
 static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_gpu_dtype dt,
                       int padded, int shared, int empty_ok)
 {
@@ -118,7 +123,7 @@ static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_g
     as_gpu_pack(dt, p->kf, p->kraw, p->elems);
     as_gpu_pack(dt, p->vf, p->vraw, p->elems);
     p->q = (float *)xmalloc((size_t)batch * hq * d * sizeof(float));
-    for (int i = 0; i < batch * hq * d; i++) p->q[i] = (float)(2 * unif() - 1) * 1.5f;
+    for (int i = 0; i < batch * hq * d; i++) p->q[i] = (float)(2 * unif() - 1) * g_qmul;
     p->lens = (int32_t *)xmalloc((size_t)batch * sizeof(int32_t));
     for (int b = 0; b < batch; b++) p->lens[b] = nmax > 0 ? 1 + irand(nmax) : 0;
     if (batch > 0) p->lens[irand(batch)] = nmax;
@@ -253,12 +258,16 @@ static void test_dense(as_gpu_ctx *c, prob *p)
         const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
         const double et = row_errors(p, o, lse, fo, fl, &le2, &bad2);
         note(0, p->dt, e);
-        if (et > g_max_true[p->dt]) g_max_true[p->dt] = et;
+        const int plain = g_qmul <= 1.5f; /* sharp q: the 16-bit rounding of K alone moves the
+                                              scores by more than true_tol, so only the stored
+                                              values are the reference there */
+        if (plain && et > g_max_true[p->dt]) g_max_true[p->dt] = et;
         check(bad == 0, "dense v%d %s: %d rows unwritten/NaN or empty rows not zero", v, ds, bad);
         check(e <= TOL, "dense v%d %s: rel error %.3g > %.1g", v, ds, e, TOL);
         check(le <= TOL, "dense v%d %s: lse error %.3g > %.1g", v, ds, le, TOL);
-        check(et <= true_tol(p->dt), "dense v%d %s: error vs unrounded %.3g > %.1g", v, ds, et,
-              true_tol(p->dt));
+        if (plain)
+            check(et <= true_tol(p->dt), "dense v%d %s: error vs unrounded %.3g > %.1g", v, ds,
+                  et, true_tol(p->dt));
     }
     as_gpu_free(d_o);
     as_gpu_free(d_l);
@@ -825,6 +834,21 @@ int main(void)
             printf("  %-40s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
             prob_free(&p);
         }
+    /* sharp attention (large |q.k|): every decode variant must keep f32-level scores */
+    g_qmul = 18.f;
+    for (int dt = 1; dt < 3; dt++)
+        for (int d = 64; d <= 128; d += 64) {
+            prob p;
+            prob_make(&p, 2, 8, 2, d, g_quick ? 700 : 4097, (as_gpu_dtype)dt, 0, 0, 1);
+            char ds[128];
+            desc(&p, ds, sizeof ds);
+            const int f0 = g_failed;
+            test_dense(c, &p);
+            test_sparse(c, &p, AS_GPU_SEL_KV, 1);
+            printf("  sharp q: %-31s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
+            prob_free(&p);
+        }
+    g_qmul = 1.5f;
     /* exact top-k on raw rows: huge N, ties, unaligned rows, both of its kernels (variants 2
      * and 3 run variant 0's top-k) */
     const int big = g_quick ? 5000 : (1 << 20) + 7;

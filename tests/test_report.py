@@ -278,11 +278,13 @@ def main():
             f = s.figures.get("gpu-speedup")
             check("GPU section: speedup figure", f is not None and f["elements"] >= 10)
             check("GPU section: device named", "NVIDIA H100 (test)" in s.alltext)
-        real_gpu = os.path.join(SRC, "gpu", "bench", "results", "h100-bench.json")
-        if os.path.exists(real_gpu):  # the bench driver's schema ("rows", fi_* baselines)
+        for dev in ("h100", "h200"):  # the bench driver's schema ("rows", fi_* baselines)
+            real_gpu = os.path.join(SRC, "gpu", "bench", "results", dev + "-bench.json")
+            if not os.path.exists(real_gpu):
+                continue
             r = run("report", a, "-o", out2, "--gpu-json", real_gpu, "--quiet", "--witness", "none")
             s = scan_html(open(out2, encoding="utf-8").read()) if r.returncode == 0 else None
-            check("GPU section from the H100 bench results", s is not None and all(
+            check(f"GPU section from the {dev.upper()} bench results", s is not None and all(
                 s.figures.get(f) and s.figures[f]["elements"] >= 10
                 for f in ("gpu-speedup", "gpu-shapes")), r.stderr.strip())
         r = run("report", a, "-o", gj, "--gpu-json", gj, "--quiet")
