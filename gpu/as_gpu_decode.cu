@@ -1,5 +1,6 @@
-/* as_gpu_decode.cu: kernels 1 and 2 (dense and sparse decode) and the score / page-bound
- * kernels that selection builds on. CPU float64 references: as_gpu_ref.c.
+/* as_gpu_decode.cu: kernels 1 and 2 (dense and sparse decode) on CUDA cores, the planning and
+ * launch of both decode kernels (this one and the tensor-core one of as_gpu_decode_tc.cu), and
+ * the score / page-bound kernels that selection builds on. CPU float64 references: as_gpu_ref.c.
  *
  * Decode (split-N flash-decoding). Grid (split, unit, sequence); a unit is a kv head and up to
  * GM of its query heads (GQA: every K/V row is loaded once for all of them), or one query head.
@@ -20,10 +21,10 @@
 template <int DT, int GM> struct as_unroll {
     static constexpr int U = (DT == 0) ? 2 : 4;
 };
-/* Pipeline depth S: S - 1 stages of copies stay in flight while one is computed. Two stages
- * (one in flight) left an H200 at 70-87% of its copy bandwidth: 4 blocks x 16 KB per SM do not
- * cover the memory latency at 4.8 TB/s; three stages double the bytes in flight. The depth is
- * a template parameter so that the variants below can be compared in one run. */
+/* Pipeline depth S: S - 1 stages of copies stay in flight while one is computed. A template
+ * parameter so that variants 2 and 3 (S = 2, 3) are compared in one run: on an H200 three
+ * stages gained nothing (this kernel is issue-bound there, gpu/bench/NOTES.md), which is why
+ * the 16-bit default moved to tensor cores (as_gpu_decode_tc.cu). */
 template <int DT, int D, int GM, int S> struct as_dec_smem {
     static constexpr int TPR = D / 8, RPW = 32 / TPR, SLOTS = 4 * RPW;
     static constexpr int U = as_unroll<DT, GM>::U;
@@ -41,8 +42,8 @@ __device__ __forceinline__ void as_cp_async16(void *smem, const void *gmem)
 __device__ __forceinline__ void as_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> __device__ __forceinline__ void as_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
-/* S-stage pipeline: while a thread computes on the U rows of stage s (held
- * in its own shared-memory slots), the cp.async copies of stages s+1..s+S-1 are in flight, and
+/* S-stage pipeline: while a thread computes on the U rows of stage s (held in its own
+ * shared-memory slots), the cp.async copies of stages s+1..s+S-1 are in flight, and
  * (sparse) the indices of stage s+S are being loaded. Each thread reads back only the 16-byte
  * pieces it copied itself, so cp.async.wait_group alone orders them (no barrier inside the
  * loop). The staging buffers are dynamic shared memory (they exceed the 48 KB static limit). */
@@ -490,7 +491,7 @@ static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3};
 /* One decode instance: its occupancy (per_sm != NULL: resident blocks per SM) or its launch.
  * Dynamic plus static shared memory beyond the 48 KB a launch gets without asking needs the
  * kernel's dynamic limit raised (a kernel attribute: cheap, idempotent, legal during capture);
- * set always, since 48 KB of staging plus the static m/l slots is already past it. */
+ * set always: with 3 stages, 48 KB of staging plus the static m/l slots is already past it. */
 template <int DT, int D, int GM, bool IDX, int S>
 static as_status dec_instance(as_gpu_ctx *c, const as_dec_params &p, dim3 grid, int *per_sm,
                               char *err)
