@@ -14,8 +14,7 @@
 #include <math.h>
 #include <stdio.h>
 
-#include "as_gpu_impl.h"
-#include "as_gpu_kern.cuh"
+#include "as_gpu_dec.cuh"
 
 /* rows per thread and pipeline stage */
 template <int DT, int GM> struct as_unroll {
@@ -64,30 +63,11 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
     const int tid = threadIdx.x;
     const int warp = tid >> 5, lane = tid & 31;
     const int slot = warp * RPW + lane / TPR, sub = lane % TPR;
-    const int b = blockIdx.z, split = blockIdx.x, unit = blockIdx.y;
-    int kvh, h0, gcount;
-    if (p.unit_per_q) {
-        h0 = unit;
-        kvh = unit / p.group;
-        gcount = 1;
-    } else {
-        kvh = unit / p.ngroups;
-        const int gi = unit % p.ngroups;
-        h0 = kvh * p.group + gi * GM;
-        gcount = min(GM, p.group - gi * GM);
-    }
-    const int len = p.lens[b];
-    int nrows = len;
-    const int32_t *irow = nullptr;
-    const float *wrow = nullptr;
-    if (IDX) {
-        const int64_t selrow = p.sel_per_q ? (int64_t)b * p.hq + h0 : (int64_t)b * p.hkv + kvh;
-        nrows = p.count[selrow];
-        irow = p.idx + selrow * p.kcap;
-        if (p.logw) wrow = p.logw + selrow * p.kcap;
-    }
-    const int beg = split * p.chunk;
-    const int end = min(nrows, beg + p.chunk);
+    const as_dec_block blk = as_dec_block_of<IDX>(p, GM);
+    const int b = blk.b, kvh = blk.kvh, h0 = blk.h0, gcount = blk.gcount;
+    const int len = blk.len, beg = blk.beg, end = blk.end;
+    const int32_t *irow = blk.irow;
+    const float *wrow = blk.wrow;
 
     float qf[GM][8];
 #pragma unroll
@@ -260,7 +240,6 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
         }
     }
     __syncthreads();
-    const int64_t rows = (int64_t)p.batch * p.hq;
     for (int t = threadIdx.x; t < gcount * D; t += blockDim.x) {
         const int g = t / D, c = t % D;
         float M = AS_NEG_BIG;
@@ -273,16 +252,7 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
             L = fmaf(sm_l[s][g], w, L);
             A = fmaf(sm_acc[s][g][c], w, A);
         }
-        const int64_t r = (int64_t)b * p.hq + h0 + g;
-        const float ov = L > 0.f ? A / L : 0.f;
-        const float lv = L > 0.f ? M + log2f(L) : -INFINITY;
-        if (p.splits == 1) {
-            p.o[r * D + c] = ov;
-            if (c == 0 && p.lse) p.lse[r] = L > 0.f ? lv * AS_LN2 : -INFINITY;
-        } else {
-            p.part_o[((int64_t)split * rows + r) * D + c] = ov;
-            if (c == 0) p.part_lse[(int64_t)split * rows + r] = lv;
-        }
+        as_dec_store<D>(p, blk, g, c, M, L, A);
     }
 }
 

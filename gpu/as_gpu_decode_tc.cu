@@ -25,8 +25,7 @@
  * kernel's: normalized partials and their log-sum-exp when the keys are split over blocks. */
 #include <math.h>
 
-#include "as_gpu_impl.h"
-#include "as_gpu_kern.cuh"
+#include "as_gpu_dec.cuh"
 
 namespace {
 
@@ -137,30 +136,11 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
     extern __shared__ __align__(128) unsigned char smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int h = lane >> 2, q4 = lane & 3; /* fragment row (head) and column pair of this lane */
-    const int b = blockIdx.z, split = blockIdx.x, unit = blockIdx.y;
-    int kvh, h0, gcount;
-    if (p.unit_per_q) {
-        h0 = unit;
-        kvh = unit / p.group;
-        gcount = 1;
-    } else {
-        kvh = unit / p.ngroups;
-        const int gi = unit % p.ngroups;
-        h0 = kvh * p.group + gi * AS_TC_HEADS;
-        gcount = min(AS_TC_HEADS, p.group - gi * AS_TC_HEADS);
-    }
-    const int len = p.lens[b];
-    int nrows = len;
-    const int32_t *irow = nullptr;
-    const float *wrow = nullptr;
-    if (IDX) {
-        const int64_t selrow = p.sel_per_q ? (int64_t)b * p.hq + h0 : (int64_t)b * p.hkv + kvh;
-        nrows = p.count[selrow];
-        irow = p.idx + selrow * p.kcap;
-        if (p.logw) wrow = p.logw + selrow * p.kcap;
-    }
-    const int beg = split * p.chunk;
-    const int end = min(nrows, beg + p.chunk);
+    const as_dec_block blk = as_dec_block_of<IDX>(p, AS_TC_HEADS);
+    const int b = blk.b, kvh = blk.kvh, h0 = blk.h0, gcount = blk.gcount;
+    const int len = blk.len, beg = blk.beg, end = blk.end;
+    const int32_t *irow = blk.irow;
+    const float *wrow = blk.wrow;
 
     /* q (scaled to base 2) as A fragments: a0 = (h, 16ks + 2q4 + {0,1}), a2 = the same + 8 */
     constexpr int QT = DT == 2 ? 3 : 2;
@@ -333,7 +313,6 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
         red_l[warp * AS_TC_HEADS + h] = l;
     }
     __syncthreads();
-    const int64_t rows = (int64_t)p.batch * p.hq;
     for (int t = threadIdx.x; t < gcount * D; t += blockDim.x) {
         const int g = t / D, c = t % D;
         float M = AS_NEG_BIG;
@@ -346,16 +325,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
             L = fmaf(red_l[w * AS_TC_HEADS + g], wt, L);
             A = fmaf(red_o[(w * AS_TC_HEADS + g) * D + c], wt, A);
         }
-        const int64_t r = (int64_t)b * p.hq + h0 + g;
-        const float ov = L > 0.f ? A / L : 0.f;
-        const float lv = L > 0.f ? M + log2f(L) : -INFINITY;
-        if (p.splits == 1) {
-            p.o[r * D + c] = ov;
-            if (c == 0 && p.lse) p.lse[r] = L > 0.f ? lv * AS_LN2 : -INFINITY;
-        } else {
-            p.part_o[((int64_t)split * rows + r) * D + c] = ov;
-            if (c == 0) p.part_lse[(int64_t)split * rows + r] = lv;
-        }
+        as_dec_store<D>(p, blk, g, c, M, L, A);
     }
 }
 
