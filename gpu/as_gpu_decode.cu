@@ -449,8 +449,12 @@ static int slots_for_d(int d)
 /* Kernel variants (as_gpu.h): 0 the tuned kernel (tensor cores for 16-bit K/V and d <= 128,
  * as_gpu_decode_tc.cu; else the CUDA-core split kernel), 1 the simple one (no split, one query
  * head per block), 2 and 3 the CUDA-core split kernel with a 2- and a 3-stage copy pipeline
- * (gpu/bench/NOTES.md has the measurements that chose them). Pipeline depth of each: */
-static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3};
+ * (gpu/bench/NOTES.md has the measurements that chose them), 4 variant 0 with the rows split
+ * over four waves of blocks instead of one (an experiment for short contexts at large batch,
+ * where one wave of long chunks loses ~40 us per wave on an H200: NOTES.md). Pipeline depth
+ * and waves of each: */
+static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3, 2};
+static const int dec_waves[AS_GPU_VARIANTS] = {1, 1, 1, 1, 4};
 
 #define AS_DISPATCH_S(st, ...)                                                                 \
     switch (st) {                                                                              \
@@ -524,7 +528,7 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
 
     int gm, nunits;
     const int stages = dec_stages[variant];
-    const bool tc = variant == 0 && as_gpu_tc_supported(a->kv_dtype, a->d);
+    const bool tc = (variant == 0 || variant == 4) && as_gpu_tc_supported(a->kv_dtype, a->d);
     if (variant == 1 || p.sel_per_q) {
         gm = 1;
         p.unit_per_q = 1;
@@ -539,13 +543,13 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
     const int64_t rows_max = sel ? sel->kcap : a->nmax;
     int64_t splits = 1;
     if (variant != 1) {
-        /* one full wave: as many equal chunks as the resident blocks allow */
+        /* dec_waves full waves: as many equal chunks as the resident blocks allow, times that */
         int per_sm = 0;
         if (tc) AS_TRY(as_gpu_tc_decode(c, a, sel != nullptr, &p, dim3(), &per_sm, err));
         else AS_TRY(dec_dispatch(c, a, gm, sel != nullptr, stages, p, dim3(), &per_sm, err));
         if (per_sm < 1) per_sm = 1;
         const int64_t units = (int64_t)a->batch * nunits;
-        const int64_t target = (int64_t)c->sms * per_sm;
+        const int64_t target = (int64_t)c->sms * per_sm * dec_waves[variant];
         splits = target / units;
         const int64_t maxs = (rows_max + 255) / 256;
         if (splits > maxs) splits = maxs;

@@ -13,7 +13,8 @@
 #   quickbench the same on a small sweep
 #   profile    Nsight Compute on the dense decode kernel at B = 8, N = 8k and 64k (profile.txt)
 #   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
-#              2- and 3-stage copy pipeline) on one sweep, in one run, side by side (variants.md)
+#              2- and 3-stage copy pipeline), 4 (tensor cores, 4 waves) on one sweep, in one
+#              run, side by side (variants.md); VARIANTS="0 4" picks some
 # Steps stop being started once DEADLINE (epoch seconds; default start + 540 s, under the
 # device's 10-minute limit per call) is near, and long steps are cut at it, so that the logs are
 # always packed and come back.
@@ -170,8 +171,8 @@ step_profile() {
 step_variants() {
     log variants
     local v
-    for v in ${VARIANTS:-0 2 3}; do
-        timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 --batches 1,8,32 \
+    for v in ${VARIANTS:-0 2 3 4}; do
+        timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 --batches 1,8,32,64 \
             --ns 8192,65536,262144 --sparsities 1,10,50 --max-gib 8 --no-selection \
             >"$OUT/variant$v.json" 2>"$OUT/variant$v.err"
         echo "gpu bench --variant $v rc=$?" | tee -a "$OUT/steps.log"
