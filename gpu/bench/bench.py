@@ -256,9 +256,10 @@ def bench_baselines(a, fi, sw, l2, out_rows, checkpoint):
                                            dtype=torch.bfloat16),
                                torch.randn(B * N // PAGE, HKV, PAGE, d, device="cuda",
                                            dtype=torch.bfloat16)) for _ in range(R)]
-                    variants = [("fi_dense", False)]
-                    if d == 128:
-                        variants.append(("fi_dense_tc", True))
+                    # both of FlashInfer's dense decodes at every d (fi_prebuild.py builds the
+                    # tensor-core modules for d = 64 and 128; the H200 run of 2026-12-02 still
+                    # took the tensor-core path at d = 128 only)
+                    variants = [("fi_dense", False), ("fi_dense_tc", True)]
                     for name, tc in variants:
                         try:
                             w = FIDecode(fi, B, N, d, tensor_cores=tc)
