@@ -67,4 +67,22 @@ __device__ __forceinline__ void as_dec_store(const as_dec_params &p, const as_de
     }
 }
 
+/* Occupancy (per_sm != NULL: resident 128-thread blocks per SM) or launch of a decode kernel
+ * with `bytes` of dynamic shared memory. Dynamic plus static shared memory beyond the 48 KB a
+ * launch gets without asking needs the kernel's limit raised (a kernel attribute: cheap,
+ * idempotent, legal during graph capture); set always, since most instances are past it. */
+template <typename K>
+static as_status as_dec_launch(as_gpu_ctx *c, K kern, int bytes, const as_dec_params &p, dim3 grid,
+                               int *per_sm, const char *what, char *err)
+{
+    AS_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+    if (per_sm) {
+        AS_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, 128, bytes));
+        return AS_OK;
+    }
+    kern<<<grid, 128, bytes, c->stream>>>(p);
+    AS_CU_LAUNCHED(what);
+    return AS_OK;
+}
+
 #endif

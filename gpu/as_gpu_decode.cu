@@ -462,24 +462,13 @@ static const int dec_waves[AS_GPU_VARIANTS] = {1, 1, 1, 1, 4};
     default: { constexpr int S = 3; __VA_ARGS__; } break;                                      \
     }
 
-/* One decode instance: its occupancy (per_sm != NULL: resident blocks per SM) or its launch.
- * Dynamic plus static shared memory beyond the 48 KB a launch gets without asking needs the
- * kernel's dynamic limit raised (a kernel attribute: cheap, idempotent, legal during capture);
- * set always: with 3 stages, 48 KB of staging plus the static m/l slots is already past it. */
+/* One decode instance: its occupancy (per_sm != NULL) or its launch. */
 template <int DT, int D, int GM, bool IDX, int S>
 static as_status dec_instance(as_gpu_ctx *c, const as_dec_params &p, dim3 grid, int *per_sm,
                               char *err)
 {
-    constexpr int B = as_dec_smem<DT, D, GM, S>::BYTES;
-    auto kern = as_k_decode<DT, D, GM, IDX, S>;
-    AS_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, B));
-    if (per_sm) {
-        AS_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, 128, B));
-        return AS_OK;
-    }
-    kern<<<grid, 128, B, c->stream>>>(p);
-    AS_CU_LAUNCHED("decode");
-    return AS_OK;
+    return as_dec_launch(c, as_k_decode<DT, D, GM, IDX, S>, as_dec_smem<DT, D, GM, S>::BYTES, p,
+                         grid, per_sm, "decode", err);
 }
 
 static as_status dec_dispatch(as_gpu_ctx *c, const as_gpu_attn *a, int gm, bool idx, int stages,

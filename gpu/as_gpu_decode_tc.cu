@@ -332,16 +332,8 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
 template <int DT, int D, bool IDX>
 as_status tc_instance(as_gpu_ctx *c, const as_dec_params &p, dim3 grid, int *per_sm, char *err)
 {
-    constexpr int B = tc_geom<D>::BYTES;
-    auto kern = as_k_decode_tc<DT, D, IDX>;
-    AS_CU(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, B));
-    if (per_sm) {
-        AS_CU(cudaOccupancyMaxActiveBlocksPerMultiprocessor(per_sm, kern, 128, B));
-        return AS_OK;
-    }
-    kern<<<grid, 128, B, c->stream>>>(p);
-    AS_CU_LAUNCHED("tensor-core decode");
-    return AS_OK;
+    return as_dec_launch(c, as_k_decode_tc<DT, D, IDX>, tc_geom<D>::BYTES, p, grid, per_sm,
+                         "tensor-core decode", err);
 }
 
 template <int DT, int D>
