@@ -84,8 +84,9 @@ static void *xmalloc(size_t n)
 }
 
 /* q ~ U(-g_qmul, g_qmul): 1.5 gives scores of a few units; the sharp problems of main raise it
- * so that sum_i |q_i k_i| reaches the hundreds of a real trace's attention sinks, where a score
- * computed from a 16-bit q would be visibly off */
+ * to 18, so that the base-2 scores have sum_i |q_i k_i| of ~70 (~220 at the heavy keys), like
+ * a real trace's attention sinks: a q rounded to 16 bits, or split into only two bf16 terms
+ * (2^-18), would put the weights off by more than TOL there */
 static float g_qmul = 1.5f;
 
 static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_gpu_dtype dt,
@@ -850,7 +851,7 @@ int main(void)
         }
     g_qmul = 1.5f;
     /* exact top-k on raw rows: huge N, ties, unaligned rows, both of its kernels (variants 2
-     * and 3 run variant 0's top-k) */
+     * to 4 run variant 0's top-k) */
     const int big = g_quick ? 5000 : (1 << 20) + 7;
     for (int v = 0; v < 2; v++) {
         test_topk_rows(c, 3, big, big + 1, big / 50, 0, v);
