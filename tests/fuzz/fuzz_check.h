@@ -3,6 +3,8 @@
  * visibility, GQA mapping, metadata) and the structure it reports must be safe to use. */
 #ifndef AS_FUZZ_CHECK_H
 #define AS_FUZZ_CHECK_H
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "as_trace.h"
@@ -11,6 +13,16 @@
     do {                                                                                     \
         if (!(c)) __builtin_trap();                                                          \
     } while (0)
+
+/* Writes n bytes of data to path (the harness's input file); aborts on any failure, which is
+ * the harness's own environment failing, not the reader. */
+static void fuzz_write_file(const char *path, const uint8_t *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) abort();
+    if (n && fwrite(data, 1, n, f) != n) abort();
+    if (fclose(f) != 0) abort();
+}
 
 static void fuzz_check_trace(const as_trace *tr)
 {

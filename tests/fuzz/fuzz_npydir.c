@@ -88,10 +88,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (flags & 16) { /* the metadata: the rest of the input */
         char p[600];
         snprintf(p, sizeof p, "%s/metadata.json", dir);
-        FILE *f = fopen(p, "wb");
-        if (!f) abort();
-        if (size > 1 && fwrite(data + 1, 1, size - 1, f) != size - 1) abort();
-        fclose(f);
+        fuzz_write_file(p, data + 1, size > 1 ? size - 1 : 0);
     }
     char err[AS_ERR_LEN];
     err[0] = '\0';

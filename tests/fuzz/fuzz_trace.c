@@ -28,10 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         close(fd);
         atexit(cleanup);
     }
-    FILE *f = fopen(path, "wb");
-    if (!f) abort();
-    if (size && fwrite(data, 1, size, f) != size) abort();
-    fclose(f);
+    fuzz_write_file(path, data, size);
     char err[AS_ERR_LEN];
     err[0] = '\0';
     as_status st = AS_OK;
