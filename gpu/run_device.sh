@@ -11,10 +11,12 @@
 #   replay     attnscope gpu replay of the bundled sample trace, every method, kv and q modes
 #   bench      gpu/bench/bench.py: attnscope gpu bench + FlashInfer + PyTorch SDPA (BENCH_ARGS)
 #   quickbench the same on a small sweep
-#   profile    Nsight Compute on the dense decode kernel at B = 8, N = 8k and 64k (profile.txt)
-#   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
-#              2- and 3-stage copy pipeline), 4 (tensor cores, 4 waves) on one sweep, in one
-#              run, side by side (variants.md); VARIANTS="0 4" picks some
+#   profile    Nsight Compute on the dense decode kernel at B = 8 (PROFILE_B), N = 8k and 64k,
+#              variants 0 and 2 (PROFILE_VARIANTS) (profile.txt)
+#   variants   attnscope gpu bench for decode variants 0 (tensor cores, balanced plan), 2 and 3
+#              (CUDA cores, 2- and 3-stage copy pipeline), 4 (tensor cores, plain plan) on one
+#              sweep, in one run, side by side (variants.md); VARIANTS="0 4" picks some,
+#              VAR_BATCHES, VAR_NS and VAR_SPARSITIES change the sweep
 # Steps stop being started once DEADLINE (epoch seconds; default start + 540 s, under the
 # device's 10-minute limit per call) is near, and long steps are cut at it, so that the logs are
 # always packed and come back.
@@ -151,12 +153,12 @@ step_profile() {
     : >"$OUT/profile.txt"
     for v in ${PROFILE_VARIANTS:-0 2}; do
         for n in 8192 65536; do
-            echo "### dense decode B = 8, N = $n, variant $v" >>"$OUT/profile.txt"
+            echo "### dense decode B = ${PROFILE_B:-8}, N = $n, variant $v" >>"$OUT/profile.txt"
             timeout "$(left)" "$ncu" --clock-control none --kernel-name regex:as_k_decode \
                 --launch-skip 5 --launch-count 1 --section SpeedOfLight --section Occupancy \
                 --section LaunchStats --section WarpStateStats --section SchedulerStats \
                 --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
-                "$BIN" gpu bench --variant $v --ds 128 --batches 8 --ns $n --sparsities 1 \
+                "$BIN" gpu bench --variant $v --ds 128 --batches ${PROFILE_B:-8} --ns $n --sparsities 1 \
                 --reps 20 --no-selection >>"$OUT/profile.txt" 2>&1
             echo "profile variant $v N=$n rc=$?" | tee -a "$OUT/steps.log"
         done
@@ -174,9 +176,11 @@ step_profile() {
 step_variants() {
     log variants
     local v
+    local v
     for v in ${VARIANTS:-0 2 3 4}; do
-        timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 --batches 1,8,32,64 \
-            --ns 8192,65536,262144 --sparsities 1,10,50 --max-gib 8 --no-selection \
+        timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 \
+            --batches ${VAR_BATCHES:-1,8,32,64} --ns ${VAR_NS:-8192,65536,262144} \
+            --sparsities ${VAR_SPARSITIES:-1,10,50} --max-gib 8 --no-selection \
             >"$OUT/variant$v.json" 2>"$OUT/variant$v.err"
         echo "gpu bench --variant $v rc=$?" | tee -a "$OUT/steps.log"
     done
