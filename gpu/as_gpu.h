@@ -111,14 +111,11 @@ as_status as_gpu_sel_alloc(as_gpu_sel *s, const as_gpu_attn *a, as_gpu_sel_mode 
 void as_gpu_sel_free(as_gpu_sel *s);
 
 /* Kernel variants (llm.c style), all checked against the reference: 0 = the tuned kernel
- * (decode: tensor cores for f16/bf16 K/V with d = 64 or 128, with one wave of equal shares of
- * all rows when the per-(sequence, head) split would take more than one wave; else the
- * CUDA-core split kernel); 1 = a simple one (decode: one block per (b, head), no split; top-k:
- * scalar loads); 2, 3 = the CUDA-core split decode with a 2- and a 3-stage copy pipeline
- * (top-k: as 0); 4 = the tensor-core decode with the per-(sequence, head) split always (top-k:
- * as 0).
+ * (decode: tensor cores for f16/bf16 K/V with d = 64 or 128, else the CUDA-core split kernel);
+ * 1 = a simple one (decode: one block per (b, head), no split; top-k: scalar loads);
+ * 2, 3 = the CUDA-core split decode with a 2- and a 3-stage copy pipeline (top-k: as 0).
  * Kept so that `attnscope gpu bench --variant` compares them on the machine at hand. */
-#define AS_GPU_VARIANTS 5
+#define AS_GPU_VARIANTS 4
 
 /* ---- 1, 2: decode ------------------------------------------------------------------------- */
 /* o[b][hq][d] = softmax(scale K q) V over keys 0..lens[b]-1; lse[b][hq] (natural log of the sum
@@ -129,19 +126,6 @@ as_status as_gpu_decode_dense(as_gpu_ctx *c, const as_gpu_attn *a, float *o, flo
  * with idx < 0 or idx >= lens[b] are skipped; duplicates count as often as they appear. */
 as_status as_gpu_decode_sparse(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_sel *sel,
                                float *o, float *lse, int variant, char *err);
-
-/* How a decode would be launched on this device (sel NULL: dense), without launching it:
- * tensor cores or not, the balanced plan (one wave of equal shares of all rows, across
- * (sequence, head) units) or the plain one (each unit's rows in `splits` chunks), the blocks
- * launched, the blocks the device holds at once, the rows per block (balanced) or per chunk,
- * and how many partials a row can have (1: written directly, no merge). */
-typedef struct {
-    int tensor_cores, balanced;
-    int64_t blocks, slots;
-    int32_t chunk, splits;
-} as_gpu_dec_plan;
-as_status as_gpu_decode_plan(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_sel *sel,
-                             int variant, as_gpu_dec_plan *plan, char *err);
 
 /* ---- 3: scores and exact top-k ------------------------------------------------------------ */
 /* s[b][hq][n] = scale q.k_n for n < lens[b] (row stride lds >= nmax; other entries unwritten). */

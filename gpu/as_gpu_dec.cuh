@@ -7,23 +7,21 @@
 #include "as_gpu_impl.h"
 #include "as_gpu_kern.cuh"
 
-/* What a block works on: its sequence, its split (the partial it writes), its kv head, its first
- * query head and how many it takes (a unit is one query head, or up to `heads` of a kv head's
- * group), the sequence length, its rows [beg, end) and, with a selection, that selection's row. */
+/* The block (split, unit, sequence) = (blockIdx.x, .y, .z): its kv head, its first query head and
+ * how many it takes (a unit is one query head, or up to `heads` of a kv head's group), the
+ * sequence length, its rows [beg, end) and, with a selection, that selection's row. */
 struct as_dec_block {
     int b, split, kvh, h0, gcount, len, beg, end;
     const int32_t *irow;
     const float *wrow;
 };
 
-/* Rows [beg, stop) (stop clipped to the rows there are) of unit `unit` of sequence b. */
-template <bool IDX>
-__device__ __forceinline__ as_dec_block as_dec_block_at(const as_dec_params &p, int heads, int b, int unit,
-                                                        int split, int beg, int stop)
+template <bool IDX> __device__ __forceinline__ as_dec_block as_dec_block_of(const as_dec_params &p, int heads)
 {
     as_dec_block k;
-    k.b = b;
-    k.split = split;
+    k.b = blockIdx.z;
+    k.split = blockIdx.x;
+    const int unit = blockIdx.y;
     if (p.unit_per_q) {
         k.h0 = unit;
         k.kvh = unit / p.group;
@@ -34,68 +32,19 @@ __device__ __forceinline__ as_dec_block as_dec_block_at(const as_dec_params &p, 
         k.h0 = k.kvh * p.group + gi * heads;
         k.gcount = min(heads, p.group - gi * heads);
     }
-    k.len = p.lens[b];
+    k.len = p.lens[k.b];
     int nrows = k.len;
     k.irow = nullptr;
     k.wrow = nullptr;
     if (IDX) {
-        const int64_t selrow = p.sel_per_q ? (int64_t)b * p.hq + k.h0 : (int64_t)b * p.hkv + k.kvh;
+        const int64_t selrow = p.sel_per_q ? (int64_t)k.b * p.hq + k.h0 : (int64_t)k.b * p.hkv + k.kvh;
         nrows = p.count[selrow];
         k.irow = p.idx + selrow * p.kcap;
         if (p.logw) k.wrow = p.logw + selrow * p.kcap;
     }
-    k.beg = beg;
-    k.end = min(nrows, stop);
+    k.beg = k.split * p.chunk;
+    k.end = min(nrows, k.beg + p.chunk);
     return k;
-}
-
-/* The plain plan's block (split, unit, sequence) = (blockIdx.x, .y, .z). */
-template <bool IDX> __device__ __forceinline__ as_dec_block as_dec_block_of(const as_dec_params &p, int heads)
-{
-    const int beg = blockIdx.x * p.chunk;
-    return as_dec_block_at<IDX>(p, heads, blockIdx.z, blockIdx.y, blockIdx.x, beg, beg + p.chunk);
-}
-
-/* The segments of a block. Plain plan: one, the block's own. Balanced plan: the pieces of the
- * block's range of the line (as_dec_params) that fall in each unit; a unit's pieces are numbered
- * from the first block that reaches it, so split = x - first block. The end of the range is
- * recomputed rather than kept, since the tensor-core kernel is at its register limit. Use:
- *   for (int64_t g = as_dec_first(p); g < as_dec_end(p);) { as_dec_block k = as_dec_next<IDX>(p, heads, g); ... } */
-__device__ __forceinline__ int64_t as_dec_first(const as_dec_params &p)
-{
-    return p.balanced ? (int64_t)blockIdx.x * p.chunk : 0;
-}
-__device__ __forceinline__ int64_t as_dec_end(const as_dec_params &p)
-{
-    if (!p.balanced) return 1;
-    const int64_t line = (int64_t)p.batch * p.nunits * p.rows_pad;
-    return min(line, ((int64_t)blockIdx.x + 1) * p.chunk);
-}
-
-template <bool IDX>
-__device__ __forceinline__ as_dec_block as_dec_next(const as_dec_params &p, int heads, int64_t &g)
-{
-    if (!p.balanced) {
-        g = 1;
-        return as_dec_block_of<IDX>(p, heads);
-    }
-    const int64_t u = g / p.rows_pad, u0 = u * p.rows_pad;
-    const int64_t stop = min(as_dec_end(p), u0 + p.rows_pad);
-    const int beg = (int)(g - u0);
-    g = stop;
-    return as_dec_block_at<IDX>(p, heads, (int)(u / p.nunits), (int)(u % p.nunits),
-                                (int)(blockIdx.x - u0 / p.chunk), beg, (int)(stop - u0));
-}
-
-/* Partials of row r (b * hq + h) that the merge takes: all splits of the plain plan, or the
- * blocks that reach the row's unit in the balanced one. */
-__device__ __forceinline__ int as_dec_row_splits(const as_dec_params &p, int64_t r)
-{
-    if (!p.balanced) return p.splits;
-    const int b = (int)(r / p.hq), h = (int)(r % p.hq);
-    const int unit = p.unit_per_q ? h : (h / p.group) * p.ngroups + (h % p.group) / p.heads;
-    const int64_t u = (int64_t)b * p.nunits + unit;
-    return (int)(((u + 1) * p.rows_pad - 1) / p.chunk - (u * p.rows_pad) / p.chunk + 1);
 }
 
 /* Column c of head g of the block from its merged running max M (base 2), sum L and weighted

@@ -256,19 +256,16 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
     }
 }
 
-/* The output and natural-log lse of row r from its partials (as_dec_row_splits of them). */
-__global__ void as_k_merge(const as_dec_params p, int d)
+__global__ void as_k_merge(const float *part_o, const float *part_lse, int splits, int64_t rows,
+                           int d, float *o, float *lse)
 {
-    const int64_t rows = (int64_t)p.batch * p.hq;
     const int64_t r = blockIdx.x;
-    const int splits = as_dec_row_splits(p, r);
-    const float *part_lse = p.part_lse, *part_o = p.part_o;
     float M = -INFINITY;
     for (int s = 0; s < splits; s++) M = fmaxf(M, part_lse[(int64_t)s * rows + r]);
     for (int c = threadIdx.x; c < d; c += blockDim.x) {
         if (M == -INFINITY) {
-            p.o[r * d + c] = 0.f;
-            if (c == 0 && p.lse) p.lse[r] = -INFINITY;
+            o[r * d + c] = 0.f;
+            if (c == 0 && lse) lse[r] = -INFINITY;
             continue;
         }
         float W = 0.f, A = 0.f;
@@ -277,8 +274,8 @@ __global__ void as_k_merge(const as_dec_params p, int d)
             W += w;
             A = fmaf(w, part_o[((int64_t)s * rows + r) * d + c], A);
         }
-        p.o[r * d + c] = A / W;
-        if (c == 0 && p.lse) p.lse[r] = (M + log2f(W)) * AS_LN2;
+        o[r * d + c] = A / W;
+        if (c == 0 && lse) lse[r] = (M + log2f(W)) * AS_LN2;
     }
 }
 
@@ -450,12 +447,10 @@ static int slots_for_d(int d)
     }
 
 /* Kernel variants (as_gpu.h): 0 the tuned kernel (tensor cores for 16-bit K/V and d <= 128,
- * as_gpu_decode_tc.cu, on the balanced plan when the plain one takes more than one wave; else
- * the CUDA-core split kernel), 1 the simple one (no split, one query head per block), 2 and 3
- * the CUDA-core split kernel with a 2- and a 3-stage copy pipeline, 4 the tensor-core kernel
- * on the plain plan always (gpu/bench/NOTES.md has the measurements that chose them). Pipeline
- * depth of each (CUDA-core kernel): */
-static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3, 2};
+ * as_gpu_decode_tc.cu; else the CUDA-core split kernel), 1 the simple one (no split, one query
+ * head per block), 2 and 3 the CUDA-core split kernel with a 2- and a 3-stage copy pipeline
+ * (gpu/bench/NOTES.md has the measurements that chose them). Pipeline depth of each: */
+static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3};
 
 #define AS_DISPATCH_S(st, ...)                                                                 \
     switch (st) {                                                                              \
@@ -481,12 +476,11 @@ static as_status dec_dispatch(as_gpu_ctx *c, const as_gpu_attn *a, int gm, bool 
     return AS_OK;
 }
 
-/* Plan and launch a decode; with plan != NULL, plan only and say what would be launched. */
 static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_sel *sel,
-                            float *o, float *lse, int variant, as_gpu_dec_plan *plan, char *err)
+                            float *o, float *lse, int variant, char *err)
 {
     AS_TRY(as_gpu_check_attn(a, err));
-    if (!o && !plan) return as_err_set(err, AS_ERR_USAGE, "gpu decode: output pointer is NULL");
+    if (!o) return as_err_set(err, AS_ERR_USAGE, "gpu decode: output pointer is NULL");
     if (variant < 0 || variant >= AS_GPU_VARIANTS)
         return as_err_set(err, AS_ERR_USAGE, "gpu decode: no kernel variant %d", variant);
     if (sel) {
@@ -519,7 +513,7 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
 
     int gm, nunits;
     const int stages = dec_stages[variant];
-    const bool tc = (variant == 0 || variant == 4) && as_gpu_tc_supported(a->kv_dtype, a->d);
+    const bool tc = variant == 0 && as_gpu_tc_supported(a->kv_dtype, a->d);
     if (variant == 1 || p.sel_per_q) {
         gm = 1;
         p.unit_per_q = 1;
@@ -532,17 +526,16 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
         nunits = a->hkv * p.ngroups;
     }
     const int64_t rows_max = sel ? sel->kcap : a->nmax;
-    /* Plain plan: grid (split, unit, sequence), each unit's rows cut into `splits` equal chunks,
-     * as many as fill one wave of resident blocks (at least 256 rows a chunk). */
-    int64_t splits = 1, slots = 0;
+    int64_t splits = 1;
     if (variant != 1) {
+        /* one full wave: as many equal chunks as the resident blocks allow */
         int per_sm = 0;
         if (tc) AS_TRY(as_gpu_tc_decode(c, a, sel != nullptr, &p, dim3(), &per_sm, err));
         else AS_TRY(dec_dispatch(c, a, gm, sel != nullptr, stages, p, dim3(), &per_sm, err));
         if (per_sm < 1) per_sm = 1;
-        slots = (int64_t)c->sms * per_sm;
         const int64_t units = (int64_t)a->batch * nunits;
-        splits = slots / units;
+        const int64_t target = (int64_t)c->sms * per_sm;
+        splits = target / units;
         const int64_t maxs = (rows_max + 255) / 256;
         if (splits > maxs) splits = maxs;
         if (splits > 2048) splits = 2048;
@@ -554,39 +547,9 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
     if (chunk < step) chunk = step;
     splits = (rows_max + chunk - 1) / chunk;
     if (splits < 1) splits = 1;
-    int64_t nblocks = splits * a->batch * nunits;
-    p.balanced = 0;
-    p.heads = gm;
-    p.nunits = nunits;
-    p.rows_pad = 0;
-    /* Balanced plan (variant 0 on tensor cores): when the plain grid takes more than one wave,
-     * one wave of blocks with equal shares of all rows, across units (an H200 at B = 64,
-     * N = 8k: the plain plan's two waves reach 90% of the copy bandwidth, one wave of twice the
-     * rows 103%; gpu/bench/NOTES.md). */
-    if (variant == 0 && tc && nblocks > slots && rows_max > 0) {
-        const int64_t rows_pad = ((rows_max + step - 1) / step) * step;
-        const int64_t line = (int64_t)a->batch * nunits * rows_pad;
-        chunk = (line + slots - 1) / slots;
-        chunk = ((chunk + step - 1) / step) * step;
-        nblocks = (line + chunk - 1) / chunk;
-        if (rows_pad > INT32_MAX || nblocks > INT32_MAX)
-            return as_err_set(err, AS_ERR_USAGE, "gpu decode: rows too many");
-        p.balanced = 1;
-        p.rows_pad = (int32_t)rows_pad;
-        splits = (rows_pad + chunk - 1) / chunk + 1; /* most blocks that reach one unit */
-    }
     if (chunk > INT32_MAX) return as_err_set(err, AS_ERR_USAGE, "gpu decode: rows too many");
     p.chunk = (int32_t)chunk;
     p.splits = (int32_t)splits;
-    if (plan) {
-        plan->tensor_cores = tc;
-        plan->balanced = p.balanced;
-        plan->blocks = nblocks;
-        plan->slots = slots;
-        plan->chunk = p.chunk;
-        plan->splits = p.splits;
-        return AS_OK;
-    }
     const int64_t rows = (int64_t)a->batch * a->hq;
     if (splits > 1) {
         void *ws;
@@ -596,28 +559,21 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
         p.part_o = (float *)ws;
         p.part_lse = (float *)((char *)ws + bo);
     }
-    const dim3 grid = p.balanced ? dim3((unsigned)nblocks)
-                                 : dim3((unsigned)splits, (unsigned)nunits, (unsigned)a->batch);
+    dim3 grid((unsigned)splits, (unsigned)nunits, (unsigned)a->batch);
     if (tc) AS_TRY(as_gpu_tc_decode(c, a, sel != nullptr, &p, grid, nullptr, err));
     else AS_TRY(dec_dispatch(c, a, gm, sel != nullptr, stages, p, grid, nullptr, err));
     if (splits > 1) {
-        as_k_merge<<<(unsigned)rows, a->d, 0, c->stream>>>(p, a->d);
+        as_k_merge<<<(unsigned)rows, a->d, 0, c->stream>>>(p.part_o, p.part_lse, (int)splits,
+                                                           rows, a->d, o, lse);
         AS_CU_LAUNCHED("decode merge");
     }
     return AS_OK;
 }
 
-extern "C" as_status as_gpu_decode_plan(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_sel *sel,
-                                        int variant, as_gpu_dec_plan *plan, char *err)
-{
-    if (!plan) return as_err_set(err, AS_ERR_USAGE, "gpu decode plan: plan pointer is NULL");
-    return run_decode(c, a, sel, nullptr, nullptr, variant, plan, err);
-}
-
 extern "C" as_status as_gpu_decode_dense(as_gpu_ctx *c, const as_gpu_attn *a, float *o,
                                          float *lse, int variant, char *err)
 {
-    return run_decode(c, a, nullptr, o, lse, variant, nullptr, err);
+    return run_decode(c, a, nullptr, o, lse, variant, err);
 }
 
 extern "C" as_status as_gpu_decode_sparse(as_gpu_ctx *c, const as_gpu_attn *a,
@@ -625,7 +581,7 @@ extern "C" as_status as_gpu_decode_sparse(as_gpu_ctx *c, const as_gpu_attn *a,
                                           int variant, char *err)
 {
     if (!sel) return as_err_set(err, AS_ERR_USAGE, "gpu decode: selection is NULL");
-    return run_decode(c, a, sel, o, lse, variant, nullptr, err);
+    return run_decode(c, a, sel, o, lse, variant, err);
 }
 
 static void plan_scores(as_gpu_ctx *c, const as_gpu_attn *a, int64_t rows_max, int *gm,

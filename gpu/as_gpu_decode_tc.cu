@@ -127,17 +127,16 @@ template <int D> __device__ __forceinline__ unsigned tc_off(int row, int c)
     return (unsigned)((row * tc_geom<D>::CPR + (c ^ (row & 7))) * 16);
 }
 
-/* One segment of a block (as_dec_block): its rows through the pipeline, the warps merged, the
- * result stored. Leaves shared memory in use: a next segment waits on __syncthreads. */
 template <int DT, int D, bool IDX>
-__device__ __forceinline__ void tc_segment(const as_dec_params &p, const as_dec_block &blk,
-                                           unsigned char *smem)
+__global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
 {
     using G = tc_geom<D>;
     constexpr int KS = D / 16; /* k-steps of q.k; pairs of 8-column tiles of o */
     constexpr int S = TC_STAGES;
+    extern __shared__ __align__(128) unsigned char smem[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int h = lane >> 2, q4 = lane & 3; /* fragment row (head) and column pair of this lane */
+    const as_dec_block blk = as_dec_block_of<IDX>(p, AS_TC_HEADS);
     const int b = blk.b, kvh = blk.kvh, h0 = blk.h0, gcount = blk.gcount;
     const int len = blk.len, beg = blk.beg, end = blk.end;
     const int32_t *irow = blk.irow;
@@ -327,17 +326,6 @@ __device__ __forceinline__ void tc_segment(const as_dec_params &p, const as_dec_
             A = fmaf(red_o[(w * AS_TC_HEADS + g) * D + c], wt, A);
         }
         as_dec_store<D>(p, blk, g, c, M, L, A);
-    }
-}
-
-template <int DT, int D, bool IDX>
-__global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
-{
-    extern __shared__ __align__(128) unsigned char smem[];
-    for (int64_t g = as_dec_first(p); g < as_dec_end(p);) {
-        const as_dec_block blk = as_dec_next<IDX>(p, AS_TC_HEADS, g);
-        tc_segment<DT, D, IDX>(p, blk, smem);
-        if (g < as_dec_end(p)) __syncthreads(); /* the merge buffer becomes staging again */
     }
 }
 

@@ -66,10 +66,6 @@ struct as_dec_params {
     const float *logw;
     int32_t kcap;
     int32_t chunk, splits;
-    /* Balanced plan (tensor-core kernel, as_gpu_dec.cuh): the rows of every (sequence, unit),
-     * padded to rows_pad, laid end to end, and block x takes rows [x chunk, (x + 1) chunk) of
-     * that line, across units; splits is then the most partials a unit can have. */
-    int32_t balanced, rows_pad, nunits, heads;
     float *part_o, *part_lse; /* [splits][batch*hq][D], [splits][batch*hq] (base 2) */
     float *o, *lse;
 };
