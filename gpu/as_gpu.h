@@ -113,11 +113,9 @@ void as_gpu_sel_free(as_gpu_sel *s);
 /* Kernel variants (llm.c style), all checked against the reference: 0 = the tuned kernel
  * (decode: tensor cores for f16/bf16 K/V with d = 64 or 128, else the CUDA-core split kernel);
  * 1 = a simple one (decode: one block per (b, head), no split; top-k: scalar loads);
- * 2, 3 = the CUDA-core split decode with a 2- and a 3-stage copy pipeline (top-k: as 0);
- * 4 = variant 0 with each block reading its dense rows from their start instead of from a
- * spread-out offset (top-k: as 0).
+ * 2, 3 = the CUDA-core split decode with a 2- and a 3-stage copy pipeline (top-k: as 0).
  * Kept so that `attnscope gpu bench --variant` compares them on the machine at hand. */
-#define AS_GPU_VARIANTS 5
+#define AS_GPU_VARIANTS 4
 
 /* ---- 1, 2: decode ------------------------------------------------------------------------- */
 /* o[b][hq][d] = softmax(scale K q) V over keys 0..lens[b]-1; lse[b][hq] (natural log of the sum

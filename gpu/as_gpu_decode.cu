@@ -448,11 +448,9 @@ static int slots_for_d(int d)
 
 /* Kernel variants (as_gpu.h): 0 the tuned kernel (tensor cores for 16-bit K/V and d <= 128,
  * as_gpu_decode_tc.cu; else the CUDA-core split kernel), 1 the simple one (no split, one query
- * head per block), 2 and 3 the CUDA-core split kernel with a 2- and a 3-stage copy pipeline,
- * 4 variant 0 with every block's dense rows read from their start (no rotation; see
- * as_gpu_decode_tc.cu). gpu/bench/NOTES.md has the measurements that chose them. Pipeline
- * depth of each: */
-static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3, 2};
+ * head per block), 2 and 3 the CUDA-core split kernel with a 2- and a 3-stage copy pipeline
+ * (gpu/bench/NOTES.md has the measurements that chose them). Pipeline depth of each: */
+static const int dec_stages[AS_GPU_VARIANTS] = {2, 2, 2, 3};
 
 #define AS_DISPATCH_S(st, ...)                                                                 \
     switch (st) {                                                                              \
@@ -512,11 +510,10 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
     p.o = o;
     p.lse = lse;
     p.part_o = p.part_lse = nullptr;
-    p.rotate = variant == 0;
 
     int gm, nunits;
     const int stages = dec_stages[variant];
-    const bool tc = (variant == 0 || variant == 4) && as_gpu_tc_supported(a->kv_dtype, a->d);
+    const bool tc = variant == 0 && as_gpu_tc_supported(a->kv_dtype, a->d);
     if (variant == 1 || p.sel_per_q) {
         gm = 1;
         p.unit_per_q = 1;

@@ -163,15 +163,6 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
     const unsigned sw = (unsigned)__cvta_generic_to_shared(smem) + warp * 2 * G::TILE_B;
     const int cc = lane % G::CPR, cr = lane / G::CPR; /* the chunk and first row this lane copies */
 
-    /* Dense rows start at a per-block offset (a whole number of stages) and wrap around: the
-     * softmax does not depend on the order, and the blocks of one wave, which run in step, then
-     * read at spread-out offsets instead of at one offset of equally spaced regions (every
-     * (sequence, head) region starts a power of two apart when N is one). */
-    int rot = 0;
-    if (!IDX && p.rotate && end - beg > AS_TC_STEP) {
-        const unsigned bid = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-        rot = (int)((bid * 2654435761u >> 7) % (unsigned)((end - beg) / AS_TC_STEP)) * AS_TC_STEP;
-    }
     /* the tile to issue next: lane j holds key (j & 15)'s row (-1: none) and log-weight
      * (-inf: masked) */
     int pn = -1;
@@ -186,7 +177,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 if (pn >= 0 && pn < len) pw = wrow ? __ldg(wrow + j) * AS_LOG2E : 0.f;
                 else pn = -1;
             } else {
-                pn = j + rot < end ? j + rot : j + rot - (end - beg);
+                pn = j;
                 pw = 0.f;
             }
         }

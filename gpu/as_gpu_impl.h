@@ -66,7 +66,6 @@ struct as_dec_params {
     const float *logw;
     int32_t kcap;
     int32_t chunk, splits;
-    int32_t rotate; /* tensor-core dense: start each block's rows at a spread-out offset */
     float *part_o, *part_lse; /* [splits][batch*hq][D], [splits][batch*hq] (base 2) */
     float *o, *lse;
 };

@@ -14,9 +14,9 @@
 #   profile    Nsight Compute on the dense decode kernel at B = 8 (PROFILE_B), N = 8k and 64k,
 #              variants 0 and 2 (PROFILE_VARIANTS) (profile.txt)
 #   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
-#              2- and 3-stage copy pipeline), 4 (tensor cores, no rotation) on one sweep, in
-#              one run, side by side (variants.md); VARIANTS="0 4" picks some, VAR_BATCHES,
-#              VAR_NS and VAR_SPARSITIES change the sweep
+#              2- and 3-stage copy pipeline) on one sweep, in one run, side by side
+#              (variants.md); VARIANTS="0 2" picks some, VAR_BATCHES, VAR_NS and
+#              VAR_SPARSITIES change the sweep
 # Steps stop being started once DEADLINE (epoch seconds; default start + 540 s, under the
 # device's 10-minute limit per call) is near, and long steps are cut at it, so that the logs are
 # always packed and come back.
@@ -177,7 +177,7 @@ step_variants() {
     log variants
     local v
     local v
-    for v in ${VARIANTS:-0 2 3 4}; do
+    for v in ${VARIANTS:-0 2 3}; do
         timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 \
             --batches ${VAR_BATCHES:-1,8,32,64} --ns ${VAR_NS:-8192,65536,262144} \
             --sparsities ${VAR_SPARSITIES:-1,10,50} --max-gib 8 --no-selection \

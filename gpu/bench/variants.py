@@ -10,8 +10,7 @@ import json
 import sys
 
 # what each decode variant is (gpu/as_gpu.h, gpu/as_gpu_decode.cu)
-NAMES = {0: "tensor cores", 1: "simple", 2: "CUDA cores, 2-stage", 3: "CUDA cores, 3-stage",
-         4: "tensor cores, no rotation"}
+NAMES = {0: "tensor cores", 1: "simple", 2: "CUDA cores, 2-stage", 3: "CUDA cores, 3-stage"}
 
 
 def load(path):
