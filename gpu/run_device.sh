@@ -176,7 +176,6 @@ step_profile() {
 step_variants() {
     log variants
     local v
-    local v
     for v in ${VARIANTS:-0 2 3}; do
         timeout "$(left)" "$BIN" gpu bench --json --variant $v --ds 128 \
             --batches ${VAR_BATCHES:-1,8,32,64} --ns ${VAR_NS:-8192,65536,262144} \
