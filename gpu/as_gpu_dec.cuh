@@ -1,11 +1,20 @@
 /* as_gpu_dec.cuh: device code shared by the two decode kernels (as_gpu_decode.cu on CUDA cores,
- * as_gpu_decode_tc.cu on tensor cores; not installed): which heads and rows a block owns, and
- * how it stores its merged result. */
+ * as_gpu_decode_tc.cu on tensor cores; not installed): the cp.async group calls, which heads
+ * and rows a block owns, and how it stores its merged result. */
 #ifndef AS_GPU_DEC_CUH
 #define AS_GPU_DEC_CUH
 
 #include "as_gpu_impl.h"
 #include "as_gpu_kern.cuh"
+
+/* cp.async groups, as both kernels' copy pipelines use them: close the group of copies issued
+ * so far; wait until at most N groups are in flight; wait for all. */
+__device__ __forceinline__ void as_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void as_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void as_cp_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
 /* The block (split, unit, sequence) = (blockIdx.x, .y, .z): its kv head, its first query head and
  * how many it takes (a unit is one query head, or up to `heads` of a kv head's group), the

@@ -38,8 +38,6 @@ __device__ __forceinline__ void as_cp_async16(void *smem, const void *gmem)
     const unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(gmem) : "memory");
 }
-__device__ __forceinline__ void as_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void as_cp_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 /* S-stage pipeline: while a thread computes on the U rows of stage s (held in its own
  * shared-memory slots), the cp.async copies of stages s+1..s+S-1 are in flight, and
@@ -227,7 +225,7 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
         buf = (buf + 1 == S) ? 0 : buf + 1;
         ibuf = (ibuf + 1 == S) ? 0 : ibuf + 1;
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    as_cp_wait_all();
     __syncthreads(); /* the staging buffers become the reduction buffer */
 
 #pragma unroll

@@ -115,11 +115,6 @@ __device__ __forceinline__ void tc_cp16(unsigned dst, const void *src, bool ok)
                  "r"(ok ? 16 : 0)
                  : "memory");
 }
-__device__ __forceinline__ void tc_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void tc_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 /* byte offset of 16-byte chunk c of row `row` in a swizzled tile */
 template <int D> __device__ __forceinline__ unsigned tc_off(int row, int c)
@@ -192,7 +187,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
             tc_cp16(sk + tc_off<D>(row, cc), kb + off, n >= 0);
             tc_cp16(sv + tc_off<D>(row, cc), vb + off, n >= 0);
         }
-        tc_commit();
+        as_cp_commit();
     };
 
     float m = AS_NEG_BIG, l = 0.f;
@@ -210,7 +205,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
             issue(st);
             lwq[st] = pw;
         } else {
-            tc_commit(); /* empty group keeps the wait count uniform */
+            as_cp_commit(); /* empty group keeps the wait count uniform */
         }
         nb += AS_TC_STEP;
         if (nb < end) load_idx(nb);
@@ -224,9 +219,9 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
             if (nb < end) load_idx(nb);
         } else {
             lwq[S - 1] = -INFINITY;
-            tc_commit();
+            as_cp_commit();
         }
-        tc_wait<S - 1>();
+        as_cp_wait<S - 1>();
         __syncwarp();
         const unsigned sk = sw + buf * G::STAGE_B, sv = sk + G::TILE_B;
 
@@ -295,7 +290,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
     }
     l += __shfl_xor_sync(FULL, l, 1);
     l += __shfl_xor_sync(FULL, l, 2);
-    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    as_cp_wait_all();
     __syncthreads(); /* the staging buffers become the merge buffer */
 
     /* merge the warps: red_o[w][h][D], then red_m[w][h], red_l[w][h] */

@@ -257,8 +257,7 @@ def bench_baselines(a, fi, sw, l2, out_rows, checkpoint):
                                torch.randn(B * N // PAGE, HKV, PAGE, d, device="cuda",
                                            dtype=torch.bfloat16)) for _ in range(R)]
                     # both of FlashInfer's dense decodes at every d (fi_prebuild.py builds the
-                    # tensor-core modules for d = 64 and 128; the H200 run of 2026-12-02 still
-                    # took the tensor-core path at d = 128 only)
+                    # tensor-core modules for d = 64 and 128)
                     variants = [("fi_dense", False), ("fi_dense_tc", True)]
                     for name, tc in variants:
                         try:
