@@ -7,7 +7,8 @@
  *   2. sparse decode     the same over given token indices, per (sequence, kv head) or per
  *                        (sequence, query head), gathering K/V rows; optional per-index
  *                        log-weights (used by the sampling estimator).
- *   3. exact top-k       of q.k scores per (sequence, head) by radix select (no sort), N up to 1M+.
+ *   3. exact top-k       of q.k scores per (sequence, head) by a multi-block radix select (no
+ *                        sort), N up to 1M+, k up to N, ties by position as on the CPU.
  *   4. page selection    Quest: per-page element-wise min/max of keys kept beside the cache,
  *                        the upper bound sum_i max(q_i min_i, q_i max_i) per page, best pages.
  *   5. top-k + sampling  deterministic heavy hitters plus a uniform sample of the rest (on-GPU
@@ -132,7 +133,9 @@ as_status as_gpu_decode_sparse(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu
 as_status as_gpu_scores(as_gpu_ctx *c, const as_gpu_attn *a, float *s, int64_t lds, char *err);
 /* Exact top-k of rows of floats: row r (r < rows) holds len_r = lens[r / rows_per_len] values
  * at x + r * ldx. Writes k_r = min(k, len_r) distinct positions (in no particular order) to
- * idx + r * ldi and k_r to count[r]. Ties at the threshold are broken arbitrarily. */
+ * idx + r * ldi and k_r to count[r]; any k up to len. Variant 0 (and 2, 3): a multi-block radix
+ * select (a long row is split over many blocks), ties at the threshold broken by position as on
+ * the CPU (lower positions first); variant 1: one block per row, ties broken arbitrarily. */
 as_status as_gpu_topk_rows(as_gpu_ctx *c, const float *x, int64_t ldx, int64_t rows,
                            const int32_t *lens, int32_t rows_per_len, int32_t k, int32_t *idx,
                            int64_t ldi, int32_t *count, int variant, char *err);
@@ -185,6 +188,10 @@ void as_gpu_ref_pages(const as_gpu_attn *a, int32_t page, double *kmin, double *
  * a reason in why (AS_ERR_LEN, may be NULL). */
 int as_gpu_ref_check_topk(const float *x, int32_t len, int32_t k, const int32_t *idx,
                           int32_t cnt, char *why);
+/* The same, and ties at the threshold broken by position as the CPU does (analysis/as_select.h:
+ * of equal values the lower positions are selected first). */
+int as_gpu_ref_check_topk_pos(const float *x, int32_t len, int32_t k, const int32_t *idx,
+                              int32_t cnt, char *why);
 
 /* ---- benchmark harness (attnscope gpu bench) --------------------------------------------- */
 typedef struct {
@@ -198,6 +205,7 @@ typedef struct {
     double bytes;        /* bytes that must move (each input read once, output written once) */
     double gbps;         /* bytes / time */
     double pct_copy;     /* gbps / measured copy bandwidth (read + write bytes) */
+    double pct_read;     /* gbps / measured read-only stream bandwidth (a plain read kernel) */
 } as_gpu_bench_row;
 
 typedef struct {
@@ -216,7 +224,11 @@ typedef struct {
 } as_gpu_bench_cfg;
 
 /* Runs the sweep; *rows (malloc'd, caller frees) and *n_rows. The first row is the
- * device-to-device copy that sets the bandwidth ceiling. */
+ * device-to-device copy that sets the bandwidth ceiling, the second ("read") a plain kernel
+ * streaming 2 GiB once (the read-only ceiling). With selection, each shape and sparsity also
+ * times the exact top-k alone over [batch * hkv, N] random f32 rows ("topk_rows") and Quest
+ * pages of 32 keys besides 16 ("select_pages32", "e2e_pages32"). Sparse rows rotate their
+ * index sets with K/V, so gathered rows are not found in L2. */
 as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg, as_gpu_bench_row **rows,
                        size_t *n_rows, char *err);
 

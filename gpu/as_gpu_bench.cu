@@ -107,6 +107,15 @@ static as_status time_it(as_gpu_ctx *c, int nrot, int warmup, int reps, F f, dou
     return st;
 }
 
+__device__ __forceinline__ uint4 as_bench_ld(const uint4 *p)
+{
+    uint4 r;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(p));
+    return r;
+}
+
 __global__ void as_k_bench_idx(int32_t *idx, int32_t *count, int k, int n, uint64_t seed)
 {
     const int r = blockIdx.y;
@@ -119,6 +128,28 @@ __global__ void as_k_bench_idx(int32_t *idx, int32_t *count, int k, int n, uint6
     x ^= x >> 33;
     idx[(int64_t)r * k + j] = (int32_t)(lo + (int64_t)(x % (uint64_t)(hi - lo)));
     if (j == 0) count[r] = k;
+}
+
+/* The read-only ceiling: every byte of src read once with 16-byte loads; one word per block
+ * written (so the loads are not dropped). */
+__global__ void as_k_bench_read(const uint4 *src, size_t n16, uint32_t *sink)
+{
+    uint32_t acc = 0;
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i + 3 * stride < n16; i += 4 * stride) {
+        uint4 v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) v[u] = as_bench_ld(src + i + u * stride);
+#pragma unroll
+        for (int u = 0; u < 4; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+    }
+    for (; i < n16; i += stride) {
+        const uint4 v = as_bench_ld(src + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    acc = __reduce_xor_sync(0xffffffffu, acc);
+    if ((threadIdx.x & 31) == 0) atomicXor(&sink[blockIdx.x], acc);
 }
 
 typedef struct {
@@ -143,7 +174,7 @@ static as_status push(rowvec *rv, const as_gpu_bench_row *r, const as_gpu_bench_
 
 static void fill_row(as_gpu_bench_row *r, const char *method, int b, int hq, int hkv, int d,
                      int n, double sp, double med, double mn, double mx, int reps, double bytes,
-                     double copy_gbps)
+                     double copy_gbps, double read_gbps)
 {
     memset(r, 0, sizeof *r);
     snprintf(r->method, sizeof r->method, "%s", method);
@@ -160,6 +191,7 @@ static void fill_row(as_gpu_bench_row *r, const char *method, int b, int hq, int
     r->bytes = bytes;
     r->gbps = med > 0 ? bytes / (med * 1e3) : 0;
     r->pct_copy = copy_gbps > 0 ? 100.0 * r->gbps / copy_gbps : 0;
+    r->pct_read = read_gbps > 0 ? 100.0 * r->gbps / read_gbps : 0;
 }
 
 /* One shape: R rotating copies of (K, V, q), their page metadata, outputs. */
@@ -167,7 +199,7 @@ typedef struct {
     int nsets;
     void **kv;
     float **q;
-    as_gpu_pages *pages;
+    as_gpu_pages *pages, *pages32;
     int32_t *lens;
     float *o, *lse;
 } shape_bufs;
@@ -178,10 +210,12 @@ static void free_shape(shape_bufs *s)
         if (s->kv) as_gpu_free(s->kv[i]);
         if (s->q) as_gpu_free(s->q[i]);
         if (s->pages) as_gpu_pages_free(&s->pages[i]);
+        if (s->pages32) as_gpu_pages_free(&s->pages32[i]);
     }
     free(s->kv);
     free(s->q);
     free(s->pages);
+    free(s->pages32);
     as_gpu_free(s->lens);
     as_gpu_free(s->o);
     as_gpu_free(s->lse);
@@ -234,13 +268,27 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                 return AS_OK;
             }, &med, &mn, &mx, err);
         g_use_graphs = 1;
+        as_gpu_bench_row r;
+        fill_row(&r, "copy", 0, 0, 0, 0, 0, 1, med, mn, mx, reps, 2.0 * cb, 0, 0);
+        r.pct_copy = 100.0;
+        const double copy_gbps = r.gbps;
+        if (st == AS_OK) st = push(&rv, &r, cfg, err);
+        /* the read-only ceiling: a plain kernel reading the same 2 GiB */
+        double rmed = 0, rmn = 0, rmx = 0;
+        const unsigned rblocks = (unsigned)c->sms * 8;
+        if (st == AS_OK)
+            st = time_it(c, 1, warm, reps, [&](int) -> as_status {
+                as_k_bench_read<<<rblocks, 256, 0, c->stream>>>((const uint4 *)src, cb / 16,
+                                                                (uint32_t *)dst);
+                AS_CU_LAUNCHED("bench read");
+                return AS_OK;
+            }, &rmed, &rmn, &rmx, err);
         as_gpu_free(src);
         as_gpu_free(dst);
         if (st != AS_OK) goto fail;
-        as_gpu_bench_row r;
-        fill_row(&r, "copy", 0, 0, 0, 0, 0, 1, med, mn, mx, reps, 2.0 * cb, 0);
-        r.pct_copy = 100.0;
-        const double copy_gbps = r.gbps;
+        fill_row(&r, "read", 0, 0, 0, 0, 0, 1, rmed, rmn, rmx, reps, (double)cb, copy_gbps, 0);
+        r.pct_read = 100.0;
+        const double read_gbps = r.gbps;
         if ((st = push(&rv, &r, cfg, err)) != AS_OK) goto fail;
 
         for (int di = 0; di < cfg->n_ds; di++)
@@ -259,7 +307,8 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                     sb.kv = (void **)calloc((size_t)R, sizeof(void *));
                     sb.q = (float **)calloc((size_t)R, sizeof(float *));
                     sb.pages = (as_gpu_pages *)calloc((size_t)R, sizeof(as_gpu_pages));
-                    if (!sb.kv || !sb.q || !sb.pages) {
+                    sb.pages32 = (as_gpu_pages *)calloc((size_t)R, sizeof(as_gpu_pages));
+                    if (!sb.kv || !sb.q || !sb.pages || !sb.pages32) {
                         st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
                         free_shape(&sb);
                         goto fail;
@@ -288,6 +337,8 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                             as_gpu_attn a = attn_of(&sb, s, B, hq, hkv, d, N);
                             st = as_gpu_pages_alloc(&sb.pages[s], &a, 16, err);
                             if (st == AS_OK) st = as_gpu_pages_build(c, &a, &sb.pages[s], err);
+                            if (st == AS_OK) st = as_gpu_pages_alloc(&sb.pages32[s], &a, 32, err);
+                            if (st == AS_OK) st = as_gpu_pages_build(c, &a, &sb.pages32[s], err);
                         }
                     }
                     if (st == AS_OK) st = as_gpu_sync(c, err);
@@ -308,95 +359,147 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                     }, &med, &mn, &mx, err);
                     if (st != AS_OK) { free_shape(&sb); goto fail; }
                     fill_row(&r, "dense", B, hq, hkv, d, N, 1, med, mn, mx, reps, kv_bytes + qo,
-                             copy_gbps);
+                             copy_gbps, read_gbps);
                     if ((st = push(&rv, &r, cfg, err)) != AS_OK) { free_shape(&sb); goto fail; }
 
-                    for (int si = 0; si < cfg->n_sparsities; si++) {
+                    /* exact top-k alone: [B * hkv, N] random f32 rows, rotated like K/V */
+                    const int64_t trows = (int64_t)B * hkv;
+                    const double tbytes = (double)trows * N * 4;
+                    int TR = tbytes >= target ? 1 : (int)ceil(target / tbytes);
+                    if (TR > 64) TR = 64;
+                    float **tx = NULL;
+                    int32_t *tl = NULL;
+                    if (cfg->selection) {
+                        tx = (float **)calloc((size_t)TR, sizeof(float *));
+                        if (!tx) st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+                        for (int s = 0; st == AS_OK && s < TR; s++) {
+                            st = as_gpu_malloc((void **)&tx[s], (size_t)tbytes, err);
+                            if (st == AS_OK)
+                                st = as_gpu_fill_random(c, tx[s], AS_GPU_F32, (size_t)trows * N,
+                                                        3000 + s, -8.f, 8.f, err);
+                        }
+                        if (st == AS_OK) st = as_gpu_malloc((void **)&tl, sizeof(int32_t), err);
+                        if (st == AS_OK) st = as_gpu_upload(tl, &N, sizeof(int32_t), err);
+                    }
+                    for (int si = 0; st == AS_OK && si < cfg->n_sparsities; si++) {
                         const double sp = cfg->sparsities[si];
                         if (sp <= 1.0) continue;
                         int k = (int)(N / sp);
                         if (k < 1) k = 1;
                         as_gpu_attn a0 = attn_of(&sb, 0, B, hq, hkv, d, N);
-                        as_gpu_sel sel, sel2;
+                        /* one index set per rotation set: gathered rows never stay in L2 */
+                        as_gpu_sel *sel = (as_gpu_sel *)calloc((size_t)R, sizeof(as_gpu_sel));
+                        as_gpu_sel sel2, sel3;
                         memset(&sel2, 0, sizeof sel2);
-                        st = as_gpu_sel_alloc(&sel, &a0, AS_GPU_SEL_KV, k, 0, err);
-                        if (st != AS_OK) { free_shape(&sb); goto fail; }
-                        const int npk = (k + 15) / 16;
-                        if (cfg->selection)
-                            st = as_gpu_sel_alloc(&sel2, &a0, AS_GPU_SEL_KV, npk * 16, 0, err);
-                        if (st == AS_OK) {
-                            dim3 g((unsigned)((k + 255) / 256), (unsigned)(B * hkv));
-                            as_k_bench_idx<<<g, 256, 0, c->stream>>>(sel.idx, sel.count, k, N, 99);
-                            if (cudaGetLastError() != cudaSuccess)
-                                st = as_err_set(err, AS_ERR_IO, "bench: index kernel failed");
+                        memset(&sel3, 0, sizeof sel3);
+                        if (!sel) st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+                        for (int s = 0; st == AS_OK && s < R; s++) {
+                            st = as_gpu_sel_alloc(&sel[s], &a0, AS_GPU_SEL_KV, k, 0, err);
+                            if (st == AS_OK) {
+                                dim3 g((unsigned)((k + 255) / 256), (unsigned)(B * hkv));
+                                as_k_bench_idx<<<g, 256, 0, c->stream>>>(sel[s].idx, sel[s].count,
+                                                                         k, N, 99 + 7919 * s);
+                                if (cudaGetLastError() != cudaSuccess)
+                                    st = as_err_set(err, AS_ERR_IO, "bench: index kernel failed");
+                            }
                         }
+                        const int npk = (k + 15) / 16, npk32 = (k + 31) / 32;
+                        if (st == AS_OK && cfg->selection)
+                            st = as_gpu_sel_alloc(&sel2, &a0, AS_GPU_SEL_KV, npk * 16, 0, err);
+                        if (st == AS_OK && cfg->selection)
+                            st = as_gpu_sel_alloc(&sel3, &a0, AS_GPU_SEL_KV, npk32 * 32, 0, err);
                         const double sel_kv = 2.0 * B * hkv * (double)k * d * 2;
                         const double idx_b = (double)B * hkv * k * 4;
                         if (st == AS_OK)
                             st = time_it(c, R, warm, reps, [&](int i) -> as_status {
                                 as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
-                                return as_gpu_decode_sparse(c, &a, &sel, sb.o, sb.lse,
+                                return as_gpu_decode_sparse(c, &a, &sel[i % R], sb.o, sb.lse,
                                                             cfg->variant, err);
                             }, &med, &mn, &mx, err);
                         if (st == AS_OK) {
                             fill_row(&r, "sparse_idx", B, hq, hkv, d, N, sp, med, mn, mx, reps,
-                                     sel_kv + idx_b + qo, copy_gbps);
+                                     sel_kv + idx_b + qo, copy_gbps, read_gbps);
                             st = push(&rv, &r, cfg, err);
                         }
                         if (st == AS_OK && cfg->selection) {
                             const double k_bytes = kv_bytes / 2;
                             const double meta = 2.0 * B * hkv * (double)sb.pages[0].npages * d * 2;
-                            st = time_it(c, R, warm, reps, [&](int i) -> as_status {
-                                as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
-                                return as_gpu_select_topk(c, &a, k, &sel, err);
+                            const double meta32 = 2.0 * B * hkv * (double)sb.pages32[0].npages * d * 2;
+                            st = time_it(c, TR, warm, reps, [&](int i) -> as_status {
+                                return as_gpu_topk_rows(c, tx[i % TR], N, trows, tl, (int32_t)trows,
+                                                        k, sel[0].idx, k, sel[0].count, 0, err);
                             }, &med, &mn, &mx, err);
                             if (st == AS_OK) {
-                                fill_row(&r, "select_topk", B, hq, hkv, d, N, sp, med, mn, mx, reps,
-                                         k_bytes + idx_b, copy_gbps);
+                                fill_row(&r, "topk_rows", B, hq, hkv, d, N, sp, med, mn, mx, reps,
+                                         tbytes + idx_b, copy_gbps, read_gbps);
                                 st = push(&rv, &r, cfg, err);
                             }
                             if (st == AS_OK)
                                 st = time_it(c, R, warm, reps, [&](int i) -> as_status {
                                     as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
-                                    return as_gpu_select_pages(c, &a, &sb.pages[i % R], npk, &sel2,
-                                                               err);
+                                    return as_gpu_select_topk(c, &a, k, &sel[i % R], err);
                                 }, &med, &mn, &mx, err);
                             if (st == AS_OK) {
-                                fill_row(&r, "select_pages", B, hq, hkv, d, N, sp, med, mn, mx,
-                                         reps, meta + (double)B * hkv * npk * 16 * 4, copy_gbps);
+                                fill_row(&r, "select_topk", B, hq, hkv, d, N, sp, med, mn, mx, reps,
+                                         k_bytes + idx_b, copy_gbps, read_gbps);
                                 st = push(&rv, &r, cfg, err);
+                            }
+                            for (int pg = 0; pg < 2; pg++) {
+                                const int ps = pg ? 32 : 16, np = pg ? npk32 : npk;
+                                as_gpu_sel *ps_sel = pg ? &sel3 : &sel2;
+                                as_gpu_pages *pgs = pg ? sb.pages32 : sb.pages;
+                                const double mb = pg ? meta32 : meta;
+                                if (st == AS_OK)
+                                    st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                                        as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                        return as_gpu_select_pages(c, &a, &pgs[i % R], np, ps_sel,
+                                                                   err);
+                                    }, &med, &mn, &mx, err);
+                                if (st == AS_OK) {
+                                    fill_row(&r, pg ? "select_pages32" : "select_pages", B, hq, hkv,
+                                             d, N, sp, med, mn, mx, reps,
+                                             mb + (double)B * hkv * np * ps * 4, copy_gbps,
+                                             read_gbps);
+                                    st = push(&rv, &r, cfg, err);
+                                }
+                                if (st == AS_OK)
+                                    st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                                        as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                        AS_TRY(as_gpu_select_pages(c, &a, &pgs[i % R], np, ps_sel,
+                                                                   err));
+                                        return as_gpu_decode_sparse(c, &a, ps_sel, sb.o, sb.lse,
+                                                                    cfg->variant, err);
+                                    }, &med, &mn, &mx, err);
+                                if (st == AS_OK) {
+                                    fill_row(&r, pg ? "e2e_pages32" : "e2e_pages", B, hq, hkv, d, N,
+                                             sp, med, mn, mx, reps,
+                                             mb + 2.0 * B * hkv * (double)np * ps * d * 2 + qo,
+                                             copy_gbps, read_gbps);
+                                    st = push(&rv, &r, cfg, err);
+                                }
                             }
                             if (st == AS_OK)
                                 st = time_it(c, R, warm, reps, [&](int i) -> as_status {
                                     as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
-                                    AS_TRY(as_gpu_select_topk(c, &a, k, &sel, err));
-                                    return as_gpu_decode_sparse(c, &a, &sel, sb.o, sb.lse,
+                                    AS_TRY(as_gpu_select_topk(c, &a, k, &sel[i % R], err));
+                                    return as_gpu_decode_sparse(c, &a, &sel[i % R], sb.o, sb.lse,
                                                                 cfg->variant, err);
                                 }, &med, &mn, &mx, err);
                             if (st == AS_OK) {
                                 fill_row(&r, "e2e_topk", B, hq, hkv, d, N, sp, med, mn, mx, reps,
-                                         k_bytes + sel_kv + qo, copy_gbps);
-                                st = push(&rv, &r, cfg, err);
-                            }
-                            if (st == AS_OK)
-                                st = time_it(c, R, warm, reps, [&](int i) -> as_status {
-                                    as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
-                                    AS_TRY(as_gpu_select_pages(c, &a, &sb.pages[i % R], npk, &sel2,
-                                                               err));
-                                    return as_gpu_decode_sparse(c, &a, &sel2, sb.o, sb.lse,
-                                                                cfg->variant, err);
-                                }, &med, &mn, &mx, err);
-                            if (st == AS_OK) {
-                                fill_row(&r, "e2e_pages", B, hq, hkv, d, N, sp, med, mn, mx, reps,
-                                         meta + 2.0 * B * hkv * (double)npk * 16 * d * 2 + qo,
-                                         copy_gbps);
+                                         k_bytes + sel_kv + qo, copy_gbps, read_gbps);
                                 st = push(&rv, &r, cfg, err);
                             }
                         }
-                        as_gpu_sel_free(&sel);
+                        for (int s = 0; sel && s < R; s++) as_gpu_sel_free(&sel[s]);
+                        free(sel);
                         as_gpu_sel_free(&sel2);
-                        if (st != AS_OK) { free_shape(&sb); goto fail; }
+                        as_gpu_sel_free(&sel3);
                     }
+                    for (int s = 0; tx && s < TR; s++) as_gpu_free(tx[s]);
+                    free(tx);
+                    as_gpu_free(tl);
+                    if (st != AS_OK) { free_shape(&sb); goto fail; }
                     free_shape(&sb);
                 }
     }

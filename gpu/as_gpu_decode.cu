@@ -13,6 +13,7 @@
  * combines them: o = sum_s 2^(lse_s - M) o_s / sum_s 2^(lse_s - M). */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "as_gpu_dec.cuh"
 
@@ -647,6 +648,99 @@ as_status as_gpu_launch_scores(as_gpu_ctx *c, const as_gpu_attn *a, float *s, in
         as_k_scores<DT, D, GM, false><<<grid, 128, 0, c->stream>>>(p))));
     AS_CU_LAUNCHED("scores");
     return AS_OK;
+}
+
+/* ---- scores on tensor cores (the selections' score pass) ------------------------------------ */
+static as_status plan_scores_tc(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_pages *pg,
+                               as_dec_params *p, dim3 *grid, char *err)
+{
+    const int64_t rows_max = pg ? pg->npages : a->nmax;
+    memset(p, 0, sizeof *p);
+    p->k = a->k;
+    p->v = a->v;
+    p->sb = a->stride_b;
+    p->sh = a->stride_h;
+    p->sn = a->stride_n;
+    if (pg) { /* rows are pages: k = kmax, v = kmin */
+        p->k = pg->kmax;
+        p->v = pg->kmin;
+        p->sn = a->d;
+        p->sh = (int64_t)pg->npages * a->d;
+        p->sb = (int64_t)a->hkv * p->sh;
+        p->page = pg->page;
+    }
+    p->lens = a->lens;
+    p->q = a->q;
+    p->qscale = a->scale * AS_LOG2E;
+    p->batch = a->batch;
+    p->hq = a->hq;
+    p->hkv = a->hkv;
+    p->group = a->hq / a->hkv;
+    p->unit_per_q = 0;
+    p->ngroups = (p->group + AS_TC_HEADS - 1) / AS_TC_HEADS;
+    const int64_t units = (int64_t)a->batch * a->hkv * p->ngroups;
+    int per_sm = 0;
+    AS_TRY(as_gpu_tc_scores(c, a, p, dim3(), &per_sm, err));
+    if (per_sm < 1) per_sm = 1;
+    int64_t splits = (int64_t)c->sms * per_sm / units;
+    const int64_t maxs = (rows_max + 255) / 256;
+    if (splits > maxs) splits = maxs;
+    if (splits > 2048) splits = 2048;
+    if (splits < 1) splits = 1;
+    int64_t chunk = (rows_max + splits - 1) / splits;
+    chunk = ((chunk + AS_TC_STEP - 1) / AS_TC_STEP) * AS_TC_STEP;
+    if (chunk < AS_TC_STEP) chunk = AS_TC_STEP;
+    splits = (rows_max + chunk - 1) / chunk;
+    if (splits < 1) splits = 1;
+    p->chunk = (int32_t)chunk;
+    p->splits = (int32_t)splits;
+    *grid = dim3((unsigned)splits, (unsigned)(a->hkv * p->ngroups), (unsigned)a->batch);
+    return AS_OK;
+}
+
+int32_t as_gpu_scores_tc_splits(as_gpu_ctx *c, const as_gpu_attn *a)
+{
+    as_dec_params p;
+    dim3 grid;
+    char err[AS_ERR_LEN];
+    return plan_scores_tc(c, a, nullptr, &p, &grid, err) == AS_OK ? p.splits : 1;
+}
+
+as_status as_gpu_launch_scores_tc(as_gpu_ctx *c, const as_gpu_attn *a, float *s2, int64_t lds,
+                                  float *part_lse2, char *err)
+{
+    AS_TRY(as_gpu_check_attn(a, err));
+    if (!s2 || lds < a->nmax || lds % 4) return as_err_set(err, AS_ERR_USAGE, "gpu scores: bad output");
+    as_dec_params p;
+    dim3 grid;
+    AS_TRY(plan_scores_tc(c, a, nullptr, &p, &grid, err));
+    p.sc = s2;
+    p.sc_lds = lds;
+    p.part_lse = part_lse2;
+    return as_gpu_tc_scores(c, a, &p, grid, nullptr, err);
+}
+
+as_status as_gpu_launch_bounds_tc(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_pages *pg,
+                                  float *ub, float *agg, int64_t ldu, const as_tk_ws *tk,
+                                  int32_t k, char *err)
+{
+    AS_TRY(as_gpu_check_attn(a, err));
+    if (!pg || !pg->kmin || !pg->kmax || pg->page < 1 || pg->dtype != a->kv_dtype)
+        return as_err_set(err, AS_ERR_USAGE, "gpu page bounds: pages not built for this cache");
+    if (ldu < pg->npages || ldu % 4 || (agg ? !tk : !ub))
+        return as_err_set(err, AS_ERR_USAGE, "gpu page bounds: bad output");
+    as_dec_params p;
+    dim3 grid;
+    AS_TRY(plan_scores_tc(c, a, pg, &p, &grid, err));
+    if (agg && p.ngroups != 1)
+        return as_err_set(err, AS_ERR_USAGE, "gpu page bounds: fused group max needs group <= %d",
+                          AS_TC_HEADS);
+    p.sc = ub;
+    p.sc_lds = ldu;
+    p.agg = agg;
+    if (tk) p.tk = *tk;
+    p.tk_k = k;
+    return as_gpu_tc_scores(c, a, &p, grid, nullptr, err);
 }
 
 extern "C" as_status as_gpu_scores(as_gpu_ctx *c, const as_gpu_attn *a, float *s, int64_t lds,

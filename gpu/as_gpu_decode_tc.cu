@@ -26,6 +26,7 @@
 #include <math.h>
 
 #include "as_gpu_dec.cuh"
+#include "as_gpu_topk.cuh"
 
 namespace {
 
@@ -122,9 +123,16 @@ template <int D> __device__ __forceinline__ unsigned tc_off(int row, int c)
     return (unsigned)((row * tc_geom<D>::CPR + (c ^ (row & 7))) * 16);
 }
 
-template <int DT, int D, bool IDX>
+/* MODE 0: decode. MODE 1, scores (no V): every key's base-2 score of every head to p.sc, and
+ * the block's base-2 log-sum-exp per head to p.part_lse ([split][batch][hq], when not NULL).
+ * MODE 2, Quest page bounds: rows are pages (k = kmax, v = kmin rows), the bound
+ * sum_i max(q_i kmin_i, q_i kmax_i) = q+ . kmax + q- . kmin (q+ = max(q, 0), q- = min(q, 0)) in
+ * base 2 as two products; to p.sc per head, or (p.agg) the max over the block's heads to p.agg
+ * with pass 0 of the top-k of those rows (as_gpu_topk.cuh; one block per group of heads). */
+template <int DT, int D, bool IDX, int MODE>
 __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
 {
+    constexpr bool SC = MODE != 0, BD = MODE == 2;
     using G = tc_geom<D>;
     constexpr int KS = D / 16; /* k-steps of q.k; pairs of 8-column tiles of o */
     constexpr int S = TC_STAGES;
@@ -133,13 +141,15 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
     const int h = lane >> 2, q4 = lane & 3; /* fragment row (head) and column pair of this lane */
     const as_dec_block blk = as_dec_block_of<IDX>(p, AS_TC_HEADS);
     const int b = blk.b, kvh = blk.kvh, h0 = blk.h0, gcount = blk.gcount;
-    const int len = blk.len, beg = blk.beg, end = blk.end;
+    const int len = blk.len, beg = blk.beg;
+    const int end = BD ? min((len + p.page - 1) / p.page, beg + p.chunk) : blk.end;
     const int32_t *irow = blk.irow;
     const float *wrow = blk.wrow;
 
     /* q (scaled to base 2) as A fragments: a0 = (h, 16ks + 2q4 + {0,1}), a2 = the same + 8 */
     constexpr int QT = DT == 2 ? 3 : 2;
     uint32_t qf[KS][2][QT];
+    uint32_t qn[BD ? KS : 1][2][QT]; /* BD: q- (qf holds q+) */
     {
         const float *qr = p.q + ((int64_t)b * p.hq + h0 + h) * D;
 #pragma unroll
@@ -149,7 +159,12 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 const int k = 16 * ks + 8 * half + 2 * q4;
                 const float x0 = h < gcount ? qr[k] * p.qscale : 0.f;
                 const float x1 = h < gcount ? qr[k + 1] * p.qscale : 0.f;
-                tc_split<DT, QT>(x0, x1, qf[ks][half]);
+                if (BD) {
+                    tc_split<DT, QT>(fmaxf(x0, 0.f), fmaxf(x1, 0.f), qf[ks][half]);
+                    tc_split<DT, QT>(fminf(x0, 0.f), fminf(x1, 0.f), qn[BD ? ks : 0][half]);
+                } else {
+                    tc_split<DT, QT>(x0, x1, qf[ks][half]);
+                }
             }
     }
     const char *kb = as_row<DT>(p.k, b * p.sb + kvh * p.sh);
@@ -185,11 +200,21 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
             const int n = __shfl_sync(FULL, pn, row);
             const int64_t off = n >= 0 ? (int64_t)n * rowb + cc * 16 : 0;
             tc_cp16(sk + tc_off<D>(row, cc), kb + off, n >= 0);
-            tc_cp16(sv + tc_off<D>(row, cc), vb + off, n >= 0);
+            if (!SC || BD) tc_cp16(sv + tc_off<D>(row, cc), vb + off, n >= 0);
         }
         as_cp_commit();
     };
 
+    /* BD with agg: the block's histogram of pass 0 of the top-k */
+    __shared__ uint32_t bd_hist_s[BD ? AS_TK_BINS : 1];
+    uint32_t *bd_hist = bd_hist_s;
+    const int bd_rows = BD ? (len + p.page - 1) / p.page : 0;
+    const int bd_kr = min(max(p.tk_k, 0), bd_rows);
+    const bool bd_on = BD && p.agg && bd_kr > 0 && bd_kr < bd_rows;
+    if (BD && p.agg) {
+        for (int i = threadIdx.x; i < AS_TK_BINS; i += blockDim.x) bd_hist[i] = 0;
+        __syncthreads();
+    }
     float m = AS_NEG_BIG, l = 0.f;
     float o[2 * KS][2];
 #pragma unroll
@@ -238,6 +263,15 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                     tc_mma<DT>(s[0], qf[ks][0][i], qf[ks][1][i], bk[0], bk[1]);
                     tc_mma<DT>(s[1], qf[ks][0][i], qf[ks][1][i], bk[2], bk[3]);
                 }
+                if (BD) { /* + q- . kmin */
+                    uint32_t bm[4];
+                    tc_ldsm(bm, sv + tc_off<D>(row, 2 * ks + (j & 1)));
+#pragma unroll
+                    for (int i = QT - 1; i >= 0; i--) {
+                        tc_mma<DT>(s[0], qn[BD ? ks : 0][0][i], qn[BD ? ks : 0][1][i], bm[0], bm[1]);
+                        tc_mma<DT>(s[1], qn[BD ? ks : 0][0][i], qn[BD ? ks : 0][1][i], bm[2], bm[3]);
+                    }
+                }
             }
         }
         float mx = m;
@@ -248,6 +282,42 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 s[nt][e] += __shfl_sync(FULL, lwq[0], nt * 8 + 2 * q4 + e);
                 mx = fmaxf(mx, s[nt][e]);
             }
+        if (BD && p.agg) {
+            /* max over the heads (lanes 4 apart), written and histogrammed by lanes 0-3 */
+            float g[2][2];
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float v = h < gcount ? s[nt][e] : -INFINITY;
+                    v = fmaxf(v, __shfl_xor_sync(FULL, v, 4));
+                    v = fmaxf(v, __shfl_xor_sync(FULL, v, 8));
+                    v = fmaxf(v, __shfl_xor_sync(FULL, v, 16));
+                    g[nt][e] = v;
+                }
+            float *ar = p.agg + ((int64_t)b * p.hkv + kvh) * p.sc_lds;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                const int j = base + warp * TC_KEYS + nt * 8 + 2 * q4;
+                if (h == 0) {
+                    if (j + 1 < end) *reinterpret_cast<float2 *>(ar + j) = make_float2(g[nt][0], g[nt][1]);
+                    else if (j < end) ar[j] = g[nt][0];
+                }
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    as_tk_hist_add(bd_hist, as_fkey(g[nt][e]) >> 21, bd_on && h == 0 && j + e < end);
+            }
+        } else if (SC && h < gcount) {
+            float *sr = p.sc + ((int64_t)b * p.hq + h0 + h) * p.sc_lds;
+#pragma unroll
+            for (int nt = 0; nt < 2; nt++) {
+                const int j = base + warp * TC_KEYS + nt * 8 + 2 * q4;
+                if (j + 1 < end)
+                    *reinterpret_cast<float2 *>(sr + j) = make_float2(s[nt][0], s[nt][1]);
+                else if (j < end)
+                    sr[j] = s[nt][0];
+            }
+        }
         mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(FULL, mx, 2));
         const float corr = exp2f(m - mx);
@@ -266,6 +336,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 pr[nt][e] = exp2f(s[nt][e] - m);
                 l += pr[nt][e];
             }
+        if (!SC) {
         /* p as the A operand of p.v: a0 = keys 2q4 + {0,1}, a2 = keys 8 + 2q4 + {0,1} */
         uint32_t pa0[2], pa2[2];
         tc_split<DT, 2>(pr[0][0], pr[0][1], pa0);
@@ -282,6 +353,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
                 tc_mma<DT>(o[2 * t + 1], pa0[0], pa2[0], bv[2], bv[3]);
             }
         }
+        }
         __syncwarp(); /* every lane is done with this buffer before it is refilled */
 #pragma unroll
         for (int st = 0; st < S - 1; st++) lwq[st] = lwq[st + 1];
@@ -292,6 +364,35 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
     l += __shfl_xor_sync(FULL, l, 2);
     as_cp_wait_all();
     __syncthreads(); /* the staging buffers become the merge buffer */
+    if (BD) {
+        if (p.agg) {
+            const int64_t r = (int64_t)b * p.hkv + kvh;
+            as_tk_pass_end<128>(bd_hist, as_tk_hist_of(p.tk, r, 0), as_tk_hist_of(p.tk, r, 1),
+                                p.tk.st + r, gridDim.x, 0, (uint32_t)bd_kr, (uint32_t)bd_rows,
+                                false);
+        }
+        return;
+    }
+    if (SC) {
+        float *red = reinterpret_cast<float *>(smem);
+        if (q4 == 0) {
+            red[warp * AS_TC_HEADS + h] = m;
+            red[(TC_WARPS + warp) * AS_TC_HEADS + h] = l;
+        }
+        __syncthreads();
+        if (p.part_lse && (int)threadIdx.x < gcount) {
+            const int g = threadIdx.x;
+            float M = AS_NEG_BIG, L = 0.f;
+#pragma unroll
+            for (int w = 0; w < TC_WARPS; w++) M = fmaxf(M, red[w * AS_TC_HEADS + g]);
+#pragma unroll
+            for (int w = 0; w < TC_WARPS; w++)
+                L = fmaf(red[(TC_WARPS + w) * AS_TC_HEADS + g], exp2f(red[w * AS_TC_HEADS + g] - M), L);
+            p.part_lse[((int64_t)blk.split * p.batch + b) * p.hq + h0 + g] =
+                L > 0.f ? M + log2f(L) : -INFINITY;
+        }
+        return;
+    }
 
     /* merge the warps: red_o[w][h][D], then red_m[w][h], red_l[w][h] */
     float *red_o = reinterpret_cast<float *>(smem);
@@ -327,7 +428,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
 template <int DT, int D, bool IDX>
 as_status tc_instance(as_gpu_ctx *c, const as_dec_params &p, dim3 grid, int *per_sm, char *err)
 {
-    return as_dec_launch(c, as_k_decode_tc<DT, D, IDX>, tc_geom<D>::BYTES, p, grid, per_sm,
+    return as_dec_launch(c, as_k_decode_tc<DT, D, IDX, 0>, tc_geom<D>::BYTES, p, grid, per_sm,
                          "tensor-core decode", err);
 }
 
@@ -344,6 +445,22 @@ as_status tc_pick_idx(as_gpu_ctx *c, bool idx, const as_dec_params &p, dim3 grid
 int as_gpu_tc_supported(as_gpu_dtype dt, int d)
 {
     return (dt == AS_GPU_F16 || dt == AS_GPU_BF16) && (d == 64 || d == 128);
+}
+
+as_status as_gpu_tc_scores(as_gpu_ctx *c, const as_gpu_attn *a, const as_dec_params *p,
+                           dim3 grid, int *per_sm, char *err)
+{
+    if (!as_gpu_tc_supported(a->kv_dtype, a->d))
+        return as_err_set(err, AS_ERR_USAGE, "gpu scores: no tensor-core kernel for this dtype/d");
+    const bool bf = a->kv_dtype == AS_GPU_BF16;
+#define AS_TC_SC(DT, D)                                                                        \
+    (p->page > 0 ? as_dec_launch(c, as_k_decode_tc<DT, D, false, 2>, tc_geom<D>::BYTES, *p, grid, \
+                                 per_sm, "tensor-core page bounds", err)                      \
+                 : as_dec_launch(c, as_k_decode_tc<DT, D, false, 1>, tc_geom<D>::BYTES, *p, grid, \
+                                 per_sm, "tensor-core scores", err))
+    if (a->d == 64) return bf ? AS_TC_SC(2, 64) : AS_TC_SC(1, 64);
+    return bf ? AS_TC_SC(2, 128) : AS_TC_SC(1, 128);
+#undef AS_TC_SC
 }
 
 as_status as_gpu_tc_decode(as_gpu_ctx *c, const as_gpu_attn *a, bool idx, const as_dec_params *p,

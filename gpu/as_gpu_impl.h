@@ -52,6 +52,35 @@ as_status as_gpu_ws(as_gpu_ctx *c, int slot, size_t bytes, void **out, char *err
         if (s_ != AS_OK) return s_;                                                           \
     } while (0)
 
+/* The multi-block exact top-k (as_gpu_topk.cuh, as_gpu_topk.cu). */
+#define AS_TK_CAP 1024 /* undecided elements ranked by one block at the end */
+/* Per-row state (global memory, zeroed before pass 0). */
+struct as_tk_state {
+    unsigned long long prefix; /* known high bits of the threshold key */
+    uint32_t kr;               /* min(k, len) */
+    uint32_t kleft;            /* still to take among the undecided */
+    uint32_t neq;              /* undecided elements */
+    uint32_t status;           /* 0 next: a digit pass; 1: collect; 2: collect all or none; 3: done */
+    uint32_t pass;             /* digit passes done */
+    uint32_t ticket;           /* blocks finished in the current launch */
+    uint32_t list;             /* 1: the undecided elements are in the candidate list */
+    uint32_t nlist;            /* keys in the candidate list */
+    uint32_t nbuf;             /* undecided elements appended to the final buffer */
+    uint32_t nout;             /* selected positions written */
+};
+
+/* Workspace of a top-k over `rows` rows (as_gpu_tk_prepare). */
+struct as_tk_ws {
+    as_tk_state *st;          /* [rows] */
+    uint32_t *hist;           /* [2][rows][2048]: passes alternate */
+    int32_t *buf;             /* [rows][AS_TK_CAP] the last undecided positions */
+    unsigned long long *list; /* [rows][candcap] candidate keys */
+    int64_t candcap;
+    int64_t rows;
+    int bpr;                  /* blocks per row of the top-k kernels */
+};
+
+
 /* Parameters of the decode kernels (as_gpu_decode.cu, as_gpu_decode_tc.cu). */
 struct as_dec_params {
     const void *k, *v;
@@ -68,6 +97,13 @@ struct as_dec_params {
     int32_t chunk, splits;
     float *part_o, *part_lse; /* [splits][batch*hq][D], [splits][batch*hq] (base 2) */
     float *o, *lse;
+    float *sc;      /* scores mode (the tensor-core kernel's SC instance): base-2 scores */
+    int64_t sc_lds; /* row stride of sc ([batch][hq][sc_lds]) */
+    int32_t page;   /* page-bound mode: keys per page (k = kmax, v = kmin rows) */
+    float *agg;     /* page-bound mode: max over the group per page ([batch][hkv][sc_lds]) and
+                       pass 0 of the top-k of those rows (tk, tk_k) */
+    as_tk_ws tk;
+    int32_t tk_k;
 };
 
 /* Tensor-core decode (as_gpu_decode_tc.cu): 16-bit K/V, d = 64 or 128. Each block takes up to
@@ -77,6 +113,21 @@ struct as_dec_params {
 int as_gpu_tc_supported(as_gpu_dtype dt, int d);
 /* Resident blocks per SM (per_sm) or, with per_sm == NULL, the launch on grid. */
 as_status as_gpu_tc_decode(as_gpu_ctx *c, const as_gpu_attn *a, bool idx, const as_dec_params *p,
+                           dim3 grid, int *per_sm, char *err);
+
+/* Base-2 scores s2[b][hq][n] = scale log2(e) q.k_n on tensor cores (16-bit K, d = 64 or 128:
+ * as_gpu_tc_supported) and, when part_lse2 != NULL, the base-2 log-sum-exp of each (split,
+ * head) ([splits][batch][hq]). as_gpu_scores_tc_splits: the split count the launch will use. */
+int32_t as_gpu_scores_tc_splits(as_gpu_ctx *c, const as_gpu_attn *a);
+as_status as_gpu_launch_scores_tc(as_gpu_ctx *c, const as_gpu_attn *a, float *s2, int64_t lds,
+                                  float *part_lse2, char *err);
+/* Quest page bounds on tensor cores (base 2): per head to ub[b][hq][ldu] (agg == NULL), or the
+ * max over each kv head's group to agg[b][hkv][ldu] with pass 0 of the top-k (k) of those rows
+ * in tk (group <= AS_TC_HEADS). */
+as_status as_gpu_launch_bounds_tc(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_pages *pg,
+                                  float *ub, float *agg, int64_t ldu, const as_tk_ws *tk,
+                                  int32_t k, char *err);
+as_status as_gpu_tc_scores(as_gpu_ctx *c, const as_gpu_attn *a, const as_dec_params *p,
                            dim3 grid, int *per_sm, char *err);
 
 /* Validate a problem description (shapes, supported d, pointers). */

@@ -300,3 +300,31 @@ int as_gpu_ref_check_topk(const float *x, int32_t len, int32_t k, const int32_t 
     free(in);
     return 1;
 }
+
+int as_gpu_ref_check_topk_pos(const float *x, int32_t len, int32_t k, const int32_t *idx,
+                              int32_t cnt, char *why)
+{
+    if (!as_gpu_ref_check_topk(x, len, k, idx, cnt, why)) return 0;
+    if (cnt <= 0 || cnt >= len) return 1;
+    float minsel = INFINITY;
+    for (int32_t i = 0; i < cnt; i++)
+        if (x[idx[i]] < minsel) minsel = x[idx[i]];
+    /* among the values equal to the smallest selected one, the selected positions come first */
+    int32_t maxpos = -1, taken = 0;
+    for (int32_t i = 0; i < cnt; i++)
+        if (x[idx[i]] == minsel) {
+            taken++;
+            if (idx[i] > maxpos) maxpos = idx[i];
+        }
+    int32_t seen = 0;
+    for (int32_t j = 0; j <= maxpos; j++) seen += x[j] == minsel;
+    if (seen != taken) {
+        if (why)
+            snprintf(why, AS_ERR_LEN,
+                     "ties at %.9g: %d of the %d equal values up to position %d selected, "
+                     "expected the lowest positions first",
+                     (double)minsel, taken, seen, maxpos);
+        return 0;
+    }
+    return 1;
+}

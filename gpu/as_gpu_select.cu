@@ -1,7 +1,9 @@
 /* as_gpu_select.cu: kernels 3-5 (exact top-k by radix select, Quest page selection, top-k plus
- * sampling). CPU references and checks: as_gpu_ref.c.
+ * sampling). CPU references and checks: as_gpu_ref.c. The exact top-k of every selection is the
+ * multi-block radix select of as_gpu_topk.cu (variant 0); the one-block-per-row kernel below is
+ * kept as variant 1 of as_gpu_topk_rows.
  *
- * Radix select (one 1024-thread block per row): floats map to order-preserving 32-bit keys.
+ * Variant 1, radix select (one 1024-thread block per row): floats map to order-preserving 32-bit keys.
  * Pass 1 histograms the top byte of every key and finds the byte b1 of the k-th largest.
  * Pass 2 re-reads the row once more: keys whose top byte is above b1 are in the top-k and are
  * written out at once; keys whose top byte equals b1 become candidates (positions kept in a
@@ -15,6 +17,7 @@
 
 #include "as_gpu_impl.h"
 #include "as_gpu_kern.cuh"
+#include "as_gpu_topk.cuh"
 
 namespace cg = cooperative_groups;
 
@@ -193,9 +196,15 @@ extern "C" as_status as_gpu_topk_rows(as_gpu_ctx *c, const float *x, int64_t ldx
     if (rows == 0) return AS_OK;
     if (rows > INT32_MAX) return as_err_set(err, AS_ERR_USAGE, "gpu topk: too many rows");
     if (ldi < k) return as_err_set(err, AS_ERR_USAGE, "gpu topk: ldi %lld < k %d", (long long)ldi, k);
+    if (variant != 1) {
+        as_tk_ws w;
+        AS_TRY(as_gpu_tk_prepare(c, rows, ldx, &w, err));
+        return as_gpu_tk_run(c, &w, x, ldx, rows, lens, rows_per_len, k, idx, ldi, count, false,
+                             err);
+    }
     void *cand;
     AS_TRY(as_gpu_ws(c, AS_WS_TOPK, (size_t)rows * ldx * sizeof(int32_t), &cand, err));
-    const bool vec = variant != 1 && ((uintptr_t)x % 16 == 0) && (ldx % 4 == 0);
+    const bool vec = ((uintptr_t)x % 16 == 0) && (ldx % 4 == 0);
     if (vec)
         as_k_topk<true><<<(unsigned)rows, AS_TOPK_THREADS, 0, c->stream>>>(
             x, ldx, lens, rows_per_len, k, idx, ldi, count, (int32_t *)cand, ldx);
@@ -208,15 +217,28 @@ extern "C" as_status as_gpu_topk_rows(as_gpu_ctx *c, const float *x, int64_t ldx
 
 #define AS_AGG_MAX_GROUP 1024
 
-/* agg[b][kvh][n] = max over the group of (s[b][h][n] * log2(e) - lse2_h) when part_lse2 is given
- * (log2-probabilities; lse2_h merged from the score kernel's split partials), or of the raw
- * value otherwise (page bounds). */
-__global__ void as_k_agg(const float *s, int64_t lds, const float *part_lse2, int splits,
-                         const int32_t *lens, int page, int batch, int hq, int hkv, int group,
-                         float *agg, int64_t lda)
+static int64_t round4(int64_t n)
+{
+    n = n < 1 ? 1 : n;
+    return (n + 3) & ~(int64_t)3;
+}
+
+
+/* agg[b][kvh][n] = max over the group of (s[b][h][n] * mul - lse2_h) when part_lse2 is given
+ * (log2-probabilities: mul = log2(e) for natural-log scores, 1 for base-2 ones; lse2_h merged
+ * from the score kernel's split partials), or of the raw value otherwise (page bounds); lens counted in pages of `page` keys. Grid (batch * hkv rows,
+ * blocks per row), AS_TK_THREADS threads: each block also builds pass 0 of the top-k over its
+ * slice of the row (as_gpu_topk.cuh), so the top-k does not re-read the row for it. s rows and
+ * agg rows are 16-byte aligned (lds, lda multiples of 4). */
+__global__ void __launch_bounds__(AS_TK_THREADS)
+    as_k_agg_tk(const float *s, int64_t lds, const float *part_lse2, int splits,
+                const int32_t *lens, int page, int batch, int hq, int hkv, int group, float *agg,
+                int64_t lda, float mul, int k, as_tk_ws w)
 {
     __shared__ float lse2[AS_AGG_MAX_GROUP];
-    const int r = blockIdx.y, b = r / hkv, kvh = r % hkv;
+    __shared__ uint32_t hist[AS_TK_BINS];
+    const int r = blockIdx.x, b = r / hkv, kvh = r % hkv;
+    for (int i = threadIdx.x; i < AS_TK_BINS; i += blockDim.x) hist[i] = 0;
     for (int g = threadIdx.x; g < group; g += blockDim.x) {
         float v = 0.f;
         if (part_lse2) {
@@ -232,16 +254,67 @@ __global__ void as_k_agg(const float *s, int64_t lds, const float *part_lse2, in
         lse2[g] = v;
     }
     __syncthreads();
-    const int len = (lens[b] + page - 1) / page;
-    const float mul = part_lse2 ? AS_LOG2E : 1.f;
-    for (int n = blockIdx.x * blockDim.x + threadIdx.x; n < len; n += gridDim.x * blockDim.x) {
-        float a = -INFINITY;
-        for (int g = 0; g < group; g++) {
-            const int64_t h = (int64_t)b * hq + kvh * group + g;
-            a = fmaxf(a, s[h * lds + n] * mul - lse2[g]);
+    const int len = (max(lens[b], 0) + page - 1) / page;
+    const int kr = min(max(k, 0), len);
+    const bool hist_on = kr > 0 && kr < len;
+    const float *s0 = s + ((int64_t)b * hq + (int64_t)kvh * group) * lds;
+    float *ar = agg + (int64_t)r * lda;
+    int beg, end;
+    as_tk_slice(len, blockIdx.y, gridDim.y, &beg, &end);
+    const int n4 = (end - beg) >> 2;
+    const int lane = threadIdx.x & 31;
+    for (int w0 = (int)threadIdx.x - lane; w0 < n4; w0 += blockDim.x) { /* warp-uniform */
+        const int i = w0 + lane;
+        const int n = beg + 4 * i;
+        const bool ok = i < n4;
+        float4 a = make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+        if (ok) {
+            for (int g = 0; g < group; g++) {
+                const float4 x = __ldcs(reinterpret_cast<const float4 *>(s0 + g * lds + n));
+                const float l = lse2[g];
+                a.x = fmaxf(a.x, x.x * mul - l);
+                a.y = fmaxf(a.y, x.y * mul - l);
+                a.z = fmaxf(a.z, x.z * mul - l);
+                a.w = fmaxf(a.w, x.w * mul - l);
+            }
+            *reinterpret_cast<float4 *>(ar + n) = a;
         }
-        agg[(int64_t)r * lda + n] = a;
+        const bool h = ok && hist_on;
+        as_tk_hist_add(hist, as_tk_digit(as_tk_key(a.x, n), 0), h);
+        as_tk_hist_add(hist, as_tk_digit(as_tk_key(a.y, n + 1), 0), h);
+        as_tk_hist_add(hist, as_tk_digit(as_tk_key(a.z, n + 2), 0), h);
+        as_tk_hist_add(hist, as_tk_digit(as_tk_key(a.w, n + 3), 0), h);
     }
+    if (beg + 4 * n4 < end && threadIdx.x < 32) { /* the last 1-3 elements, one warp */
+        const int n = beg + 4 * n4 + lane;
+        float a = -INFINITY;
+        if (n < end) {
+            for (int g = 0; g < group; g++) a = fmaxf(a, s0[g * lds + n] * mul - lse2[g]);
+            ar[n] = a;
+        }
+        as_tk_hist_add(hist, as_tk_digit(as_tk_key(a, n), 0), n < end && hist_on);
+    }
+    __syncthreads();
+    as_tk_pass_end(hist, as_tk_hist_of(w, r, 0), as_tk_hist_of(w, r, 1), w.st + r, gridDim.y, 0,
+                   (uint32_t)kr, (uint32_t)len, false);
+}
+
+/* Group aggregation + top-k of selection rows (KV mode, group > 1): rows of len keys (or pages)
+ * for batch * hkv rows. */
+static as_status agg_topk(as_gpu_ctx *c, const as_gpu_attn *a, const float *s, int64_t lds,
+                          const float *part, int32_t splits, float mul, int page, int64_t nmax_rows,
+                          float *agg, const int32_t *row_lens, int32_t k, int32_t *idx,
+                          int64_t ldi, int32_t *count, char *err)
+{
+    const int64_t rows = (int64_t)a->batch * a->hkv;
+    as_tk_ws w;
+    AS_TRY(as_gpu_tk_prepare(c, rows, nmax_rows, &w, err));
+    const dim3 grid((unsigned)rows, (unsigned)w.bpr);
+    as_k_agg_tk<<<grid, AS_TK_THREADS, 0, c->stream>>>(s, lds, part, splits, a->lens, page,
+                                                        a->batch, a->hq, a->hkv, a->hq / a->hkv,
+                                                        agg, lds, mul, k, w);
+    AS_CU_LAUNCHED("group aggregation");
+    return as_gpu_tk_run(c, &w, agg, lds, rows, row_lens, a->hkv, k, idx, ldi, count, true, err);
 }
 
 __global__ void as_k_page_counts(const int32_t *lens, int batch, int page, int32_t *plens)
@@ -262,55 +335,6 @@ __global__ void as_k_expand_pages(const int32_t *pidx, const int32_t *pcount, in
         idx[r * kcap + i] = t < len ? t : -1;
     }
     if (threadIdx.x == 0) count[r] = cp * page;
-}
-
-static int64_t round4(int64_t n)
-{
-    n = n < 1 ? 1 : n;
-    return (n + 3) & ~(int64_t)3;
-}
-
-/* scores (and group aggregation) into workspace; returns the row array to select on */
-static as_status prepare_topk_rows(as_gpu_ctx *c, const as_gpu_attn *a, as_gpu_sel_mode mode,
-                                   const float **rowsx, int64_t *ldx, int64_t *nrows,
-                                   int32_t *rows_per_len, char *err)
-{
-    const int64_t lds = round4(a->nmax);
-    void *s, *aux;
-    AS_TRY(as_gpu_ws(c, AS_WS_SCORES, (size_t)a->batch * a->hq * lds * sizeof(float), &s, err));
-    const int group = a->hq / a->hkv;
-    if (mode == AS_GPU_SEL_Q) {
-        AS_TRY(as_gpu_launch_scores(c, a, (float *)s, lds, nullptr, nullptr, err));
-        *rowsx = (const float *)s;
-        *ldx = lds;
-        *nrows = (int64_t)a->batch * a->hq;
-        *rows_per_len = a->hq;
-        return AS_OK;
-    }
-    const int32_t splits = as_gpu_scores_splits(c, a);
-    const size_t bl = (size_t)splits * a->batch * a->hq * sizeof(float);
-    const size_t bl_al = (bl + 255) & ~(size_t)255;
-    AS_TRY(as_gpu_ws(c, AS_WS_AUX, bl_al + (size_t)a->batch * a->hkv * lds * sizeof(float), &aux,
-                     err));
-    float *part = (float *)aux;
-    float *agg = (float *)((char *)aux + bl_al);
-    int32_t sp = 0;
-    AS_TRY(as_gpu_launch_scores(c, a, (float *)s, lds, part, &sp, err));
-    if (group == 1) {
-        /* one head per kv head: its own scores rank the same as its log-probabilities */
-        *rowsx = (const float *)s;
-    } else {
-        const int64_t blocks_x = (a->nmax + 1023) / 1024 > 0 ? (a->nmax + 1023) / 1024 : 1;
-        dim3 grid((unsigned)(blocks_x < 4096 ? blocks_x : 4096), (unsigned)(a->batch * a->hkv));
-        as_k_agg<<<grid, 256, 0, c->stream>>>(
-            (const float *)s, lds, part, sp, a->lens, 1, a->batch, a->hq, a->hkv, group, agg, lds);
-        AS_CU_LAUNCHED("topk group aggregation");
-        *rowsx = agg;
-    }
-    *ldx = lds;
-    *nrows = (int64_t)a->batch * a->hkv;
-    *rows_per_len = a->hkv;
-    return AS_OK;
 }
 
 static as_status check_sel(const as_gpu_attn *a, const as_gpu_sel *sel, int32_t need, char *err)
@@ -334,14 +358,34 @@ extern "C" as_status as_gpu_select_topk(as_gpu_ctx *c, const as_gpu_attn *a, int
     AS_TRY(check_sel(a, sel, need, err));
     if (sel->mode == AS_GPU_SEL_KV && a->hq / a->hkv > AS_AGG_MAX_GROUP)
         return as_err_set(err, AS_ERR_USAGE, "gpu select: kv-head selection supports groups up to %d", AS_AGG_MAX_GROUP);
-    const float *x = nullptr;
-    int64_t ldx = 0, nrows = 0;
-    int32_t rpl = 1;
-    AS_TRY(prepare_topk_rows(c, a, sel->mode, &x, &ldx, &nrows, &rpl, err));
+    const int64_t lds = round4(a->nmax);
+    const int64_t nrows = as_gpu_sel_rows(a, sel->mode);
+    const int group = a->hq / a->hkv;
+    void *s, *aux;
+    AS_TRY(as_gpu_ws(c, AS_WS_SCORES, (size_t)a->batch * a->hq * lds * sizeof(float), &s, err));
     if (sel->logw)
         AS_CU(cudaMemsetAsync(sel->logw, 0, (size_t)nrows * sel->kcap * sizeof(float), c->stream));
-    return as_gpu_topk_rows(c, x, ldx, nrows, a->lens, rpl, need, sel->idx, sel->kcap,
-                            sel->count, 0, err);
+    /* scores on tensor cores (base 2) where the cache allows, else on CUDA cores (natural log) */
+    const bool tc = as_gpu_tc_supported(a->kv_dtype, a->d);
+    if (sel->mode == AS_GPU_SEL_Q || group == 1) {
+        /* per query head, or one head per kv head (its scores rank as its log-probabilities) */
+        if (tc) AS_TRY(as_gpu_launch_scores_tc(c, a, (float *)s, lds, nullptr, err));
+        else AS_TRY(as_gpu_launch_scores(c, a, (float *)s, lds, nullptr, nullptr, err));
+        return as_gpu_topk_rows(c, (const float *)s, lds, nrows, a->lens,
+                                sel->mode == AS_GPU_SEL_Q ? a->hq : a->hkv, need, sel->idx,
+                                sel->kcap, sel->count, 0, err);
+    }
+    const int32_t splits = tc ? as_gpu_scores_tc_splits(c, a) : as_gpu_scores_splits(c, a);
+    const size_t bl = (size_t)splits * a->batch * a->hq * sizeof(float);
+    const size_t bl_al = (bl + 255) & ~(size_t)255;
+    AS_TRY(as_gpu_ws(c, AS_WS_AUX, bl_al + (size_t)nrows * lds * sizeof(float), &aux, err));
+    float *part = (float *)aux;
+    float *agg = (float *)((char *)aux + bl_al);
+    int32_t sp = splits;
+    if (tc) AS_TRY(as_gpu_launch_scores_tc(c, a, (float *)s, lds, part, err));
+    else AS_TRY(as_gpu_launch_scores(c, a, (float *)s, lds, part, &sp, err));
+    return agg_topk(c, a, (const float *)s, lds, part, sp, tc ? 1.f : AS_LOG2E, 1, a->nmax, agg,
+                    a->lens, need, sel->idx, sel->kcap, sel->count, err);
 }
 
 extern "C" as_status as_gpu_select_pages(as_gpu_ctx *c, const as_gpu_attn *a,
@@ -371,26 +415,30 @@ extern "C" as_status as_gpu_select_pages(as_gpu_ctx *c, const as_gpu_attn *a,
     int32_t *pidx = (int32_t *)aux2;
     int32_t *pcnt = (int32_t *)((char *)aux2 + bpi);
 
-    AS_TRY(as_gpu_launch_bounds(c, a, p, (float *)ub, ldu, err));
     as_k_page_counts<<<(a->batch + 255) / 256, 256, 0, c->stream>>>(a->lens, a->batch, p->page,
                                                                     plens);
     AS_CU_LAUNCHED("page counts");
     const int group = a->hq / a->hkv;
-    const float *x = (const float *)ub;
-    int32_t rpl = a->hq;
-    if (sel->mode == AS_GPU_SEL_KV) {
-        rpl = a->hkv;
-        if (group > 1) {
-            const int64_t bx = (p->npages + 255) / 256;
-            dim3 grid((unsigned)(bx < 4096 ? bx : 4096), (unsigned)(a->batch * a->hkv));
-            as_k_agg<<<grid, 256, 0, c->stream>>>(
-                (const float *)ub, ldu, nullptr, 0, a->lens, p->page, a->batch, a->hq, a->hkv,
-                group, agg, ldu);
-            AS_CU_LAUNCHED("page bound aggregation");
-            x = agg;
-        }
+    const bool tc = as_gpu_tc_supported(a->kv_dtype, a->d);
+    if (tc && sel->mode == AS_GPU_SEL_KV && group > 1 && group <= AS_TC_HEADS) {
+        /* bounds, group max and pass 0 of the page top-k in one kernel: no per-head bounds */
+        as_tk_ws w;
+        AS_TRY(as_gpu_tk_prepare(c, nrows, p->npages, &w, err));
+        AS_TRY(as_gpu_launch_bounds_tc(c, a, p, nullptr, agg, ldu, &w, kp, err));
+        AS_TRY(as_gpu_tk_run(c, &w, agg, ldu, nrows, plens, a->hkv, kp, pidx, kpa, pcnt, true,
+                             err));
+    } else {
+        if (tc) AS_TRY(as_gpu_launch_bounds_tc(c, a, p, (float *)ub, nullptr, ldu, nullptr, 0, err));
+        else AS_TRY(as_gpu_launch_bounds(c, a, p, (float *)ub, ldu, err));
+        if (sel->mode == AS_GPU_SEL_KV && group > 1)
+            AS_TRY(agg_topk(c, a, (const float *)ub, ldu, nullptr, 0, 1.f, p->page, p->npages,
+                            agg, plens, kp, pidx, kpa, pcnt, err));
+        else
+            AS_TRY(as_gpu_topk_rows(c, (const float *)ub, ldu, nrows, plens,
+                                    sel->mode == AS_GPU_SEL_KV ? a->hkv : a->hq, kp, pidx, kpa,
+                                    pcnt, 0, err));
     }
-    AS_TRY(as_gpu_topk_rows(c, x, ldu, nrows, plens, rpl, kp, pidx, kpa, pcnt, 0, err));
+    const int32_t rpl = sel->mode == AS_GPU_SEL_KV ? a->hkv : a->hq;
     as_k_expand_pages<<<(unsigned)nrows, 256, 0, c->stream>>>(pidx, pcnt, kpa, a->lens, rpl,
                                                               p->page, sel->idx, sel->count,
                                                               sel->kcap);

@@ -374,6 +374,8 @@ static void test_scores(as_gpu_ctx *c, prob *p)
     free(s);
 }
 
+/* ties: 0 random values (with a few -inf and 1e30), 1 four distinct values, 2 one value (every
+ * element tied), 3 values 1 + i 2^-23 for i < 3000 (all in one top bucket, many ties) */
 static void test_topk_rows(as_gpu_ctx *c, int rows, int n, int ldx, int k, int ties, int variant)
 {
     float *x = (float *)xmalloc((size_t)rows * ldx * 4);
@@ -381,7 +383,10 @@ static void test_topk_rows(as_gpu_ctx *c, int rows, int n, int ldx, int k, int t
     for (int r = 0; r < rows; r++) {
         lens[r] = r == 0 ? n : irand(n + 1);
         for (int j = 0; j < ldx; j++) {
-            float v = ties ? (float)irand(4) : (float)((2 * unif() - 1) * 100);
+            float v = ties == 1 ? (float)irand(4)
+                      : ties == 2 ? 0.5f
+                      : ties == 3 ? 1.f + (float)irand(3000) * 0x1p-23f
+                                  : (float)((2 * unif() - 1) * 100);
             if (!ties && irand(1000) == 0) v = -INFINITY;
             if (!ties && irand(1000) == 0) v = 1e30f;
             x[(int64_t)r * ldx + j] = v;
@@ -406,8 +411,11 @@ static void test_topk_rows(as_gpu_ctx *c, int rows, int n, int ldx, int k, int t
     OK(as_gpu_download(cnt, dc, (size_t)rows * 4, err));
     for (int r = 0; r < rows; r++) {
         char why[AS_ERR_LEN];
-        const int ok = as_gpu_ref_check_topk(x + (int64_t)r * ldx, lens[r], k, idx + (int64_t)r * ki,
-                                            cnt[r], why);
+        const int ok = variant == 1
+                           ? as_gpu_ref_check_topk(x + (int64_t)r * ldx, lens[r], k,
+                                                   idx + (int64_t)r * ki, cnt[r], why)
+                           : as_gpu_ref_check_topk_pos(x + (int64_t)r * ldx, lens[r], k,
+                                                       idx + (int64_t)r * ki, cnt[r], why);
         check(ok, "topk v%d rows=%d n=%d ldx=%d k=%d ties=%d row %d (len %d): %s", variant, rows,
               n, ldx, k, ties, r, lens[r], why);
         if (!ok) break;
@@ -833,6 +841,7 @@ int main(void)
             test_pages(c, &p, 16, AS_GPU_SEL_KV, pages / 8 > 0 ? pages / 8 : 1);
             test_pages(c, &p, 16, AS_GPU_SEL_Q, pages + 2);
             test_pages(c, &p, 5, AS_GPU_SEL_Q, 1);
+            test_pages(c, &p, 32, AS_GPU_SEL_KV, (n + 31) / 32 / 4 > 0 ? (n + 31) / 32 / 4 : 1);
             test_tks(c, &p, AS_GPU_SEL_Q, n / 20 > 0 ? n / 20 : 1, 1 + n / 10);
             test_tks(c, &p, AS_GPU_SEL_KV, 1, 7);
             printf("  %-40s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
@@ -865,6 +874,15 @@ int main(void)
         test_topk_rows(c, 5, 4099, 4100, 0, 0, v);
         test_topk_rows(c, 3, 4099, 4100, 5000, 0, v);
         test_topk_rows(c, 8, 70000, 70000, 1400, 0, v);
+        /* the multi-block select: many blocks per row, k up to n/2, every tie pattern */
+        test_topk_rows(c, 2, big, big, big / 2, 0, v);
+        test_topk_rows(c, 3, big, big + 3, big / 50, 3, v);
+        test_topk_rows(c, 2, big, big, big / 3, 1, v);
+        test_topk_rows(c, 2, 100000, 100000, 777, 2, v);
+        test_topk_rows(c, 3, 20000, 20001, 1, 3, v);
+        test_topk_rows(c, 3, 20000, 20000, 20000, 3, v);
+        test_topk_rows(c, 300, 3000, 3000, 60, 0, v); /* more rows than SMs: one block per row */
+        test_topk_rows(c, 200, 2000, 2001, 1000, 3, v);
     }
     if (!g_quick) test_tks_converges(c);
     as_gpu_ctx_free(c);

@@ -7,7 +7,9 @@
    16, backend fa2 = its CUDA-core decode kernel; also with use_tensor_cores when its kernels
    load) and through torch.nn.functional.scaled_dot_product_attention (enable_gqa), timed the
    same way; FlashInfer's block-sparse decode (the same wrapper over 1/s of the pages) at each
-   sparsity s.
+   sparsity s; torch.topk over the same [B * HKV, N] f32 rows as attnscope's "topk_rows".
+   "Fastest dense" is the fastest of FlashInfer fa2, FlashInfer tensor cores and SDPA at each
+   shape (SDPA runs up to the same --max-gib as the rest).
 3. A correctness cross-check on one shape: attnscope (through ctypes on libattnscope),
    FlashInfer and SDPA against a float64 reference of the same bf16 inputs.
 Writes OUT/bench.json and OUT/bench.md; prints the headline tables last.
@@ -37,7 +39,8 @@ def parse_args():
     p.add_argument("--max-gib", type=float, default=36.0)
     p.add_argument("--no-fi", action="store_true")
     p.add_argument("--no-sdpa", action="store_true")
-    p.add_argument("--sdpa-max-gib", type=float, default=8.0)
+    p.add_argument("--sdpa-max-gib", type=float, default=0.0,
+                   help="skip SDPA above this KV size (GiB; 0: --max-gib)")
     p.add_argument("--time-limit", type=float, default=0.0,
                    help="seconds: start no baseline shape after this (0: no limit); the rows "
                         "so far are written after every shape")
@@ -279,7 +282,7 @@ def bench_baselines(a, fi, sw, l2, out_rows, checkpoint):
                 except Exception as e:  # noqa: BLE001
                     print(f"FlashInfer B={B} N={N} d={d}: {e}", flush=True)
                 torch.cuda.empty_cache()
-            if not a.no_sdpa and kv_bytes <= a.sdpa_max_gib * 2**30:
+            if not a.no_sdpa and kv_bytes <= (a.sdpa_max_gib or a.max_gib) * 2**30:
                 try:
                     ks = [torch.randn(B, HKV, N, d, device="cuda", dtype=torch.bfloat16)
                           for _ in range(R)]
@@ -295,6 +298,22 @@ def bench_baselines(a, fi, sw, l2, out_rows, checkpoint):
                     print(f"SDPA B={B} N={N} d={d}: {type(e).__name__}: {str(e)[:200]}",
                           flush=True)
                 torch.cuda.empty_cache()
+            # torch.topk over [B * HKV, N] f32 rows (attnscope's topk_rows), rotated over > 4x L2
+            try:
+                tb = B * HKV * N * 4
+                TR = 1 if tb >= 4 * l2 else min(64, math.ceil(4 * l2 / tb))
+                xs = [torch.randn(B * HKV, N, device="cuda") * 4 for _ in range(TR)]
+                for sp in sw["sp"]:
+                    if sp <= 1:
+                        continue
+                    k = max(1, int(N / sp))
+                    us = time_fn(lambda i: torch.topk(xs[i], k, dim=-1, sorted=False), TR, a.reps)
+                    out_rows.append(dict(base, method="torch_topk", sparsity=sp, us=us,
+                                         bytes=tb + B * HKV * k * 12))
+                del xs
+            except Exception as e:  # noqa: BLE001
+                print(f"torch.topk B={B} N={N}: {type(e).__name__}: {str(e)[:200]}", flush=True)
+            torch.cuda.empty_cache()
             print(f"baselines B={B} N={N} d={d} done", flush=True)
             checkpoint()
 
@@ -303,7 +322,7 @@ def fmt_us(x):
     return "-" if x is None else (f"{x:.0f}" if x >= 100 else f"{x:.1f}")
 
 
-def tables(rows, copy):
+def tables(rows, copy, read):
     key = lambda r: (r["d"], r["batch"], r["n"])  # noqa: E731
     shapes = sorted({key(r) for r in rows if r["method"] == "dense"})
 
@@ -313,52 +332,74 @@ def tables(rows, copy):
                 return r
         return None
 
+    def fastest(shp):
+        """fastest dense baseline: FlashInfer fa2, FlashInfer tensor cores, SDPA (cuDNN)"""
+        c = [(x["us"], n) for n, x in (("fa2", get("fi_dense", shp)),
+                                       ("tc", get("fi_dense_tc", shp)),
+                                       ("sdpa", get("sdpa", shp))) if x]
+        return min(c) if c else (None, "-")
+
     sps = sorted({r["sparsity"] for r in rows if r["method"] == "sparse_idx"})
     lines = []
     h = ("| d | B | N | KV GiB | attnscope dense us | FlashInfer dense us (fa2 / tc) | SDPA us |"
-         " FI / attnscope | attnscope % copy BW |")
-    lines += ["### Dense decode", "", h, "|" + "---|" * 9]
+         " fastest / attnscope | attnscope % copy | % read |")
+    lines += ["### Dense decode", "", h, "|" + "---|" * 10]
     for shp in shapes:
         m = get("dense", shp)
         f1, f2, sd = get("fi_dense", shp), get("fi_dense_tc", shp), get("sdpa", shp)
-        fbest = min([x["us"] for x in (f1, f2) if x], default=None)
-        ratio = f"{fbest / m['us']:.2f}" if fbest else "-"
+        fb, fn = fastest(shp)
+        ratio = f"{fb / m['us']:.2f} ({fn})" if fb else "-"
         gib = 2 * shp[1] * HKV * shp[2] * shp[0] * 2 / 2**30
         lines.append(f"| {shp[0]} | {shp[1]} | {shp[2]} | {gib:.2f} | {fmt_us(m['us'])} | "
                      f"{fmt_us(f1 and f1['us'])} / {fmt_us(f2 and f2['us'])} | "
-                     f"{fmt_us(sd and sd['us'])} | {ratio} | {m['pct_copy']:.1f} |")
-    lines += ["", "### Sparse decode over given indices: speedup over FlashInfer dense "
-              "(attnscope us / speedup; FlashInfer block-sparse us)", ""]
+                     f"{fmt_us(sd and sd['us'])} | {ratio} | {m['pct_copy']:.1f} | "
+                     f"{m.get('pct_read', 0):.1f} |")
+    lines += ["", "### Sparse decode over given indices (index sets rotated with K/V): speedup "
+              "over the fastest dense (attnscope us / speedup; FlashInfer block-sparse us)", ""]
     hdr = "| d | B | N |" + "".join(f" {s:.0f}x |" for s in sps)
     lines += [hdr, "|" + "---|" * (3 + len(sps))]
     for shp in shapes:
-        f1, f2 = get("fi_dense", shp), get("fi_dense_tc", shp)
-        fbest = min([x["us"] for x in (f1, f2) if x], default=None)
+        fb, _ = fastest(shp)
         cells = []
         for s in sps:
             r, fp = get("sparse_idx", shp, s), get("fi_pages", shp, s)
             if not r:
                 cells.append(" - |")
                 continue
-            spd = f"{fbest / r['us']:.1f}x" if fbest else "-"
+            spd = f"{fb / r['us']:.1f}x" if fb else "-"
             cells.append(f" {fmt_us(r['us'])} / {spd}; FI {fmt_us(fp and fp['us'])} |")
         lines.append(f"| {shp[0]} | {shp[1]} | {shp[2]} |" + "".join(cells))
-    lines += ["", "### Selection and end to end (KV-head selection, GQA group 4), us "
-              "(speedup of end-to-end over FlashInfer dense)", ""]
-    lines += ["| d | B | N | sparsity | select top-k | select pages | top-k + attention |"
-              " pages + attention |", "|" + "---|" * 8]
+    lines += ["", "### Exact top-k alone over [B x 8, N] f32 rows: attnscope vs torch.topk "
+              "(us; % of one read of the rows at the read-only stream bandwidth)", ""]
+    lines += ["| d | B | N | sparsity | k | attnscope topk_rows | % read | torch.topk | torch / attnscope |",
+              "|" + "---|" * 9]
     for shp in shapes:
-        f1, f2 = get("fi_dense", shp), get("fi_dense_tc", shp)
-        fbest = min([x["us"] for x in (f1, f2) if x], default=None)
         for s in sps:
-            st, sp_, et, ep = (get(m, shp, s) for m in ("select_topk", "select_pages",
-                                                        "e2e_topk", "e2e_pages"))
+            t, tt = get("topk_rows", shp, s), get("torch_topk", shp, s)
+            if not t:
+                continue
+            k = max(1, int(shp[2] / s))
+            one_read = shp[1] * HKV * shp[2] * 4 / (read * 1e3)  # us
+            rr = f"{tt['us'] / t['us']:.2f}" if tt else "-"
+            lines.append(f"| {shp[0]} | {shp[1]} | {shp[2]} | {s:.0f}x | {k} | {fmt_us(t['us'])} | "
+                         f"{100 * one_read / t['us']:.0f} | {fmt_us(tt and tt['us'])} | {rr} |")
+    lines += ["", "### Selection and end to end (KV-head selection, GQA group 4), us "
+              "(speedup of end-to-end over the fastest dense)", ""]
+    lines += ["| d | B | N | sparsity | select top-k | select pages 16 / 32 | top-k + attention |"
+              " pages 16 + attention | pages 32 + attention |", "|" + "---|" * 9]
+    for shp in shapes:
+        fb, _ = fastest(shp)
+        for s in sps:
+            st, sp_, sp32, et, ep, ep32 = (get(m, shp, s) for m in (
+                "select_topk", "select_pages", "select_pages32", "e2e_topk", "e2e_pages",
+                "e2e_pages32"))
             if not st:
                 continue
-            sx = lambda r: f" ({fbest / r['us']:.1f}x)" if (r and fbest) else ""  # noqa: E731
+            sx = lambda r: f" ({fb / r['us']:.1f}x)" if (r and fb) else ""  # noqa: E731
             lines.append(f"| {shp[0]} | {shp[1]} | {shp[2]} | {s:.0f}x | {fmt_us(st['us'])} | "
-                         f"{fmt_us(sp_ and sp_['us'])} | {fmt_us(et and et['us'])}{sx(et)} | "
-                         f"{fmt_us(ep and ep['us'])}{sx(ep)} |")
+                         f"{fmt_us(sp_ and sp_['us'])} / {fmt_us(sp32 and sp32['us'])} | "
+                         f"{fmt_us(et and et['us'])}{sx(et)} | "
+                         f"{fmt_us(ep and ep['us'])}{sx(ep)} | {fmt_us(ep32 and ep32['us'])}{sx(ep32)} |")
     return "\n".join(lines)
 
 
@@ -384,11 +425,14 @@ def main():
         as_docs.append(doc)
         for r in doc["records"]:
             rows.append({k: r[k] for k in ("method", "batch", "d", "n", "sparsity", "us",
-                                           "bytes", "gbps", "pct_copy")})
+                                           "bytes", "gbps", "pct_copy", "pct_read") if k in r})
     copy_rows = [r for r in rows if r["method"] == "copy"]
     out["copy_gbps_attnscope"] = [r["gbps"] for r in copy_rows]
     out["copy_gbps_torch"] = copy_gbps(a.reps)
     copy = copy_rows[0]["gbps"]
+    read_rows = [r for r in rows if r["method"] == "read"]
+    read = read_rows[0]["gbps"] if read_rows else copy
+    out["read_gbps_attnscope"] = [r["gbps"] for r in read_rows]
     print(f"device-to-device copy: {copy:.0f} GB/s (attnscope run), "
           f"{out['copy_gbps_torch']:.0f} GB/s (torch), read + write bytes", flush=True)
     crosscheck(a, fi, out)
@@ -400,14 +444,15 @@ def main():
         for r in base_rows:
             r["gbps"] = r["bytes"] / (r["us"] * 1e3)
             r["pct_copy"] = 100 * r["gbps"] / copy
+            r["pct_read"] = 100 * r["gbps"] / read
         out["rows"] = rows + base_rows
         out["attnscope_device"] = as_docs[0].get("device")
         out["graph_failures"] = GRAPH_FAILURES
         out["baselines_skipped"] = SKIPPED
-        md = tables([r for r in out["rows"] if r["method"] != "copy"], copy)
+        md = tables([r for r in out["rows"] if r["method"] not in ("copy", "read")], copy, read)
         head = (f"Device: {out['device']} ({out['sms']} SMs, {l2 / 1e6:.0f} MB L2); torch "
                 f"{out['torch']} (CUDA {out['cuda']}); FlashInfer {out.get('flashinfer')}; copy "
-                f"bandwidth {copy:.0f} GB/s (read+write).\n")
+                f"bandwidth {copy:.0f} GB/s (read+write), read-only stream {read:.0f} GB/s.\n")
         for name, text in (("bench.json", json.dumps(out, indent=1)), ("bench.md", head + "\n" + md + "\n")):
             tmp = os.path.join(a.out, name + ".tmp")
             with open(tmp, "w") as f:
