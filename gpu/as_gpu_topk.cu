@@ -69,6 +69,37 @@ __global__ void __launch_bounds__(AS_TK_THREADS, 1)
                 const unsigned long long K = i < le ? lr[i] : 0ull;
                 as_tk_hist_add(hist, as_tk_digit(K, p), i < le && (K >> fs) == P);
             }
+        } else if (p <= 2) {
+            /* value digits: the prefix and the digit lie in the 32-bit order key alone */
+            int beg, end;
+            as_tk_slice(len, blk, nblk, &beg, &end);
+            const int s32 = fs - 32, ds = as_tk_shift(p) - 32;
+            const uint32_t P32 = (uint32_t)P, dm = p == 2 ? 1023u : 2047u;
+            as_tk_tiles<VEC>(xr, beg, end, [&](const uint32_t(&F)[16], uint32_t valid, as_tk_pos16 ps) {
+                uint32_t eq = 0, gt = 0;
+#pragma unroll
+                for (int e = 0; e < 16; e++) {
+                    const uint32_t hi = F[e] >> s32;
+                    if (((valid >> e) & 1u) && hi >= P32) {
+                        if (hi == P32) {
+                            eq |= 1u << e;
+                            atomicAdd(&hist[(F[e] >> ds) & dm], 1u);
+                        } else {
+                            gt |= 1u << e;
+                        }
+                    }
+                }
+                if (start) {
+                    uint32_t o = as_tk_warp_base(__popc(eq), &st->nlist);
+#pragma unroll
+                    for (int e = 0; e < 16; e++)
+                        if ((eq >> e) & 1u) lr[o++] = as_tk_key16(F, ps, e);
+                    o = as_tk_warp_base(__popc(gt), &st->nout);
+#pragma unroll
+                    for (int e = 0; e < 16; e++)
+                        if ((gt >> e) & 1u) out[o++] = ps.at(e);
+                }
+            });
         } else {
             int beg, end;
             as_tk_slice(len, blk, nblk, &beg, &end);
@@ -112,14 +143,26 @@ __global__ void __launch_bounds__(AS_TK_THREADS, 1)
     } else {
         int32_t *buf = w.buf + r * AS_TK_CAP;
         /* selected: above the prefix (or equal to it when all the undecided are needed) */
+        const bool v32 = fs >= 32; /* the prefix lies in the 32-bit order key alone */
+        const int s32 = v32 ? fs - 32 : 0;
+        const uint32_t P32 = (uint32_t)P;
         auto take = [&](const uint32_t(&F)[16], uint32_t valid, as_tk_pos16 ps) {
             uint32_t sel = 0, und = 0;
 #pragma unroll
             for (int e = 0; e < 16; e++) {
-                const unsigned long long hi = as_tk_key16(F, ps, e) >> fs;
                 const bool v = (valid >> e) & 1u;
-                if (v && (hi > P || (all && hi == P))) sel |= 1u << e;
-                else if (v && hi == P) und |= 1u << e;
+                bool gt, eq;
+                if (v32) {
+                    const uint32_t hi = F[e] >> s32;
+                    gt = hi > P32;
+                    eq = hi == P32;
+                } else {
+                    const unsigned long long hi = as_tk_key16(F, ps, e) >> fs;
+                    gt = hi > P;
+                    eq = hi == P;
+                }
+                if (v && (gt || (all && eq))) sel |= 1u << e;
+                else if (v && eq) und |= 1u << e;
             }
             uint32_t o = as_tk_warp_base(__popc(sel), &st->nout);
 #pragma unroll

@@ -747,13 +747,14 @@ static const cJSON *gpu_rows(const cJSON *doc)
     return cJSON_IsArray(r) ? r : NULL;
 }
 
-/* Dense baselines, preferred first: FlashInfer's dense decode (its CUDA-core fi_dense and its
- * tensor-core fi_dense_tc: the faster of the two at each shape), then attnscope's. */
+/* Dense baselines, preferred first: the fastest dense decode of another library (FlashInfer's
+ * CUDA-core fi_dense and tensor-core fi_dense_tc, PyTorch SDPA: the fastest at each shape), then
+ * attnscope's. */
 static int baseline_rank(const char *m)
 {
     if (!m) return -1;
     if (strcmp(m, "fi_dense") == 0 || strcmp(m, "fi_dense_tc") == 0 ||
-        strcmp(m, "flashinfer_dense") == 0)
+        strcmp(m, "flashinfer_dense") == 0 || strcmp(m, "sdpa") == 0)
         return 0;
     if (strcmp(m, "dense") == 0) return 1;
     return -1;
@@ -762,7 +763,8 @@ static int baseline_rank(const char *m)
 /* Rows that are sparse decodes worth a speedup (not baselines, copies or selection alone). */
 static int is_sparse_row(const char *m)
 {
-    if (!m || baseline_rank(m) >= 0 || strcmp(m, "copy") == 0 || strncmp(m, "select", 6) == 0)
+    if (!m || baseline_rank(m) >= 0 || strcmp(m, "copy") == 0 || strcmp(m, "read") == 0 ||
+        strncmp(m, "select", 6) == 0 || strstr(m, "topk_rows") || strcmp(m, "torch_topk") == 0)
         return 0;
     if (strstr(m, "dense") || strcmp(m, "sdpa") == 0) return 0;
     return 1;
@@ -788,7 +790,7 @@ static double baseline_us(const cJSON *rows, double b, double n, double d, const
             us = u;
         }
     }
-    if (name) *name = best == 0 ? "FlashInfer dense" : best == 1 ? "attnscope dense" : NULL;
+    if (name) *name = best == 0 ? "fastest dense (FlashInfer, SDPA)" : best == 1 ? "attnscope dense" : NULL;
     return us;
 }
 
@@ -799,9 +801,9 @@ static void section_gpu(ctx *c, const as_report_info *info)
     char err[AS_ERR_LEN];
     as_html_section(b, "gpu", "GPU decode kernels",
                     "From attnscope gpu bench --json: median time of each kernel and its "
-                    "speedup over dense decode at the same shape (batch, N, d): FlashInfer's "
-                    "dense decode when the run has it (the faster of its CUDA-core and "
-                    "tensor-core kernels), else attnscope's. sparse_idx: attention over given "
+                    "speedup over dense decode at the same shape (batch, N, d): the fastest of "
+                    "FlashInfer's CUDA-core and tensor-core decode and PyTorch SDPA when the run "
+                    "has them, else attnscope's. sparse_idx: attention over given "
                     "indices; e2e_*: selection + attention; fi_pages: FlashInfer's own sparse "
                     "(paged) decode.");
     cJSON *doc = cJSON_Parse(info->gpu_json);
