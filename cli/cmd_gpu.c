@@ -26,6 +26,8 @@ const char as_help_gpu[] =
     "  pages   Quest page selection (pages of P keys, per-page min/max keys), sparse decode\n"
     "  tks     top-k heavy hitters (half the budget) + uniform samples of the rest (the other\n"
     "          half), numerator and denominator estimated separately\n"
+    "  page-sample  the keys of the top Quest pages (half the budget, whole pages) + uniform\n"
+    "          samples of the other keys (weight n_rest/m), estimated likewise\n"
     "  all     every method (default)\n"
     "Budget: '2%', '0.02', '50x' (keep 1/50) or a key count (default 10%); the number of keys\n"
     "k = ceil(fraction * N) is the same for every query. --mode kv (default) selects per kv\n"
@@ -110,8 +112,8 @@ static int parse_budget(const char *s, double *frac, long *count)
 }
 
 /* ---- replay ------------------------------------------------------------------------------- */
-enum { M_DENSE = 0, M_TOPK, M_PAGES, M_TKS, M_N };
-static const char *const method_names[M_N] = {"dense", "topk", "pages", "tks"};
+enum { M_DENSE = 0, M_TOPK, M_PAGES, M_TKS, M_PSAMPLE, M_N };
+static const char *const method_names[M_N] = {"dense", "topk", "pages", "tks", "page-sample"};
 
 typedef struct {
     int64_t checks, violations;
@@ -279,13 +281,19 @@ static as_status run_method(replay_layer *r, int method, int64_t k, as_gpu_sel_m
         if (method == M_PAGES) {
             np = (kk + page - 1) / page;
             kcap = np * page;
+        } else if (method == M_PSAMPLE) {
+            np = (kk / 2) / page; /* whole pages within half the budget, the rest sampled */
+            kt = np * page;
+            m = kk - kt;
+            kcap = kt + m;
+            *kt_out = kt;
         } else if (method == M_TKS) {
             kt = (kk + 1) / 2;
             m = kk - kt;
             kcap = kt + m;
             *kt_out = kt;
         }
-        st = as_gpu_sel_alloc(&sel, a, mode, kcap, method == M_TKS, err);
+        st = as_gpu_sel_alloc(&sel, a, mode, kcap, method == M_TKS || method == M_PSAMPLE, err);
         if (st == AS_OK && method == M_TOPK) st = as_gpu_select_topk(r->ctx, a, kk, &sel, err);
         if (st == AS_OK && method == M_PAGES) {
             st = as_gpu_pages_alloc(&pg, a, page, err);
@@ -294,6 +302,11 @@ static as_status run_method(replay_layer *r, int method, int64_t k, as_gpu_sel_m
         }
         if (st == AS_OK && method == M_TKS)
             st = as_gpu_select_topk_sample(r->ctx, a, kt, m, seed, &sel, err);
+        if (st == AS_OK && method == M_PSAMPLE) {
+            st = as_gpu_pages_alloc(&pg, a, page, err);
+            if (st == AS_OK) st = as_gpu_pages_build(r->ctx, a, &pg, err);
+            if (st == AS_OK) st = as_gpu_select_pages_sample(r->ctx, a, &pg, np, m, seed, &sel, err);
+        }
         if (st == AS_OK) st = as_gpu_decode_sparse(r->ctx, a, &sel, d_o, d_l, 0, err);
         if (st == AS_OK) st = as_gpu_sync(r->ctx, err);
         if (st == AS_OK) {
@@ -359,7 +372,7 @@ static int replay(int argc, char **argv)
                                          {0, 0, 0, 0}};
     as_cli_common cc;
     as_cli_common_init(&cc);
-    int want[M_N] = {1, 1, 1, 1};
+    int want[M_N] = {1, 1, 1, 1, 1};
     double frac = 0.1;
     long count = 0, page = 16, seed = 1;
     as_gpu_sel_mode mode = AS_GPU_SEL_KV;
@@ -383,12 +396,13 @@ static int replay(int argc, char **argv)
                     if (!strcmp(optarg, method_names[m]) ||
                         (m == M_PAGES && !strcmp(optarg, "quest")) ||
                         (m == M_TKS && !strcmp(optarg, "topk-sample")) ||
+                        (m == M_PSAMPLE && !strcmp(optarg, "psample")) ||
                         (m == M_PAGES && !strcmp(optarg, "page"))) {
                         want[m] = 1;
                         found = 1;
                     }
                 if (!found)
-                    return as_cli_usage("gpu replay", "unknown method '%s' (dense, topk, pages, tks, all)", optarg);
+                    return as_cli_usage("gpu replay", "unknown method '%s' (dense, topk, pages, tks, page-sample, all)", optarg);
             }
             break;
         case O_BUDGET:
@@ -498,7 +512,10 @@ static int replay(int argc, char **argv)
                         const int64_t srow = mode == AS_GPU_SEL_Q ? t * l->hq + h : t * l->hkv + kvh;
                         const int32_t *ids = hs.idx + srow * hs.kcap;
                         const int32_t cnt = hs.count[srow];
-                        const int32_t ndet = m == M_TKS ? (kt < nv ? kt : (int32_t)nv) : cnt;
+                        /* page-sample: a fixed heavy part of kt entries (-1 padded) */
+                        const int32_t ndet = m == M_TKS ? (kt < nv ? kt : (int32_t)nv)
+                                             : m == M_PSAMPLE ? (kt < cnt ? kt : cnt)
+                                                              : cnt;
                         memset(inS, 0, (size_t)(n > 0 ? n : 1));
                         int64_t ns = 0;
                         for (int32_t e = 0; e < ndet && e < cnt; e++) {
@@ -531,9 +548,10 @@ static int replay(int argc, char **argv)
                         double rest = 1 - PS;
                         if (rest < 0) rest = 0;
                         double share = 0; /* tks: estimated share of the samples, 1 - lambda */
-                        if (m == M_TKS && cnt > ndet) {
+                        if ((m == M_TKS || m == M_PSAMPLE) && cnt > ndet) {
                             const int32_t mm = cnt - ndet;
-                            const double w = (double)nv / mm;
+                            /* tks draws over all nv keys, page-sample over the nv - |S| others */
+                            const double w = (double)(m == M_PSAMPLE ? nv - ns : nv) / mm;
                             double zs = 0;
                             for (int32_t e = ndet; e < cnt; e++) {
                                 const int32_t j = ids[e];

@@ -172,6 +172,17 @@ as_status as_gpu_select_pages(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_
 as_status as_gpu_select_topk_sample(as_gpu_ctx *c, const as_gpu_attn *a, int32_t k_top,
                                     int32_t m, uint64_t seed, as_gpu_sel *sel, char *err);
 
+/* ---- 6: Quest pages plus sampling --------------------------------------------------------- */
+/* Heavy set H = the npages_keep pages of highest Quest bound (as as_gpu_select_pages, log-weight
+ * 0), padded with -1 entries to npages_keep * page entries per row; then, when n_rest = len - |H|
+ * > 0, m draws j uniform over the keys outside H (Philox, keyed by seed, row and draw; with
+ * replacement), each with log-weight log(n_rest / m), so the sparse decode's numerator and
+ * denominator are unbiased for the rest (H does not depend on the sampled values). sel needs
+ * logw and kcap >= npages_keep * page + m; pages up to 196,608 per row. */
+as_status as_gpu_select_pages_sample(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_pages *p,
+                                     int32_t npages_keep, int32_t m, uint64_t seed,
+                                     as_gpu_sel *sel, char *err);
+
 /* ---- CPU float64 references (host pointers in the same descriptors) ---------------------- */
 /* Dense decode; o [batch][hq][d], lse [batch][hq] (may be NULL). */
 void as_gpu_ref_decode_dense(const as_gpu_attn *a, double *o, double *lse);

@@ -509,3 +509,101 @@ extern "C" as_status as_gpu_select_topk_sample(as_gpu_ctx *c, const as_gpu_attn 
     AS_CU_LAUNCHED("sample");
     return AS_OK;
 }
+
+/* ---- Quest pages plus sampling ------------------------------------------------------------- */
+/* One block per selection row. The heavy set H is the row's selected pages (tokens at
+ * idx[i * page], i < count / page, as as_gpu_select_pages wrote them); entries [count, kdet) are
+ * padded with -1 so that every row's heavy part has kdet entries; then m draws u ~ U{0..n_rest-1}
+ * (Philox keyed by seed, row and draw) over the n_rest keys outside H, mapped to the u-th such
+ * key by a binary search over pages of rest_before(p) = page * (p - selected pages before p),
+ * each with log-weight log(n_rest / m). Dynamic shared memory: the page bitmap and the selected
+ * count before each of its words (2 x words x 4 bytes). */
+__global__ void as_k_page_sample(const int32_t *lens, int rows_per_len, int page, int npages,
+                                 int kdet, int m, uint64_t seed, int32_t *idx, float *logw,
+                                 int32_t *count, int kcap)
+{
+    extern __shared__ uint32_t ps_sm[];
+    const int words = (npages + 31) / 32;
+    uint32_t *bits = ps_sm, *cum = ps_sm + words;
+    __shared__ int s_nsel;
+    const int64_t r = blockIdx.x;
+    const int len = max(lens[r / rows_per_len], 0);
+    const int cnt = count[r];
+    int32_t *ir = idx + r * kcap;
+    float *wr = logw + r * kcap;
+    for (int w = threadIdx.x; w < words; w += blockDim.x) bits[w] = 0;
+    if (threadIdx.x == 0) s_nsel = 0;
+    __syncthreads();
+    const int cp = cnt / page;
+    for (int i = threadIdx.x; i < cp; i += blockDim.x) {
+        const int pg = ir[(int64_t)i * page] / page;
+        atomicOr(&bits[pg >> 5], 1u << (pg & 31));
+        atomicAdd(&s_nsel, min(page, len - pg * page));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        uint32_t run = 0;
+        for (int w = 0; w < words; w++) {
+            cum[w] = run;
+            run += __popc(bits[w]);
+        }
+    }
+    for (int i = cnt + threadIdx.x; i < kdet; i += blockDim.x) {
+        ir[i] = -1;
+        wr[i] = 0.f;
+    }
+    __syncthreads();
+    const int nrest = len - s_nsel;
+    if (nrest <= 0 || m <= 0) {
+        if (threadIdx.x == 0) count[r] = kdet;
+        return;
+    }
+    const float w = logf((float)nrest / (float)m);
+    const uint2 key = make_uint2((uint32_t)seed, (uint32_t)(seed >> 32));
+    auto rest_before = [&](int p) -> int64_t {
+        const uint32_t sel = cum[p >> 5] + __popc(bits[p >> 5] & ((1u << (p & 31)) - 1u));
+        return (int64_t)page * (p - (int64_t)sel);
+    };
+    for (int i = threadIdx.x; i < m; i += blockDim.x) {
+        const uint4 ctr = make_uint4((uint32_t)i, (uint32_t)r, (uint32_t)(r >> 32), 0x5A3C0002u);
+        const uint4 rnd = curand_Philox4x32_10(ctr, key);
+        const int64_t u = (int64_t)__umulhi(rnd.x, (uint32_t)nrest);
+        /* the largest page p with rest_before(p) <= u (never a selected page) */
+        int lo = 0, hi = npages - 1;
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (rest_before(mid) <= u) lo = mid;
+            else hi = mid - 1;
+        }
+        ir[kdet + i] = (int32_t)((int64_t)lo * page + (u - rest_before(lo)));
+        wr[kdet + i] = w;
+    }
+    if (threadIdx.x == 0) count[r] = kdet + m;
+}
+
+extern "C" as_status as_gpu_select_pages_sample(as_gpu_ctx *c, const as_gpu_attn *a,
+                                                const as_gpu_pages *p, int32_t npages_keep,
+                                                int32_t m, uint64_t seed, as_gpu_sel *sel,
+                                                char *err)
+{
+    if (npages_keep < 0 || m < 0)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: page or sample count < 0");
+    if (!p) return as_err_set(err, AS_ERR_USAGE, "gpu select pages: no page metadata");
+    if (!sel || !sel->logw)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: sampling needs log-weights");
+    const int64_t kdet = (int64_t)(npages_keep < p->npages ? npages_keep : p->npages) * p->page;
+    if (kdet + m > INT32_MAX) return as_err_set(err, AS_ERR_USAGE, "gpu select: too many entries");
+    AS_TRY(check_sel(a, sel, (int32_t)(kdet + m), err));
+    const size_t smem = (size_t)2 * ((p->npages + 31) / 32) * sizeof(uint32_t);
+    if (smem > 48 * 1024)
+        return as_err_set(err, AS_ERR_USAGE, "gpu select: %d pages exceed the sampler's bitmap",
+                          p->npages);
+    AS_TRY(as_gpu_select_pages(c, a, p, npages_keep, sel, err));
+    const int64_t nrows = as_gpu_sel_rows(a, sel->mode);
+    const int32_t rpl = sel->mode == AS_GPU_SEL_Q ? a->hq : a->hkv;
+    as_k_page_sample<<<(unsigned)nrows, 256, smem, c->stream>>>(
+        a->lens, rpl, p->page, p->npages, (int)kdet, m, seed, sel->idx, sel->logw, sel->count,
+        sel->kcap);
+    AS_CU_LAUNCHED("page sample");
+    return AS_OK;
+}

@@ -541,6 +541,122 @@ static void test_select_topk(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int k
     free(hs.idx); free(hs.count); free(rs); free(vals); free(ro); free(rl); free(o); free(lse);
 }
 
+/* ---- 6. pages plus sampling ------------------------------------------------------------------
+ * The heavy part must be exactly as_gpu_select_pages's set (padded with -1 to keep * page entries),
+ * every sample a key outside it with log-weight log(n_rest / m); the estimator is checked against
+ * the float64 sparse decode of the same weighted list; with many draws, the draws must fall
+ * evenly over the rest (8 bins by rank among the keys outside H, each within 6 sigma). */
+static void test_page_sample(as_gpu_ctx *c, prob *p, int page, as_gpu_sel_mode mode, int keep, int m)
+{
+    char ds[128];
+    desc(p, ds, sizeof ds);
+    as_gpu_pages pg;
+    OK(as_gpu_pages_alloc(&pg, &p->da, page, err));
+    OK(as_gpu_pages_build(c, &p->da, &pg, err));
+    const int kp = keep < pg.npages ? keep : pg.npages;
+    const int kdet = kp * page, kcap = kdet + m > 0 ? kdet + m : 1;
+    const int64_t nr = as_gpu_sel_rows(&p->ha, mode);
+    as_gpu_sel dsel, dref;
+    OK(as_gpu_sel_alloc(&dsel, &p->da, mode, kcap, 1, err));
+    OK(as_gpu_sel_alloc(&dref, &p->da, mode, kdet > 0 ? kdet : 1, 0, err));
+    OK(as_gpu_memset(dsel.idx, 0xFF, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_memset(dsel.logw, 0xFF, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_memset(dsel.count, 0xFF, (size_t)nr * 4, err));
+    OK(as_gpu_select_pages_sample(c, &p->da, &pg, keep, m, rnd64(), &dsel, err));
+    OK(as_gpu_select_pages(c, &p->da, &pg, keep, &dref, err));
+    OK(as_gpu_sync(c, err));
+    as_gpu_sel hs = dsel;
+    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
+    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
+    hs.logw = (float *)xmalloc((size_t)nr * kcap * 4);
+    const int rk = kdet > 0 ? kdet : 1;
+    int32_t *ridx = (int32_t *)xmalloc((size_t)nr * rk * 4), *rcnt = (int32_t *)xmalloc((size_t)nr * 4);
+    OK(as_gpu_download(hs.idx, dsel.idx, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_download(hs.count, dsel.count, (size_t)nr * 4, err));
+    OK(as_gpu_download(hs.logw, dsel.logw, (size_t)nr * kcap * 4, err));
+    OK(as_gpu_download(ridx, dref.idx, (size_t)nr * rk * 4, err));
+    OK(as_gpu_download(rcnt, dref.count, (size_t)nr * 4, err));
+    const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
+    unsigned char *inH = (unsigned char *)xmalloc((size_t)p->nmax + 1);
+    int fails = 0;
+    for (int64_t r = 0; r < nr && !fails; r++) {
+        const int len = p->lens[r / rpl];
+        memset(inH, 0, (size_t)p->nmax + 1);
+        int nh = 0;
+        for (int i = 0; i < rcnt[r]; i++) {
+            const int j = ridx[r * rk + i];
+            if (j >= 0 && j < len && !inH[j]) inH[j] = 1, nh++;
+        }
+        const int nrest = len - nh;
+        const int want = kdet + (nrest > 0 ? m : 0);
+        char why[AS_ERR_LEN] = "";
+        int ok = hs.count[r] == want;
+        if (!ok) snprintf(why, sizeof why, "count %d != %d", hs.count[r], want);
+        int seen = 0;
+        for (int i = 0; ok && i < kdet; i++) {
+            const int j = hs.idx[r * kcap + i];
+            ok = hs.logw[r * kcap + i] == 0.f && (j == -1 || (j >= 0 && j < len && inH[j] == 1));
+            if (ok && j >= 0) inH[j] = 2, seen++;
+            if (!ok) snprintf(why, sizeof why, "heavy entry %d: position %d not in the page set", i, j);
+        }
+        if (ok && seen != nh) ok = 0, snprintf(why, sizeof why, "heavy part has %d of %d keys", seen, nh);
+        for (int i = 0; ok && i < want - kdet; i++) {
+            const int j = hs.idx[r * kcap + kdet + i];
+            const float w = hs.logw[r * kcap + kdet + i];
+            ok = j >= 0 && j < len && !inH[j] && fabs(w - log((double)nrest / m)) < 1e-5;
+            if (!ok) snprintf(why, sizeof why, "sample %d: position %d weight %g (n_rest %d)", i, j, w, nrest);
+        }
+        if (!ok) {
+            fails++;
+            check(0, "page-sample %s mode %d page %d keep %d m %d row %lld: %s", ds, mode, page,
+                  keep, m, (long long)r, why);
+        }
+        /* uniformity over the rest, on row 0 when the draws are many */
+        if (ok && r == 0 && m >= 80000 && nrest >= 8) {
+            int32_t *rank = (int32_t *)xmalloc((size_t)len * 4);
+            int rr = 0;
+            for (int j = 0; j < len; j++) rank[j] = inH[j] ? -1 : rr++;
+            double bin[8] = {0};
+            for (int i = 0; i < m; i++) {
+                const int j = hs.idx[kdet + i];
+                bin[(int64_t)rank[j] * 8 / nrest] += 1;
+            }
+            for (int b = 0; b < 8; b++) {
+                const int64_t lo = ((int64_t)b * nrest + 7) / 8, hi = ((int64_t)(b + 1) * nrest + 7) / 8;
+                const double pb = (double)(hi - lo) / nrest, mu = m * pb, sd = sqrt(m * pb * (1 - pb));
+                check(fabs(bin[b] - mu) <= 6 * sd + 1, "page-sample %s: rank bin %d has %.0f draws, expected %.0f +- %.0f",
+                      ds, b, bin[b], mu, sd);
+            }
+            free(rank);
+        }
+    }
+    g_checks++;
+    const int rows = p->batch * p->hq;
+    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
+    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, 0, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+    double le;
+    int bad;
+    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+    check(bad == 0 && e <= TOL && le <= TOL, "page-sample attention %s mode %d: err %.3g lse %.3g bad %d",
+          ds, mode, e, le, bad);
+    as_gpu_sel_free(&dsel);
+    as_gpu_sel_free(&dref);
+    as_gpu_pages_free(&pg);
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(hs.idx); free(hs.count); free(hs.logw); free(ridx); free(rcnt); free(inH);
+    free(ro); free(rl); free(o); free(lse);
+}
+
 /* ---- 4. pages ---------------------------------------------------------------------------------- */
 static void test_pages(as_gpu_ctx *c, prob *p, int page, as_gpu_sel_mode mode, int keep)
 {
@@ -844,6 +960,9 @@ int main(void)
             test_pages(c, &p, 32, AS_GPU_SEL_KV, (n + 31) / 32 / 4 > 0 ? (n + 31) / 32 / 4 : 1);
             test_tks(c, &p, AS_GPU_SEL_Q, n / 20 > 0 ? n / 20 : 1, 1 + n / 10);
             test_tks(c, &p, AS_GPU_SEL_KV, 1, 7);
+            test_page_sample(c, &p, 16, AS_GPU_SEL_KV, pages / 8 > 0 ? pages / 8 : 1, 1 + n / 20);
+            test_page_sample(c, &p, 32, AS_GPU_SEL_Q, 1, 5);
+            test_page_sample(c, &p, 16, AS_GPU_SEL_KV, pages + 1, 3); /* every page: no samples */
             printf("  %-40s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
             prob_free(&p);
         }
@@ -885,6 +1004,12 @@ int main(void)
         test_topk_rows(c, 200, 2000, 2001, 1000, 3, v);
     }
     if (!g_quick) test_tks_converges(c);
+    { /* many draws: uniform over the keys outside the heavy pages */
+        prob p;
+        prob_make(&p, 1, 4, 2, 64, g_quick ? 3001 : 20011, AS_GPU_BF16, 0, 0, 1);
+        test_page_sample(c, &p, 16, AS_GPU_SEL_KV, 20, g_quick ? 80000 : 200000);
+        prob_free(&p);
+    }
     as_gpu_ctx_free(c);
 
     printf("max relative error vs float64 reference on the stored values (f32 / f16 / bf16):\n");
