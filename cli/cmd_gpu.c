@@ -762,6 +762,7 @@ static int bench(int argc, char **argv)
         cJSON_AddNumberToObject(rec, "gbps", r->gbps);
         cJSON_AddNumberToObject(rec, "pct_copy", r->pct_copy);
         cJSON_AddNumberToObject(rec, "pct_read", r->pct_read);
+        cJSON_AddNumberToObject(rec, "graphed", r->graphed);
         as_out_add(out, rec);
     }
     free(rows);

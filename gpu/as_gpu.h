@@ -217,6 +217,8 @@ typedef struct {
     double gbps;         /* bytes / time */
     double pct_copy;     /* gbps / measured copy bandwidth (read + write bytes) */
     double pct_read;     /* gbps / measured read-only stream bandwidth (a plain read kernel) */
+    int32_t graphed;     /* 1: timed as CUDA-graph replays (the whole call captured: no host
+                            synchronisation inside it); 0: capture failed, eager launches */
 } as_gpu_bench_row;
 
 typedef struct {

@@ -23,6 +23,7 @@ static int cmp_double(const void *a, const void *b)
  * turn are timed with events; median, min, max in microseconds. Falls back to eager launches
  * when capture fails. */
 static int g_use_graphs = 1;
+static int g_last_graphed = 0; /* whether the last time_it ran CUDA graphs */
 
 template <class F>
 static as_status time_it(as_gpu_ctx *c, int nrot, int warmup, int reps, F f, double *med,
@@ -60,6 +61,7 @@ static as_status time_it(as_gpu_ctx *c, int nrot, int warmup, int reps, F f, dou
             if (ge[r]) cudaGraphExecDestroy(ge[r]);
         memset(ge, 0, (size_t)nrot * sizeof *ge);
     }
+    g_last_graphed = graphs;
     auto launch = [&](int i) -> as_status {
         if (graphs) {
             AS_CU(cudaGraphLaunch(ge[i % nrot], c->stream));
@@ -192,6 +194,7 @@ static void fill_row(as_gpu_bench_row *r, const char *method, int b, int hq, int
     r->gbps = med > 0 ? bytes / (med * 1e3) : 0;
     r->pct_copy = copy_gbps > 0 ? 100.0 * r->gbps / copy_gbps : 0;
     r->pct_read = read_gbps > 0 ? 100.0 * r->gbps / read_gbps : 0;
+    r->graphed = g_last_graphed;
 }
 
 /* One shape: R rotating copies of (K, V, q), their page metadata, outputs. */

@@ -425,11 +425,16 @@ def main():
         as_docs.append(doc)
         for r in doc["records"]:
             rows.append({k: r[k] for k in ("method", "batch", "d", "n", "sparsity", "us",
-                                           "bytes", "gbps", "pct_copy", "pct_read") if k in r})
+                                           "bytes", "gbps", "pct_copy", "pct_read", "graphed")
+                         if k in r})
     copy_rows = [r for r in rows if r["method"] == "copy"]
     out["copy_gbps_attnscope"] = [r["gbps"] for r in copy_rows]
     out["copy_gbps_torch"] = copy_gbps(a.reps)
     copy = copy_rows[0]["gbps"]
+    eager = [r["method"] for r in rows if r.get("graphed") == 0 and r["method"] != "copy"]
+    if eager:
+        print(f"attnscope rows timed eagerly (CUDA graph capture failed): {len(eager)}, e.g. "
+              f"{sorted(set(eager))[:6]}", flush=True)
     read_rows = [r for r in rows if r["method"] == "read"]
     read = read_rows[0]["gbps"] if read_rows else copy
     out["read_gbps_attnscope"] = [r["gbps"] for r in read_rows]
