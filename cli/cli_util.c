@@ -11,7 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "as_safetensors.h"
 
 /* The program's help printer (cli/main.c registers it: this file knows no command). */
 static as_cli_help_fn help_printer;
@@ -411,47 +410,4 @@ void as_progress_free(as_progress *p)
     if (!p) return;
     if (p->shown) fprintf(stderr, "\r%*s\r", 80, "");
     free(p);
-}
-
-/* ---------------------------------------------------------------- atomic output */
-as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err)
-{
-    if (as_input_is_open(path))
-        return as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input file", path);
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    snprintf(tmp, n, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot create temporary file: %s", path,
-                                  strerror(errno));
-        free(tmp);
-        return st;
-    }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            as_status st = as_err_set(err, AS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return st;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    fchmod(fd, 0644);
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot finish writing: %s", path,
-                                  strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return AS_OK;
 }

@@ -1,5 +1,6 @@
 /* cli_util: what every attnscope subcommand shares — common options, one record schema
- * printed as a human table, a JSON document or CSV, a progress bar, atomic file output. */
+ * printed as a human table, a JSON document or CSV, a progress bar. Files are written through
+ * data/as_outfile.h (atomic, never over an input). */
 #ifndef AS_CLI_UTIL_H
 #define AS_CLI_UTIL_H
 
@@ -9,6 +10,7 @@
 #include <stdio.h>
 
 #include "as_error.h"
+#include "as_outfile.h" /* as_write_file_atomic */
 #include "as_trace.h"
 
 typedef enum { AS_FMT_TABLE = 0, AS_FMT_JSON, AS_FMT_CSV } as_fmt;
@@ -81,8 +83,5 @@ as_progress *as_progress_new(const char *label, uint64_t total, int quiet);
 void as_progress_update(as_progress *p, uint64_t done);
 void as_progress_free(as_progress *p); /* clears the line */
 
-/* Write len bytes to path atomically (temp file in the same dir, fsync, rename). Refuses to
- * write over a registered input. */
-as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err);
 
 #endif
