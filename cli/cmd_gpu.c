@@ -111,13 +111,11 @@ typedef struct {
     int32_t *dlens;
 } replay_layer;
 
+/* K/V go to the GPU in their stored type; F64 (no GPU storage type) as F32 */
 static as_gpu_dtype dtype_of(const as_layer *l)
 {
-    switch (l->k->dtype) {
-    case AS_DT_BF16: return AS_GPU_BF16;
-    case AS_DT_F16: return AS_GPU_F16;
-    default: return AS_GPU_F32;
-    }
+    const int t = as_gpu_dtype_from(l->k->dtype);
+    return t < 0 ? AS_GPU_F32 : (as_gpu_dtype)t;
 }
 
 static void layer_free(replay_layer *r)
