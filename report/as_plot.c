@@ -839,6 +839,55 @@ char *as_plot_lines(const as_lineplot *p, char *err)
     return canvas_end(&c, p->f.title, err);
 }
 
+/* ---------------------------------------------------------------- category plots (boxes, bars) */
+/* Canvas, viewport, window over ngroups categories and the grid; *nty 1-2-5 ticks (log axes of
+ * less than two decades) in ty. Returns nonzero (err set) when the canvas cannot start. */
+static int cat_frame_begin(canvas *c, const as_plot_frame *f, int legend_above, int ngroups,
+                           int logy, double ylo, double yhi, double *ty, int *nty, char *err)
+{
+    if (canvas_begin(c, f, 0, 80, 16, 50, (f->title ? 34 : 12) + (legend_above ? 22 : 0), err))
+        return 1;
+    plvpor(c->x0, c->x1, c->y0, c->y1);
+    plwind(-0.5, ngroups - 0.5, ylo, yhi);
+    plcol0(C_GRID);
+    *nty = logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
+    plbox("", 0, 0, logy ? "gl" : "g", 0, 0);
+    for (int i = 0; i < *nty; i++) pljoin(-0.5, ty[i], ngroups - 0.5, ty[i]);
+    return 0;
+}
+
+/* Axes, tick labels, category names (one per label_px pixels at most), frame labels and the
+ * legend of the series (series_names NULL: none); ends the canvas. */
+static char *cat_frame_end(canvas *c, const as_plot_frame *f, int logy, const double *ty,
+                           int nty, double ylo, double yhi, const char *const *group_names,
+                           int ngroups, double label_px, const char *const *series_names,
+                           int nseries, char *err)
+{
+    plcol0(C_FG);
+    label_opts lo = {0, logy, 0};
+    plslabelfunc(label_func, &lo);
+    plbox("bc", 0, 0, nty ? "bcstvl" : logy ? "bcnstvlo" : "bcnstvo", 0, 0);
+    plslabelfunc(NULL, NULL);
+    for (int i = 0; i < nty; i++) {
+        char t[48];
+        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
+        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
+    }
+    if (group_names) {
+        int step = 1;
+        while (ngroups / step > (c->x1 - c->x0) * c->w / label_px) step++;
+        cat_labels_x(group_names, ngroups, step);
+    }
+    frame_labels(c, f);
+    if (series_names) {
+        legend_entry e[AS_PLOT_NCOLORS];
+        int n = nseries < AS_PLOT_NCOLORS ? nseries : AS_PLOT_NCOLORS;
+        for (int s = 0; s < n; s++) e[s] = (legend_entry){series_names[s], cat_color(s), 0, 0, 1};
+        draw_legend(c, e, n, 5);
+    }
+    return canvas_end(c, f->title, err);
+}
+
 /* ---------------------------------------------------------------- box plots */
 static int cmp_double(const void *a, const void *b)
 {
@@ -873,18 +922,12 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
         ylo = p->logy ? log10(p->ymin) : p->ymin;
         yhi = p->logy ? log10(p->ymax) : p->ymax;
     }
-    int legend = p->nseries > 1 && p->series_names;
     canvas c;
-    int above = p->nseries > 1 && p->series_names;
-    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, (p->f.title ? 34 : 12) + (above ? 22 : 0), err))
-        return NULL;
-    plvpor(c.x0, c.x1, c.y0, c.y1);
-    plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
-    plcol0(C_GRID);
     double ty[16];
-    int nty = p->logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
-    plbox("", 0, 0, p->logy ? "gl" : "g", 0, 0);
-    for (int i = 0; i < nty; i++) pljoin(-0.5, ty[i], p->ngroups - 0.5, ty[i]);
+    int nty;
+    if (cat_frame_begin(&c, &p->f, p->nseries > 1 && p->series_names, p->ngroups, p->logy, ylo,
+                        yhi, ty, &nty, err))
+        return NULL;
     double slot = 0.8 / p->nseries, bw = slot * 0.7;
     for (int g = 0; g < p->ngroups; g++) {
         for (int s = 0; s < p->nseries; s++) {
@@ -946,29 +989,9 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
             free(x);
         }
     }
-    plcol0(C_FG);
-    label_opts lo = {0, p->logy, 0};
-    plslabelfunc(label_func, &lo);
-    plbox("bc", 0, 0, nty ? "bcstvl" : p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
-    plslabelfunc(NULL, NULL);
-    for (int i = 0; i < nty; i++) {
-        char t[48];
-        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
-        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
-    }
-    if (p->group_names) {
-        int step = 1;
-        while (p->ngroups / step > (c.x1 - c.x0) * c.w / 60) step++;
-        cat_labels_x(p->group_names, p->ngroups, step);
-    }
-    frame_labels(&c, &p->f);
-    if (legend) {
-        legend_entry e[AS_PLOT_NCOLORS];
-        int n = p->nseries < AS_PLOT_NCOLORS ? p->nseries : AS_PLOT_NCOLORS;
-        for (int s = 0; s < n; s++) e[s] = (legend_entry){p->series_names[s], cat_color(s), 0, 0, 1};
-        draw_legend(&c, e, n, 5);
-    }
-    return canvas_end(&c, p->f.title, err);
+    return cat_frame_end(&c, &p->f, p->logy, ty, nty, ylo, yhi, p->group_names, p->ngroups, 60,
+                         p->nseries > 1 && p->series_names ? p->series_names : NULL, p->nseries,
+                         err);
 }
 
 /* ---------------------------------------------------------------- bars */
@@ -1004,16 +1027,11 @@ char *as_plot_bars(const as_barplot *p, char *err)
         if (p->logy) base = ylo;
     }
     canvas c;
-    int above = p->nseries > 1 && p->series_names;
-    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, (p->f.title ? 34 : 12) + (above ? 22 : 0), err))
-        return NULL;
-    plvpor(c.x0, c.x1, c.y0, c.y1);
-    plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
-    plcol0(C_GRID);
     double ty[16];
-    int nty = p->logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
-    plbox("", 0, 0, p->logy ? "gl" : "g", 0, 0);
-    for (int i = 0; i < nty; i++) pljoin(-0.5, ty[i], p->ngroups - 0.5, ty[i]);
+    int nty;
+    if (cat_frame_begin(&c, &p->f, p->nseries > 1 && p->series_names, p->ngroups, p->logy, ylo,
+                        yhi, ty, &nty, err))
+        return NULL;
     double slot = 0.84 / p->nseries;
     for (int g = 0; g < p->ngroups; g++)
         for (int s = 0; s < p->nseries; s++) {
@@ -1025,27 +1043,7 @@ char *as_plot_bars(const as_barplot *p, char *err)
             plcol0(cat_color(s));
             plfill(4, xs, ys);
         }
-    plcol0(C_FG);
-    label_opts lo = {0, p->logy, 0};
-    plslabelfunc(label_func, &lo);
-    plbox("bc", 0, 0, nty ? "bcstvl" : p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
-    plslabelfunc(NULL, NULL);
-    for (int i = 0; i < nty; i++) {
-        char t[48];
-        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
-        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
-    }
-    if (p->group_names) {
-        int step = 1;
-        while (p->ngroups / step > (c.x1 - c.x0) * c.w / 36) step++;
-        cat_labels_x(p->group_names, p->ngroups, step);
-    }
-    frame_labels(&c, &p->f);
-    if (p->nseries > 1 && p->series_names) {
-        legend_entry e[AS_PLOT_NCOLORS];
-        int n = p->nseries < AS_PLOT_NCOLORS ? p->nseries : AS_PLOT_NCOLORS;
-        for (int s = 0; s < n; s++) e[s] = (legend_entry){p->series_names[s], cat_color(s), 0, 0, 1};
-        draw_legend(&c, e, n, 5);
-    }
-    return canvas_end(&c, p->f.title, err);
+    return cat_frame_end(&c, &p->f, p->logy, ty, nty, ylo, yhi, p->group_names, p->ngroups, 36,
+                         p->nseries > 1 && p->series_names ? p->series_names : NULL, p->nseries,
+                         err);
 }
