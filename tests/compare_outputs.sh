@@ -69,6 +69,7 @@ cases=(
     "usage_budget|sparsity $S --budget 0%|"
     "usage_layer|entropy $S --layer 3|"
     "report|report $C --layer 29 --witness none -o r.html --quiet|r.html"
+    "report_gpu|report $C --layer 0 --witness none --gpu-json gpu.json -o g.html --quiet|g.html"
 )
 
 # run_all BIN DIR: one file per case in DIR (stdout, exit status, written files)
@@ -76,11 +77,12 @@ run_all() {
     local b=$1 out=$2 work
     work=$(mktemp -d)
     ln -s "$here/data/samples" "$work/samples"
+    ln -s "$here/gpu/bench/results/h100-bench.json" "$work/gpu.json" # a finished run: frozen
     mkdir -p "$out"
     local c name args files f
     for c in "${cases[@]}"; do
         IFS='|' read -r name args files <<<"$c"
-        if [[ $name == report ]] && ! "$b" help report >/dev/null 2>&1; then continue; fi
+        if [[ $name == report* ]] && ! "$b" help report >/dev/null 2>&1; then continue; fi
         if [[ $name == sim_* || $name == gen ]] && ! "$b" help sim >/dev/null 2>&1; then continue; fi
         # shellcheck disable=SC2086
         (cd "$work" && "$b" $args >"$out/$name.stdout" 2>"$out/$name.stderr")
@@ -120,7 +122,7 @@ check)
     while read -r sum f; do
         now=$(awk -v f="$f" '$2 == f { print $1 }' "$out/.now")
         if [[ -z $now ]]; then
-            case $f in report.* | sim_* | gen.*) continue ;; esac # built without PLplot / GSL
+            case $f in report* | sim_* | gen.*) continue ;; esac # built without PLplot / GSL
             echo "MISSING $f"
             bad=1
         elif [[ $now != "$sum" ]]; then
