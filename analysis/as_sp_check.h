@@ -10,7 +10,7 @@
  *    share of the mass (Z the sums of exp of the scores), o - o_hat = (1 - P_S)(o_rest - o_S)
  *    - (1 - lam)(o_smp - o_S), hence the mixed bound
  *        ||o - o_hat|| <= ((1 - P_S) + (1 - lam)) max_{i not in S} ||v_i - o_S||
- *    for any draw (deterministic).
+ *    for any draw (deterministic; docs/theory.md, (2')).
  * P_S, o, o_S and ||o - o_hat|| come from as_sp_check_subset; one more pass over the query's
  * visible values gives max_{i not in S} ||v_i - o_S|| and max ||v_i||, and the sampled keys'
  * scores give 1 - lam. Memory per query is O(n + d): nothing of size T x N is formed.
