@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "as_attn.h"
-#include "as_pages.h"
+#include "as_pagecache.h"
 #include "as_rank.h"
 
 #ifdef AS_HAVE_GLPK

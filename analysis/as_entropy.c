@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "as_attn.h"
-#include "as_pages.h"
+#include "as_pagecache.h"
 
 const double as_entropy_thresholds[AS_ENTROPY_NTHR] = {0.50, 0.90, 0.99};
 

@@ -16,7 +16,7 @@
  * only those bins' scores and sorts them (a crowded bin is first split by a finer histogram,
  * one more pass per level). Memory: a block of score rows x one tile plus the histograms and
  * a bounded gather, independent of N. On request the same pass feeds tiles of the attention matrix A
- * to a streamed QR for A's spectrum (as_rank). */
+ * to a streamed QR for A's spectrum (as_tsqr). */
 #ifndef AS_ENTROPY_H
 #define AS_ENTROPY_H
 
@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "as_error.h"
-#include "as_rank.h"
+#include "as_tsqr.h"
 #include "as_trace.h"
 
 typedef struct {

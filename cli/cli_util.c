@@ -11,8 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "as_safetensors.h"
-#include "cli_help.h"
+
+/* The program's help printer (cli/main.c registers it: this file knows no command). */
+static as_cli_help_fn help_printer;
+
+void as_cli_set_help(as_cli_help_fn fn) { help_printer = fn; }
 
 void as_cli_common_init(as_cli_common *c)
 {
@@ -51,7 +54,9 @@ int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *ar
     case AS_OPT_JSON: c->fmt = AS_FMT_JSON; return 1;
     case AS_OPT_CSV: c->fmt = AS_FMT_CSV; return 1;
     case AS_OPT_QUIET: c->quiet = 1; return 1;
-    case AS_OPT_HELP: as_cli_print_help(cmd, stdout); return 2;
+    case AS_OPT_HELP:
+        if (help_printer) help_printer(cmd, stdout);
+        return 2;
     default: return 0;
     }
 }
@@ -312,20 +317,9 @@ static void print_csv(const cJSON *records, FILE *f)
     cJSON_Delete(keys);
 }
 
-int as_out_finish(as_out *o, FILE *f)
+void as_out_free(as_out *o)
 {
-    if (o->fmt == AS_FMT_JSON) {
-        char *s = cJSON_Print(o->doc);
-        if (s) {
-            fputs(s, f);
-            fputc('\n', f);
-        }
-        free(s);
-    } else if (o->fmt == AS_FMT_CSV) {
-        print_csv(o->records, f);
-    } else {
-        for (int i = 0; i < o->ntables; i++) print_table(&o->tables[i], o->records, f);
-    }
+    if (!o) return;
     for (int i = 0; i < o->ntables; i++) {
         as_table_spec *t = &o->tables[i];
         for (int c = 0; c < t->ncols; c++) {
@@ -342,6 +336,23 @@ int as_out_finish(as_out *o, FILE *f)
     free(o->tables);
     cJSON_Delete(o->doc);
     free(o);
+}
+
+int as_out_finish(as_out *o, FILE *f)
+{
+    if (o->fmt == AS_FMT_JSON) {
+        char *s = cJSON_Print(o->doc);
+        if (s) {
+            fputs(s, f);
+            fputc('\n', f);
+        }
+        free(s);
+    } else if (o->fmt == AS_FMT_CSV) {
+        print_csv(o->records, f);
+    } else {
+        for (int i = 0; i < o->ntables; i++) print_table(&o->tables[i], o->records, f);
+    }
+    as_out_free(o);
     if (fflush(f) != 0 || ferror(f)) {
         fprintf(stderr, "attnscope: error writing output: %s\n", strerror(errno));
         return 1;
@@ -399,47 +410,4 @@ void as_progress_free(as_progress *p)
     if (!p) return;
     if (p->shown) fprintf(stderr, "\r%*s\r", 80, "");
     free(p);
-}
-
-/* ---------------------------------------------------------------- atomic output */
-as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err)
-{
-    if (as_input_is_open(path))
-        return as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input file", path);
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    snprintf(tmp, n, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot create temporary file: %s", path,
-                                  strerror(errno));
-        free(tmp);
-        return st;
-    }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            as_status st = as_err_set(err, AS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return st;
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    fchmod(fd, 0644);
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot finish writing: %s", path,
-                                  strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    return AS_OK;
 }

@@ -1,5 +1,6 @@
 /* cli_util: what every attnscope subcommand shares — common options, one record schema
- * printed as a human table, a JSON document or CSV, a progress bar, atomic file output. */
+ * printed as a human table, a JSON document or CSV, a progress bar. Files are written through
+ * data/as_outfile.h (atomic, never over an input). */
 #ifndef AS_CLI_UTIL_H
 #define AS_CLI_UTIL_H
 
@@ -9,6 +10,7 @@
 #include <stdio.h>
 
 #include "as_error.h"
+#include "as_outfile.h" /* as_write_file_atomic */
 #include "as_trace.h"
 
 typedef enum { AS_FMT_TABLE = 0, AS_FMT_JSON, AS_FMT_CSV } as_fmt;
@@ -30,6 +32,9 @@ enum { AS_OPT_LAYER = 1000, AS_OPT_HEAD, AS_OPT_JSON, AS_OPT_CSV, AS_OPT_QUIET, 
         {"quiet", no_argument, 0, AS_OPT_QUIET}, {"help", no_argument, 0, AS_OPT_HELP}
 
 void as_cli_common_init(as_cli_common *c);
+/* --help prints through fn(cmd, stdout); the program registers it once (cli/main.c). */
+typedef void (*as_cli_help_fn)(const char *cmd, FILE *f);
+void as_cli_set_help(as_cli_help_fn fn);
 /* Handle one common option; returns 1 if handled, 0 if not a common option, -1 on a bad value
  * (message printed). AS_OPT_HELP prints the command's help and returns 2 (caller exits 0). */
 int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *arg);
@@ -65,6 +70,8 @@ void as_out_add(as_out *o, cJSON *rec);
 void as_out_meta(as_out *o, const char *key, cJSON *value);
 /* Print to f and free o. Returns 0 or an exit code on an output error. */
 int as_out_finish(as_out *o, FILE *f);
+/* Free o without printing (a command that failed half-way). NULL is allowed. */
+void as_out_free(as_out *o);
 
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);
@@ -76,8 +83,5 @@ as_progress *as_progress_new(const char *label, uint64_t total, int quiet);
 void as_progress_update(as_progress *p, uint64_t done);
 void as_progress_free(as_progress *p); /* clears the line */
 
-/* Write len bytes to path atomically (temp file in the same dir, fsync, rename). Refuses to
- * write over a registered input. */
-as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err);
 
 #endif

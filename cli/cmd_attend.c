@@ -97,10 +97,7 @@ int as_cmd_attend(int argc, char **argv)
     as_out_table(o, "attend", "Dense attention (float64)", cols, NULL, fmts);
     as_trace_free(tr);
     if (rc != 0) {
-        as_out *drop = o;
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(drop, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

@@ -254,9 +254,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         as_trace_free(tr[i]);
     }
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

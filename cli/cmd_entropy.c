@@ -220,9 +220,7 @@ int as_cmd_entropy(int argc, char **argv)
                  cols, heads, fmts);
     as_trace_free(tr);
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

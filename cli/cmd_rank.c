@@ -190,9 +190,7 @@ int as_cmd_rank(int argc, char **argv)
     as_out_table(o, "rank", "Effective, stable and energy ranks (float64)", cols, heads, fmts);
     as_trace_free(tr);
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

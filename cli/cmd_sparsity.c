@@ -398,9 +398,7 @@ int as_cmd_sparsity(int argc, char **argv)
     as_progress_free(rc_ctx.prog);
     if (st == AS_OK) st = as_sp_agg_finish(rc_ctx.agg, err);
     if (st != AS_OK) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(rc_ctx.out, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(rc_ctx.out);
         as_sp_agg_free(rc_ctx.agg);
         as_index_free(ix);
         as_trace_free(tr);

@@ -261,9 +261,7 @@ int as_cmd_spectrum(int argc, char **argv)
     as_out_table(o, "spectrum_bin", "Spectrum bins", bcols, NULL, bfmts);
     as_trace_free(tr);
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

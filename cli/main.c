@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli_help.h"
+#include "cli_util.h"
 
 static const as_command commands[] = {
     {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
@@ -73,6 +74,7 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif
+    as_cli_set_help(as_cli_print_help);
     if (argc < 2) {
         overview(stderr);
         return 2;

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "as_outfile.h"
 #include "as_npy.h"
 
 typedef struct {

@@ -792,11 +792,147 @@ static double baseline_us(const cJSON *rows, double b, double n, double d, const
     return us;
 }
 
+/* The shape shown per method: the longest context with a baseline and sparse rows, then the
+ * largest batch, preferring d = 128 (*bn < 0: none). */
+static void gpu_best_shape(const cJSON *recs, double *bb_out, double *bn_out, double *bd_out)
+{
+    double bb = -1, bn = -1, bd = -1;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        double rb = num_field(r, "batch"), rn = num_field(r, "n"), rd = num_field(r, "d");
+        if (!is_sparse_row(str_field(r, "method")) || !isfinite(rn)) continue;
+        if (!isfinite(baseline_us(recs, rb, rn, rd, NULL))) continue;
+        int better = rn > bn || (rn == bn && rb > bb) || (rn == bn && rb == bb && rd == 128);
+        if (better) bb = rb, bn = rn, bd = rd;
+    }
+    *bb_out = bb, *bn_out = bn, *bd_out = bd;
+}
+
+enum { GPU_MAXM = AS_PLOT_NCOLORS, GPU_MAXP = 16 };
+static const double gpu_hl[1] = {10};
+static const char *const gpu_hn[1] = {"10x"};
+static const double gpu_ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
+
+/* sparse decode over given indices across shapes: one line per (batch, N) */
+static void gpu_shapes_figure(ctx *c, const cJSON *recs, double bb, double bd, const char *yl)
+{
+    char err[AS_ERR_LEN];
+    double sb[GPU_MAXM], sn[GPU_MAXM];
+    double sx[GPU_MAXM][GPU_MAXP], sy[GPU_MAXM][GPU_MAXP];
+    int sc[GPU_MAXM] = {0}, ns = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        double rb = num_field(r, "batch"), rn = num_field(r, "n"), sp = num_field(r, "sparsity");
+        double us = num_field(r, "us");
+        if (!m || strcmp(m, "sparse_idx") != 0 || num_field(r, "d") != bd || rb != bb ||
+            !(us > 0))
+            continue;
+        double bu = baseline_us(recs, rb, rn, bd, NULL);
+        if (!isfinite(bu)) continue;
+        int k = 0;
+        while (k < ns && !(sb[k] == rb && sn[k] == rn)) k++;
+        if (k == ns) {
+            if (ns == GPU_MAXM) continue;
+            sb[ns] = rb, sn[ns] = rn, ns++;
+        }
+        if (sc[k] < GPU_MAXP) sx[k][sc[k]] = sp, sy[k][sc[k]++] = bu / us;
+    }
+    if (ns <= 1) return;
+    as_series s2[GPU_MAXM];
+    char nm2[GPU_MAXM][48];
+    for (int k = 0; k < ns; k++) {
+        snprintf(nm2[k], sizeof nm2[k], "N = %.0fk", sn[k] / 1024);
+        s2[k] = (as_series){nm2[k], sc[k], sx[k], sy[k], NULL, NULL, k, 0, 1, 1.6};
+    }
+    char t2[96];
+    snprintf(t2, sizeof t2, "sparse_idx by context length (batch %.0f, d = %.0f)", bb, bd);
+    as_lineplot l2 = {.f = {680, 420, t2, "sparsity N / k", yl},
+                      .nseries = ns, .s = s2, .logx = 1, .logy = 1, .nhlines = 1,
+                      .hlines = gpu_hl, .hline_names = gpu_hn, .legend_pos = 1,
+                      .xtick_values = gpu_ticks, .nxtick_values = 9, .xtick_suffix = "x"};
+    put_figure(c, "gpu-shapes", as_plot_lines(&l2, err),
+               "Attention over given indices against the dense baseline at each N.", err);
+}
+
+/* speedup of each sparse method over the dense baseline at shape (bb, bn, bd), then the
+ * shapes figure; returns 1 when the speedup figure was drawn */
+static int gpu_speedup_figures(ctx *c, const cJSON *recs, double bb, double bn, double bd)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    const char *base_name = NULL;
+    double base = baseline_us(recs, bb, bn, bd, &base_name);
+    const char *mnames[GPU_MAXM];
+    double xs[GPU_MAXM][GPU_MAXP], ys[GPU_MAXM][GPU_MAXP];
+    int cnt[GPU_MAXM] = {0}, nm = 0, plotted = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        double sp = num_field(r, "sparsity"), us = num_field(r, "us");
+        if (!is_sparse_row(m) || !same_shape(r, bb, bn, bd) || !(sp > 0) || !(us > 0)) continue;
+        int k = 0;
+        while (k < nm && strcmp(mnames[k], m) != 0) k++;
+        if (k == nm) {
+            if (nm == GPU_MAXM) continue;
+            mnames[nm++] = m;
+        }
+        if (cnt[k] < GPU_MAXP) xs[k][cnt[k]] = sp, ys[k][cnt[k]++] = base / us;
+    }
+    as_series ser[GPU_MAXM];
+    for (int k = 0; k < nm; k++)
+        ser[k] = (as_series){mnames[k], cnt[k], xs[k], ys[k], NULL, NULL, k, 0, 1, 2};
+    char title[160], yl[96];
+    snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bb, bn,
+             bd);
+    snprintf(yl, sizeof yl, "speedup over %s", base_name ? base_name : "dense");
+    as_lineplot lp = {.f = {680, 420, title, "sparsity N / k", yl},
+                      .nseries = nm, .s = ser, .logx = 1, .logy = 1, .nhlines = 1,
+                      .hlines = gpu_hl, .hline_names = gpu_hn, .legend_pos = 1,
+                      .xtick_values = gpu_ticks, .nxtick_values = 9, .xtick_suffix = "x"};
+    as_html_grid_begin(b, 2);
+    if (nm > 0) {
+        put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
+        plotted = 1;
+    }
+    gpu_shapes_figure(c, recs, bb, bd, yl);
+    as_html_grid_end(b);
+    return plotted;
+}
+
+/* every row, collapsed */
+static void gpu_rows_table(as_buf *b, const cJSON *recs)
+{
+    int nrec = cJSON_GetArraySize(recs);
+    as_buf_puts(b, "<details><summary>all rows</summary>\n<table><tr><th class=\"l\">method</th>"
+                   "<th>batch</th><th>N</th><th>d</th><th>sparsity</th><th>µs</th>"
+                   "<th>GB/s</th><th>% of copy</th></tr>\n");
+    int shown = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        if (shown++ >= 5000) break;
+        as_buf_puts(b, "<tr><td class=\"l\">");
+        as_buf_esc(b, str_field(r, "method") ? str_field(r, "method") : "?");
+        as_buf_puts(b, "</td>");
+        static const char *const f[] = {"batch", "n", "d", "sparsity", "us", "gbps", "pct_copy"};
+        for (int k = 0; k < 7; k++) {
+            as_buf_puts(b, "<td>");
+            as_buf_num(b, num_field(r, f[k]), 4);
+            as_buf_puts(b, "</td>");
+        }
+        as_buf_puts(b, "</tr>\n");
+    }
+    as_buf_printf(b, "</table></details>\n<p class=\"sub\">%d rows</p>\n", nrec);
+}
+
 static void section_gpu(ctx *c, const as_report_info *info)
 {
     if (!info->gpu_json) return;
     as_buf *b = c->b;
-    char err[AS_ERR_LEN];
     as_html_section(b, "gpu", "GPU decode kernels",
                     "From attnscope gpu bench --json: median time of each kernel and its "
                     "speedup over dense decode at the same shape (batch, N, d): FlashInfer's "
@@ -824,122 +960,11 @@ static void section_gpu(ctx *c, const as_report_info *info)
         }
         as_buf_puts(b, "</p>\n");
     }
-    /* the shape shown per method: the longest context with a baseline and sparse rows,
-     * then the largest batch, preferring d = 128 */
-    double bb = -1, bn = -1, bd = -1;
-    const cJSON *r;
-    cJSON_ArrayForEach(r, recs)
-    {
-        double rb = num_field(r, "batch"), rn = num_field(r, "n"), rd = num_field(r, "d");
-        if (!is_sparse_row(str_field(r, "method")) || !isfinite(rn)) continue;
-        if (!isfinite(baseline_us(recs, rb, rn, rd, NULL))) continue;
-        int better = rn > bn || (rn == bn && rb > bb) || (rn == bn && rb == bb && rd == 128);
-        if (better) bb = rb, bn = rn, bd = rd;
-    }
-    enum { MAXM = AS_PLOT_NCOLORS, MAXP = 16 };
-    int plotted = 0;
-    if (bn > 0) {
-        const char *base_name = NULL;
-        double base = baseline_us(recs, bb, bn, bd, &base_name);
-        const char *mnames[MAXM];
-        double xs[MAXM][MAXP], ys[MAXM][MAXP];
-        int cnt[MAXM] = {0}, nm = 0;
-        cJSON_ArrayForEach(r, recs)
-        {
-            const char *m = str_field(r, "method");
-            double sp = num_field(r, "sparsity"), us = num_field(r, "us");
-            if (!is_sparse_row(m) || !same_shape(r, bb, bn, bd) || !(sp > 0) || !(us > 0))
-                continue;
-            int k = 0;
-            while (k < nm && strcmp(mnames[k], m) != 0) k++;
-            if (k == nm) {
-                if (nm == MAXM) continue;
-                mnames[nm++] = m;
-            }
-            if (cnt[k] < MAXP) xs[k][cnt[k]] = sp, ys[k][cnt[k]++] = base / us;
-        }
-        as_series ser[MAXM];
-        for (int k = 0; k < nm; k++)
-            ser[k] = (as_series){mnames[k], cnt[k], xs[k], ys[k], NULL, NULL, k, 0, 1, 2};
-        char title[160], yl[96];
-        snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bb,
-                 bn, bd);
-        snprintf(yl, sizeof yl, "speedup over %s", base_name ? base_name : "dense");
-        static const double hl[1] = {10};
-        static const char *const hn[1] = {"10x"};
-        static const double ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
-        as_lineplot lp = {.f = {680, 420, title, "sparsity N / k", yl},
-                          .nseries = nm, .s = ser, .logx = 1, .logy = 1, .nhlines = 1,
-                          .hlines = hl, .hline_names = hn, .legend_pos = 1,
-                          .xtick_values = ticks, .nxtick_values = 9, .xtick_suffix = "x"};
-        as_html_grid_begin(b, 2);
-        if (nm > 0) {
-            put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
-            plotted = 1;
-        }
-        /* sparse decode over given indices across shapes: one line per (batch, N) */
-        double sb[MAXM], sn[MAXM];
-        double sx[MAXM][MAXP], sy[MAXM][MAXP];
-        int sc[MAXM] = {0}, ns = 0;
-        cJSON_ArrayForEach(r, recs)
-        {
-            const char *m = str_field(r, "method");
-            double rb = num_field(r, "batch"), rn = num_field(r, "n"), sp = num_field(r, "sparsity");
-            double us = num_field(r, "us");
-            if (!m || strcmp(m, "sparse_idx") != 0 || num_field(r, "d") != bd || rb != bb ||
-                !(us > 0))
-                continue;
-            double bu = baseline_us(recs, rb, rn, bd, NULL);
-            if (!isfinite(bu)) continue;
-            int k = 0;
-            while (k < ns && !(sb[k] == rb && sn[k] == rn)) k++;
-            if (k == ns) {
-                if (ns == MAXM) continue;
-                sb[ns] = rb, sn[ns] = rn, ns++;
-            }
-            if (sc[k] < MAXP) sx[k][sc[k]] = sp, sy[k][sc[k]++] = bu / us;
-        }
-        if (ns > 1) {
-            as_series s2[MAXM];
-            char nm2[MAXM][48];
-            for (int k = 0; k < ns; k++) {
-                snprintf(nm2[k], sizeof nm2[k], "N = %.0fk", sn[k] / 1024);
-                s2[k] = (as_series){nm2[k], sc[k], sx[k], sy[k], NULL, NULL, k, 0, 1, 1.6};
-            }
-            char t2[96];
-            snprintf(t2, sizeof t2, "sparse_idx by context length (batch %.0f, d = %.0f)", bb,
-                     bd);
-            as_lineplot l2 = {.f = {680, 420, t2, "sparsity N / k", yl},
-                              .nseries = ns, .s = s2, .logx = 1, .logy = 1, .nhlines = 1,
-                              .hlines = hl, .hline_names = hn, .legend_pos = 1,
-                              .xtick_values = ticks, .nxtick_values = 9, .xtick_suffix = "x"};
-            put_figure(c, "gpu-shapes", as_plot_lines(&l2, err),
-                       "Attention over given indices against the dense baseline at each N.",
-                       err);
-        }
-        as_html_grid_end(b);
-    }
+    double bb, bn, bd;
+    gpu_best_shape(recs, &bb, &bn, &bd);
+    int plotted = bn > 0 && gpu_speedup_figures(c, recs, bb, bn, bd);
     if (!plotted) as_html_note(b, "no sparse rows with a dense baseline at the same shape");
-    int nrec = cJSON_GetArraySize(recs);
-    as_buf_puts(b, "<details><summary>all rows</summary>\n<table><tr><th class=\"l\">method</th>"
-                   "<th>batch</th><th>N</th><th>d</th><th>sparsity</th><th>µs</th>"
-                   "<th>GB/s</th><th>% of copy</th></tr>\n");
-    int shown = 0;
-    cJSON_ArrayForEach(r, recs)
-    {
-        if (shown++ >= 5000) break;
-        as_buf_puts(b, "<tr><td class=\"l\">");
-        as_buf_esc(b, str_field(r, "method") ? str_field(r, "method") : "?");
-        as_buf_puts(b, "</td>");
-        static const char *const f[] = {"batch", "n", "d", "sparsity", "us", "gbps", "pct_copy"};
-        for (int k = 0; k < 7; k++) {
-            as_buf_puts(b, "<td>");
-            as_buf_num(b, num_field(r, f[k]), 4);
-            as_buf_puts(b, "</td>");
-        }
-        as_buf_puts(b, "</tr>\n");
-    }
-    as_buf_printf(b, "</table></details>\n<p class=\"sub\">%d rows</p>\n", nrec);
+    gpu_rows_table(b, recs);
     cJSON_Delete(doc);
     as_html_section_end(b);
 }

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "as_fixtures.h"
+#include "as_outfile.h"
 #include "as_safetensors.h"
 #include "as_testutil.h"
 
@@ -487,53 +488,3 @@ Test(safetensors, writer_refuses_registered_input)
     free(path);
 }
 
-Test(safetensors, registry_many_and_stale_entries)
-{
-    char *paths[100];
-    for (int i = 0; i < 100; i++) { /* more than any fixed table would hold */
-        char nm[32];
-        snprintf(nm, sizeof nm, "reg%d", i);
-        paths[i] = as_test_path(nm);
-        cr_assert_eq(fx_write(paths[i], "x", 1), 0);
-        as_input_register(paths[i]);
-    }
-    for (int i = 0; i < 100; i++) cr_assert(as_input_is_open(paths[i]), "%d", i);
-    for (int i = 0; i < 100; i++) {
-        as_input_unregister(paths[i]);
-        cr_assert(!as_input_is_open(paths[i]));
-        free(paths[i]);
-    }
-    /* deleted while registered: unregistering by name still drops the entry, so a new file
-     * that reuses the inode is not mistaken for the input */
-    char *a = as_test_path("stale");
-    cr_assert_eq(fx_write(a, "1", 1), 0);
-    as_input_register(a);
-    cr_assert_eq(unlink(a), 0);
-    as_input_unregister(a);
-    for (int i = 0; i < 20; i++) {
-        cr_assert_eq(fx_write(a, "2", 1), 0);
-        cr_assert(!as_input_is_open(a));
-        unlink(a);
-    }
-    /* replaced (renamed over) while registered: the old inode's entry goes too */
-    char *b = as_test_path("stale-old"), *c = as_test_path("stale-new");
-    cr_assert_eq(fx_write(a, "1", 1), 0);
-    as_input_register(a);
-    cr_assert_eq(link(a, b), 0);
-    cr_assert(as_input_is_open(b));
-    cr_assert_eq(fx_write(c, "3", 1), 0);
-    cr_assert_eq(rename(c, a), 0);
-    as_input_unregister(a);
-    cr_assert(!as_input_is_open(b));
-    /* registering twice needs two unregistrations */
-    as_input_register(b);
-    as_input_register(b);
-    as_input_unregister(b);
-    cr_assert(as_input_is_open(b));
-    as_input_unregister(b);
-    cr_assert(!as_input_is_open(b));
-    as_input_unregister("/nonexistent/never-registered"); /* harmless */
-    free(a);
-    free(b);
-    free(c);
-}

@@ -12,6 +12,7 @@
 
 #include "as_fixtures.h"
 #include "as_npy.h"
+#include "as_outfile.h"
 #include "as_testutil.h"
 #include "as_trace.h"
 
