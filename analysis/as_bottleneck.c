@@ -9,6 +9,7 @@
 #include "as_attn.h"
 #include "as_pages.h"
 #include "as_rank.h"
+#include "as_sparsity.h"
 
 #ifdef AS_HAVE_GLPK
 #include <glpk.h>
@@ -537,9 +538,7 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
             b->n_budgets = o->n_budgets;
             for (size_t bi = 0; bi < o->n_budgets && st == AS_OK; bi++) {
                 double f = o->budgets[bi];
-                int64_t k = (int64_t)ceil(f * (double)n);
-                if (k < 1) k = 1;
-                if (k > n) k = n;
+                int64_t k = as_budget_keys((as_budget){f, 0}, n); /* the rule of `sparsity` */
                 b->budget[bi] = f;
                 b->k[bi] = k;
                 double rest = topk_delta(p, ix, n, k, delta, &b->captured_mass[bi]);

@@ -11,6 +11,7 @@
 
 #include "as_attn.h"
 #include "as_bottleneck.h"
+#include "as_sparsity.h"
 #include "as_testutil.h"
 #include "as_trace.h"
 
@@ -218,7 +219,7 @@ Test(bn_layer, matches_array_functions)
         cr_assert_eq(b->collision_dim, n - l->d - 1);
         for (size_t k = 0; k < b->n_budgets; k++) {
             double cap, x = as_bn_absorption(V, p, n, l->d, b->k[k], &cap);
-            cr_assert_eq(b->k[k], (int64_t)ceil(o.budgets[k] * (double)n));
+            cr_assert_eq(b->k[k], as_budget_keys((as_budget){o.budgets[k], 0}, n));
             cr_assert_float_eq(b->absorption[k], x, 1e-12 * x);
             cr_assert_float_eq(b->captured_mass[k], cap, 1e-14);
         }
@@ -248,6 +249,40 @@ Test(bn_layer, matches_array_functions)
     free(p);
     as_trace_free(tr);
     free(path);
+}
+
+/* One budget rule for bottleneck and sparsity (as_budget_keys): 7% of 100 keys is 7 keys even
+ * though 0.07 * 100 = 7.000000000000001 in float64 (the naive ceil gives 8). */
+Test(bn_layer, budget_rule_is_the_sparsity_rule)
+{
+    char *p = as_test_path("b_budget.safetensors");
+    as_test_trace_spec sp = {.n_layers = 1, .hq = 2, .hkv = 1, .t = 2, .n = 100, .d = 8,
+                             .dtype = AS_DT_F64, .causal = 0, .gen = gen};
+    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert_not_null(tr, "%s", err);
+    as_bn_opts o;
+    as_bn_opts_init(&o);
+    o.witness = 0;
+    static const double f[] = {0.07, 0.14, 0.29, 0.57, 0.001, 1.0};
+    static const int64_t want[] = {7, 14, 29, 57, 1, 100};
+    o.n_budgets = sizeof f / sizeof f[0];
+    memcpy(o.budgets, f, sizeof f);
+    as_bn_query *qs = NULL;
+    size_t nq = 0;
+    cr_assert_eq(as_bn_layer(as_trace_layer(tr, 0), &o, &qs, &nq, err), AS_OK, "%s", err);
+    cr_assert_eq(nq, 4);
+    for (size_t i = 0; i < nq; i++)
+        for (size_t k = 0; k < o.n_budgets; k++) {
+            cr_assert_eq(qs[i].n, 100);
+            cr_assert_eq(qs[i].k[k], want[k], "budget %g: k = %lld, want %lld", f[k],
+                         (long long)qs[i].k[k], (long long)want[k]);
+            cr_assert_eq(qs[i].k[k], as_budget_keys((as_budget){f[k], 0}, 100));
+        }
+    free(qs);
+    as_trace_free(tr);
+    free(p);
 }
 
 Test(bn_cli, json_and_usage)
