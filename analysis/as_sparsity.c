@@ -599,13 +599,16 @@ typedef struct {
     const double *given_ohat;
 } sp_combo;
 
-static uint64_t record_seed(const as_sp_params *p, int layer, int64_t h, int64_t qi, size_t bi,
+/* The seed of one record's draws: (seed, layer, head, query, k, method), k the keys the budget
+ * gives this query. Seeding by the budget's value (its k), not its place in the list, makes a
+ * budget's records the same whatever other budgets are run with it. */
+static uint64_t record_seed(const as_sp_params *p, int layer, int64_t h, int64_t qi, int64_t k,
                             as_sp_method m)
 {
     uint64_t s = as_seed_mix(p->seed, (uint64_t)layer + 1);
     s = as_seed_mix(s, (uint64_t)h + 1);
     s = as_seed_mix(s, (uint64_t)qi + 1);
-    s = as_seed_mix(s, (uint64_t)bi + 1);
+    s = as_seed_mix(s, (uint64_t)k + 1);
     return as_seed_mix(s, (uint64_t)m + 1);
 }
 
@@ -691,7 +694,7 @@ static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as
         const sp_row *row = &B->rows[r];
         const int64_t n = row->n;
         const double *sc = B->Sc + r * nm, *o = B->O + r * d;
-        uint64_t seed = record_seed(C->p, layer, row->h, row->qi, C->budget_index, m);
+        uint64_t seed = record_seed(C->p, layer, row->h, row->qi, as_budget_keys(C->budget, n), m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         if (C->given) {
@@ -1107,7 +1110,7 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
         scores = sc;
     }
     if (st == AS_OK) {
-        uint64_t seed = record_seed(p, l->index, h, qi, 0, m);
+        uint64_t seed = record_seed(p, l->index, h, qi, as_budget_keys(b, n), m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         st = select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);

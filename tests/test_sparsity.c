@@ -564,6 +564,60 @@ Test(sparsity, budget_parsing)
     cr_assert_eq(as_budget_default_sweep(b, 8), 8);
 }
 
+/* A budget's draws depend on the budget, not on its place in the list: --sparsity 50x alone,
+ * the default sweep and 100x,50x give identical sampled records at 50x. */
+static const as_sp_record *find_rec(const recs *v, const as_sp_record *x, double budget)
+{
+    for (size_t j = 0; j < v->n; j++) {
+        const as_sp_record *y = &v->r[j];
+        if (y->layer == x->layer && y->head == x->head && y->query == x->query &&
+            y->method == x->method && y->budget == budget)
+            return y;
+    }
+    return NULL;
+}
+
+Test(sparsity, seeds_do_not_depend_on_budget_order)
+{
+    char *p = make_trace("seed.st", 1, AS_DT_F32, 2.0, 0, 400, 4);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    static const as_sp_method sm[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+    as_budget alone[1], pair[2], sweep[16];
+    size_t n1, n2, ns = as_budget_default_sweep(sweep, 16);
+    cr_assert_eq(as_budget_parse_list("50x", 1, alone, 1, &n1, err), AS_OK);
+    cr_assert_eq(as_budget_parse_list("100x,50x", 1, pair, 2, &n2, err), AS_OK);
+    recs a = run(tr, sm, 2, alone, n1, 3, 0);
+    recs b = run(tr, sm, 2, pair, n2, 3, 0);
+    recs c = run(tr, sm, 2, sweep, ns, 3, 0);
+    const double f = alone[0].frac;
+    size_t compared = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        const as_sp_record *x = &a.r[i];
+        const as_sp_record *ys[2] = {find_rec(&b, x, f), find_rec(&c, x, f)};
+        for (int t = 0; t < 2; t++) {
+            const as_sp_record *y = ys[t];
+            cr_assert(y, "record L%d h%lld q%lld missing", x->layer, (long long)x->head,
+                      (long long)x->query);
+            cr_assert_eq(x->ev.k, y->ev.k);
+            cr_assert_eq(x->ev.samples, y->ev.samples);
+            cr_assert_eq(x->exceed, y->exceed);
+            cr_assert(x->ev.abs_error == y->ev.abs_error,
+                      "%s L%d h%lld q%lld: draw differs with the budget list (%.17g vs %.17g)",
+                      as_sp_method_name(x->method), x->layer, (long long)x->head,
+                      (long long)x->query, x->ev.abs_error, y->ev.abs_error);
+            cr_assert(x->ev.bound == y->ev.bound);
+            compared++;
+        }
+    }
+    cr_assert_eq(compared, 2 * a.n);
+    cr_assert(a.n == 2 * 2 * 4 * 4);
+    free(a.r), free(b.r), free(c.r);
+    as_trace_free(tr);
+    free(p);
+}
+
 Test(sparsity, sweep_crossings)
 {
     char *p = make_trace("i.st", 1, AS_DT_F64, 3.0, 0, 256, 4);
