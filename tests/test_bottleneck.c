@@ -168,6 +168,53 @@ Test(bn_witness, known_optima_and_feasibility)
     free(ap);
 }
 
+/* Extreme but finite values: the witness is invariant to scaling V (the fibre V^T a' = V^T a
+ * does not change), so V times 1e200, 1e-300, or one coordinate at 1e-300 and another at 1e150,
+ * must give the same TV as V itself -- and never end the process inside GLPK (it aborted with
+ * "invalid scale factor" before). */
+Test(bn_witness, scale_invariant_at_extreme_magnitudes)
+{
+    if (!as_bn_have_lp()) cr_skip_test("built without GLPK");
+    char err[AS_ERR_LEN];
+    const int64_t m = 120, d = 5;
+    double *w = rand_dist(m, 2.0, 21), *wp = malloc((size_t)m * sizeof *wp);
+    double *V = randn(m * d, 22), *W = malloc((size_t)(m * d) * sizeof *W);
+    double tv0, res0;
+    cr_assert_eq(as_bn_witness(V, w, m, d, 0, &tv0, wp, &res0, err), AS_OK, "%s", err);
+    cr_assert(tv0 > 0.1);
+    static const double f[][2] = {{1e200, 1e200}, {1e-300, 1e-300}, {1e-300, 1e150},
+                                  {0x1p-1070, 1.0}, {1e300, 1e-300}};
+    for (size_t t = 0; t < sizeof f / sizeof f[0]; t++) {
+        for (int64_t i = 0; i < m * d; i++) W[i] = V[i] * (i % d == 0 ? f[t][0] : f[t][1]);
+        double tv, res;
+        as_status st = as_bn_witness(W, w, m, d, 0, &tv, wp, &res, err);
+        cr_assert_eq(st, AS_OK, "scale %g/%g: %s", f[t][0], f[t][1], err);
+        if (f[t][0] == 0x1p-1070) {
+            /* the first coordinate is almost all subnormal zeros: a different fibre; the
+             * witness must still be a distribution */
+            cr_assert(tv >= 0 && tv <= 1);
+            continue;
+        }
+        cr_assert(fabs(tv - tv0) <= 1e-9, "scale %g/%g: tv %.17g, unscaled %.17g", f[t][0],
+                  f[t][1], tv, tv0);
+        cr_assert(res <= 1e-9, "scale %g/%g: residual %g", f[t][0], f[t][1], res);
+        double s = 0;
+        for (int64_t i = 0; i < m; i++) {
+            cr_assert(wp[i] >= 0);
+            s += wp[i];
+        }
+        cr_assert(fabs(s - 1) <= 1e-9);
+    }
+    /* bad input is a status, not a crash */
+    double tv, res;
+    W[3] = NAN;
+    cr_assert_eq(as_bn_witness(W, w, m, d, 0, &tv, wp, &res, err), AS_ERR_VALUE);
+    cr_assert(strchr(err, '\n') == NULL && strlen(err) > 0);
+    w[0] = -w[0];
+    cr_assert_eq(as_bn_witness(V, w, m, d, 0, &tv, wp, &res, err), AS_ERR_VALUE);
+    free(V), free(W), free(w), free(wp);
+}
+
 /* ---- the layer routine ----------------------------------------------------------------------- */
 
 static double gen(void *vctx, int layer, char which, int64_t head, int64_t row, int64_t col)

@@ -218,3 +218,25 @@ Test(limits_cli, commands_refuse_overflowing_scores)
     free(out);
     free(pb), free(pv), free(pg), free(html);
 }
+
+/* Tiny values are within the limits, and the commands that solve the witness LP run on them
+ * (GLPK aborted the process with "invalid scale factor" on V of 1e-300 before). */
+Test(limits_cli, tiny_values_run)
+{
+    mag_ctx tiny = {0, 0, 1e-300}, good = {0, 0, 0};
+    char *pt = make("cli_tiny.st", &tiny, AS_DT_F64), *pg = make("cli_good2.st", &good, AS_DT_F64);
+    char *html = as_test_path("tiny.html");
+    char args[4200], *out = NULL;
+    snprintf(args, sizeof args, "bottleneck %s --json --quiet", pt);
+    cr_assert_eq(as_test_run_cli(args, &out), 0, "%s", out);
+    cr_assert(strstr(out, "\"tv_witness\":"), "%s", out);
+    cr_assert_null(strstr(out, "\"tv_witness\":\tnull"));
+    free(out);
+    snprintf(args, sizeof args, "report %s -o %s --quiet 2>&1", pt, html);
+    cr_assert_eq(as_test_run_cli(args, &out), 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "compare %s %s --json --quiet 2>&1 >/dev/null", pg, pt);
+    cr_assert_eq(as_test_run_cli(args, &out), 0, "%s", out);
+    free(out);
+    free(pt), free(pg), free(html);
+}
