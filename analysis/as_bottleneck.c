@@ -246,6 +246,10 @@ static void lp_run(lp_job *J)
     parm.msg_lev = GLP_MSG_OFF;
     parm.meth = GLP_PRIMAL;
     parm.tol_bnd = 1e-10; /* primal feasibility (default 1e-7): the witness must be exact */
+    /* an iteration limit (deterministic, unlike a time limit): GLPK's primal simplex can cycle
+     * on degenerate LPs with tiny objective coefficients (found by fuzzing); a solve that hits
+     * it counts as failed, the witness keeps the best vertex found so far */
+    parm.it_lim = (int)(20 * (nj + d + 1) + 1000);
     double rnorm = fabs(rhs[d]);
     for (int64_t c = 0; c < d; c++) rnorm += fabs(rhs[c]);
 

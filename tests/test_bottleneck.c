@@ -4,6 +4,7 @@
  * `attnscope bottleneck`. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 #include "as_sparsity.h"
 #include "as_testutil.h"
 #include "as_trace.h"
+#include "fuzz/fuzz_lp.h"
 
 static double *randn(int64_t count, uint64_t seed)
 {
@@ -213,6 +215,39 @@ Test(bn_witness, scale_invariant_at_extreme_magnitudes)
     w[0] = -w[0];
     cr_assert_eq(as_bn_witness(V, w, m, d, 0, &tv, wp, &res, err), AS_ERR_VALUE);
     free(V), free(W), free(w), free(wp);
+}
+
+/* The LP fuzz harness's seeds and regression inputs (tests/data/fuzz/lp: an LP on which GLPK's
+ * primal simplex cycled until the iteration limit was set) through the harness's own decoding
+ * and checks, in every build. */
+Test(bn_witness, fuzz_regression_inputs, .timeout = 120)
+{
+    if (!as_bn_have_lp()) cr_skip_test("built without GLPK");
+    const char *src = getenv("AS_SRC");
+    cr_assert(src, "AS_SRC not set");
+    static const char *const dirs[] = {"tests/data/fuzz/lp", "tests/fuzz/seeds/lp"};
+    int n = 0;
+    for (int k = 0; k < 2; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", src, dirs[k]);
+        DIR *d = opendir(dir);
+        cr_assert(d, "%s", dir);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.') continue;
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            FILE *f = fopen(path, "rb");
+            cr_assert(f, "%s", path);
+            uint8_t buf[65536];
+            size_t len = fread(buf, 1, sizeof buf, f);
+            fclose(f);
+            cr_assert_eq(fuzz_lp_one(buf, len), 1, "%s made no LP", de->d_name);
+            n++;
+        }
+        closedir(d);
+    }
+    cr_assert(n >= 2);
 }
 
 /* ---- the layer routine ----------------------------------------------------------------------- */
