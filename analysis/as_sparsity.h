@@ -57,7 +57,9 @@ typedef struct {
     int64_t count;
 } as_budget;
 
-/* Keys a budget allows for n visible keys. */
+/* Keys a budget allows for n visible keys: a count as given, a fraction f gives
+ * ceil(x - 1e-9 x), x = f n (the relative 1e-9 absorbs float64 rounding: 7% of 100 is 7), both
+ * clamped to [1, n] (0 when n <= 0). The one budget rule of sparsity and bottleneck. */
 int64_t as_budget_keys(as_budget b, int64_t n);
 /* Parse "2%", "0.02", "1/50", "128" (a count: an integer >= 1 without '%' or '.') or, with
  * sparsity = 1, "50x" / "50" (keep 1/50), comma-separated, at most max entries. Returns

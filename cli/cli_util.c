@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "as_limits.h"
 
 /* The program's help printer (cli/main.c registers it: this file knows no command). */
 static as_cli_help_fn help_printer;
@@ -87,7 +88,8 @@ as_trace *as_cli_open_trace(const char *cmd, const char *path, int check_finite,
         *code = as_cli_fail(cmd, st, err);
         return NULL;
     }
-    if (check_finite && (st = as_trace_check_finite(tr, err)) != AS_OK) {
+    if (check_finite && ((st = as_trace_check_finite(tr, err)) != AS_OK ||
+                         (st = as_trace_check_limits(tr, err)) != AS_OK)) {
         *code = as_cli_fail(cmd, st, err);
         as_trace_free(tr);
         return NULL;
