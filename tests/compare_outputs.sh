@@ -25,7 +25,7 @@ if [[ -z $mode || -z $bin || -z $arg ]]; then
     sed -n 2,18p "$0" >&2
     exit 2
 fi
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")/.." && pwd -P)
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-Haswell}
 export LC_ALL=C
 
@@ -93,9 +93,11 @@ run_all() {
         for f in $files; do
             if [[ ! -f $work/$f ]]; then
                 echo missing >"$out/$name.$f"
-            elif [[ $f == *.html ]]; then # the report's clock: when it was made, how long it took
+            elif [[ $f == *.html ]]; then # the report's clock (when it was made, how long it
+                # took) and the trace's absolute path, which names the checkout's folder
                 sed -E 's/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC/DATE/g;
-                        s/>[0-9]+\.[0-9]{2} s</>SECONDS</g' "$work/$f" >"$out/$name.$f"
+                        s/>[0-9]+\.[0-9]{2} s</>SECONDS</g' "$work/$f" |
+                    awk -v h="$here/" '{ while ((i = index($0, h)) > 0) $0 = substr($0, 1, i - 1) "CHECKOUT/" substr($0, i + length(h)); print }' >"$out/$name.$f"
             else
                 cp "$work/$f" "$out/$name.$f"
             fi
