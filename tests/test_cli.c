@@ -397,9 +397,9 @@ Test(cli, never_writes_over_its_input)
     cr_assert_eq(as_test_write_trace(p, &sp), 0);
     size_t len0 = 0;
     char *before = fx_slurp(p, &len0);
-    struct stat s0, s1;
-    stat(p, &s0);
-    char *out, *err;
+    struct stat s0 = {0}, s1 = {0};
+    cr_assert_eq(stat(p, &s0), 0);
+    char *out = NULL, *err = NULL;
     /* the safetensors writer (index export) refuses the trace it has open */
     int rc = run("sparsity '%s' --method topk --budget 2 --export-index '%s' --quiet", p, p, &out, &err);
     cr_expect_eq(rc, 2, "exit %d: %s", rc, err);
@@ -435,7 +435,7 @@ Test(cli, never_writes_over_its_input)
     free(help);
     size_t len1 = 0;
     char *after = fx_slurp(p, &len1);
-    stat(p, &s1);
+    cr_assert_eq(stat(p, &s1), 0);
     cr_assert_eq(len0, len1);
     cr_assert_eq(memcmp(before, after, len0), 0, "the input changed");
     cr_assert_eq(s0.st_ino, s1.st_ino, "the input was replaced");
