@@ -36,6 +36,58 @@ int as_cli_parse_int(const char *cmd, const char *opt, const char *arg, long lo,
     return 0;
 }
 
+int as_cli_parse_u64(const char *cmd, const char *opt, const char *arg, uint64_t *out)
+{
+    int hex = arg[0] == '0' && (arg[1] == 'x' || arg[1] == 'X');
+    const char *p = hex ? arg + 2 : arg;
+    uint64_t v = 0;
+    int ok = *p != '\0';
+    for (; ok && *p; p++) {
+        unsigned dgt;
+        if (*p >= '0' && *p <= '9') dgt = (unsigned)(*p - '0');
+        else if (hex && *p >= 'a' && *p <= 'f') dgt = (unsigned)(*p - 'a' + 10);
+        else if (hex && *p >= 'A' && *p <= 'F') dgt = (unsigned)(*p - 'A' + 10);
+        else {
+            ok = 0;
+            break;
+        }
+        unsigned base = hex ? 16 : 10;
+        if (v > (UINT64_MAX - dgt) / base) ok = 0; /* above 2^64 - 1 */
+        else v = v * base + dgt;
+    }
+    if (!ok) {
+        as_cli_usage(cmd, "--%s expects an integer in [0, 2^64-1] (decimal or 0x hex), got '%s'",
+                     opt, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int as_cli_parse_real(const char *cmd, const char *opt, const char *arg, double lo, double hi,
+                      int open, double *out)
+{
+    char *end = NULL;
+    double v = strtod(arg, &end);
+    int ok = end != arg && *end == '\0' && isfinite(v) &&
+             ((open & AS_OPEN_LO) ? v > lo : v >= lo) && ((open & AS_OPEN_HI) ? v < hi : v <= hi);
+    if (!ok) {
+        char range[96];
+        if (isinf(hi))
+            snprintf(range, sizeof range, "a number %s %g", (open & AS_OPEN_LO) ? ">" : ">=", lo);
+        else
+            snprintf(range, sizeof range, "a number in %c%g, %g%c", (open & AS_OPEN_LO) ? '(' : '[',
+                     lo, hi, (open & AS_OPEN_HI) ? ')' : ']');
+        as_cli_usage(cmd, "--%s expects %s, got '%s'", opt, range, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* --progress: set by any command's option parsing, read by as_progress_new */
+static int progress_forced;
+
 int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *arg)
 {
     long v;
@@ -48,9 +100,21 @@ int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *ar
         if (as_cli_parse_int(cmd, "head", arg, 0, INT_MAX, &v)) return -1;
         c->head = (int)v;
         return 1;
-    case AS_OPT_JSON: c->fmt = AS_FMT_JSON; return 1;
-    case AS_OPT_CSV: c->fmt = AS_FMT_CSV; return 1;
+    case AS_OPT_JSON:
+    case AS_OPT_CSV: {
+        as_fmt f = opt == AS_OPT_JSON ? AS_FMT_JSON : AS_FMT_CSV;
+        if (c->fmt != AS_FMT_TABLE && c->fmt != f) {
+            as_cli_usage(cmd, "--json and --csv exclude each other: give one");
+            return -1;
+        }
+        c->fmt = f;
+        return 1;
+    }
     case AS_OPT_QUIET: c->quiet = 1; return 1;
+    case AS_OPT_PROGRESS:
+        c->progress = 1;
+        progress_forced = 1;
+        return 1;
     case AS_OPT_HELP: as_cli_print_help(cmd, stdout); return 2;
     default: return 0;
     }
@@ -71,6 +135,12 @@ int as_cli_usage(const char *cmd, const char *fmt, ...)
     fprintf(stderr, " (see 'attnscope help %s')\n", cmd);
     va_end(ap);
     return 2;
+}
+
+int as_cli_bad_option(const char *cmd, int opt, char **argv)
+{
+    if (opt == ':') return as_cli_usage(cmd, "option '%s' needs a value", argv[optind - 1]);
+    return as_cli_usage(cmd, "unknown option '%s'", argv[optind - 1]);
 }
 
 as_trace *as_cli_open_trace(const char *cmd, const char *path, int check_finite, int *code)
@@ -402,6 +472,46 @@ void as_progress_free(as_progress *p)
 }
 
 /* ---------------------------------------------------------------- atomic output */
+int as_cli_check_output(const char *cmd, const char *path)
+{
+    if (!*path) {
+        fprintf(stderr, "attnscope %s: empty output path\n", cmd);
+        return 2;
+    }
+    if (as_input_is_open(path)) {
+        fprintf(stderr, "attnscope %s: %s: refusing to overwrite an input file\n", cmd, path);
+        return 2;
+    }
+    struct stat s;
+    if (stat(path, &s) == 0 && S_ISDIR(s.st_mode)) {
+        fprintf(stderr, "attnscope %s: %s: is a directory\n", cmd, path);
+        return 2;
+    }
+    /* the folder: the temporary file is created there and renamed into place */
+    size_t n = strlen(path);
+    char *dir = malloc(n + 2);
+    if (!dir) return as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int rc = 0;
+    if (stat(dir, &s) != 0 || !S_ISDIR(s.st_mode)) {
+        fprintf(stderr, "attnscope %s: %s: folder '%s' does not exist\n", cmd, path, dir);
+        rc = 2;
+    } else if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "attnscope %s: %s: cannot write in folder '%s': %s\n", cmd, path, dir,
+                strerror(errno));
+        rc = 2;
+    }
+    free(dir);
+    return rc;
+}
+
 as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err)
 {
     if (as_input_is_open(path))

@@ -262,15 +262,43 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
 
 #ifdef AS_SUM_SPECTRUM
 /* ---- issue 6: the positional spectrum of every query head -------------------------------- */
+/* as_spectrum_head transforms the attention profile over relative positions 0 .. L-1, L the
+ * most keys a query of the layer sees; it needs L >= 4. */
+#define AS_SUM_SPECTRUM_MIN_KEYS 4
+static int64_t spectrum_len(const as_layer *l)
+{
+    int64_t lmax = 0;
+    for (int64_t qi = 0; qi < l->t; qi++)
+        if (as_layer_visible(l, qi) > lmax) lmax = as_layer_visible(l, qi);
+    return lmax;
+}
+
+/* Layers whose spectrum is left out: the first few listed, then a count. */
+typedef struct {
+    int first[8];
+    int n;
+} skipped_t;
+
+static void skipped_note(const skipped_t *k, char *b, size_t cap)
+{
+    if (k->n == 0) return;
+    int len = snprintf(b, cap, "the positional spectrum is left out of layer%s ", k->n > 1 ? "s" : "");
+    for (int i = 0; i < k->n && i < 8 && len > 0 && (size_t)len < cap; i++)
+        len += snprintf(b + len, cap - (size_t)len, "%s%d", i ? ", " : "", k->first[i]);
+    if (k->n > 8 && len > 0 && (size_t)len < cap)
+        len += snprintf(b + len, cap - (size_t)len, " and %d more", k->n - 8);
+    if (len > 0 && (size_t)len < cap)
+        snprintf(b + len, cap - (size_t)len, " (%s queries see fewer than %d keys)",
+                 k->n > 1 ? "their" : "its", AS_SUM_SPECTRUM_MIN_KEYS);
+}
+
 static as_status spectrum_layer(const as_layer *l, as_sum_layer *L, char *err)
 {
     as_spectrum_opts so;
     as_spectrum_opts_init(&so);
     /* periodic = repeating at least 8 times within the visible context: longer periods are
      * the slow recency trend every head has, not periodicity */
-    int64_t lmax = 0;
-    for (int64_t qi = 0; qi < l->t; qi++)
-        if (as_layer_visible(l, qi) > lmax) lmax = as_layer_visible(l, qi);
+    int64_t lmax = spectrum_len(l);
     so.max_period = lmax / 8.0 > so.min_period ? lmax / 8.0 : 0;
     for (int64_t h = 0; h < l->hq; h++) {
         as_spectrum sp;
@@ -455,6 +483,14 @@ static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, int witnes
 
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err)
 {
+    as_status st;
+    return as_summary_compute_st(tr, o, &st, err);
+}
+
+as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, as_status *stp,
+                                  char *err)
+{
+    *stp = AS_ERR_NOMEM;
     as_summary_opts def;
     if (!o) {
         as_summary_opts_init(&def);
@@ -497,6 +533,9 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
     pg.total += heads * 4;
 #endif
     as_status st = AS_OK;
+#ifdef AS_SUM_SPECTRUM
+    skipped_t skipped = {{0}, 0};
+#endif
     for (size_t i = 0; i < nl && st == AS_OK; i++) {
         const as_layer *l = as_trace_layer(tr, i);
         if (o->layer >= 0 && l->index != o->layer) continue;
@@ -537,7 +576,11 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
         if (st == AS_OK) st = rank_layer(l, L, err);
 #endif
 #ifdef AS_SUM_SPECTRUM
-        if (st == AS_OK) st = spectrum_layer(l, L, err);
+        if (st == AS_OK && spectrum_len(l) < AS_SUM_SPECTRUM_MIN_KEYS) {
+            if (skipped.n < 8) skipped.first[skipped.n] = l->index; /* spectrum stays NaN */
+            skipped.n++;
+        } else if (st == AS_OK)
+            st = spectrum_layer(l, L, err);
 #endif
         prog_step(&pg, (uint64_t)l->hq);
 #ifdef AS_SUM_BOTTLENECK
@@ -548,6 +591,7 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 #ifdef AS_SUM_SPARSITY
     if (st == AS_OK) st = sparsity_family(tr, s, o, pg.done, heads * 4, pg.total, err);
 #endif
+    *stp = st;
     if (st != AS_OK) {
         as_summary_free(s);
         return NULL;
@@ -567,6 +611,7 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 #ifdef AS_SUM_SPECTRUM
     s->have_spectrum = 1;
     s->missing[4][0] = '\0';
+    skipped_note(&skipped, s->left_out, sizeof s->left_out);
 #endif
     return s;
 }

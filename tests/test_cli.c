@@ -52,7 +52,7 @@ static void expect_bad_all(const char *path, const char *want)
 
 Test(cli, help_version_usage)
 {
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(fx_run("help", &out, &err), 0);
     cr_assert(strstr(out, "usage: attnscope COMMAND") && strstr(out, "info") && strstr(out, "attend"),
               "%s", out);
@@ -176,7 +176,7 @@ Test(cli, malformed_safetensors_one_line_exit_2)
     /* a file name holding a newline */
     char *odd = tmp("odd\nname.safetensors");
     cr_assert_eq(fx_write(odd, "x", 1), 0);
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     char args[1024];
     snprintf(args, sizeof args, "info \"$(printf '%s/odd\\nname.safetensors')\"", as_test_tmpdir());
     cr_assert_eq(fx_run(args, &out, &err), 2);
@@ -243,7 +243,7 @@ Test(cli, nan_inf_named_with_index)
     char *p = write_st("inf.safetensors", ts, 3, NULL);
     expect_bad_all(p, "tensor 'layers.0.k' holds Inf at element 13 [head 1, row 0, col 1]");
     /* --no-check skips the scan: the structure is fine */
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(run("info --no-check '%s'%s", p, "", &out, &err), 0, "%s", err);
     free(out);
     free(err);
@@ -301,7 +301,7 @@ Test(cli, malformed_npy_dirs_one_line_exit_2)
     fx_write_buf(path, fx_npy(1, dk, z, 24));
     snprintf(path, sizeof path, "%s/layers.0.v.npy", d);
     fx_write_buf(path, fx_npy(3, dk, z, 24));
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(run("info '%s'%s", d, "", &out, &err), 0, "%s", err); /* good without metadata */
     free(out);
     free(err);
@@ -325,7 +325,7 @@ Test(cli, good_traces_exit_0_and_attend_closed_form)
     as_test_trace_spec sp = {.n_layers = 2, .hq = 4, .hkv = 2, .t = 3, .n = 6, .d = 2,
                              .dtype = AS_DT_F32, .causal = 1, .gen = gen_v, .model = "m1"};
     cr_assert_eq(as_test_write_trace(p, &sp), 0);
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(run("info '%s'%s", p, "", &out, &err), 0, "%s", err);
     cr_assert(strstr(out, "m1"), "%s", out);
     free(out);
