@@ -91,12 +91,19 @@ int as_out_finish(as_out *o, FILE *f);
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);
 
-/* ---- progress bar on stderr: only when stderr is a terminal, not --quiet, and the work has
- * already taken more than a second. */
+/* ---- progress bar on stderr (label, bar, percentage, elapsed time, ETA): when stderr is a
+ * terminal or --progress was given, never with --quiet; drawn from half a second on by a
+ * thread of its own, so it shows even while one step takes long. as_progress_update may be
+ * called from any thread. */
 typedef struct as_progress as_progress;
 as_progress *as_progress_new(const char *label, uint64_t total, int quiet);
 void as_progress_update(as_progress *p, uint64_t done);
 void as_progress_free(as_progress *p); /* clears the line */
+
+/* Install the handlers every command runs under: SIGBUS (a mapped input truncated under us:
+ * one line naming the file, temporary outputs removed, exit 2) and SIGINT/SIGTERM/SIGHUP
+ * (temporary outputs removed, then the default action). */
+void as_cli_guard_install(const char *cmd);
 
 /* Check, before any long work, that an output file can be written at path: not empty, not a
  * directory, not an open input (the trace, an index file; call after opening them), its

@@ -153,7 +153,6 @@ static int compare_main(int argc, char **argv, const char *cmdline)
     as_summary *s[2] = {NULL, NULL};
     int code = 0;
     char err[AS_ERR_LEN];
-    prog.bar = as_progress_new("compare", 1000, c.quiet);
     /* open and check both before the (long) analysis of either */
     for (int i = 0; i < 2 && code == 0; i++) {
         tr[i] = as_cli_open_trace("compare", path[i], 1, &code);
@@ -164,6 +163,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
 #ifdef AS_HAVE_REPORT
     if (code == 0 && out) code = as_cli_check_output("compare", out);
 #endif
+    prog.bar = code == 0 ? as_progress_new("compare", 1000, c.quiet) : NULL;
     for (int i = 0; i < 2 && code == 0; i++) {
         as_summary_opts so;
         as_summary_opts_init(&so);

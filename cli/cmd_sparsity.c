@@ -563,9 +563,16 @@ int as_cmd_sparsity(int argc, char **argv)
         static const char *const f6[] = {"%d", "%d", "%d", "%s", NULL};
         as_out_table(o, "check", "Checks", c6, NULL, f6);
     }
-    int rc = as_out_finish(o, stdout);
+    /* the export first: a run that fails prints nothing */
+    int rc = export_path ? export_index(tr, &cfg, export_path, export_out, c.trace) : 0;
+    if (rc == 0) {
+        rc = as_out_finish(o, stdout);
+    } else {
+        FILE *devnull = fopen("/dev/null", "w");
+        as_out_finish(o, devnull ? devnull : stderr);
+        if (devnull) fclose(devnull);
+    }
     as_sp_agg_free(rc_ctx.agg);
-    if (rc == 0 && export_path) rc = export_index(tr, &cfg, export_path, export_out, c.trace);
     as_index_free(ix);
     as_trace_free(tr);
     if (rc != 0) return rc;

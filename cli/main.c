@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli_help.h"
+#include "cli_util.h"
 
 static const as_command commands[] = {
     {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
@@ -96,7 +97,10 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < n_commands; i++)
-        if (strcmp(commands[i].name, cmd) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(commands[i].name, cmd) == 0) {
+            as_cli_guard_install(commands[i].name);
+            return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "attnscope: '%s' is not a command (see 'attnscope help')\n", cmd);
     return 2;
 }

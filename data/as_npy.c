@@ -222,6 +222,7 @@ as_status as_npy_write(const char *path, as_dtype dtype, int ndim, const int64_t
     if (!tmp) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
     int fd = mkstemp(tmp);
+    int slot = fd >= 0 ? as_tmp_track(tmp) : -1; /* removed if a signal ends us */
     if (fd < 0) {
         free(tmp);
         return as_err_set(err, AS_ERR_IO, "%s: cannot create a temporary file: %s", path,
@@ -243,9 +244,11 @@ as_status as_npy_write(const char *path, as_dtype dtype, int ndim, const int64_t
     if (!ok || chmod(tmp, 0644) != 0 || rename(tmp, path) != 0) {
         as_status st = as_err_set(err, AS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
         unlink(tmp);
+        as_tmp_untrack(slot);
         free(tmp);
         return st;
     }
+    as_tmp_untrack(slot);
     free(tmp);
     return AS_OK;
 }

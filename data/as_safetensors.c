@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -420,11 +421,45 @@ int as_input_is_open(const char *path)
     return 0;
 }
 
+/* ------------------------------------------------------------------ temporary outputs */
+/* Fixed storage: the signal handler reads it without locks or allocation. A slot's path is
+ * complete before its flag is raised, and the flag is dropped before the path is reused. */
+static char tmp_paths[AS_TMP_SLOTS][4096];
+static volatile sig_atomic_t tmp_used[AS_TMP_SLOTS];
+
+int as_tmp_track(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= sizeof tmp_paths[0]) return -1;
+    for (int i = 0; i < AS_TMP_SLOTS; i++)
+        if (!tmp_used[i]) {
+            memcpy(tmp_paths[i], path, n + 1);
+            tmp_used[i] = 1;
+            return i;
+        }
+    return -1;
+}
+
+void as_tmp_untrack(int slot)
+{
+    if (slot >= 0 && slot < AS_TMP_SLOTS) tmp_used[slot] = 0;
+}
+
+void as_tmp_remove_all(void)
+{
+    for (int i = 0; i < AS_TMP_SLOTS; i++)
+        if (tmp_used[i]) {
+            unlink(tmp_paths[i]);
+            tmp_used[i] = 0;
+        }
+}
+
 /* ------------------------------------------------------------------ writer */
 
 struct as_st_writer {
     char *path, *tmp;
     int fd;
+    int tmp_slot; /* as_tmp_track */
     uint64_t total, written;
 };
 
@@ -557,6 +592,7 @@ as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_
     }
     snprintf(w->tmp, plen + 16, "%s.tmpXXXXXX", path);
     w->fd = mkstemp(w->tmp);
+    w->tmp_slot = w->fd >= 0 ? as_tmp_track(w->tmp) : -1; /* removed if a signal ends us */
     if (w->fd < 0) {
         as_err_set(err, AS_ERR_IO, "%s: cannot create a temporary file: %s", path,
                    strerror(errno));
@@ -605,6 +641,7 @@ as_status as_st_writer_write(as_st_writer *w, const void *bytes, size_t nbytes, 
 
 static void writer_free(as_st_writer *w)
 {
+    as_tmp_untrack(w->tmp_slot);
     free(w->path);
     free(w->tmp);
     free(w);

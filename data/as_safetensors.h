@@ -76,4 +76,13 @@ void as_input_unregister(const char *path);
 /* 1 if path names (same device and inode) a registered input. */
 int as_input_is_open(const char *path);
 
+/* Temporary files the atomic writers are filling (temp + rename): a signal handler (SIGINT,
+ * SIGTERM, SIGBUS) calls as_tmp_remove_all(), which is async-signal-safe, so that an
+ * interrupted run leaves no partial output behind. At most AS_TMP_SLOTS at once; a path that
+ * finds no slot (or is too long) is simply not tracked (-1). */
+#define AS_TMP_SLOTS 8
+int as_tmp_track(const char *path);
+void as_tmp_untrack(int slot);
+void as_tmp_remove_all(void);
+
 #endif

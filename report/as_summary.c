@@ -106,8 +106,28 @@ void as_summary_free(as_summary *s)
     free(s);
 }
 
+/* Progress in work units: per layer, each family costs about hq units (the dense pass,
+ * entropy, the bottleneck, the spectrum and ranks together), the sparsity sweep 4 hq. */
+typedef struct {
+    const as_summary_opts *o;
+    uint64_t done, total, span; /* span: units of the family in progress */
+} prog_t;
+
+static void prog_inner(void *ctx, uint64_t d, uint64_t t)
+{
+    prog_t *p = ctx;
+    if (p->o->progress && t) p->o->progress(p->o->ctx, p->done + p->span * (d > t ? t : d) / t, p->total);
+}
+
+static void prog_step(prog_t *p, uint64_t units)
+{
+    p->done += units;
+    if (p->o->progress) p->o->progress(p->o->ctx, p->done, p->total);
+}
+
 /* Dense attention of every query: the position profile and the sink mass. */
-static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p, char *err)
+static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p, prog_t *pg,
+                                   char *err)
 {
     int64_t nb = l->n < AS_SUM_PROFILE_BINS ? l->n : AS_SUM_PROFILE_BINS;
     L->nbins = (int)nb;
@@ -137,6 +157,7 @@ static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p
             }
             sink += p[0];
             count++;
+            prog_inner(pg, (uint64_t)count, (uint64_t)(l->hq * l->t)); /* one query: long at large N */
         }
         L->sink_mass[h] = l->t > 0 ? sink / (double)l->t : NAN;
     }
@@ -332,25 +353,6 @@ static as_status spectrum_layer(const as_layer *l, as_sum_layer *L, char *err)
     return AS_OK;
 }
 #endif
-
-/* Progress in work units: per layer, each family costs about hq units (the dense pass,
- * entropy, the bottleneck, the spectrum and ranks together), the sparsity sweep 4 hq. */
-typedef struct {
-    const as_summary_opts *o;
-    uint64_t done, total, span; /* span: units of the family in progress */
-} prog_t;
-
-__attribute__((unused)) static void prog_inner(void *ctx, uint64_t d, uint64_t t)
-{
-    prog_t *p = ctx;
-    if (p->o->progress && t) p->o->progress(p->o->ctx, p->done + p->span * (d > t ? t : d) / t, p->total);
-}
-
-static void prog_step(prog_t *p, uint64_t units)
-{
-    p->done += units;
-    if (p->o->progress) p->o->progress(p->o->ctx, p->done, p->total);
-}
 
 #ifdef AS_SUM_ENTROPY
 /* ---- issue 4: entropy and top-k mass of every query ------------------------------------- */
@@ -563,7 +565,8 @@ as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, 
             st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
             break;
         }
-        st = attention_profile(l, L, p, err);
+        pg.span = (uint64_t)l->hq;
+        st = attention_profile(l, L, p, &pg, err);
         free(p);
         prog_step(&pg, (uint64_t)l->hq);
 #ifdef AS_SUM_ENTROPY
