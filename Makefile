@@ -12,9 +12,9 @@ CMAKE_FLAGS ?=
 # bottleneck's linear program, PLplot + OpenSSL for the report's plots and checksums), and
 # what the tests add (Criterion; Python; chromium for the report's screenshot test).
 AS_DEB_DEMO = cmake ninja-build pkg-config gcc make \
-	libopenblas-dev liblapacke-dev libfftw3-dev libgsl-dev libcjson-dev libglpk-dev \
+	libopenblas-dev liblapacke-dev libfftw3-dev libcjson-dev libglpk-dev \
 	libplplot-dev libssl-dev
-AS_DEB_PACKAGES = $(AS_DEB_DEMO) python3 libcriterion-dev chromium
+AS_DEB_PACKAGES = $(AS_DEB_DEMO) libgsl-dev python3 libcriterion-dev chromium
 # Python packages: the demo needs none. The interop and cross-check tests need numpy and
 # safetensors, and the capture tool's test PyTorch + transformers (tiny random
 # Llama/Qwen/Mistral/GPT-2 models built from their config classes, no download). PyPI's Linux
