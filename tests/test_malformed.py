@@ -211,6 +211,17 @@ def main():
             if want not in err:
                 FAILED.append(label)
                 print(f"FAIL {label}: stderr {err.strip()!r} lacks {want!r}")
+        if HAVE["report"]:  # a report of a tiny trace says what it left out
+            small = os.path.join(corpus, "valid_small_n2.safetensors")
+            html = os.path.join(dirs[0], "small.html")
+            rc, _, err, _ = run(["report", small, "-o", html], dirs[0])
+            text = open(html, encoding="utf-8").read() if rc == 0 and os.path.exists(html) else ""
+            if "positional spectrum is left out of layer 0" not in text or "left out" not in err:
+                FAILED.append("report of N = 2 says what it left out")
+                print(f"FAIL report of N = 2: exit {rc}, stderr {err.strip()!r}, note in page: "
+                      f"{'left out' in text}")
+            if os.path.exists(html):
+                os.remove(html)
         err = stderr_of(["spectrum", os.path.join(corpus, "valid_small_n2.safetensors")])
         if "spectrum: spectrum:" in err:
             FAILED.append("spectrum prefix")
