@@ -461,8 +461,9 @@ struct as_progress {
     pthread_cond_t cv;
 };
 
-/* A bar on the screen: the signal handlers clear its line before their message. */
-static volatile sig_atomic_t bar_on_screen;
+/* A bar on the screen: the signal handlers clear its line before their message. Once a
+ * handler runs, bars are frozen: no more drawing over its message. */
+static volatile sig_atomic_t bar_on_screen, bars_frozen;
 
 static double secs_between(struct timespec a, struct timespec b)
 {
@@ -492,10 +493,11 @@ static void progress_draw(as_progress *p, double el)
     for (int i = 0; i < bar && k < (int)sizeof line - 1; i++) line[k++] = i < fill ? '#' : '.';
     snprintf(line + k, sizeof line - (size_t)k, "] %5.1f%%  %s elapsed, ETA %s ", 100 * frac,
              e1, e2);
-    fputs(line, stderr);
-    fflush(stderr);
-    p->shown = 1;
+    if (bars_frozen) return;
+    /* one write: a signal handler's message (also one write) never lands inside a bar */
     bar_on_screen = 1;
+    if (write(STDERR_FILENO, line, strlen(line)) < 0) return;
+    p->shown = 1;
 }
 
 static void *progress_thread(void *arg)
@@ -555,9 +557,11 @@ void as_progress_free(as_progress *p)
         pthread_join(p->thread, NULL);
         pthread_mutex_destroy(&p->mu);
         pthread_cond_destroy(&p->cv);
-        if (p->shown) {
-            fprintf(stderr, "\r%*s\r", 79, "");
-            fflush(stderr);
+        if (p->shown && !bars_frozen) {
+            static const char clear[] = "\r                                                  "
+                                        "                             \r";
+            if (write(STDERR_FILENO, clear, sizeof clear - 1) < 0) { /* nothing to do */
+            }
             bar_on_screen = 0;
         }
     }
@@ -571,15 +575,28 @@ void as_progress_free(as_progress *p)
  * here is async-signal-safe: no stdio, no allocation. */
 static const char *guard_cmd = "";
 
+/* The handlers' message, built in static storage and written with one write(2). */
+static char say_buf[8192];
+static size_t say_len;
+
 static void say(const char *s)
 {
     size_t n = strlen(s);
-    while (n > 0) {
-        ssize_t w = write(STDERR_FILENO, s, n);
-        if (w <= 0) return;
-        s += w;
-        n -= (size_t)w;
+    if (n > sizeof say_buf - 1 - say_len) n = sizeof say_buf - 1 - say_len;
+    memcpy(say_buf + say_len, s, n);
+    say_len += n;
+}
+
+static void say_flush(void)
+{
+    const char *p = say_buf;
+    while (say_len > 0) {
+        ssize_t w = write(STDERR_FILENO, p, say_len);
+        if (w <= 0) break;
+        p += w;
+        say_len -= (size_t)w;
     }
+    say_len = 0;
 }
 
 static int hexval(char c)
@@ -634,6 +651,7 @@ static int mapped_file(uintptr_t addr, char *out, size_t cap)
 
 static void clear_bar(void)
 {
+    bars_frozen = 1;
     if (bar_on_screen)
         say("\r                                                                               \r");
 }
@@ -642,8 +660,8 @@ static void on_bus(int sig, siginfo_t *si, void *uc)
 {
     (void)sig, (void)uc;
     static char path[4096];
-    as_tmp_remove_all();
     clear_bar();
+    as_tmp_remove_all();
     say("attnscope ");
     say(guard_cmd);
     say(": ");
@@ -653,13 +671,15 @@ static void on_bus(int sig, siginfo_t *si, void *uc)
         say(guard_input[0] ? guard_input : "an input file");
     say(": the file changed while it was being read (truncated or rewritten by another "
         "program?); nothing written\n");
+    say_flush();
     _exit(2);
 }
 
 static void on_interrupt(int sig)
 {
-    as_tmp_remove_all();
     clear_bar();
+    say_flush();
+    as_tmp_remove_all();
     signal(sig, SIG_DFL);
     raise(sig);
 }
