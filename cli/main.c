@@ -48,7 +48,9 @@ static void overview(FILE *f)
             AS_VERSION);
     for (size_t i = 0; i < n_commands; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
+    fprintf(f, "\nAnalysis commands take --layer L, --head H, --json or --csv, --quiet (no\n"
+               "progress bar) and --progress (the bar even when stderr is not a terminal).\n"
+               "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
                "Trace format: docs/trace-format.md; output schema: docs/cli.md.\n");
 }
 
