@@ -34,7 +34,7 @@ int as_cmd_attend(int argc, char **argv)
         if (opt == 'i') {
             if (as_cli_parse_int("attend", "query", optarg, 0, 1L << 40, &query)) return 2;
         } else {
-            return as_cli_usage("attend", "unknown option '%s'", argv[optind - 1]);
+            return as_cli_bad_option("attend", opt, argv);
         }
     }
     if (optind != argc - 1) return as_cli_usage("attend", "expects exactly one TRACE");

@@ -54,7 +54,7 @@ static int parse_list(const char *cmd, const char *opt, const char *s, double *o
     while (*p) {
         char *end;
         double v = strtod(p, &end);
-        if (end == p || !(v > 0) || *n >= max) {
+        if (end == p || !(v > 0) || !isfinite(v) || *n >= max) {
             as_cli_usage(cmd, "--%s expects a comma-separated list of positive numbers", opt);
             return -1;
         }
@@ -482,7 +482,7 @@ static int replay_parse(int argc, char **argv, replay_opts *o)
             if (as_cli_parse_int("gpu replay", "seed", optarg, 0, 1L << 62, &o->seed)) return 2;
             break;
         default:
-            return as_cli_usage("gpu replay", "unknown option '%s'", argv[optind - 1]);
+            return as_cli_bad_option("gpu replay", opt, argv);
         }
     }
     if (optind != argc - 1) return as_cli_usage("gpu replay", "expects exactly one TRACE");
@@ -586,11 +586,12 @@ static int bench(int argc, char **argv)
         case O_REPS: if (as_cli_parse_int("gpu bench", "reps", optarg, 20, 100000, &reps)) return 2; break;
         case O_VAR: if (as_cli_parse_int("gpu bench", "variant", optarg, 0, AS_GPU_VARIANTS - 1, &variant)) return 2; break;
         case O_MAXGIB:
-            max_gib = strtod(optarg, NULL);
-            if (!(max_gib > 0)) return as_cli_usage("gpu bench", "--max-gib expects a positive number");
+            if (as_cli_parse_real("gpu bench", "max-gib", optarg, 0, INFINITY, AS_OPEN_LO,
+                                  &max_gib))
+                return 2;
             break;
         case O_NOSEL: selection = 0; break;
-        default: return as_cli_usage("gpu bench", "unknown option '%s'", argv[optind - 1]);
+        default: return as_cli_bad_option("gpu bench", opt, argv);
         }
     }
     if (optind != argc) return as_cli_usage("gpu bench", "takes no positional arguments");

@@ -29,7 +29,7 @@ int as_cmd_info(int argc, char **argv)
         if (r == 2) return 0;
         if (r < 0) return 2;
         if (opt == 'n') check = 0;
-        else return as_cli_usage("info", "unknown option '%s'", argv[optind - 1]);
+        else return as_cli_bad_option("info", opt, argv);
     }
     if (optind != argc - 1) return as_cli_usage("info", "expects exactly one TRACE");
     c.trace = argv[optind];

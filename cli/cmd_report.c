@@ -146,7 +146,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         else if (opt == ':')
             return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
         else
-            return as_cli_usage("report", "unknown option '%s'", argv[optind - 1]);
+            return as_cli_bad_option("report", opt, argv);
     }
     if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
     if (c.fmt != AS_FMT_TABLE)
@@ -169,6 +169,10 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
         as_trace_free(tr);
         return as_cli_usage("report", "%s has no layer %d", c.trace, c.layer);
+    }
+    if ((code = as_cli_check_output("report", out)) != 0) {
+        as_trace_free(tr);
+        return code;
     }
     char *gpu_doc = NULL;
     if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
@@ -198,13 +202,15 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     so.witness = witness;
     so.progress = on_progress;
     prog.base = 100, prog.span = 900;
-    as_summary *s = as_summary_compute(tr, &so, err);
+    as_summary *s = as_summary_compute_st(tr, &so, &st, err);
     if (!s) {
         as_progress_free(prog.bar);
         free(per_file);
         free(gpu_doc);
         as_trace_free(tr);
-        return as_cli_fail("report", AS_ERR_NUMERIC, err);
+        char msg[AS_ERR_LEN + 4200];
+        snprintf(msg, sizeof msg, "%s: %s", c.trace, err);
+        return as_cli_fail("report", st, msg);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     as_report_info info = {cmdline ? cmdline : "attnscope report",
@@ -222,12 +228,14 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     free(html);
     free(per_file);
     free(gpu_doc);
+    char left_out[sizeof s->left_out];
+    snprintf(left_out, sizeof left_out, "%s", s->left_out);
     as_summary_free(s);
     as_trace_free(tr);
     if (st != AS_OK) return as_cli_fail("report", st, err);
     if (!c.quiet)
-        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)\n", out, nfig,
-                (double)len / 1024.0);
+        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", out, nfig,
+                (double)len / 1024.0, left_out[0] ? "; " : "", left_out);
     return 0;
 }
 #else

@@ -48,7 +48,9 @@ static void overview(FILE *f)
             AS_VERSION);
     for (size_t i = 0; i < n_commands; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
+    fprintf(f, "\nAnalysis commands take --layer L, --head H, --json or --csv, --quiet (no\n"
+               "progress bar) and --progress (the bar even when stderr is not a terminal).\n"
+               "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
                "Trace format: docs/trace-format.md; output schema: docs/cli.md.\n");
 }
 
@@ -98,7 +100,10 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < n_commands; i++)
-        if (strcmp(commands[i].name, cmd) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(commands[i].name, cmd) == 0) {
+            as_cli_guard_install(commands[i].name);
+            return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "attnscope: '%s' is not a command (see 'attnscope help')\n", cmd);
     return 2;
 }

@@ -2,6 +2,7 @@
 #include "as_outfile.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 struct as_outfile {
     char *path, *tmp;
     int fd;
+    int tmp_slot; /* as_tmp_track: removed if a signal ends us */
 };
 
 static char *dupstr(const char *s)
@@ -22,6 +24,7 @@ static char *dupstr(const char *s)
 
 static void outfile_free(as_outfile *f)
 {
+    as_tmp_untrack(f->tmp_slot);
     free(f->path);
     free(f->tmp);
     free(f);
@@ -34,12 +37,14 @@ as_status as_outfile_open(const char *path, as_outfile **out, char *err)
         return as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input file", path);
     as_outfile *f = calloc(1, sizeof *f);
     const size_t plen = strlen(path);
+    if (f) f->tmp_slot = -1;
     if (!f || !(f->path = dupstr(path)) || !(f->tmp = malloc(plen + 16))) {
         if (f) outfile_free(f);
         return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     }
     snprintf(f->tmp, plen + 16, "%s.tmpXXXXXX", path);
     f->fd = mkstemp(f->tmp);
+    if (f->fd >= 0) f->tmp_slot = as_tmp_track(f->tmp);
     if (f->fd < 0) {
         as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot create a temporary file: %s", path,
                                   strerror(errno));
@@ -100,6 +105,40 @@ as_status as_write_file_atomic(const char *path, const void *data, size_t len, c
         return st;
     }
     return as_outfile_commit(f, err);
+}
+
+/* ---- temporary outputs ---------------------------------------------------------------------- */
+
+/* Fixed storage: the signal handler reads it without locks or allocation. A slot's path is
+ * complete before its flag is raised, and the flag is dropped before the path is reused. */
+static char tmp_paths[AS_TMP_SLOTS][4096];
+static volatile sig_atomic_t tmp_used[AS_TMP_SLOTS];
+
+int as_tmp_track(const char *path)
+{
+    size_t n = strlen(path);
+    if (n >= sizeof tmp_paths[0]) return -1;
+    for (int i = 0; i < AS_TMP_SLOTS; i++)
+        if (!tmp_used[i]) {
+            memcpy(tmp_paths[i], path, n + 1);
+            tmp_used[i] = 1;
+            return i;
+        }
+    return -1;
+}
+
+void as_tmp_untrack(int slot)
+{
+    if (slot >= 0 && slot < AS_TMP_SLOTS) tmp_used[slot] = 0;
+}
+
+void as_tmp_remove_all(void)
+{
+    for (int i = 0; i < AS_TMP_SLOTS; i++)
+        if (tmp_used[i]) {
+            unlink(tmp_paths[i]);
+            tmp_used[i] = 0;
+        }
 }
 
 /* ---- input registry -------------------------------------------------------------------------- */

@@ -5,7 +5,8 @@
  * failure, or an abort, the temporary file is removed and PATH is untouched. A path that names
  * (same device and inode) a file registered as an open input is refused, both when the output
  * is opened and again just before the rename. Used by the safetensors and .npy writers and by
- * the CLI's HTML outputs. */
+ * the CLI's HTML outputs. Every temporary file is tracked in a fixed registry while it is being
+ * filled, so that a signal handler can remove it (as_tmp_remove_all). */
 #ifndef AS_OUTFILE_H
 #define AS_OUTFILE_H
 
@@ -29,6 +30,16 @@ const char *as_outfile_path(const as_outfile *f);
 
 /* Write len bytes to path atomically (open + write + commit). */
 as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err);
+
+/* ---- temporary outputs: the files the writers are filling -------------------------------- */
+/* A signal handler (SIGINT, SIGTERM, SIGHUP, SIGBUS) calls as_tmp_remove_all(), which is
+ * async-signal-safe, so that an interrupted run leaves no partial output behind. as_outfile
+ * tracks its temporary file from open to commit/abort. At most AS_TMP_SLOTS at once; a path
+ * that finds no slot (or is too long) is simply not tracked (-1). */
+#define AS_TMP_SLOTS 8
+int as_tmp_track(const char *path);
+void as_tmp_untrack(int slot);
+void as_tmp_remove_all(void);
 
 /* ---- inputs: files opened for reading (as_trace registers its files) ---------------------- */
 void as_input_register(const char *path);

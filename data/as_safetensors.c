@@ -21,12 +21,14 @@ static int cmp_offset(const void *a, const void *b)
     return x->nbytes < y->nbytes ? -1 : (x->nbytes > y->nbytes);
 }
 
-/* A JSON number that must be a non-negative integer representable exactly (< 2^53). */
+/* A JSON number that must be a non-negative integer representable exactly (<= 2^53).
+ * Returns 0, -1 when it is not a non-negative integer, -2 when it is one above 2^53. */
 static int json_uint(const cJSON *v, uint64_t *out)
 {
     if (!cJSON_IsNumber(v)) return -1;
     double x = v->valuedouble;
-    if (!(x >= 0) || x > 9007199254740992.0 || floor(x) != x) return -1;
+    if (!(x >= 0) || floor(x) != x) return -1;
+    if (x > 9007199254740992.0) return -2;
     *out = (uint64_t)x;
     return 0;
 }
@@ -174,7 +176,12 @@ static as_status parse_tensor(const cJSON *e, const unsigned char *data, uint64_
     uint64_t numel = 1;
     for (int i = 0; i < nd; i++) {
         uint64_t s;
-        if (json_uint(cJSON_GetArrayItem(sh, i), &s) != 0 || s > INT64_MAX)
+        int r = json_uint(cJSON_GetArrayItem(sh, i), &s);
+        if (r == -2)
+            return as_err_set(err, AS_ERR_FORMAT,
+                              "tensor '%s': shape[%d] = %.0f is too large (at most 2^53)", name,
+                              i, cJSON_GetArrayItem(sh, i)->valuedouble);
+        if (r != 0)
             return as_err_set(err, AS_ERR_FORMAT,
                               "tensor '%s': shape[%d] is not a non-negative integer", name, i);
         t->shape[i] = (int64_t)s;

@@ -484,10 +484,22 @@ static int bad_at(const as_tensor *t, uint64_t i)
 
 as_status as_trace_check_finite(const as_trace *tr, char *err)
 {
+    return as_trace_check_finite_progress(tr, NULL, NULL, err);
+}
+
+as_status as_trace_check_finite_progress(const as_trace *tr,
+                                         void (*progress)(void *ctx, uint64_t done,
+                                                          uint64_t total),
+                                         void *ctx, char *err)
+{
+    uint64_t total = 0, done = 0;
+    for (size_t i = 0; i < tr->file.n_tensors; i++)
+        if (as_dtype_is_float(tr->file.tensors[i].dtype)) total += tr->file.tensors[i].numel;
     for (size_t i = 0; i < tr->file.n_tensors; i++) {
         const as_tensor *t = &tr->file.tensors[i];
         if (!as_dtype_is_float(t->dtype)) continue;
         for (uint64_t j = 0; j < t->numel; j++) {
+            if (progress && (j & ((1u << 22) - 1)) == 0) progress(ctx, done + j, total);
             if (!bad_at(t, j)) continue;
             double v;
             as_tensor_read_f64(t, j, 1, &v);
@@ -502,7 +514,9 @@ as_status as_trace_check_finite(const as_trace *tr, char *err)
                               tr->path, t->name, isnan(v) ? "NaN" : "Inf", (unsigned long long)j,
                               where);
         }
+        done += t->numel;
     }
+    if (progress) progress(ctx, done, total);
     return AS_OK;
 }
 

@@ -53,6 +53,12 @@ int as_trace_rope_applied(const as_trace *tr);     /* 1, 0, or -1 when not state
 
 /* Scan every tensor for NaN/Inf; AS_ERR_VALUE naming the first bad tensor and index. */
 as_status as_trace_check_finite(const as_trace *tr, char *err);
+/* The same, calling progress(ctx, values checked, values in all) every few million values
+ * (the scan of a multi-GB trace takes seconds). */
+as_status as_trace_check_finite_progress(const as_trace *tr,
+                                         void (*progress)(void *ctx, uint64_t done,
+                                                          uint64_t total),
+                                         void *ctx, char *err);
 
 /* Read count elements starting at flat element offset first, converting to double/float.
  * The caller guarantees first + count <= t->numel (checked with assert in debug builds). */

@@ -625,7 +625,7 @@ static int lines_window(const as_lineplot *p, lp_win *w)
     int anyx = 0, anyy = 0;
     for (int i = 0; i < p->nseries; i++) {
         const as_series *s = &p->s[i];
-        double lo, hi;
+        double lo = 0, hi = 0;
         if (finite_range(s->x, s->n, p->logx, &lo, &hi)) {
             if (!anyx || lo < xlo) xlo = lo;
             if (!anyx || hi > xhi) xhi = hi;
@@ -945,7 +945,7 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
     double ylo = 0, yhi = 0;
     int any = 0;
     for (int i = 0; i < nb; i++) {
-        double lo, hi;
+        double lo = 0, hi = 0;
         if (p->values[i] && finite_range(p->values[i], p->counts[i], p->logy, &lo, &hi)) {
             if (!any || lo < ylo) ylo = lo;
             if (!any || hi > yhi) yhi = hi;

@@ -616,6 +616,7 @@ static void section_spectrum(ctx *c, const as_summary *s)
             if (nt < TOP) nt++;
         }
     }
+    if (s->left_out[0]) as_html_note(b, s->left_out);
     if (nt == 0) {
         as_html_note(b, "no head has a finite spectrum");
         as_html_section_end(b);
@@ -1232,6 +1233,12 @@ as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *
         for (int i = 0; i < 2; i++) free(x[i]), free(y[i]);
     }
     as_html_grid_end(b);
+    for (int i = 0; i < 2; i++)
+        if (s[i]->left_out[0]) {
+            char note[sizeof s[i]->left_out + 8];
+            snprintf(note, sizeof note, "%s: %s", tag[i], s[i]->left_out);
+            as_html_note(b, note);
+        }
     as_html_section_end(b);
 
     /* profiles */

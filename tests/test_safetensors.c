@@ -193,6 +193,14 @@ Test(safetensors, dtypes_shapes_offsets)
                "shape[0] is not a non-negative integer");
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", zeros, 4,
                "shape[0]");
+    /* an integer, but above what a JSON number (a double) holds exactly: said so, not
+     * "not a non-negative integer" */
+    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,2305843009213693952],"
+               "\"data_offsets\":[0,4]}}",
+               zeros, 4, "shape[1] = 2305843009213693952 is too large (at most 2^53)");
+    expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[9007199254740994],"
+               "\"data_offsets\":[0,4]}}",
+               zeros, 4, "is too large");
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,\"2\"],\"data_offsets\":[0,4]}}", zeros, 4,
                "shape[1]");
     expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
@@ -426,6 +434,52 @@ Test(safetensors, writer_byte_accounting_and_abort)
     w = as_st_writer_open("/nonexistent-dir/x.safetensors", &sp, 1, NULL, 0, err);
     cr_assert_null(w);
     cr_assert(strstr(err, "/nonexistent-dir/x.safetensors"), "%s", err);
+    free(path);
+}
+
+/* The temporary-output registry a signal handler empties: only tracked files go, each once. */
+Test(safetensors, tmp_registry_removes_tracked_files)
+{
+    char *a = as_test_path("tracked.tmp1"), *b = as_test_path("untracked.tmp2");
+    cr_assert_eq(fx_write(a, "a", 1), 0);
+    cr_assert_eq(fx_write(b, "b", 1), 0);
+    int slot = as_tmp_track(a);
+    cr_assert_geq(slot, 0);
+    int slots[AS_TMP_SLOTS];
+    int n = 0;
+    while (n < AS_TMP_SLOTS && (slots[n] = as_tmp_track("/nonexistent-dir/x")) >= 0) n++;
+    cr_expect_eq(n, AS_TMP_SLOTS - 1, "one slot taken, the rest free");
+    cr_expect_eq(as_tmp_track("/nonexistent-dir/y"), -1, "all slots taken: not tracked");
+    for (int i = 0; i < n; i++) as_tmp_untrack(slots[i]);
+    as_tmp_remove_all();
+    struct stat st;
+    cr_expect_neq(stat(a, &st), 0, "the tracked file is removed");
+    cr_expect_eq(stat(b, &st), 0, "an untracked file stays");
+    /* removed slots are free again, and untracking twice is harmless */
+    as_tmp_untrack(slot);
+    cr_expect_geq(slot = as_tmp_track(b), 0);
+    as_tmp_untrack(slot);
+    as_tmp_remove_all();
+    cr_expect_eq(stat(b, &st), 0, "untracked before the signal: stays");
+    unlink(b);
+    free(a);
+    free(b);
+}
+
+/* A writer's temporary file is tracked while it exists: a signal handler would remove it. */
+Test(safetensors, writer_temp_is_tracked)
+{
+    char *path = as_test_path("tracked.safetensors");
+    as_st_spec sp = {"x", AS_DT_F32, 1, {4}};
+    char err[AS_ERR_LEN];
+    as_st_writer *w = as_st_writer_open(path, &sp, 1, NULL, 0, err);
+    cr_assert(w, "%s", err);
+    cr_assert_eq(count_tmp_files(), 1);
+    as_tmp_remove_all(); /* what SIGINT does */
+    cr_expect_eq(count_tmp_files(), 0);
+    as_st_writer_abort(w); /* unlinks a file already gone: harmless */
+    struct stat s;
+    cr_expect_neq(stat(path, &s), 0);
     free(path);
 }
 
