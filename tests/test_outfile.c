@@ -141,3 +141,55 @@ Test(outfile, registry_many_and_stale_entries)
     free(b);
     free(c);
 }
+
+/* The temporary-output registry a signal handler empties: only tracked files go, each once. */
+Test(outfile, tmp_registry_removes_tracked_files)
+{
+    char *a = as_test_path("tracked.tmp1"), *b = as_test_path("untracked.tmp2");
+    cr_assert_eq(fx_write(a, "a", 1), 0);
+    cr_assert_eq(fx_write(b, "b", 1), 0);
+    int slot = as_tmp_track(a);
+    cr_assert_geq(slot, 0);
+    int slots[AS_TMP_SLOTS];
+    int n = 0;
+    while (n < AS_TMP_SLOTS && (slots[n] = as_tmp_track("/nonexistent-dir/x")) >= 0) n++;
+    cr_expect_eq(n, AS_TMP_SLOTS - 1, "one slot taken, the rest free");
+    cr_expect_eq(as_tmp_track("/nonexistent-dir/y"), -1, "all slots taken: not tracked");
+    for (int i = 0; i < n; i++) as_tmp_untrack(slots[i]);
+    as_tmp_remove_all();
+    struct stat st;
+    cr_expect_neq(stat(a, &st), 0, "the tracked file is removed");
+    cr_expect_eq(stat(b, &st), 0, "an untracked file stays");
+    /* removed slots are free again, and untracking twice is harmless */
+    as_tmp_untrack(slot);
+    cr_expect_geq(slot = as_tmp_track(b), 0);
+    as_tmp_untrack(slot);
+    as_tmp_remove_all();
+    cr_expect_eq(stat(b, &st), 0, "untracked before the signal: stays");
+    unlink(b);
+    free(a);
+    free(b);
+}
+
+/* as_outfile's temporary file is tracked from open to commit or abort: a signal handler
+ * (as_tmp_remove_all) removes it, and a committed output is no longer tracked. */
+Test(outfile, temp_is_tracked_until_commit)
+{
+    char *path = as_test_path("tracked.out");
+    char err[AS_ERR_LEN];
+    as_outfile *f;
+    cr_assert_eq(as_outfile_open(path, &f, err), AS_OK, "%s", err);
+    cr_assert_eq(count_tmp_files(), 1);
+    as_tmp_remove_all(); /* what SIGINT does */
+    cr_expect_eq(count_tmp_files(), 0);
+    as_outfile_abort(f); /* unlinks a file already gone: harmless */
+    struct stat s;
+    cr_expect_neq(stat(path, &s), 0);
+
+    cr_assert_eq(as_write_file_atomic(path, "abc", 3, err), AS_OK, "%s", err);
+    as_tmp_remove_all(); /* nothing tracked any more: the output stays */
+    cr_expect_eq(stat(path, &s), 0);
+    cr_expect_eq(s.st_size, 3);
+    unlink(path);
+    free(path);
+}
