@@ -1092,6 +1092,13 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
                        const as_sp_params *p, uint64_t trial, const double *scores,
                        as_sp_sel *sel, char *err)
 {
+    return as_sp_select_id(l, h, qi, h, qi, m, b, p, trial, scores, sel, err);
+}
+
+as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed_h,
+                          int64_t seed_qi, as_sp_method m, as_budget b, const as_sp_params *p,
+                          uint64_t trial, const double *scores, as_sp_sel *sel, char *err)
+{
     if (h < 0 || h >= l->hq || qi < 0 || qi >= l->t)
         return as_err_set(err, AS_ERR_USAGE, "head %lld / query %lld out of range", (long long)h,
                           (long long)qi);
@@ -1107,7 +1114,7 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
         scores = sc;
     }
     if (st == AS_OK) {
-        uint64_t seed = record_seed(p, l->index, h, qi, 0, m);
+        uint64_t seed = record_seed(p, l->index, seed_h, seed_qi, 0, m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         st = select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);
