@@ -5,7 +5,10 @@
  *
  * Per query head (AS_SEL_Q): head h gets as_sp_select's keys, seeded as query seed_qi of head h
  * of layer l->index, so a step taken from a trace selects what `attnscope sparsity
- * --export-index` writes for that query.
+ * --export-index` writes for that query. Cost: the kv head's keys are converted to double once
+ * for its query heads (the same dgemm calls over them as as_sp_select's, so the same scores), page
+ * min/max once per kv head (each head's page selection then equals as_sp_select's: a test), and
+ * sink-window / uniform compute no scores.
  *
  * Per kv head (AS_SEL_KV): the G = hq / hkv query heads of kv head g share one selection, the
  * rule of the GPU module's as_gpu_select_topk / as_gpu_select_pages in mode KV:
