@@ -137,16 +137,17 @@ static void head_scores(const double *Kd, int64_t n, int64_t d, const double *q,
     }
 }
 
-/* The m that sized sampling needs for scores s (n keys of kv head kvh, values V) against the heavy
+/* The m that sized sampling needs for scores s (n keys, the kv head's values V) against the heavy
  * set H: as_sp_sampling_size for the absolute target eps_rel * ||o||. */
-static as_status needed_samples(const as_layer *l, int64_t kvh, const double *s, int64_t n,
+static as_status needed_samples(const as_layer *l, const double *s, int64_t n,
                                 const double *V, const int64_t *H, int64_t kh, double eps_rel,
                                 double delta, double *pbuf, double *o, int64_t *m, char *err)
 {
     memcpy(pbuf, s, (size_t)n * sizeof *pbuf);
     as_softmax_inplace(pbuf, n);
-    as_status st = as_attn_output(l, kvh, pbuf, n, o, err);
-    if (st != AS_OK) return st;
+    /* o = V^T a on the kv head's values, already converted */
+    cblas_dgemv(CblasRowMajor, CblasTrans, (int)n, (int)l->d, 1.0, V, (int)l->d, pbuf, 1, 0.0, o, 1);
+    as_status st;
     double o2 = 0;
     for (int64_t c = 0; c < l->d; c++) o2 += o[c] * o[c];
     as_sp_sstats ss;
@@ -242,7 +243,7 @@ as_status as_sel_step(const as_layer *l, int64_t qi, as_sel_mode mode, as_sp_met
                 int64_t mm = 0;
                 st = as_select_topk(s, n, kh, H, err);
                 if (st == AS_OK)
-                    st = needed_samples(l, g, s, n, V, H, kh, eps_rel, p->delta, pbuf, o, &mm, err);
+                    st = needed_samples(l, s, n, V, H, kh, eps_rel, p->delta, pbuf, o, &mm, err);
                 if (st != AS_OK) break;
                 as_sp_params pp = *p;
                 pp.heavy_frac = kh + mm > 0 ? (double)kh / (double)(kh + mm) : 0;
@@ -269,7 +270,7 @@ as_status as_sel_step(const as_layer *l, int64_t qi, as_sel_mode mode, as_sp_met
         int64_t mg = 0;
         for (int64_t j = 0; j < G && st == AS_OK; j++) {
             int64_t mm = 0;
-            st = needed_samples(l, g, S + j * n, n, V, H, kh, eps_rel, p->delta, pbuf, o, &mm,
+            st = needed_samples(l, S + j * n, n, V, H, kh, eps_rel, p->delta, pbuf, o, &mm,
                                 err);
             if (mm > mg) mg = mm;
         }
