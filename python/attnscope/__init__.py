@@ -29,7 +29,6 @@ __all__ = ["METHODS", "Selection", "AttnscopeError", "LibraryNotFoundError", "bu
 __version__ = "0.1.0"
 
 METHODS = ("topk", "sink-window", "page", "uniform", "topk-sample")
-_SAMPLING = ("uniform", "topk-sample")
 
 
 def library_path():
@@ -66,8 +65,7 @@ def _f64(x, name, ndim):
 
 
 def _idx(x, name, n):
-    a = _np(x, name)
-    a = np.asarray(a)
+    a = np.asarray(_np(x, name))
     if a.ndim != 1:
         raise AttnscopeError("%s: expected a 1-D list of key positions, got shape %s" % (name, a.shape))
     if a.size and not np.issubdtype(a.dtype, np.integer):
@@ -288,7 +286,7 @@ def select(method, budget, *, q=None, K=None, scores=None, scale=None, sinks=4, 
             raise AttnscopeError("select: %d scores for %d keys" % (len(s), n))
     if int(head) < 0 or int(query) < 0 or int(trial) < 0 or int(layer) < 0:
         raise AttnscopeError("select: layer, head, query and trial must be >= 0")
-    view = _View(layer, dt, 1, 1, n, qa.shape[0] if qa.ndim == 1 else 1, scale, qa, ka, ka)
+    view = _View(layer, dt, 1, 1, n, qa.shape[0], scale, qa, ka, ka)
     sel = _lib.Sel()
     L = _lib.lib()
     L.as_sp_sel_init(ctypes.byref(sel))
