@@ -67,8 +67,9 @@ def parse_args(argv):
     ap.add_argument("--perhead-layers", default="spread:6")
     ap.add_argument("--perhead-t", type=int, default=8)
     ap.add_argument("--bench-reuse", type=int, default=0, metavar="K",
-                    help="time the sweep of the first sample against re-running the prompt "
-                         "for K of its configurations (docs/benchmarks.md)")
+                    help="only time the sweep of the first sample (8 decode steps per "
+                         "configuration) against re-running the prompt for K of its "
+                         "configurations (docs/benchmarks.md); no task records")
     ap.add_argument("--summarise-only", action="store_true",
                     help="run nothing: write OUTPUT from the records already in the journal")
     fmt = ap.add_mutually_exclusive_group()
@@ -348,14 +349,16 @@ def _main(argv) -> int:
     bar = Progress(len(todo), args.quiet)
     timing = {}
     bench = None
+    if args.bench_reuse:  # the benchmark alone, on the first sample of the work
+        bench = benchmark_reuse(runner, sp, model, tok, work[0][3](), configs, args.bench_reuse,
+                                args.chunk)
+        bench.update(task=work[0][0], length=work[0][1])
+        todo = []
     for t, n, i, build in todo:
         s = build()
         meta = dict(task=t, length=n, sample=i, depth=s["info"].get("depth"),
                     ids_sha256=hashlib.sha256(struct.pack(f"<{len(s['ids'])}i",
                                                           *s["ids"])).hexdigest())
-        if args.bench_reuse and bench is None:
-            bench = benchmark_reuse(runner, sp, model, tok, s, configs, args.bench_reuse,
-                                    args.chunk)
         runner.run_sample(runner.Session(model, tok, args.chunk), s, configs, meta,
                           done.get((t, n, i), set()), emit, timing)
         bar.step(f"{t} {n} #{i}")
