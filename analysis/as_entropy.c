@@ -7,6 +7,7 @@
 
 #include "as_attn.h"
 #include "as_pagecache.h"
+#include "as_select.h"
 
 const double as_entropy_thresholds[AS_ENTROPY_NTHR] = {0.50, 0.90, 0.99};
 
@@ -107,6 +108,33 @@ as_status as_entropy_of_scores(const double *s, int64_t n, int topk, as_entropy_
     while (t < AS_ENTROPY_NTHR) set_k(out, t++, n);
     free(w);
     return AS_OK;
+}
+
+as_status as_entropy_topk_mass(const double *s, int64_t n, int64_t k, double *mass, char *err)
+{
+    *mass = NAN;
+    if (n < 1 || k < 0)
+        return as_err_set(err, AS_ERR_USAGE, "top-k mass: bad sizes (n = %lld, k = %lld)",
+                          (long long)n, (long long)k);
+    double m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(s[i]) || s[i] == INFINITY)
+            return as_err_set(err, AS_ERR_VALUE, "top-k mass: score %lld is %g", (long long)i, s[i]);
+        if (s[i] > m) m = s[i];
+    }
+    if (!isfinite(m)) return as_err_set(err, AS_ERR_VALUE, "top-k mass: every score is -inf");
+    if (k >= n) return *mass = 1.0, AS_OK;
+    int64_t *idx = malloc((size_t)(k > 0 ? k : 1) * sizeof *idx);
+    if (!idx) return as_err_set(err, AS_ERR_NOMEM, "top-k mass: out of memory");
+    as_status st = as_select_topk(s, n, k, idx, err);
+    if (st == AS_OK) {
+        double z = 0.0, top = 0.0;
+        for (int64_t i = 0; i < n; i++) z += exp(s[i] - m);
+        for (int64_t j = 0; j < k; j++) top += exp(s[idx[j]] - m);
+        *mass = top / z;
+    }
+    free(idx);
+    return st;
 }
 
 void as_entropy_opts_init(as_entropy_opts *o)

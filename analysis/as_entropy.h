@@ -44,6 +44,11 @@ extern const double as_entropy_thresholds[AS_ENTROPY_NTHR]; /* 0.50, 0.90, 0.99 
 as_status as_entropy_of_scores(const double *s, int64_t n, int topk, as_entropy_q *out,
                                char *err);
 
+/* Top-k mass of one query: *mass = the sum of the k largest softmax weights of s[0..n) (any
+ * shift; n >= 1, 0 <= k; k >= n gives 1). The k50/k90/k99 above are the smallest k whose mass
+ * reaches 0.50/0.90/0.99. */
+as_status as_entropy_topk_mass(const double *s, int64_t n, int64_t k, double *mass, char *err);
+
 typedef struct {
     int64_t head;   /* query head (-1: all) */
     int topk;       /* compute k50/k90/k99 (the exact second pass); default 1 */

@@ -1108,6 +1108,13 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
                        const as_sp_params *p, uint64_t trial, const double *scores,
                        as_sp_sel *sel, char *err)
 {
+    return as_sp_select_id(l, h, qi, h, qi, m, b, p, trial, scores, sel, err);
+}
+
+as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed_h,
+                          int64_t seed_qi, as_sp_method m, as_budget b, const as_sp_params *p,
+                          uint64_t trial, const double *scores, as_sp_sel *sel, char *err)
+{
     if (h < 0 || h >= l->hq || qi < 0 || qi >= l->t)
         return as_err_set(err, AS_ERR_USAGE, "head %lld / query %lld out of range", (long long)h,
                           (long long)qi);
@@ -1123,7 +1130,8 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
         scores = sc;
     }
     if (st == AS_OK) {
-        uint64_t seed = record_seed(p, l->index, h, qi, as_budget_keys(b, n), m);
+        /* seeded as query seed_qi of head seed_h, by the budget's k (record_seed) */
+        uint64_t seed = record_seed(p, l->index, seed_h, seed_qi, as_budget_keys(b, n), m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         st = select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);

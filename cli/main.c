@@ -24,6 +24,8 @@ static const as_command commands[] = {
     {"report", as_cmd_report, "one self-contained HTML report with the figures of a trace",
      as_help_report},
 #endif
+    {"eval", as_cmd_eval, "task accuracy of a real model under sparse decode (Python tool)",
+     as_help_eval},
     {"compare", as_cmd_compare, "two traces side by side, layer by layer", as_help_compare},
     {"spectrum", as_cmd_spectrum, "attention spectrum over relative position vs RoPE periods",
      as_help_spectrum},

@@ -132,6 +132,41 @@ Test(entropy_array, tiny_entropy_keeps_relative_precision)
     }
 }
 
+Test(entropy_array, topk_mass_closed_form_and_thresholds)
+{
+    /* the two-level example: m keys at x hold m e^x / Z; k >= m adds (k - m) / Z */
+    char err[AS_ERR_LEN];
+    const int64_t n = 1000, m = 10;
+    const double x = 3.0;
+    double *s = calloc((size_t)n, sizeof *s);
+    for (int64_t i = 0; i < m; i++) s[i * 97 % n] = x;
+    /* any shift */
+    for (int64_t i = 0; i < n; i++) s[i] += 7.0;
+    double z = (double)m * exp(x) + (double)(n - m), mass;
+    const int64_t ks[] = {0, 1, 10, 11, 500, 999, 1000, 5000};
+    for (int j = 0; j < 8; j++) {
+        int64_t k = ks[j], kh = k < m ? k : m, kl = k > n ? n - m : (k > m ? k - m : 0);
+        double want = ((double)kh * exp(x) + (double)kl) / z;
+        cr_assert_eq(as_entropy_topk_mass(s, n, k, &mass, err), AS_OK, "%s", err);
+        cr_assert_float_eq(mass, want, 1e-13, "k %lld: %.17g vs %.17g", (long long)k, mass, want);
+    }
+    /* k50/k90/k99 are the smallest k reaching the thresholds */
+    as_entropy_q q;
+    cr_assert_eq(as_entropy_of_scores(s, n, 1, &q, err), AS_OK);
+    const int64_t kk[3] = {q.k50, q.k90, q.k99};
+    for (int t = 0; t < 3; t++) {
+        cr_assert_eq(as_entropy_topk_mass(s, n, kk[t], &mass, err), AS_OK);
+        cr_assert_geq(mass, as_entropy_thresholds[t] - 1e-12);
+        cr_assert_eq(as_entropy_topk_mass(s, n, kk[t] - 1, &mass, err), AS_OK);
+        cr_assert_lt(mass, as_entropy_thresholds[t]);
+    }
+    cr_assert_eq(as_entropy_topk_mass(s, 0, 1, &mass, err), AS_ERR_USAGE);
+    cr_assert_eq(as_entropy_topk_mass(s, n, -1, &mass, err), AS_ERR_USAGE);
+    s[3] = NAN;
+    cr_assert_eq(as_entropy_topk_mass(s, n, 2, &mass, err), AS_ERR_VALUE);
+    free(s);
+}
+
 Test(entropy_array, single_key_and_errors)
 {
     char err[AS_ERR_LEN];
