@@ -328,11 +328,12 @@ static as_status lp_guarded(lp_job *J, char *err)
  * x into xbest.
  *
  * The fibre does not change when a coordinate of V is scaled, so the LP runs on
- * W[j][c] = VJ[j][c] 2^-e_c, 2^e_c the power of two just above max_j |VJ[j][c]|: exact (up to
- * subnormal results), entries in [-1, 1], whatever the magnitude of V (1e200 and 1e-300 made
- * GLPK's scaling abort). Entries below 2^-600 of their coordinate's largest are dropped (a
- * change of the constraints far below their tolerance) so GLPK's geometric-mean scaling never
- * multiplies two subnormals.
+ * W[j][c] = VJ[j][c] 2^-e_c: for a coordinate whose largest magnitude lies outside
+ * [2^-64, 2^64], 2^e_c is the power of two just above it (exact up to subnormal results,
+ * entries in [-1, 1]: 1e200 and 1e-300 made GLPK's own scaling abort); other coordinates are
+ * left as they are (e_c = 0, the LP of ordinary traces is unchanged). Entries below 2^-600 of
+ * their coordinate's largest are dropped (a change of the constraints far below their
+ * tolerance) so GLPK's geometric-mean scaling never multiplies two subnormals.
  * *res_g and *eg: the residual ||VJ^T (x - aJ)||_2 divided by 2^eg (the largest e_c), so
  * that res_g / (||o|| 2^-eg) is the relative residual without overflow; *res_m: |1^T (x - aJ)|. */
 static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, int64_t d,
@@ -372,11 +373,12 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
         double mx = 0.0;
         for (int64_t j = 0; j < nj; j++) mx = fmax(mx, fabs(VJ[j * d + c]));
         ec[c] = 0;
-        if (mx > 0) frexp(mx, &ec[c]); /* mx < 2^ec */
+        if (mx > 0 && (mx < 0x1p-64 || mx > 0x1p64)) frexp(mx, &ec[c]); /* mx < 2^ec */
         if (mx > 0 && ec[c] > emax) emax = ec[c];
+        double tiny = ldexp(mx, -ec[c]) * 0x1p-600;
         for (int64_t j = 0; j < nj; j++) {
             double w = ldexp(VJ[j * d + c], -ec[c]);
-            W[j * d + c] = fabs(w) < 0x1p-600 ? 0.0 : w;
+            W[j * d + c] = fabs(w) < tiny ? 0.0 : w;
         }
     }
     *eg = emax == INT_MIN ? 0 : emax;
