@@ -1259,6 +1259,27 @@ static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *i
 }
 
 /* ---------------------------------------------------------------- the page */
+
+/* The end of every page: the footer (extra: a sentence after the common one), the closing
+ * tags, and the buffer handed to the caller. what: "report" or "page", for the message. */
+static as_status page_finish(as_buf *b, const char *extra, const ctx *c, const char *what,
+                             char **html, size_t *len, int *n_figures, char *err)
+{
+    as_buf_puts(b, "<footer>Made by attnscope " AS_VERSION
+                   ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
+                   "no network.");
+    as_buf_puts(b, extra);
+    as_buf_puts(b, "</footer>\n");
+    as_html_end(b);
+    size_t n;
+    char *d = as_buf_take(b, &n);
+    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the %s", what);
+    *html = d;
+    if (len) *len = n;
+    if (n_figures) *n_figures = c->figures;
+    return AS_OK;
+}
+
 static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_report_info *info)
 {
     as_buf *b = c->b;
@@ -1354,17 +1375,8 @@ as_status as_report_html(const as_trace *tr, const as_summary *s, const as_repor
     section_gpu(&c, info);
     section_eval(&c, info);
     section_provenance(&c, tr, info);
-    as_buf_puts(&b, "<footer>Made by attnscope " AS_VERSION
-                    ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
-                    "no network. Palettes: Okabe-Ito (categories), viridis (values).</footer>\n");
-    as_html_end(&b);
-    size_t n;
-    char *d = as_buf_take(&b, &n);
-    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the report");
-    *html = d;
-    if (len) *len = n;
-    if (n_figures) *n_figures = c.figures;
-    return AS_OK;
+    return page_finish(&b, " Palettes: Okabe-Ito (categories), viridis (values).", &c, "report",
+                       html, len, n_figures, err);
 }
 
 
@@ -1393,17 +1405,7 @@ as_status as_report_eval_html(const as_report_info *info, char **html, size_t *l
     as_html_kv(&b, "libraries", tmp);
     as_html_kv_end(&b);
     as_html_section_end(&b);
-    as_buf_puts(&b, "<footer>Made by attnscope " AS_VERSION
-                    ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
-                    "no network.</footer>\n");
-    as_html_end(&b);
-    size_t n;
-    char *d = as_buf_take(&b, &n);
-    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the report");
-    *html = d;
-    if (len) *len = n;
-    if (n_figures) *n_figures = c.figures;
-    return AS_OK;
+    return page_finish(&b, "", &c, "report", html, len, n_figures, err);
 }
 
 /* ---------------------------------------------------------------- comparison page */
@@ -1563,17 +1565,7 @@ as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *
         provenance_table(&c, tr[i], &info[i]);
     }
     as_html_section_end(b);
-    as_buf_puts(b, "<footer>Made by attnscope " AS_VERSION
-                   ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
-                   "no network.</footer>\n");
-    as_html_end(b);
-    size_t n;
-    char *d = as_buf_take(b, &n);
-    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the page");
-    *html = d;
-    if (len) *len = n;
-    if (n_figures) *n_figures = c.figures;
-    return AS_OK;
+    return page_finish(b, "", &c, "page", html, len, n_figures, err);
 }
 
 /* The command line as typed, shell-quoted where needed. */

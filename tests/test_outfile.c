@@ -1,7 +1,6 @@
 /* Tests of data/as_outfile: atomic output (complete file or nothing, never a temporary file
  * left behind, never over a registered input) and the input registry. */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,16 +11,6 @@
 #include "as_outfile.h"
 #include "as_testutil.h"
 
-static int count_tmp_files(void)
-{
-    DIR *d = opendir(as_test_tmpdir());
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) n += strstr(de->d_name, ".tmp") != NULL;
-    closedir(d);
-    return n;
-}
-
 Test(outfile, commit_replaces_abort_leaves_nothing)
 {
     char *path = as_test_path("out.txt");
@@ -31,7 +20,7 @@ Test(outfile, commit_replaces_abort_leaves_nothing)
     cr_assert_eq(as_outfile_open(path, &f, err), AS_OK, "%s", err);
     cr_assert_str_eq(as_outfile_path(f), path);
     cr_assert_eq(as_outfile_write(f, "new ", 4, err), AS_OK);
-    cr_assert_eq(count_tmp_files(), 1);
+    cr_assert_eq(as_test_count_tmp_files(), 1);
     char *now = fx_slurp(path, NULL); /* nothing visible before the commit */
     cr_assert_str_eq(now, "old");
     free(now);
@@ -43,7 +32,7 @@ Test(outfile, commit_replaces_abort_leaves_nothing)
     struct stat s;
     cr_assert_eq(stat(path, &s), 0);
     cr_assert_eq(s.st_mode & 0777, 0644);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
     /* abort: the old file stays, no temporary file */
     cr_assert_eq(as_outfile_open(path, &f, err), AS_OK);
     cr_assert_eq(as_outfile_write(f, "half", 4, err), AS_OK);
@@ -52,7 +41,7 @@ Test(outfile, commit_replaces_abort_leaves_nothing)
     now = fx_slurp(path, NULL);
     cr_assert_str_eq(now, "new content");
     free(now);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
     /* one call */
     cr_assert_eq(as_write_file_atomic(path, "x\n", 2, err), AS_OK);
     now = fx_slurp(path, NULL);
@@ -86,7 +75,7 @@ Test(outfile, errors)
     char *now = fx_slurp(in, NULL);
     cr_assert_str_eq(now, "input");
     free(now);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
     as_input_unregister(in);
     free(in);
 }
@@ -179,9 +168,9 @@ Test(outfile, temp_is_tracked_until_commit)
     char err[AS_ERR_LEN];
     as_outfile *f;
     cr_assert_eq(as_outfile_open(path, &f, err), AS_OK, "%s", err);
-    cr_assert_eq(count_tmp_files(), 1);
+    cr_assert_eq(as_test_count_tmp_files(), 1);
     as_tmp_remove_all(); /* what SIGINT does */
-    cr_expect_eq(count_tmp_files(), 0);
+    cr_expect_eq(as_test_count_tmp_files(), 0);
     as_outfile_abort(f); /* unlinks a file already gone: harmless */
     struct stat s;
     cr_expect_neq(stat(path, &s), 0);

@@ -329,16 +329,6 @@ Test(safetensors, regression_fuzz_inputs)
 
 /* ------------------------------------------------------------------ writer */
 
-static int count_tmp_files(void)
-{
-    DIR *d = opendir(as_test_tmpdir());
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) n += strstr(de->d_name, ".tmp") != NULL;
-    closedir(d);
-    return n;
-}
-
 Test(safetensors, writer_round_trip_all_dtypes)
 {
     char *path = as_test_path("rt.safetensors");
@@ -364,9 +354,9 @@ Test(safetensors, writer_round_trip_all_dtypes)
     cr_assert_eq(as_st_writer_write(w, raw[5], 8, err), AS_OK);
     struct stat s;
     cr_assert_neq(stat(path, &s), 0, "nothing at PATH before finish");
-    cr_assert_eq(count_tmp_files(), 1);
+    cr_assert_eq(as_test_count_tmp_files(), 1);
     cr_assert_eq(as_st_writer_finish(w, err), AS_OK, "%s", err);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
     cr_assert_eq(stat(path, &s), 0);
     cr_assert_eq(s.st_mode & 0777, 0644);
 
@@ -409,14 +399,14 @@ Test(safetensors, writer_byte_accounting_and_abort)
     cr_assert(strstr(err, "12 of 16"), "%s", err);
     struct stat s;
     cr_assert_neq(stat(path, &s), 0);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
 
     w = as_st_writer_open(path, &sp, 1, NULL, 0, err);
     cr_assert(w);
     as_st_writer_abort(w);
     as_st_writer_abort(NULL);
     cr_assert_neq(stat(path, &s), 0);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
 
     /* an existing file stays as it was until finish replaces it whole */
     cr_assert_eq(fx_write(path, "old", 3), 0);
@@ -445,9 +435,9 @@ Test(safetensors, writer_temp_is_tracked)
     char err[AS_ERR_LEN];
     as_st_writer *w = as_st_writer_open(path, &sp, 1, NULL, 0, err);
     cr_assert(w, "%s", err);
-    cr_assert_eq(count_tmp_files(), 1);
+    cr_assert_eq(as_test_count_tmp_files(), 1);
     as_tmp_remove_all(); /* what SIGINT does */
-    cr_expect_eq(count_tmp_files(), 0);
+    cr_expect_eq(as_test_count_tmp_files(), 0);
     as_st_writer_abort(w); /* unlinks a file already gone: harmless */
     struct stat s;
     cr_expect_neq(stat(path, &s), 0);
@@ -475,7 +465,7 @@ Test(safetensors, writer_refuses_bad_specs)
     as_meta dup[2] = {{"a", "1"}, {"a", "2"}};
     cr_assert_null(as_st_writer_open(path, NULL, 0, dup, 2, err));
     cr_assert(strstr(err, "'a'"), "%s", err);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
     struct stat s;
     cr_assert_neq(stat(path, &s), 0);
     free(path);
@@ -507,7 +497,7 @@ Test(safetensors, writer_refuses_registered_input)
     char *now = fx_slurp(path, NULL);
     cr_assert_str_eq(now, "original");
     free(now);
-    cr_assert_eq(count_tmp_files(), 0);
+    cr_assert_eq(as_test_count_tmp_files(), 0);
     as_input_unregister(path);
     free(link);
     free(path);
