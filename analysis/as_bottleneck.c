@@ -2,16 +2,19 @@
 
 #include <float.h>
 #include <lapacke.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "as_attn.h"
-#include "as_pages.h"
+#include "as_pagecache.h"
 #include "as_rank.h"
+#include "as_sparsity.h"
 
 #ifdef AS_HAVE_GLPK
 #include <glpk.h>
+#include <setjmp.h>
 #endif
 
 int as_bn_have_lp(void)
@@ -157,39 +160,68 @@ out:
     free(b);
 }
 
-/* The LP over the nj keys VJ (nj x d), weights aJ: a' = x on those keys, x >= 0,
- * VJ^T x = VJ^T aJ, 1^T x = 1^T aJ. Best TV = 1/2 sum |aJ - x| into *tv, x into xbest.
- * *res_abs: ||VJ^T (x - aJ)||_2 + |1^T (x - aJ)|. */
-static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, int64_t d,
-                              double *tv, double *xbest, double *res_abs, char *err)
+/* ||x||_2 of n doubles without overflow or underflow (scaled by max |x_i|). */
+static double safe_norm(const double *x, int64_t n)
 {
-    *tv = 0.0;
-    *res_abs = 0.0;
-    memcpy(xbest, aJ, (size_t)nj * sizeof *xbest);
-    if (nj < 2) return AS_OK;
-    if (nj > 50000000 / (d + 1))
-        return as_err_set(err, AS_ERR_USAGE, "TV witness: LP too large (%lld keys x %lld)",
-                          (long long)nj, (long long)(d + 1));
-    glp_term_out(GLP_OFF);
+    double amax = 0.0;
+    for (int64_t i = 0; i < n; i++) amax = fmax(amax, fabs(x[i]));
+    if (amax == 0.0 || !isfinite(amax)) return amax;
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double y = x[i] / amax;
+        s += y * y;
+    }
+    return amax * sqrt(s);
+}
+
+/* GLPK ends the process (abort) on an internal error unless an error hook is installed. The
+ * hook jumps back to lp_guarded, which then calls glp_free_env as the GLPK reference manual
+ * prescribes for this recovery (glp_error_hook; it frees every problem object). GLPK writes
+ * its messages to stdout: the terminal hook keeps the first line as the reason and prints
+ * nothing. */
+typedef struct {
+    jmp_buf jb;
+    char msg[200];
+} lp_guard;
+
+static void lp_error_hook(void *info) { longjmp(((lp_guard *)info)->jb, 1); }
+
+static int lp_term_hook(void *info, const char *s)
+{
+    lp_guard *g = info;
+    size_t len = strlen(g->msg);
+    for (; *s && *s != '\n' && len + 1 < sizeof g->msg && !strchr(g->msg, '\n'); s++)
+        g->msg[len++] = *s;
+    if (*s == '\n' && len + 1 < sizeof g->msg && len > 0) g->msg[len++] = '\n';
+    g->msg[len] = '\0';
+    return 1; /* nothing on the terminal */
+}
+
+/* The LP's inputs and outputs (W: the keys' values scaled per coordinate, see witness_core). */
+typedef struct {
+    const double *W, *aJ;
+    int64_t nj, d;
+    double *tv, *xbest;
+    int *ia, *ja;
+    double *ar, *x, *rhs, *pw;
+    char *in_s, *new_s;
+} lp_job;
+
+static void lp_run(lp_job *J)
+{
+    const double *W = J->W, *aJ = J->aJ;
+    const int64_t nj = J->nj, d = J->d;
+    int *ia = J->ia, *ja = J->ja;
+    double *ar = J->ar, *x = J->x, *rhs = J->rhs, *pw = J->pw;
+    char *in_s = J->in_s, *new_s = J->new_s;
     glp_prob *P = glp_create_prob();
     glp_set_obj_dir(P, GLP_MIN);
     glp_add_rows(P, (int)(d + 1));
     glp_add_cols(P, (int)nj);
-    size_t cap = (size_t)(nj * (d + 1)) + 1;
-    int *ia = malloc(cap * sizeof *ia), *ja = malloc(cap * sizeof *ja);
-    double *ar = malloc(cap * sizeof *ar), *x = malloc((size_t)nj * sizeof *x);
-    double *rhs = calloc((size_t)(d + 1), sizeof *rhs);
-    char *in_s = malloc((size_t)nj), *new_s = malloc((size_t)nj);
-    double *pw = malloc((size_t)nj * sizeof *pw);
-    as_status st = AS_OK;
-    if (!ia || !ja || !ar || !x || !rhs || !in_s || !new_s || !pw) {
-        st = as_err_set(err, AS_ERR_NOMEM, "TV witness: out of memory");
-        goto out;
-    }
     int ne = 0;
     for (int64_t j = 0; j < nj; j++) {
         for (int64_t c = 0; c < d; c++) {
-            double v = VJ[j * d + c];
+            double v = W[j * d + c];
             rhs[c] += v * aJ[j];
             if (v != 0.0) {
                 ne++;
@@ -214,6 +246,10 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
     parm.msg_lev = GLP_MSG_OFF;
     parm.meth = GLP_PRIMAL;
     parm.tol_bnd = 1e-10; /* primal feasibility (default 1e-7): the witness must be exact */
+    /* an iteration limit (deterministic, unlike a time limit): GLPK's primal simplex can cycle
+     * on degenerate LPs with tiny objective coefficients (found by fuzzing); a solve that hits
+     * it counts as failed, the witness keeps the best vertex found so far */
+    parm.it_lim = (int)(20 * (nj + d + 1) + 1000);
     double rnorm = fabs(rhs[d]);
     for (int64_t c = 0; c < d; c++) rnorm += fabs(rhs[c]);
 
@@ -241,16 +277,16 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
                 double v = glp_get_col_prim(P, (int)j + 1);
                 x[j] = v > 0 ? v : 0.0;
             }
-            polish(P, VJ, nj, d, rhs, x, pw);
+            polish(P, W, nj, d, rhs, x, pw);
             for (int64_t j = 0; j < nj; j++) t += fabs(aJ[j] - x[j]);
             t *= 0.5;
             /* a vertex GLPK accepted within its tolerance but that is not feasible in float64
              * (a basic variable below 0 by more than rounding) does not count as a witness */
-            int exact = lp_residual(VJ, nj, d, rhs, x) <= 1e-10 * rnorm;
-            int improved = exact && t > *tv * (1 + 1e-12) + 1e-15;
+            int exact = lp_residual(W, nj, d, rhs, x) <= 1e-10 * rnorm;
+            int improved = exact && t > *J->tv * (1 + 1e-12) + 1e-15;
             if (improved) {
-                *tv = t;
-                memcpy(xbest, x, (size_t)nj * sizeof *x);
+                *J->tv = t;
+                memcpy(J->xbest, x, (size_t)nj * sizeof *x);
             }
             int changed = 0;
             for (int64_t j = 0; j < nj; j++) {
@@ -263,18 +299,114 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
             memcpy(in_s, new_s, (size_t)nj);
         }
     }
-    /* residual of the constraints at the best point */
-    *res_abs = lp_residual(VJ, nj, d, rhs, xbest);
-out:
     glp_delete_prob(P);
+}
+
+/* lp_run with GLPK's errors turned into a status (no GLPK error ends the process). */
+static as_status lp_guarded(lp_job *J, char *err)
+{
+    lp_guard g;
+    g.msg[0] = '\0';
+    if (setjmp(g.jb)) {
+        glp_free_env(); /* the documented recovery after a jump out of GLPK */
+        char *nl = strchr(g.msg, '\n');
+        if (nl) *nl = '\0';
+        return as_err_set(err, AS_ERR_VALUE, "TV witness: the LP solver (GLPK) failed: %s",
+                          g.msg[0] ? g.msg : "internal error");
+    }
+    glp_error_hook(lp_error_hook, &g);
+    glp_term_hook(lp_term_hook, &g);
+    glp_term_out(GLP_OFF);
+    lp_run(J);
+    glp_error_hook(NULL, NULL);
+    glp_term_hook(NULL, NULL);
+    return AS_OK;
+}
+
+/* The LP over the nj keys VJ (nj x d), weights aJ (>= 0, sorted largest first): a' = x on
+ * those keys, x >= 0, VJ^T x = VJ^T aJ, 1^T x = 1^T aJ. Best TV = 1/2 sum |aJ - x| into *tv,
+ * x into xbest.
+ *
+ * The fibre does not change when a coordinate of V is scaled, so the LP runs on
+ * W[j][c] = VJ[j][c] 2^-e_c: for a coordinate whose largest magnitude lies outside
+ * [2^-64, 2^64], 2^e_c is the power of two just above it (exact up to subnormal results,
+ * entries in [-1, 1]: 1e200 and 1e-300 made GLPK's own scaling abort); other coordinates are
+ * left as they are (e_c = 0, the LP of ordinary traces is unchanged). Entries below 2^-600 of
+ * their coordinate's largest are dropped (a change of the constraints far below their
+ * tolerance) so GLPK's geometric-mean scaling never multiplies two subnormals.
+ * *res_g and *eg: the residual ||VJ^T (x - aJ)||_2 divided by 2^eg (the largest e_c), so
+ * that res_g / (||o|| 2^-eg) is the relative residual without overflow; *res_m: |1^T (x - aJ)|. */
+static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, int64_t d,
+                              double *tv, double *xbest, double *res_g, double *res_m, int *eg,
+                              char *err)
+{
+    *tv = 0.0;
+    *res_g = 0.0;
+    *res_m = 0.0;
+    *eg = 0;
+    for (int64_t i = 0; i < nj * d; i++)
+        if (!isfinite(VJ[i]))
+            return as_err_set(err, AS_ERR_VALUE, "TV witness: a value is not finite (%g)", VJ[i]);
+    for (int64_t j = 0; j < nj; j++)
+        if (!(aJ[j] >= 0) || !isfinite(aJ[j]))
+            return as_err_set(err, AS_ERR_VALUE, "TV witness: weight %lld is %g", (long long)j,
+                              aJ[j]);
+    memcpy(xbest, aJ, (size_t)nj * sizeof *xbest);
+    if (nj < 2 || !(aJ[0] > 0)) return AS_OK;
+    if (nj > 50000000 / (d + 1))
+        return as_err_set(err, AS_ERR_USAGE, "TV witness: LP too large (%lld keys x %lld)",
+                          (long long)nj, (long long)(d + 1));
+    size_t cap = (size_t)(nj * (d + 1)) + 1;
+    int *ia = malloc(cap * sizeof *ia), *ja = malloc(cap * sizeof *ja), *ec = malloc((size_t)d * sizeof *ec);
+    double *ar = malloc(cap * sizeof *ar), *x = malloc((size_t)nj * sizeof *x);
+    double *rhs = calloc((size_t)(d + 1), sizeof *rhs);
+    char *in_s = malloc((size_t)nj), *new_s = malloc((size_t)nj);
+    double *pw = malloc((size_t)nj * sizeof *pw), *W = malloc((size_t)(nj * d) * sizeof *W);
+    double *acc = malloc((size_t)(d > 0 ? d : 1) * sizeof *acc);
+    as_status st = AS_OK;
+    if (!ia || !ja || !ec || !ar || !x || !rhs || !in_s || !new_s || !pw || !W || !acc) {
+        st = as_err_set(err, AS_ERR_NOMEM, "TV witness: out of memory");
+        goto out;
+    }
+    int emax = INT_MIN;
+    for (int64_t c = 0; c < d; c++) {
+        double mx = 0.0;
+        for (int64_t j = 0; j < nj; j++) mx = fmax(mx, fabs(VJ[j * d + c]));
+        ec[c] = 0;
+        if (mx > 0 && (mx < 0x1p-64 || mx > 0x1p64)) frexp(mx, &ec[c]); /* mx < 2^ec */
+        if (mx > 0 && ec[c] > emax) emax = ec[c];
+        double tiny = ldexp(mx, -ec[c]) * 0x1p-600;
+        for (int64_t j = 0; j < nj; j++) {
+            double w = ldexp(VJ[j * d + c], -ec[c]);
+            W[j * d + c] = fabs(w) < tiny ? 0.0 : w;
+        }
+    }
+    *eg = emax == INT_MIN ? 0 : emax;
+    lp_job J = {W, aJ, nj, d, tv, xbest, ia, ja, ar, x, rhs, pw, in_s, new_s};
+    st = lp_guarded(&J, err);
+    if (st != AS_OK) goto out;
+    /* residual of the constraints at the best point, in units of 2^eg */
+    double s = 0.0;
+    for (int64_t c = 0; c < d; c++) {
+        double a = 0.0;
+        for (int64_t j = 0; j < nj; j++) a += ldexp(VJ[j * d + c], -*eg) * (xbest[j] - aJ[j]);
+        acc[c] = a;
+    }
+    for (int64_t j = 0; j < nj; j++) s += xbest[j] - aJ[j];
+    *res_g = safe_norm(acc, d);
+    *res_m = fabs(s);
+out:
     free(ia);
     free(ja);
+    free(ec);
     free(ar);
     free(x);
     free(rhs);
     free(in_s);
     free(new_s);
     free(pw);
+    free(W);
+    free(acc);
     return st;
 }
 #endif
@@ -303,18 +435,19 @@ as_status as_bn_witness(const double *V, const double *a, int64_t n, int64_t d, 
         memcpy(VJ + j * d, V + ix[j] * d, (size_t)d * sizeof *VJ);
         aJ[j] = a[ix[j]];
     }
-    double res_abs = 0.0, t = 0.0;
-    st = witness_core(VJ, aJ, nj, d, &t, xJ, &res_abs, err);
+    double res_g = 0.0, res_m = 0.0, t = 0.0;
+    int eg = 0;
+    st = witness_core(VJ, aJ, nj, d, &t, xJ, &res_g, &res_m, &eg, err);
     if (st != AS_OK) goto out;
     *tv = t;
-    double on = 0.0;
+    /* ||o|| / 2^eg without overflow: o in units of 2^eg */
     for (int64_t c = 0; c < d; c++) {
         double o = 0.0;
-        for (int64_t i = 0; i < n; i++) o += V[i * d + c] * a[i];
-        on += o * o;
+        for (int64_t i = 0; i < n; i++) o += ldexp(V[i * d + c], -eg) * a[i];
+        VJ[c] = o; /* VJ is free now (nj >= 1 rows of d) */
     }
-    on = sqrt(on);
-    if (resid) *resid = on > 0 ? res_abs / on : res_abs;
+    double on = safe_norm(VJ, d);
+    if (resid) *resid = (on > 0 ? res_g / on : ldexp(res_g, eg)) + res_m;
     if (a_out) {
         memcpy(a_out, a, (size_t)n * sizeof *a_out);
         for (int64_t j = 0; j < nj; j++) a_out[ix[j]] = xJ[j];
@@ -537,9 +670,7 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
             b->n_budgets = o->n_budgets;
             for (size_t bi = 0; bi < o->n_budgets && st == AS_OK; bi++) {
                 double f = o->budgets[bi];
-                int64_t k = (int64_t)ceil(f * (double)n);
-                if (k < 1) k = 1;
-                if (k > n) k = n;
+                int64_t k = as_budget_keys((as_budget){f, 0}, n); /* the rule of `sparsity` */
                 b->budget[bi] = f;
                 b->k[bi] = k;
                 double rest = topk_delta(p, ix, n, k, delta, &b->captured_mass[bi]);
@@ -557,15 +688,15 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
                     as_layer_read_v(l, g, ix[j], 1, VJ + j * d);
                     aJ[j] = p[ix[j]];
                 }
-                double tv = 0.0, res_abs = 0.0;
-                st = witness_core(VJ, aJ, nj, d, &tv, xJ, &res_abs, err);
+                double tv = 0.0, res_g = 0.0, res_m = 0.0;
+                int eg = 0;
+                st = witness_core(VJ, aJ, nj, d, &tv, xJ, &res_g, &res_m, &eg, err);
                 if (st == AS_OK) {
-                    double on = 0.0;
-                    for (int64_t c = 0; c < d; c++) on += o_vec[c] * o_vec[c];
-                    on = sqrt(on);
+                    for (int64_t c = 0; c < d; c++) dv[c] = ldexp(o_vec[c], -eg);
+                    double on = safe_norm(dv, d);
                     b->tv_witness = tv;
                     b->witness_keys = nj;
-                    b->witness_residual = on > 0 ? res_abs / on : res_abs;
+                    b->witness_residual = (on > 0 ? res_g / on : ldexp(res_g, eg)) + res_m;
                 }
             }
 #endif

@@ -35,8 +35,10 @@ int as_bn_have_lp(void);
 as_status as_bn_value_rank(const double *V, int64_t n, int64_t d, int64_t *rank, char *err);
 
 /* TV witness over all n keys (or the `keys` heaviest, keys <= 0: all). a_out (n, may be NULL)
- * receives a'. *resid: ||V^T (a' - a)||_2 / ||V^T a||_2 (plus |1^T (a' - a)|). AS_ERR_USAGE
- * when built without GLPK. */
+ * receives a'. *resid: ||V^T (a' - a)||_2 / ||V^T a||_2 + |1^T (a' - a)| (scale-free). V may hold
+ * any finite values (the LP is scaled per coordinate by powers of two); AS_ERR_VALUE for a
+ * non-finite value or a negative weight, or when the LP solver fails (GLPK's errors never end
+ * the process); AS_ERR_USAGE when built without GLPK. */
 as_status as_bn_witness(const double *V, const double *a, int64_t n, int64_t d, int64_t keys,
                         double *tv, double *a_out, double *resid, char *err);
 

@@ -6,7 +6,8 @@
 #include <string.h>
 
 #include "as_attn.h"
-#include "as_pages.h"
+#include "as_pagecache.h"
+#include "as_select.h"
 
 const double as_entropy_thresholds[AS_ENTROPY_NTHR] = {0.50, 0.90, 0.99};
 
@@ -28,11 +29,24 @@ static double grid_floor(double s)
     return t > x ? t - 1.0 : t;
 }
 
-static void fill_q(as_entropy_q *q, int64_t n, double m, double z, double u)
+/* zr = Z - 1 = the sum of exp(s_i - m) over every key but one maximum, u = sum w_i (s_i - m):
+ * ln Z = log1p(zr) keeps H's relative precision when Z is close to 1 (tiny entropies), where
+ * log of the rounded Z would keep only 1e-16 absolute. */
+/* Kahan's compensated sum (Higham 2002, §4.3): the sum is *s - *c, its error 2u |sum| + O(n u^2)
+ * sum |x| instead of n u; the terms of Z - 1 (all >= 0) and of U (all <= 0) have one sign. */
+static inline void kahan_add(double *s, double *c, double x)
+{
+    double y = x - *c, t = *s + y;
+    *c = (t - *s) - y;
+    *s = t;
+}
+
+static void fill_q(as_entropy_q *q, int64_t n, double m, double zr, double u)
 {
     q->n = n;
-    q->lse = m + log(z);
-    double h = log(z) - u / z; /* both terms >= 0 */
+    double lz = log1p(zr), z = 1.0 + zr;
+    q->lse = m + lz;
+    double h = lz - u / z; /* both terms >= 0 */
     if (h < 0) h = 0;
     q->entropy_nats = h;
     q->entropy_bits = h / M_LN2;
@@ -67,16 +81,19 @@ as_status as_entropy_of_scores(const double *s, int64_t n, int topk, as_entropy_
     clear_q(out);
     if (n < 1) return as_err_set(err, AS_ERR_USAGE, "entropy: no keys (n = %lld)", (long long)n);
     double m = -INFINITY;
+    int64_t im = 0;
     for (int64_t i = 0; i < n; i++)
-        if (s[i] > m) m = s[i];
+        if (s[i] > m) m = s[i], im = i;
     if (!isfinite(m)) return as_err_set(err, AS_ERR_VALUE, "entropy: non-finite scores");
-    double z = 0.0, u = 0.0;
+    double zr = 0.0, zc = 0.0, u = 0.0, uc = 0.0; /* zr: Z - 1, all terms but the maximum's (1) */
     for (int64_t i = 0; i < n; i++) {
         double x = s[i] - m, w = exp(x);
-        z += w;
-        u += w * x;
+        if (i != im) kahan_add(&zr, &zc, w);
+        kahan_add(&u, &uc, w * x);
     }
-    fill_q(out, n, m, z, u);
+    zr -= zc;
+    fill_q(out, n, m, zr, u - uc);
+    const double z = 1.0 + zr;
     if (!topk) return AS_OK;
     double *w = malloc((size_t)n * sizeof *w);
     if (!w) return as_err_set(err, AS_ERR_NOMEM, "entropy: out of memory");
@@ -91,6 +108,33 @@ as_status as_entropy_of_scores(const double *s, int64_t n, int topk, as_entropy_
     while (t < AS_ENTROPY_NTHR) set_k(out, t++, n);
     free(w);
     return AS_OK;
+}
+
+as_status as_entropy_topk_mass(const double *s, int64_t n, int64_t k, double *mass, char *err)
+{
+    *mass = NAN;
+    if (n < 1 || k < 0)
+        return as_err_set(err, AS_ERR_USAGE, "top-k mass: bad sizes (n = %lld, k = %lld)",
+                          (long long)n, (long long)k);
+    double m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(s[i]) || s[i] == INFINITY)
+            return as_err_set(err, AS_ERR_VALUE, "top-k mass: score %lld is %g", (long long)i, s[i]);
+        if (s[i] > m) m = s[i];
+    }
+    if (!isfinite(m)) return as_err_set(err, AS_ERR_VALUE, "top-k mass: every score is -inf");
+    if (k >= n) return *mass = 1.0, AS_OK;
+    int64_t *idx = malloc((size_t)(k > 0 ? k : 1) * sizeof *idx);
+    if (!idx) return as_err_set(err, AS_ERR_NOMEM, "top-k mass: out of memory");
+    as_status st = as_select_topk(s, n, k, idx, err);
+    if (st == AS_OK) {
+        double z = 0.0, top = 0.0;
+        for (int64_t i = 0; i < n; i++) z += exp(s[i] - m);
+        for (int64_t j = 0; j < k; j++) top += exp(s[idx[j]] - m);
+        *mass = top / z;
+    }
+    free(idx);
+    return st;
 }
 
 void as_entropy_opts_init(as_entropy_opts *o)
@@ -131,7 +175,9 @@ typedef struct {
 } item;
 
 typedef struct {
-    double m, z, u;      /* running max, sum w, sum w (s - m), w = exp(s - m) */
+    double m, zr, u;     /* running max, sum w - 1 (every w but one maximum's), sum w (s - m),
+                            w = exp(s - m); Kahan sums (value zr - zrc, u - uc) */
+    double zrc, uc;
     double gt, cm;       /* top grid bin floor(m * HPN); exp(m - gt / HPN) */
     double under;        /* underflow mass, relative to m */
     int64_t under_cnt;
@@ -203,16 +249,20 @@ static void row_pass1(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, int attn)
         return;
     }
     double mx = -INFINITY;
+    int64_t jm = 0, skip = -1; /* skip: the new maximum's key, whose w = 1 is not in zr */
     for (int64_t j = 0; j < v; j++)
-        if (srow[j] > mx) mx = srow[j];
+        if (srow[j] > mx) mx = srow[j], jm = j;
     if (mx > st->m) {
+        skip = jm;
         if (st->m == -INFINITY) {
-            st->z = st->u = st->under = 0.0;
+            st->zr = st->zrc = st->u = st->uc = st->under = 0.0;
             if (c->hist) st->gt = grid_floor(mx);
         } else {
             double f = exp(st->m - mx);
-            st->u = f * (st->u + st->z * (st->m - mx));
-            st->z *= f;
+            double zr = st->zr - st->zrc;
+            st->u = f * ((st->u - st->uc) + (1.0 + zr) * (st->m - mx));
+            st->zr = f + f * zr; /* the old maximum's w is now f */
+            st->zrc = st->uc = 0.0;
             st->under *= f;
             c->fac[r] = f;
             if (c->hist) {
@@ -225,7 +275,7 @@ static void row_pass1(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, int attn)
         if (c->hist) st->cm = exp(mx - st->gt / HPN);
     }
     const double m = st->m;
-    double z = 0.0, u = 0.0;
+    double z = 0.0, zc = 0.0, u = 0.0, uc = 0.0;
     if (c->hist) {
         int32_t *hc = c->cnt + r * HB;
         double *hm = c->mass + r * HB;
@@ -235,8 +285,8 @@ static void row_pass1(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, int attn)
         int64_t ucnt = 0;
         for (int64_t j = 0; j < v; j++) {
             double x = srow[j] - m, w = exp(x);
-            z += w;
-            u += w * x;
+            if (j != skip) kahan_add(&z, &zc, w);
+            kahan_add(&u, &uc, w * x);
             double gi = gt - grid_floor(srow[j]);
             if (gi < HB) {
                 int i = (int)gi;
@@ -253,19 +303,19 @@ static void row_pass1(pass_ctx *c, int64_t r, int64_t j0, int64_t cnt, int attn)
     } else if (attn) {
         for (int64_t j = 0; j < v; j++) {
             double x = srow[j] - m, w = exp(x);
-            z += w;
-            u += w * x;
+            if (j != skip) kahan_add(&z, &zc, w);
+            kahan_add(&u, &uc, w * x);
             srow[j] = w;
         }
     } else {
         for (int64_t j = 0; j < v; j++) {
             double x = srow[j] - m, w = exp(x);
-            z += w;
-            u += w * x;
+            if (j != skip) kahan_add(&z, &zc, w);
+            kahan_add(&u, &uc, w * x);
         }
     }
-    st->z += z;
-    st->u += u;
+    kahan_add(&st->zr, &st->zrc, z - zc);
+    kahan_add(&st->u, &st->uc, u - uc);
     if (attn && v < cnt) memset(srow + v, 0, (size_t)(cnt - v) * sizeof *srow);
 }
 
@@ -307,7 +357,7 @@ static void row_crossings(pass_ctx *c, int64_t r, as_entropy_q *q)
     const double *hm = c->mass + r * HB;
     double thr[AS_ENTROPY_NTHR];
     for (int t = 0; t < AS_ENTROPY_NTHR; t++) {
-        thr[t] = as_entropy_thresholds[t] * st->z;
+        thr[t] = as_entropy_thresholds[t] * (1.0 + (st->zr - st->zrc));
         st->it[t].state = IT_DONE;
     }
     double cacc = 0.0;
@@ -401,7 +451,7 @@ static void row_settle(pass_ctx *c, int64_t r, refine_buf *b, as_entropy_q *q)
         next[t] = *it;
         if (it->state == IT_DONE) continue;
         item *o = &st->it[it->owner];
-        double thr = as_entropy_thresholds[t] * st->z, acc = it->before;
+        double thr = as_entropy_thresholds[t] * (1.0 + (st->zr - st->zrc)), acc = it->before;
         if (it->state == IT_GATHER) {
             double *x = b->pool + o->off;
             int64_t nx = o->got;
@@ -609,11 +659,11 @@ static as_status run_block(pass_ctx *c, int64_t g, int64_t ha, int64_t hb, int64
         for (int64_t qi = q0; qi < q1; qi++) {
             row_state *rs = &c->rs[(h - ha) * tq + (qi - q0)];
             as_entropy_q *q = &res->q[h * t + qi];
-            if (o->entropy || o->topk) fill_q(q, rs->n, rs->m, rs->z, rs->u);
+            if (o->entropy || o->topk) fill_q(q, rs->n, rs->m, rs->zr - rs->zrc, rs->u - rs->uc);
         }
     /* A's spectrum: columns scaled to weights exp(s - lse) */
     for (int64_t h = ha; attn && h < hb; h++) {
-        for (int64_t qi = 0; qi < t; qi++) c->fac[qi] = 1.0 / c->rs[(h - ha) * t + qi].z;
+        for (int64_t qi = 0; qi < t; qi++) c->fac[qi] = 1.0 / (1.0 + (c->rs[(h - ha) * t + qi].zr - c->rs[(h - ha) * t + qi].zrc));
         as_tsqr_scale_cols(qr[h - ha], c->fac);
         int64_t nsv = 0;
         double *sv = res->attn_sv + h * t;

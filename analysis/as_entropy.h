@@ -16,7 +16,7 @@
  * only those bins' scores and sorts them (a crowded bin is first split by a finer histogram,
  * one more pass per level). Memory: a block of score rows x one tile plus the histograms and
  * a bounded gather, independent of N. On request the same pass feeds tiles of the attention matrix A
- * to a streamed QR for A's spectrum (as_rank). */
+ * to a streamed QR for A's spectrum (as_tsqr). */
 #ifndef AS_ENTROPY_H
 #define AS_ENTROPY_H
 
@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 #include "as_error.h"
-#include "as_rank.h"
+#include "as_tsqr.h"
 #include "as_trace.h"
 
 typedef struct {
@@ -43,6 +43,11 @@ extern const double as_entropy_thresholds[AS_ENTROPY_NTHR]; /* 0.50, 0.90, 0.99 
  * the streaming routine is tested against. topk = 0 skips k50/k90/k99. */
 as_status as_entropy_of_scores(const double *s, int64_t n, int topk, as_entropy_q *out,
                                char *err);
+
+/* Top-k mass of one query: *mass = the sum of the k largest softmax weights of s[0..n) (any
+ * shift; n >= 1, 0 <= k; k >= n gives 1). The k50/k90/k99 above are the smallest k whose mass
+ * reaches 0.50/0.90/0.99. */
+as_status as_entropy_topk_mass(const double *s, int64_t n, int64_t k, double *mass, char *err);
 
 typedef struct {
     int64_t head;   /* query head (-1: all) */

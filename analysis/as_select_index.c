@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "as_outfile.h"
 #include "as_safetensors.h"
 #include "as_select.h"
 

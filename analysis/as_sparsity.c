@@ -465,6 +465,7 @@ typedef struct {
     int64_t kvh, d, nmax, mb;
     sp_row *rows;
     double *Q, *Sc, *P, *O, *lse, *on2;
+    double *lam;        /* per row: max_i |s_i| + |lse|, the size of the exponents' arguments */
     double vmax;
     const sp_pages *pages;
 } sp_block;
@@ -472,6 +473,7 @@ typedef struct {
 static void block_free(sp_block *B)
 {
     free(B->rows), free(B->Q), free(B->Sc), free(B->P), free(B->O), free(B->lse), free(B->on2);
+    free(B->lam);
     memset(B, 0, sizeof *B);
 }
 
@@ -492,7 +494,8 @@ static as_status block_alloc(sp_block *B, const as_layer *l, int64_t kvh, int64_
     B->O = malloc(md * sizeof(double));
     B->lse = malloc((size_t)mb * sizeof(double));
     B->on2 = malloc((size_t)mb * sizeof(double));
-    if (!B->rows || !B->Q || !B->Sc || !B->P || !B->O || !B->lse || !B->on2) {
+    B->lam = malloc((size_t)mb * sizeof(double));
+    if (!B->rows || !B->Q || !B->Sc || !B->P || !B->O || !B->lse || !B->on2 || !B->lam) {
         block_free(B);
         return as_err_set(err, AS_ERR_NOMEM, "out of memory (score block of %lld x %lld)",
                           (long long)mb, (long long)nmax);
@@ -513,6 +516,9 @@ static as_status block_dense(sp_block *B, char *err)
         const int64_t n = B->rows[r].n;
         memcpy(p, B->Sc + r * nm, (size_t)n * sizeof *p);
         B->lse[r] = as_softmax_inplace(p, n);
+        double smax = 0;
+        for (int64_t i = 0; i < n; i++) smax = fmax(smax, fabs(B->Sc[r * nm + i]));
+        B->lam[r] = smax + fabs(B->lse[r]);
         for (int64_t i = n; i < nm; i++) p[i] = 0.0;
     }
     for (int64_t i = 0; i < mb * d; i++) B->O[i] = 0.0;
@@ -599,13 +605,16 @@ typedef struct {
     const double *given_ohat;
 } sp_combo;
 
-static uint64_t record_seed(const as_sp_params *p, int layer, int64_t h, int64_t qi, size_t bi,
+/* The seed of one record's draws: (seed, layer, head, query, k, method), k the keys the budget
+ * gives this query. Seeding by the budget's value (its k), not its place in the list, makes a
+ * budget's records the same whatever other budgets are run with it. */
+static uint64_t record_seed(const as_sp_params *p, int layer, int64_t h, int64_t qi, int64_t k,
                             as_sp_method m)
 {
     uint64_t s = as_seed_mix(p->seed, (uint64_t)layer + 1);
     s = as_seed_mix(s, (uint64_t)h + 1);
     s = as_seed_mix(s, (uint64_t)qi + 1);
-    s = as_seed_mix(s, (uint64_t)bi + 1);
+    s = as_seed_mix(s, (uint64_t)k + 1);
     return as_seed_mix(s, (uint64_t)m + 1);
 }
 
@@ -691,7 +700,7 @@ static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as
         const sp_row *row = &B->rows[r];
         const int64_t n = row->n;
         const double *sc = B->Sc + r * nm, *o = B->O + r * d;
-        uint64_t seed = record_seed(C->p, layer, row->h, row->qi, C->budget_index, m);
+        uint64_t seed = record_seed(C->p, layer, row->h, row->qi, as_budget_keys(C->budget, n), m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         if (C->given) {
@@ -883,18 +892,25 @@ static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as
         rec.delta = sampling ? C->p->delta : 0;
         ev->n = n;
         ev->norm_o = sqrt(B->on2[r]);
-        ev->tol = 16.0 * (double)(n + d) * DBL_EPSILON * (B->vmax > 0 ? B->vmax : DBL_MIN);
+        /* rounding: sums of n (weights) and d (dot products) terms, and exponents whose
+         * arguments (s_i - m, log P_S = m_S + ln z_S - lse) carry u (|s_i| + |lse|) absolute
+         * error each (docs/theory.md, "Floating point") */
+        const double lam = B->lam[r];
+        ev->tol = 16.0 * ((double)(n + d) + lam) * DBL_EPSILON * (B->vmax > 0 ? B->vmax : DBL_MIN);
         ev->samples_needed = -1;
-        /* the subset identity and bound for touch */
-        double PS = exp(s->logPS), one_m = -expm1(s->logPS);
+        /* the subset identity and bound for touch; 1 - P_S is the complement sum, which keeps
+         * its relative precision however small the missed mass (log P_S cannot below ~n u) */
+        const double one_m = s->Prest;
+        double PS = one_m < 0.5 ? 1.0 - one_m : exp(s->logPS);
         double id2 = 0;
         for (int64_t c = 0; c < d; c++) {
             double t = (o[c] - pS[c]) - (Rr[c] - one_m * pS[c]);
             id2 += t * t;
         }
         ev->identity_error = sqrt(id2);
-        double mass_res = fabs(PS + s->Prest - 1.0);
-        ev->identity_ok = ev->identity_error <= ev->tol && mass_res <= 16.0 * (double)n * DBL_EPSILON;
+        double mass_res = fabs(exp(s->logPS) + s->Prest - 1.0);
+        ev->identity_ok = ev->identity_error <= ev->tol &&
+                          mass_res <= 16.0 * ((double)n + lam) * DBL_EPSILON;
         double sb = s->maxd2 > 0 ? one_m * sqrt(s->maxd2) : 0.0;
         double serr = err_norm(o, pS, d);
         ev->captured_mass = PS;
@@ -1092,6 +1108,13 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
                        const as_sp_params *p, uint64_t trial, const double *scores,
                        as_sp_sel *sel, char *err)
 {
+    return as_sp_select_id(l, h, qi, h, qi, m, b, p, trial, scores, sel, err);
+}
+
+as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed_h,
+                          int64_t seed_qi, as_sp_method m, as_budget b, const as_sp_params *p,
+                          uint64_t trial, const double *scores, as_sp_sel *sel, char *err)
+{
     if (h < 0 || h >= l->hq || qi < 0 || qi >= l->t)
         return as_err_set(err, AS_ERR_USAGE, "head %lld / query %lld out of range", (long long)h,
                           (long long)qi);
@@ -1107,7 +1130,8 @@ as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m,
         scores = sc;
     }
     if (st == AS_OK) {
-        uint64_t seed = record_seed(p, l->index, h, qi, 0, m);
+        /* seeded as query seed_qi of head seed_h, by the budget's k (record_seed) */
+        uint64_t seed = record_seed(p, l->index, seed_h, seed_qi, as_budget_keys(b, n), m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         st = select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);

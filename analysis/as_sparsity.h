@@ -57,7 +57,9 @@ typedef struct {
     int64_t count;
 } as_budget;
 
-/* Keys a budget allows for n visible keys. */
+/* Keys a budget allows for n visible keys: a count as given, a fraction f gives
+ * ceil(x - 1e-9 x), x = f n (the relative 1e-9 absorbs float64 rounding: 7% of 100 is 7), both
+ * clamped to [1, n] (0 when n <= 0). The one budget rule of sparsity and bottleneck. */
 int64_t as_budget_keys(as_budget b, int64_t n);
 /* Parse "2%", "0.02", "1/50", "128" (a count: an integer >= 1 without '%' or '.') or, with
  * sparsity = 1, "50x" / "50" (keep 1/50), comma-separated, at most max entries. Returns
@@ -129,6 +131,13 @@ void as_sp_sel_free(as_sp_sel *sel);
 as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m, as_budget b,
                        const as_sp_params *p, uint64_t trial, const double *scores,
                        as_sp_sel *sel, char *err);
+/* The same for data that is one piece of a larger trace (a layer view over one decode step's
+ * arrays, data/as_trace.h): keys of query qi of head h of l, drawn as query seed_qi of head
+ * seed_h of layer l->index would be in the whole trace (as_sp_select: seed_h = h, seed_qi = qi).
+ * Deterministic methods ignore the seed. */
+as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed_h,
+                          int64_t seed_qi, as_sp_method m, as_budget b, const as_sp_params *p,
+                          uint64_t trial, const double *scores, as_sp_sel *sel, char *err);
 
 /* Result of checking one approximation of one query. */
 typedef struct {

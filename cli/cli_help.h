@@ -31,6 +31,8 @@ extern const char as_help_sparsity[];
 int as_cmd_report(int argc, char **argv);
 extern const char as_help_report[];
 #endif
+int as_cmd_eval(int argc, char **argv);
+extern const char as_help_eval[];
 int as_cmd_compare(int argc, char **argv);
 extern const char as_help_compare[];
 int as_cmd_spectrum(int argc, char **argv);

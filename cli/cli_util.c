@@ -4,15 +4,22 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "as_safetensors.h"
-#include "cli_help.h"
+#include "as_limits.h"
+
+/* The program's help printer (cli/main.c registers it: this file knows no command). */
+static as_cli_help_fn help_printer;
+
+void as_cli_set_help(as_cli_help_fn fn) { help_printer = fn; }
 
 void as_cli_common_init(as_cli_common *c)
 {
@@ -36,6 +43,61 @@ int as_cli_parse_int(const char *cmd, const char *opt, const char *arg, long lo,
     return 0;
 }
 
+int as_cli_parse_u64(const char *cmd, const char *opt, const char *arg, uint64_t *out)
+{
+    int hex = arg[0] == '0' && (arg[1] == 'x' || arg[1] == 'X');
+    const char *p = hex ? arg + 2 : arg;
+    uint64_t v = 0;
+    int ok = *p != '\0';
+    for (; ok && *p; p++) {
+        unsigned dgt;
+        if (*p >= '0' && *p <= '9') dgt = (unsigned)(*p - '0');
+        else if (hex && *p >= 'a' && *p <= 'f') dgt = (unsigned)(*p - 'a' + 10);
+        else if (hex && *p >= 'A' && *p <= 'F') dgt = (unsigned)(*p - 'A' + 10);
+        else {
+            ok = 0;
+            break;
+        }
+        unsigned base = hex ? 16 : 10;
+        if (v > (UINT64_MAX - dgt) / base) ok = 0; /* above 2^64 - 1 */
+        else v = v * base + dgt;
+    }
+    if (!ok) {
+        as_cli_usage(cmd, "--%s expects an integer in [0, 2^64-1] (decimal or 0x hex), got '%s'",
+                     opt, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int as_cli_parse_real(const char *cmd, const char *opt, const char *arg, double lo, double hi,
+                      int open, double *out)
+{
+    char *end = NULL;
+    double v = strtod(arg, &end);
+    int ok = end != arg && *end == '\0' && isfinite(v) &&
+             ((open & AS_OPEN_LO) ? v > lo : v >= lo) && ((open & AS_OPEN_HI) ? v < hi : v <= hi);
+    if (!ok) {
+        char range[96];
+        if (isinf(hi))
+            snprintf(range, sizeof range, "a number %s %g", (open & AS_OPEN_LO) ? ">" : ">=", lo);
+        else
+            snprintf(range, sizeof range, "a number in %c%g, %g%c", (open & AS_OPEN_LO) ? '(' : '[',
+                     lo, hi, (open & AS_OPEN_HI) ? ')' : ']');
+        as_cli_usage(cmd, "--%s expects %s, got '%s'", opt, range, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* --progress and --quiet: set by any command's option parsing, read by as_progress_new and
+ * by the progress of as_cli_open_trace */
+static int progress_forced, cli_quiet;
+/* the first trace the command opened: what the SIGBUS handler names if /proc is missing */
+static char guard_input[4096];
+
 int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *arg)
 {
     long v;
@@ -48,10 +110,27 @@ int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *ar
         if (as_cli_parse_int(cmd, "head", arg, 0, INT_MAX, &v)) return -1;
         c->head = (int)v;
         return 1;
-    case AS_OPT_JSON: c->fmt = AS_FMT_JSON; return 1;
-    case AS_OPT_CSV: c->fmt = AS_FMT_CSV; return 1;
-    case AS_OPT_QUIET: c->quiet = 1; return 1;
-    case AS_OPT_HELP: as_cli_print_help(cmd, stdout); return 2;
+    case AS_OPT_JSON:
+    case AS_OPT_CSV: {
+        as_fmt f = opt == AS_OPT_JSON ? AS_FMT_JSON : AS_FMT_CSV;
+        if (c->fmt != AS_FMT_TABLE && c->fmt != f) {
+            as_cli_usage(cmd, "--json and --csv exclude each other: give one");
+            return -1;
+        }
+        c->fmt = f;
+        return 1;
+    }
+    case AS_OPT_QUIET:
+        c->quiet = 1;
+        cli_quiet = 1;
+        return 1;
+    case AS_OPT_PROGRESS:
+        c->progress = 1;
+        progress_forced = 1;
+        return 1;
+    case AS_OPT_HELP:
+        if (help_printer) help_printer(cmd, stdout);
+        return 2;
     default: return 0;
     }
 }
@@ -73,19 +152,44 @@ int as_cli_usage(const char *cmd, const char *fmt, ...)
     return 2;
 }
 
+int as_cli_bad_option(const char *cmd, int opt, char **argv)
+{
+    if (opt == ':') return as_cli_usage(cmd, "option '%s' needs a value", argv[optind - 1]);
+    return as_cli_usage(cmd, "unknown option '%s'", argv[optind - 1]);
+}
+
+static void on_scan(void *ctx, uint64_t done, uint64_t total)
+{
+    (void)total;
+    as_progress_update(ctx, done);
+}
+
 as_trace *as_cli_open_trace(const char *cmd, const char *path, int check_finite, int *code)
 {
     char err[AS_ERR_LEN];
     as_status st = AS_OK;
+    if (!guard_input[0] && strlen(path) < sizeof guard_input)
+        memcpy(guard_input, path, strlen(path) + 1);
     as_trace *tr = as_trace_open_status(path, &st, err);
     if (!tr) {
         *code = as_cli_fail(cmd, st, err);
         return NULL;
     }
-    if (check_finite && (st = as_trace_check_finite(tr, err)) != AS_OK) {
-        *code = as_cli_fail(cmd, st, err);
-        as_trace_free(tr);
-        return NULL;
+    if (check_finite) {
+        uint64_t total = 0;
+        for (size_t i = 0; i < as_trace_n_layers(tr); i++) {
+            const as_layer *l = as_trace_layer(tr, i);
+            total += (uint64_t)(l->hq * l->t * l->d + 2 * l->hkv * l->n * l->d);
+        }
+        as_progress *bar = as_progress_new("checking", total, cli_quiet);
+        st = as_trace_check_finite_progress(tr, on_scan, bar, err);
+        as_progress_free(bar);
+        if (st == AS_OK) st = as_trace_check_limits(tr, err);
+        if (st != AS_OK) {
+            *code = as_cli_fail(cmd, st, err);
+            as_trace_free(tr);
+            return NULL;
+        }
     }
     *code = 0;
     return tr;
@@ -312,20 +416,9 @@ static void print_csv(const cJSON *records, FILE *f)
     cJSON_Delete(keys);
 }
 
-int as_out_finish(as_out *o, FILE *f)
+void as_out_free(as_out *o)
 {
-    if (o->fmt == AS_FMT_JSON) {
-        char *s = cJSON_Print(o->doc);
-        if (s) {
-            fputs(s, f);
-            fputc('\n', f);
-        }
-        free(s);
-    } else if (o->fmt == AS_FMT_CSV) {
-        print_csv(o->records, f);
-    } else {
-        for (int i = 0; i < o->ntables; i++) print_table(&o->tables[i], o->records, f);
-    }
+    if (!o) return;
     for (int i = 0; i < o->ntables; i++) {
         as_table_spec *t = &o->tables[i];
         for (int c = 0; c < t->ncols; c++) {
@@ -342,6 +435,23 @@ int as_out_finish(as_out *o, FILE *f)
     free(o->tables);
     cJSON_Delete(o->doc);
     free(o);
+}
+
+int as_out_finish(as_out *o, FILE *f)
+{
+    if (o->fmt == AS_FMT_JSON) {
+        char *s = cJSON_Print(o->doc);
+        if (s) {
+            fputs(s, f);
+            fputc('\n', f);
+        }
+        free(s);
+    } else if (o->fmt == AS_FMT_CSV) {
+        print_csv(o->records, f);
+    } else {
+        for (int i = 0; i < o->ntables; i++) print_table(&o->tables[i], o->records, f);
+    }
+    as_out_free(o);
     if (fflush(f) != 0 || ferror(f)) {
         fprintf(stderr, "attnscope: error writing output: %s\n", strerror(errno));
         return 1;
@@ -350,17 +460,76 @@ int as_out_finish(as_out *o, FILE *f)
 }
 
 /* ---------------------------------------------------------------- progress */
+/* The bar is drawn by a thread of its own, five times a second from half a second on, so it
+ * appears (and its clock runs) even while one step of the work takes minutes; the work only
+ * stores how far it got. */
 struct as_progress {
     char label[64];
     uint64_t total;
-    int enabled;
-    int shown;
-    struct timespec t0, last;
+    _Atomic uint64_t done;
+    int enabled, stop, shown;
+    struct timespec t0;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
 };
+
+/* A bar on the screen: the signal handlers clear its line before their message. Once a
+ * handler runs, bars are frozen: no more drawing over its message. */
+static volatile sig_atomic_t bar_on_screen, bars_frozen;
 
 static double secs_between(struct timespec a, struct timespec b)
 {
     return (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+}
+
+static void fmt_duration(double s, char *buf, size_t n)
+{
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static void progress_draw(as_progress *p, double el)
+{
+    uint64_t done = atomic_load(&p->done);
+    double frac = (double)done / (double)p->total;
+    if (frac > 1) frac = 1;
+    int bar = 30, fill = (int)(frac * bar);
+    char line[256], e1[32], e2[32] = "--:--";
+    fmt_duration(el, e1, sizeof e1);
+    /* ETA from the rate so far, once there is a rate to speak of */
+    if (frac > 0.001 && el > 0) fmt_duration(el * (1 - frac) / frac, e2, sizeof e2);
+    int k = snprintf(line, sizeof line, "\r%-10s [", p->label);
+    for (int i = 0; i < bar && k < (int)sizeof line - 1; i++) line[k++] = i < fill ? '#' : '.';
+    snprintf(line + k, sizeof line - (size_t)k, "] %5.1f%%  %s elapsed, ETA %s ", 100 * frac,
+             e1, e2);
+    if (bars_frozen) return;
+    /* one write: a signal handler's message (also one write) never lands inside a bar */
+    bar_on_screen = 1;
+    if (write(STDERR_FILENO, line, strlen(line)) < 0) return;
+    p->shown = 1;
+}
+
+static void *progress_thread(void *arg)
+{
+    as_progress *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        struct timespec now, until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 200000000L;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&p->cv, &p->mu, &until);
+        if (p->stop) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double el = secs_between(p->t0, now);
+        if (el >= 0.5) progress_draw(p, el);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
 }
 
 as_progress *as_progress_new(const char *label, uint64_t total, int quiet)
@@ -369,77 +538,223 @@ as_progress *as_progress_new(const char *label, uint64_t total, int quiet)
     if (!p) return NULL;
     snprintf(p->label, sizeof p->label, "%s", label);
     p->total = total ? total : 1;
-    p->enabled = !quiet && isatty(STDERR_FILENO);
+    atomic_init(&p->done, 0);
+    p->enabled = !quiet && (progress_forced || isatty(STDERR_FILENO));
     clock_gettime(CLOCK_MONOTONIC, &p->t0);
-    p->last = p->t0;
+    if (p->enabled) {
+        pthread_mutex_init(&p->mu, NULL);
+        pthread_cond_init(&p->cv, NULL);
+        if (pthread_create(&p->thread, NULL, progress_thread, p) != 0) {
+            pthread_mutex_destroy(&p->mu);
+            pthread_cond_destroy(&p->cv);
+            p->enabled = 0;
+        }
+    }
     return p;
 }
 
 void as_progress_update(as_progress *p, uint64_t done)
 {
     if (!p || !p->enabled) return;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    double el = secs_between(p->t0, now);
-    if (el < 1.0 || (p->shown && secs_between(p->last, now) < 0.1 && done < p->total)) return;
-    p->last = now;
-    p->shown = 1;
-    double frac = (double)done / (double)p->total;
-    if (frac > 1) frac = 1;
-    int bar = 30, fill = (int)(frac * bar);
-    double eta = frac > 0 ? el * (1 - frac) / frac : 0;
-    fprintf(stderr, "\r%-12s [", p->label);
-    for (int i = 0; i < bar; i++) fputc(i < fill ? '#' : '.', stderr);
-    fprintf(stderr, "] %5.1f%%  %.0fs elapsed, ~%.0fs left ", 100 * frac, el, eta);
-    fflush(stderr);
+    atomic_store(&p->done, done);
 }
 
 void as_progress_free(as_progress *p)
 {
     if (!p) return;
-    if (p->shown) fprintf(stderr, "\r%*s\r", 80, "");
+    if (p->enabled) {
+        pthread_mutex_lock(&p->mu);
+        p->stop = 1;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        pthread_join(p->thread, NULL);
+        pthread_mutex_destroy(&p->mu);
+        pthread_cond_destroy(&p->cv);
+        if (p->shown && !bars_frozen) {
+            static const char clear[] = "\r                                                  "
+                                        "                             \r";
+            if (write(STDERR_FILENO, clear, sizeof clear - 1) < 0) { /* nothing to do */
+            }
+            bar_on_screen = 0;
+        }
+    }
     free(p);
 }
 
-/* ---------------------------------------------------------------- atomic output */
-as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err)
+/* ---------------------------------------------------------------- signals */
+/* SIGBUS: a memory-mapped input shrank under us (another program truncated or rewrote it):
+ * one line naming the file, temporary outputs removed, exit 2. SIGINT/SIGTERM/SIGHUP:
+ * temporary outputs removed, then the default action (the shell sees the signal). Everything
+ * here is async-signal-safe: no stdio, no allocation. */
+static const char *guard_cmd = "";
+
+/* The handlers' message, built in static storage and written with one write(2). */
+static char say_buf[8192];
+static size_t say_len;
+
+static void say(const char *s)
 {
-    if (as_input_is_open(path))
-        return as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input file", path);
-    size_t n = strlen(path) + 16;
-    char *tmp = malloc(n);
-    if (!tmp) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    snprintf(tmp, n, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot create temporary file: %s", path,
-                                  strerror(errno));
-        free(tmp);
-        return st;
-    }
-    const char *p = data;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            as_status st = as_err_set(err, AS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-            close(fd);
-            unlink(tmp);
-            free(tmp);
-            return st;
-        }
+    size_t n = strlen(s);
+    if (n > sizeof say_buf - 1 - say_len) n = sizeof say_buf - 1 - say_len;
+    memcpy(say_buf + say_len, s, n);
+    say_len += n;
+}
+
+static void say_flush(void)
+{
+    const char *p = say_buf;
+    while (say_len > 0) {
+        ssize_t w = write(STDERR_FILENO, p, say_len);
+        if (w <= 0) break;
         p += w;
-        left -= (size_t)w;
+        say_len -= (size_t)w;
     }
-    fchmod(fd, 0644);
-    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, path) != 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: cannot finish writing: %s", path,
-                                  strerror(errno));
-        unlink(tmp);
-        free(tmp);
-        return st;
+    say_len = 0;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* The file mapped at addr, from /proc/self/maps ("start-end perms offset dev inode path"). */
+static int mapped_file(uintptr_t addr, char *out, size_t cap)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    static char line[4352]; /* only the handler uses it, and the handler ends the process */
+    char buf[4096];
+    size_t len = 0;
+    int found = 0;
+    ssize_t got;
+    while (!found && (got = read(fd, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < got && !found; i++) {
+            if (buf[i] != '\n') {
+                if (len < sizeof line - 1) line[len++] = buf[i];
+                continue;
+            }
+            line[len] = '\0';
+            len = 0;
+            uintptr_t lo = 0, hi = 0;
+            const char *q = line;
+            int v;
+            while ((v = hexval(*q)) >= 0) lo = lo * 16 + (uintptr_t)v, q++;
+            if (*q++ != '-') continue;
+            while ((v = hexval(*q)) >= 0) hi = hi * 16 + (uintptr_t)v, q++;
+            if (addr < lo || addr >= hi) continue;
+            for (int field = 0; field < 4 && *q; field++) { /* perms offset dev inode */
+                while (*q == ' ') q++;
+                while (*q && *q != ' ') q++;
+            }
+            while (*q == ' ') q++;
+            if (*q == '/') {
+                size_t n = strlen(q);
+                if (n >= cap) n = cap - 1;
+                memcpy(out, q, n);
+                out[n] = '\0';
+                found = 1;
+            }
+        }
     }
-    free(tmp);
-    return AS_OK;
+    close(fd);
+    return found;
+}
+
+static void clear_bar(void)
+{
+    bars_frozen = 1;
+    if (bar_on_screen)
+        say("\r                                                                               \r");
+}
+
+static void on_bus(int sig, siginfo_t *si, void *uc)
+{
+    (void)sig, (void)uc;
+    static char path[4096];
+    clear_bar();
+    as_tmp_remove_all();
+    say("attnscope ");
+    say(guard_cmd);
+    say(": ");
+    if (mapped_file((uintptr_t)si->si_addr, path, sizeof path))
+        say(path);
+    else
+        say(guard_input[0] ? guard_input : "an input file");
+    say(": the file changed while it was being read (truncated or rewritten by another "
+        "program?); nothing written\n");
+    say_flush();
+    _exit(2);
+}
+
+static void on_interrupt(int sig)
+{
+    clear_bar();
+    say_flush();
+    as_tmp_remove_all();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+void as_cli_guard_install(const char *cmd)
+{
+    guard_cmd = cmd;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_sigaction = on_bus;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGBUS, &sa, NULL);
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_interrupt;
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++) {
+        struct sigaction old;
+        /* a signal the caller ignores (a background job's SIGINT) stays ignored */
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN) continue;
+        sigaction(sigs[i], &sa, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------- atomic output */
+int as_cli_check_output(const char *cmd, const char *path)
+{
+    if (!*path) {
+        fprintf(stderr, "attnscope %s: empty output path\n", cmd);
+        return 2;
+    }
+    if (as_input_is_open(path)) {
+        fprintf(stderr, "attnscope %s: %s: refusing to overwrite an input file\n", cmd, path);
+        return 2;
+    }
+    struct stat s;
+    if (stat(path, &s) == 0 && S_ISDIR(s.st_mode)) {
+        fprintf(stderr, "attnscope %s: %s: is a directory\n", cmd, path);
+        return 2;
+    }
+    /* the folder: the temporary file is created there and renamed into place */
+    size_t n = strlen(path);
+    char *dir = malloc(n + 2);
+    if (!dir) return as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+    memcpy(dir, path, n + 1);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    int rc = 0;
+    if (stat(dir, &s) != 0 || !S_ISDIR(s.st_mode)) {
+        fprintf(stderr, "attnscope %s: %s: folder '%s' does not exist\n", cmd, path, dir);
+        rc = 2;
+    } else if (access(dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, "attnscope %s: %s: cannot write in folder '%s': %s\n", cmd, path, dir,
+                strerror(errno));
+        rc = 2;
+    }
+    free(dir);
+    return rc;
 }

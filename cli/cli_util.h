@@ -1,5 +1,6 @@
 /* cli_util: what every attnscope subcommand shares — common options, one record schema
- * printed as a human table, a JSON document or CSV, a progress bar, atomic file output. */
+ * printed as a human table, a JSON document or CSV, a progress bar. Files are written through
+ * data/as_outfile.h (atomic, never over an input). */
 #ifndef AS_CLI_UTIL_H
 #define AS_CLI_UTIL_H
 
@@ -9,6 +10,7 @@
 #include <stdio.h>
 
 #include "as_error.h"
+#include "as_outfile.h" /* as_write_file_atomic */
 #include "as_trace.h"
 
 typedef enum { AS_FMT_TABLE = 0, AS_FMT_JSON, AS_FMT_CSV } as_fmt;
@@ -20,16 +22,29 @@ typedef struct {
     int head;
     as_fmt fmt;
     int quiet;
+    int progress; /* --progress: draw the progress bar even when stderr is not a terminal */
 } as_cli_common;
 
 /* getopt_long entries for the common options; ids are >= 1000 so commands can use letters. */
-enum { AS_OPT_LAYER = 1000, AS_OPT_HEAD, AS_OPT_JSON, AS_OPT_CSV, AS_OPT_QUIET, AS_OPT_HELP };
+enum {
+    AS_OPT_LAYER = 1000,
+    AS_OPT_HEAD,
+    AS_OPT_JSON,
+    AS_OPT_CSV,
+    AS_OPT_QUIET,
+    AS_OPT_HELP,
+    AS_OPT_PROGRESS
+};
 #define AS_CLI_COMMON_LONGOPTS                                                                 \
     {"layer", required_argument, 0, AS_OPT_LAYER}, {"head", required_argument, 0, AS_OPT_HEAD}, \
         {"json", no_argument, 0, AS_OPT_JSON}, {"csv", no_argument, 0, AS_OPT_CSV},            \
-        {"quiet", no_argument, 0, AS_OPT_QUIET}, {"help", no_argument, 0, AS_OPT_HELP}
+        {"quiet", no_argument, 0, AS_OPT_QUIET}, {"help", no_argument, 0, AS_OPT_HELP},        \
+        {"progress", no_argument, 0, AS_OPT_PROGRESS}
 
 void as_cli_common_init(as_cli_common *c);
+/* --help prints through fn(cmd, stdout); the program registers it once (cli/main.c). */
+typedef void (*as_cli_help_fn)(const char *cmd, FILE *f);
+void as_cli_set_help(as_cli_help_fn fn);
 /* Handle one common option; returns 1 if handled, 0 if not a common option, -1 on a bad value
  * (message printed). AS_OPT_HELP prints the command's help and returns 2 (caller exits 0). */
 int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *arg);
@@ -39,6 +54,10 @@ int as_cli_fail(const char *cmd, as_status st, const char *msg);
 /* Report a usage error for cmd (exit code 2). */
 int as_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* The usage error for what getopt_long (optstring starting with ':') could not take: opt ':'
+ * is an option without its value, anything else an unknown option. Returns 2. */
+int as_cli_bad_option(const char *cmd, int opt, char **argv);
+
 /* Open a trace for a command, printing "attnscope CMD: PATH: message" on failure. Also checks
  * values for NaN/Inf unless check_finite is 0. Returns NULL on failure; *code gets the exit code. */
 as_trace *as_cli_open_trace(const char *cmd, const char *path, int check_finite, int *code);
@@ -46,6 +65,14 @@ as_trace *as_cli_open_trace(const char *cmd, const char *path, int check_finite,
 /* Parse an integer option value; returns -1 (and prints) when it is not an integer in range. */
 int as_cli_parse_int(const char *cmd, const char *opt, const char *arg, long lo, long hi,
                      long *out);
+/* Parse an unsigned 64-bit option value (a seed): decimal digits, or 0x and hex digits; no
+ * sign, no spaces, at most 2^64 - 1. Returns -1 (and prints "--OPT expects ...") otherwise. */
+int as_cli_parse_u64(const char *cmd, const char *opt, const char *arg, uint64_t *out);
+/* Parse a real option value in [lo, hi] (open at an end whose flag is set); returns -1 (and
+ * prints "--OPT expects a number in (lo, hi], got 'ARG'") when it is not. */
+enum { AS_OPEN_LO = 1, AS_OPEN_HI = 2 };
+int as_cli_parse_real(const char *cmd, const char *opt, const char *arg, double lo, double hi,
+                      int open, double *out);
 
 /* ---- records: one schema for table / JSON / CSV -------------------------------------------
  * A command emits cJSON objects ("records"); each has a string field "record" naming its kind.
@@ -65,19 +92,29 @@ void as_out_add(as_out *o, cJSON *rec);
 void as_out_meta(as_out *o, const char *key, cJSON *value);
 /* Print to f and free o. Returns 0 or an exit code on an output error. */
 int as_out_finish(as_out *o, FILE *f);
+/* Free o without printing (a command that failed half-way). NULL is allowed. */
+void as_out_free(as_out *o);
 
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);
 
-/* ---- progress bar on stderr: only when stderr is a terminal, not --quiet, and the work has
- * already taken more than a second. */
+/* ---- progress bar on stderr (label, bar, percentage, elapsed time, ETA): when stderr is a
+ * terminal or --progress was given, never with --quiet; drawn from half a second on by a
+ * thread of its own, so it shows even while one step takes long. as_progress_update may be
+ * called from any thread. */
 typedef struct as_progress as_progress;
 as_progress *as_progress_new(const char *label, uint64_t total, int quiet);
 void as_progress_update(as_progress *p, uint64_t done);
 void as_progress_free(as_progress *p); /* clears the line */
 
-/* Write len bytes to path atomically (temp file in the same dir, fsync, rename). Refuses to
- * write over a registered input. */
-as_status as_write_file_atomic(const char *path, const void *data, size_t len, char *err);
+/* Install the handlers every command runs under: SIGBUS (a mapped input truncated under us:
+ * one line naming the file, temporary outputs removed, exit 2) and SIGINT/SIGTERM/SIGHUP
+ * (temporary outputs removed, then the default action). */
+void as_cli_guard_install(const char *cmd);
+
+/* Check, before any long work, that an output file can be written at path: not empty, not a
+ * directory, not an open input (the trace, an index file; call after opening them), its
+ * folder exists and is writable. Prints one line and returns 2 if not, else 0. */
+int as_cli_check_output(const char *cmd, const char *path);
 
 #endif

@@ -34,7 +34,7 @@ int as_cmd_attend(int argc, char **argv)
         if (opt == 'i') {
             if (as_cli_parse_int("attend", "query", optarg, 0, 1L << 40, &query)) return 2;
         } else {
-            return as_cli_usage("attend", "unknown option '%s'", argv[optind - 1]);
+            return as_cli_bad_option("attend", opt, argv);
         }
     }
     if (optind != argc - 1) return as_cli_usage("attend", "expects exactly one TRACE");
@@ -97,10 +97,7 @@ int as_cmd_attend(int argc, char **argv)
     as_out_table(o, "attend", "Dense attention (float64)", cols, NULL, fmts);
     as_trace_free(tr);
     if (rc != 0) {
-        as_out *drop = o;
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(drop, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

@@ -134,7 +134,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         }
         if (opt == ':')
             return as_cli_usage("compare", "option '%s' needs a value", argv[optind - 1]);
-        return as_cli_usage("compare", "unknown option '%s'", argv[optind - 1]);
+        return as_cli_bad_option("compare", opt, argv);
     }
     if (optind != argc - 2) return as_cli_usage("compare", "expects two traces A and B");
     if (c.head >= 0) return as_cli_usage("compare", "--head is not supported (use --layer)");
@@ -153,7 +153,6 @@ static int compare_main(int argc, char **argv, const char *cmdline)
     as_summary *s[2] = {NULL, NULL};
     int code = 0;
     char err[AS_ERR_LEN];
-    prog.bar = as_progress_new("compare", 1000, c.quiet);
     /* open and check both before the (long) analysis of either */
     for (int i = 0; i < 2 && code == 0; i++) {
         tr[i] = as_cli_open_trace("compare", path[i], 1, &code);
@@ -161,17 +160,22 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         if (c.layer >= 0 && !as_trace_find_layer(tr[i], c.layer))
             code = as_cli_usage("compare", "%s has no layer %d", path[i], c.layer);
     }
+#ifdef AS_HAVE_REPORT
+    if (code == 0 && out) code = as_cli_check_output("compare", out);
+#endif
+    prog.bar = code == 0 ? as_progress_new("compare", 1000, c.quiet) : NULL;
     for (int i = 0; i < 2 && code == 0; i++) {
         as_summary_opts so;
         as_summary_opts_init(&so);
         so.layer = c.layer;
         so.progress = on_progress;
         prog.base = 500 * (uint64_t)i;
-        s[i] = as_summary_compute(tr[i], &so, err);
+        as_status st;
+        s[i] = as_summary_compute_st(tr[i], &so, &st, err);
         if (!s[i]) {
             char msg[AS_ERR_LEN + 4200];
             snprintf(msg, sizeof msg, "%s: %s", path[i], err);
-            code = as_cli_fail("compare", AS_ERR_NUMERIC, msg);
+            code = as_cli_fail("compare", st, msg);
         }
     }
     as_progress_free(prog.bar);
@@ -199,7 +203,14 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         else
             cJSON_AddNullToObject(rec, "prompt");
         cJSON_AddNumberToObject(rec, "n_layers", (double)s[i]->n_layers);
+        /* analyses the trace is too small for (say so rather than fail) */
+        if (s[i]->left_out[0])
+            cJSON_AddStringToObject(rec, "left_out", s[i]->left_out);
+        else
+            cJSON_AddNullToObject(rec, "left_out");
         as_out_add(o, rec);
+        if (s[i]->left_out[0] && c.fmt == AS_FMT_TABLE && !c.quiet)
+            fprintf(stderr, "attnscope compare: %s: %s\n", path[i], s[i]->left_out);
     }
     for (int i = 0; i < 2; i++)
         for (size_t li = 0; li < s[i]->n_layers; li++) {
@@ -254,9 +265,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         as_trace_free(tr[i]);
     }
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

@@ -8,37 +8,38 @@
 #include "cli_help.h"
 
 #ifdef AS_HAVE_CUDA
-#include "as_attn.h"
 #include "as_gpu.h"
+#include "as_sp_check.h"
+#include "as_sparsity.h"
 #include "cli_util.h"
 
 const char as_help_gpu[] =
-    "usage: attnscope gpu replay TRACE [--method M] [--budget B] [--mode kv|q] [--page P]\n"
-    "                            [--seed S] [--layer L] [--json|--csv]\n"
+    "usage: attnscope gpu replay TRACE [--method M[,M...]] [--budget B[,B...] | --sparsity X[,X...]]\n"
+    "                            [--mode kv|q] [--page-size P] [--seed S] [--layer L] [--json|--csv]\n"
     "       attnscope gpu bench [--quick] [--batches 1,8,32,64] [--ns 8192,...] [--ds 128,64]\n"
     "                           [--sparsities 1,10,20,50,100] [--hq 32] [--hkv 8] [--reps 30]\n"
     "                           [--max-gib G] [--no-selection] [--variant V] [--json|--csv]\n\n"
     "replay: load each layer's K/V (stored type kept: bf16, f16 or f32) and queries to the GPU\n"
     "(the queries of a trace form the batch, each seeing its causal prefix), run the method and\n"
-    "compare every query head's output with the float64 dense output (analysis/as_attn.h):\n"
-    "  dense   the dense decode kernel (bound 0)\n"
-    "  topk    exact top-k of the scores on the GPU (radix select), sparse decode\n"
-    "  pages   Quest page selection (pages of P keys, per-page min/max keys), sparse decode\n"
-    "  tks     top-k heavy hitters (half the budget) + uniform samples of the rest (the other\n"
-    "          half), numerator and denominator estimated separately\n"
-    "  page-sample  the keys of the top Quest pages (half the budget, whole pages) + uniform\n"
-    "          samples of the other keys (weight n_rest/m), estimated likewise\n"
-    "  all     every method (default)\n"
-    "Budget: '2%', '0.02', '50x' (keep 1/50) or a key count (default 10%); the number of keys\n"
-    "k = ceil(fraction * N) is the same for every query. --mode kv (default) selects per kv\n"
-    "head (shared by its query heads), q per query head.\n"
+    "compare every query head's output with the float64 dense output (analysis/as_sp_check.h);\n"
+    "method names as in 'attnscope sparsity':\n"
+    "  dense        the dense decode kernel (bound 0)\n"
+    "  topk         exact top-k of the scores on the GPU (radix select), sparse decode\n"
+    "  page         Quest page selection (pages of P keys, per-page min/max keys), sparse decode\n"
+    "  topk-sample  top-k heavy hitters (half the budget) + uniform samples of the rest (the\n"
+    "               other half), numerator and denominator estimated separately\n"
+    "  all          every method (default); 'pages' and 'tks' are accepted for page, topk-sample\n"
+    "Budgets as in 'attnscope sparsity': '2%', '0.02', '1/50' or a key count (default 10%);\n"
+    "--sparsity 50 (or --budget 50x) keeps 1/50. The number of keys k = ceil(fraction * N) is\n"
+    "the same for every query. --mode kv (default) selects per kv head (shared by its query\n"
+    "heads), q per query head.\n"
     "Bound (docs/theory.md): for the kept set S with captured mass P_S,\n"
     "  ||o - o_S|| <= (1 - P_S) max_{i not in S} ||v_i - o_S||;\n"
-    "for tks, whose output mixes S with reweighted samples of the rest (estimated share 1-lam\n"
-    "of the mass), ||o - o_hat|| <= ((1 - P_S) + (1 - lam)) max_{i not in S} ||v_i - o_S||.\n"
+    "for topk-sample, whose output mixes S with reweighted samples of the rest (estimated share\n"
+    "1-lam of the mass), ||o - o_hat|| <= ((1 - P_S) + (1 - lam)) max_{i not in S} ||v_i - o_S||.\n"
     "A head fails when a query's error exceeds its bound plus the kernel's float32 tolerance\n"
-    "(1e-4 ||o|| + 1e-6 max ||v||). Records 'gpu_replay' per layer x head x method; exit 1 on\n"
-    "any violation, 2 on bad input or no usable GPU.\n\n"
+    "(1e-4 ||o|| + 1e-6 max ||v||). Records 'gpu_replay' per layer x head x method x budget;\n"
+    "exit 1 on any violation, 2 on bad input or no usable GPU.\n\n"
     "bench: time the kernels (CUDA events, warm-up, inputs rotating over > 4x L2, median of\n"
     ">= 20 launches) beside a device-to-device copy measured in the same run; rows 'gpu_bench':\n"
     "method, shape, microseconds, bytes that must move, GB/s, % of the copy's GB/s.\n"
@@ -53,7 +54,7 @@ static int parse_list(const char *cmd, const char *opt, const char *s, double *o
     while (*p) {
         char *end;
         double v = strtod(p, &end);
-        if (end == p || !(v > 0) || *n >= max) {
+        if (end == p || !(v > 0) || !isfinite(v) || *n >= max) {
             as_cli_usage(cmd, "--%s expects a comma-separated list of positive numbers", opt);
             return -1;
         }
@@ -77,43 +78,21 @@ static int parse_list(const char *cmd, const char *opt, const char *s, double *o
     return *n > 0 ? 0 : -1;
 }
 
-/* "2%", "0.02", "1/50", "50x" -> fraction; an integer >= 1 -> count */
-static int parse_budget(const char *s, double *frac, long *count)
-{
-    char *end;
-    *frac = 0;
-    *count = 0;
-    const char *slash = strchr(s, '/');
-    if (slash) {
-        double a = strtod(s, &end), b = strtod(slash + 1, NULL);
-        if (end != slash || !(a > 0) || !(b > 0) || a > b) return -1;
-        *frac = a / b;
-        return 0;
-    }
-    double v = strtod(s, &end);
-    if (end == s || !(v > 0)) return -1;
-    if (*end == '%' && !end[1]) {
-        if (v > 100) return -1;
-        *frac = v / 100;
-    } else if (*end == 'x' && !end[1]) {
-        if (v < 1) return -1;
-        *frac = 1 / v;
-    } else if (!*end) {
-        if (strchr(s, '.') || strchr(s, 'e')) {
-            if (v > 1) return -1;
-            *frac = v;
-        } else {
-            *count = (long)v;
-        }
-    } else {
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- replay ------------------------------------------------------------------------------- */
-enum { M_DENSE = 0, M_TOPK, M_PAGES, M_TKS, M_PSAMPLE, M_N };
-static const char *const method_names[M_N] = {"dense", "topk", "pages", "tks", "page-sample"};
+/* The method names of `attnscope sparsity` (as_sp_method_name); older spellings still parse. */
+enum { M_DENSE = 0, M_TOPK, M_PAGE, M_TOPK_SAMPLE, M_N };
+static const char *const method_names[M_N] = {"dense", "topk", "page", "topk-sample"};
+static const char *const method_alias[M_N] = {"dense", "oracle", "pages", "tks"};
+
+enum { R_MAX_BUDGETS = 64 };
+typedef struct {
+    as_cli_common cc;
+    int want[M_N];
+    as_budget budgets[R_MAX_BUDGETS];
+    size_t n_budgets;
+    long page, seed;
+    as_gpu_sel_mode mode;
+} replay_opts;
 
 typedef struct {
     int64_t checks, violations;
@@ -125,23 +104,18 @@ typedef struct {
     const as_layer *l;
     int dpad;
     as_gpu_dtype dt;
-    int64_t T, n;
+    int64_t n;
     as_gpu_attn da;
     void *dk, *dv;
     float *dq;
     int32_t *dlens;
-    float *qhost;    /* [T][hq][dpad] */
-    double **vrows;  /* per kv head: n x d */
-    double **vnorm;  /* per kv head: n norms */
 } replay_layer;
 
+/* K/V go to the GPU in their stored type; F64 (no GPU storage type) as F32 */
 static as_gpu_dtype dtype_of(const as_layer *l)
 {
-    switch (l->k->dtype) {
-    case AS_DT_BF16: return AS_GPU_BF16;
-    case AS_DT_F16: return AS_GPU_F16;
-    default: return AS_GPU_F32;
-    }
+    const int t = as_gpu_dtype_from(l->k->dtype);
+    return t < 0 ? AS_GPU_F32 : (as_gpu_dtype)t;
 }
 
 static void layer_free(replay_layer *r)
@@ -150,13 +124,64 @@ static void layer_free(replay_layer *r)
     as_gpu_free(r->dv);
     as_gpu_free(r->dq);
     as_gpu_free(r->dlens);
-    free(r->qhost);
-    if (r->vrows)
-        for (int64_t h = 0; h < r->l->hkv; h++) free(r->vrows[h]);
-    if (r->vnorm)
-        for (int64_t h = 0; h < r->l->hkv; h++) free(r->vnorm[h]);
-    free(r->vrows);
-    free(r->vnorm);
+}
+
+/* K or V of every kv head, zero-padded to dpad columns, in the stored type, to the device */
+static as_status upload_kv(replay_layer *r, int which_v, void **dst, char *err)
+{
+    const as_layer *l = r->l;
+    const int64_t hkv = l->hkv, n = l->n, d = l->d, dp = r->dpad;
+    const size_t es = as_gpu_dtype_size(r->dt), elems = (size_t)hkv * n * dp;
+    float *buf = calloc(elems ? elems : 1, sizeof(float));
+    void *raw = malloc((elems ? elems : 1) * es);
+    double *row = malloc((size_t)(n > 0 ? n : 1) * d * sizeof(double));
+    as_status st = AS_OK;
+    if (!buf || !raw || !row) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    for (int64_t h = 0; st == AS_OK && h < hkv; h++) {
+        if (which_v)
+            as_layer_read_v(l, h, 0, n, row);
+        else
+            as_layer_read_k(l, h, 0, n, row);
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t c = 0; c < d; c++) buf[((size_t)h * n + i) * dp + c] = (float)row[i * d + c];
+    }
+    if (st == AS_OK) {
+        as_gpu_pack(r->dt, buf, raw, elems);
+        st = as_gpu_malloc(dst, elems * es, err);
+    }
+    if (st == AS_OK) st = as_gpu_upload(*dst, raw, elems * es, err);
+    free(buf);
+    free(raw);
+    free(row);
+    return st;
+}
+
+/* the queries [T][hq][dpad] and their visible lengths */
+static as_status upload_queries(replay_layer *r, char *err)
+{
+    const as_layer *l = r->l;
+    const int64_t d = l->d, dp = r->dpad;
+    const size_t qe = (size_t)l->t * l->hq * dp;
+    float *qhost = calloc(qe ? qe : 1, sizeof(float));
+    double *qd = malloc((size_t)d * sizeof(double));
+    int32_t *lens = malloc((size_t)(l->t > 0 ? l->t : 1) * sizeof(int32_t));
+    as_status st = AS_OK;
+    if (!qhost || !qd || !lens) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    for (int64_t t = 0; st == AS_OK && t < l->t; t++) {
+        lens[t] = (int32_t)as_layer_visible(l, t);
+        for (int64_t h = 0; h < l->hq; h++) {
+            as_layer_read_q(l, h, t, qd);
+            for (int64_t c = 0; c < d; c++) qhost[((size_t)t * l->hq + h) * dp + c] = (float)qd[c];
+        }
+    }
+    if (st == AS_OK) st = as_gpu_malloc((void **)&r->dq, qe * sizeof(float), err);
+    if (st == AS_OK) st = as_gpu_upload(r->dq, qhost, qe * sizeof(float), err);
+    if (st == AS_OK) st = as_gpu_malloc((void **)&r->dlens, (size_t)l->t * sizeof(int32_t), err);
+    if (st == AS_OK) st = as_gpu_upload(r->dlens, lens, (size_t)l->t * sizeof(int32_t), err);
+    free(qhost);
+    free(qd);
+    free(lens);
+    return st;
 }
 
 static as_status layer_load(replay_layer *r, as_gpu_ctx *ctx, const as_layer *l, char *err)
@@ -167,99 +192,63 @@ static as_status layer_load(replay_layer *r, as_gpu_ctx *ctx, const as_layer *l,
     if (l->d > 256) return as_err_set(err, AS_ERR_USAGE, "layer %d: head dim %lld > 256 unsupported", l->index, (long long)l->d);
     r->dpad = l->d <= 64 ? 64 : (l->d <= 128 ? 128 : 256);
     r->dt = dtype_of(l);
-    r->T = l->t;
     r->n = l->n;
     if (l->t > 65535 || l->n > INT32_MAX / 2)
         return as_err_set(err, AS_ERR_USAGE, "layer %d: too many queries or keys", l->index);
-    const int64_t hkv = l->hkv, n = l->n, d = l->d, dp = r->dpad;
-    const size_t es = as_gpu_dtype_size(r->dt);
-    const size_t kv_elems = (size_t)hkv * n * dp;
-    float *buf = calloc(kv_elems ? kv_elems : 1, sizeof(float));
-    void *raw = malloc((kv_elems ? kv_elems : 1) * es);
-    double *row = malloc((size_t)(n > 0 ? n : 1) * d * sizeof(double));
-    r->vrows = calloc((size_t)hkv, sizeof(double *));
-    r->vnorm = calloc((size_t)hkv, sizeof(double *));
-    as_status st = AS_OK;
-    if (!buf || !raw || !row || !r->vrows || !r->vnorm) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    for (int w = 0; st == AS_OK && w < 2; w++) {
-        for (int64_t h = 0; h < hkv; h++) {
-            if (w == 0)
-                as_layer_read_k(l, h, 0, n, row);
-            else
-                as_layer_read_v(l, h, 0, n, row);
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t c = 0; c < d; c++) buf[((size_t)h * n + i) * dp + c] = (float)row[i * d + c];
-            if (w == 1) {
-                r->vrows[h] = malloc((size_t)(n > 0 ? n : 1) * d * sizeof(double));
-                r->vnorm[h] = malloc((size_t)(n > 0 ? n : 1) * sizeof(double));
-                if (!r->vrows[h] || !r->vnorm[h]) {
-                    st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-                    break;
-                }
-                memcpy(r->vrows[h], row, (size_t)n * d * sizeof(double));
-                for (int64_t i = 0; i < n; i++) {
-                    double s = 0;
-                    for (int64_t c = 0; c < d; c++) s += row[i * d + c] * row[i * d + c];
-                    r->vnorm[h][i] = sqrt(s);
-                }
-            }
-        }
-        if (st != AS_OK) break;
-        as_gpu_pack(r->dt, buf, raw, kv_elems);
-        void **dst = w == 0 ? &r->dk : &r->dv;
-        st = as_gpu_malloc(dst, kv_elems * es, err);
-        if (st == AS_OK) st = as_gpu_upload(*dst, raw, kv_elems * es, err);
-    }
-    free(buf);
-    free(raw);
-    free(row);
-    if (st != AS_OK) return st;
-    const size_t qe = (size_t)l->t * l->hq * dp;
-    r->qhost = calloc(qe ? qe : 1, sizeof(float));
-    double *qd = malloc((size_t)d * sizeof(double));
-    int32_t *lens = malloc((size_t)(l->t > 0 ? l->t : 1) * sizeof(int32_t));
-    if (!r->qhost || !qd || !lens) {
-        free(qd);
-        free(lens);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    for (int64_t t = 0; t < l->t; t++) {
-        lens[t] = (int32_t)as_layer_visible(l, t);
-        for (int64_t h = 0; h < l->hq; h++) {
-            as_layer_read_q(l, h, t, qd);
-            for (int64_t c = 0; c < d; c++) r->qhost[((size_t)t * l->hq + h) * dp + c] = (float)qd[c];
-        }
-    }
-    free(qd);
-    st = as_gpu_malloc((void **)&r->dq, qe * sizeof(float), err);
-    if (st == AS_OK) st = as_gpu_upload(r->dq, r->qhost, qe * sizeof(float), err);
-    if (st == AS_OK) st = as_gpu_malloc((void **)&r->dlens, (size_t)l->t * sizeof(int32_t), err);
-    if (st == AS_OK) st = as_gpu_upload(r->dlens, lens, (size_t)l->t * sizeof(int32_t), err);
-    free(lens);
+    as_status st = upload_kv(r, 0, &r->dk, err);
+    if (st == AS_OK) st = upload_kv(r, 1, &r->dv, err);
+    if (st == AS_OK) st = upload_queries(r, err);
     if (st != AS_OK) return st;
     as_gpu_attn *a = &r->da;
     memset(a, 0, sizeof *a);
     a->batch = (int32_t)l->t;
     a->hq = (int32_t)l->hq;
     a->hkv = (int32_t)l->hkv;
-    a->d = dp;
+    a->d = r->dpad;
     a->kv_dtype = r->dt;
     a->k = r->dk;
     a->v = r->dv;
     a->stride_b = 0; /* every query reads the one cache */
-    a->stride_h = (int64_t)n * dp;
-    a->stride_n = dp;
+    a->stride_h = (int64_t)l->n * r->dpad;
+    a->stride_n = r->dpad;
     a->lens = r->dlens;
-    a->nmax = (int32_t)n;
+    a->nmax = (int32_t)l->n;
     a->q = r->dq;
     a->scale = (float)l->scale;
     return AS_OK;
 }
 
-/* Run one method on the GPU; host copies of outputs [T][hq][dpad] and of the selection. */
-static as_status run_method(replay_layer *r, int method, int64_t k, as_gpu_sel_mode mode,
-                            int page, uint64_t seed, float *o_host, as_gpu_sel *hsel,
-                            int32_t *kt_out, char *err)
+static void host_sel_free(as_gpu_sel *h)
+{
+    free(h->idx);
+    free(h->count);
+    free(h->logw);
+    memset(h, 0, sizeof *h);
+}
+
+/* copy a device selection to the host */
+static as_status sel_download(const as_gpu_attn *a, const as_gpu_sel *sel, as_gpu_sel *hsel,
+                              char *err)
+{
+    const int64_t nr = as_gpu_sel_rows(a, sel->mode);
+    hsel->mode = sel->mode;
+    hsel->kcap = sel->kcap;
+    hsel->idx = malloc((size_t)nr * sel->kcap * sizeof(int32_t));
+    hsel->count = malloc((size_t)nr * sizeof(int32_t));
+    hsel->logw = sel->logw ? malloc((size_t)nr * sel->kcap * sizeof(float)) : NULL;
+    if (!hsel->idx || !hsel->count || (sel->logw && !hsel->logw))
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_status st = as_gpu_download(hsel->idx, sel->idx, (size_t)nr * sel->kcap * 4, err);
+    if (st == AS_OK) st = as_gpu_download(hsel->count, sel->count, (size_t)nr * 4, err);
+    if (st == AS_OK && sel->logw)
+        st = as_gpu_download(hsel->logw, sel->logw, (size_t)nr * sel->kcap * 4, err);
+    return st;
+}
+
+/* Run one method with kk keys on the GPU: host copies of the outputs [T][hq][dpad] and of the
+ * selection; *n_det: the entries of a selection row that form S (-1: all). */
+static as_status run_method(replay_layer *r, int method, int32_t kk, const replay_opts *o,
+                            float *o_host, as_gpu_sel *hsel, int32_t *n_det, char *err)
 {
     as_gpu_attn *a = &r->da;
     const size_t on = (size_t)a->batch * a->hq * a->d;
@@ -268,61 +257,36 @@ static as_status run_method(replay_layer *r, int method, int64_t k, as_gpu_sel_m
     as_gpu_pages pg;
     memset(&sel, 0, sizeof sel);
     memset(&pg, 0, sizeof pg);
+    *n_det = -1;
     as_status st = as_gpu_malloc((void **)&d_o, on * sizeof(float), err);
     if (st == AS_OK) st = as_gpu_malloc((void **)&d_l, (size_t)a->batch * a->hq * sizeof(float), err);
     if (st == AS_OK) st = as_gpu_memset(d_o, 0xFF, on * sizeof(float), err);
-    int32_t kk = (int32_t)(k < r->n ? k : r->n);
-    if (kk < 1) kk = 1;
-    *kt_out = kk;
     if (st == AS_OK && method == M_DENSE) {
         st = as_gpu_decode_dense(r->ctx, a, d_o, d_l, 0, err);
     } else if (st == AS_OK) {
+        const int32_t page = (int32_t)o->page;
         int32_t kcap = kk, kt = kk, m = 0, np = 0;
-        if (method == M_PAGES) {
+        if (method == M_PAGE) {
             np = (kk + page - 1) / page;
             kcap = np * page;
-        } else if (method == M_PSAMPLE) {
-            np = (kk / 2) / page; /* whole pages within half the budget, the rest sampled */
-            kt = np * page;
-            m = kk - kt;
-            kcap = kt + m;
-            *kt_out = kt;
-        } else if (method == M_TKS) {
+        } else if (method == M_TOPK_SAMPLE) {
             kt = (kk + 1) / 2;
             m = kk - kt;
             kcap = kt + m;
-            *kt_out = kt;
+            *n_det = kt;
         }
-        st = as_gpu_sel_alloc(&sel, a, mode, kcap, method == M_TKS || method == M_PSAMPLE, err);
+        st = as_gpu_sel_alloc(&sel, a, o->mode, kcap, method == M_TOPK_SAMPLE, err);
         if (st == AS_OK && method == M_TOPK) st = as_gpu_select_topk(r->ctx, a, kk, &sel, err);
-        if (st == AS_OK && method == M_PAGES) {
+        if (st == AS_OK && method == M_PAGE) {
             st = as_gpu_pages_alloc(&pg, a, page, err);
             if (st == AS_OK) st = as_gpu_pages_build(r->ctx, a, &pg, err);
             if (st == AS_OK) st = as_gpu_select_pages(r->ctx, a, &pg, np, &sel, err);
         }
-        if (st == AS_OK && method == M_TKS)
-            st = as_gpu_select_topk_sample(r->ctx, a, kt, m, seed, &sel, err);
-        if (st == AS_OK && method == M_PSAMPLE) {
-            st = as_gpu_pages_alloc(&pg, a, page, err);
-            if (st == AS_OK) st = as_gpu_pages_build(r->ctx, a, &pg, err);
-            if (st == AS_OK) st = as_gpu_select_pages_sample(r->ctx, a, &pg, np, m, seed, &sel, err);
-        }
+        if (st == AS_OK && method == M_TOPK_SAMPLE)
+            st = as_gpu_select_topk_sample(r->ctx, a, kt, m, (uint64_t)o->seed, &sel, err);
         if (st == AS_OK) st = as_gpu_decode_sparse(r->ctx, a, &sel, d_o, d_l, 0, err);
         if (st == AS_OK) st = as_gpu_sync(r->ctx, err);
-        if (st == AS_OK) {
-            const int64_t nr = as_gpu_sel_rows(a, mode);
-            hsel->mode = mode;
-            hsel->kcap = sel.kcap;
-            hsel->idx = malloc((size_t)nr * sel.kcap * sizeof(int32_t));
-            hsel->count = malloc((size_t)nr * sizeof(int32_t));
-            hsel->logw = sel.logw ? malloc((size_t)nr * sel.kcap * sizeof(float)) : NULL;
-            if (!hsel->idx || !hsel->count || (sel.logw && !hsel->logw))
-                st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-            if (st == AS_OK) st = as_gpu_download(hsel->idx, sel.idx, (size_t)nr * sel.kcap * 4, err);
-            if (st == AS_OK) st = as_gpu_download(hsel->count, sel.count, (size_t)nr * 4, err);
-            if (st == AS_OK && sel.logw)
-                st = as_gpu_download(hsel->logw, sel.logw, (size_t)nr * sel.kcap * 4, err);
-        }
+        if (st == AS_OK) st = sel_download(a, &sel, hsel, err);
     }
     if (st == AS_OK) st = as_gpu_sync(r->ctx, err);
     if (st == AS_OK) st = as_gpu_download(o_host, d_o, on * sizeof(float), err);
@@ -333,296 +297,91 @@ static as_status run_method(replay_layer *r, int method, int64_t k, as_gpu_sel_m
     return st;
 }
 
-/* One query head x query: error, bound, captured mass. */
-typedef struct {
-    double abs_err, rel_err, bound, mass, norm_o, tol;
-    int violated;
-} q_eval;
+/* The kernel's float32 tolerance (docs/gpu.md): 1e-4 ||o|| + 1e-6 max ||v||. */
+#define R_REL_TOL 1e-4
+#define R_V_TOL 1e-6
 
-/* error of the GPU output against the float64 output (bound filled by the caller) */
-static void base_errors(int64_t d, const double *o_ref, const float *o_gpu, q_eval *ev)
+/* One record per query head of what as_sp_check_kernel_layer found. */
+static int add_records(as_out *out, const as_layer *l, int m, const replay_opts *o, int64_t k,
+                       as_gpu_dtype dt, const as_sp_kstats *ks, method_stats *ms)
 {
-    double no = 0, e2 = 0;
-    for (int64_t c = 0; c < d; c++) {
-        no += o_ref[c] * o_ref[c];
-        e2 += (o_gpu[c] - o_ref[c]) * (o_gpu[c] - o_ref[c]);
+    int viol = 0;
+    for (int64_t h = 0; h < l->hq; h++) {
+        const as_sp_kstats *s = &ks[h];
+        ms->checks += s->queries;
+        ms->violations += s->violations;
+        ms->max_rel = fmax(ms->max_rel, s->max_rel_error);
+        cJSON *rec = as_rec_new("gpu_replay", l->index, h);
+        cJSON_AddStringToObject(rec, "method", method_names[m]);
+        cJSON_AddStringToObject(rec, "mode", m == M_DENSE ? "-" : (o->mode == AS_GPU_SEL_Q ? "q" : "kv"));
+        cJSON_AddStringToObject(rec, "kv_dtype", as_gpu_dtype_name(dt));
+        cJSON_AddNumberToObject(rec, "k", m == M_DENSE ? (double)l->n : (double)k);
+        cJSON_AddNumberToObject(rec, "queries", (double)s->queries);
+        cJSON_AddNumberToObject(rec, "min_captured_mass", s->min_captured_mass);
+        cJSON_AddNumberToObject(rec, "max_rel_error", s->max_rel_error);
+        cJSON_AddNumberToObject(rec, "max_abs_error", s->max_abs_error);
+        cJSON_AddNumberToObject(rec, "max_bound", s->max_bound);
+        cJSON_AddNumberToObject(rec, "bound_at_worst", s->bound_at_worst);
+        cJSON_AddNumberToObject(rec, "worst_error_over_bound", s->worst_ratio);
+        cJSON_AddNumberToObject(rec, "violations", (double)s->violations);
+        cJSON_AddStringToObject(rec, "status", s->violations ? "FAIL" : "PASS");
+        as_out_add(out, rec);
+        viol |= s->violations > 0;
     }
-    ev->norm_o = sqrt(no);
-    ev->abs_err = sqrt(e2);
-    ev->rel_err = ev->norm_o > 0 ? ev->abs_err / ev->norm_o : ev->abs_err;
-    ev->bound = 0;
-    ev->mass = 1;
+    return viol;
 }
 
-static int cmp_i32(const void *a, const void *b)
+/* Every wanted method and budget on one layer: GPU run, check through analysis/as_sp_check,
+ * records. Returns 0, 1 (a violation) or an exit code >= 2. */
+static int replay_one_layer(as_gpu_ctx *ctx, const as_layer *l, const replay_opts *o, as_out *out,
+                            method_stats *ms)
 {
-    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int replay(int argc, char **argv)
-{
-    enum { O_METHOD = 1, O_BUDGET, O_MODE, O_PAGE, O_SEED };
-    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
-                                         {"method", required_argument, 0, O_METHOD},
-                                         {"budget", required_argument, 0, O_BUDGET},
-                                         {"mode", required_argument, 0, O_MODE},
-                                         {"page", required_argument, 0, O_PAGE},
-                                         {"seed", required_argument, 0, O_SEED},
-                                         {0, 0, 0, 0}};
-    as_cli_common cc;
-    as_cli_common_init(&cc);
-    int want[M_N] = {1, 1, 1, 1, 1};
-    double frac = 0.1;
-    long count = 0, page = 16, seed = 1;
-    as_gpu_sel_mode mode = AS_GPU_SEL_KV;
-    int opt, rr;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((rr = as_cli_common_opt(&cc, "gpu replay", opt, optarg)) == 1) continue;
-        if (rr == 2) return 0;
-        if (rr < 0) return 2;
-        switch (opt) {
-        case O_METHOD:
-            if (!strcmp(optarg, "all")) {
-                for (int m = 0; m < M_N; m++) want[m] = 1;
-                break;
-            }
-            for (int m = 0; m < M_N; m++) want[m] = 0;
-            {
-                int found = 0;
-                for (int m = 0; m < M_N; m++)
-                    if (!strcmp(optarg, method_names[m]) ||
-                        (m == M_PAGES && !strcmp(optarg, "quest")) ||
-                        (m == M_TKS && !strcmp(optarg, "topk-sample")) ||
-                        (m == M_PSAMPLE && !strcmp(optarg, "psample")) ||
-                        (m == M_PAGES && !strcmp(optarg, "page"))) {
-                        want[m] = 1;
-                        found = 1;
-                    }
-                if (!found)
-                    return as_cli_usage("gpu replay", "unknown method '%s' (dense, topk, pages, tks, page-sample, all)", optarg);
-            }
-            break;
-        case O_BUDGET:
-            if (parse_budget(optarg, &frac, &count))
-                return as_cli_usage("gpu replay", "bad budget '%s' (e.g. 2%%, 0.02, 50x, 128)", optarg);
-            break;
-        case O_MODE:
-            if (!strcmp(optarg, "kv")) mode = AS_GPU_SEL_KV;
-            else if (!strcmp(optarg, "q")) mode = AS_GPU_SEL_Q;
-            else return as_cli_usage("gpu replay", "--mode is kv or q");
-            break;
-        case O_PAGE:
-            if (as_cli_parse_int("gpu replay", "page", optarg, 1, 1 << 20, &page)) return 2;
-            break;
-        case O_SEED:
-            if (as_cli_parse_int("gpu replay", "seed", optarg, 0, 1L << 62, &seed)) return 2;
-            break;
-        default:
-            return as_cli_usage("gpu replay", "unknown option '%s'", argv[optind - 1]);
-        }
-    }
-    if (optind != argc - 1) return as_cli_usage("gpu replay", "expects exactly one TRACE");
-    cc.trace = argv[optind];
-    char why[AS_ERR_LEN], err[AS_ERR_LEN];
-    if (!as_gpu_available(why)) return as_cli_fail("gpu replay", AS_ERR_IO, why);
-    int code;
-    as_trace *tr = as_cli_open_trace("gpu replay", cc.trace, 1, &code);
-    if (!tr) return code;
-    if (cc.layer >= 0 && !as_trace_find_layer(tr, cc.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage("gpu replay", "%s has no layer %d", cc.trace, cc.layer);
-    }
-    as_gpu_ctx *ctx = as_gpu_ctx_new(0, err);
-    if (!ctx) {
-        as_trace_free(tr);
-        return as_cli_fail("gpu replay", AS_ERR_IO, err);
-    }
-    as_out *out = as_out_new(cc.fmt, "gpu replay", cc.trace);
-    char dev[256] = "";
-    as_gpu_device_name(dev, sizeof dev, err);
-    as_out_meta(out, "device", cJSON_CreateString(dev));
-    method_stats ms[M_N];
-    memset(ms, 0, sizeof ms);
+    char err[AS_ERR_LEN];
+    replay_layer r;
+    as_status st = layer_load(&r, ctx, l, err);
+    float *og = malloc((size_t)l->t * l->hq * (r.dpad ? r.dpad : 1) * sizeof(float));
+    as_sp_kstats *ks = malloc((size_t)l->hq * sizeof *ks);
+    if (st == AS_OK && (!og || !ks)) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
     int rc = 0;
-    for (size_t li = 0; li < as_trace_n_layers(tr) && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (cc.layer >= 0 && l->index != cc.layer) continue;
-        replay_layer r;
-        as_status st = layer_load(&r, ctx, l, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail("gpu replay", st, err);
-            layer_free(&r);
-            break;
-        }
-        const int64_t d = l->d, dp = r.dpad, n = l->n, group = l->hq / l->hkv;
-        const int64_t k = count > 0 ? count : (int64_t)ceil(frac * (double)n);
-        /* float64 dense references for every head and query */
-        double *P = malloc((size_t)l->hq * l->t * (n > 0 ? n : 1) * sizeof(double));
-        double *O = malloc((size_t)l->hq * l->t * d * sizeof(double));
-        int64_t *NV = malloc((size_t)l->hq * l->t * sizeof(int64_t));
-        float *og = malloc((size_t)l->t * l->hq * dp * sizeof(float));
-        unsigned char *inS = malloc((size_t)(n > 0 ? n : 1));
-        double *oS = malloc((size_t)d * sizeof(double));
-        int32_t *tmp = malloc((size_t)(n > 0 ? n : 1) * 4 + 4);
-        if (!P || !O || !NV || !og || !inS || !oS || !tmp) {
-            rc = as_cli_fail("gpu replay", AS_ERR_NOMEM, "out of memory");
-        }
-        for (int64_t h = 0; rc == 0 && h < l->hq; h++)
-            for (int64_t t = 0; t < l->t; t++) {
-                double lse;
-                st = as_attn_dense(l, h, t, P + (h * l->t + t) * n, O + (h * l->t + t) * d,
-                                   &NV[h * l->t + t], &lse, err);
-                if (st != AS_OK) {
-                    rc = as_cli_fail("gpu replay", st, err);
-                    break;
-                }
-            }
-        for (int m = 0; rc == 0 && m < M_N; m++) {
-            if (!want[m]) continue;
+    for (int m = 0; st == AS_OK && m < M_N; m++) {
+        if (!o->want[m]) continue;
+        for (size_t bi = 0; st == AS_OK && bi < (m == M_DENSE ? 1 : o->n_budgets); bi++) {
+            const int64_t k = as_budget_keys(o->budgets[bi], r.n);
             as_gpu_sel hs;
             memset(&hs, 0, sizeof hs);
-            int32_t kt = 0;
-            st = run_method(&r, m, k, mode, (int)page, (uint64_t)seed, og, &hs, &kt, err);
-            if (st != AS_OK) {
-                rc = as_cli_fail("gpu replay", st, err);
-                free(hs.idx);
-                free(hs.count);
-                free(hs.logw);
-                break;
+            int32_t n_det = -1;
+            st = run_method(&r, m, (int32_t)(k > 0 ? k : 1), o, og, &hs, &n_det, err);
+            if (st == AS_OK) {
+                const as_sp_ksel ksel = {.per_query_head = hs.mode == AS_GPU_SEL_Q, .idx = hs.idx,
+                                         .count = hs.count, .logw = hs.logw, .kcap = hs.kcap,
+                                         .n_det = n_det};
+                st = as_sp_check_kernel_layer(l, og, r.dpad, m == M_DENSE ? NULL : &ksel,
+                                              R_REL_TOL, R_V_TOL, ks, err);
             }
-            for (int64_t h = 0; h < l->hq; h++) {
-                const int64_t kvh = h / group;
-                double worst_ratio = 0, max_rel = 0, max_abs = 0, bound_at = 0, min_mass = 1;
-                double max_bound = 0;
-                int64_t viol = 0, nq = 0;
-                for (int64_t t = 0; t < l->t; t++) {
-                    const double *p = P + (h * l->t + t) * n;
-                    const double *o_ref = O + (h * l->t + t) * d;
-                    const int64_t nv = NV[h * l->t + t];
-                    const float *o_g = og + ((size_t)t * l->hq + h) * dp;
-                    q_eval ev;
-                    base_errors(d, o_ref, o_g, &ev);
-                    double maxv = 0;
-                    for (int64_t i = 0; i < nv; i++) maxv = fmax(maxv, r.vnorm[kvh][i]);
-                    if (m != M_DENSE) {
-                        /* S: the kept set (tks: its deterministic top-k part) */
-                        const int64_t srow = mode == AS_GPU_SEL_Q ? t * l->hq + h : t * l->hkv + kvh;
-                        const int32_t *ids = hs.idx + srow * hs.kcap;
-                        const int32_t cnt = hs.count[srow];
-                        /* page-sample: a fixed heavy part of kt entries (-1 padded) */
-                        const int32_t ndet = m == M_TKS ? (kt < nv ? kt : (int32_t)nv)
-                                             : m == M_PSAMPLE ? (kt < cnt ? kt : cnt)
-                                                              : cnt;
-                        memset(inS, 0, (size_t)(n > 0 ? n : 1));
-                        int64_t ns = 0;
-                        for (int32_t e = 0; e < ndet && e < cnt; e++) {
-                            const int32_t j = ids[e];
-                            if (j >= 0 && j < nv && !inS[j]) {
-                                inS[j] = 1;
-                                tmp[ns++] = j;
-                            }
-                        }
-                        qsort(tmp, (size_t)ns, sizeof(int32_t), cmp_i32);
-                        double PS = 0;
-                        for (int64_t c = 0; c < d; c++) oS[c] = 0;
-                        for (int64_t e = 0; e < ns; e++) {
-                            const int32_t j = tmp[e];
-                            PS += p[j];
-                            for (int64_t c = 0; c < d; c++) oS[c] += p[j] * r.vrows[kvh][(int64_t)j * d + c];
-                        }
-                        if (PS > 0)
-                            for (int64_t c = 0; c < d; c++) oS[c] /= PS;
-                        double devmax = 0;
-                        for (int64_t i = 0; i < nv; i++) {
-                            if (inS[i]) continue;
-                            double s = 0;
-                            for (int64_t c = 0; c < d; c++) {
-                                const double x = r.vrows[kvh][i * d + c] - oS[c];
-                                s += x * x;
-                            }
-                            devmax = fmax(devmax, sqrt(s));
-                        }
-                        double rest = 1 - PS;
-                        if (rest < 0) rest = 0;
-                        double share = 0; /* tks: estimated share of the samples, 1 - lambda */
-                        if ((m == M_TKS || m == M_PSAMPLE) && cnt > ndet) {
-                            const int32_t mm = cnt - ndet;
-                            /* tks draws over all nv keys, page-sample over the nv - |S| others */
-                            const double w = (double)(m == M_PSAMPLE ? nv - ns : nv) / mm;
-                            double zs = 0;
-                            for (int32_t e = ndet; e < cnt; e++) {
-                                const int32_t j = ids[e];
-                                const float lw = hs.logw ? hs.logw[srow * hs.kcap + e] : 0.f;
-                                if (j >= 0 && j < nv && !inS[j] && lw != -INFINITY) zs += p[j];
-                            }
-                            zs *= w;
-                            share = (PS + zs) > 0 ? zs / (PS + zs) : 0;
-                        }
-                        ev.bound = (rest + share) * devmax;
-                        ev.mass = PS;
-                    }
-                    ev.tol = 1e-4 * ev.norm_o + 1e-6 * maxv;
-                    ev.violated = !(ev.abs_err <= ev.bound + ev.tol);
-                    nq++;
-                    viol += ev.violated;
-                    const double ratio = ev.abs_err / (ev.bound + ev.tol);
-                    if (ratio > worst_ratio) {
-                        worst_ratio = ratio;
-                        bound_at = ev.bound;
-                    }
-                    max_rel = fmax(max_rel, ev.rel_err);
-                    max_abs = fmax(max_abs, ev.abs_err);
-                    max_bound = fmax(max_bound, ev.bound);
-                    min_mass = fmin(min_mass, ev.mass);
-                }
-                ms[m].checks += nq;
-                ms[m].violations += viol;
-                ms[m].max_rel = fmax(ms[m].max_rel, max_rel);
-                cJSON *rec = as_rec_new("gpu_replay", l->index, h);
-                cJSON_AddStringToObject(rec, "method", method_names[m]);
-                cJSON_AddStringToObject(rec, "mode", m == M_DENSE ? "-" : (mode == AS_GPU_SEL_Q ? "q" : "kv"));
-                cJSON_AddStringToObject(rec, "kv_dtype", as_gpu_dtype_name(r.dt));
-                cJSON_AddNumberToObject(rec, "k", m == M_DENSE ? (double)n : (double)k);
-                cJSON_AddNumberToObject(rec, "queries", (double)nq);
-                cJSON_AddNumberToObject(rec, "min_captured_mass", min_mass);
-                cJSON_AddNumberToObject(rec, "max_rel_error", max_rel);
-                cJSON_AddNumberToObject(rec, "max_abs_error", max_abs);
-                cJSON_AddNumberToObject(rec, "max_bound", max_bound);
-                cJSON_AddNumberToObject(rec, "bound_at_worst", bound_at);
-                cJSON_AddNumberToObject(rec, "worst_error_over_bound", worst_ratio);
-                cJSON_AddNumberToObject(rec, "violations", (double)viol);
-                cJSON_AddStringToObject(rec, "status", viol ? "FAIL" : "PASS");
-                as_out_add(out, rec);
-                if (viol) rc = 1;
-            }
-            free(hs.idx);
-            free(hs.count);
-            free(hs.logw);
+            if (st == AS_OK && add_records(out, l, m, o, k, r.dt, ks, &ms[m])) rc = 1;
+            host_sel_free(&hs);
         }
-        free(P);
-        free(O);
-        free(NV);
-        free(og);
-        free(inS);
-        free(oS);
-        free(tmp);
-        layer_free(&r);
-        if (rc > 1) break;
     }
+    if (st != AS_OK) rc = as_cli_fail("gpu replay", st, err);
+    free(og);
+    free(ks);
+    layer_free(&r);
+    return rc;
+}
+
+static void replay_summary(as_out *out, const replay_opts *o, const method_stats *ms)
+{
     cJSON *summ = cJSON_CreateArray();
     for (int m = 0; m < M_N; m++) {
-        if (!want[m]) continue;
+        if (!o->want[m]) continue;
         cJSON *s = cJSON_CreateObject();
         cJSON_AddStringToObject(s, "method", method_names[m]);
         cJSON_AddNumberToObject(s, "checks", (double)ms[m].checks);
         cJSON_AddNumberToObject(s, "passed", (double)(ms[m].checks - ms[m].violations));
         cJSON_AddNumberToObject(s, "max_rel_error", ms[m].max_rel);
         cJSON_AddItemToArray(summ, s);
-        if (cc.fmt == AS_FMT_TABLE)
-            fprintf(stderr, "gpu replay %-6s %lld/%lld bound checks passed, max rel error %.3g\n",
+        if (o->cc.fmt == AS_FMT_TABLE)
+            fprintf(stderr, "gpu replay %-11s %lld/%lld bound checks passed, max rel error %.3g\n",
                     method_names[m], (long long)(ms[m].checks - ms[m].violations),
                     (long long)ms[m].checks, ms[m].max_rel);
     }
@@ -638,8 +397,138 @@ static int replay(int argc, char **argv)
                                        "%.3e", "%.3e", "%.3f", "%d", "%s", NULL};
     as_out_table(out, "gpu_replay", "GPU replay: error vs float64 dense and the subset bound",
                  cols, heads, fmts);
+}
+
+static int parse_methods(replay_opts *o, const char *arg)
+{
+    if (!strcmp(arg, "all")) {
+        for (int m = 0; m < M_N; m++) o->want[m] = 1;
+        return 0;
+    }
+    for (int m = 0; m < M_N; m++) o->want[m] = 0;
+    const char *p = arg;
+    while (*p) {
+        const size_t len = strcspn(p, ",");
+        int found = 0;
+        for (int m = 0; m < M_N; m++) {
+            as_sp_method sm;
+            int hit = (strlen(method_names[m]) == len && !strncmp(p, method_names[m], len)) ||
+                      (strlen(method_alias[m]) == len && !strncmp(p, method_alias[m], len));
+            if (!hit && m != M_DENSE && len < 32) { /* the sparsity command's spellings */
+                char tok[32];
+                memcpy(tok, p, len);
+                tok[len] = '\0';
+                hit = !as_sp_method_parse(tok, &sm) && !strcmp(as_sp_method_name(sm), method_names[m]);
+            }
+            if (hit) o->want[m] = found = 1;
+        }
+        if (!found)
+            return as_cli_usage("gpu replay", "unknown method '%.*s' (dense, topk, page, topk-sample, all)",
+                                (int)len, p);
+        p += len;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+/* Options; returns -1 to go on, else the exit code. */
+static int replay_parse(int argc, char **argv, replay_opts *o)
+{
+    enum { O_METHOD = 1, O_BUDGET, O_SPARSITY, O_MODE, O_PAGE, O_SEED };
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"method", required_argument, 0, O_METHOD},
+                                         {"budget", required_argument, 0, O_BUDGET},
+                                         {"sparsity", required_argument, 0, O_SPARSITY},
+                                         {"mode", required_argument, 0, O_MODE},
+                                         {"page", required_argument, 0, O_PAGE},
+                                         {"page-size", required_argument, 0, O_PAGE},
+                                         {"seed", required_argument, 0, O_SEED},
+                                         {0, 0, 0, 0}};
+    memset(o, 0, sizeof *o);
+    as_cli_common_init(&o->cc);
+    for (int m = 0; m < M_N; m++) o->want[m] = 1;
+    o->budgets[0] = (as_budget){0.1, 0};
+    o->n_budgets = 1;
+    o->page = 16;
+    o->seed = 1;
+    o->mode = AS_GPU_SEL_KV;
+    char err[AS_ERR_LEN];
+    int opt, rr;
+    optind = 1;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
+        if ((rr = as_cli_common_opt(&o->cc, "gpu replay", opt, optarg)) == 1) continue;
+        if (rr == 2) return 0;
+        if (rr < 0) return 2;
+        switch (opt) {
+        case O_METHOD:
+            if (parse_methods(o, optarg)) return 2;
+            break;
+        case O_BUDGET:
+        case O_SPARSITY: /* --budget 50x: the old spelling of --sparsity 50 */
+            if (as_budget_parse_list(optarg, opt == O_SPARSITY || strchr(optarg, 'x'), o->budgets,
+                                     R_MAX_BUDGETS, &o->n_budgets, err) != AS_OK)
+                return as_cli_usage("gpu replay", "%s", err);
+            break;
+        case O_MODE:
+            if (!strcmp(optarg, "kv")) o->mode = AS_GPU_SEL_KV;
+            else if (!strcmp(optarg, "q")) o->mode = AS_GPU_SEL_Q;
+            else return as_cli_usage("gpu replay", "--mode is kv or q");
+            break;
+        case O_PAGE:
+            if (as_cli_parse_int("gpu replay", "page", optarg, 1, 1 << 20, &o->page)) return 2;
+            break;
+        case O_SEED:
+            if (as_cli_parse_int("gpu replay", "seed", optarg, 0, 1L << 62, &o->seed)) return 2;
+            break;
+        default:
+            return as_cli_bad_option("gpu replay", opt, argv);
+        }
+    }
+    if (optind != argc - 1) return as_cli_usage("gpu replay", "expects exactly one TRACE");
+    o->cc.trace = argv[optind];
+    return -1;
+}
+
+static int replay(int argc, char **argv)
+{
+    replay_opts o;
+    int rc = replay_parse(argc, argv, &o);
+    if (rc >= 0) return rc;
+    char why[AS_ERR_LEN], err[AS_ERR_LEN];
+    if (!as_gpu_available(why)) return as_cli_fail("gpu replay", AS_ERR_IO, why);
+    int code;
+    as_trace *tr = as_cli_open_trace("gpu replay", o.cc.trace, 1, &code);
+    if (!tr) return code;
+    if (o.cc.layer >= 0 && !as_trace_find_layer(tr, o.cc.layer)) {
+        as_trace_free(tr);
+        return as_cli_usage("gpu replay", "%s has no layer %d", o.cc.trace, o.cc.layer);
+    }
+    as_gpu_ctx *ctx = as_gpu_ctx_new(0, err);
+    if (!ctx) {
+        as_trace_free(tr);
+        return as_cli_fail("gpu replay", AS_ERR_IO, err);
+    }
+    as_out *out = as_out_new(o.cc.fmt, "gpu replay", o.cc.trace);
+    char dev[256] = "";
+    as_gpu_device_name(dev, sizeof dev, err);
+    as_out_meta(out, "device", cJSON_CreateString(dev));
+    method_stats ms[M_N];
+    memset(ms, 0, sizeof ms);
+    rc = 0;
+    for (size_t li = 0; li < as_trace_n_layers(tr) && rc <= 1; li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        if (o.cc.layer >= 0 && l->index != o.cc.layer) continue;
+        const int lrc = replay_one_layer(ctx, l, &o, out, ms);
+        if (lrc > rc) rc = lrc;
+    }
+    replay_summary(out, &o, ms);
     as_trace_free(tr);
     as_gpu_ctx_free(ctx);
+    if (rc > 1) {
+        as_out_free(out);
+        return rc;
+    }
     const int orc = as_out_finish(out, stdout);
     return rc ? rc : orc;
 }
@@ -697,11 +586,12 @@ static int bench(int argc, char **argv)
         case O_REPS: if (as_cli_parse_int("gpu bench", "reps", optarg, 20, 100000, &reps)) return 2; break;
         case O_VAR: if (as_cli_parse_int("gpu bench", "variant", optarg, 0, AS_GPU_VARIANTS - 1, &variant)) return 2; break;
         case O_MAXGIB:
-            max_gib = strtod(optarg, NULL);
-            if (!(max_gib > 0)) return as_cli_usage("gpu bench", "--max-gib expects a positive number");
+            if (as_cli_parse_real("gpu bench", "max-gib", optarg, 0, INFINITY, AS_OPEN_LO,
+                                  &max_gib))
+                return 2;
             break;
         case O_NOSEL: selection = 0; break;
-        default: return as_cli_usage("gpu bench", "unknown option '%s'", argv[optind - 1]);
+        default: return as_cli_bad_option("gpu bench", opt, argv);
         }
     }
     if (optind != argc) return as_cli_usage("gpu bench", "takes no positional arguments");
@@ -761,17 +651,15 @@ static int bench(int argc, char **argv)
         cJSON_AddNumberToObject(rec, "bytes", r->bytes);
         cJSON_AddNumberToObject(rec, "gbps", r->gbps);
         cJSON_AddNumberToObject(rec, "pct_copy", r->pct_copy);
-        cJSON_AddNumberToObject(rec, "pct_read", r->pct_read);
-        cJSON_AddNumberToObject(rec, "graphed", r->graphed);
         as_out_add(out, rec);
     }
     free(rows);
     static const char *const cols[] = {"method", "batch", "d", "n", "sparsity", "us", "bytes",
-                                       "gbps", "pct_copy", "pct_read", NULL};
+                                       "gbps", "pct_copy", NULL};
     static const char *const heads[] = {"method", "B", "d", "N", "sparsity", "us", "bytes",
-                                        "GB/s", "% copy", "% read", NULL};
+                                        "GB/s", "% copy", NULL};
     static const char *const fmts[] = {"%s", "%d", "%d", "%d", "%.0f", "%.1f", "%.3g", "%.1f",
-                                       "%.1f", "%.1f", NULL};
+                                       "%.1f", NULL};
     as_out_table(out, "gpu_bench", "GPU kernels (median of timed launches)", cols, heads, fmts);
     return as_out_finish(out, stdout);
 }

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "as_limits.h"
 #include "cli_help.h"
 #include "cli_util.h"
 
@@ -28,13 +29,24 @@ int as_cmd_info(int argc, char **argv)
         if (r == 2) return 0;
         if (r < 0) return 2;
         if (opt == 'n') check = 0;
-        else return as_cli_usage("info", "unknown option '%s'", argv[optind - 1]);
+        else return as_cli_bad_option("info", opt, argv);
     }
     if (optind != argc - 1) return as_cli_usage("info", "expects exactly one TRACE");
     c.trace = argv[optind];
     int code;
-    as_trace *tr = as_cli_open_trace("info", c.trace, check, &code);
+    as_trace *tr = as_cli_open_trace("info", c.trace, 0, &code);
     if (!tr) return code;
+    char err[AS_ERR_LEN], limits[AS_ERR_LEN] = "";
+    as_status st;
+    if (check && (st = as_trace_check_finite(tr, err)) != AS_OK) {
+        as_trace_free(tr);
+        return as_cli_fail("info", st, err);
+    }
+    /* finite values whose scores or norms overflow: said, not refused (as_limits.h) */
+    if (check && (st = as_trace_check_limits(tr, limits)) != AS_OK && st != AS_ERR_VALUE) {
+        as_trace_free(tr);
+        return as_cli_fail("info", st, limits);
+    }
 
     as_out *o = as_out_new(c.fmt, "info", c.trace);
     cJSON *t = as_rec_new("trace", -1, -1);
@@ -48,6 +60,8 @@ int as_cmd_info(int argc, char **argv)
     else cJSON_AddBoolToObject(t, "rope_applied", rope);
     cJSON_AddNumberToObject(t, "n_layers", (double)as_trace_n_layers(tr));
     cJSON_AddBoolToObject(t, "finite_checked", check);
+    if (check) cJSON_AddBoolToObject(t, "within_limits", !limits[0]);
+    if (limits[0]) cJSON_AddStringToObject(t, "limits", limits);
     as_out_add(o, t);
     for (size_t i = 0; i < as_trace_n_layers(tr); i++) {
         const as_layer *l = as_trace_layer(tr, i);
@@ -79,10 +93,12 @@ int as_cmd_info(int argc, char **argv)
         as_out_add(o, r3);
     }
     if (c.fmt == AS_FMT_TABLE) {
-        printf("trace   %s (%s, %llu bytes)\nmodel   %s\nrope    %s\nvalues  %s\n\n",
+        printf("trace   %s (%s, %llu bytes)\nmodel   %s\nrope    %s\nvalues  %s\n",
                as_trace_path(tr), as_trace_kind(tr), (unsigned long long)as_trace_file_bytes(tr),
                as_trace_model(tr), rope < 0 ? "not stated" : rope ? "applied" : "not applied",
-               check ? "all finite" : "not checked (--no-check)");
+               !check ? "not checked (--no-check)" : limits[0] ? "all finite, but" : "all finite");
+        if (limits[0]) printf("        %s; other commands refuse this trace\n", limits);
+        printf("\n");
     }
     static const char *const cols[] = {"layer", "hq", "hkv", "t", "n", "d", "dtype_q",
                                        "dtype_kv", "scale", "causal", "bytes", NULL};

@@ -86,7 +86,7 @@ int as_cmd_rank(int argc, char **argv)
         } else if (opt == ':') {
             return as_cli_usage(cmd, "option '%s' needs a value", argv[optind - 1]);
         } else {
-            return as_cli_usage(cmd, "unknown option '%s'", argv[optind - 1]);
+            return as_cli_bad_option(cmd, opt, argv);
         }
     }
     if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
@@ -190,9 +190,7 @@ int as_cmd_rank(int argc, char **argv)
     as_out_table(o, "rank", "Effective, stable and energy ranks (float64)", cols, heads, fmts);
     as_trace_free(tr);
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
     return as_out_finish(o, stdout);

@@ -16,7 +16,7 @@
 #include "cli_util.h"
 
 const char as_help_report[] =
-    "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--layer L]\n"
+    "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--eval FILE] [--layer L]\n"
     "                        [--witness none|last|all] [--quiet]\n\n"
     "Analyse TRACE and write one self-contained HTML file (inline SVG figures, inline CSS, no\n"
     "scripts, no network): where attention goes; layer x head heatmaps of normalised entropy\n"
@@ -28,6 +28,8 @@ const char as_help_report[] =
     "  -o, --output FILE   where to write the report (default: report.html); written\n"
     "                      atomically, never over an input\n"
     "  --gpu-json FILE     add the GPU results of 'attnscope gpu bench --json'\n"
+    "  --eval FILE         add task accuracy and KL vs sparsity per method from\n"
+    "                      'attnscope eval' (FILE alone, without TRACE: that page only)\n"
     "  --layer L           only layer L\n"
     "  --witness MODE      the bottleneck's TV witness, one linear program per query:\n"
     "                      'last' (default) the last decode query of each head, 'all'\n"
@@ -99,6 +101,56 @@ static int same_file(const char *a, const char *b)
 
 static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline);
 
+/* The eval document, checked to be one (`attnscope eval` writes {"command": "eval", ...}). */
+static char *read_eval(const char *path, char *err)
+{
+    char *doc = read_small_file(path, err);
+    if (!doc) return NULL;
+    cJSON *j = cJSON_Parse(doc);
+    const cJSON *cmd = j ? cJSON_GetObjectItemCaseSensitive(j, "command") : NULL;
+    const cJSON *recs = j ? cJSON_GetObjectItemCaseSensitive(j, "records") : NULL;
+    int ok = cJSON_IsString(cmd) && strcmp(cmd->valuestring, "eval") == 0 && cJSON_IsArray(recs);
+    const char *why = j ? "no \"command\": \"eval\" with records" : "not JSON";
+    cJSON_Delete(j);
+    if (!ok) {
+        as_err_set(err, AS_ERR_VALUE, "%s: not an attnscope eval document (%s)", path, why);
+        free(doc);
+        return NULL;
+    }
+    return doc;
+}
+
+/* `attnscope report --eval eval.json` without a trace: the task-accuracy page alone. */
+static int eval_only(const char *eval, const char *out, const as_cli_common *c,
+                     const char *cmdline)
+{
+    if (c->fmt != AS_FMT_TABLE)
+        return as_cli_usage("report", "writes HTML; --json/--csv are for the analysis commands");
+    if (!*out) return as_cli_usage("report", "empty output path");
+    if (same_file(out, eval)) {
+        fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", out);
+        return 2;
+    }
+    char err[AS_ERR_LEN];
+    if (!as_plot_available(err)) return as_cli_fail("report", AS_ERR_USAGE, err);
+    char *doc = read_eval(eval, err);
+    if (!doc) return as_cli_fail("report", AS_ERR_VALUE, err);
+    as_report_info info = {cmdline ? cmdline : "attnscope report", NULL, NULL, NULL, NULL, -1,
+                           doc, eval};
+    char *html = NULL;
+    size_t len = 0;
+    int nfig = 0;
+    as_status st = as_report_eval_html(&info, &html, &len, &nfig, err);
+    if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
+    free(html);
+    free(doc);
+    if (st != AS_OK) return as_cli_fail("report", st, err);
+    if (!c->quiet)
+        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)\n", out, nfig,
+                (double)len / 1024.0);
+    return 0;
+}
+
 int as_cmd_report(int argc, char **argv)
 {
     as_cli_common c;
@@ -112,15 +164,16 @@ int as_cmd_report(int argc, char **argv)
 
 static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline)
 {
-    enum { OPT_GPU = 2000, OPT_WITNESS };
+    enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"output", required_argument, 0, 'o'},
                                          {"gpu-json", required_argument, 0, OPT_GPU},
                                          {"witness", required_argument, 0, OPT_WITNESS},
+                                         {"eval", required_argument, 0, OPT_EVAL},
                                          {0, 0, 0, 0}};
     int witness = 1;
     as_cli_common c = *cc;
-    const char *out = "report.html", *gpu = NULL;
+    const char *out = "report.html", *gpu = NULL, *eval = NULL;
     int opt, r;
     optind = 1;
     opterr = 0;
@@ -132,6 +185,8 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
             out = optarg;
         else if (opt == OPT_GPU)
             gpu = optarg;
+        else if (opt == OPT_EVAL)
+            eval = optarg;
         else if (opt == OPT_WITNESS) {
             if (strcmp(optarg, "none") == 0)
                 witness = 0;
@@ -146,15 +201,16 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         else if (opt == ':')
             return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
         else
-            return as_cli_usage("report", "unknown option '%s'", argv[optind - 1]);
+            return as_cli_bad_option("report", opt, argv);
     }
+    if (eval && optind == argc) return eval_only(eval, out, &c, cmdline);
     if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
     if (c.fmt != AS_FMT_TABLE)
         return as_cli_usage("report", "writes HTML; --json/--csv are for the analysis commands");
     if (c.head >= 0) return as_cli_usage("report", "--head is not supported (use --layer)");
     c.trace = argv[optind];
     if (!*out) return as_cli_usage("report", "empty output path");
-    if (same_file(out, c.trace) || (gpu && same_file(out, gpu))) {
+    if (same_file(out, c.trace) || (gpu && same_file(out, gpu)) || (eval && same_file(out, eval))) {
         fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", out);
         return 2;
     }
@@ -170,10 +226,19 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         as_trace_free(tr);
         return as_cli_usage("report", "%s has no layer %d", c.trace, c.layer);
     }
-    char *gpu_doc = NULL;
+    if ((code = as_cli_check_output("report", out)) != 0) {
+        as_trace_free(tr);
+        return code;
+    }
+    char *gpu_doc = NULL, *eval_doc = NULL;
     if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
         as_trace_free(tr);
         return as_cli_fail("report", AS_ERR_IO, err);
+    }
+    if (eval && !(eval_doc = read_eval(eval, err))) {
+        free(gpu_doc);
+        as_trace_free(tr);
+        return as_cli_fail("report", AS_ERR_VALUE, err);
     }
 
     prog.bar = as_progress_new("report", 1000, c.quiet);
@@ -188,6 +253,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         as_progress_free(prog.bar);
         free(per_file);
         free(gpu_doc);
+        free(eval_doc);
         as_trace_free(tr);
         return as_cli_fail("report", st, err);
     }
@@ -198,13 +264,16 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     so.witness = witness;
     so.progress = on_progress;
     prog.base = 100, prog.span = 900;
-    as_summary *s = as_summary_compute(tr, &so, err);
+    as_summary *s = as_summary_compute_st(tr, &so, &st, err);
     if (!s) {
         as_progress_free(prog.bar);
         free(per_file);
         free(gpu_doc);
+        free(eval_doc);
         as_trace_free(tr);
-        return as_cli_fail("report", AS_ERR_NUMERIC, err);
+        char msg[AS_ERR_LEN + 4200];
+        snprintf(msg, sizeof msg, "%s: %s", c.trace, err);
+        return as_cli_fail("report", st, msg);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     as_report_info info = {cmdline ? cmdline : "attnscope report",
@@ -212,7 +281,9 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
                            gpu,
                            hex,
                            per_file,
-                           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec)};
+                           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec),
+                           eval_doc,
+                           eval};
     char *html = NULL;
     size_t len = 0;
     int nfig = 0;
@@ -222,12 +293,15 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     free(html);
     free(per_file);
     free(gpu_doc);
+    free(eval_doc);
+    char left_out[sizeof s->left_out];
+    snprintf(left_out, sizeof left_out, "%s", s->left_out);
     as_summary_free(s);
     as_trace_free(tr);
     if (st != AS_OK) return as_cli_fail("report", st, err);
     if (!c.quiet)
-        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)\n", out, nfig,
-                (double)len / 1024.0);
+        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", out, nfig,
+                (double)len / 1024.0, left_out[0] ? "; " : "", left_out);
     return 0;
 }
 #else

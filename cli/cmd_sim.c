@@ -132,11 +132,8 @@ static int cmd_gen(int argc, char **argv)
                 return as_cli_usage("sim", "--dtype expects F64, F32, F16 or BF16, got '%s'", optarg);
             break;
         case O_SEED: {
-            char *e;
-            errno = 0;
-            unsigned long long sv = strtoull(optarg, &e, 10);
-            if (errno || e == optarg || *e || optarg[0] == '-')
-                return as_cli_usage("sim", "--seed expects a non-negative integer, got '%s'", optarg);
+            uint64_t sv;
+            if (as_cli_parse_u64("sim", "seed", optarg, &sv)) return 2;
             s.seed = sv;
             break;
         }
@@ -166,7 +163,7 @@ static int cmd_gen(int argc, char **argv)
                 return as_cli_usage("sim", "%s", err);
             s.n_plans++;
             break;
-        default: return as_cli_usage("sim", "unknown option '%s'", argv[optind - 1]);
+        default: return as_cli_bad_option("sim", opt, argv);
         }
     }
     if (optind != argc) return as_cli_usage("sim", "unexpected argument '%s'", argv[optind]);
@@ -178,12 +175,18 @@ static int cmd_gen(int argc, char **argv)
     s.hkv = kv > 0 ? kv : s.hq;
     as_status st = as_sim_spec_check(&s, err);
     if (st != AS_OK) return as_cli_usage("sim", "%s", err);
+    int code = as_cli_check_output("sim", out);
+    if (code != 0) return code;
     as_progress *pg = as_progress_new("sim gen", (uint64_t)s.layers * (uint64_t)s.hkv * (uint64_t)s.n * 2,
                                       c.quiet);
     st = as_sim_generate(&s, out, gen_progress, pg, err);
     as_progress_free(pg);
     if (st != AS_OK) {
-        fprintf(stderr, "attnscope sim: %s: %s\n", out, err);
+        /* the writer's messages name the file already */
+        if (strncmp(err, out, strlen(out)) == 0)
+            fprintf(stderr, "attnscope sim: %s\n", err);
+        else
+            fprintf(stderr, "attnscope sim: %s: %s\n", out, err);
         return as_status_exit_code(st);
     }
     struct stat sb;
@@ -242,7 +245,7 @@ static int cmd_experiment(const char *name, int argc, char **argv)
         case O_TRIALS: if (parse_size("trials", optarg, 1, 100000000, &v)) return 2; eo.trials = v; break;
         case O_QUICK: eo.quick = 1; break;
         case O_TRACE: eo.trace = optarg; break;
-        default: return as_cli_usage("sim", "unknown option '%s'", argv[optind - 1]);
+        default: return as_cli_bad_option("sim", opt, argv);
         }
     }
     if (optind != argc) return as_cli_usage("sim", "unexpected argument '%s'", argv[optind]);

@@ -265,7 +265,6 @@ int as_cmd_sparsity(int argc, char **argv)
         if ((r = as_cli_common_opt(&c, cmd, opt, optarg)) == 1) continue;
         if (r == 2) return 0;
         if (r < 0) return 2;
-        char *end;
         switch (opt) {
         case OPT_METHOD:
             method_all = strcmp(optarg, "all") == 0;
@@ -314,28 +313,33 @@ int as_cmd_sparsity(int argc, char **argv)
             if (as_cli_parse_int(cmd, "mem", optarg, 1, 1L << 24, &v)) return 2;
             cfg.mem_limit = (size_t)v << 20;
             break;
-        case OPT_SEED:
-            cfg.params.seed = strtoull(optarg, &end, 0);
-            if (end == optarg || *end) return as_cli_usage(cmd, "bad --seed '%s'", optarg);
-            break;
-        case OPT_HEAVY:
-        case OPT_DELTA:
-        case OPT_EPS:
-        case OPT_OUTTOL: {
-            double x = strtod(optarg, &end);
-            int bad = end == optarg || *end || !isfinite(x);
-            if (opt == OPT_HEAVY) bad |= x < 0 || x > 1, cfg.params.heavy_frac = x;
-            if (opt == OPT_DELTA) bad |= !(x > 0 && x < 1), cfg.params.delta = x;
-            if (opt == OPT_EPS) bad |= x < 0, cfg.eps_rel = x;
-            if (opt == OPT_OUTTOL) bad |= x < 0, cfg.out_tol = x;
-            if (bad) return as_cli_usage(cmd, "bad value '%s' for %s", optarg, argv[optind - 1]);
+        case OPT_SEED: {
+            uint64_t sv;
+            if (as_cli_parse_u64(cmd, "seed", optarg, &sv)) return 2;
+            cfg.params.seed = sv;
             break;
         }
+        case OPT_HEAVY:
+            if (as_cli_parse_real(cmd, "heavy-frac", optarg, 0, 1, 0, &cfg.params.heavy_frac))
+                return 2;
+            break;
+        case OPT_DELTA:
+            if (as_cli_parse_real(cmd, "delta", optarg, 0, 1, AS_OPEN_LO | AS_OPEN_HI,
+                                  &cfg.params.delta))
+                return 2;
+            break;
+        case OPT_EPS: /* samples_needed is the sample size for a relative error eps > 0 */
+            if (as_cli_parse_real(cmd, "eps", optarg, 0, INFINITY, AS_OPEN_LO, &cfg.eps_rel))
+                return 2;
+            break;
+        case OPT_OUTTOL:
+            if (as_cli_parse_real(cmd, "out-tol", optarg, 0, INFINITY, 0, &cfg.out_tol)) return 2;
+            break;
         case OPT_EXPORT: export_path = optarg; break;
         case OPT_EXPORT_OUT: export_out = 1; break;
         case OPT_SUMMARY_ONLY: summary_only = 1; break;
         default:
-            return as_cli_usage(cmd, "unknown option or missing value '%s'", argv[optind - 1]);
+            return as_cli_bad_option(cmd, opt, argv);
         }
     }
     if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
@@ -378,6 +382,12 @@ int as_cmd_sparsity(int argc, char **argv)
         as_trace_free(tr);
         return as_cli_usage(cmd, "%s has no layer %d", c.trace, c.layer);
     }
+    /* an export that cannot be written is refused now, not after the analysis */
+    if (export_path && (code = as_cli_check_output(cmd, export_path)) != 0) {
+        as_index_free(ix);
+        as_trace_free(tr);
+        return code;
+    }
 
     run_ctx rc_ctx;
     rc_ctx.out = as_out_new(c.fmt, cmd, c.trace);
@@ -398,9 +408,7 @@ int as_cmd_sparsity(int argc, char **argv)
     as_progress_free(rc_ctx.prog);
     if (st == AS_OK) st = as_sp_agg_finish(rc_ctx.agg, err);
     if (st != AS_OK) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(rc_ctx.out, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(rc_ctx.out);
         as_sp_agg_free(rc_ctx.agg);
         as_index_free(ix);
         as_trace_free(tr);
@@ -553,9 +561,16 @@ int as_cmd_sparsity(int argc, char **argv)
         static const char *const f6[] = {"%d", "%d", "%d", "%s", NULL};
         as_out_table(o, "check", "Checks", c6, NULL, f6);
     }
-    int rc = as_out_finish(o, stdout);
+    /* the export first: a run that fails prints nothing */
+    int rc = export_path ? export_index(tr, &cfg, export_path, export_out, c.trace) : 0;
+    if (rc == 0) {
+        rc = as_out_finish(o, stdout);
+    } else {
+        FILE *devnull = fopen("/dev/null", "w");
+        as_out_finish(o, devnull ? devnull : stderr);
+        if (devnull) fclose(devnull);
+    }
     as_sp_agg_free(rc_ctx.agg);
-    if (rc == 0 && export_path) rc = export_index(tr, &cfg, export_path, export_out, c.trace);
     as_index_free(ix);
     as_trace_free(tr);
     if (rc != 0) return rc;

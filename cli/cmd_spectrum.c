@@ -92,10 +92,13 @@ int as_cmd_spectrum(int argc, char **argv)
             else return as_cli_usage("spectrum", "--rope-pairs expects half or interleaved, got '%s'", optarg);
             break;
         case O_BINS: bins = 1; break;
-        default: return as_cli_usage("spectrum", "unknown option '%s'", argv[optind - 1]);
+        default: return as_cli_bad_option("spectrum", opt, argv);
         }
     }
     if (optind != argc - 1) return as_cli_usage("spectrum", "expects exactly one TRACE");
+    if (so.max_period > 0 && so.max_period < so.min_period)
+        return as_cli_usage("spectrum", "--max-period %g is below --min-period %g",
+                            so.max_period, so.min_period);
     c.trace = argv[optind];
     int code;
     as_trace *tr = as_cli_open_trace("spectrum", c.trace, 1, &code);
@@ -132,9 +135,6 @@ int as_cmd_spectrum(int argc, char **argv)
     cJSON_AddStringToObject(rope, "source", theta_src);
     cJSON_AddStringToObject(rope, "pairs", so.pairs == AS_ROPE_HALF ? "half" : "interleaved");
     as_out_meta(o, "rope", rope);
-    if (theta > 0 && c.fmt == AS_FMT_TABLE)
-        printf("RoPE base %g (%s), pairs %s\n\n", theta, theta_src,
-               so.pairs == AS_ROPE_HALF ? "(i, i+d/2)" : "(2i, 2i+1)");
     char err[AS_ERR_LEN];
     int rc = 0;
     uint64_t total = 0, done = 0;
@@ -158,7 +158,12 @@ int as_cmd_spectrum(int argc, char **argv)
             as_spectrum s;
             as_status st = as_spectrum_head(l, h, &so, &s, err);
             if (st != AS_OK) {
-                rc = as_cli_fail("spectrum", st, err);
+                /* the library's messages start with its module name, the CLI's with
+                 * "attnscope spectrum: ": name the trace instead of repeating "spectrum:" */
+                const char *m = strncmp(err, "spectrum: ", 10) == 0 ? err + 10 : err;
+                char msg[AS_ERR_LEN + 4200];
+                snprintf(msg, sizeof msg, "%s: %s", c.trace, m);
+                rc = as_cli_fail("spectrum", st, msg);
                 break;
             }
             int64_t kvh = as_layer_kv_head(l, h);
@@ -261,10 +266,12 @@ int as_cmd_spectrum(int argc, char **argv)
     as_out_table(o, "spectrum_bin", "Spectrum bins", bcols, NULL, bfmts);
     as_trace_free(tr);
     if (rc != 0) {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
+        as_out_free(o);
         return rc;
     }
+    /* printed only now: a run that fails writes nothing to stdout */
+    if (theta > 0 && c.fmt == AS_FMT_TABLE)
+        printf("RoPE base %g (%s), pairs %s\n\n", theta, theta_src,
+               so.pairs == AS_ROPE_HALF ? "(i, i+d/2)" : "(2i, 2i+1)");
     return as_out_finish(o, stdout);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli_help.h"
+#include "cli_util.h"
 
 static const as_command commands[] = {
     {"info", as_cmd_info, "layers, heads, shapes, dtypes, metadata of a trace", as_help_info},
@@ -23,6 +24,8 @@ static const as_command commands[] = {
     {"report", as_cmd_report, "one self-contained HTML report with the figures of a trace",
      as_help_report},
 #endif
+    {"eval", as_cmd_eval, "task accuracy of a real model under sparse decode (Python tool)",
+     as_help_eval},
     {"compare", as_cmd_compare, "two traces side by side, layer by layer", as_help_compare},
     {"spectrum", as_cmd_spectrum, "attention spectrum over relative position vs RoPE periods",
      as_help_spectrum},
@@ -47,7 +50,9 @@ static void overview(FILE *f)
             AS_VERSION);
     for (size_t i = 0; i < n_commands; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
-    fprintf(f, "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
+    fprintf(f, "\nAnalysis commands take --layer L, --head H, --json or --csv, --quiet (no\n"
+               "progress bar) and --progress (the bar even when stderr is not a terminal).\n"
+               "\nExit status: 0 success, 1 a check failed, 2 bad input or usage.\n"
                "Trace format: docs/trace-format.md; output schema: docs/cli.md.\n");
 }
 
@@ -73,6 +78,7 @@ int main(int argc, char **argv)
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
 #endif
+    as_cli_set_help(as_cli_print_help);
     if (argc < 2) {
         overview(stderr);
         return 2;
@@ -96,7 +102,10 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < n_commands; i++)
-        if (strcmp(commands[i].name, cmd) == 0) return commands[i].run(argc - 1, argv + 1);
+        if (strcmp(commands[i].name, cmd) == 0) {
+            as_cli_guard_install(commands[i].name);
+            return commands[i].run(argc - 1, argv + 1);
+        }
     fprintf(stderr, "attnscope: '%s' is not a command (see 'attnscope help')\n", cmd);
     return 2;
 }

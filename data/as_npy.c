@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "as_outfile.h"
+
 /* The header is a Python dict literal:
  *   {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
  * parsed with a tiny tokenizer that accepts exactly these value forms. */
@@ -199,8 +201,6 @@ as_status as_npy_write(const char *path, as_dtype dtype, int ndim, const int64_t
             return as_err_set(err, AS_ERR_USAGE, "%s: bad shape (negative or too large)", path);
         check *= s;
     }
-    if (as_input_is_open(path))
-        return as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input file", path);
     char dict[512];
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (",
                      descr[dtype]);
@@ -217,35 +217,20 @@ as_status as_npy_write(const char *path, as_dtype dtype, int ndim, const int64_t
     size_t hlen = (size_t)n + pad + 1;
     unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(hlen & 0xff),
                              (unsigned char)(hlen >> 8)};
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    snprintf(tmp, plen + 16, "%s.tmpXXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        free(tmp);
-        return as_err_set(err, AS_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                          strerror(errno));
-    }
-    FILE *f = fdopen(fd, "wb");
-    int ok = f != NULL;
-    if (ok) {
-        ok = fwrite(pre, 1, 10, f) == 10 && fwrite(dict, 1, (size_t)n, f) == (size_t)n;
-        for (size_t i = 0; ok && i < pad; i++) ok = fputc(' ', f) != EOF;
-        ok = ok && fputc('\n', f) != EOF;
-        size_t nb = (size_t)numel * as_dtype_size(dtype);
-        ok = ok && (nb == 0 || fwrite(data, 1, nb, f) == nb);
-        ok = ok && fflush(f) == 0 && fsync(fileno(f)) == 0;
-        ok = (fclose(f) == 0) && ok;
-    } else {
-        close(fd);
-    }
-    if (!ok || chmod(tmp, 0644) != 0 || rename(tmp, path) != 0) {
-        as_status st = as_err_set(err, AS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        unlink(tmp);
-        free(tmp);
+    char head[10 + sizeof dict + 64];
+    memcpy(head, pre, 10);
+    memcpy(head + 10, dict, (size_t)n);
+    memset(head + 10 + n, ' ', pad);
+    head[10 + (size_t)n + pad] = '\n';
+    as_outfile *f;
+    as_status st = as_outfile_open(path, &f, err);
+    if (st != AS_OK) return st;
+    const size_t nb = (size_t)numel * as_dtype_size(dtype);
+    st = as_outfile_write(f, head, 10 + hlen, err);
+    if (st == AS_OK && nb) st = as_outfile_write(f, data, nb, err);
+    if (st != AS_OK) {
+        as_outfile_abort(f);
         return st;
     }
-    free(tmp);
-    return AS_OK;
+    return as_outfile_commit(f, err);
 }

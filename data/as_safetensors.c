@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "as_outfile.h"
+
 /* ------------------------------------------------------------------ parsing */
 
 static int cmp_offset(const void *a, const void *b)
@@ -19,12 +21,14 @@ static int cmp_offset(const void *a, const void *b)
     return x->nbytes < y->nbytes ? -1 : (x->nbytes > y->nbytes);
 }
 
-/* A JSON number that must be a non-negative integer representable exactly (< 2^53). */
+/* A JSON number that must be a non-negative integer representable exactly (<= 2^53).
+ * Returns 0, -1 when it is not a non-negative integer, -2 when it is one above 2^53. */
 static int json_uint(const cJSON *v, uint64_t *out)
 {
     if (!cJSON_IsNumber(v)) return -1;
     double x = v->valuedouble;
-    if (!(x >= 0) || x > 9007199254740992.0 || floor(x) != x) return -1;
+    if (!(x >= 0) || floor(x) != x) return -1;
+    if (x > 9007199254740992.0) return -2;
     *out = (uint64_t)x;
     return 0;
 }
@@ -172,7 +176,12 @@ static as_status parse_tensor(const cJSON *e, const unsigned char *data, uint64_
     uint64_t numel = 1;
     for (int i = 0; i < nd; i++) {
         uint64_t s;
-        if (json_uint(cJSON_GetArrayItem(sh, i), &s) != 0 || s > INT64_MAX)
+        int r = json_uint(cJSON_GetArrayItem(sh, i), &s);
+        if (r == -2)
+            return as_err_set(err, AS_ERR_FORMAT,
+                              "tensor '%s': shape[%d] = %.0f is too large (at most 2^53)", name,
+                              i, cJSON_GetArrayItem(sh, i)->valuedouble);
+        if (r != 0)
             return as_err_set(err, AS_ERR_FORMAT,
                               "tensor '%s': shape[%d] is not a non-negative integer", name, i);
         t->shape[i] = (int64_t)s;
@@ -346,78 +355,10 @@ const as_tensor *as_st_find(const as_st_file *f, const char *name)
     return NULL;
 }
 
-/* ------------------------------------------------------------------ input registry */
-
-/* Each entry keeps the path it was registered under as well as its device and inode: an
- * input deleted or replaced while open is still unregistered by name, so a stale entry can
- * never make a writer refuse an unrelated new file that happens to reuse the inode. */
-static struct as_input {
-    dev_t dev;
-    ino_t ino;
-    char *path;
-} *inputs;
-static size_t n_inputs, cap_inputs;
-
-void as_input_register(const char *path)
-{
-    struct stat s;
-    if (stat(path, &s) != 0) return;
-    if (n_inputs == cap_inputs) {
-        size_t cap = cap_inputs ? 2 * cap_inputs : 16;
-        struct as_input *q = realloc(inputs, cap * sizeof *q);
-        if (!q) return;
-        inputs = q;
-        cap_inputs = cap;
-    }
-    char *p = dupstr(path);
-    if (!p) return;
-    inputs[n_inputs].dev = s.st_dev;
-    inputs[n_inputs].ino = s.st_ino;
-    inputs[n_inputs].path = p;
-    n_inputs++;
-}
-
-static void input_drop(size_t i)
-{
-    free(inputs[i].path);
-    inputs[i] = inputs[--n_inputs];
-    if (n_inputs == 0) {
-        free(inputs);
-        inputs = NULL;
-        cap_inputs = 0;
-    }
-}
-
-void as_input_unregister(const char *path)
-{
-    struct stat s;
-    if (stat(path, &s) == 0)
-        for (size_t i = 0; i < n_inputs; i++)
-            if (inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) {
-                input_drop(i);
-                return;
-            }
-    for (size_t i = 0; i < n_inputs; i++) /* gone or replaced: by the registered name */
-        if (strcmp(inputs[i].path, path) == 0) {
-            input_drop(i);
-            return;
-        }
-}
-
-int as_input_is_open(const char *path)
-{
-    struct stat s;
-    if (stat(path, &s) != 0) return 0;
-    for (size_t i = 0; i < n_inputs; i++)
-        if (inputs[i].dev == s.st_dev && inputs[i].ino == s.st_ino) return 1;
-    return 0;
-}
-
 /* ------------------------------------------------------------------ writer */
 
 struct as_st_writer {
-    char *path, *tmp;
-    int fd;
+    as_outfile *out;
     uint64_t total, written;
 };
 
@@ -460,10 +401,6 @@ static void sb_json_string(sbuf *b, const char *s)
 as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_t n_specs,
                                 const as_meta *meta, size_t n_meta, char *err)
 {
-    if (as_input_is_open(path)) {
-        as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input trace", path);
-        return NULL;
-    }
     for (size_t i = 0; i < n_meta; i++) {
         int bad = !meta[i].key || !meta[i].value;
         for (size_t j = 0; !bad && j < i; j++) bad = strcmp(meta[j].key, meta[i].key) == 0;
@@ -540,22 +477,14 @@ as_st_writer *as_st_writer_open(const char *path, const as_st_spec *specs, size_
         return NULL;
     }
     as_st_writer *w = calloc(1, sizeof *w);
-    size_t plen = strlen(path);
-    if (h.oom || !w || !(w->path = dupstr(path)) || !(w->tmp = malloc(plen + 16))) {
+    if (h.oom || !w) {
         free(h.p);
-        if (w) free(w->path);
         free(w);
         as_err_set(err, AS_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    snprintf(w->tmp, plen + 16, "%s.tmpXXXXXX", path);
-    w->fd = mkstemp(w->tmp);
-    if (w->fd < 0) {
-        as_err_set(err, AS_ERR_IO, "%s: cannot create a temporary file: %s", path,
-                   strerror(errno));
+    if (as_outfile_open(path, &w->out, err) != AS_OK) {
         free(h.p);
-        free(w->tmp);
-        free(w->path);
         free(w);
         return NULL;
     }
@@ -581,51 +510,30 @@ as_status as_st_writer_write(as_st_writer *w, const void *bytes, size_t nbytes, 
 {
     if (w->written + nbytes > w->total)
         return as_err_set(err, AS_ERR_USAGE, "%s: more data written than the tensors declare",
-                          w->path);
-    const char *p = bytes;
-    size_t left = nbytes;
-    while (left) {
-        ssize_t k = write(w->fd, p, left);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0)
-            return as_err_set(err, AS_ERR_IO, "%s: write failed: %s", w->path, strerror(errno));
-        p += k;
-        left -= (size_t)k;
-    }
-    w->written += nbytes;
-    return AS_OK;
-}
-
-static void writer_free(as_st_writer *w)
-{
-    free(w->path);
-    free(w->tmp);
-    free(w);
+                          as_outfile_path(w->out));
+    as_status st = as_outfile_write(w->out, bytes, nbytes, err);
+    if (st == AS_OK) w->written += nbytes;
+    return st;
 }
 
 as_status as_st_writer_finish(as_st_writer *w, char *err)
 {
-    as_status st = AS_OK;
-    if (w->written != w->total)
-        st = as_err_set(err, AS_ERR_USAGE, "%s: %llu of %llu data bytes written", w->path,
-                        (unsigned long long)w->written, (unsigned long long)w->total);
-    else if (fchmod(w->fd, 0644) != 0 || fsync(w->fd) != 0)
-        st = as_err_set(err, AS_ERR_IO, "%s: cannot sync: %s", w->path, strerror(errno));
-    if (close(w->fd) != 0 && st == AS_OK)
-        st = as_err_set(err, AS_ERR_IO, "%s: close failed: %s", w->path, strerror(errno));
-    if (st == AS_OK && as_input_is_open(w->path))
-        st = as_err_set(err, AS_ERR_USAGE, "%s: refusing to overwrite an input trace", w->path);
-    if (st == AS_OK && rename(w->tmp, w->path) != 0)
-        st = as_err_set(err, AS_ERR_IO, "%s: rename failed: %s", w->path, strerror(errno));
-    if (st != AS_OK) unlink(w->tmp);
-    writer_free(w);
+    as_status st;
+    if (w->written != w->total) {
+        st = as_err_set(err, AS_ERR_USAGE, "%s: %llu of %llu data bytes written",
+                        as_outfile_path(w->out), (unsigned long long)w->written,
+                        (unsigned long long)w->total);
+        as_outfile_abort(w->out);
+    } else {
+        st = as_outfile_commit(w->out, err);
+    }
+    free(w);
     return st;
 }
 
 void as_st_writer_abort(as_st_writer *w)
 {
     if (!w) return;
-    close(w->fd);
-    unlink(w->tmp);
-    writer_free(w);
+    as_outfile_abort(w->out);
+    free(w);
 }

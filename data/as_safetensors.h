@@ -70,10 +70,5 @@ as_status as_st_writer_finish(as_st_writer *w, char *err);
 /* Remove the temporary file and free w. */
 void as_st_writer_abort(as_st_writer *w);
 
-/* Registry of files opened as inputs, so writers can refuse to overwrite them. */
-void as_input_register(const char *path);
-void as_input_unregister(const char *path);
-/* 1 if path names (same device and inode) a registered input. */
-int as_input_is_open(const char *path);
 
 #endif

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "as_outfile.h"
 #include "as_npy.h"
 
 typedef struct {
@@ -483,10 +484,22 @@ static int bad_at(const as_tensor *t, uint64_t i)
 
 as_status as_trace_check_finite(const as_trace *tr, char *err)
 {
+    return as_trace_check_finite_progress(tr, NULL, NULL, err);
+}
+
+as_status as_trace_check_finite_progress(const as_trace *tr,
+                                         void (*progress)(void *ctx, uint64_t done,
+                                                          uint64_t total),
+                                         void *ctx, char *err)
+{
+    uint64_t total = 0, done = 0;
+    for (size_t i = 0; i < tr->file.n_tensors; i++)
+        if (as_dtype_is_float(tr->file.tensors[i].dtype)) total += tr->file.tensors[i].numel;
     for (size_t i = 0; i < tr->file.n_tensors; i++) {
         const as_tensor *t = &tr->file.tensors[i];
         if (!as_dtype_is_float(t->dtype)) continue;
         for (uint64_t j = 0; j < t->numel; j++) {
+            if (progress && (j & ((1u << 22) - 1)) == 0) progress(ctx, done + j, total);
             if (!bad_at(t, j)) continue;
             double v;
             as_tensor_read_f64(t, j, 1, &v);
@@ -501,7 +514,9 @@ as_status as_trace_check_finite(const as_trace *tr, char *err)
                               tr->path, t->name, isnan(v) ? "NaN" : "Inf", (unsigned long long)j,
                               where);
         }
+        done += t->numel;
     }
+    if (progress) progress(ctx, done, total);
     return AS_OK;
 }
 
@@ -548,3 +563,88 @@ int64_t as_layer_visible(const as_layer *l, int64_t qi)
 }
 
 int as_layer_is_causal(const as_layer *l) { return l->q_pos != NULL; }
+
+/* ---- a layer over the caller's memory ---------------------------------------------------- */
+
+static void view_tensor(as_tensor *t, const char *name, as_dtype dt, int ndim, const int64_t *shape,
+                        const void *data)
+{
+    memset(t, 0, sizeof *t);
+    t->name = (char *)name;
+    t->dtype = dt;
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        t->shape[i] = shape[i];
+        t->numel *= (uint64_t)shape[i];
+    }
+    t->data = data;
+    t->nbytes = t->numel * as_dtype_size(dt);
+}
+
+as_status as_layer_view_init(as_layer_view *vw, int index, as_dtype dtype, int64_t hq,
+                             int64_t hkv, int64_t t, int64_t n, int64_t d, double scale,
+                             const void *q, const void *k, const void *v, const int64_t *q_pos,
+                             char *err)
+{
+    memset(vw, 0, sizeof *vw);
+    if (hq < 1 || hkv < 1 || t < 1 || n < 1 || d < 1)
+        return as_err_set(err, AS_ERR_USAGE,
+                          "layer view: sizes must be >= 1 (hq %lld, hkv %lld, t %lld, n %lld, d %lld)",
+                          (long long)hq, (long long)hkv, (long long)t, (long long)n, (long long)d);
+    if (hq % hkv != 0)
+        return as_err_set(err, AS_ERR_USAGE,
+                          "layer view: %lld query heads is not a multiple of %lld kv heads",
+                          (long long)hq, (long long)hkv);
+    if ((unsigned)dtype >= AS_DT_COUNT || !as_dtype_is_float(dtype))
+        return as_err_set(err, AS_ERR_USAGE, "layer view: q, k and v must be a float dtype");
+    if (!q || !k || !v) return as_err_set(err, AS_ERR_USAGE, "layer view: q, k and v are needed");
+    /* element counts (and bytes) must fit in 63 bits */
+    const double lim = 9.2e18 / 8;
+    if ((double)hq * (double)t * (double)d > lim || (double)hkv * (double)n * (double)d > lim)
+        return as_err_set(err, AS_ERR_USAGE, "layer view: too many elements");
+    if (q_pos)
+        for (int64_t i = 0; i < t; i++)
+            if (q_pos[i] < 0 || q_pos[i] >= n)
+                return as_err_set(err, AS_ERR_VALUE,
+                                  "layer view: q_pos[%lld] = %lld is outside [0, %lld) (N keys)",
+                                  (long long)i, (long long)q_pos[i], (long long)n);
+    const int64_t sq[3] = {hq, t, d}, skv[3] = {hkv, n, d}, sp[1] = {t};
+    view_tensor(&vw->q, "view.q", dtype, 3, sq, q);
+    view_tensor(&vw->k, "view.k", dtype, 3, skv, k);
+    view_tensor(&vw->v, "view.v", dtype, 3, skv, v);
+    as_layer *l = &vw->layer;
+    l->index = index;
+    l->hq = hq;
+    l->hkv = hkv;
+    l->t = t;
+    l->n = n;
+    l->d = d;
+    l->scale = scale > 0 && isfinite(scale) ? scale : 1.0 / sqrt((double)d);
+    l->q = &vw->q;
+    l->k = &vw->k;
+    l->v = &vw->v;
+    if (q_pos) {
+        view_tensor(&vw->q_pos, "view.q_pos", AS_DT_I64, 1, sp, q_pos);
+        l->q_pos = &vw->q_pos;
+    }
+    return AS_OK;
+}
+
+as_layer_view *as_layer_view_new(int index, as_dtype dtype, int64_t hq, int64_t hkv, int64_t t,
+                                 int64_t n, int64_t d, double scale, const void *q, const void *k,
+                                 const void *v, const int64_t *q_pos, char *err)
+{
+    as_layer_view *vw = malloc(sizeof *vw);
+    if (!vw) {
+        as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (as_layer_view_init(vw, index, dtype, hq, hkv, t, n, d, scale, q, k, v, q_pos, err) != AS_OK) {
+        free(vw);
+        return NULL;
+    }
+    return vw;
+}
+
+void as_layer_view_free(as_layer_view *vw) { free(vw); }

@@ -53,6 +53,12 @@ int as_trace_rope_applied(const as_trace *tr);     /* 1, 0, or -1 when not state
 
 /* Scan every tensor for NaN/Inf; AS_ERR_VALUE naming the first bad tensor and index. */
 as_status as_trace_check_finite(const as_trace *tr, char *err);
+/* The same, calling progress(ctx, values checked, values in all) every few million values
+ * (the scan of a multi-GB trace takes seconds). */
+as_status as_trace_check_finite_progress(const as_trace *tr,
+                                         void (*progress)(void *ctx, uint64_t done,
+                                                          uint64_t total),
+                                         void *ctx, char *err);
 
 /* Read count elements starting at flat element offset first, converting to double/float.
  * The caller guarantees first + count <= t->numel (checked with assert in debug builds). */
@@ -73,5 +79,33 @@ int64_t as_layer_q_position(const as_layer *l, int64_t qi);
 int64_t as_layer_visible(const as_layer *l, int64_t qi);
 /* 1 if the layer has positions (causal masking applies). */
 int as_layer_is_causal(const as_layer *l);
+
+/* ---- a layer over the caller's memory ---------------------------------------------------- */
+
+/* A layer whose tensors are the caller's contiguous C-order arrays rather than a file (for
+ * bindings such as the Python module, and for kernels' own buffers): q [hq, t, d], k and v
+ * [hkv, n, d], all of one float dtype (F64, F32, F16 or BF16, native little-endian), and
+ * q_pos [t] int64 (NULL: every query sees all n keys). Nothing is copied: the arrays must
+ * outlive the view. index is the layer's number L (the sparsity module seeds its draws with
+ * it); scale <= 0 or NaN means 1/sqrt(d). Every reader of this header (as_layer_read_*,
+ * as_layer_visible, ...) works on &view->layer as on a trace's layer. */
+typedef struct {
+    as_layer layer; /* first member: a pointer to the view is a pointer to its layer */
+    as_tensor q, k, v, q_pos;
+} as_layer_view;
+
+/* Fill *vw. AS_ERR_USAGE (one line) for a size below 1, hq not a multiple of hkv, a non-float
+ * dtype, a NULL array, an element count overflowing; AS_ERR_VALUE for a position outside
+ * [0, n). */
+as_status as_layer_view_init(as_layer_view *vw, int index, as_dtype dtype, int64_t hq,
+                             int64_t hkv, int64_t t, int64_t n, int64_t d, double scale,
+                             const void *q, const void *k, const void *v, const int64_t *q_pos,
+                             char *err);
+/* The same on the heap (for callers that cannot size the struct, e.g. ctypes); NULL + err on
+ * failure. Free with as_layer_view_free. */
+as_layer_view *as_layer_view_new(int index, as_dtype dtype, int64_t hq, int64_t hkv, int64_t t,
+                                 int64_t n, int64_t d, double scale, const void *q, const void *k,
+                                 const void *v, const int64_t *q_pos, char *err);
+void as_layer_view_free(as_layer_view *vw);
 
 #endif

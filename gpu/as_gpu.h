@@ -34,17 +34,24 @@
 extern "C" {
 #endif
 
-#include "as_error.h" /* a C header without C++ guards */
+#include "as_dtype.h" /* C headers without C++ guards */
+#include "as_error.h"
 
+/* The storage types the kernels take for K and V: a subset of data/as_dtype's types, numbered
+ * 0..2 because the kernels are templates over this number (and the tests index tables by it);
+ * conversions go through data/as_dtype. */
 typedef enum { AS_GPU_F32 = 0, AS_GPU_F16 = 1, AS_GPU_BF16 = 2 } as_gpu_dtype;
 
+/* The data type of a storage type, and the storage type of a data type (-1: none, e.g. F64). */
+as_dtype as_gpu_dtype_to_dtype(as_gpu_dtype t);
+int as_gpu_dtype_from(as_dtype t);
 size_t as_gpu_dtype_size(as_gpu_dtype t);
 const char *as_gpu_dtype_name(as_gpu_dtype t);
 /* Parse "f32"/"float32", "f16"/"float16", "bf16"/"bfloat16"; returns -1 if unknown. */
 int as_gpu_dtype_parse(const char *s);
 
-/* Round a float to the storage type and back (host side, round-to-nearest-even): what a value
- * becomes once stored in a cache of that dtype. */
+/* Round a float to the storage type and back (host side, round-to-nearest-even, data/as_dtype's
+ * converters): what a value becomes once stored in a cache of that dtype. */
 float as_gpu_round(as_gpu_dtype t, float x);
 /* Host conversions between float and the storage type (n elements). */
 void as_gpu_pack(as_gpu_dtype t, const float *src, void *dst, size_t n);

@@ -1,6 +1,6 @@
-/* as_gpu_ref.c: the gpu module's CPU side in plain C: storage-type conversions and the float64
- * references every kernel is checked against (as_gpu.h). Independent of the kernels: direct
- * loops over the definitions, double accumulation, stable log-sum-exp. */
+/* as_gpu_ref.c: the gpu module's CPU side in plain C: storage types (converted by data/as_dtype)
+ * and the float64 references every kernel is checked against (as_gpu.h). Independent of the
+ * kernels: direct loops over the definitions, double accumulation, stable log-sum-exp. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,7 +10,22 @@
 
 size_t as_gpu_dtype_size(as_gpu_dtype t)
 {
-    return t == AS_GPU_F32 ? 4 : 2;
+    return as_dtype_size(as_gpu_dtype_to_dtype(t));
+}
+
+as_dtype as_gpu_dtype_to_dtype(as_gpu_dtype t)
+{
+    return t == AS_GPU_F16 ? AS_DT_F16 : (t == AS_GPU_BF16 ? AS_DT_BF16 : AS_DT_F32);
+}
+
+int as_gpu_dtype_from(as_dtype t)
+{
+    switch (t) {
+    case AS_DT_F32: return AS_GPU_F32;
+    case AS_DT_F16: return AS_GPU_F16;
+    case AS_DT_BF16: return AS_GPU_BF16;
+    default: return -1;
+    }
 }
 
 const char *as_gpu_dtype_name(as_gpu_dtype t)
@@ -32,69 +47,11 @@ int as_gpu_dtype_parse(const char *s)
     return -1;
 }
 
-static uint32_t f_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return u;
-}
-static float bits_f(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static uint16_t f2bf(float f)
-{
-    uint32_t u = f_bits(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-static float bf2f(uint16_t h)
-{
-    return bits_f((uint32_t)h << 16);
-}
-
-static uint16_t f2h(float f)
-{
-    const uint32_t x = f_bits(f);
-    const uint32_t sign = (x >> 16) & 0x8000u;
-    const uint32_t ax = x & 0x7fffffffu;
-    if (ax >= 0x7f800000u) return (uint16_t)(sign | (ax > 0x7f800000u ? 0x7e00u : 0x7c00u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to infinity */
-    if (ax < 0x38800000u) {                                   /* half subnormal or zero */
-        const float t = bits_f(ax) * 16777216.0f;            /* units of 2^-24, exact */
-        return (uint16_t)(sign | (uint32_t)nearbyintf(t));
-    }
-    const uint32_t e = (ax >> 23) - 127u + 15u;
-    const uint32_t mant = ax & 0x7fffffu;
-    uint32_t h = (e << 10) | (mant >> 13);
-    const uint32_t rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
-static float h2f(uint16_t h)
-{
-    const uint32_t sign = (h & 0x8000u) ? 1 : 0;
-    const int e = (h >> 10) & 0x1f;
-    const int m = h & 0x3ff;
-    float v;
-    if (e == 0)
-        v = ldexpf((float)m, -24);
-    else if (e == 31)
-        v = m ? NAN : INFINITY;
-    else
-        v = ldexpf((float)(m | 0x400), e - 25);
-    return sign ? -v : v;
-}
-
 float as_gpu_round(as_gpu_dtype t, float x)
 {
     switch (t) {
-    case AS_GPU_F16: return h2f(f2h(x));
-    case AS_GPU_BF16: return bf2f(f2bf(x));
+    case AS_GPU_F16: return as_f16_to_f32(as_f32_to_f16(x));
+    case AS_GPU_BF16: return as_bf16_to_f32(as_f32_to_bf16(x));
     default: return x;
     }
 }
@@ -106,7 +63,7 @@ void as_gpu_pack(as_gpu_dtype t, const float *src, void *dst, size_t n)
         return;
     }
     uint16_t *d = (uint16_t *)dst;
-    for (size_t i = 0; i < n; i++) d[i] = t == AS_GPU_F16 ? f2h(src[i]) : f2bf(src[i]);
+    for (size_t i = 0; i < n; i++) d[i] = t == AS_GPU_F16 ? as_f32_to_f16(src[i]) : as_f32_to_bf16(src[i]);
 }
 
 void as_gpu_unpack(as_gpu_dtype t, const void *src, float *dst, size_t n)
@@ -116,15 +73,15 @@ void as_gpu_unpack(as_gpu_dtype t, const void *src, float *dst, size_t n)
         return;
     }
     const uint16_t *s = (const uint16_t *)src;
-    for (size_t i = 0; i < n; i++) dst[i] = t == AS_GPU_F16 ? h2f(s[i]) : bf2f(s[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = t == AS_GPU_F16 ? as_f16_to_f32(s[i]) : as_bf16_to_f32(s[i]);
 }
 
 /* ---- references ------------------------------------------------------------------------------- */
 static double elem(as_gpu_dtype t, const void *base, int64_t off)
 {
     switch (t) {
-    case AS_GPU_F16: return h2f(((const uint16_t *)base)[off]);
-    case AS_GPU_BF16: return bf2f(((const uint16_t *)base)[off]);
+    case AS_GPU_F16: return as_f16_to_f32(((const uint16_t *)base)[off]);
+    case AS_GPU_BF16: return as_bf16_to_f32(((const uint16_t *)base)[off]);
     default: return ((const float *)base)[off];
     }
 }

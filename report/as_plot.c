@@ -614,13 +614,18 @@ char *as_plot_heatmap(const as_heatmap *h, char *err)
 }
 
 /* ---------------------------------------------------------------- line plot */
-char *as_plot_lines(const as_lineplot *p, char *err)
+/* The data window of a line plot (log10 units on log axes), padded; 0 when nothing is finite. */
+typedef struct {
+    double xlo, xhi, ylo, yhi;
+} lp_win;
+
+static int lines_window(const as_lineplot *p, lp_win *w)
 {
     double xlo = 0, xhi = 0, ylo = 0, yhi = 0;
     int anyx = 0, anyy = 0;
     for (int i = 0; i < p->nseries; i++) {
         const as_series *s = &p->s[i];
-        double lo, hi;
+        double lo = 0, hi = 0;
         if (finite_range(s->x, s->n, p->logx, &lo, &hi)) {
             if (!anyx || lo < xlo) xlo = lo;
             if (!anyx || hi > xhi) xhi = hi;
@@ -636,10 +641,7 @@ char *as_plot_lines(const as_lineplot *p, char *err)
             }
         }
     }
-    if (!anyx || !anyy) {
-        as_err_set(err, AS_ERR_USAGE, "line plot: no finite data");
-        return NULL;
-    }
+    if (!anyx || !anyy) return 0;
     for (int i = 0; i < p->nhlines; i++) {
         double v = p->hlines[i];
         if (!isfinite(v) || (p->logy && v <= 0)) continue;
@@ -657,64 +659,40 @@ char *as_plot_lines(const as_lineplot *p, char *err)
         ylo = p->logy ? log10(p->ymin) : p->ymin;
         yhi = p->logy ? log10(p->ymax) : p->ymax;
     }
-    int nleg = 0;
-    for (int i = 0; i < p->nseries; i++) nleg += p->s[i].name != NULL;
-    double mr = 16;
-    if (p->legend_pos == 4 && nleg) {
-        double lw = 0;
-        for (int i = 0; i < p->nseries; i++)
-            if (p->s[i].name) {
-                double w = 40 + 7.6 * (double)strlen(p->s[i].name);
-                if (w > lw) lw = w;
-            }
-        mr = lw + 40;
+    *w = (lp_win){xlo, xhi, ylo, yhi};
+    return 1;
+}
+
+/* the shaded x-range (band_lo .. band_hi) and its name */
+static void lines_band(const as_lineplot *p, const lp_win *w)
+{
+    const double xlo = w->xlo, xhi = w->xhi, ylo = w->ylo, yhi = w->yhi;
+    if (!(p->band_hi > p->band_lo) || (p->logx && p->band_lo <= 0)) return;
+    double a = p->logx ? log10(p->band_lo) : p->band_lo;
+    double b2 = p->logx ? log10(p->band_hi) : p->band_hi;
+    if (a < xlo) a = xlo;
+    if (b2 > xhi) b2 = xhi;
+    if (b2 - a < 0.004 * (xhi - xlo)) { /* keep a narrow band visible */
+        double m = 0.5 * (a + b2), wd = 0.002 * (xhi - xlo);
+        a = m - wd, b2 = m + wd;
     }
-    canvas c;
-    if (canvas_begin(&c, &p->f, 0, 80, mr, 50, p->f.title ? 34 : 12, err)) return NULL;
-    plvpor(c.x0, c.x1, c.y0, c.y1);
-    plwind(xlo, xhi, ylo, yhi);
-    /* grid first, then data, then the frame on top */
-    plcol0(C_GRID);
-    char xopt[16] = "g", yopt[16] = "g";
-    if (p->logx) strcat(xopt, "l");
-    if (p->logy) strcat(yopt, "l");
-    if (p->nxticks > 0 || p->nxtick_values > 0) strcpy(xopt, "");
-    int auto_x = p->logx && p->nxtick_values == 0 && p->nxticks == 0 && xhi - xlo < 2.0;
-    int auto_y = p->logy && yhi - ylo < 2.0;
-    double tx[16], ty[16];
-    int ntx = auto_x ? ticks125(xlo, xhi, tx, 16) : 0, nty = auto_y ? ticks125(ylo, yhi, ty, 16) : 0;
-    plbox(xopt, 0, 0, yopt, 0, 0);
-    for (int i = 0; i < ntx; i++) pljoin(tx[i], ylo, tx[i], yhi);
-    for (int i = 0; i < nty; i++) pljoin(xlo, ty[i], xhi, ty[i]);
-    for (int i = 0; i < p->nxtick_values; i++) {
-        double v = p->xtick_values[i];
-        if (!isfinite(v) || (p->logx && v <= 0)) continue;
-        double wx = p->logx ? log10(v) : v;
-        if (wx > xlo && wx < xhi) pljoin(wx, ylo, wx, yhi);
+    if (!(b2 > a)) return;
+    PLFLT bx[4] = {a, b2, b2, a}, by[4] = {ylo, ylo, yhi, yhi};
+    plscol0a(C_MISSING, 0xE6, 0x9F, 0x00, 0.30);
+    plcol0(C_MISSING);
+    plfill(4, bx, by);
+    plscol0a(C_MISSING, 0xC8, 0xC8, 0xC8, 1.0);
+    if (p->band_name) {
+        plcol0(C_FG);
+        plschr(0, 0.8);
+        ptex(b2 + 0.008 * (xhi - xlo), yhi - 0.05 * (yhi - ylo), 0, p->band_name);
+        plschr(0, 1.0);
     }
-    if (p->band_hi > p->band_lo && !(p->logx && p->band_lo <= 0)) {
-        double a = p->logx ? log10(p->band_lo) : p->band_lo;
-        double b2 = p->logx ? log10(p->band_hi) : p->band_hi;
-        if (a < xlo) a = xlo;
-        if (b2 > xhi) b2 = xhi;
-        if (b2 - a < 0.004 * (xhi - xlo)) { /* keep a narrow band visible */
-            double m = 0.5 * (a + b2), w = 0.002 * (xhi - xlo);
-            a = m - w, b2 = m + w;
-        }
-        if (b2 > a) {
-            PLFLT bx[4] = {a, b2, b2, a}, by[4] = {ylo, ylo, yhi, yhi};
-            plscol0a(C_MISSING, 0xE6, 0x9F, 0x00, 0.30);
-            plcol0(C_MISSING);
-            plfill(4, bx, by);
-            plscol0a(C_MISSING, 0xC8, 0xC8, 0xC8, 1.0);
-            if (p->band_name) {
-                plcol0(C_FG);
-                plschr(0, 0.8);
-                ptex(b2 + 0.008 * (xhi - xlo), yhi - 0.05 * (yhi - ylo), 0, p->band_name);
-                plschr(0, 1.0);
-            }
-        }
-    }
+}
+
+/* dashed horizontal reference lines and their names */
+static void lines_hlines(const as_lineplot *p, const lp_win *w)
+{
     for (int i = 0; i < p->nhlines; i++) {
         double v = p->hlines[i];
         if (!isfinite(v) || (p->logy && v <= 0)) continue;
@@ -722,73 +700,81 @@ char *as_plot_lines(const as_lineplot *p, char *err)
         plcol0(C_FG);
         plwidth(0.8);
         line_style(2);
-        pljoin(xlo, v, xhi, v);
+        pljoin(w->xlo, v, w->xhi, v);
         line_style(0);
         if (p->hline_names && p->hline_names[i]) {
             plschr(0, 0.8);
             plcol0(C_FG);
-            ptex(xhi - 0.01 * (xhi - xlo), v + 0.015 * (yhi - ylo), 1.0, p->hline_names[i]);
+            ptex(w->xhi - 0.01 * (w->xhi - w->xlo), v + 0.015 * (w->yhi - w->ylo), 1.0,
+                 p->hline_names[i]);
             plschr(0, 1.0);
         }
     }
-    for (int i = 0; i < p->nseries; i++) {
-        const as_series *s = &p->s[i];
-        double *xs = malloc(sizeof(double) * (size_t)(2 * s->n + 1));
-        double *ys = malloc(sizeof(double) * (size_t)(2 * s->n + 1));
-        if (!xs || !ys) {
-            free(xs), free(ys);
-            continue;
-        }
-        /* band */
-        if (s->ylo && s->yhi) {
-            int m = 0;
-            for (int j = 0; j < s->n; j++) {
-                double x = s->x[j], y = s->yhi[j];
-                if (!isfinite(x) || !isfinite(y) || !isfinite(s->ylo[j]) ||
-                    (p->logx && x <= 0) || (p->logy && (y <= 0 || s->ylo[j] <= 0)))
-                    continue;
-                xs[m] = p->logx ? log10(x) : x;
-                ys[m++] = p->logy ? log10(y) : y;
-            }
-            int top = m;
-            for (int j = s->n - 1; j >= 0; j--) {
-                double x = s->x[j], y = s->ylo[j];
-                if (!isfinite(x) || !isfinite(y) || !isfinite(s->yhi[j]) ||
-                    (p->logx && x <= 0) || (p->logy && (y <= 0 || s->yhi[j] <= 0)))
-                    continue;
-                xs[m] = p->logx ? log10(x) : x;
-                ys[m++] = p->logy ? log10(y) : y;
-            }
-            if (top >= 2) {
-                const int *rgb = okabe_ito[((s->color % AS_PLOT_NCOLORS) + AS_PLOT_NCOLORS) %
-                                           AS_PLOT_NCOLORS];
-                plscol0a(C_MISSING, rgb[0], rgb[1], rgb[2], 0.18);
-                plcol0(C_MISSING);
-                plfill(m, xs, ys);
-                plscol0a(C_MISSING, 0xC8, 0xC8, 0xC8, 1.0);
-            }
-        }
-        /* the line, broken at missing points */
-        plcol0(cat_color(s->color));
-        plwidth(s->width > 0 ? s->width : 2);
-        line_style(s->style);
-        int m = 0;
-        for (int j = 0; j <= s->n; j++) {
-            int ok = j < s->n && isfinite(s->x[j]) && isfinite(s->y[j]) &&
-                     !(p->logx && s->x[j] <= 0) && !(p->logy && s->y[j] <= 0);
-            if (ok) {
-                xs[m] = p->logx ? log10(s->x[j]) : s->x[j];
-                ys[m++] = p->logy ? log10(s->y[j]) : s->y[j];
-            } else {
-                if (m >= 2) plline(m, xs, ys);
-                if (s->marker && m >= 1) plstring(m, xs, ys, "#(728)");
-                m = 0;
-            }
-        }
-        line_style(0);
-        plwidth(1);
+}
+
+/* one series: its shaded band (ylo .. yhi) and its line, broken at missing points */
+static void lines_series(const as_lineplot *p, const as_series *s)
+{
+    double *xs = malloc(sizeof(double) * (size_t)(2 * s->n + 1));
+    double *ys = malloc(sizeof(double) * (size_t)(2 * s->n + 1));
+    if (!xs || !ys) {
         free(xs), free(ys);
+        return;
     }
+    if (s->ylo && s->yhi) {
+        int m = 0;
+        for (int j = 0; j < s->n; j++) {
+            double x = s->x[j], y = s->yhi[j];
+            if (!isfinite(x) || !isfinite(y) || !isfinite(s->ylo[j]) ||
+                (p->logx && x <= 0) || (p->logy && (y <= 0 || s->ylo[j] <= 0)))
+                continue;
+            xs[m] = p->logx ? log10(x) : x;
+            ys[m++] = p->logy ? log10(y) : y;
+        }
+        int top = m;
+        for (int j = s->n - 1; j >= 0; j--) {
+            double x = s->x[j], y = s->ylo[j];
+            if (!isfinite(x) || !isfinite(y) || !isfinite(s->yhi[j]) ||
+                (p->logx && x <= 0) || (p->logy && (y <= 0 || s->yhi[j] <= 0)))
+                continue;
+            xs[m] = p->logx ? log10(x) : x;
+            ys[m++] = p->logy ? log10(y) : y;
+        }
+        if (top >= 2) {
+            const int *rgb = okabe_ito[((s->color % AS_PLOT_NCOLORS) + AS_PLOT_NCOLORS) %
+                                       AS_PLOT_NCOLORS];
+            plscol0a(C_MISSING, rgb[0], rgb[1], rgb[2], 0.18);
+            plcol0(C_MISSING);
+            plfill(m, xs, ys);
+            plscol0a(C_MISSING, 0xC8, 0xC8, 0xC8, 1.0);
+        }
+    }
+    plcol0(cat_color(s->color));
+    plwidth(s->width > 0 ? s->width : 2);
+    line_style(s->style);
+    int m = 0;
+    for (int j = 0; j <= s->n; j++) {
+        int ok = j < s->n && isfinite(s->x[j]) && isfinite(s->y[j]) &&
+                 !(p->logx && s->x[j] <= 0) && !(p->logy && s->y[j] <= 0);
+        if (ok) {
+            xs[m] = p->logx ? log10(s->x[j]) : s->x[j];
+            ys[m++] = p->logy ? log10(s->y[j]) : s->y[j];
+        } else {
+            if (m >= 2) plline(m, xs, ys);
+            if (s->marker && m >= 1) plstring(m, xs, ys, "#(728)");
+            m = 0;
+        }
+    }
+    line_style(0);
+    plwidth(1);
+    free(xs), free(ys);
+}
+
+/* the frame with its tick labels: 1-2-5 ticks tx/ty (ntx/nty), named or valued x ticks */
+static void lines_axes(const as_lineplot *p, const lp_win *w, const double *tx, int ntx,
+                       const double *ty, int nty)
+{
+    const double xlo = w->xlo, xhi = w->xhi, ylo = w->ylo, yhi = w->yhi;
     plcol0(C_FG);
     label_opts lo = {p->logx, p->logy, p->ypercent};
     plslabelfunc(label_func, &lo);
@@ -823,6 +809,59 @@ char *as_plot_lines(const as_lineplot *p, char *err)
         pljoin(wx, ylo, wx, ylo + tl);
         pljoin(wx, yhi, wx, yhi - tl);
     }
+}
+
+/* right margin: room for a legend placed right of the plot (legend_pos 4) */
+static double lines_right_margin(const as_lineplot *p, int nleg)
+{
+    if (p->legend_pos != 4 || !nleg) return 16;
+    double lw = 0;
+    for (int i = 0; i < p->nseries; i++)
+        if (p->s[i].name) {
+            double wd = 40 + 7.6 * (double)strlen(p->s[i].name);
+            if (wd > lw) lw = wd;
+        }
+    return lw + 40;
+}
+
+char *as_plot_lines(const as_lineplot *p, char *err)
+{
+    lp_win w;
+    if (!lines_window(p, &w)) {
+        as_err_set(err, AS_ERR_USAGE, "line plot: no finite data");
+        return NULL;
+    }
+    const double xlo = w.xlo, xhi = w.xhi, ylo = w.ylo, yhi = w.yhi;
+    int nleg = 0;
+    for (int i = 0; i < p->nseries; i++) nleg += p->s[i].name != NULL;
+    canvas c;
+    if (canvas_begin(&c, &p->f, 0, 80, lines_right_margin(p, nleg), 50, p->f.title ? 34 : 12, err))
+        return NULL;
+    plvpor(c.x0, c.x1, c.y0, c.y1);
+    plwind(xlo, xhi, ylo, yhi);
+    /* grid first, then data, then the frame on top */
+    plcol0(C_GRID);
+    char xopt[16] = "g", yopt[16] = "g";
+    if (p->logx) strcat(xopt, "l");
+    if (p->logy) strcat(yopt, "l");
+    if (p->nxticks > 0 || p->nxtick_values > 0) strcpy(xopt, "");
+    int auto_x = p->logx && p->nxtick_values == 0 && p->nxticks == 0 && xhi - xlo < 2.0;
+    int auto_y = p->logy && yhi - ylo < 2.0;
+    double tx[16], ty[16];
+    int ntx = auto_x ? ticks125(xlo, xhi, tx, 16) : 0, nty = auto_y ? ticks125(ylo, yhi, ty, 16) : 0;
+    plbox(xopt, 0, 0, yopt, 0, 0);
+    for (int i = 0; i < ntx; i++) pljoin(tx[i], ylo, tx[i], yhi);
+    for (int i = 0; i < nty; i++) pljoin(xlo, ty[i], xhi, ty[i]);
+    for (int i = 0; i < p->nxtick_values; i++) {
+        double v = p->xtick_values[i];
+        if (!isfinite(v) || (p->logx && v <= 0)) continue;
+        double wx = p->logx ? log10(v) : v;
+        if (wx > xlo && wx < xhi) pljoin(wx, ylo, wx, yhi);
+    }
+    lines_band(p, &w);
+    lines_hlines(p, &w);
+    for (int i = 0; i < p->nseries; i++) lines_series(p, &p->s[i]);
+    lines_axes(p, &w, tx, ntx, ty, nty);
     frame_labels(&c, &p->f);
     if (nleg) {
         legend_entry *e = calloc((size_t)nleg, sizeof *e);
@@ -837,6 +876,55 @@ char *as_plot_lines(const as_lineplot *p, char *err)
         }
     }
     return canvas_end(&c, p->f.title, err);
+}
+
+/* ---------------------------------------------------------------- category plots (boxes, bars) */
+/* Canvas, viewport, window over ngroups categories and the grid; *nty 1-2-5 ticks (log axes of
+ * less than two decades) in ty. Returns nonzero (err set) when the canvas cannot start. */
+static int cat_frame_begin(canvas *c, const as_plot_frame *f, int legend_above, int ngroups,
+                           int logy, double ylo, double yhi, double *ty, int *nty, char *err)
+{
+    if (canvas_begin(c, f, 0, 80, 16, 50, (f->title ? 34 : 12) + (legend_above ? 22 : 0), err))
+        return 1;
+    plvpor(c->x0, c->x1, c->y0, c->y1);
+    plwind(-0.5, ngroups - 0.5, ylo, yhi);
+    plcol0(C_GRID);
+    *nty = logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
+    plbox("", 0, 0, logy ? "gl" : "g", 0, 0);
+    for (int i = 0; i < *nty; i++) pljoin(-0.5, ty[i], ngroups - 0.5, ty[i]);
+    return 0;
+}
+
+/* Axes, tick labels, category names (one per label_px pixels at most), frame labels and the
+ * legend of the series (series_names NULL: none); ends the canvas. */
+static char *cat_frame_end(canvas *c, const as_plot_frame *f, int logy, const double *ty,
+                           int nty, double ylo, double yhi, const char *const *group_names,
+                           int ngroups, double label_px, const char *const *series_names,
+                           int nseries, char *err)
+{
+    plcol0(C_FG);
+    label_opts lo = {0, logy, 0};
+    plslabelfunc(label_func, &lo);
+    plbox("bc", 0, 0, nty ? "bcstvl" : logy ? "bcnstvlo" : "bcnstvo", 0, 0);
+    plslabelfunc(NULL, NULL);
+    for (int i = 0; i < nty; i++) {
+        char t[48];
+        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
+        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
+    }
+    if (group_names) {
+        int step = 1;
+        while (ngroups / step > (c->x1 - c->x0) * c->w / label_px) step++;
+        cat_labels_x(group_names, ngroups, step);
+    }
+    frame_labels(c, f);
+    if (series_names) {
+        legend_entry e[AS_PLOT_NCOLORS];
+        int n = nseries < AS_PLOT_NCOLORS ? nseries : AS_PLOT_NCOLORS;
+        for (int s = 0; s < n; s++) e[s] = (legend_entry){series_names[s], cat_color(s), 0, 0, 1};
+        draw_legend(c, e, n, 5);
+    }
+    return canvas_end(c, f->title, err);
 }
 
 /* ---------------------------------------------------------------- box plots */
@@ -857,7 +945,7 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
     double ylo = 0, yhi = 0;
     int any = 0;
     for (int i = 0; i < nb; i++) {
-        double lo, hi;
+        double lo = 0, hi = 0;
         if (p->values[i] && finite_range(p->values[i], p->counts[i], p->logy, &lo, &hi)) {
             if (!any || lo < ylo) ylo = lo;
             if (!any || hi > yhi) yhi = hi;
@@ -873,18 +961,12 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
         ylo = p->logy ? log10(p->ymin) : p->ymin;
         yhi = p->logy ? log10(p->ymax) : p->ymax;
     }
-    int legend = p->nseries > 1 && p->series_names;
     canvas c;
-    int above = p->nseries > 1 && p->series_names;
-    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, (p->f.title ? 34 : 12) + (above ? 22 : 0), err))
-        return NULL;
-    plvpor(c.x0, c.x1, c.y0, c.y1);
-    plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
-    plcol0(C_GRID);
     double ty[16];
-    int nty = p->logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
-    plbox("", 0, 0, p->logy ? "gl" : "g", 0, 0);
-    for (int i = 0; i < nty; i++) pljoin(-0.5, ty[i], p->ngroups - 0.5, ty[i]);
+    int nty;
+    if (cat_frame_begin(&c, &p->f, p->nseries > 1 && p->series_names, p->ngroups, p->logy, ylo,
+                        yhi, ty, &nty, err))
+        return NULL;
     double slot = 0.8 / p->nseries, bw = slot * 0.7;
     for (int g = 0; g < p->ngroups; g++) {
         for (int s = 0; s < p->nseries; s++) {
@@ -946,29 +1028,9 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
             free(x);
         }
     }
-    plcol0(C_FG);
-    label_opts lo = {0, p->logy, 0};
-    plslabelfunc(label_func, &lo);
-    plbox("bc", 0, 0, nty ? "bcstvl" : p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
-    plslabelfunc(NULL, NULL);
-    for (int i = 0; i < nty; i++) {
-        char t[48];
-        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
-        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
-    }
-    if (p->group_names) {
-        int step = 1;
-        while (p->ngroups / step > (c.x1 - c.x0) * c.w / 60) step++;
-        cat_labels_x(p->group_names, p->ngroups, step);
-    }
-    frame_labels(&c, &p->f);
-    if (legend) {
-        legend_entry e[AS_PLOT_NCOLORS];
-        int n = p->nseries < AS_PLOT_NCOLORS ? p->nseries : AS_PLOT_NCOLORS;
-        for (int s = 0; s < n; s++) e[s] = (legend_entry){p->series_names[s], cat_color(s), 0, 0, 1};
-        draw_legend(&c, e, n, 5);
-    }
-    return canvas_end(&c, p->f.title, err);
+    return cat_frame_end(&c, &p->f, p->logy, ty, nty, ylo, yhi, p->group_names, p->ngroups, 60,
+                         p->nseries > 1 && p->series_names ? p->series_names : NULL, p->nseries,
+                         err);
 }
 
 /* ---------------------------------------------------------------- bars */
@@ -1004,16 +1066,11 @@ char *as_plot_bars(const as_barplot *p, char *err)
         if (p->logy) base = ylo;
     }
     canvas c;
-    int above = p->nseries > 1 && p->series_names;
-    if (canvas_begin(&c, &p->f, 0, 80, 16, 50, (p->f.title ? 34 : 12) + (above ? 22 : 0), err))
-        return NULL;
-    plvpor(c.x0, c.x1, c.y0, c.y1);
-    plwind(-0.5, p->ngroups - 0.5, ylo, yhi);
-    plcol0(C_GRID);
     double ty[16];
-    int nty = p->logy && yhi - ylo < 2.0 ? ticks125(ylo, yhi, ty, 16) : 0;
-    plbox("", 0, 0, p->logy ? "gl" : "g", 0, 0);
-    for (int i = 0; i < nty; i++) pljoin(-0.5, ty[i], p->ngroups - 0.5, ty[i]);
+    int nty;
+    if (cat_frame_begin(&c, &p->f, p->nseries > 1 && p->series_names, p->ngroups, p->logy, ylo,
+                        yhi, ty, &nty, err))
+        return NULL;
     double slot = 0.84 / p->nseries;
     for (int g = 0; g < p->ngroups; g++)
         for (int s = 0; s < p->nseries; s++) {
@@ -1025,27 +1082,7 @@ char *as_plot_bars(const as_barplot *p, char *err)
             plcol0(cat_color(s));
             plfill(4, xs, ys);
         }
-    plcol0(C_FG);
-    label_opts lo = {0, p->logy, 0};
-    plslabelfunc(label_func, &lo);
-    plbox("bc", 0, 0, nty ? "bcstvl" : p->logy ? "bcnstvlo" : "bcnstvo", 0, 0);
-    plslabelfunc(NULL, NULL);
-    for (int i = 0; i < nty; i++) {
-        char t[48];
-        fmt_plain(pow(10, ty[i]), 0, t, sizeof t);
-        mtex("lv", 0.6, (ty[i] - ylo) / (yhi - ylo), 1.0, t);
-    }
-    if (p->group_names) {
-        int step = 1;
-        while (p->ngroups / step > (c.x1 - c.x0) * c.w / 36) step++;
-        cat_labels_x(p->group_names, p->ngroups, step);
-    }
-    frame_labels(&c, &p->f);
-    if (p->nseries > 1 && p->series_names) {
-        legend_entry e[AS_PLOT_NCOLORS];
-        int n = p->nseries < AS_PLOT_NCOLORS ? p->nseries : AS_PLOT_NCOLORS;
-        for (int s = 0; s < n; s++) e[s] = (legend_entry){p->series_names[s], cat_color(s), 0, 0, 1};
-        draw_legend(&c, e, n, 5);
-    }
-    return canvas_end(&c, p->f.title, err);
+    return cat_frame_end(&c, &p->f, p->logy, ty, nty, ylo, yhi, p->group_names, p->ngroups, 36,
+                         p->nseries > 1 && p->series_names ? p->series_names : NULL, p->nseries,
+                         err);
 }

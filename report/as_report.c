@@ -616,6 +616,7 @@ static void section_spectrum(ctx *c, const as_summary *s)
             if (nt < TOP) nt++;
         }
     }
+    if (s->left_out[0]) as_html_note(b, s->left_out);
     if (nt == 0) {
         as_html_note(b, "no head has a finite spectrum");
         as_html_section_end(b);
@@ -794,11 +795,147 @@ static double baseline_us(const cJSON *rows, double b, double n, double d, const
     return us;
 }
 
+/* The shape shown per method: the longest context with a baseline and sparse rows, then the
+ * largest batch, preferring d = 128 (*bn < 0: none). */
+static void gpu_best_shape(const cJSON *recs, double *bb_out, double *bn_out, double *bd_out)
+{
+    double bb = -1, bn = -1, bd = -1;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        double rb = num_field(r, "batch"), rn = num_field(r, "n"), rd = num_field(r, "d");
+        if (!is_sparse_row(str_field(r, "method")) || !isfinite(rn)) continue;
+        if (!isfinite(baseline_us(recs, rb, rn, rd, NULL))) continue;
+        int better = rn > bn || (rn == bn && rb > bb) || (rn == bn && rb == bb && rd == 128);
+        if (better) bb = rb, bn = rn, bd = rd;
+    }
+    *bb_out = bb, *bn_out = bn, *bd_out = bd;
+}
+
+enum { GPU_MAXM = AS_PLOT_NCOLORS, GPU_MAXP = 16 };
+static const double gpu_hl[1] = {10};
+static const char *const gpu_hn[1] = {"10x"};
+static const double gpu_ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
+
+/* sparse decode over given indices across shapes: one line per (batch, N) */
+static void gpu_shapes_figure(ctx *c, const cJSON *recs, double bb, double bd, const char *yl)
+{
+    char err[AS_ERR_LEN];
+    double sb[GPU_MAXM], sn[GPU_MAXM];
+    double sx[GPU_MAXM][GPU_MAXP], sy[GPU_MAXM][GPU_MAXP];
+    int sc[GPU_MAXM] = {0}, ns = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        double rb = num_field(r, "batch"), rn = num_field(r, "n"), sp = num_field(r, "sparsity");
+        double us = num_field(r, "us");
+        if (!m || strcmp(m, "sparse_idx") != 0 || num_field(r, "d") != bd || rb != bb ||
+            !(us > 0))
+            continue;
+        double bu = baseline_us(recs, rb, rn, bd, NULL);
+        if (!isfinite(bu)) continue;
+        int k = 0;
+        while (k < ns && !(sb[k] == rb && sn[k] == rn)) k++;
+        if (k == ns) {
+            if (ns == GPU_MAXM) continue;
+            sb[ns] = rb, sn[ns] = rn, ns++;
+        }
+        if (sc[k] < GPU_MAXP) sx[k][sc[k]] = sp, sy[k][sc[k]++] = bu / us;
+    }
+    if (ns <= 1) return;
+    as_series s2[GPU_MAXM];
+    char nm2[GPU_MAXM][48];
+    for (int k = 0; k < ns; k++) {
+        snprintf(nm2[k], sizeof nm2[k], "N = %.0fk", sn[k] / 1024);
+        s2[k] = (as_series){nm2[k], sc[k], sx[k], sy[k], NULL, NULL, k, 0, 1, 1.6};
+    }
+    char t2[96];
+    snprintf(t2, sizeof t2, "sparse_idx by context length (batch %.0f, d = %.0f)", bb, bd);
+    as_lineplot l2 = {.f = {680, 420, t2, "sparsity N / k", yl},
+                      .nseries = ns, .s = s2, .logx = 1, .logy = 1, .nhlines = 1,
+                      .hlines = gpu_hl, .hline_names = gpu_hn, .legend_pos = 1,
+                      .xtick_values = gpu_ticks, .nxtick_values = 9, .xtick_suffix = "x"};
+    put_figure(c, "gpu-shapes", as_plot_lines(&l2, err),
+               "Attention over given indices against the dense baseline at each N.", err);
+}
+
+/* speedup of each sparse method over the dense baseline at shape (bb, bn, bd), then the
+ * shapes figure; returns 1 when the speedup figure was drawn */
+static int gpu_speedup_figures(ctx *c, const cJSON *recs, double bb, double bn, double bd)
+{
+    as_buf *b = c->b;
+    char err[AS_ERR_LEN];
+    const char *base_name = NULL;
+    double base = baseline_us(recs, bb, bn, bd, &base_name);
+    const char *mnames[GPU_MAXM];
+    double xs[GPU_MAXM][GPU_MAXP], ys[GPU_MAXM][GPU_MAXP];
+    int cnt[GPU_MAXM] = {0}, nm = 0, plotted = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        double sp = num_field(r, "sparsity"), us = num_field(r, "us");
+        if (!is_sparse_row(m) || !same_shape(r, bb, bn, bd) || !(sp > 0) || !(us > 0)) continue;
+        int k = 0;
+        while (k < nm && strcmp(mnames[k], m) != 0) k++;
+        if (k == nm) {
+            if (nm == GPU_MAXM) continue;
+            mnames[nm++] = m;
+        }
+        if (cnt[k] < GPU_MAXP) xs[k][cnt[k]] = sp, ys[k][cnt[k]++] = base / us;
+    }
+    as_series ser[GPU_MAXM];
+    for (int k = 0; k < nm; k++)
+        ser[k] = (as_series){mnames[k], cnt[k], xs[k], ys[k], NULL, NULL, k, 0, 1, 2};
+    char title[160], yl[96];
+    snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bb, bn,
+             bd);
+    snprintf(yl, sizeof yl, "speedup over %s", base_name ? base_name : "dense");
+    as_lineplot lp = {.f = {680, 420, title, "sparsity N / k", yl},
+                      .nseries = nm, .s = ser, .logx = 1, .logy = 1, .nhlines = 1,
+                      .hlines = gpu_hl, .hline_names = gpu_hn, .legend_pos = 1,
+                      .xtick_values = gpu_ticks, .nxtick_values = 9, .xtick_suffix = "x"};
+    as_html_grid_begin(b, 2);
+    if (nm > 0) {
+        put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
+        plotted = 1;
+    }
+    gpu_shapes_figure(c, recs, bb, bd, yl);
+    as_html_grid_end(b);
+    return plotted;
+}
+
+/* every row, collapsed */
+static void gpu_rows_table(as_buf *b, const cJSON *recs)
+{
+    int nrec = cJSON_GetArraySize(recs);
+    as_buf_puts(b, "<details><summary>all rows</summary>\n<table><tr><th class=\"l\">method</th>"
+                   "<th>batch</th><th>N</th><th>d</th><th>sparsity</th><th>µs</th>"
+                   "<th>GB/s</th><th>% of copy</th></tr>\n");
+    int shown = 0;
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        if (shown++ >= 5000) break;
+        as_buf_puts(b, "<tr><td class=\"l\">");
+        as_buf_esc(b, str_field(r, "method") ? str_field(r, "method") : "?");
+        as_buf_puts(b, "</td>");
+        static const char *const f[] = {"batch", "n", "d", "sparsity", "us", "gbps", "pct_copy"};
+        for (int k = 0; k < 7; k++) {
+            as_buf_puts(b, "<td>");
+            as_buf_num(b, num_field(r, f[k]), 4);
+            as_buf_puts(b, "</td>");
+        }
+        as_buf_puts(b, "</tr>\n");
+    }
+    as_buf_printf(b, "</table></details>\n<p class=\"sub\">%d rows</p>\n", nrec);
+}
+
 static void section_gpu(ctx *c, const as_report_info *info)
 {
     if (!info->gpu_json) return;
     as_buf *b = c->b;
-    char err[AS_ERR_LEN];
     as_html_section(b, "gpu", "GPU decode kernels",
                     "From attnscope gpu bench --json: median time of each kernel and its "
                     "speedup over dense decode at the same shape (batch, N, d): the fastest of "
@@ -826,122 +963,231 @@ static void section_gpu(ctx *c, const as_report_info *info)
         }
         as_buf_puts(b, "</p>\n");
     }
-    /* the shape shown per method: the longest context with a baseline and sparse rows,
-     * then the largest batch, preferring d = 128 */
-    double bb = -1, bn = -1, bd = -1;
+    double bb, bn, bd;
+    gpu_best_shape(recs, &bb, &bn, &bd);
+    int plotted = bn > 0 && gpu_speedup_figures(c, recs, bb, bn, bd);
+    if (!plotted) as_html_note(b, "no sparse rows with a dense baseline at the same shape");
+    gpu_rows_table(b, recs);
+    cJSON_Delete(doc);
+    as_html_section_end(b);
+}
+
+
+/* ---------------------------------------------------------------- task accuracy (eval) */
+/* From `attnscope eval` (python/attnscope_eval; records in docs/cli.md): per method, accuracy
+ * and KL(dense || sparse) against sparsity, one series per task and length, the dense model
+ * at sparsity 1; the per-head tolerance against the model-level one when present. */
+enum { EV_MAXS = AS_PLOT_NCOLORS, EV_MAXP = 32 };
+
+typedef struct {
+    char name[96];
+    int n;
+    double x[EV_MAXP], y[EV_MAXP], lo[EV_MAXP], hi[EV_MAXP];
+} ev_series;
+
+static void ev_sort(ev_series *s)
+{
+    for (int i = 1; i < s->n; i++)
+        for (int j = i; j > 0 && s->x[j - 1] > s->x[j]; j--) {
+            double t;
+            t = s->x[j], s->x[j] = s->x[j - 1], s->x[j - 1] = t;
+            t = s->y[j], s->y[j] = s->y[j - 1], s->y[j - 1] = t;
+            t = s->lo[j], s->lo[j] = s->lo[j - 1], s->lo[j - 1] = t;
+            t = s->hi[j], s->hi[j] = s->hi[j - 1], s->hi[j - 1] = t;
+        }
+}
+
+static int rec_is(const cJSON *r, const char *kind)
+{
+    const char *k = str_field(r, "record");
+    return k && strcmp(k, kind) == 0;
+}
+
+/* One figure per method: metric "accuracy" (with its Wilson band) or "kl_mean". */
+static void eval_method_plot(ctx *c, const cJSON *recs, const char *method, int kl)
+{
+    char err[AS_ERR_LEN];
+    ev_series ser[EV_MAXS];
+    int ns = 0;
     const cJSON *r;
     cJSON_ArrayForEach(r, recs)
     {
-        double rb = num_field(r, "batch"), rn = num_field(r, "n"), rd = num_field(r, "d");
-        if (!is_sparse_row(str_field(r, "method")) || !isfinite(rn)) continue;
-        if (!isfinite(baseline_us(recs, rb, rn, rd, NULL))) continue;
-        int better = rn > bn || (rn == bn && rb > bb) || (rn == bn && rb == bb && rd == 128);
-        if (better) bb = rb, bn = rn, bd = rd;
+        if (!rec_is(r, "summary")) continue;
+        const char *m = str_field(r, "method"), *task = str_field(r, "task");
+        double sp = num_field(r, "sparsity"), len = num_field(r, "length");
+        int dense = m && strcmp(m, "dense") == 0;
+        if (!m || !task || (!dense && strcmp(m, method) != 0) || !isfinite(len)) continue;
+        if (!dense && !(sp > 0)) continue; /* eps configurations: no nominal sparsity */
+        double y = num_field(r, kl ? "kl_mean" : "accuracy");
+        if (!isfinite(y)) continue;
+        if (kl && dense) continue; /* KL of dense against itself: 0, not on a log axis */
+        if (kl && !(y > 0)) y = NAN;
+        char nm[96];
+        snprintf(nm, sizeof nm, "%s %.0fk", task, len / 1024);
+        int k = 0;
+        while (k < ns && strcmp(ser[k].name, nm) != 0) k++;
+        if (k == ns) {
+            if (ns == EV_MAXS) continue;
+            memset(&ser[ns], 0, sizeof ser[ns]);
+            snprintf(ser[ns].name, sizeof ser[ns].name, "%s", nm);
+            ns++;
+        }
+        ev_series *e = &ser[k];
+        if (e->n == EV_MAXP) continue;
+        e->x[e->n] = dense ? 1.0 : sp;
+        e->y[e->n] = y;
+        e->lo[e->n] = kl ? NAN : num_field(r, "ci_low");
+        e->hi[e->n] = kl ? NAN : num_field(r, "ci_high");
+        e->n++;
     }
-    enum { MAXM = AS_PLOT_NCOLORS, MAXP = 16 };
-    int plotted = 0;
-    if (bn > 0) {
-        const char *base_name = NULL;
-        double base = baseline_us(recs, bb, bn, bd, &base_name);
-        const char *mnames[MAXM];
-        double xs[MAXM][MAXP], ys[MAXM][MAXP];
-        int cnt[MAXM] = {0}, nm = 0;
-        cJSON_ArrayForEach(r, recs)
-        {
-            const char *m = str_field(r, "method");
-            double sp = num_field(r, "sparsity"), us = num_field(r, "us");
-            if (!is_sparse_row(m) || !same_shape(r, bb, bn, bd) || !(sp > 0) || !(us > 0))
-                continue;
-            int k = 0;
-            while (k < nm && strcmp(mnames[k], m) != 0) k++;
-            if (k == nm) {
-                if (nm == MAXM) continue;
-                mnames[nm++] = m;
-            }
-            if (cnt[k] < MAXP) xs[k][cnt[k]] = sp, ys[k][cnt[k]++] = base / us;
-        }
-        as_series ser[MAXM];
-        for (int k = 0; k < nm; k++)
-            ser[k] = (as_series){mnames[k], cnt[k], xs[k], ys[k], NULL, NULL, k, 0, 1, 2};
-        char title[160], yl[96];
-        snprintf(title, sizeof title, "Speedup vs sparsity (batch %.0f, N = %.0f, d = %.0f)", bb,
-                 bn, bd);
-        snprintf(yl, sizeof yl, "speedup over %s", base_name ? base_name : "dense");
-        static const double hl[1] = {10};
-        static const char *const hn[1] = {"10x"};
-        static const double ticks[] = {2, 5, 10, 20, 50, 100, 200, 500, 1000};
-        as_lineplot lp = {.f = {680, 420, title, "sparsity N / k", yl},
-                          .nseries = nm, .s = ser, .logx = 1, .logy = 1, .nhlines = 1,
-                          .hlines = hl, .hline_names = hn, .legend_pos = 1,
-                          .xtick_values = ticks, .nxtick_values = 9, .xtick_suffix = "x"};
-        as_html_grid_begin(b, 2);
-        if (nm > 0) {
-            put_figure(c, "gpu-speedup", as_plot_lines(&lp, err), NULL, err);
-            plotted = 1;
-        }
-        /* sparse decode over given indices across shapes: one line per (batch, N) */
-        double sb[MAXM], sn[MAXM];
-        double sx[MAXM][MAXP], sy[MAXM][MAXP];
-        int sc[MAXM] = {0}, ns = 0;
-        cJSON_ArrayForEach(r, recs)
-        {
-            const char *m = str_field(r, "method");
-            double rb = num_field(r, "batch"), rn = num_field(r, "n"), sp = num_field(r, "sparsity");
-            double us = num_field(r, "us");
-            if (!m || strcmp(m, "sparse_idx") != 0 || num_field(r, "d") != bd || rb != bb ||
-                !(us > 0))
-                continue;
-            double bu = baseline_us(recs, rb, rn, bd, NULL);
-            if (!isfinite(bu)) continue;
-            int k = 0;
-            while (k < ns && !(sb[k] == rb && sn[k] == rn)) k++;
-            if (k == ns) {
-                if (ns == MAXM) continue;
-                sb[ns] = rb, sn[ns] = rn, ns++;
-            }
-            if (sc[k] < MAXP) sx[k][sc[k]] = sp, sy[k][sc[k]++] = bu / us;
-        }
-        if (ns > 1) {
-            as_series s2[MAXM];
-            char nm2[MAXM][48];
-            for (int k = 0; k < ns; k++) {
-                snprintf(nm2[k], sizeof nm2[k], "N = %.0fk", sn[k] / 1024);
-                s2[k] = (as_series){nm2[k], sc[k], sx[k], sy[k], NULL, NULL, k, 0, 1, 1.6};
-            }
-            char t2[96];
-            snprintf(t2, sizeof t2, "sparse_idx by context length (batch %.0f, d = %.0f)", bb,
-                     bd);
-            as_lineplot l2 = {.f = {680, 420, t2, "sparsity N / k", yl},
-                              .nseries = ns, .s = s2, .logx = 1, .logy = 1, .nhlines = 1,
-                              .hlines = hl, .hline_names = hn, .legend_pos = 1,
-                              .xtick_values = ticks, .nxtick_values = 9, .xtick_suffix = "x"};
-            put_figure(c, "gpu-shapes", as_plot_lines(&l2, err),
-                       "Attention over given indices against the dense baseline at each N.",
-                       err);
-        }
-        as_html_grid_end(b);
+    if (ns == 0) return;
+    as_series ps[EV_MAXS];
+    for (int k = 0; k < ns; k++) {
+        ev_sort(&ser[k]);
+        ps[k] = (as_series){ser[k].name, ser[k].n, ser[k].x, ser[k].y,
+                            kl ? NULL : ser[k].lo, kl ? NULL : ser[k].hi, k, 0, 1, 2};
     }
-    if (!plotted) as_html_note(b, "no sparse rows with a dense baseline at the same shape");
-    int nrec = cJSON_GetArraySize(recs);
-    as_buf_puts(b, "<details><summary>all rows</summary>\n<table><tr><th class=\"l\">method</th>"
-                   "<th>batch</th><th>N</th><th>d</th><th>sparsity</th><th>µs</th>"
-                   "<th>GB/s</th><th>% of copy</th></tr>\n");
-    int shown = 0;
+    char title[128], id[96];
+    snprintf(title, sizeof title, "%s: %s vs sparsity", method_title(method),
+             kl ? "KL(dense || sparse)" : "task accuracy");
+    snprintf(id, sizeof id, "eval-%s-%s", kl ? "kl" : "acc", method);
+    static const double ticks[] = {1, 2, 5, 10, 20, 50, 100};
+    as_lineplot lp = {.f = {560, 380, title, "sparsity N / k (1 = dense)",
+                            kl ? "mean KL per decode step (nats)" : "accuracy (95% Wilson CI)"},
+                      .nseries = ns, .s = ps, .logx = 1, .logy = kl,
+                      .xmin = 0.9, .xmax = 120, .ymin = kl ? 0 : -0.02, .ymax = kl ? 0 : 1.02,
+                      .legend_pos = kl ? 1 : 3, .xtick_values = ticks, .nxtick_values = 7,
+                      .xtick_suffix = "x", .ypercent = !kl};
+    put_figure(c, id, as_plot_lines(&lp, err), NULL, err);
+}
+
+static void eval_perhead_plot(ctx *c, const cJSON *recs)
+{
+    char err[AS_ERR_LEN];
+    enum { MAXPT = 64 };
+    double px[EV_MAXS][MAXPT], py[EV_MAXS][MAXPT];
+    const char *mn[EV_MAXS];
+    int cnt[EV_MAXS] = {0}, nm = 0;
+    const cJSON *r;
     cJSON_ArrayForEach(r, recs)
     {
-        if (shown++ >= 5000) break;
+        if (!rec_is(r, "perhead")) continue;
+        const char *m = str_field(r, "method");
+        double a = num_field(r, "perhead_tolerance"), b = num_field(r, "model_tolerance");
+        if (!m || !(a > 0) || !(b > 0)) continue;
+        int k = 0;
+        while (k < nm && strcmp(mn[k], m) != 0) k++;
+        if (k == nm) {
+            if (nm == EV_MAXS) continue;
+            mn[nm++] = m;
+        }
+        if (cnt[k] < MAXPT) px[k][cnt[k]] = a, py[k][cnt[k]++] = b;
+    }
+    if (nm == 0) return;
+    /* points only: one single-point series per point (a line would suggest an order) */
+    int tot = 0;
+    for (int k = 0; k < nm; k++) tot += cnt[k];
+    as_series *ps = calloc((size_t)tot, sizeof *ps);
+    if (!ps) return;
+    int i = 0;
+    for (int k = 0; k < nm; k++)
+        for (int j = 0; j < cnt[k]; j++)
+            ps[i++] = (as_series){j == 0 ? method_title(mn[k]) : NULL, 1, &px[k][j], &py[k][j],
+                                  NULL, NULL, k, 0, 1, 2};
+    static const double ticks[] = {1, 2, 5, 10, 20, 50, 100};
+    as_lineplot lp = {.f = {560, 380, "Per-head prediction vs model-level tolerance",
+                            "median per-head sparsity under 5% output error",
+                            "model-level tolerance (sparsity)"},
+                      .nseries = tot, .s = ps, .logx = 1, .logy = 1, .xmin = 0.9, .xmax = 120,
+                      .ymin = 0.9, .ymax = 120, .legend_pos = 3, .xtick_values = ticks,
+                      .nxtick_values = 7, .xtick_suffix = "x"};
+    put_figure(c, "eval-perhead", as_plot_lines(&lp, err),
+               "One point per task, length and method: the tolerance attnscope sparsity "
+               "predicts from the captured trace (x) against the largest sparsity whose task "
+               "accuracy stays within the dense 95% CI (y).",
+               err);
+    free(ps);
+}
+
+static void section_eval(ctx *c, const as_report_info *info)
+{
+    if (!info->eval_json) return;
+    as_buf *b = c->b;
+    as_html_section(b, "eval", "Task accuracy under sparse decode",
+                    "From attnscope eval: the model prefilled densely, then every decode step "
+                    "in the sparse layers attending only to the keys each method selects. "
+                    "Accuracy (95% Wilson band) and mean KL(dense || sparse) of the next-token "
+                    "distribution, teacher-forced along the dense answer, against sparsity; "
+                    "sparsity 1 is the dense model.");
+    cJSON *doc = cJSON_Parse(info->eval_json);
+    const cJSON *recs = doc ? cJSON_GetObjectItemCaseSensitive(doc, "records") : NULL;
+    const char *cmd = doc ? str_field(doc, "command") : NULL;
+    if (!cJSON_IsArray(recs) || !cmd || strcmp(cmd, "eval") != 0) {
+        as_html_note(b, doc ? "the eval JSON has no records array (not from attnscope eval)"
+                            : "the eval JSON could not be parsed");
+        cJSON_Delete(doc);
+        as_html_section_end(b);
+        return;
+    }
+    const cJSON *r;
+    cJSON_ArrayForEach(r, recs)
+    {
+        if (!rec_is(r, "run")) continue;
+        as_buf_puts(b, "<p>Model: ");
+        as_buf_esc(b, str_field(r, "model_id") ? str_field(r, "model_id") : "?");
+        as_buf_puts(b, "; selection per ");
+        as_buf_esc(b, str_field(r, "mode") && strcmp(str_field(r, "mode"), "q") == 0
+                          ? "query head" : "kv head (shared by its query group)");
+        as_buf_puts(b, "</p>\n");
+        break;
+    }
+    const char *methods[16];
+    int nm = 0;
+    cJSON_ArrayForEach(r, recs)
+    {
+        const char *m = str_field(r, "method");
+        if (!rec_is(r, "summary") || !m || strcmp(m, "dense") == 0 ||
+            !(num_field(r, "sparsity") > 0))
+            continue;
+        int k = 0;
+        while (k < nm && strcmp(methods[k], m) != 0) k++;
+        if (k == nm && nm < 16) methods[nm++] = m;
+    }
+    if (nm == 0) as_html_note(b, "no summary records with a nominal sparsity");
+    for (int k = 0; k < nm; k++) {
+        as_html_grid_begin(b, 2);
+        eval_method_plot(c, recs, methods[k], 0);
+        eval_method_plot(c, recs, methods[k], 1);
+        as_html_grid_end(b);
+    }
+    eval_perhead_plot(c, recs);
+    /* the numbers: dense first, then every configuration */
+    as_buf_puts(b, "<details><summary>all summary rows</summary>\n<table><tr>"
+                   "<th class=\"l\">task</th><th>length</th><th class=\"l\">config</th>"
+                   "<th>samples</th><th>accuracy</th><th>CI low</th><th>CI high</th>"
+                   "<th>dense</th><th>agree</th><th>top-1</th><th>KL</th><th>ppl ratio</th>"
+                   "</tr>\n");
+    cJSON_ArrayForEach(r, recs)
+    {
+        if (!rec_is(r, "summary")) continue;
         as_buf_puts(b, "<tr><td class=\"l\">");
-        as_buf_esc(b, str_field(r, "method") ? str_field(r, "method") : "?");
+        as_buf_esc(b, str_field(r, "task"));
+        as_buf_puts(b, "</td><td>");
+        as_buf_num(b, num_field(r, "length"), 6);
+        as_buf_puts(b, "</td><td class=\"l\">");
+        as_buf_esc(b, str_field(r, "config"));
         as_buf_puts(b, "</td>");
-        static const char *const f[] = {"batch", "n", "d", "sparsity", "us", "gbps", "pct_copy"};
-        for (int k = 0; k < 7; k++) {
+        static const char *const f[] = {"samples", "accuracy", "ci_low", "ci_high",
+                                        "dense_accuracy", "agree_dense", "top1", "kl_mean",
+                                        "ppl_ratio"};
+        for (int k = 0; k < 9; k++) {
             as_buf_puts(b, "<td>");
-            as_buf_num(b, num_field(r, f[k]), 4);
+            as_buf_num(b, num_field(r, f[k]), 3);
             as_buf_puts(b, "</td>");
         }
         as_buf_puts(b, "</tr>\n");
     }
-    as_buf_printf(b, "</table></details>\n<p class=\"sub\">%d rows</p>\n", nrec);
+    as_buf_puts(b, "</table></details>\n");
     cJSON_Delete(doc);
     as_html_section_end(b);
 }
@@ -987,6 +1233,7 @@ static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *i
     as_html_kv(b, "attnscope version", AS_VERSION);
     as_html_kv_code(b, "command", info->command);
     if (info->gpu_json_path) as_html_kv_code(b, "GPU results", info->gpu_json_path);
+    if (info->eval_json_path) as_html_kv_code(b, "eval results", info->eval_json_path);
     as_report_versions(tmp, sizeof tmp);
     as_html_kv(b, "libraries", tmp);
     time_t now = time(NULL);
@@ -1014,6 +1261,27 @@ static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *i
 }
 
 /* ---------------------------------------------------------------- the page */
+
+/* The end of every page: the footer (extra: a sentence after the common one), the closing
+ * tags, and the buffer handed to the caller. what: "report" or "page", for the message. */
+static as_status page_finish(as_buf *b, const char *extra, const ctx *c, const char *what,
+                             char **html, size_t *len, int *n_figures, char *err)
+{
+    as_buf_puts(b, "<footer>Made by attnscope " AS_VERSION
+                   ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
+                   "no network.");
+    as_buf_puts(b, extra);
+    as_buf_puts(b, "</footer>\n");
+    as_html_end(b);
+    size_t n;
+    char *d = as_buf_take(b, &n);
+    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the %s", what);
+    *html = d;
+    if (len) *len = n;
+    if (n_figures) *n_figures = c->figures;
+    return AS_OK;
+}
+
 static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_report_info *info)
 {
     as_buf *b = c->b;
@@ -1032,9 +1300,11 @@ static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_rep
         {"distributions", "distributions"}, {"sparsity", "error vs sparsity"},
         {"bottleneck", "bottleneck"},     {"spectrum", "spectrum"},
         {"summary", "summary"},           {"trace", "trace"},
-        {"gpu", "GPU"},                   {"provenance", "provenance"}};
+        {"gpu", "GPU"},                   {"eval", "task accuracy"},
+        {"provenance", "provenance"}};
     for (size_t i = 0; i < sizeof nav / sizeof nav[0]; i++) {
         if (strcmp(nav[i][0], "gpu") == 0 && !info->gpu_json) continue;
+        if (strcmp(nav[i][0], "eval") == 0 && !info->eval_json) continue;
         as_buf_printf(b, "<a href=\"#%s\">%s</a>", nav[i][0], nav[i][1]);
     }
     as_buf_puts(b, "</nav>\n</header>\n<div class=\"cards\">\n");
@@ -1105,18 +1375,39 @@ as_status as_report_html(const as_trace *tr, const as_summary *s, const as_repor
     section_summary(&c, s);
     section_overview(&c, tr, s);
     section_gpu(&c, info);
+    section_eval(&c, info);
     section_provenance(&c, tr, info);
-    as_buf_puts(&b, "<footer>Made by attnscope " AS_VERSION
-                    ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
-                    "no network. Palettes: Okabe-Ito (categories), viridis (values).</footer>\n");
-    as_html_end(&b);
-    size_t n;
-    char *d = as_buf_take(&b, &n);
-    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the report");
-    *html = d;
-    if (len) *len = n;
-    if (n_figures) *n_figures = c.figures;
-    return AS_OK;
+    return page_finish(&b, " Palettes: Okabe-Ito (categories), viridis (values).", &c, "report",
+                       html, len, n_figures, err);
+}
+
+
+as_status as_report_eval_html(const as_report_info *info, char **html, size_t *len,
+                              int *n_figures, char *err)
+{
+    *html = NULL;
+    if (len) *len = 0;
+    if (!as_plot_available(err)) return AS_ERR_USAGE;
+    as_buf b;
+    as_buf_init(&b);
+    ctx c = {&b, 0, 0};
+    as_html_begin(&b, "attnscope report: task accuracy under sparse decode");
+    as_buf_puts(&b, "<header>\n<h1>Task accuracy under sparse decode</h1>\n<p class=\"sub\"><code>");
+    as_buf_esc(&b, info->eval_json_path);
+    as_buf_puts(&b, "</code></p>\n<nav><a href=\"#eval\">task accuracy</a>"
+                    "<a href=\"#provenance\">provenance</a></nav>\n</header>\n");
+    section_eval(&c, info);
+    as_html_section(&b, "provenance", "Provenance", NULL);
+    as_html_kv_begin(&b, NULL);
+    as_html_kv_code(&b, "eval results", info->eval_json_path);
+    as_html_kv(&b, "attnscope version", AS_VERSION);
+    as_html_kv_code(&b, "command", info->command);
+    char tmp[512];
+    as_report_versions(tmp, sizeof tmp);
+    as_html_kv(&b, "libraries", tmp);
+    as_html_kv_end(&b);
+    as_html_section_end(&b);
+    return page_finish(&b, "", &c, "report", html, len, n_figures, err);
 }
 
 /* ---------------------------------------------------------------- comparison page */
@@ -1209,6 +1500,12 @@ as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *
         for (int i = 0; i < 2; i++) free(x[i]), free(y[i]);
     }
     as_html_grid_end(b);
+    for (int i = 0; i < 2; i++)
+        if (s[i]->left_out[0]) {
+            char note[sizeof s[i]->left_out + 8];
+            snprintf(note, sizeof note, "%s: %s", tag[i], s[i]->left_out);
+            as_html_note(b, note);
+        }
     as_html_section_end(b);
 
     /* profiles */
@@ -1270,17 +1567,7 @@ as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *
         provenance_table(&c, tr[i], &info[i]);
     }
     as_html_section_end(b);
-    as_buf_puts(b, "<footer>Made by attnscope " AS_VERSION
-                   ". Self-contained: figures are inline SVG drawn with PLplot; no scripts, "
-                   "no network.</footer>\n");
-    as_html_end(b);
-    size_t n;
-    char *d = as_buf_take(b, &n);
-    if (!d) return as_err_set(err, AS_ERR_NOMEM, "out of memory building the page");
-    *html = d;
-    if (len) *len = n;
-    if (n_figures) *n_figures = c.figures;
-    return AS_OK;
+    return page_finish(b, "", &c, "page", html, len, n_figures, err);
 }
 
 /* The command line as typed, shell-quoted where needed. */

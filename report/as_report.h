@@ -16,12 +16,20 @@ typedef struct {
     const char *sha256;       /* hex checksum of the trace file(s) (NULL: not computed) */
     const char *sha256_note;  /* e.g. per-file checksums of an .npy directory */
     double seconds;           /* analysis time, shown in the footer (< 0: omitted) */
+    const char *eval_json;    /* optional: the document of `attnscope eval` (eval.json) */
+    const char *eval_json_path;
 } as_report_info;
 
 /* Build the document; *html is malloc'd (caller frees). The number of figures drawn is
  * returned in *n_figures (may be NULL). */
 as_status as_report_html(const as_trace *tr, const as_summary *s, const as_report_info *info,
                          char **html, size_t *len, int *n_figures, char *err);
+
+/* The page of `attnscope report --eval eval.json` without a trace: the task-accuracy section
+ * (accuracy and KL(dense || sparse) against sparsity per method, the per-head prediction
+ * against the model-level tolerance when the document has it) and provenance. */
+as_status as_report_eval_html(const as_report_info *info, char **html, size_t *len,
+                              int *n_figures, char *err);
 
 /* The comparison page of two traces (`attnscope compare A B -o FILE`): per-layer quantities
  * of both on shared axes (x: relative depth when both traces state n_layers_model, else the

@@ -106,8 +106,28 @@ void as_summary_free(as_summary *s)
     free(s);
 }
 
+/* Progress in work units: per layer, each family costs about hq units (the dense pass,
+ * entropy, the bottleneck, the spectrum and ranks together), the sparsity sweep 4 hq. */
+typedef struct {
+    const as_summary_opts *o;
+    uint64_t done, total, span; /* span: units of the family in progress */
+} prog_t;
+
+static void prog_inner(void *ctx, uint64_t d, uint64_t t)
+{
+    prog_t *p = ctx;
+    if (p->o->progress && t) p->o->progress(p->o->ctx, p->done + p->span * (d > t ? t : d) / t, p->total);
+}
+
+static void prog_step(prog_t *p, uint64_t units)
+{
+    p->done += units;
+    if (p->o->progress) p->o->progress(p->o->ctx, p->done, p->total);
+}
+
 /* Dense attention of every query: the position profile and the sink mass. */
-static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p, char *err)
+static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p, prog_t *pg,
+                                   char *err)
 {
     int64_t nb = l->n < AS_SUM_PROFILE_BINS ? l->n : AS_SUM_PROFILE_BINS;
     L->nbins = (int)nb;
@@ -137,6 +157,7 @@ static as_status attention_profile(const as_layer *l, as_sum_layer *L, double *p
             }
             sink += p[0];
             count++;
+            prog_inner(pg, (uint64_t)count, (uint64_t)(l->hq * l->t)); /* one query: long at large N */
         }
         L->sink_mass[h] = l->t > 0 ? sink / (double)l->t : NAN;
     }
@@ -262,15 +283,43 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
 
 #ifdef AS_SUM_SPECTRUM
 /* ---- issue 6: the positional spectrum of every query head -------------------------------- */
+/* as_spectrum_head transforms the attention profile over relative positions 0 .. L-1, L the
+ * most keys a query of the layer sees; it needs L >= 4. */
+#define AS_SUM_SPECTRUM_MIN_KEYS 4
+static int64_t spectrum_len(const as_layer *l)
+{
+    int64_t lmax = 0;
+    for (int64_t qi = 0; qi < l->t; qi++)
+        if (as_layer_visible(l, qi) > lmax) lmax = as_layer_visible(l, qi);
+    return lmax;
+}
+
+/* Layers whose spectrum is left out: the first few listed, then a count. */
+typedef struct {
+    int first[8];
+    int n;
+} skipped_t;
+
+static void skipped_note(const skipped_t *k, char *b, size_t cap)
+{
+    if (k->n == 0) return;
+    int len = snprintf(b, cap, "the positional spectrum is left out of layer%s ", k->n > 1 ? "s" : "");
+    for (int i = 0; i < k->n && i < 8 && len > 0 && (size_t)len < cap; i++)
+        len += snprintf(b + len, cap - (size_t)len, "%s%d", i ? ", " : "", k->first[i]);
+    if (k->n > 8 && len > 0 && (size_t)len < cap)
+        len += snprintf(b + len, cap - (size_t)len, " and %d more", k->n - 8);
+    if (len > 0 && (size_t)len < cap)
+        snprintf(b + len, cap - (size_t)len, " (%s queries see fewer than %d keys)",
+                 k->n > 1 ? "their" : "its", AS_SUM_SPECTRUM_MIN_KEYS);
+}
+
 static as_status spectrum_layer(const as_layer *l, as_sum_layer *L, char *err)
 {
     as_spectrum_opts so;
     as_spectrum_opts_init(&so);
     /* periodic = repeating at least 8 times within the visible context: longer periods are
      * the slow recency trend every head has, not periodicity */
-    int64_t lmax = 0;
-    for (int64_t qi = 0; qi < l->t; qi++)
-        if (as_layer_visible(l, qi) > lmax) lmax = as_layer_visible(l, qi);
+    int64_t lmax = spectrum_len(l);
     so.max_period = lmax / 8.0 > so.min_period ? lmax / 8.0 : 0;
     for (int64_t h = 0; h < l->hq; h++) {
         as_spectrum sp;
@@ -304,25 +353,6 @@ static as_status spectrum_layer(const as_layer *l, as_sum_layer *L, char *err)
     return AS_OK;
 }
 #endif
-
-/* Progress in work units: per layer, each family costs about hq units (the dense pass,
- * entropy, the bottleneck, the spectrum and ranks together), the sparsity sweep 4 hq. */
-typedef struct {
-    const as_summary_opts *o;
-    uint64_t done, total, span; /* span: units of the family in progress */
-} prog_t;
-
-__attribute__((unused)) static void prog_inner(void *ctx, uint64_t d, uint64_t t)
-{
-    prog_t *p = ctx;
-    if (p->o->progress && t) p->o->progress(p->o->ctx, p->done + p->span * (d > t ? t : d) / t, p->total);
-}
-
-static void prog_step(prog_t *p, uint64_t units)
-{
-    p->done += units;
-    if (p->o->progress) p->o->progress(p->o->ctx, p->done, p->total);
-}
 
 #ifdef AS_SUM_ENTROPY
 /* ---- issue 4: entropy and top-k mass of every query ------------------------------------- */
@@ -455,6 +485,14 @@ static as_status bottleneck_layer(const as_layer *l, as_sum_layer *L, int witnes
 
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err)
 {
+    as_status st;
+    return as_summary_compute_st(tr, o, &st, err);
+}
+
+as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, as_status *stp,
+                                  char *err)
+{
+    *stp = AS_ERR_NOMEM;
     as_summary_opts def;
     if (!o) {
         as_summary_opts_init(&def);
@@ -497,6 +535,9 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
     pg.total += heads * 4;
 #endif
     as_status st = AS_OK;
+#ifdef AS_SUM_SPECTRUM
+    skipped_t skipped = {{0}, 0};
+#endif
     for (size_t i = 0; i < nl && st == AS_OK; i++) {
         const as_layer *l = as_trace_layer(tr, i);
         if (o->layer >= 0 && l->index != o->layer) continue;
@@ -524,7 +565,8 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
             st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
             break;
         }
-        st = attention_profile(l, L, p, err);
+        pg.span = (uint64_t)l->hq;
+        st = attention_profile(l, L, p, &pg, err);
         free(p);
         prog_step(&pg, (uint64_t)l->hq);
 #ifdef AS_SUM_ENTROPY
@@ -537,7 +579,11 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
         if (st == AS_OK) st = rank_layer(l, L, err);
 #endif
 #ifdef AS_SUM_SPECTRUM
-        if (st == AS_OK) st = spectrum_layer(l, L, err);
+        if (st == AS_OK && spectrum_len(l) < AS_SUM_SPECTRUM_MIN_KEYS) {
+            if (skipped.n < 8) skipped.first[skipped.n] = l->index; /* spectrum stays NaN */
+            skipped.n++;
+        } else if (st == AS_OK)
+            st = spectrum_layer(l, L, err);
 #endif
         prog_step(&pg, (uint64_t)l->hq);
 #ifdef AS_SUM_BOTTLENECK
@@ -548,6 +594,7 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 #ifdef AS_SUM_SPARSITY
     if (st == AS_OK) st = sparsity_family(tr, s, o, pg.done, heads * 4, pg.total, err);
 #endif
+    *stp = st;
     if (st != AS_OK) {
         as_summary_free(s);
         return NULL;
@@ -567,6 +614,7 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 #ifdef AS_SUM_SPECTRUM
     s->have_spectrum = 1;
     s->missing[4][0] = '\0';
+    skipped_note(&skipped, s->left_out, sizeof s->left_out);
 #endif
     return s;
 }

@@ -68,6 +68,9 @@ typedef struct {
     int64_t m_draws[AS_SUM_MAX_METHODS], m_exceed[AS_SUM_MAX_METHODS]; /* sampling methods */
     int m_sampling[AS_SUM_MAX_METHODS];
     char missing[5][160];             /* why a family is absent (empty when present) */
+    /* analyses left out of some layers because the trace is too small for them (e.g. the
+     * positional spectrum needs 4 keys): one line for the reader, empty when none */
+    char left_out[256];
 } as_summary;
 
 typedef struct {
@@ -81,6 +84,9 @@ typedef struct {
 
 void as_summary_opts_init(as_summary_opts *o);
 as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, char *err);
+/* The same, with the status of a failure in *st (AS_ERR_VALUE/USAGE: the input; NOMEM, ...). */
+as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, as_status *st,
+                                  char *err);
 void as_summary_free(as_summary *s);
 
 /* The per-layer aggregates `compare` prints and the comparison page plots. */

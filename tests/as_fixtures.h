@@ -118,7 +118,13 @@ static inline int fx_run(const char *args, char **out, char **err)
     if (!bin) bin = "./attnscope";
     char of[] = "/tmp/as_fx_outXXXXXX", ef[] = "/tmp/as_fx_errXXXXXX";
     int fo = mkstemp(of), fe = mkstemp(ef);
-    if (fo < 0 || fe < 0) return -1;
+    if (fo < 0 || fe < 0) { /* callers read *out and *err: give them empty strings */
+        if (fo >= 0) close(fo), unlink(of);
+        if (fe >= 0) close(fe), unlink(ef);
+        if (out) *out = calloc(1, 1);
+        if (err) *err = calloc(1, 1);
+        return -1;
+    }
     close(fo);
     close(fe);
     size_t n = strlen(bin) + strlen(args) + 128;

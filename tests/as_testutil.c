@@ -1,5 +1,6 @@
 #include "as_testutil.h"
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,17 @@ char *as_test_path(const char *name)
     char *p = malloc(n);
     snprintf(p, n, "%s/%s", d, name);
     return p;
+}
+
+int as_test_count_tmp_files(void)
+{
+    DIR *d = opendir(as_test_tmpdir());
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) n += strstr(de->d_name, ".tmp") != NULL;
+    closedir(d);
+    return n;
 }
 
 static uint64_t splitmix(uint64_t *s)

@@ -11,6 +11,9 @@
 const char *as_test_tmpdir(void);
 /* Newly allocated "tmpdir/name"; caller frees. */
 char *as_test_path(const char *name);
+/* Files in the temporary directory whose name contains ".tmp" (the atomic writers' temporary
+ * files, PATH.tmpXXXXXX). */
+int as_test_count_tmp_files(void);
 
 /* Value generator: which is 'q', 'k' or 'v'; returns the element at [head][row][col]. */
 typedef double (*as_test_gen)(void *ctx, int layer, char which, int64_t head, int64_t row,

@@ -4,6 +4,7 @@
  * `attnscope bottleneck`. */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +12,10 @@
 
 #include "as_attn.h"
 #include "as_bottleneck.h"
+#include "as_sparsity.h"
 #include "as_testutil.h"
 #include "as_trace.h"
+#include "fuzz/fuzz_lp.h"
 
 static double *randn(int64_t count, uint64_t seed)
 {
@@ -167,6 +170,97 @@ Test(bn_witness, known_optima_and_feasibility)
     free(ap);
 }
 
+/* Extreme but finite values: the witness is invariant to scaling V (the fibre V^T a' = V^T a
+ * does not change), so V times 1e200, 1e-300, or one coordinate at 1e-300 and another at 1e150,
+ * must give the same TV as V itself -- and never end the process inside GLPK (it aborted with
+ * "invalid scale factor" before). */
+Test(bn_witness, scale_invariant_at_extreme_magnitudes)
+{
+    if (!as_bn_have_lp()) cr_skip_test("built without GLPK");
+    char err[AS_ERR_LEN];
+    const int64_t m = 120, d = 5;
+    double *w = rand_dist(m, 2.0, 21), *wp = malloc((size_t)m * sizeof *wp);
+    double *V = randn(m * d, 22), *W = malloc((size_t)(m * d) * sizeof *W);
+    double tv0, res0, tv2 = -1;
+    cr_assert_eq(as_bn_witness(V, w, m, d, 0, &tv0, wp, &res0, err), AS_OK, "%s", err);
+    cr_assert(tv0 > 0.1);
+    /* V's magnitudes are ordinary: its LP is solved as it is. Scaled by powers of two beyond
+     * 2^+-64, every coordinate is brought back to [-1, 1] exactly: one and the same LP, the same
+     * witness for every such factor. That LP differs from V's by powers of two per row, and
+     * GLPK's tolerances are not scale-free, so its simplex may end at another vertex: a valid
+     * witness of the same size (a lower bound found by a heuristic); likewise decimal factors,
+     * the same fibre up to rounding. */
+    static const double f[][2] = {{0x1p700, 0x1p700},   {0x1p-1000, 0x1p-1000}, {0x1p-990, 0x1p500},
+                                  {1e200, 1e200},       {1e-300, 1e-300},       {1e-300, 1e150},
+                                  {0x1p-1070, 1.0},     {1e300, 1e-300}};
+    for (size_t t = 0; t < sizeof f / sizeof f[0]; t++) {
+        for (int64_t i = 0; i < m * d; i++) W[i] = V[i] * (i % d == 0 ? f[t][0] : f[t][1]);
+        double tv, res;
+        as_status st = as_bn_witness(W, w, m, d, 0, &tv, wp, &res, err);
+        cr_assert_eq(st, AS_OK, "scale %g/%g: %s", f[t][0], f[t][1], err);
+        if (f[t][0] == 0x1p-1070) {
+            /* the first coordinate is almost all subnormal zeros: a different fibre; the
+             * witness must still be a distribution */
+            cr_assert(tv >= 0 && tv <= 1);
+            continue;
+        }
+        if (t == 0) tv2 = tv;
+        if (t < 3) /* the powers of two */
+            cr_assert(tv == tv2, "scale %g/%g: tv %.17g, at 2^700 %.17g", f[t][0], f[t][1], tv,
+                      tv2);
+        cr_assert(fabs(tv - tv0) <= 0.05 * tv0, "scale %g/%g: tv %.17g, unscaled %.17g", f[t][0],
+                  f[t][1], tv, tv0);
+        cr_assert(res <= 1e-9, "scale %g/%g: residual %g", f[t][0], f[t][1], res);
+        double s = 0;
+        for (int64_t i = 0; i < m; i++) {
+            cr_assert(wp[i] >= 0);
+            s += wp[i];
+        }
+        cr_assert(fabs(s - 1) <= 1e-9);
+    }
+    /* bad input is a status, not a crash */
+    double tv, res;
+    W[3] = NAN;
+    cr_assert_eq(as_bn_witness(W, w, m, d, 0, &tv, wp, &res, err), AS_ERR_VALUE);
+    cr_assert(strchr(err, '\n') == NULL && strlen(err) > 0);
+    w[0] = -w[0];
+    cr_assert_eq(as_bn_witness(V, w, m, d, 0, &tv, wp, &res, err), AS_ERR_VALUE);
+    free(V), free(W), free(w), free(wp);
+}
+
+/* The LP fuzz harness's seeds and regression inputs (tests/data/fuzz/lp: an LP on which GLPK's
+ * primal simplex cycled until the iteration limit was set) through the harness's own decoding
+ * and checks, in every build. */
+Test(bn_witness, fuzz_regression_inputs, .timeout = 120)
+{
+    if (!as_bn_have_lp()) cr_skip_test("built without GLPK");
+    const char *src = getenv("AS_SRC");
+    cr_assert(src, "AS_SRC not set");
+    static const char *const dirs[] = {"tests/data/fuzz/lp", "tests/fuzz/seeds/lp"};
+    int n = 0;
+    for (int k = 0; k < 2; k++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", src, dirs[k]);
+        DIR *d = opendir(dir);
+        cr_assert(d, "%s", dir);
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (de->d_name[0] == '.') continue;
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            FILE *f = fopen(path, "rb");
+            cr_assert(f, "%s", path);
+            uint8_t buf[65536];
+            size_t len = fread(buf, 1, sizeof buf, f);
+            fclose(f);
+            cr_assert_eq(fuzz_lp_one(buf, len), 1, "%s made no LP", de->d_name);
+            n++;
+        }
+        closedir(d);
+    }
+    cr_assert(n >= 2);
+}
+
 /* ---- the layer routine ----------------------------------------------------------------------- */
 
 static double gen(void *vctx, int layer, char which, int64_t head, int64_t row, int64_t col)
@@ -218,7 +312,7 @@ Test(bn_layer, matches_array_functions)
         cr_assert_eq(b->collision_dim, n - l->d - 1);
         for (size_t k = 0; k < b->n_budgets; k++) {
             double cap, x = as_bn_absorption(V, p, n, l->d, b->k[k], &cap);
-            cr_assert_eq(b->k[k], (int64_t)ceil(o.budgets[k] * (double)n));
+            cr_assert_eq(b->k[k], as_budget_keys((as_budget){o.budgets[k], 0}, n));
             cr_assert_float_eq(b->absorption[k], x, 1e-12 * x);
             cr_assert_float_eq(b->captured_mass[k], cap, 1e-14);
         }
@@ -248,6 +342,40 @@ Test(bn_layer, matches_array_functions)
     free(p);
     as_trace_free(tr);
     free(path);
+}
+
+/* One budget rule for bottleneck and sparsity (as_budget_keys): 7% of 100 keys is 7 keys even
+ * though 0.07 * 100 = 7.000000000000001 in float64 (the naive ceil gives 8). */
+Test(bn_layer, budget_rule_is_the_sparsity_rule)
+{
+    char *p = as_test_path("b_budget.safetensors");
+    as_test_trace_spec sp = {.n_layers = 1, .hq = 2, .hkv = 1, .t = 2, .n = 100, .d = 8,
+                             .dtype = AS_DT_F64, .causal = 0, .gen = gen};
+    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert_not_null(tr, "%s", err);
+    as_bn_opts o;
+    as_bn_opts_init(&o);
+    o.witness = 0;
+    static const double f[] = {0.07, 0.14, 0.29, 0.57, 0.001, 1.0};
+    static const int64_t want[] = {7, 14, 29, 57, 1, 100};
+    o.n_budgets = sizeof f / sizeof f[0];
+    memcpy(o.budgets, f, sizeof f);
+    as_bn_query *qs = NULL;
+    size_t nq = 0;
+    cr_assert_eq(as_bn_layer(as_trace_layer(tr, 0), &o, &qs, &nq, err), AS_OK, "%s", err);
+    cr_assert_eq(nq, 4);
+    for (size_t i = 0; i < nq; i++)
+        for (size_t k = 0; k < o.n_budgets; k++) {
+            cr_assert_eq(qs[i].n, 100);
+            cr_assert_eq(qs[i].k[k], want[k], "budget %g: k = %lld, want %lld", f[k],
+                         (long long)qs[i].k[k], (long long)want[k]);
+            cr_assert_eq(qs[i].k[k], as_budget_keys((as_budget){f[k], 0}, 100));
+        }
+    free(qs);
+    as_trace_free(tr);
+    free(p);
 }
 
 Test(bn_cli, json_and_usage)

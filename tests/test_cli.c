@@ -52,7 +52,7 @@ static void expect_bad_all(const char *path, const char *want)
 
 Test(cli, help_version_usage)
 {
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(fx_run("help", &out, &err), 0);
     cr_assert(strstr(out, "usage: attnscope COMMAND") && strstr(out, "info") && strstr(out, "attend"),
               "%s", out);
@@ -176,7 +176,7 @@ Test(cli, malformed_safetensors_one_line_exit_2)
     /* a file name holding a newline */
     char *odd = tmp("odd\nname.safetensors");
     cr_assert_eq(fx_write(odd, "x", 1), 0);
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     char args[1024];
     snprintf(args, sizeof args, "info \"$(printf '%s/odd\\nname.safetensors')\"", as_test_tmpdir());
     cr_assert_eq(fx_run(args, &out, &err), 2);
@@ -243,7 +243,7 @@ Test(cli, nan_inf_named_with_index)
     char *p = write_st("inf.safetensors", ts, 3, NULL);
     expect_bad_all(p, "tensor 'layers.0.k' holds Inf at element 13 [head 1, row 0, col 1]");
     /* --no-check skips the scan: the structure is fine */
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(run("info --no-check '%s'%s", p, "", &out, &err), 0, "%s", err);
     free(out);
     free(err);
@@ -301,7 +301,7 @@ Test(cli, malformed_npy_dirs_one_line_exit_2)
     fx_write_buf(path, fx_npy(1, dk, z, 24));
     snprintf(path, sizeof path, "%s/layers.0.v.npy", d);
     fx_write_buf(path, fx_npy(3, dk, z, 24));
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(run("info '%s'%s", d, "", &out, &err), 0, "%s", err); /* good without metadata */
     free(out);
     free(err);
@@ -325,7 +325,7 @@ Test(cli, good_traces_exit_0_and_attend_closed_form)
     as_test_trace_spec sp = {.n_layers = 2, .hq = 4, .hkv = 2, .t = 3, .n = 6, .d = 2,
                              .dtype = AS_DT_F32, .causal = 1, .gen = gen_v, .model = "m1"};
     cr_assert_eq(as_test_write_trace(p, &sp), 0);
-    char *out, *err;
+    char *out = NULL, *err = NULL;
     cr_assert_eq(run("info '%s'%s", p, "", &out, &err), 0, "%s", err);
     cr_assert(strstr(out, "m1"), "%s", out);
     free(out);
@@ -397,9 +397,9 @@ Test(cli, never_writes_over_its_input)
     cr_assert_eq(as_test_write_trace(p, &sp), 0);
     size_t len0 = 0;
     char *before = fx_slurp(p, &len0);
-    struct stat s0, s1;
-    stat(p, &s0);
-    char *out, *err;
+    struct stat s0 = {0}, s1 = {0};
+    cr_assert_eq(stat(p, &s0), 0);
+    char *out = NULL, *err = NULL;
     /* the safetensors writer (index export) refuses the trace it has open */
     int rc = run("sparsity '%s' --method topk --budget 2 --export-index '%s' --quiet", p, p, &out, &err);
     cr_expect_eq(rc, 2, "exit %d: %s", rc, err);
@@ -435,7 +435,7 @@ Test(cli, never_writes_over_its_input)
     free(help);
     size_t len1 = 0;
     char *after = fx_slurp(p, &len1);
-    stat(p, &s1);
+    cr_assert_eq(stat(p, &s1), 0);
     cr_assert_eq(len0, len1);
     cr_assert_eq(memcmp(before, after, len0), 0, "the input changed");
     cr_assert_eq(s0.st_ino, s1.st_ino, "the input was replaced");
@@ -446,4 +446,77 @@ Test(cli, never_writes_over_its_input)
     free(after);
     free(link);
     free(p);
+}
+
+/* Usage slips (issue 15): each refused with exit 2 and one line that names the option, before
+ * any analysis (nothing on stdout). */
+static void expect_usage2(const char *args_fmt, const char *path, const char *path2,
+                          const char *want)
+{
+    char *out = NULL, *err = NULL;
+    int rc = run(args_fmt, path, path2, &out, &err);
+    cr_expect_eq(rc, 2, "%s: exit %d, stderr '%s'", args_fmt, rc, err);
+    cr_expect_eq(fx_count_lines(err), 1, "%s: stderr '%s'", args_fmt, err);
+    cr_expect(strstr(err, want) != NULL, "%s: stderr '%s' lacks '%s'", args_fmt, err, want);
+    cr_expect_str_eq(out, "", "%s wrote to stdout", args_fmt);
+    free(out);
+    free(err);
+}
+
+static void expect_usage(const char *args_fmt, const char *path, const char *want)
+{
+    expect_usage2(args_fmt, path, "", want);
+}
+
+Test(cli, option_slips_refused_with_the_option_named)
+{
+    char *p = tmp("slips.safetensors");
+    as_test_trace_spec sp = {.n_layers = 1, .hq = 2, .hkv = 1, .t = 2, .n = 16, .d = 4,
+                             .dtype = AS_DT_F32, .seed = 5};
+    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    expect_usage("sparsity '%s' --delta 0%s", p, "--delta expects a number in (0, 1), got '0'");
+    expect_usage("sparsity '%s' --delta 1.5%s", p, "--delta");
+    expect_usage("sparsity '%s' --heavy-frac 2%s", p, "--heavy-frac expects a number in [0, 1]");
+    expect_usage("sparsity '%s' --eps 0%s", p, "--eps expects a number > 0");
+    expect_usage("sparsity '%s' --seed -1%s", p, "--seed expects an integer in [0, 2^64-1]");
+    expect_usage("sparsity '%s' --seed 18446744073709551616%s", p, "--seed");
+    expect_usage("sparsity '%s' --seed ' 7'%s", p, "--seed");
+    expect_usage("entropy '%s' --json --csv%s", p, "--json and --csv exclude each other");
+    expect_usage("spectrum '%s' --min-period 100 --max-period 10%s", p,
+                 "--max-period 10 is below --min-period 100");
+    expect_usage("spectrum '%s' --peaks%s", p, "option '--peaks' needs a value");
+    /* an export over the input, or into a missing folder: refused before the analysis */
+    expect_usage2("sparsity '%s' --method topk --budget 2 --export-index '%s'", p, p,
+                  "refusing to overwrite an input file");
+    expect_usage("sparsity '%s' --method topk --budget 2 --export-index /nonexistent-dir/x%s", p,
+                 "folder '/nonexistent-dir' does not exist");
+    /* the largest seed is a seed; 0x hex too */
+    char *out = NULL, *err = NULL;
+    int rc = run("sparsity '%s' --method uniform --budget 2 --seed 18446744073709551615 "
+                 "--quiet%s", p, "", &out, &err);
+    cr_expect_eq(rc, 0, "%s", err);
+    free(out);
+    free(err);
+    rc = run("sparsity '%s' --method uniform --budget 2 --seed 0xff --quiet%s", p, "", &out, &err);
+    cr_expect_eq(rc, 0, "%s", err);
+    free(out);
+    free(err);
+    free(p);
+}
+
+Test(cli, sim_gen_names_the_output_once)
+{
+    char *help = NULL;
+    fx_run("help", &help, NULL);
+    int have_sim = strstr(help, "  sim ") != NULL;
+    free(help);
+    if (!have_sim) return; /* no GSL: no sim */
+    char *out = NULL, *err = NULL;
+    int rc = fx_run("sim gen -o /nonexistent-dir/x.safetensors --n 64", &out, &err);
+    cr_expect_eq(rc, 2);
+    cr_expect_eq(fx_count_lines(err), 1, "%s", err);
+    const char *first = strstr(err, "/nonexistent-dir/x.safetensors");
+    cr_expect(first && !strstr(first + 1, "/nonexistent-dir/x.safetensors"), "%s", err);
+    free(out);
+    free(err);
 }

@@ -5,6 +5,7 @@
  * causal positions, GQA, BF16/F32/F64, head blocks). */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,80 @@ Test(entropy_array, two_level_closed_form)
     int64_t k90 = m + (int64_t)ceil((0.9 - (double)m * ph) / pl);
     cr_assert_eq(q.k50, k50);
     cr_assert_eq(q.k90, k90);
+    free(s);
+}
+
+/* Tiny entropies: one key at score 0, the rest at -c_i (c_i ~ 30..45), so Z = 1 + zeta with
+ * zeta = sum e^{-c_i} ~ 1e-13..1e-18. Closed form H = log1p(zeta) + (sum c_i e^{-c_i}) / (1 + zeta),
+ * evaluated from zeta itself: ln Z from a rounded Z loses up to 1e-16 / zeta of H's digits. */
+static double tiny_c(int64_t i) { return 30.0 + (double)(i % 7) * 2.5; }
+
+static double tiny_reference(int64_t n, int64_t top)
+{
+    long double zeta = 0.0L, cw = 0.0L; /* extended sums: 2^-64 per addition */
+    for (int64_t i = 0; i < n; i++) {
+        if (i == top) continue;
+        long double w = expl(-(long double)tiny_c(i));
+        zeta += w;
+        cw += (long double)tiny_c(i) * w;
+    }
+    return (double)(log1pl(zeta) + cw / (1.0L + zeta));
+}
+
+Test(entropy_array, tiny_entropy_keeps_relative_precision)
+{
+    char err[AS_ERR_LEN];
+    static const int64_t ns[] = {2, 3, 10, 100, 1000};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        int64_t n = ns[t], top = n / 2;
+        double *s = malloc((size_t)n * sizeof *s);
+        for (int64_t i = 0; i < n; i++) s[i] = i == top ? 0.0 : -tiny_c(i);
+        double h = tiny_reference(n, top);
+        as_entropy_q q;
+        cr_assert_eq(as_entropy_of_scores(s, n, 1, &q, err), AS_OK, "%s", err);
+        cr_assert(fabs(q.entropy_nats - h) <= 4e-15 * h, "n=%lld: H=%.17g, closed form %.17g (rel %.2g)",
+                  (long long)n, q.entropy_nats, h, fabs(q.entropy_nats - h) / h);
+        /* shifted scores: the same distribution */
+        for (int64_t i = 0; i < n; i++) s[i] += 7.0;
+        cr_assert_eq(as_entropy_of_scores(s, n, 0, &q, err), AS_OK, "%s", err);
+        cr_assert(fabs(q.entropy_nats - h) <= 4e-15 * h, "shifted n=%lld: rel %.2g", (long long)n,
+                  fabs(q.entropy_nats - h) / h);
+        free(s);
+    }
+}
+
+Test(entropy_array, topk_mass_closed_form_and_thresholds)
+{
+    /* the two-level example: m keys at x hold m e^x / Z; k >= m adds (k - m) / Z */
+    char err[AS_ERR_LEN];
+    const int64_t n = 1000, m = 10;
+    const double x = 3.0;
+    double *s = calloc((size_t)n, sizeof *s);
+    for (int64_t i = 0; i < m; i++) s[i * 97 % n] = x;
+    /* any shift */
+    for (int64_t i = 0; i < n; i++) s[i] += 7.0;
+    double z = (double)m * exp(x) + (double)(n - m), mass;
+    const int64_t ks[] = {0, 1, 10, 11, 500, 999, 1000, 5000};
+    for (int j = 0; j < 8; j++) {
+        int64_t k = ks[j], kh = k < m ? k : m, kl = k > n ? n - m : (k > m ? k - m : 0);
+        double want = ((double)kh * exp(x) + (double)kl) / z;
+        cr_assert_eq(as_entropy_topk_mass(s, n, k, &mass, err), AS_OK, "%s", err);
+        cr_assert_float_eq(mass, want, 1e-13, "k %lld: %.17g vs %.17g", (long long)k, mass, want);
+    }
+    /* k50/k90/k99 are the smallest k reaching the thresholds */
+    as_entropy_q q;
+    cr_assert_eq(as_entropy_of_scores(s, n, 1, &q, err), AS_OK);
+    const int64_t kk[3] = {q.k50, q.k90, q.k99};
+    for (int t = 0; t < 3; t++) {
+        cr_assert_eq(as_entropy_topk_mass(s, n, kk[t], &mass, err), AS_OK);
+        cr_assert_geq(mass, as_entropy_thresholds[t] - 1e-12);
+        cr_assert_eq(as_entropy_topk_mass(s, n, kk[t] - 1, &mass, err), AS_OK);
+        cr_assert_lt(mass, as_entropy_thresholds[t]);
+    }
+    cr_assert_eq(as_entropy_topk_mass(s, 0, 1, &mass, err), AS_ERR_USAGE);
+    cr_assert_eq(as_entropy_topk_mass(s, n, -1, &mass, err), AS_ERR_USAGE);
+    s[3] = NAN;
+    cr_assert_eq(as_entropy_topk_mass(s, n, 2, &mass, err), AS_ERR_VALUE);
     free(s);
 }
 
@@ -325,6 +400,54 @@ Test(entropy_layer, all_equal_with_refinement)
     free(p);
 }
 
+/* The streamed pass at tiny entropies: scores q.k with q = (1, 0), k_j = (-c_j, 0) and scale 1;
+ * key 700 has score 0 (the maximum arrives in a later tile), key 5 has -20 (an earlier, smaller
+ * maximum the pass must rescale). */
+static double tiny_gen(void *ctx, int layer, char which, int64_t head, int64_t row, int64_t col)
+{
+    (void)ctx, (void)layer, (void)head;
+    if (col != 0) return 0.0;
+    if (which == 'q') return 1.0;
+    if (which == 'v') return (double)(row % 5);
+    return row == 700 ? 0.0 : row == 5 ? -20.0 : -tiny_c(row);
+}
+
+Test(entropy_layer, tiny_entropy_streamed)
+{
+    const int64_t n = 1000;
+    char *p = as_test_path("e_tiny.safetensors");
+    as_test_trace_spec sp = {.n_layers = 1, .hq = 1, .hkv = 1, .t = 1, .n = n, .d = 2,
+                             .dtype = AS_DT_F64, .causal = 0, .gen = tiny_gen, .scale = 1.0};
+    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert_not_null(tr, "%s", err);
+    /* extended sums (a double accumulator that starts at e^-20 loses 1e-14 of the tiny terms) */
+    long double zeta = expl(-20.0L), cw = 20.0L * expl(-20.0L);
+    for (int64_t i = 0; i < n; i++) {
+        if (i == 700 || i == 5) continue;
+        zeta += expl(-(long double)tiny_c(i));
+        cw += (long double)tiny_c(i) * expl(-(long double)tiny_c(i));
+    }
+    double h = (double)(log1pl(zeta) + cw / (1.0L + zeta));
+    /* mpmath at 50 digits: 4.373650342016663291e-8 */
+    cr_assert(fabs(h - 4.373650342016663291e-8) <= 2e-16 * h, "reference %.17g", h);
+    for (int64_t tile = 64; tile <= 4096; tile *= 8) {
+        as_entropy_opts o;
+        as_entropy_opts_init(&o);
+        o.tile = tile;
+        as_entropy_layer_res res;
+        cr_assert_eq(as_entropy_layer(as_trace_layer(tr, 0), &o, &res, err), AS_OK, "%s", err);
+        double got = res.q[0].entropy_nats;
+        cr_assert(fabs(got - h) <= 4e-15 * h, "tile %lld: H=%.17g, closed form %.17g (rel %.2g)",
+                  (long long)tile, got, h, fabs(got - h) / h);
+        cr_assert(fabs(res.q[0].lse - (double)log1pl(zeta)) <= 4e-15 * (double)log1pl(zeta));
+        as_entropy_layer_res_free(&res);
+    }
+    as_trace_free(tr);
+    free(p);
+}
+
 Test(entropy_layer, bad_head)
 {
     gen_ctx c = {17, 0, 1.0};
@@ -397,7 +520,10 @@ Test(entropy_cli, json_records_and_usage)
         cJSON *x = find_rec(recs, "entropy", 1, 3, qi, NULL);
         cr_assert_not_null(x);
         double v = cJSON_GetObjectItem(x, "entropy_nats")->valuedouble;
-        cr_assert_eq(v, res.q[3 * 3 + qi].entropy_nats);
+        /* cJSON 1.7.15 prints %1.15g when it reads back within DBL_EPSILON relative (its
+         * compare_double), so the JSON may be one ulp off the library's double */
+        cr_assert(fabs(v - res.q[3 * 3 + qi].entropy_nats) <= DBL_EPSILON * fabs(v), "%.17g vs %.17g",
+                  v, res.q[3 * 3 + qi].entropy_nats);
         cr_assert_eq((int64_t)cJSON_GetObjectItem(x, "k90")->valuedouble, res.q[3 * 3 + qi].k90);
         cr_assert_eq((int)cJSON_GetObjectItem(x, "kv_head")->valuedouble, 1);
         mean += v / 3;

@@ -8,6 +8,7 @@
 
 #include "as_fixtures.h"
 #include "as_npy.h"
+#include "as_outfile.h"
 #include "as_testutil.h"
 
 static as_status parse_buf(fx_buf b, as_tensor *t, char *err)

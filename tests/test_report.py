@@ -11,7 +11,8 @@ keys) is written with NumPy + safetensors. Then:
   - `attnscope compare A B` in table, --json and --csv (one schema);
   - headless Chromium (Debian's chromium) opens the report and takes a screenshot
     ($AS_BUILD/report-screenshot.png, to look at); skipped with a reason when chromium is absent;
-  - on the bundled real sample (when present): the report is made in well under a minute.
+  - on the bundled real sample (when present): the report is made and holds every section (its
+    time is printed, not asserted: timings belong in benchmarks, docs/benchmarks.md).
 
 Exit 0: pass; 1: a check failed; 77: skipped (no report in this build, or numpy/safetensors
 missing).
@@ -358,14 +359,13 @@ def main():
                       size > 150 * 1024, f"{w}x{h}, {size / 1024:.0f} KiB")
                 print(f"     screenshot: {shot}")
 
-        # the real sample: the `make demo` job, well under a minute
+        # the real sample: the `make demo` job (its time is printed for the reader only)
         if os.path.exists(SAMPLE):
             out3 = os.path.join(tmp, "sample.html")
             t0 = time.time()
             r = run("report", SAMPLE, "-o", out3, "--quiet")
             el = time.time() - t0
             check("real sample: report exits 0", r.returncode == 0, r.stderr.strip()[-300:])
-            check("real sample: under 60 s", el < 60, f"{el:.1f} s")
             print(f"     real sample: {el:.2f} s")
             if r.returncode == 0:
                 check_report("real sample", open(out3, encoding="utf-8").read())

@@ -215,6 +215,187 @@ Test(sparsity, bound_exact_with_one_key_left_out)
     free(p);
 }
 
+/* ---- tiny missed masses: 1 - P_S from the complement sum ------------------------------------ */
+
+/* 60 keys at score 0 and 4 at -C (q = e_0, k_i = -c_i e_0, scale 1, F64): the top 60 miss the
+ * mass 4 e^-C / (60 + 4 e^-C), here 1e-16 .. 1e-14, which log P_S cannot resolve. */
+typedef struct {
+    double C;
+} tiny_ctx;
+
+static double tiny_gen(void *vctx, int layer, char which, int64_t head, int64_t row, int64_t col)
+{
+    const tiny_ctx *c = vctx;
+    (void)layer, (void)head;
+    if (which == 'q') return col == 0 ? 1.0 : 0.0;
+    if (which == 'k') return col == 0 && row >= 60 ? -c->C : 0.0;
+    uint64_t h = as_seed_mix(77, (uint64_t)row * 16 + (uint64_t)col);
+    return hnormal(h);
+}
+
+Test(sparsity, tiny_missed_mass_bound)
+{
+    static const double missed_want[] = {1e-16, 7e-17, 1e-15, 8e-15, 1e-14};
+    for (size_t t = 0; t < sizeof missed_want / sizeof missed_want[0]; t++) {
+        tiny_ctx c = {-log(15.0 * missed_want[t])};
+        char *p = as_test_path("tiny.st");
+        as_test_trace_spec sp = {.n_layers = 1, .hq = 1, .hkv = 1, .t = 1, .n = 64, .d = 4,
+                                 .dtype = AS_DT_F64, .causal = 0, .gen = tiny_gen, .ctx = &c,
+                                 .scale = 1.0};
+        cr_assert_eq(as_test_write_trace(p, &sp), 0);
+        char err[AS_ERR_LEN];
+        as_trace *tr = as_trace_open(p, err);
+        cr_assert(tr, "%s", err);
+        const as_layer *l = as_trace_layer(tr, 0);
+        /* reference in extended precision */
+        double V[64 * 4];
+        as_layer_read_v(l, 0, 0, 64, V);
+        long double e = expl(-(long double)c.C), missed = 4 * e / (60 + 4 * e);
+        long double oS[4] = {0}, orest[4] = {0}, maxd = 0;
+        for (int i = 0; i < 64; i++)
+            for (int k = 0; k < 4; k++) (i < 60 ? oS : orest)[k] += V[i * 4 + k];
+        for (int k = 0; k < 4; k++) oS[k] /= 60, orest[k] /= 4;
+        long double terr = 0;
+        for (int k = 0; k < 4; k++) terr += (orest[k] - oS[k]) * (orest[k] - oS[k]);
+        terr = missed * sqrtl(terr);
+        for (int i = 60; i < 64; i++) {
+            long double d2 = 0;
+            for (int k = 0; k < 4; k++) d2 += (V[i * 4 + k] - oS[k]) * (V[i * 4 + k] - oS[k]);
+            if (sqrtl(d2) > maxd) maxd = sqrtl(d2);
+        }
+        double bref = (double)(missed * maxd);
+        int64_t S[60];
+        for (int i = 0; i < 60; i++) S[i] = i;
+        as_sp_eval ev[2];
+        cr_assert_eq(as_sp_check_subset(l, 0, 0, S, 60, NULL, 0, &ev[0], NULL, err), AS_OK, "%s", err);
+        as_sp_params prm;
+        as_sp_params_init(&prm);
+        cr_assert_eq(as_sp_eval_query(l, 0, 0, AS_SP_TOPK, (as_budget){0, 60}, &prm, 0, 0.05, &ev[1],
+                                      err), AS_OK, "%s", err);
+        for (int w = 0; w < 2; w++) {
+            cr_assert_eq(ev[w].k, 60);
+            cr_assert(fabs(ev[w].bound - bref) <= 1e-12 * bref,
+                      "missed %.3g: bound %.17g, reference %.17g", (double)missed, ev[w].bound, bref);
+            cr_assert(ev[w].bound >= (double)terr, "bound %.17g below the true error %.17g",
+                      ev[w].bound, (double)terr);
+            cr_assert(ev[w].identity_ok && !ev[w].violated);
+            cr_assert(ev[w].captured_mass < 1.0 || missed < 0x1p-54);
+            cr_assert(fabs((1.0 - ev[w].captured_mass) - (double)missed) <= 0x1p-53);
+        }
+        as_trace_free(tr);
+        free(p);
+    }
+}
+
+/* ---- large scores: the tolerance follows the scores' magnitude ------------------------------ */
+
+/* s_i = X + (spread) g_i: q = (X, 1, 1, 1, 0...), k_i = (1, g_i1, g_i2, g_i3, ...), scale 1;
+ * spread 0: all scores equal. */
+typedef struct {
+    double X, spread;
+} big_ctx;
+
+static double big_gen(void *vctx, int layer, char which, int64_t head, int64_t row, int64_t col)
+{
+    const big_ctx *c = vctx;
+    uint64_t h = as_seed_mix(as_seed_mix(99, (uint64_t)layer * 7 + (uint64_t)which),
+                             (uint64_t)head * 100003 + (uint64_t)row * 64 + (uint64_t)col);
+    if (which == 'q') return col == 0 ? c->X : col < 4 ? 1.0 : 0.0;
+    if (which == 'k') return col == 0 ? 1.0 : col < 4 ? c->spread * hnormal(h) : hnormal(h);
+    return hnormal(h);
+}
+
+Test(sparsity, large_scores_no_false_violation)
+{
+    for (double X = 1e2; X <= 1e5 * 1.01; X *= 10)
+        for (int sp = 0; sp < 2; sp++) {
+            big_ctx c = {X, sp ? 1.0 : 0.0};
+            char *p = as_test_path("big.st");
+            as_test_trace_spec ts = {.n_layers = 1, .hq = 2, .hkv = 1, .t = 3, .n = 150, .d = 8,
+                                     .dtype = AS_DT_F64, .causal = 1, .gen = big_gen, .ctx = &c,
+                                     .scale = 1.0};
+            cr_assert_eq(as_test_write_trace(p, &ts), 0);
+            char err[AS_ERR_LEN];
+            as_trace *tr = as_trace_open(p, err);
+            cr_assert(tr, "%s", err);
+            as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {0, 7}, {1.0, 0}};
+            recs v = run(tr, all_methods, 5, b, 5, 2, 0);
+            for (size_t i = 0; i < v.n; i++) {
+                const as_sp_eval *e = &v.r[i].ev;
+                cr_assert(e->identity_ok, "X=%g spread %d %s: identity residual %g (tol %g)", X, sp,
+                          as_sp_method_name(v.r[i].method), e->identity_error, e->tol);
+                if (!as_sp_method_is_sampling(v.r[i].method))
+                    cr_assert(!e->violated, "X=%g %s: error %g bound %g tol %g", X,
+                              as_sp_method_name(v.r[i].method), e->abs_error, e->bound, e->tol);
+                else
+                    cr_assert(!e->subset_violated);
+                /* the tolerance stays small: rounding of scores of size X, not more */
+                cr_assert(e->tol <= 1e-9 * 5.0, "X=%g: tol %g", X, e->tol);
+            }
+            free(v.r);
+            /* a real error is still caught: o_hat = o + 1e-8 e_0 with every key read (bound 0) */
+            const as_layer *l = as_trace_layer(tr, 0);
+            double pw[150], o[8];
+            int64_t n;
+            cr_assert_eq(as_attn_dense(l, 1, 2, pw, o, &n, NULL, err), AS_OK);
+            int64_t S[150];
+            for (int64_t i = 0; i < n; i++) S[i] = i;
+            as_sp_eval ev;
+            double oh[8];
+            memcpy(oh, o, sizeof oh);
+            cr_assert_eq(as_sp_check_subset(l, 1, 2, S, n, oh, 0, &ev, NULL, err), AS_OK, "%s", err);
+            cr_assert(!ev.violated && ev.identity_ok, "X=%g: exact output flagged", X);
+            oh[0] += 1e-8;
+            cr_assert_eq(as_sp_check_subset(l, 1, 2, S, n, oh, 0, &ev, NULL, err), AS_OK, "%s", err);
+            cr_assert(ev.violated, "X=%g: a planted error of 1e-8 is not caught (tol %g)", X, ev.tol);
+            /* and one just above the bound when one key is left out */
+            double oS[8];
+            cr_assert_eq(as_sp_check_subset(l, 1, 2, S, n - 1, NULL, 0, &ev, oS, err), AS_OK);
+            cr_assert(!ev.violated && ev.identity_ok && ev.bound > 0);
+            double gap = 0;
+            for (int k = 0; k < 8; k++) gap += (o[k] - oS[k]) * (o[k] - oS[k]);
+            gap = sqrt(gap);
+            for (int k = 0; k < 8; k++) oh[k] = o[k] + (o[k] - oS[k]) / gap * (ev.bound + 1e-8);
+            cr_assert_eq(as_sp_check_subset(l, 1, 2, S, n - 1, oh, 0, &ev, NULL, err), AS_OK);
+            cr_assert(ev.violated, "X=%g: error bound + 1e-8 not caught (tol %g)", X, ev.tol);
+            as_trace_free(tr);
+            free(p);
+        }
+}
+
+/* F16 q = k = 60000 (scores ~ 1e10, all equal): no false violation */
+static double f16_gen(void *vctx, int layer, char which, int64_t head, int64_t row, int64_t col)
+{
+    (void)vctx;
+    if (which != 'v') return 60000.0;
+    uint64_t h = as_seed_mix(5, (uint64_t)layer * 1000 + (uint64_t)head * 100 + (uint64_t)row * 16 + (uint64_t)col);
+    return hnormal(h);
+}
+
+Test(sparsity, f16_huge_equal_scores)
+{
+    char *p = as_test_path("f16big.st");
+    as_test_trace_spec ts = {.n_layers = 1, .hq = 2, .hkv = 1, .t = 2, .n = 96, .d = 16,
+                             .dtype = AS_DT_F16, .causal = 0, .gen = f16_gen};
+    cr_assert_eq(as_test_write_trace(p, &ts), 0);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {1.0, 0}};
+    recs v = run(tr, all_methods, 5, b, 4, 1, 0);
+    for (size_t i = 0; i < v.n; i++) {
+        const as_sp_eval *e = &v.r[i].ev;
+        cr_assert(e->identity_ok, "%s: identity residual %g (tol %g)",
+                  as_sp_method_name(v.r[i].method), e->identity_error, e->tol);
+        if (!as_sp_method_is_sampling(v.r[i].method))
+            cr_assert(!e->violated, "%s: error %g bound %g tol %g", as_sp_method_name(v.r[i].method),
+                      e->abs_error, e->bound, e->tol);
+    }
+    free(v.r);
+    as_trace_free(tr);
+    free(p);
+}
+
 /* ---- tiling and the one-query API agree with the whole-trace engine ------------------------- */
 
 Test(sparsity, blocks_and_single_query_agree)
@@ -562,6 +743,60 @@ Test(sparsity, budget_parsing)
     cr_assert_eq(as_budget_keys((as_budget){0.001, 0}, 10), 1);
     cr_assert_eq(as_budget_keys((as_budget){0, 500}, 10), 10);
     cr_assert_eq(as_budget_default_sweep(b, 8), 8);
+}
+
+/* A budget's draws depend on the budget, not on its place in the list: --sparsity 50x alone,
+ * the default sweep and 100x,50x give identical sampled records at 50x. */
+static const as_sp_record *find_rec(const recs *v, const as_sp_record *x, double budget)
+{
+    for (size_t j = 0; j < v->n; j++) {
+        const as_sp_record *y = &v->r[j];
+        if (y->layer == x->layer && y->head == x->head && y->query == x->query &&
+            y->method == x->method && y->budget == budget)
+            return y;
+    }
+    return NULL;
+}
+
+Test(sparsity, seeds_do_not_depend_on_budget_order)
+{
+    char *p = make_trace("seed.st", 1, AS_DT_F32, 2.0, 0, 400, 4);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    static const as_sp_method sm[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+    as_budget alone[1], pair[2], sweep[16];
+    size_t n1, n2, ns = as_budget_default_sweep(sweep, 16);
+    cr_assert_eq(as_budget_parse_list("50x", 1, alone, 1, &n1, err), AS_OK);
+    cr_assert_eq(as_budget_parse_list("100x,50x", 1, pair, 2, &n2, err), AS_OK);
+    recs a = run(tr, sm, 2, alone, n1, 3, 0);
+    recs b = run(tr, sm, 2, pair, n2, 3, 0);
+    recs c = run(tr, sm, 2, sweep, ns, 3, 0);
+    const double f = alone[0].frac;
+    size_t compared = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        const as_sp_record *x = &a.r[i];
+        const as_sp_record *ys[2] = {find_rec(&b, x, f), find_rec(&c, x, f)};
+        for (int t = 0; t < 2; t++) {
+            const as_sp_record *y = ys[t];
+            cr_assert(y, "record L%d h%lld q%lld missing", x->layer, (long long)x->head,
+                      (long long)x->query);
+            cr_assert_eq(x->ev.k, y->ev.k);
+            cr_assert_eq(x->ev.samples, y->ev.samples);
+            cr_assert_eq(x->exceed, y->exceed);
+            cr_assert(x->ev.abs_error == y->ev.abs_error,
+                      "%s L%d h%lld q%lld: draw differs with the budget list (%.17g vs %.17g)",
+                      as_sp_method_name(x->method), x->layer, (long long)x->head,
+                      (long long)x->query, x->ev.abs_error, y->ev.abs_error);
+            cr_assert(x->ev.bound == y->ev.bound);
+            compared++;
+        }
+    }
+    cr_assert_eq(compared, 2 * a.n);
+    cr_assert(a.n == 2 * 2 * 4 * 4);
+    free(a.r), free(b.r), free(c.r);
+    as_trace_free(tr);
+    free(p);
 }
 
 Test(sparsity, sweep_crossings)

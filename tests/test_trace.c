@@ -12,6 +12,7 @@
 
 #include "as_fixtures.h"
 #include "as_npy.h"
+#include "as_outfile.h"
 #include "as_testutil.h"
 #include "as_trace.h"
 
@@ -607,4 +608,87 @@ Test(trace, npy_dir_errors)
     npy_put(d, "layers.0.v.npy", AS_DT_F32, 3, ks, vals);
     expect_open_fails(d, AS_ERR_FORMAT, "2 query heads, not a multiple of its 3 kv heads", NULL);
     free(d);
+}
+
+/* A layer view over the caller's arrays reads what a trace of the same values reads: F64, F32
+ * and F16 arrays (small integers, exact in each), GQA mapping, positions, scale; bad input is
+ * refused with one line. */
+Test(trace, layer_view_reads_caller_arrays)
+{
+    enum { HQ = 6, HKV = 2, T = 3, N = 5, D = 4 };
+    double q[HQ * T * D], k[HKV * N * D], v[HKV * N * D];
+    float qf[HQ * T * D], kf[HKV * N * D], vf[HKV * N * D];
+    uint16_t qh[HQ * T * D], kh[HKV * N * D], vh[HKV * N * D];
+    for (int h = 0; h < HQ; h++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < D; c++) q[(h * T + t) * D + c] = gen_int(NULL, 3, 'q', h, t, c);
+    for (int h = 0; h < HKV; h++)
+        for (int r = 0; r < N; r++)
+            for (int c = 0; c < D; c++) {
+                k[(h * N + r) * D + c] = gen_int(NULL, 3, 'k', h, r, c);
+                v[(h * N + r) * D + c] = gen_int(NULL, 3, 'v', h, r, c);
+            }
+    as_dtype_from_f64(AS_DT_F32, q, HQ * T * D, qf);
+    as_dtype_from_f64(AS_DT_F32, k, HKV * N * D, kf);
+    as_dtype_from_f64(AS_DT_F32, v, HKV * N * D, vf);
+    as_dtype_from_f64(AS_DT_F16, q, HQ * T * D, qh);
+    as_dtype_from_f64(AS_DT_F16, k, HKV * N * D, kh);
+    as_dtype_from_f64(AS_DT_F16, v, HKV * N * D, vh);
+    const void *arr[3][3] = {{q, k, v}, {qf, kf, vf}, {qh, kh, vh}};
+    const as_dtype dts[3] = {AS_DT_F64, AS_DT_F32, AS_DT_F16};
+    const int64_t pos[T] = {2, 3, 4};
+    char err[AS_ERR_LEN];
+    for (int i = 0; i < 3; i++)
+        for (int causal = 0; causal < 2; causal++) {
+            as_layer_view vw;
+            cr_assert_eq(as_layer_view_init(&vw, 3, dts[i], HQ, HKV, T, N, D, causal ? 0.5 : 0,
+                                            arr[i][0], arr[i][1], arr[i][2], causal ? pos : NULL,
+                                            err),
+                         AS_OK, "%s", err);
+            const as_layer *l = &vw.layer;
+            cr_assert_eq((const void *)l, (const void *)&vw);
+            cr_assert(l->index == 3 && l->hq == HQ && l->hkv == HKV && l->t == T && l->n == N &&
+                      l->d == D);
+            cr_assert_eq(l->scale, causal ? 0.5 : 0.5 /* 1/sqrt(4) */);
+            cr_assert_eq(as_layer_is_causal(l), causal);
+            double row[N * D];
+            for (int64_t h = 0; h < HKV; h++) {
+                as_layer_read_k(l, h, 1, 3, row);
+                for (int r = 0; r < 3; r++)
+                    for (int c = 0; c < D; c++)
+                        cr_assert_eq(row[r * D + c], gen_int(NULL, 3, 'k', h, r + 1, c));
+                as_layer_read_v(l, h, 0, N, row);
+                for (int r = 0; r < N; r++)
+                    for (int c = 0; c < D; c++)
+                        cr_assert_eq(row[r * D + c], gen_int(NULL, 3, 'v', h, r, c));
+            }
+            for (int64_t h = 0; h < HQ; h++) {
+                cr_assert_eq(as_layer_kv_head(l, h), h / 3);
+                for (int64_t t = 0; t < T; t++) {
+                    as_layer_read_q(l, h, t, row);
+                    for (int c = 0; c < D; c++) cr_assert_eq(row[c], gen_int(NULL, 3, 'q', h, t, c));
+                    cr_assert_eq(as_layer_visible(l, t), causal ? pos[t] + 1 : N);
+                }
+            }
+        }
+    as_layer_view *hv = as_layer_view_new(1, AS_DT_F32, HQ, HKV, T, N, D, 2.0, qf, kf, vf, NULL, err);
+    cr_assert_not_null(hv, "%s", err);
+    cr_assert_eq(hv->layer.scale, 2.0);
+    as_layer_view_free(hv);
+    /* refusals */
+    as_layer_view vw;
+    cr_assert_eq(as_layer_view_init(&vw, 0, AS_DT_F64, 5, 2, T, N, D, 0, q, k, v, NULL, err),
+                 AS_ERR_USAGE);
+    cr_assert(strstr(err, "not a multiple"), "%s", err);
+    cr_assert_eq(as_layer_view_init(&vw, 0, AS_DT_F64, HQ, HKV, T, 0, D, 0, q, k, v, NULL, err),
+                 AS_ERR_USAGE);
+    cr_assert_eq(as_layer_view_init(&vw, 0, AS_DT_I32, HQ, HKV, T, N, D, 0, q, k, v, NULL, err),
+                 AS_ERR_USAGE);
+    cr_assert_eq(as_layer_view_init(&vw, 0, AS_DT_F64, HQ, HKV, T, N, D, 0, q, NULL, v, NULL, err),
+                 AS_ERR_USAGE);
+    const int64_t bad[T] = {0, 5, 1};
+    cr_assert_eq(as_layer_view_init(&vw, 0, AS_DT_F64, HQ, HKV, T, N, D, 0, q, k, v, bad, err),
+                 AS_ERR_VALUE);
+    cr_assert(strstr(err, "q_pos[1] = 5"), "%s", err);
+    cr_assert_null(as_layer_view_new(0, AS_DT_F64, HQ, HKV, T, N, D, 0, q, k, v, bad, err));
 }

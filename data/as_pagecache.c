@@ -1,4 +1,4 @@
-#include "as_pages.h"
+#include "as_pagecache.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -38,7 +38,7 @@ static int lookup(uintptr_t a, uintptr_t b)
     return found && ok;
 }
 
-void as_pages_release(const void *addr, size_t len)
+void as_pagecache_release(const void *addr, size_t len)
 {
     static long page = 0;
     if (!page) page = sysconf(_SC_PAGESIZE);
@@ -55,5 +55,5 @@ void as_tensor_release(const as_tensor *t, uint64_t first, uint64_t count)
     if (!t || first >= t->numel) return;
     if (count > t->numel - first) count = t->numel - first;
     size_t isz = as_dtype_size(t->dtype);
-    as_pages_release(t->data + first * isz, (size_t)(count * isz));
+    as_pagecache_release(t->data + first * isz, (size_t)(count * isz));
 }
