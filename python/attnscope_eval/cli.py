@@ -240,6 +240,8 @@ def _main(argv) -> int:
         except ValueError:
             raise UsageError(f"--dense-layers: '{s}' is not a layer index")
 
+    if args.summarise_only and not args.perhead:
+        return summarise_journal(args, out, methods, sparsities, eps_list)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -378,6 +380,47 @@ def _main(argv) -> int:
             records += perhead.run(args, work, tol, info)
         except perhead.PerHeadError as e:
             raise UsageError(str(e))
+    doc = {"attnscope": VERSION, "command": "eval", "model": args.model, "records": records}
+    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    atomic_write(out, text)
+    if args.json:
+        sys.stdout.write(text)
+    elif args.csv:
+        sys.stdout.write(csv_text(records))
+    elif not args.quiet:
+        print_table(summary)
+    return 0
+
+
+def summarise_journal(args, out, methods, sparsities, eps_list) -> int:
+    """--summarise-only without --perhead: the document from the journal alone (no model
+    load); the configurations of this command select the records."""
+    from . import sparse as sp
+    from . import stats
+    journal = out + ".journal"
+    if not os.path.exists(journal):
+        raise UsageError(f"{journal}: no journal to summarise")
+    run_rec, samples = None, []
+    with open(journal) as f:
+        for line in f:
+            if not line.strip().endswith("}"):
+                continue
+            r = json.loads(line)
+            if r.get("record") == "run" and run_rec is None:
+                run_rec = r
+            elif r.get("record") == "sample":
+                samples.append(r)
+    if run_rec is None:
+        raise UsageError(f"{journal}: no run record")
+    keys = {"dense"} | {sp.Config(m, s).key for m in methods for s in sparsities}
+    keys |= {sp.Config("topk-sample", None, eps=e, budget=args.eps_budget).key for e in eps_list}
+    tasks = {os.path.basename(t) if t.endswith(".jsonl") else t
+             for t in args.tasks.split(",") if t.strip()}
+    samples = [r for r in samples if r["config"] in keys and r["task"] in tasks]
+    summary = stats.summarise(samples)
+    records = [run_rec] + sorted(samples, key=lambda r: (r["task"], r["length"], r["sample"],
+                                                         r["config"] != "dense", r["config"]))
+    records += summary + stats.tolerance(summary)
     doc = {"attnscope": VERSION, "command": "eval", "model": args.model, "records": records}
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     atomic_write(out, text)

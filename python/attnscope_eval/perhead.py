@@ -5,7 +5,8 @@ the same prompt (its last T tokens decoded one at a time, the layers of --perhea
 `attnscope sparsity TRACE --summary-only --json` measures each head's tolerance: the median over
 heads of the largest sparsity whose mean relative output error stays under 5% (its
 `model_summary` record, `median_sparsity_5pct`). Beside it, the model-level tolerance of the
-`tolerance` record. Spearman's rho over the (task, length) points, per method."""
+`tolerance` record. Spearman's rho over the (task, length) points whose dense accuracy is at
+least 0.5 (and the perplexity task), per method."""
 from __future__ import annotations
 
 import json
@@ -77,8 +78,11 @@ def run(args, work, tol_records, info) -> list[dict]:
                             heads=rec.get("heads"), model_tolerance=mt["model_tolerance"],
                             model_censored=mt["censored"], dense_accuracy=mt["dense_accuracy"]))
     for m in methods:
+        # only tasks the dense model solves (accuracy >= 0.5; ppl has no accuracy): elsewhere
+        # the model-level tolerance measures nothing
         pts = [(r["perhead_tolerance"], r["model_tolerance"]) for r in out
-               if r["method"] == m and r["perhead_tolerance"] is not None]
+               if r["method"] == m and r["perhead_tolerance"] is not None
+               and (r["dense_accuracy"] is None or r["dense_accuracy"] >= 0.5)]
         out.append(dict(record="perhead_rank", method=m, points=len(pts),
                         spearman=stats.spearman([a for a, _ in pts], [b for _, b in pts])))
     return out
