@@ -123,6 +123,23 @@ static double lp_residual(const double *VJ, int64_t nj, int64_t d, const double 
     return sqrt(r2) + fabs(s - rhs[d]);
 }
 
+/* Every constraint row met to 1e-7 of its own scale (rowmax[c] = max_j |W[j][c]| times the mass
+ * rhs[d]; the mass row: rhs[d]): the sum test of lp_residual alone lets a row of values of
+ * 1e13 hide a mass row off by 1e-3 (found by fuzzing). */
+static int lp_rows_ok(const double *W, int64_t nj, int64_t d, const double *rhs, const double *x,
+                      const double *rowmax)
+{
+    double s = 0.0;
+    for (int64_t j = 0; j < nj; j++) s += x[j];
+    if (!(fabs(s - rhs[d]) <= 1e-7 * rhs[d])) return 0;
+    for (int64_t c = 0; c < d; c++) {
+        double acc = -rhs[c];
+        for (int64_t j = 0; j < nj; j++) acc += W[j * d + c] * x[j];
+        if (!(fabs(acc) <= 1e-7 * rowmax[c] * rhs[d])) return 0;
+    }
+    return 1;
+}
+
 /* Recompute the basic variables of the simplex's final basis in float64 (least squares on the
  * basic columns, LAPACK dgels), the nonbasic ones being 0: the vertex then meets the equality
  * constraints to rounding instead of GLPK's feasibility tolerance. x is replaced only when the
@@ -203,7 +220,7 @@ typedef struct {
     int64_t nj, d;
     double *tv, *xbest;
     int *ia, *ja;
-    double *ar, *x, *rhs, *pw;
+    double *ar, *x, *rhs, *pw, *rowmax;
     char *in_s, *new_s;
 } lp_job;
 
@@ -252,6 +269,11 @@ static void lp_run(lp_job *J)
     parm.it_lim = (int)(20 * (nj + d + 1) + 1000);
     double rnorm = fabs(rhs[d]);
     for (int64_t c = 0; c < d; c++) rnorm += fabs(rhs[c]);
+    double *rowmax = J->rowmax;
+    for (int64_t c = 0; c < d; c++) {
+        rowmax[c] = 0.0;
+        for (int64_t j = 0; j < nj; j++) rowmax[c] = fmax(rowmax[c], fabs(W[j * d + c]));
+    }
 
     /* starting sets: the heaviest keys holding half the mass; the keys above the mean weight */
     double total = rhs[d], mean = total / (double)nj;
@@ -282,7 +304,8 @@ static void lp_run(lp_job *J)
             t *= 0.5;
             /* a vertex GLPK accepted within its tolerance but that is not feasible in float64
              * (a basic variable below 0 by more than rounding) does not count as a witness */
-            int exact = lp_residual(W, nj, d, rhs, x) <= 1e-10 * rnorm;
+            int exact = lp_residual(W, nj, d, rhs, x) <= 1e-10 * rnorm &&
+                        lp_rows_ok(W, nj, d, rhs, x, rowmax);
             int improved = exact && t > *J->tv * (1 + 1e-12) + 1e-15;
             if (improved) {
                 *J->tv = t;
@@ -382,7 +405,7 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
         }
     }
     *eg = emax == INT_MIN ? 0 : emax;
-    lp_job J = {W, aJ, nj, d, tv, xbest, ia, ja, ar, x, rhs, pw, in_s, new_s};
+    lp_job J = {W, aJ, nj, d, tv, xbest, ia, ja, ar, x, rhs, pw, acc, in_s, new_s};
     st = lp_guarded(&J, err);
     if (st != AS_OK) goto out;
     /* residual of the constraints at the best point, in units of 2^eg */

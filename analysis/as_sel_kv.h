@@ -50,7 +50,7 @@ as_status as_sel_page_bounds(const as_layer *l, int64_t kvh, const double *q, in
  * every kv head (AS_SEL_KV: sels[0..hkv)), each initialised with as_sp_sel_init (reused).
  * Draws are seeded as query seed_qi (trial as in as_sp_select). eps_rel > 0 (topk-sample only)
  * sizes the samples from the bound; needed (may be NULL; hq or hkv entries) receives each
- * selection's m (-1 when not sized). Method index is refused (AS_ERR_USAGE). */
+ * selection's m (-1 when not sized). Methods index and page-sample are refused (AS_ERR_USAGE). */
 as_status as_sel_step(const as_layer *l, int64_t qi, as_sel_mode mode, as_sp_method m,
                       as_budget b, const as_sp_params *p, uint64_t trial, int64_t seed_qi,
                       double eps_rel, as_sp_sel *sels, int64_t *needed, char *err);

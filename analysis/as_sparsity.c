@@ -15,7 +15,8 @@
 /* ---- names, budgets, parameters ----------------------------------------------------------- */
 
 static const char *const method_names[AS_SP_N_METHODS] = {"topk", "sink-window", "page",
-                                                          "uniform", "topk-sample", "index"};
+                                                          "uniform", "topk-sample", "index",
+                                                          "page-sample"};
 
 const char *as_sp_method_name(as_sp_method m)
 {
@@ -31,7 +32,8 @@ int as_sp_method_parse(const char *s, as_sp_method *m)
                  {"streamingllm", AS_SP_SINK_WINDOW}, {"sink", AS_SP_SINK_WINDOW},
                  {"window", AS_SP_SINK_WINDOW},   {"quest", AS_SP_PAGE},
                  {"sample", AS_SP_UNIFORM},       {"vattention", AS_SP_TOPK_SAMPLE},
-                 {"topk+sample", AS_SP_TOPK_SAMPLE}};
+                 {"topk+sample", AS_SP_TOPK_SAMPLE}, {"page+sample", AS_SP_PAGE_SAMPLE},
+                 {"quest+sample", AS_SP_PAGE_SAMPLE}};
     for (int i = 0; i < AS_SP_N_METHODS; i++)
         if (strcmp(s, method_names[i]) == 0) {
             *m = (as_sp_method)i;
@@ -45,7 +47,10 @@ int as_sp_method_parse(const char *s, as_sp_method *m)
     return -1;
 }
 
-int as_sp_method_is_sampling(as_sp_method m) { return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE; }
+int as_sp_method_is_sampling(as_sp_method m)
+{
+    return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE;
+}
 
 void as_sp_params_init(as_sp_params *p)
 {
@@ -369,6 +374,50 @@ static as_status pages_build(const as_layer *l, int64_t kvh, int64_t P, sp_pages
     return AS_OK;
 }
 
+/* The `want` pages (of P keys; the last one partial) of query q with the largest Quest bound
+ * U_p = scale sum_c max(q_c M_c, q_c m_c), their keys ascending into det (*nd of them). pg may be
+ * NULL (min/max read on the fly). */
+static as_status select_pages(const as_layer *l, int64_t h, const double *q, int64_t n, int64_t P,
+                              int64_t want, const sp_pages *pg, int64_t *det, int64_t *nd,
+                              char *err)
+{
+    const int64_t d = l->d;
+    const int64_t kvh = as_layer_kv_head(l, h);
+    int64_t npg = (n + P - 1) / P, nfull = n / P;
+    *nd = 0;
+    if (want > npg) want = npg;
+    if (want <= 0) return AS_OK;
+    double *ub = malloc((size_t)npg * sizeof *ub);
+    double *mn = malloc((size_t)d * sizeof *mn), *mx = malloc((size_t)d * sizeof *mx);
+    double *buf = malloc((size_t)P * (size_t)d * sizeof *buf);
+    int64_t *pick = malloc((size_t)want * sizeof *pick);
+    if (!ub || !mn || !mx || !buf || !pick) {
+        free(ub), free(mn), free(mx), free(buf), free(pick);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    for (int64_t pgi = 0; pgi < npg; pgi++) {
+        const double *a, *bb;
+        if (pg && pgi < nfull && pgi < pg->n_full) {
+            a = pg->pmin + pgi * d;
+            bb = pg->pmax + pgi * d;
+        } else {
+            page_minmax(l, kvh, P, n, pgi, pgi + 1, mn, mx, buf);
+            a = mn;
+            bb = mx;
+        }
+        double u = 0;
+        for (int64_t c = 0; c < d; c++) u += q[c] >= 0 ? q[c] * bb[c] : q[c] * a[c];
+        ub[pgi] = l->scale * u;
+    }
+    as_status st = as_select_topk(ub, npg, want, pick, err);
+    int64_t c = 0;
+    for (int64_t j = 0; j < want && st == AS_OK; j++)
+        for (int64_t i = pick[j] * P; i < (pick[j] + 1) * P && i < n; i++) det[c++] = i;
+    *nd = c;
+    free(ub), free(mn), free(mx), free(buf), free(pick);
+    return st;
+}
+
 /* Select the keys of one query (trial 0 draw for sampling methods, from rng). scores over the
  * n visible keys; q the raw query (page method); pg may be NULL (built on the fly). */
 static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const double *q,
@@ -397,40 +446,11 @@ static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const doub
         break;
     }
     case AS_SP_PAGE: {
-        const int64_t P = p->page_size > 0 ? p->page_size : 16, d = l->d;
-        const int64_t kvh = as_layer_kv_head(l, h);
-        int64_t npg = (n + P - 1) / P, nfull = n / P;
+        const int64_t P = p->page_size > 0 ? p->page_size : 16;
+        int64_t npg = (n + P - 1) / P;
         int64_t want = k >= n ? npg : k / P; /* whole pages within the budget */
         if (want < 1) want = 1;
-        if (want > npg) want = npg;
-        double *ub = malloc((size_t)npg * sizeof *ub);
-        double *mn = malloc((size_t)d * sizeof *mn), *mx = malloc((size_t)d * sizeof *mx);
-        double *buf = malloc((size_t)P * (size_t)d * sizeof *buf);
-        int64_t *pick = malloc((size_t)want * sizeof *pick);
-        if (!ub || !mn || !mx || !buf || !pick) {
-            free(ub), free(mn), free(mx), free(buf), free(pick);
-            return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        }
-        for (int64_t pgi = 0; pgi < npg; pgi++) {
-            const double *a, *bb;
-            if (pg && pgi < nfull && pgi < pg->n_full) {
-                a = pg->pmin + pgi * d;
-                bb = pg->pmax + pgi * d;
-            } else {
-                page_minmax(l, kvh, P, n, pgi, pgi + 1, mn, mx, buf);
-                a = mn;
-                bb = mx;
-            }
-            double u = 0;
-            for (int64_t c = 0; c < d; c++) u += q[c] >= 0 ? q[c] * bb[c] : q[c] * a[c];
-            ub[pgi] = l->scale * u;
-        }
-        st = as_select_topk(ub, npg, want, pick, err);
-        int64_t c = 0;
-        for (int64_t j = 0; j < want && st == AS_OK; j++)
-            for (int64_t i = pick[j] * P; i < (pick[j] + 1) * P && i < n; i++) sel->det[c++] = i;
-        sel->n_det = c;
-        free(ub), free(mn), free(mx), free(buf), free(pick);
+        st = select_pages(l, h, q, n, P, want, pg, sel->det, &sel->n_det, err);
         break;
     }
     case AS_SP_UNIFORM:
@@ -441,6 +461,19 @@ static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const doub
         st = as_select_topk(sc, n, kh, sel->det, err);
         sel->n_det = kh;
         sel->n_samp = as_select_sample(rng, n, sel->det, kh, k - kh, sel->samp);
+        break;
+    }
+    case AS_SP_PAGE_SAMPLE: {
+        /* heavy set: the whole Quest pages within round(F k) keys (none when that is below one
+         * page), chosen from q and the keys' page min/max only; the rest of the budget is a
+         * uniform sample of the other keys */
+        const int64_t P = p->page_size > 0 ? p->page_size : 16;
+        int64_t kh = (int64_t)llround((double)k * p->heavy_frac);
+        if (kh > k) kh = k;
+        if (kh < 0) kh = 0;
+        st = select_pages(l, h, q, n, P, kh / P, pg, sel->det, &sel->n_det, err);
+        if (st == AS_OK)
+            sel->n_samp = as_select_sample(rng, n, sel->det, sel->n_det, k - sel->n_det, sel->samp);
         break;
     }
     case AS_SP_INDEX:
@@ -978,7 +1011,7 @@ as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn
     int need_budgets = 0, need_pages = 0;
     for (size_t i = 0; i < cfg->n_methods; i++) {
         if (cfg->methods[i] != AS_SP_INDEX) need_budgets = 1;
-        if (cfg->methods[i] == AS_SP_PAGE) need_pages = 1;
+        if (cfg->methods[i] == AS_SP_PAGE || cfg->methods[i] == AS_SP_PAGE_SAMPLE) need_pages = 1;
         if (cfg->methods[i] == AS_SP_INDEX && !cfg->params.index)
             return as_err_set(err, AS_ERR_USAGE, "method 'index' needs an index file");
     }
@@ -1203,7 +1236,7 @@ as_status as_sp_eval_query(const as_layer *l, int64_t h, int64_t qi, as_sp_metho
     if (st != AS_OK) return st;
     sp_pages pg;
     memset(&pg, 0, sizeof pg);
-    if (m == AS_SP_PAGE) {
+    if (m == AS_SP_PAGE || m == AS_SP_PAGE_SAMPLE) {
         st = pages_build(l, B.kvh, p->page_size > 0 ? p->page_size : 16, &pg, err);
         B.pages = &pg;
     }

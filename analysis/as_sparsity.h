@@ -39,15 +39,16 @@ typedef enum {
     AS_SP_UNIFORM,
     AS_SP_TOPK_SAMPLE,
     AS_SP_INDEX,
+    AS_SP_PAGE_SAMPLE, /* after index: the numbers (and seeds) of the others stay */
     AS_SP_N_METHODS
 } as_sp_method;
 
-/* "topk", "sink-window", "page", "uniform", "topk-sample", "index". */
+/* "topk", "sink-window", "page", "uniform", "topk-sample", "index", "page-sample". */
 const char *as_sp_method_name(as_sp_method m);
 /* Parse a name (also accepts "oracle", "streamingllm", "quest", "sample", "vattention");
  * returns 0 and sets *m, or -1. */
 int as_sp_method_parse(const char *s, as_sp_method *m);
-/* 1 for uniform and topk-sample (random, with an (epsilon, delta) guarantee). */
+/* 1 for uniform, topk-sample and page-sample (random, with an (epsilon, delta) guarantee). */
 int as_sp_method_is_sampling(as_sp_method m);
 
 /* A budget: count > 0 keeps that many keys (clamped to n); otherwise frac in (0, 1] of the
@@ -72,7 +73,7 @@ size_t as_budget_default_sweep(as_budget *out, size_t max);
 typedef struct {
     int sinks;              /* sink-window: first positions kept (StreamingLLM: 4) */
     int page_size;          /* page: keys per page (Quest: 16) */
-    double heavy_frac;      /* topk-sample: share of the budget given to top-k heavy hitters */
+    double heavy_frac;      /* topk-sample, page-sample: share of the budget for the heavy set */
     double delta;           /* sampling methods: failure probability of the guarantee */
     uint64_t seed;          /* sampling methods: base seed */
     const as_index *index;  /* index method: the user's selection */

@@ -16,7 +16,8 @@ const char as_help_sparsity[] =
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
     "Approximate every query's attention output with a sparse method and compare it with the\n"
     "exact float64 output and with the theoretical bound (docs/theory.md).\n\n"
-    "Methods (default: all but index; index too when --index is given):\n"
+    "Methods (default: all but index and page-sample; index too when --index is given;\n"
+    "--method all adds page-sample):\n"
     "  topk         oracle top-k: the k largest weights\n"
     "  sink-window  StreamingLLM: the first S positions (--sinks, default 4) and the last k-S\n"
     "  page         Quest: pages of P keys (--page-size, default 16) ranked by the upper bound\n"
@@ -24,6 +25,8 @@ const char as_help_sparsity[] =
     "  uniform      uniform sample of k keys without replacement, importance-reweighted\n"
     "  topk-sample  vAttention-style: top round(F*k) keys (--heavy-frac, default 0.5) plus a\n"
     "               uniform sample of the rest, numerator and denominator estimated separately\n"
+    "  page-sample  pages + sampling: the Quest pages within round(F*k) keys as the heavy\n"
+    "               set, a uniform sample of the rest, estimated as topk-sample\n"
     "  index        the keys listed in a user's index file (--index; docs/trace-format.md);\n"
     "               if the file holds the kernel's outputs, their error is checked too\n\n"
     "Budgets: a fraction of each query's visible keys (0.02, 2%, 1/50), a key count (128), or\n"
@@ -255,7 +258,7 @@ int as_cmd_sparsity(int argc, char **argv)
     static as_budget budgets[MAX_BUDGETS];
     size_t n_budgets = 0;
     const char *index_path = NULL, *export_path = NULL;
-    int export_out = 0, method_all = 1, have_budget = 0, summary_only = 0;
+    int export_out = 0, method_all = 1, have_budget = 0, summary_only = 0, all_given = 0;
     char err[AS_ERR_LEN];
     int opt, r;
     long v;
@@ -267,7 +270,7 @@ int as_cmd_sparsity(int argc, char **argv)
         if (r < 0) return 2;
         switch (opt) {
         case OPT_METHOD:
-            method_all = strcmp(optarg, "all") == 0;
+            method_all = all_given = strcmp(optarg, "all") == 0;
             n_methods = 0;
             if (!method_all) {
                 char buf[256];
@@ -276,7 +279,8 @@ int as_cmd_sparsity(int argc, char **argv)
                     as_sp_method m;
                     if (as_sp_method_parse(tok, &m) != 0)
                         return as_cli_usage(cmd, "unknown method '%s' (topk, sink-window, page, "
-                                                 "uniform, topk-sample, index, all)", tok);
+                                                 "uniform, topk-sample, page-sample, index, all)",
+                                            tok);
                     int dup = 0;
                     for (size_t i = 0; i < n_methods; i++) dup |= methods[i] == m;
                     if (!dup) methods[n_methods++] = m;
@@ -345,8 +349,9 @@ int as_cmd_sparsity(int argc, char **argv)
     if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
     c.trace = argv[optind];
     if (method_all) {
-        for (int m = 0; m < AS_SP_N_METHODS; m++)
-            if (m != AS_SP_INDEX || index_path) methods[n_methods++] = (as_sp_method)m;
+        for (int m = 0; m < AS_SP_N_METHODS; m++) /* page-sample only with --method all */
+            if ((m != AS_SP_INDEX || index_path) && (m != AS_SP_PAGE_SAMPLE || all_given))
+                methods[n_methods++] = (as_sp_method)m;
     }
     int uses_index = 0;
     for (size_t i = 0; i < n_methods; i++) uses_index |= methods[i] == AS_SP_INDEX;

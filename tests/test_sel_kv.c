@@ -372,6 +372,7 @@ Test(sel_kv, bad_input)
     for (int h = 0; h < 4; h++) as_sp_sel_init(&sels[h]);
     as_budget b = {0.1, 0};
     cr_assert_eq(as_sel_step(&vw.layer, 0, AS_SEL_Q, AS_SP_INDEX, b, &p, 0, 0, 0, sels, NULL, err), AS_ERR_USAGE);
+    cr_assert_eq(as_sel_step(&vw.layer, 0, AS_SEL_KV, AS_SP_PAGE_SAMPLE, b, &p, 0, 0, 0, sels, NULL, err), AS_ERR_USAGE);
     cr_assert_eq(as_sel_step(&vw.layer, 0, AS_SEL_Q, AS_SP_TOPK, b, &p, 0, 0, 0.1, sels, NULL, err), AS_ERR_USAGE);
     cr_assert(strstr(err, "topk-sample"), "%s", err);
     cr_assert_eq(as_sel_step(&vw.layer, 1, AS_SEL_Q, AS_SP_TOPK, b, &p, 0, 0, 0, sels, NULL, err), AS_ERR_USAGE);

@@ -95,8 +95,9 @@ static recs run(const as_trace *tr, const as_sp_method *m, size_t nm, const as_b
     return v;
 }
 
-static const as_sp_method all_methods[] = {AS_SP_TOPK, AS_SP_SINK_WINDOW, AS_SP_PAGE,
-                                           AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+static const as_sp_method all_methods[] = {AS_SP_TOPK,    AS_SP_SINK_WINDOW, AS_SP_PAGE,
+                                           AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE};
+#define N_ALL ((int)(sizeof all_methods / sizeof all_methods[0]))
 
 static const char *sample_trace(void)
 {
@@ -118,11 +119,11 @@ static void check_no_violation(char *path, int owned)
     as_trace *tr = as_trace_open(path, err);
     cr_assert(tr, "%s", err);
     as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {0, 7}, {1.0, 0}};
-    recs v = run(tr, all_methods, 5, b, 5, 3, 0);
+    recs v = run(tr, all_methods, N_ALL, b, 5, 3, 0);
     size_t want = 0;
     for (size_t i = 0; i < as_trace_n_layers(tr); i++) {
         const as_layer *l = as_trace_layer(tr, i);
-        want += (size_t)(l->hq * l->t) * 5 * 5;
+        want += (size_t)(l->hq * l->t) * N_ALL * 5;
     }
     cr_assert_eq(v.n, want);
     for (size_t i = 0; i < v.n; i++) {
@@ -319,7 +320,7 @@ Test(sparsity, large_scores_no_false_violation)
             as_trace *tr = as_trace_open(p, err);
             cr_assert(tr, "%s", err);
             as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {0, 7}, {1.0, 0}};
-            recs v = run(tr, all_methods, 5, b, 5, 2, 0);
+            recs v = run(tr, all_methods, N_ALL, b, 5, 2, 0);
             for (size_t i = 0; i < v.n; i++) {
                 const as_sp_eval *e = &v.r[i].ev;
                 cr_assert(e->identity_ok, "X=%g spread %d %s: identity residual %g (tol %g)", X, sp,
@@ -382,7 +383,7 @@ Test(sparsity, f16_huge_equal_scores)
     as_trace *tr = as_trace_open(p, err);
     cr_assert(tr, "%s", err);
     as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {1.0, 0}};
-    recs v = run(tr, all_methods, 5, b, 4, 1, 0);
+    recs v = run(tr, all_methods, N_ALL, b, 4, 1, 0);
     for (size_t i = 0; i < v.n; i++) {
         const as_sp_eval *e = &v.r[i].ev;
         cr_assert(e->identity_ok, "%s: identity residual %g (tol %g)",
@@ -404,8 +405,8 @@ Test(sparsity, blocks_and_single_query_agree)
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(p, err);
     as_budget b[] = {{0.05, 0}, {0.3, 0}};
-    recs big = run(tr, all_methods, 5, b, 2, 2, 0);
-    recs tiny = run(tr, all_methods, 5, b, 2, 2, 1); /* one query per block */
+    recs big = run(tr, all_methods, N_ALL, b, 2, 2, 0);
+    recs tiny = run(tr, all_methods, N_ALL, b, 2, 2, 1); /* one query per block */
     cr_assert_eq(big.n, tiny.n);
     size_t checked = 0;
     for (size_t i = 0; i < big.n; i++) {
@@ -593,8 +594,21 @@ Test(sparsity, sampling_engine_matches_array_reference)
 /* ---- Monte-Carlo coverage on problem instances drawn with GSL --------------------------------
  * For each instance the probability that ||o - o_hat|| exceeds the predicted epsilon must be at
  * most delta. The estimator's numerator and denominator must be unbiased. */
+static void coverage_instance_h(gsl_rng *g, int64_t n, int64_t d, int64_t nh, int64_t m,
+                                double delta, int kind, long trials, double *worst_frac,
+                                int64_t pages);
+
 static void coverage_instance(gsl_rng *g, int64_t n, int64_t d, int64_t nh, int64_t m,
                               double delta, int kind, long trials, double *worst_frac)
+{
+    coverage_instance_h(g, n, d, nh, m, delta, kind, trials, worst_frac, 0);
+}
+
+/* pages > 0: the heavy set is nh / pages whole pages of `pages` keys, those with the largest
+ * maximum score (as page-sample's Quest pages: chosen without the sampled values) */
+static void coverage_instance_h(gsl_rng *g, int64_t n, int64_t d, int64_t nh, int64_t m,
+                                double delta, int kind, long trials, double *worst_frac,
+                                int64_t pages)
 {
     char err[AS_ERR_LEN];
     double *s = malloc((size_t)n * sizeof *s), *V = malloc((size_t)(n * d) * sizeof *V);
@@ -605,7 +619,23 @@ static void coverage_instance(gsl_rng *g, int64_t n, int64_t d, int64_t nh, int6
         for (int64_t c = 0; c < d; c++) V[i * d + c] = gsl_ran_gaussian(g, 1.0) + (c == 0 ? 1.0 : 0.0);
     }
     int64_t *H = malloc((size_t)(nh + 1) * sizeof *H), *samp = malloc((size_t)n * sizeof *samp);
-    cr_assert_eq(as_select_topk(s, n, nh, H, err), AS_OK);
+    if (pages > 0) {
+        int64_t np = n / pages, want = nh / pages;
+        double *pm = malloc((size_t)np * sizeof *pm);
+        int64_t *pk = malloc((size_t)(want + 1) * sizeof *pk);
+        for (int64_t q = 0; q < np; q++) {
+            pm[q] = -INFINITY;
+            for (int64_t i = q * pages; i < (q + 1) * pages; i++) pm[q] = fmax(pm[q], s[i]);
+        }
+        cr_assert_eq(as_select_topk(pm, np, want, pk, err), AS_OK);
+        nh = 0;
+        for (int64_t j = 0; j < want; j++)
+            for (int64_t i = pk[j] * pages; i < (pk[j] + 1) * pages; i++) H[nh++] = i;
+        as_select_sort_unique(H, nh);
+        free(pm), free(pk);
+    } else {
+        cr_assert_eq(as_select_topk(s, n, nh, H, err), AS_OK);
+    }
     as_sp_sstats st;
     cr_assert_eq(as_sp_sampling_stats(s, V, n, d, H, nh, &st, err), AS_OK);
     double eps = as_sp_sampling_eps(&st, m, delta);
@@ -671,6 +701,7 @@ Test(sparsity, sampling_coverage_monte_carlo)
             coverage_instance(g, 1500, 16, 0, 150, deltas[di], kind, 1500, &worst);   /* uniform */
             coverage_instance(g, 1500, 16, 30, 60, deltas[di], kind, 1500, &worst);   /* topk+sample */
             coverage_instance(g, 1500, 16, 100, 400, deltas[di], kind, 1500, &worst);
+            coverage_instance_h(g, 1504, 16, 64, 100, deltas[di], kind, 1500, &worst, 16); /* pages */
         }
     fprintf(stderr, "sampling coverage: worst exceedance fraction %.4f\n", worst);
     gsl_rng_free(g);
@@ -698,26 +729,75 @@ Test(sparsity, coverage_on_real_sample)
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(p, err);
     cr_assert(tr, "%s", err);
-    as_sp_method m[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+    as_sp_method m[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE};
     as_budget b[] = {{0.02, 0}, {0.1, 0}};
-    recs v = run(tr, m, 2, b, 2, 200, 0);
-    long draws[2] = {0}, exceed[2] = {0};
+    recs v = run(tr, m, 3, b, 2, 200, 0);
+    long draws[3] = {0}, exceed[3] = {0};
     for (size_t i = 0; i < v.n; i++) {
-        int k = v.r[i].method == AS_SP_UNIFORM ? 0 : 1;
+        int k = v.r[i].method == AS_SP_UNIFORM ? 0 : v.r[i].method == AS_SP_TOPK_SAMPLE ? 1 : 2;
         draws[k] += v.r[i].trials;
         exceed[k] += v.r[i].exceed;
         cr_assert(!v.r[i].ev.subset_violated);
         cr_assert(v.r[i].exceed <= v.r[i].trials);
     }
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         double frac = (double)exceed[k] / (double)draws[k];
         fprintf(stderr, "real sample coverage %s: %ld / %ld draws exceed epsilon (%.4f, delta 0.05)\n",
-                k ? "topk-sample" : "uniform", exceed[k], draws[k], frac);
+                as_sp_method_name(m[k]), exceed[k], draws[k], frac);
         cr_assert(frac <= 0.05);
         cr_assert(as_binom_tail(draws[k], exceed[k], 0.05) >= 1e-6);
     }
     free(v.r);
     as_trace_free(tr);
+}
+
+/* page-sample: its heavy set is the Quest selection of round(F k) keys (whole pages), its
+ * samples come from the other keys; with pages of one key the heavy set is topk-sample's. */
+Test(sparsity, page_sample_selection)
+{
+    char *p = make_trace("ps.st", 1, AS_DT_F32, 2.0, 0, 300, 3);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    const as_layer *l = as_trace_layer(tr, 0);
+    as_sp_params prm;
+    as_sp_params_init(&prm);
+    as_sp_sel a, b;
+    as_sp_sel_init(&a);
+    as_sp_sel_init(&b);
+    int64_t ks[] = {7, 31, 64, 100, 150};
+    for (int64_t h = 0; h < l->hq; h++)
+        for (int64_t qi = 0; qi < l->t; qi++)
+            for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+                int64_t k = ks[t], kh = llround(0.5 * (double)k);
+                prm.page_size = 16;
+                cr_assert_eq(as_sp_select(l, h, qi, AS_SP_PAGE_SAMPLE, (as_budget){0, k}, &prm, 0, NULL,
+                                          &a, err), AS_OK, "%s", err);
+                cr_assert(a.sampled);
+                cr_assert_eq(a.n_det + a.n_samp, k);
+                cr_assert_eq(a.n_det, (kh / 16) * 16);
+                if (kh >= 16) {
+                    cr_assert_eq(as_sp_select(l, h, qi, AS_SP_PAGE, (as_budget){0, kh}, &prm, 0, NULL,
+                                              &b, err), AS_OK);
+                    cr_assert_eq(b.n_det, a.n_det);
+                    for (int64_t j = 0; j < a.n_det; j++) cr_assert_eq(a.det[j], b.det[j]);
+                }
+                for (int64_t j = 0; j < a.n_samp; j++) {
+                    cr_assert(a.samp[j] >= 0 && a.samp[j] < a.n);
+                    for (int64_t i = 0; i < a.n_det; i++) cr_assert_neq(a.samp[j], a.det[i]);
+                }
+                prm.page_size = 1;
+                cr_assert_eq(as_sp_select(l, h, qi, AS_SP_PAGE_SAMPLE, (as_budget){0, k}, &prm, 0, NULL,
+                                          &a, err), AS_OK);
+                cr_assert_eq(as_sp_select(l, h, qi, AS_SP_TOPK_SAMPLE, (as_budget){0, k}, &prm, 0, NULL,
+                                          &b, err), AS_OK);
+                cr_assert_eq(a.n_det, b.n_det);
+                for (int64_t j = 0; j < a.n_det; j++) cr_assert_eq(a.det[j], b.det[j]);
+            }
+    as_sp_sel_free(&a);
+    as_sp_sel_free(&b);
+    as_trace_free(tr);
+    free(p);
 }
 
 /* ---- budgets and aggregation ----------------------------------------------------------------- */
@@ -764,14 +844,14 @@ Test(sparsity, seeds_do_not_depend_on_budget_order)
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(p, err);
     cr_assert(tr, "%s", err);
-    static const as_sp_method sm[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+    static const as_sp_method sm[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE};
     as_budget alone[1], pair[2], sweep[16];
     size_t n1, n2, ns = as_budget_default_sweep(sweep, 16);
     cr_assert_eq(as_budget_parse_list("50x", 1, alone, 1, &n1, err), AS_OK);
     cr_assert_eq(as_budget_parse_list("100x,50x", 1, pair, 2, &n2, err), AS_OK);
-    recs a = run(tr, sm, 2, alone, n1, 3, 0);
-    recs b = run(tr, sm, 2, pair, n2, 3, 0);
-    recs c = run(tr, sm, 2, sweep, ns, 3, 0);
+    recs a = run(tr, sm, 3, alone, n1, 3, 0);
+    recs b = run(tr, sm, 3, pair, n2, 3, 0);
+    recs c = run(tr, sm, 3, sweep, ns, 3, 0);
     const double f = alone[0].frac;
     size_t compared = 0;
     for (size_t i = 0; i < a.n; i++) {
@@ -793,7 +873,7 @@ Test(sparsity, seeds_do_not_depend_on_budget_order)
         }
     }
     cr_assert_eq(compared, 2 * a.n);
-    cr_assert(a.n == 2 * 2 * 4 * 4);
+    cr_assert(a.n == 3 * 2 * 4 * 4);
     free(a.r), free(b.r), free(c.r);
     as_trace_free(tr);
     free(p);
