@@ -54,32 +54,60 @@ def main(argv=None) -> int:
               f"{_ci(d['ci_low'], d['ci_high'])} |")
     methods = sorted({s["method"] for s in summ if s["method"] != "dense"})
     sps = sorted({s["sparsity"] for s in summ if s["sparsity"] and s["method"] != "dense"})
-    for t, n in keys:
-        rows = [s for s in summ if s["task"] == t and s["length"] == n]
-        d = next(s for s in rows if s["config"] == "dense")
-        print(f"\n### {t}, {n} tokens ({d['samples']} samples; dense "
-              + (f"accuracy {_fmt(d['accuracy'])} {_ci(d['ci_low'], d['ci_high'])})"
-                 if d["accuracy"] is not None else "perplexity task)") + "\n")
-        ppl = d["accuracy"] is None
-        print("| method | " + " | ".join(_sp(x) for x in sps) + " |")
-        print("|---|" + "---:|" * len(sps))
+    solved = [(t, n) for t, n in keys
+              if (d := next(s for s in summ if s["task"] == t and s["length"] == n
+                            and s["config"] == "dense"))["accuracy"] is not None
+              and d["accuracy"] >= 0.5]
+
+    def row(t, n, m, x):
+        return next((s for s in summ if s["task"] == t and s["length"] == n
+                     and s["method"] == m and s["sparsity"] == x), None)
+
+    print("\n### Accuracy under sparse decode: correct / samples [Wilson 95% CI], tasks the "
+          "dense model solves\n")
+    print("| task | length | method | " + " | ".join(_sp(x) for x in sps) + " |")
+    print("|---|---:|---|" + "---|" * len(sps))
+    for t, n in solved:
         for m in methods:
             cells = []
             for x in sps:
-                s = next((s for s in rows if s["method"] == m and s["sparsity"] == x), None)
-                if s is None:
-                    cells.append("–")
-                elif ppl:
-                    cells.append(f"ppl x{s['ppl_ratio']:.3f}, KL {s['kl_mean']:.3g}")
-                else:
-                    cells.append(f"{_fmt(s['accuracy'])} {_ci(s['ci_low'], s['ci_high'])}, "
-                                 f"top-1 {s['top1']:.2f}, KL {s['kl_mean']:.3g}")
-            print(f"| {m} | " + " | ".join(cells) + " |")
-        eps = [s for s in rows if s["eps"] is not None]
-        for s in eps:
-            print(f"\n{s['config']}: accuracy {_fmt(s['accuracy'])} "
-                  f"{_ci(s['ci_low'], s['ci_high'])}, realised sparsity "
-                  f"{_fmt(s['realised_sparsity'], 1)}x, KL {s['kl_mean']:.3g}")
+                r = row(t, n, m, x)
+                cells.append("–" if r is None or r["correct"] is None else
+                             f"{r['correct']}/{r['samples']} {_ci(r['ci_low'], r['ci_high'])}")
+            print(f"| {t} | {n} | {m} | " + " | ".join(cells) + " |")
+    lengths = sorted({n for _, n in keys})
+    for what, field, nd in (("mean KL(dense ‖ sparse) per decode step, nats", "kl_mean", 3),
+                            ("top-1 agreement with the dense argmax", "top1", 2)):
+        print(f"\n### {what} (mean over the summary rows of every task, perplexity task "
+              "included)\n")
+        print("| length | method | " + " | ".join(_sp(x) for x in sps) + " |")
+        print("|---:|---|" + "---:|" * len(sps))
+        for n in lengths:
+            for m in methods:
+                cells = []
+                for x in sps:
+                    v = [s[field] for s in summ if s["length"] == n and s["method"] == m
+                         and s["sparsity"] == x and s[field] is not None]
+                    cells.append(f"{sum(v) / len(v):.{nd}g}" if field == "kl_mean" and v
+                                 else f"{sum(v) / len(v):.{nd}f}" if v else "–")
+                print(f"| {n} | {m} | " + " | ".join(cells) + " |")
+    print("\n### Perplexity ratio exp(NLL sparse − NLL dense), 16 held-out tokens\n")
+    print("| length | samples | method | " + " | ".join(_sp(x) for x in sps) + " |")
+    print("|---:|---:|---|" + "---:|" * len(sps))
+    for n in lengths:
+        for m in methods:
+            cells, ns = [], 0
+            for x in sps:
+                r = row("ppl", n, m, x)
+                cells.append("–" if r is None or r["ppl_ratio"] is None else f"{r['ppl_ratio']:.3f}")
+                ns = max(ns, r["samples"] if r else 0)
+            if ns:
+                print(f"| {n} | {ns} | {m} | " + " | ".join(cells) + " |")
+    eps = [s for s in summ if s["eps"] is not None]
+    for s in eps:
+        print(f"\n{s['task']} {s['length']} {s['config']}: accuracy {_fmt(s['accuracy'])} "
+              f"{_ci(s['ci_low'], s['ci_high'])}, realised sparsity "
+              f"{_fmt(s['realised_sparsity'], 2)}x, KL {s['kl_mean']:.3g}")
     print("\n### Model-level tolerance (largest sparsity with accuracy within the dense CI)\n")
     print("| task | length | dense acc. | " + " | ".join(methods) + " |")
     print("|---|---:|---:|" + "---:|" * len(methods))
@@ -91,6 +119,8 @@ def main(argv=None) -> int:
             cells.append("–" if r is None else
                          f"{_sp(r['model_tolerance'])}{'+' if r['censored'] else ''}")
         d = next(s for s in summ if s["task"] == t and s["length"] == n and s["config"] == "dense")
+        if d["accuracy"] is not None and d["accuracy"] < 0.5:
+            cells = ["n/a (dense fails)"] * len(cells)
         print(f"| {t} | {n} | {_fmt(d['accuracy'])} | " + " | ".join(cells) + " |")
     if perhead:
         print("\n### Per-head prediction vs model-level tolerance\n")
