@@ -146,7 +146,9 @@ static void row_sets(const as_sp_ksel *sel, int64_t row, int64_t n, unsigned cha
             S[(*k)++] = j;
         }
     }
-    *w = cnt > ndet ? (double)n / (double)(cnt - ndet) : 0;
+    /* each sample stands for (the pool it was drawn from) / (the draws) keys */
+    const int64_t pool = sel->sample_rest ? n - *k : n;
+    *w = cnt > ndet ? (double)pool / (double)(cnt - ndet) : 0;
     for (int64_t e = ndet; e < cnt; e++) {
         const int32_t j = ids[e];
         const float lw = sel->logw ? sel->logw[row * sel->kcap + e] : 0.f;

@@ -56,9 +56,12 @@ as_status as_sp_check_kernel(const as_layer *l, int64_t h, int64_t qi, const int
  * (query, kv head) (per_query_head = 0: shared by the group's query heads) or per (query, query
  * head). Row r holds count[r] entries at idx + r * kcap. The first n_det entries of a row form
  * S (n_det < 0: every entry); entries < 0 or outside the query's visible keys and repeats are
- * skipped. The entries after them are samples drawn from the query's n visible keys, each
- * standing for n / (count - n_det) keys; one that is in S or whose log-weight (logw, optional)
- * is -inf was dropped by the kernel and is skipped. */
+ * skipped. The entries after them are samples: with sample_rest = 0 (top-k + sampling) drawn
+ * from the query's n visible keys, each standing for n / (count - n_det) keys; with
+ * sample_rest = 1 (pages + sampling) drawn from the n - |S| visible keys outside S, each
+ * standing for (n - |S|) / (count - n_det) keys (|S|: the distinct visible keys of S). A sample
+ * that is in S or whose log-weight (logw, optional) is -inf was dropped by the kernel and is
+ * skipped. */
 typedef struct {
     int per_query_head;
     const int32_t *idx;
@@ -66,6 +69,7 @@ typedef struct {
     const float *logw;
     int32_t kcap;
     int32_t n_det;
+    int sample_rest;
 } as_sp_ksel;
 
 /* What a layer's check found for one query head. */

@@ -18,7 +18,8 @@ const char as_help_gpu[] =
     "                            [--mode kv|q] [--page-size P] [--seed S] [--layer L] [--json|--csv]\n"
     "       attnscope gpu bench [--quick] [--batches 1,8,32,64] [--ns 8192,...] [--ds 128,64]\n"
     "                           [--sparsities 1,10,20,50,100] [--hq 32] [--hkv 8] [--reps 30]\n"
-    "                           [--max-gib G] [--no-selection] [--variant V] [--json|--csv]\n\n"
+    "                           [--max-gib G] [--no-selection] [--variant V] [--split-kv]\n"
+    "                           [--only METHOD] [--json|--csv]\n\n"
     "replay: load each layer's K/V (stored type kept: bf16, f16 or f32) and queries to the GPU\n"
     "(the queries of a trace form the batch, each seeing its causal prefix), run the method and\n"
     "compare every query head's output with the float64 dense output (analysis/as_sp_check.h);\n"
@@ -28,21 +29,28 @@ const char as_help_gpu[] =
     "  page         Quest page selection (pages of P keys, per-page min/max keys), sparse decode\n"
     "  topk-sample  top-k heavy hitters (half the budget) + uniform samples of the rest (the\n"
     "               other half), numerator and denominator estimated separately\n"
-    "  all          every method (default); 'pages' and 'tks' are accepted for page, topk-sample\n"
+    "  page-sample  Quest pages + sampling: the whole pages within half the budget as the heavy\n"
+    "               set, the rest of the budget uniform draws over the keys outside those pages\n"
+    "               (weight (n - |S|) / draws), estimated as topk-sample\n"
+    "  all          every method (default); 'pages', 'tks' and 'pss' are accepted for page,\n"
+    "               topk-sample and page-sample\n"
     "Budgets as in 'attnscope sparsity': '2%', '0.02', '1/50' or a key count (default 10%);\n"
     "--sparsity 50 (or --budget 50x) keeps 1/50. The number of keys k = ceil(fraction * N) is\n"
     "the same for every query. --mode kv (default) selects per kv head (shared by its query\n"
     "heads), q per query head.\n"
     "Bound (docs/theory.md): for the kept set S with captured mass P_S,\n"
     "  ||o - o_S|| <= (1 - P_S) max_{i not in S} ||v_i - o_S||;\n"
-    "for topk-sample, whose output mixes S with reweighted samples of the rest (estimated share\n"
-    "1-lam of the mass), ||o - o_hat|| <= ((1 - P_S) + (1 - lam)) max_{i not in S} ||v_i - o_S||.\n"
+    "for topk-sample and page-sample, whose output mixes S with reweighted samples of the rest\n"
+    "(estimated share 1-lam of the mass),\n"
+    "  ||o - o_hat|| <= ((1 - P_S) + (1 - lam)) max_{i not in S} ||v_i - o_S||.\n"
     "A head fails when a query's error exceeds its bound plus the kernel's float32 tolerance\n"
     "(1e-4 ||o|| + 1e-6 max ||v||). Records 'gpu_replay' per layer x head x method x budget;\n"
     "exit 1 on any violation, 2 on bad input or no usable GPU.\n\n"
     "bench: time the kernels (CUDA events, warm-up, inputs rotating over > 4x L2, median of\n"
     ">= 20 launches) beside a device-to-device copy measured in the same run; rows 'gpu_bench':\n"
     "method, shape, microseconds, bytes that must move, GB/s, % of the copy's GB/s.\n"
+    "--split-kv puts K and V in two allocations (default: one, V after K); --only METHOD times\n"
+    "only that row of each shape (besides copy and read), e.g. for a profiler.\n"
     "gpu/bench/bench.py runs this next to FlashInfer and PyTorch SDPA.\n";
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -80,9 +88,10 @@ static int parse_list(const char *cmd, const char *opt, const char *s, double *o
 
 /* ---- replay ------------------------------------------------------------------------------- */
 /* The method names of `attnscope sparsity` (as_sp_method_name); older spellings still parse. */
-enum { M_DENSE = 0, M_TOPK, M_PAGE, M_TOPK_SAMPLE, M_N };
-static const char *const method_names[M_N] = {"dense", "topk", "page", "topk-sample"};
-static const char *const method_alias[M_N] = {"dense", "oracle", "pages", "tks"};
+enum { M_DENSE = 0, M_TOPK, M_PAGE, M_TOPK_SAMPLE, M_PAGE_SAMPLE, M_N };
+static const char *const method_names[M_N] = {"dense", "topk", "page", "topk-sample",
+                                              "page-sample"};
+static const char *const method_alias[M_N] = {"dense", "oracle", "pages", "tks", "pss"};
 
 enum { R_MAX_BUDGETS = 64 };
 typedef struct {
@@ -265,6 +274,7 @@ static as_status run_method(replay_layer *r, int method, int32_t kk, const repla
         st = as_gpu_decode_dense(r->ctx, a, d_o, d_l, 0, err);
     } else if (st == AS_OK) {
         const int32_t page = (int32_t)o->page;
+        const int sampled = method == M_TOPK_SAMPLE || method == M_PAGE_SAMPLE;
         int32_t kcap = kk, kt = kk, m = 0, np = 0;
         if (method == M_PAGE) {
             np = (kk + page - 1) / page;
@@ -274,14 +284,27 @@ static as_status run_method(replay_layer *r, int method, int32_t kk, const repla
             m = kk - kt;
             kcap = kt + m;
             *n_det = kt;
+        } else if (method == M_PAGE_SAMPLE) {
+            /* as 'sparsity --method page-sample' with --heavy-frac 0.5: the whole pages within
+             * round(k / 2) keys (none when that is below one page), the rest of k sampled */
+            np = (kk / 2 + kk % 2) / page;
+            const int32_t npg = (int32_t)((r->n + page - 1) / page);
+            if (np > npg) np = npg;
+            m = kk - np * page;
+            if (m < 0) m = 0;
+            kcap = np * page + m;
+            *n_det = np * page;
         }
-        st = as_gpu_sel_alloc(&sel, a, o->mode, kcap, method == M_TOPK_SAMPLE, err);
+        st = as_gpu_sel_alloc(&sel, a, o->mode, kcap > 0 ? kcap : 1, sampled, err);
         if (st == AS_OK && method == M_TOPK) st = as_gpu_select_topk(r->ctx, a, kk, &sel, err);
-        if (st == AS_OK && method == M_PAGE) {
+        if (st == AS_OK && (method == M_PAGE || method == M_PAGE_SAMPLE)) {
             st = as_gpu_pages_alloc(&pg, a, page, err);
             if (st == AS_OK) st = as_gpu_pages_build(r->ctx, a, &pg, err);
-            if (st == AS_OK) st = as_gpu_select_pages(r->ctx, a, &pg, np, &sel, err);
         }
+        if (st == AS_OK && method == M_PAGE)
+            st = as_gpu_select_pages(r->ctx, a, &pg, np, &sel, err);
+        if (st == AS_OK && method == M_PAGE_SAMPLE)
+            st = as_gpu_select_pages_sample(r->ctx, a, &pg, np, m, (uint64_t)o->seed, &sel, err);
         if (st == AS_OK && method == M_TOPK_SAMPLE)
             st = as_gpu_select_topk_sample(r->ctx, a, kt, m, (uint64_t)o->seed, &sel, err);
         if (st == AS_OK) st = as_gpu_decode_sparse(r->ctx, a, &sel, d_o, d_l, 0, err);
@@ -354,7 +377,7 @@ static int replay_one_layer(as_gpu_ctx *ctx, const as_layer *l, const replay_opt
             if (st == AS_OK) {
                 const as_sp_ksel ksel = {.per_query_head = hs.mode == AS_GPU_SEL_Q, .idx = hs.idx,
                                          .count = hs.count, .logw = hs.logw, .kcap = hs.kcap,
-                                         .n_det = n_det};
+                                         .n_det = n_det, .sample_rest = m == M_PAGE_SAMPLE};
                 st = as_sp_check_kernel_layer(l, og, r.dpad, m == M_DENSE ? NULL : &ksel,
                                               R_REL_TOL, R_V_TOL, ks, err);
             }
@@ -423,7 +446,9 @@ static int parse_methods(replay_opts *o, const char *arg)
             if (hit) o->want[m] = found = 1;
         }
         if (!found)
-            return as_cli_usage("gpu replay", "unknown method '%.*s' (dense, topk, page, topk-sample, all)",
+            return as_cli_usage("gpu replay",
+                                "unknown method '%.*s' (dense, topk, page, topk-sample, "
+                                "page-sample, all)",
                                 (int)len, p);
         p += len;
         if (*p == ',') p++;
@@ -543,7 +568,8 @@ static void bench_progress(const as_gpu_bench_row *r, void *user)
 
 static int bench(int argc, char **argv)
 {
-    enum { O_QUICK = 1, O_BATCHES, O_NS, O_DS, O_SP, O_HQ, O_HKV, O_REPS, O_MAXGIB, O_NOSEL, O_VAR };
+    enum { O_QUICK = 1, O_BATCHES, O_NS, O_DS, O_SP, O_HQ, O_HKV, O_REPS, O_MAXGIB, O_NOSEL, O_VAR,
+           O_SPLIT, O_ONLY };
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"quick", no_argument, 0, O_QUICK},
                                          {"batches", required_argument, 0, O_BATCHES},
@@ -556,6 +582,8 @@ static int bench(int argc, char **argv)
                                          {"max-gib", required_argument, 0, O_MAXGIB},
                                          {"no-selection", no_argument, 0, O_NOSEL},
                                          {"variant", required_argument, 0, O_VAR},
+                                         {"split-kv", no_argument, 0, O_SPLIT},
+                                         {"only", required_argument, 0, O_ONLY},
                                          {0, 0, 0, 0}};
     as_cli_common cc;
     as_cli_common_init(&cc);
@@ -564,7 +592,8 @@ static int bench(int argc, char **argv)
     int nb = 4, nn = 6, nd = 1, ns = 5;
     long hq = 32, hkv = 8, reps = 30, variant = 0;
     double max_gib = 36;
-    int selection = 1;
+    int selection = 1, split_kv = 0;
+    const char *only = NULL;
     int opt, rr;
     optind = 1;
     opterr = 0;
@@ -591,6 +620,8 @@ static int bench(int argc, char **argv)
                 return 2;
             break;
         case O_NOSEL: selection = 0; break;
+        case O_SPLIT: split_kv = 1; break;
+        case O_ONLY: only = optarg; break;
         default: return as_cli_bad_option("gpu bench", opt, argv);
         }
     }
@@ -622,6 +653,8 @@ static int bench(int argc, char **argv)
     cfg.max_gib = max_gib;
     cfg.selection = selection;
     cfg.variant = (int)variant;
+    cfg.split_kv = split_kv;
+    cfg.only = only;
     cfg.progress = bench_progress;
     int quiet = cc.quiet;
     cfg.user = &quiet;

@@ -239,6 +239,8 @@ typedef struct {
     double max_gib;           /* skip shapes whose KV cache exceeds this (GiB) */
     int selection;            /* also time selection and end-to-end rows */
     int variant;
+    int split_kv;             /* K and V in two allocations (default: one, V after K) */
+    const char *only;         /* NULL, or time only the shape rows of this method (profiling) */
     void (*progress)(const as_gpu_bench_row *row, void *user); /* called per row (may be NULL) */
     void *user;
 } as_gpu_bench_cfg;

@@ -109,6 +109,21 @@ static as_status time_it(as_gpu_ctx *c, int nrot, int warmup, int reps, F f, dou
     return st;
 }
 
+/* --only NAME: the shape rows other than NAME are neither timed nor reported (for profilers) */
+static const char *g_only = NULL;
+
+/* time_it for a row named name: skipped (AS_OK, *med = -1) when --only names another row */
+template <class F>
+static as_status time_row(const char *name, as_gpu_ctx *c, int nrot, int warmup, int reps, F f,
+                          double *med, double *mn, double *mx, char *err)
+{
+    if (g_only && strcmp(g_only, name) != 0) {
+        *med = *mn = *mx = -1;
+        return AS_OK;
+    }
+    return time_it(c, nrot, warmup, reps, f, med, mn, mx, err);
+}
+
 __device__ __forceinline__ uint4 as_bench_ld(const uint4 *p)
 {
     uint4 r;
@@ -162,6 +177,7 @@ typedef struct {
 static as_status push(rowvec *rv, const as_gpu_bench_row *r, const as_gpu_bench_cfg *cfg,
                       char *err)
 {
+    if (r->us < 0) return AS_OK; /* not timed (--only) */
     if (rv->n == rv->cap) {
         size_t nc = rv->cap ? 2 * rv->cap : 64;
         as_gpu_bench_row *nv = (as_gpu_bench_row *)realloc(rv->v, nc * sizeof *nv);
@@ -200,7 +216,7 @@ static void fill_row(as_gpu_bench_row *r, const char *method, int b, int hq, int
 /* One shape: R rotating copies of (K, V, q), their page metadata, outputs. */
 typedef struct {
     int nsets;
-    void **kv;
+    void **kv, **vv; /* vv[s]: V in its own allocation (split_kv), else NULL: V follows K */
     float **q;
     as_gpu_pages *pages, *pages32;
     int32_t *lens;
@@ -211,11 +227,13 @@ static void free_shape(shape_bufs *s)
 {
     for (int i = 0; i < s->nsets; i++) {
         if (s->kv) as_gpu_free(s->kv[i]);
+        if (s->vv) as_gpu_free(s->vv[i]);
         if (s->q) as_gpu_free(s->q[i]);
         if (s->pages) as_gpu_pages_free(&s->pages[i]);
         if (s->pages32) as_gpu_pages_free(&s->pages32[i]);
     }
     free(s->kv);
+    free(s->vv);
     free(s->q);
     free(s->pages);
     free(s->pages32);
@@ -238,7 +256,7 @@ static as_gpu_attn attn_of(const shape_bufs *s, int set, int b, int hq, int hkv,
     a.stride_n = d;
     a.stride_h = (int64_t)n * d;
     a.stride_b = (int64_t)hkv * n * d;
-    a.v = (const char *)s->kv[set] + (size_t)b * a.stride_b * 2;
+    a.v = s->vv && s->vv[set] ? s->vv[set] : (const char *)s->kv[set] + (size_t)b * a.stride_b * 2;
     a.lens = s->lens;
     a.nmax = n;
     a.q = s->q[set];
@@ -255,6 +273,7 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
     const int warm = cfg->warmup < 2 ? 2 : cfg->warmup;
     rowvec rv = {NULL, 0, 0};
     as_status st = AS_OK;
+    g_only = cfg->only && cfg->only[0] ? cfg->only : NULL;
 
     /* bandwidth ceiling: device-to-device copy of 2 GiB (read 2 + write 2) */
     {
@@ -308,10 +327,11 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                     memset(&sb, 0, sizeof sb);
                     sb.nsets = R;
                     sb.kv = (void **)calloc((size_t)R, sizeof(void *));
+                    sb.vv = (void **)calloc((size_t)R, sizeof(void *));
                     sb.q = (float **)calloc((size_t)R, sizeof(float *));
                     sb.pages = (as_gpu_pages *)calloc((size_t)R, sizeof(as_gpu_pages));
                     sb.pages32 = (as_gpu_pages *)calloc((size_t)R, sizeof(as_gpu_pages));
-                    if (!sb.kv || !sb.q || !sb.pages || !sb.pages32) {
+                    if (!sb.kv || !sb.vv || !sb.q || !sb.pages || !sb.pages32) {
                         st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
                         free_shape(&sb);
                         goto fail;
@@ -328,11 +348,18 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                         free(hl);
                     }
                     for (int s = 0; st == AS_OK && s < R; s++) {
-                        st = as_gpu_malloc(&sb.kv[s], (size_t)kv_bytes, err);
+                        /* K and V: one allocation (V after K), or two with split_kv */
+                        const double kb = cfg->split_kv ? kv_bytes / 2 : kv_bytes;
+                        st = as_gpu_malloc(&sb.kv[s], (size_t)kb, err);
+                        if (st == AS_OK && cfg->split_kv)
+                            st = as_gpu_malloc(&sb.vv[s], (size_t)kb, err);
                         if (st == AS_OK) st = as_gpu_malloc((void **)&sb.q[s], qn * 4, err);
                         if (st == AS_OK)
-                            st = as_gpu_fill_random(c, sb.kv[s], AS_GPU_BF16, (size_t)(kv_bytes / 2),
+                            st = as_gpu_fill_random(c, sb.kv[s], AS_GPU_BF16, (size_t)(kb / 2),
                                                     1000 + s, -1.f, 1.f, err);
+                        if (st == AS_OK && cfg->split_kv)
+                            st = as_gpu_fill_random(c, sb.vv[s], AS_GPU_BF16, (size_t)(kb / 2),
+                                                    1500 + s, -1.f, 1.f, err);
                         if (st == AS_OK)
                             st = as_gpu_fill_random(c, sb.q[s], AS_GPU_F32, qn, 2000 + s, -1.f, 1.f,
                                                     err);
@@ -356,7 +383,7 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                     }
                     const double qo = 2.0 * qn * 4;
                     double med, mn, mx;
-                    st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                    st = time_row("dense", c, R, warm, reps, [&](int i) -> as_status {
                         as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
                         return as_gpu_decode_dense(c, &a, sb.o, sb.lse, cfg->variant, err);
                     }, &med, &mn, &mx, err);
@@ -414,7 +441,7 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                         const double sel_kv = 2.0 * B * hkv * (double)k * d * 2;
                         const double idx_b = (double)B * hkv * k * 4;
                         if (st == AS_OK)
-                            st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                            st = time_row("sparse_idx", c, R, warm, reps, [&](int i) -> as_status {
                                 as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
                                 return as_gpu_decode_sparse(c, &a, &sel[i % R], sb.o, sb.lse,
                                                             cfg->variant, err);
@@ -428,7 +455,7 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                             const double k_bytes = kv_bytes / 2;
                             const double meta = 2.0 * B * hkv * (double)sb.pages[0].npages * d * 2;
                             const double meta32 = 2.0 * B * hkv * (double)sb.pages32[0].npages * d * 2;
-                            st = time_it(c, TR, warm, reps, [&](int i) -> as_status {
+                            st = time_row("topk_rows", c, TR, warm, reps, [&](int i) -> as_status {
                                 return as_gpu_topk_rows(c, tx[i % TR], N, trows, tl, (int32_t)trows,
                                                         k, sel[0].idx, k, sel[0].count, 0, err);
                             }, &med, &mn, &mx, err);
@@ -438,7 +465,8 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                                 st = push(&rv, &r, cfg, err);
                             }
                             if (st == AS_OK)
-                                st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                                st = time_row("select_topk", c, R, warm, reps,
+                                              [&](int i) -> as_status {
                                     as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
                                     return as_gpu_select_topk(c, &a, k, &sel[i % R], err);
                                 }, &med, &mn, &mx, err);
@@ -453,7 +481,8 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                                 as_gpu_pages *pgs = pg ? sb.pages32 : sb.pages;
                                 const double mb = pg ? meta32 : meta;
                                 if (st == AS_OK)
-                                    st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                                    st = time_row(pg ? "select_pages32" : "select_pages", c, R, warm, reps,
+                                                  [&](int i) -> as_status {
                                         as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
                                         return as_gpu_select_pages(c, &a, &pgs[i % R], np, ps_sel,
                                                                    err);
@@ -466,7 +495,8 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                                     st = push(&rv, &r, cfg, err);
                                 }
                                 if (st == AS_OK)
-                                    st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                                    st = time_row(pg ? "e2e_pages32" : "e2e_pages", c, R, warm, reps,
+                                                  [&](int i) -> as_status {
                                         as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
                                         AS_TRY(as_gpu_select_pages(c, &a, &pgs[i % R], np, ps_sel,
                                                                    err));
@@ -480,9 +510,35 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                                              copy_gbps, read_gbps);
                                     st = push(&rv, &r, cfg, err);
                                 }
+                                /* pages + sampling as `gpu replay --method page-sample`: the
+                                 * whole pages within ceil(k / 2) keys, the rest of k sampled */
+                                const int nph = (k / 2 + k % 2) / ps, m = k - nph * ps;
+                                as_gpu_sel pss;
+                                memset(&pss, 0, sizeof pss);
+                                if (st == AS_OK)
+                                    st = as_gpu_sel_alloc(&pss, &a0, AS_GPU_SEL_KV, nph * ps + m, 1,
+                                                          err);
+                                if (st == AS_OK)
+                                    st = time_row(pg ? "e2e_page_sample32" : "e2e_page_sample", c, R, warm,
+                                                  reps, [&](int i) -> as_status {
+                                        as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
+                                        AS_TRY(as_gpu_select_pages_sample(c, &a, &pgs[i % R], nph,
+                                                                          m, 17 + i, &pss, err));
+                                        return as_gpu_decode_sparse(c, &a, &pss, sb.o, sb.lse,
+                                                                    cfg->variant, err);
+                                    }, &med, &mn, &mx, err);
+                                as_gpu_sel_free(&pss);
+                                if (st == AS_OK) {
+                                    fill_row(&r, pg ? "e2e_page_sample32" : "e2e_page_sample", B,
+                                             hq, hkv, d, N, sp, med, mn, mx, reps,
+                                             mb + 2.0 * B * hkv * (double)(nph * ps + m) * d * 2 +
+                                                 qo, copy_gbps, read_gbps);
+                                    st = push(&rv, &r, cfg, err);
+                                }
                             }
                             if (st == AS_OK)
-                                st = time_it(c, R, warm, reps, [&](int i) -> as_status {
+                                st = time_row("e2e_topk", c, R, warm, reps,
+                                              [&](int i) -> as_status {
                                     as_gpu_attn a = attn_of(&sb, i % R, B, hq, hkv, d, N);
                                     AS_TRY(as_gpu_select_topk(c, &a, k, &sel[i % R], err));
                                     return as_gpu_decode_sparse(c, &a, &sel[i % R], sb.o, sb.lse,

@@ -30,6 +30,22 @@ __global__ void __launch_bounds__(AS_TK_THREADS, 1)
                    (uint32_t)kr, (uint32_t)len, false);
 }
 
+/* The pass that starts the candidate list: a warp's undecided elements (eq) go to the row's
+ * list as keys, its selected ones (gt) to the output as positions. Called by all 32 lanes. */
+__device__ __forceinline__ void as_tk_emit(const uint32_t (&F)[16], as_tk_pos16 ps, uint32_t eq,
+                                           uint32_t gt, as_tk_state *st, unsigned long long *lr,
+                                           int32_t *out)
+{
+    uint32_t o = as_tk_warp_base(__popc(eq), &st->nlist);
+#pragma unroll
+    for (int e = 0; e < 16; e++)
+        if ((eq >> e) & 1u) lr[o++] = as_tk_key16(F, ps, e);
+    o = as_tk_warp_base(__popc(gt), &st->nout);
+#pragma unroll
+    for (int e = 0; e < 16; e++)
+        if ((gt >> e) & 1u) out[o++] = ps.at(e);
+}
+
 /* One step for every row: grid (rows, blocks per row). */
 template <bool VEC>
 __global__ void __launch_bounds__(AS_TK_THREADS, 1)
@@ -89,16 +105,7 @@ __global__ void __launch_bounds__(AS_TK_THREADS, 1)
                         }
                     }
                 }
-                if (start) {
-                    uint32_t o = as_tk_warp_base(__popc(eq), &st->nlist);
-#pragma unroll
-                    for (int e = 0; e < 16; e++)
-                        if ((eq >> e) & 1u) lr[o++] = as_tk_key16(F, ps, e);
-                    o = as_tk_warp_base(__popc(gt), &st->nout);
-#pragma unroll
-                    for (int e = 0; e < 16; e++)
-                        if ((gt >> e) & 1u) out[o++] = ps.at(e);
-                }
+                if (start) as_tk_emit(F, ps, eq, gt, st, lr, out);
             });
         } else {
             int beg, end;
@@ -114,16 +121,7 @@ __global__ void __launch_bounds__(AS_TK_THREADS, 1)
                     if (v && hi > P) gt |= 1u << e;
                     as_tk_hist_add(hist, as_tk_digit(Ke, p), v && hi == P);
                 }
-                if (start) {
-                    uint32_t o = as_tk_warp_base(__popc(eq), &st->nlist);
-#pragma unroll
-                    for (int e = 0; e < 16; e++)
-                        if ((eq >> e) & 1u) lr[o++] = as_tk_key16(F, ps, e);
-                    o = as_tk_warp_base(__popc(gt), &st->nout);
-#pragma unroll
-                    for (int e = 0; e < 16; e++)
-                        if ((gt >> e) & 1u) out[o++] = ps.at(e);
-                }
+                if (start) as_tk_emit(F, ps, eq, gt, st, lr, out);
             });
         }
         __syncthreads();

@@ -7,12 +7,16 @@
 #              test_gpu_kernels), else build
 #   build      configure + build with CMake here (cJSON from .dev/gpu/debs when missing)
 #   test       device tests (full shapes)
-#   sanitize   compute-sanitizer memcheck and racecheck on the quick test shapes
+#   sanitize   compute-sanitizer memcheck and racecheck (SAN_TOOLS) on the quick test shapes
 #   replay     attnscope gpu replay of the bundled sample trace, every method, kv and q modes
 #   bench      gpu/bench/bench.py: attnscope gpu bench + FlashInfer + PyTorch SDPA (BENCH_ARGS)
 #   quickbench the same on a small sweep
 #   profile    Nsight Compute on the dense decode kernel at B = 8 (PROFILE_B), N = 8k and 64k,
 #              variants 0 and 2 (PROFILE_VARIANTS) (profile.txt)
+#   slowmode   gpu/bench/slowmode.py: dense at B = 32/64, N = 8k/32k, attnscope with K/V in one
+#              and in two allocations, SDPA likewise, alternating (slowmode.md)
+#   profsel    Nsight Compute (SpeedOfLight) on the kernels of one Quest page selection
+#              (pages of PROF_PAGE, default 16) at B = 8, N = 1M, 50x (profsel.txt)
 #   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
 #              2- and 3-stage copy pipeline) on one sweep, in one run, side by side
 #              (variants.md); VARIANTS="0 2" picks some, VAR_BATCHES, VAR_NS and
@@ -96,7 +100,7 @@ step_test() {
 }
 
 step_sanitize() {
-    for tool in memcheck racecheck; do
+    for tool in ${SAN_TOOLS:-memcheck racecheck}; do
         log "compute-sanitizer $tool"
         local t=${SAN_TIMEOUT:-120}
         [ "$(left)" -lt "$t" ] && t=$(left)
@@ -173,6 +177,26 @@ step_profile() {
     fi
 }
 
+step_slowmode() {
+    log slowmode
+    PYTHONUNBUFFERED=1 timeout "$(left)" python3 gpu/bench/slowmode.py --attnscope "$BIN" \
+        --rounds ${SLOW_ROUNDS:-3} --json "$OUT/slowmode.json" 2>&1 | tee "$OUT/slowmode.md" | tail -12
+}
+
+step_profsel() {
+    log profsel
+    local ncu only=select_pages
+    [ "${PROF_PAGE:-16}" = 32 ] && only=select_pages32
+    ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null)
+    [ -n "$ncu" ] || { echo "profsel: no ncu here" | tee -a "$OUT/steps.log"; return; }
+    timeout "$(left)" "$ncu" --clock-control none --section SpeedOfLight --launch-count 24 \
+        --kernel-name regex:'as_k_(page|tk|decode_tc|expand|agg)' \
+        "$BIN" gpu bench --ds 128 --batches ${PROF_B:-8} --ns ${PROF_N:-1048576} --sparsities 50 \
+        --reps 20 --only $only >"$OUT/profsel.txt" 2>&1
+    echo "profsel rc=$?" | tee -a "$OUT/steps.log"
+    grep -E "^  as_k_|Duration|DRAM Throughput|Compute \(SM\) Throughput" "$OUT/profsel.txt" | head -60
+}
+
 step_variants() {
     log variants
     local v
@@ -201,6 +225,8 @@ for s in "$@"; do
     bench) step_bench ;;
     quickbench) step_quickbench ;;
     variants) step_variants ;;
+    slowmode) step_slowmode ;;
+    profsel) step_profsel ;;
     profile) step_profile ;;
     *) echo "unknown step $s" ;;
     esac
@@ -210,6 +236,7 @@ log done
 # keeping the step log and the bench tables beside it.
 if [ "$(ls "$OUT" | wc -l)" -gt 4 ]; then
     tar -czf /tmp/as-logs.tar.gz -C "$OUT" . &&
-        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json ! -name variants.md \
+        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json ! -name variants.md ! -name slowmode.md \
+            ! -name profsel.txt \
             -exec rm -rf {} + && mv /tmp/as-logs.tar.gz "$OUT/logs.tar.gz"
 fi

@@ -276,6 +276,58 @@ static void test_dense(as_gpu_ctx *c, prob *p)
 }
 
 /* ---- 2. sparse over given indices ------------------------------------------------------------ */
+/* A host copy of a device selection (idx, count and, when present, logw); free with
+ * host_sel_free. */
+static as_gpu_sel sel_to_host(const as_gpu_sel *dsel, int64_t nr)
+{
+    as_gpu_sel hs = *dsel;
+    const size_t ne = (size_t)nr * dsel->kcap;
+    hs.idx = (int32_t *)xmalloc(ne * 4);
+    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
+    hs.logw = dsel->logw ? (float *)xmalloc(ne * 4) : NULL;
+    OK(as_gpu_download(hs.idx, dsel->idx, ne * 4, err));
+    OK(as_gpu_download(hs.count, dsel->count, (size_t)nr * 4, err));
+    if (dsel->logw) OK(as_gpu_download(hs.logw, dsel->logw, ne * 4, err));
+    return hs;
+}
+
+static void host_sel_free(as_gpu_sel *hs)
+{
+    free(hs->idx);
+    free(hs->count);
+    free(hs->logw);
+}
+
+/* The sparse decode (variant 0) over a device selection against the float64 reference over its
+ * host copy hs; output poisoned first; the error is noted under kernel (< 0: not noted). */
+static void check_attention_over(as_gpu_ctx *c, prob *p, const as_gpu_sel *dsel,
+                                 const as_gpu_sel *hs, int kernel, const char *what)
+{
+    char ds[160];
+    desc(p, ds, sizeof ds);
+    const int rows = p->batch * p->hq;
+    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+    as_gpu_ref_decode_sparse(&p->ha, hs, ro, rl);
+    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
+    float *d_o, *d_l;
+    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
+    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_decode_sparse(c, &p->da, dsel, d_o, d_l, 0, err));
+    OK(as_gpu_sync(c, err));
+    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
+    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
+    double le;
+    int bad;
+    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+    if (kernel >= 0) note(kernel, p->dt, e);
+    check(bad == 0 && e <= TOL && le <= TOL, "%s attention %s mode %d: err %.3g lse %.3g bad %d",
+          what, ds, (int)dsel->mode, e, le, bad);
+    as_gpu_free(d_o);
+    as_gpu_free(d_l);
+    free(ro); free(rl); free(o); free(lse);
+}
+
 static void test_sparse(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int with_logw)
 {
     char ds[160];
@@ -496,12 +548,7 @@ static void test_select_topk(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int k
     OK(as_gpu_memset(dsel.idx, 0xFF, (size_t)nr * kcap * 4, err));
     OK(as_gpu_select_topk(c, &p->da, k, &dsel, err));
     OK(as_gpu_sync(c, err));
-    as_gpu_sel hs = dsel;
-    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
-    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
-    hs.logw = NULL;
-    OK(as_gpu_download(hs.idx, dsel.idx, (size_t)nr * kcap * 4, err));
-    OK(as_gpu_download(hs.count, dsel.count, (size_t)nr * 4, err));
+    as_gpu_sel hs = sel_to_host(&dsel, nr);
     const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
     int fails = 0;
     for (int64_t r = 0; r < nr && !fails; r++) {
@@ -516,29 +563,12 @@ static void test_select_topk(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int k
         }
     }
     g_checks++;
-    /* attention over the selection */
-    const int rows = p->batch * p->hq;
-    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
-    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
-    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
-    float *d_o, *d_l;
-    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
-    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, 0, err));
-    OK(as_gpu_sync(c, err));
-    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
-    double le;
-    int bad;
-    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
-    note(3, p->dt, e);
-    check(bad == 0 && e <= TOL && le <= TOL, "topk attention %s mode %d k=%d: err %.3g lse %.3g bad %d",
-          ds, mode, k, e, le, bad);
+    char what[32];
+    snprintf(what, sizeof what, "topk k=%d", k);
+    check_attention_over(c, p, &dsel, &hs, 3, what);
     as_gpu_sel_free(&dsel);
-    as_gpu_free(d_o);
-    as_gpu_free(d_l);
-    free(hs.idx); free(hs.count); free(rs); free(vals); free(ro); free(rl); free(o); free(lse);
+    host_sel_free(&hs);
+    free(rs); free(vals);
 }
 
 /* ---- 6. pages plus sampling ------------------------------------------------------------------
@@ -565,15 +595,9 @@ static void test_page_sample(as_gpu_ctx *c, prob *p, int page, as_gpu_sel_mode m
     OK(as_gpu_select_pages_sample(c, &p->da, &pg, keep, m, rnd64(), &dsel, err));
     OK(as_gpu_select_pages(c, &p->da, &pg, keep, &dref, err));
     OK(as_gpu_sync(c, err));
-    as_gpu_sel hs = dsel;
-    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
-    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
-    hs.logw = (float *)xmalloc((size_t)nr * kcap * 4);
+    as_gpu_sel hs = sel_to_host(&dsel, nr);
     const int rk = kdet > 0 ? kdet : 1;
     int32_t *ridx = (int32_t *)xmalloc((size_t)nr * rk * 4), *rcnt = (int32_t *)xmalloc((size_t)nr * 4);
-    OK(as_gpu_download(hs.idx, dsel.idx, (size_t)nr * kcap * 4, err));
-    OK(as_gpu_download(hs.count, dsel.count, (size_t)nr * 4, err));
-    OK(as_gpu_download(hs.logw, dsel.logw, (size_t)nr * kcap * 4, err));
     OK(as_gpu_download(ridx, dref.idx, (size_t)nr * rk * 4, err));
     OK(as_gpu_download(rcnt, dref.count, (size_t)nr * 4, err));
     const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
@@ -631,30 +655,12 @@ static void test_page_sample(as_gpu_ctx *c, prob *p, int page, as_gpu_sel_mode m
         }
     }
     g_checks++;
-    const int rows = p->batch * p->hq;
-    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
-    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
-    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
-    float *d_o, *d_l;
-    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
-    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, 0, err));
-    OK(as_gpu_sync(c, err));
-    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
-    double le;
-    int bad;
-    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
-    check(bad == 0 && e <= TOL && le <= TOL, "page-sample attention %s mode %d: err %.3g lse %.3g bad %d",
-          ds, mode, e, le, bad);
+    check_attention_over(c, p, &dsel, &hs, -1, "page-sample");
     as_gpu_sel_free(&dsel);
     as_gpu_sel_free(&dref);
     as_gpu_pages_free(&pg);
-    as_gpu_free(d_o);
-    as_gpu_free(d_l);
-    free(hs.idx); free(hs.count); free(hs.logw); free(ridx); free(rcnt); free(inH);
-    free(ro); free(rl); free(o); free(lse);
+    host_sel_free(&hs);
+    free(ridx); free(rcnt); free(inH);
 }
 
 /* ---- 4. pages ---------------------------------------------------------------------------------- */
@@ -785,13 +791,7 @@ static void test_tks(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int kt, int m
     const uint64_t seed = rnd64();
     OK(as_gpu_select_topk_sample(c, &p->da, kt, m, seed, &dsel, err));
     OK(as_gpu_sync(c, err));
-    as_gpu_sel hs = dsel;
-    hs.idx = (int32_t *)xmalloc((size_t)nr * kcap * 4);
-    hs.count = (int32_t *)xmalloc((size_t)nr * 4);
-    hs.logw = (float *)xmalloc((size_t)nr * kcap * 4);
-    OK(as_gpu_download(hs.idx, dsel.idx, (size_t)nr * kcap * 4, err));
-    OK(as_gpu_download(hs.count, dsel.count, (size_t)nr * 4, err));
-    OK(as_gpu_download(hs.logw, dsel.logw, (size_t)nr * kcap * 4, err));
+    as_gpu_sel hs = sel_to_host(&dsel, nr);
     const int rpl = mode == AS_GPU_SEL_Q ? p->hq : p->hkv;
     const int64_t lds = p->nmax > 0 ? p->nmax : 1;
     double *rs = (double *)xmalloc((size_t)p->batch * p->hq * lds * 8);
@@ -826,24 +826,7 @@ static void test_tks(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int kt, int m
     }
     g_checks++;
     /* the estimator = attention over the weighted list */
-    const int rows = p->batch * p->hq;
-    double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
-    as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
-    float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
-    float *d_o, *d_l;
-    OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_malloc((void **)&d_l, (size_t)rows * 4, err));
-    OK(as_gpu_memset(d_o, 0xFF, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_decode_sparse(c, &p->da, &dsel, d_o, d_l, 0, err));
-    OK(as_gpu_sync(c, err));
-    OK(as_gpu_download(o, d_o, (size_t)rows * p->d * 4, err));
-    OK(as_gpu_download(lse, d_l, (size_t)rows * 4, err));
-    double le;
-    int bad;
-    const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
-    note(5, p->dt, e);
-    check(bad == 0 && e <= TOL && le <= TOL, "tks attention %s mode %d: err %.3g lse %.3g bad %d", ds,
-          mode, e, le, bad);
+    check_attention_over(c, p, &dsel, &hs, 5, "tks");
     /* same seed, same draws */
     int32_t *idx2 = (int32_t *)xmalloc((size_t)nr * kcap * 4);
     OK(as_gpu_select_topk_sample(c, &p->da, kt, m, seed, &dsel, err));
@@ -857,10 +840,8 @@ static void test_tks(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int kt, int m
     }
     check(same, "tks %s: the same seed drew different samples", ds);
     as_gpu_sel_free(&dsel);
-    as_gpu_free(d_o);
-    as_gpu_free(d_l);
-    free(hs.idx); free(hs.count); free(hs.logw); free(rs); free(vals); free(ro); free(rl);
-    free(o); free(lse); free(idx2);
+    host_sel_free(&hs);
+    free(rs); free(vals); free(idx2);
 }
 
 /* The estimator converges: with many samples its output approaches the dense output. */

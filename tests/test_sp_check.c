@@ -244,6 +244,88 @@ Test(sp_check, layer_rows_kv_mode_and_dense)
     as_trace_free(tr);
 }
 
+/* Rows as the GPU's pages + sampling writes them: the keys of whole pages (the last one past the
+ * query's end written as -1, the heavy part padded with -1), then draws over the keys outside
+ * the pages only, each standing for (n - |S|) / draws keys (sample_rest). The check must use
+ * that weight: its bound is compared with the brute-force one at (n - |S|) / M, which differs
+ * from the top-k + sampling weight n / M. */
+Test(sp_check, layer_rows_page_sample)
+{
+    as_trace *tr = open_trace("ps.safetensors", 21);
+    const as_layer *l = as_trace_layer(tr, 0);
+    static qref r;
+    char err[AS_ERR_LEN];
+    enum { PG = 16, NP = 3, KDET = NP * PG + 5, M = 20, KCAP = KDET + M };
+    int32_t idx[T * HKV * KCAP], count[T * HKV];
+    float logw[T * HKV * KCAP];
+    static float o[T * HQ * 32];
+    double want_bound[HQ] = {0};
+    uint64_t rng = 17;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t g = 0; g < HKV; g++) {
+            ref_query(l, g * (HQ / HKV), t, &r);
+            /* pages: the one holding the top key, the last (partial) page, and page 1 */
+            int64_t top[1];
+            topk(&r, 1, top);
+            const int64_t last = (r.n - 1) / PG;
+            int64_t pages[NP] = {top[0] / PG, last, 1};
+            if (pages[0] == last || pages[0] == 1) pages[0] = (last + 1) / 2 == 1 ? 2 : (last + 1) / 2;
+            cr_assert(pages[0] != last && pages[0] != 1 && last > 2);
+            int32_t *row = idx + (t * HKV + g) * KCAP;
+            float *lw = logw + (t * HKV + g) * KCAP;
+            char in[N] = {0};
+            int64_t SS[N], kk = 0, e = 0;
+            for (int p = 0; p < NP; p++)
+                for (int64_t i = pages[p] * PG; i < (pages[p] + 1) * PG; i++) {
+                    row[e] = i < r.n ? (int32_t)i : -1;
+                    lw[e++] = 0;
+                    if (i < r.n) in[SS[kk++] = i] = 1;
+                }
+            while (e < KDET) {
+                row[e] = -1;
+                lw[e++] = 0;
+            }
+            const double w = (double)(r.n - kk) / M;
+            int64_t samp[M];
+            for (int j = 0; j < M; j++) {
+                int64_t x;
+                do x = (int64_t)(as_test_uniform(&rng) * (double)r.n);
+                while (in[x]);
+                samp[j] = x;
+                row[e] = (int32_t)x;
+                lw[e++] = logf((float)w);
+            }
+            count[t * HKV + g] = (int32_t)e;
+            for (int64_t h = g * (HQ / HKV); h < (g + 1) * (HQ / HKV); h++) {
+                ref_query(l, h, t, &r);
+                sparse_decode(&r, SS, kk, samp, M, w, o + (t * HQ + h) * 32);
+                double ps;
+                want_bound[h] = fmax(want_bound[h], ref_bound(&r, SS, kk, samp, M, w, &ps));
+                /* the top-k + sampling weight gives another bound: the test can tell them apart */
+                const double other = ref_bound(&r, SS, kk, samp, M, (double)r.n / M, &ps);
+                cr_assert(fabs(other - ref_bound(&r, SS, kk, samp, M, w, &ps)) > 1e-9);
+            }
+        }
+    as_sp_ksel sel = {.per_query_head = 0, .idx = idx, .count = count, .logw = logw,
+                      .kcap = KCAP, .n_det = KDET, .sample_rest = 1};
+    as_sp_kstats st[HQ];
+    cr_assert_eq(as_sp_check_kernel_layer(l, o, 32, &sel, 1e-4, 1e-6, st, err), AS_OK, "%s", err);
+    for (int h = 0; h < HQ; h++) {
+        cr_assert_eq(st[h].queries, T);
+        cr_assert_eq(st[h].violations, 0, "head %d: worst ratio %g", h, st[h].worst_ratio);
+        cr_assert(fabs(st[h].max_bound - want_bound[h]) <= 1e-12 * (1 + want_bound[h]),
+                  "head %d: bound %.17g, brute force %.17g", h, st[h].max_bound, want_bound[h]);
+        cr_assert(st[h].min_captured_mass < 1 && st[h].max_abs_error > 0);
+    }
+    /* read as top-k + sampling rows (weight n / M), the same outputs give other bounds */
+    sel.sample_rest = 0;
+    cr_assert_eq(as_sp_check_kernel_layer(l, o, 32, &sel, 1e-4, 1e-6, st, err), AS_OK, "%s", err);
+    int differ = 0;
+    for (int h = 0; h < HQ; h++) differ += fabs(st[h].max_bound - want_bound[h]) > 1e-9;
+    cr_assert_gt(differ, 0);
+    as_trace_free(tr);
+}
+
 Test(sp_check, bad_input)
 {
     as_trace *tr = open_trace("bad.safetensors", 1);

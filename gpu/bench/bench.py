@@ -386,20 +386,22 @@ def tables(rows, copy, read):
     lines += ["", "### Selection and end to end (KV-head selection, GQA group 4), us "
               "(speedup of end-to-end over the fastest dense)", ""]
     lines += ["| d | B | N | sparsity | select top-k | select pages 16 / 32 | top-k + attention |"
-              " pages 16 + attention | pages 32 + attention |", "|" + "---|" * 9]
+              " pages 16 + attention | pages 32 + attention | pages + sampling 16 / 32 + attention |",
+              "|" + "---|" * 10]
     for shp in shapes:
         fb, _ = fastest(shp)
         for s in sps:
-            st, sp_, sp32, et, ep, ep32 = (get(m, shp, s) for m in (
+            st, sp_, sp32, et, ep, ep32, es, es32 = (get(m, shp, s) for m in (
                 "select_topk", "select_pages", "select_pages32", "e2e_topk", "e2e_pages",
-                "e2e_pages32"))
+                "e2e_pages32", "e2e_page_sample", "e2e_page_sample32"))
             if not st:
                 continue
             sx = lambda r: f" ({fb / r['us']:.1f}x)" if (r and fb) else ""  # noqa: E731
             lines.append(f"| {shp[0]} | {shp[1]} | {shp[2]} | {s:.0f}x | {fmt_us(st['us'])} | "
                          f"{fmt_us(sp_ and sp_['us'])} / {fmt_us(sp32 and sp32['us'])} | "
                          f"{fmt_us(et and et['us'])}{sx(et)} | "
-                         f"{fmt_us(ep and ep['us'])}{sx(ep)} | {fmt_us(ep32 and ep32['us'])}{sx(ep32)} |")
+                         f"{fmt_us(ep and ep['us'])}{sx(ep)} | {fmt_us(ep32 and ep32['us'])}{sx(ep32)} | "
+                         f"{fmt_us(es and es['us'])}{sx(es)} / {fmt_us(es32 and es32['us'])}{sx(es32)} |")
     return "\n".join(lines)
 
 
