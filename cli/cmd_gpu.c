@@ -684,15 +684,17 @@ static int bench(int argc, char **argv)
         cJSON_AddNumberToObject(rec, "bytes", r->bytes);
         cJSON_AddNumberToObject(rec, "gbps", r->gbps);
         cJSON_AddNumberToObject(rec, "pct_copy", r->pct_copy);
+        cJSON_AddNumberToObject(rec, "pct_read", r->pct_read);
+        cJSON_AddBoolToObject(rec, "graphed", r->graphed != 0);
         as_out_add(out, rec);
     }
     free(rows);
     static const char *const cols[] = {"method", "batch", "d", "n", "sparsity", "us", "bytes",
-                                       "gbps", "pct_copy", NULL};
+                                       "gbps", "pct_copy", "pct_read", NULL};
     static const char *const heads[] = {"method", "B", "d", "N", "sparsity", "us", "bytes",
-                                        "GB/s", "% copy", NULL};
+                                        "GB/s", "% copy", "% read", NULL};
     static const char *const fmts[] = {"%s", "%d", "%d", "%d", "%.0f", "%.1f", "%.3g", "%.1f",
-                                       "%.1f", NULL};
+                                       "%.1f", "%.1f", NULL};
     as_out_table(out, "gpu_bench", "GPU kernels (median of timed launches)", cols, heads, fmts);
     return as_out_finish(out, stdout);
 }
