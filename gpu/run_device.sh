@@ -16,7 +16,9 @@
 #   slowmode   gpu/bench/slowmode.py: dense at B = 32/64, N = 8k/32k, attnscope with K/V in one
 #              and in two allocations, SDPA likewise, alternating (slowmode.md)
 #   profsel    Nsight Compute (SpeedOfLight) on the kernels of one Quest page selection
-#              (pages of PROF_PAGE, default 16) at B = 8, N = 1M, 50x (profsel.txt)
+#              (pages of PROF_PAGE, default 16) at B = PROF_B (8), N = PROF_N (256k), 50x
+#              (profsel.txt; at N = 1M ncu's save/restore of the 32 GiB working set outlasted a
+#              call's deadline on 2026-12-05)
 #   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
 #              2- and 3-stage copy pipeline) on one sweep, in one run, side by side
 #              (variants.md); VARIANTS="0 2" picks some, VAR_BATCHES, VAR_NS and
@@ -191,7 +193,7 @@ step_profsel() {
     [ -n "$ncu" ] || { echo "profsel: no ncu here" | tee -a "$OUT/steps.log"; return; }
     timeout "$(left)" "$ncu" --clock-control none --section SpeedOfLight --launch-count 24 \
         --kernel-name regex:'as_k_(page|tk|decode_tc|expand|agg)' \
-        "$BIN" gpu bench --ds 128 --batches ${PROF_B:-8} --ns ${PROF_N:-1048576} --sparsities 50 \
+        "$BIN" gpu bench --ds 128 --batches ${PROF_B:-8} --ns ${PROF_N:-262144} --sparsities 50 \
         --reps 20 --only $only >"$OUT/profsel.txt" 2>&1
     echo "profsel rc=$?" | tee -a "$OUT/steps.log"
     grep -E "^  as_k_|Duration|DRAM Throughput|Compute \(SM\) Throughput" "$OUT/profsel.txt" | head -60
