@@ -8,6 +8,9 @@ lease: attnscope dense with K/V in one allocation and in two (`gpu bench --split
 with K and V as two tensors and as two halves of one tensor, ROUNDS times, and prints the median
 microseconds of each (each a median of 30 CUDA-graph replays). If the allocation is the cause,
 the one-allocation rows of both are slow together, or the two-allocation rows fast together.
+A third attnscope row per round ("after 32 GiB") times B = 32, N = 8k in a process that first
+allocated, timed and freed the B = 8, N = 1M shape (32 GiB), as the full bench sweep does: the
+allocation-history hypothesis of gpu/bench/NOTES.md (2026-12-05).
 
   python3 gpu/bench/slowmode.py --attnscope /tmp/asb/attnscope [--rounds 3]
 """
@@ -25,7 +28,7 @@ HQ, HKV, D = 32, 8, 128
 def attnscope(binary, batches, ns, split):
     cmd = [binary, "gpu", "bench", "--json", "--quiet", "--ds", str(D), "--batches",
            ",".join(map(str, batches)), "--ns", ",".join(map(str, ns)), "--sparsities", "1",
-           "--no-selection", "--reps", "30"] + (["--split-kv"] if split else [])
+           "--no-selection", "--reps", "30", "--max-gib", "36"] + (["--split-kv"] if split else [])
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return {(x["batch"], x["n"]): x["us"] for x in json.loads(r.stdout)["records"]
             if x["method"] == "dense"}
@@ -80,6 +83,8 @@ def main():
     ap.add_argument("--batches", default="32,64")
     ap.add_argument("--ns", default="8192,32768")
     ap.add_argument("--json")
+    ap.add_argument("--no-history", dest="history", action="store_false",
+                    help="leave out the B = 32, N = 8k row timed after the 32 GiB shape")
     a = ap.parse_args()
     bs = [int(x) for x in a.batches.split(",")]
     ns = [int(x) for x in a.ns.split(",")]
@@ -88,6 +93,11 @@ def main():
         for split in (0, 1):
             for k, us in attnscope(a.attnscope, bs, ns, split).items():
                 res.setdefault(("attnscope", "two" if split else "one") + k, []).append(us)
+        if a.history:
+            # batches loop outside ns: (8, 1M), (8, 8k), (32, 1M: over --max-gib, skipped), (32, 8k)
+            us = attnscope(a.attnscope, [8, 32], [1048576, 8192], 0).get((32, 8192))
+            if us is not None:
+                res.setdefault(("attnscope", "one, after 32 GiB", 32, 8192), []).append(us)
         for b in bs:
             for n in ns:
                 for one in (0, 1):
