@@ -944,6 +944,8 @@ int main(void)
             test_page_sample(c, &p, 16, AS_GPU_SEL_KV, pages / 8 > 0 ? pages / 8 : 1, 1 + n / 20);
             test_page_sample(c, &p, 32, AS_GPU_SEL_Q, 1, 5);
             test_page_sample(c, &p, 16, AS_GPU_SEL_KV, pages + 1, 3); /* every page: no samples */
+            /* no page: every entry a draw (gpu replay's page-sample below two pages of budget) */
+            test_page_sample(c, &p, 16, AS_GPU_SEL_KV, 0, 4);
             printf("  %-40s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
             prob_free(&p);
         }
