@@ -265,7 +265,7 @@ Test(sp_check, layer_rows_page_sample)
         for (int64_t g = 0; g < HKV; g++) {
             ref_query(l, g * (HQ / HKV), t, &r);
             /* pages: the one holding the top key, the last (partial) page, and page 1 */
-            int64_t top[1];
+            int64_t top[1] = {0};
             topk(&r, 1, top);
             const int64_t last = (r.n - 1) / PG;
             int64_t pages[NP] = {top[0] / PG, last, 1};
