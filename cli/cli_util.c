@@ -215,6 +215,7 @@ struct as_out {
     as_table_spec *tables;
     int ntables;
     as_mpi_buf enc; /* one record's encoding, reused */
+    as_mpi_buf *sink; /* a unit's records (as_out_new_unit): encoded into this buffer */
 };
 
 static char *xstrdup(const char *s)
@@ -292,32 +293,79 @@ void as_out_table(as_out *o, const char *kind, const char *title, const char *co
     }
 }
 
-void as_out_add(as_out *o, cJSON *rec)
+as_out *as_out_new_unit(as_fmt fmt, as_mpi_buf *sink)
 {
-    if (o->fmt == AS_FMT_CSV) { /* the header: every field name, in first-seen order */
-        const cJSON *v, *k;
-        cJSON_ArrayForEach(v, rec)
-        {
-            int seen = 0;
-            cJSON_ArrayForEach(k, o->keys) if (strcmp(k->valuestring, v->string) == 0)
-            {
-                seen = 1;
-                break;
-            }
-            if (!seen) cJSON_AddItemToArray(o->keys, cJSON_CreateString(v->string));
-        }
+    as_out *o = xrealloc(NULL, sizeof *o);
+    memset(o, 0, sizeof *o);
+    o->fmt = fmt;
+    o->sink = sink;
+    as_mpi_buf_init(&o->enc);
+    return o;
+}
+
+/* One record into the spool (or a unit's buffer): its length, then its encoding. */
+static void spool_put(as_out *o, const void *enc, uint64_t n)
+{
+    if (o->sink) {
+        as_mpi_put(o->sink, &n, sizeof n);
+        as_mpi_put(o->sink, enc, (size_t)n);
+        return;
     }
-    o->enc.len = 0;
-    as_mpi_put_json(&o->enc, rec);
-    cJSON_Delete(rec);
-    uint64_t n = o->enc.len;
-    if (o->enc.failed || fwrite(&n, sizeof n, 1, o->spool) != 1 ||
-        fwrite(o->enc.p, 1, o->enc.len, o->spool) != o->enc.len) {
+    if (fwrite(&n, sizeof n, 1, o->spool) != 1 || fwrite(enc, 1, (size_t)n, o->spool) != n) {
         fprintf(stderr, "attnscope: cannot keep the records in a temporary file: %s\n",
-                o->enc.failed ? "out of memory" : strerror(errno));
+                strerror(errno));
         exit(1);
     }
     o->nrec++;
+}
+
+/* CSV: the union of the record fields, in first-seen order */
+static void csv_keys_add(as_out *o, const cJSON *rec)
+{
+    const cJSON *v, *k;
+    cJSON_ArrayForEach(v, rec)
+    {
+        int seen = 0;
+        cJSON_ArrayForEach(k, o->keys) if (strcmp(k->valuestring, v->string) == 0)
+        {
+            seen = 1;
+            break;
+        }
+        if (!seen) cJSON_AddItemToArray(o->keys, cJSON_CreateString(v->string));
+    }
+}
+
+int as_out_add_unit(as_out *o, as_mpi_rd *in)
+{
+    while (!as_mpi_rd_end(in)) {
+        uint64_t n = 0;
+        if (as_mpi_get(in, &n, sizeof n) != 0 || n > in->len - in->pos) return -1;
+        const unsigned char *enc = in->p + in->pos;
+        if (o->fmt == AS_FMT_CSV && !o->sink) {
+            as_mpi_rd r;
+            as_mpi_rd_init(&r, enc, (size_t)n);
+            cJSON *rec = as_mpi_get_json(&r);
+            if (!rec) return -1;
+            csv_keys_add(o, rec);
+            cJSON_Delete(rec);
+        }
+        spool_put(o, enc, n);
+        in->pos += (size_t)n;
+    }
+    return 0;
+}
+
+void as_out_add(as_out *o, cJSON *rec)
+{
+    if (o->fmt == AS_FMT_CSV && !o->sink) csv_keys_add(o, rec); /* the header's fields */
+    o->enc.len = 0;
+    as_mpi_put_json(&o->enc, rec);
+    cJSON_Delete(rec);
+    if (o->enc.failed) {
+        fputs("attnscope: out of memory\n", stderr);
+        exit(1);
+    }
+    spool_put(o, o->enc.p, o->enc.len);
 }
 
 /* The spool's records one by one: rewind, then next() until it returns NULL. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "as_error.h"
+#include "as_mpi.h"    /* as_mpi_buf, as_mpi_rd: a unit's records */
 #include "as_outfile.h" /* as_write_file_atomic */
 #include "as_trace.h"
 
@@ -94,6 +95,14 @@ void as_out_meta(as_out *o, const char *key, cJSON *value);
 int as_out_finish(as_out *o, FILE *f);
 /* Free o without printing (a command that failed half-way). NULL is allowed. */
 void as_out_free(as_out *o);
+
+/* Records stream through: as_out_add encodes each into a temporary file at once (memory does
+ * not grow with their number) and as_out_finish writes them from there.
+ * A unit of the MPI engine (mpi/as_mpi.h): as_out_new_unit gives an as_out whose records are
+ * appended to sink (free it with as_out_free; no tables, meta or finish); rank 0 adds a unit's
+ * records, in the order they were made, with as_out_add_unit (-1: malformed). */
+as_out *as_out_new_unit(as_fmt fmt, as_mpi_buf *sink);
+int as_out_add_unit(as_out *o, as_mpi_rd *in);
 
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);

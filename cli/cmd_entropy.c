@@ -7,6 +7,7 @@
 #include "as_entropy.h"
 #include "as_stats.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_entropy[] =
@@ -48,18 +49,6 @@ static double q_field(const as_entropy_q *q, int f)
     }
 }
 
-typedef struct {
-    as_progress *bar;
-    uint64_t layer_i, n_layers;
-} prog_ctx;
-
-static void on_progress(void *vctx, uint64_t done, uint64_t total)
-{
-    prog_ctx *p = vctx;
-    double f = total ? (double)done / (double)total : 1.0;
-    as_progress_update(p->bar, (uint64_t)(1000.0 * ((double)p->layer_i + f) / (double)p->n_layers));
-}
-
 /* Aggregate records (one per statistic; table mode: the mean only) over count queries. */
 static int add_stats(as_out *o, as_fmt fmt, const char *kind, int layer, int64_t head,
                      int64_t kvh, const as_entropy_q *const *qs, int64_t count, int topk,
@@ -90,6 +79,86 @@ static int add_stats(as_out *o, as_fmt fmt, const char *kind, int layer, int64_t
         as_out_add(o, r);
     }
     return 0;
+}
+
+/* One unit of the MPI engine (cli/cli_par.h): a layer, its records in the order of the plain
+ * loop: per query (JSON/CSV), per head, then the layer's aggregate. */
+typedef struct {
+    as_trace *tr;
+    const as_par_unit *units;
+    as_fmt fmt;
+    int head, topk;
+    long query, tile, mem;
+    as_out *o; /* rank 0 */
+    as_par_prog prog;
+} ent_job;
+
+static as_status ent_work(void *vctx, size_t u, as_mpi_buf *buf, char *err)
+{
+    ent_job *j = vctx;
+    const as_layer *l = as_trace_layer(j->tr, j->units[u].li);
+    as_status st = as_par_check_layer(j->tr, l, err);
+    if (st != AS_OK) return st;
+    as_par_prog_unit(&j->prog, j->units[u].cost);
+    as_entropy_opts eo;
+    as_entropy_opts_init(&eo);
+    eo.head = j->head;
+    eo.topk = j->topk;
+    eo.tile = j->tile;
+    eo.mem = (size_t)j->mem << 20;
+    eo.progress = as_par_prog_inner;
+    eo.ctx = &j->prog;
+    as_entropy_layer_res res;
+    st = as_entropy_layer(l, &eo, &res, err);
+    if (st != AS_OK) return st;
+    const int64_t t = l->t;
+    const as_entropy_q **all = malloc((size_t)(l->hq * t > 0 ? l->hq * t : 1) * sizeof *all);
+    if (!all) {
+        as_entropy_layer_res_free(&res);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    as_out *o = as_out_new_unit(j->fmt, buf);
+    int64_t nall = 0;
+    for (int64_t h = 0; h < l->hq && st == AS_OK; h++) {
+        if (j->head >= 0 && h != j->head) continue;
+        int64_t kvh = as_layer_kv_head(l, h);
+        if (j->fmt != AS_FMT_TABLE) {
+            for (int64_t qi = 0; qi < t; qi++) {
+                if (j->query >= 0 && qi != j->query) continue;
+                const as_entropy_q *q = &res.q[h * t + qi];
+                cJSON *rec = as_rec_new("entropy", l->index, h);
+                cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
+                cJSON_AddNumberToObject(rec, "query", (double)qi);
+                cJSON_AddNumberToObject(rec, "position", (double)as_layer_q_position(l, qi));
+                cJSON_AddNumberToObject(rec, "n", (double)q->n);
+                cJSON_AddNumberToObject(rec, "lse", q->lse);
+                for (int f = 0; f < NQF; f++) {
+                    if (!j->topk && f >= 4) break;
+                    cJSON_AddNumberToObject(rec, q_fields[f], q_field(q, f));
+                }
+                as_out_add(o, rec);
+            }
+        }
+        const as_entropy_q **hs = all + nall;
+        for (int64_t qi = 0; qi < t; qi++) all[nall++] = &res.q[h * t + qi];
+        if (add_stats(o, j->fmt, "entropy_head", l->index, h, kvh, hs, t, j->topk, err) != 0)
+            st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    if (st == AS_OK &&
+        add_stats(o, j->fmt, "entropy_layer", l->index, -1, -1, all, nall, j->topk, err) != 0)
+        st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_out_free(o);
+    free(all);
+    as_entropy_layer_res_free(&res);
+    return st;
+}
+
+static as_status ent_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    ent_job *j = vctx;
+    (void)u;
+    if (as_out_add_unit(j->o, in) != 0) return as_err_set(err, AS_ERR_IO, "a unit's records were damaged");
+    return AS_OK;
 }
 
 int as_cmd_entropy(int argc, char **argv)
@@ -128,7 +197,7 @@ int as_cmd_entropy(int argc, char **argv)
     if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
     c.trace = argv[optind];
     int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
+    as_trace *tr = as_par_open_trace(cmd, c.trace, &code);
     if (!tr) return code;
     if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
         as_trace_free(tr);
@@ -145,68 +214,26 @@ int as_cmd_entropy(int argc, char **argv)
             return rc;
         }
     }
-    as_out *o = as_out_new(c.fmt, cmd, c.trace);
-    prog_ctx pc = {as_progress_new("entropy", 1000, c.quiet), 0, c.layer >= 0 ? 1 : nl};
-    char err[AS_ERR_LEN];
-    int rc = 0;
-    for (size_t li = 0; li < nl && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        as_entropy_opts eo;
-        as_entropy_opts_init(&eo);
-        eo.head = c.head;
-        eo.topk = topk;
-        eo.tile = tile;
-        eo.mem = (size_t)mem << 20;
-        eo.progress = on_progress;
-        eo.ctx = &pc;
-        as_entropy_layer_res res;
-        as_status st = as_entropy_layer(l, &eo, &res, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail(cmd, st, err);
-            break;
-        }
-        const int64_t t = l->t;
-        const as_entropy_q **all = malloc((size_t)(l->hq * t > 0 ? l->hq * t : 1) * sizeof *all);
-        if (!all) {
-            as_entropy_layer_res_free(&res);
-            rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-            break;
-        }
-        int64_t nall = 0;
-        for (int64_t h = 0; h < l->hq && rc == 0; h++) {
-            if (c.head >= 0 && h != c.head) continue;
-            int64_t kvh = as_layer_kv_head(l, h);
-            if (c.fmt != AS_FMT_TABLE) {
-                for (int64_t qi = 0; qi < t; qi++) {
-                    if (query >= 0 && qi != query) continue;
-                    const as_entropy_q *q = &res.q[h * t + qi];
-                    cJSON *rec = as_rec_new("entropy", l->index, h);
-                    cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
-                    cJSON_AddNumberToObject(rec, "query", (double)qi);
-                    cJSON_AddNumberToObject(rec, "position", (double)as_layer_q_position(l, qi));
-                    cJSON_AddNumberToObject(rec, "n", (double)q->n);
-                    cJSON_AddNumberToObject(rec, "lse", q->lse);
-                    for (int f = 0; f < NQF; f++) {
-                        if (!topk && f >= 4) break;
-                        cJSON_AddNumberToObject(rec, q_fields[f], q_field(q, f));
-                    }
-                    as_out_add(o, rec);
-                }
-            }
-            const as_entropy_q **hs = all + nall;
-            for (int64_t qi = 0; qi < t; qi++) all[nall++] = &res.q[h * t + qi];
-            if (add_stats(o, c.fmt, "entropy_head", l->index, h, kvh, hs, t, topk, err) != 0)
-                rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-        }
-        if (rc == 0 &&
-            add_stats(o, c.fmt, "entropy_layer", l->index, -1, -1, all, nall, topk, err) != 0)
-            rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-        free(all);
-        as_entropy_layer_res_free(&res);
-        pc.layer_i++;
+    size_t nu = 0;
+    as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nu);
+    if ((code = as_mpi_agree(units ? 0 : as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory"))) != 0) {
+        free(units);
+        as_trace_free(tr);
+        return code;
     }
-    as_progress_free(pc.bar);
+    ent_job j = {tr, units, c.fmt, c.head, topk, query, tile, mem, NULL, {0}};
+    if (as_mpi_rank() == 0) j.o = as_out_new(c.fmt, cmd, c.trace);
+    double *cost = malloc((nu ? nu : 1) * sizeof *cost);
+    for (size_t u = 0; cost && u < nu; u++) cost[u] = units[u].cost;
+    as_par_prog_start(&j.prog, "entropy", c.quiet);
+    as_mpi_job job = {nu, cost, ent_work, ent_consume, &j, as_par_prog_engine, &j.prog};
+    char err[AS_ERR_LEN];
+    as_status st = cost ? as_mpi_run(&job, NULL, err) : as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_par_prog_end(&j.prog);
+    free(cost);
+    free(units);
+    int rc = st == AS_OK ? 0 : as_par_fail(cmd, st, err);
+    as_out *o = j.o;
     static const char *const cols[] = {"layer",       "head",     "kv_head",  "n",
                                        "entropy_nats", "entropy_bits", "entropy_norm",
                                        "eff_support", "k50",      "k90",      "k99",
@@ -216,12 +243,12 @@ int as_cmd_entropy(int argc, char **argv)
                                         "k99/n", NULL};
     static const char *const fmts[] = {"%d",   "%d",   "%d",   "%.0f", "%.4f", "%.4f", "%.4f",
                                        "%.1f", "%.1f", "%.1f", "%.1f", "%.4f", "%.4f", NULL};
-    as_out_table(o, "entropy_head", "Attention entropy per head (means over the head's queries)",
-                 cols, heads, fmts);
     as_trace_free(tr);
-    if (rc != 0) {
+    if (rc != 0 || !o) {
         as_out_free(o);
         return rc;
     }
+    as_out_table(o, "entropy_head", "Attention entropy per head (means over the head's queries)",
+                 cols, heads, fmts);
     return as_out_finish(o, stdout);
 }

@@ -356,7 +356,7 @@ static as_status run_local(const as_mpi_job *job, as_mpi_stats *s, char *err)
         st = job->consume(job->ctx, u, &r, err);
         s->merge_s += now_s() - t1;
         done += job->cost ? job->cost[u] : 1;
-        if (job->progress) job->progress(job->ctx, done, total);
+        if (job->progress) job->progress(job->progress_ctx, done, total);
     }
     as_mpi_buf_free(&b);
     return st;
@@ -409,7 +409,7 @@ static void root_hold(root_t *R, size_t u, unsigned char *data, size_t len)
     R->held_bytes += len;
     if (R->held_bytes > R->s->max_held) R->s->max_held = R->held_bytes;
     R->done += R->job->cost ? R->job->cost[u] : 1;
-    if (R->job->progress) R->job->progress(R->job->ctx, R->done, R->total);
+    if (R->job->progress) R->job->progress(R->job->progress_ctx, R->done, R->total);
 }
 
 /* Receive one message (blocking when wait, else only if one is there); 1 if one was taken. */

@@ -93,9 +93,10 @@ typedef struct {
     as_status (*work)(void *ctx, size_t u, as_mpi_buf *out, char *err);
     /* On rank 0, once per unit and in unit order: take unit u's result. */
     as_status (*consume)(void *ctx, size_t u, as_mpi_rd *in, char *err);
-    /* On rank 0 (may be NULL): the cost of the units done so far on every rank, of total. */
-    void (*progress)(void *ctx, double done, double total);
     void *ctx;
+    /* On rank 0 (may be NULL): the cost of the units done so far on every rank, of total. */
+    void (*progress)(void *progress_ctx, double done, double total);
+    void *progress_ctx;
 } as_mpi_job;
 
 typedef struct {

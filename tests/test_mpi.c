@@ -189,7 +189,7 @@ Test(mpi_run, one_process_consumes_in_order)
     cr_assert_eq(as_mpi_agree(2), 2);
     job_ctx c = {.fail_at = SIZE_MAX};
     const double cost[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-    as_mpi_job job = {10, cost, work, consume, progress, &c};
+    as_mpi_job job = {10, cost, work, consume, &c, progress, &c};
     as_mpi_stats st;
     char err[AS_ERR_LEN];
     cr_assert_eq(as_mpi_run(&job, &st, err), AS_OK, "%s", err);
@@ -205,7 +205,7 @@ Test(mpi_run, one_process_consumes_in_order)
 Test(mpi_run, a_failing_unit_stops_the_run)
 {
     job_ctx c = {.fail_at = 4};
-    as_mpi_job job = {10, NULL, work, consume, NULL, &c};
+    as_mpi_job job = {10, NULL, work, consume, &c, NULL, NULL};
     char err[AS_ERR_LEN];
     cr_assert_eq(as_mpi_run(&job, NULL, err), AS_ERR_VALUE);
     cr_assert_str_eq(err, "trace.safetensors: unit 4");

@@ -1,0 +1,54 @@
+/* cli_par: what the analysis commands share to run on the MPI engine (mpi/as_mpi.h, issue 19):
+ * their units (one per selected layer of each trace, with a cost), the check of a unit's layer
+ * on the rank that reads it, and one progress bar on rank 0 over every rank's units. */
+#ifndef AS_CLI_PAR_H
+#define AS_CLI_PAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "as_mpi.h"
+#include "as_trace.h"
+#include "cli_util.h"
+
+typedef struct {
+    size_t trace; /* index into the command's traces */
+    size_t li;    /* layer position in that trace (as_trace_layer) */
+    double cost;
+} as_par_unit;
+
+/* The layers of traces tr[0..ntr) (only layer index `layer` when >= 0), trace by trace, each
+ * costing cost(l, cctx) (NULL: hq * t * n, the work of a pass over the layer's scores).
+ * Returns a malloc'd array (NULL: out of memory) and its length in *n. */
+as_par_unit *as_par_layer_units(as_trace *const *tr, size_t ntr, int layer,
+                                double (*cost)(const as_layer *l, void *cctx), void *cctx,
+                                size_t *n);
+
+/* Open a trace for a command: as as_cli_open_trace, except that with more than one rank the
+ * values are not scanned here (every rank would read the whole file): each rank checks the
+ * layers it reads with as_par_check_layer. */
+as_trace *as_par_open_trace(const char *cmd, const char *path, int *code);
+
+/* With more than one rank: NaN/Inf and the value limits of layer l (as the whole-trace check
+ * at opening would report them); one rank: AS_OK (the trace was checked when opened). */
+as_status as_par_check_layer(const as_trace *tr, const as_layer *l, char *err);
+
+/* One progress bar on rank 0: the engine reports the cost done on every rank
+ * (as_par_prog_engine), the analysis of rank 0's current unit its fraction
+ * (as_par_prog_inner, after as_par_prog_unit names the unit's cost). */
+typedef struct {
+    as_progress *bar;
+    double base, span, total;
+} as_par_prog;
+
+void as_par_prog_start(as_par_prog *p, const char *label, int quiet);
+void as_par_prog_unit(as_par_prog *p, double cost);
+void as_par_prog_engine(void *ctx, double done, double total);
+void as_par_prog_inner(void *ctx, uint64_t done, uint64_t total);
+void as_par_prog_end(as_par_prog *p);
+
+/* "attnscope CMD: message" for the run's failure: rank 0 prints it (with the failing rank when
+ * there are several); the others print nothing. Returns the exit code of st. */
+int as_par_fail(const char *cmd, as_status st, const char *err);
+
+#endif
