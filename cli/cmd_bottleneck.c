@@ -8,6 +8,7 @@
 #include "as_bottleneck.h"
 #include "as_stats.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_bottleneck[] =
@@ -31,18 +32,6 @@ const char as_help_bottleneck[] =
     "                      0: all n); keeps each LP small on long contexts\n"
     "  --no-witness        skip the linear programs (tv_witness null)\n"
     "Without GLPK in the build the witness is unavailable (tv_witness null, a note on stderr).\n";
-
-typedef struct {
-    as_progress *bar;
-    uint64_t layer_i, n_layers;
-} prog_ctx;
-
-static void on_progress(void *vctx, uint64_t done, uint64_t total)
-{
-    prog_ctx *p = vctx;
-    double f = total ? (double)done / (double)total : 1.0;
-    as_progress_update(p->bar, (uint64_t)(1000.0 * ((double)p->layer_i + f) / (double)p->n_layers));
-}
 
 static int parse_budgets(const char *s, double *out, size_t *n)
 {
@@ -131,6 +120,79 @@ static int head_records(as_out *o, as_fmt fmt, int layer, const as_bn_query *qs,
     return 0;
 }
 
+/* One unit of the MPI engine (cli/cli_par.h): a layer, its records in the order of the plain
+ * loop (per query with its absorption, then per head). */
+typedef struct {
+    as_trace *tr;
+    const as_par_unit *units;
+    as_fmt fmt;
+    int witness;
+    as_bn_opts bo;
+    as_out *o; /* rank 0 */
+    as_par_prog prog;
+} bn_job;
+
+static as_status bn_work(void *vctx, size_t u, as_mpi_buf *buf, char *err)
+{
+    bn_job *j = vctx;
+    const as_layer *l = as_trace_layer(j->tr, j->units[u].li);
+    as_status st = as_par_check_layer(j->tr, l, err);
+    if (st != AS_OK) return st;
+    as_par_prog_unit(&j->prog, j->units[u].cost);
+    as_bn_query *qs = NULL;
+    size_t n = 0;
+    st = as_bn_layer(l, &j->bo, &qs, &n, err);
+    if (st != AS_OK) return st;
+    as_out *o = as_out_new_unit(j->fmt, buf);
+    for (size_t i = 0; i < n && j->fmt != AS_FMT_TABLE; i++) {
+        const as_bn_query *b = &qs[i];
+        cJSON *rec = as_rec_new("bottleneck", l->index, b->head);
+        cJSON_AddNumberToObject(rec, "kv_head", (double)b->kv_head);
+        cJSON_AddNumberToObject(rec, "query", (double)b->query);
+        cJSON_AddNumberToObject(rec, "n", (double)b->n);
+        cJSON_AddNumberToObject(rec, "d", (double)b->d);
+        cJSON_AddNumberToObject(rec, "value_rank", (double)b->value_rank);
+        cJSON_AddNumberToObject(rec, "collision_dim", (double)b->collision_dim);
+        cJSON_AddNumberToObject(rec, "collision_frac", bn_value(b, 2));
+        cJSON_AddNumberToObject(rec, "v_max_norm", b->v_max_norm);
+        cJSON_AddNumberToObject(rec, "tv_witness", b->tv_witness);
+        if (j->witness) cJSON_AddNumberToObject(rec, "witness_keys", (double)b->witness_keys);
+        else cJSON_AddNullToObject(rec, "witness_keys");
+        cJSON_AddNumberToObject(rec, "witness_residual", b->witness_residual);
+        as_out_add(o, rec);
+        for (size_t k = 0; k < b->n_budgets; k++) {
+            cJSON *a = as_rec_new("absorption", l->index, b->head);
+            cJSON_AddNumberToObject(a, "kv_head", (double)b->kv_head);
+            cJSON_AddNumberToObject(a, "query", (double)b->query);
+            cJSON_AddNumberToObject(a, "n", (double)b->n);
+            cJSON_AddNumberToObject(a, "budget", b->budget[k]);
+            cJSON_AddNumberToObject(a, "k", (double)b->k[k]);
+            cJSON_AddNumberToObject(a, "captured_mass", b->captured_mass[k]);
+            cJSON_AddNumberToObject(a, "absorption", b->absorption[k]);
+            as_out_add(o, a);
+        }
+    }
+    /* per head: records are ordered by head, then query */
+    for (size_t i = 0; i < n && st == AS_OK;) {
+        size_t k = i;
+        while (k < n && qs[k].head == qs[i].head) k++;
+        if (head_records(o, j->fmt, l->index, qs + i, (int64_t)(k - i), err) != 0)
+            st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        i = k;
+    }
+    as_out_free(o);
+    free(qs);
+    return st;
+}
+
+static as_status bn_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    bn_job *j = vctx;
+    (void)u;
+    if (as_out_add_unit(j->o, in) != 0) return as_err_set(err, AS_ERR_IO, "a unit's records were damaged");
+    return AS_OK;
+}
+
 int as_cmd_bottleneck(int argc, char **argv)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
@@ -181,7 +243,7 @@ int as_cmd_bottleneck(int argc, char **argv)
         witness = 0;
     }
     int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
+    as_trace *tr = as_par_open_trace(cmd, c.trace, &code);
     if (!tr) return code;
     if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
         as_trace_free(tr);
@@ -203,69 +265,42 @@ int as_cmd_bottleneck(int argc, char **argv)
     bo.witness = witness;
     bo.witness_keys = wkeys;
     bo.tile = tile;
-    as_out *o = as_out_new(c.fmt, cmd, c.trace);
-    as_out_meta(o, "witness", cJSON_CreateBool(witness));
-    prog_ctx pc = {as_progress_new("bottleneck", 1000, c.quiet), 0, c.layer >= 0 ? 1 : nl};
-    bo.progress = on_progress;
-    bo.ctx = &pc;
-    char err[AS_ERR_LEN];
-    int rc = 0;
-    for (size_t li = 0; li < nl && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        as_bn_query *qs = NULL;
-        size_t n = 0;
-        as_status st = as_bn_layer(l, &bo, &qs, &n, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail(cmd, st, err);
-            break;
-        }
-        for (size_t i = 0; i < n && c.fmt != AS_FMT_TABLE; i++) {
-            const as_bn_query *b = &qs[i];
-            cJSON *rec = as_rec_new("bottleneck", l->index, b->head);
-            cJSON_AddNumberToObject(rec, "kv_head", (double)b->kv_head);
-            cJSON_AddNumberToObject(rec, "query", (double)b->query);
-            cJSON_AddNumberToObject(rec, "n", (double)b->n);
-            cJSON_AddNumberToObject(rec, "d", (double)b->d);
-            cJSON_AddNumberToObject(rec, "value_rank", (double)b->value_rank);
-            cJSON_AddNumberToObject(rec, "collision_dim", (double)b->collision_dim);
-            cJSON_AddNumberToObject(rec, "collision_frac", bn_value(b, 2));
-            cJSON_AddNumberToObject(rec, "v_max_norm", b->v_max_norm);
-            cJSON_AddNumberToObject(rec, "tv_witness", b->tv_witness);
-            if (witness) cJSON_AddNumberToObject(rec, "witness_keys", (double)b->witness_keys);
-            else cJSON_AddNullToObject(rec, "witness_keys");
-            cJSON_AddNumberToObject(rec, "witness_residual", b->witness_residual);
-            as_out_add(o, rec);
-            for (size_t k = 0; k < b->n_budgets; k++) {
-                cJSON *a = as_rec_new("absorption", l->index, b->head);
-                cJSON_AddNumberToObject(a, "kv_head", (double)b->kv_head);
-                cJSON_AddNumberToObject(a, "query", (double)b->query);
-                cJSON_AddNumberToObject(a, "n", (double)b->n);
-                cJSON_AddNumberToObject(a, "budget", b->budget[k]);
-                cJSON_AddNumberToObject(a, "k", (double)b->k[k]);
-                cJSON_AddNumberToObject(a, "captured_mass", b->captured_mass[k]);
-                cJSON_AddNumberToObject(a, "absorption", b->absorption[k]);
-                as_out_add(o, a);
-            }
-        }
-        /* per head: records are ordered by head, then query */
-        for (size_t i = 0; i < n && rc == 0;) {
-            size_t j = i;
-            while (j < n && qs[j].head == qs[i].head) j++;
-            if (head_records(o, c.fmt, l->index, qs + i, (int64_t)(j - i), err) != 0)
-                rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-            i = j;
-        }
-        free(qs);
-        pc.layer_i++;
+    size_t nu = 0;
+    as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nu);
+    if ((code = as_mpi_agree(units ? 0 : as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory"))) != 0) {
+        free(units);
+        as_trace_free(tr);
+        return code;
     }
-    as_progress_free(pc.bar);
+    bn_job j = {tr, units, c.fmt, witness, bo, NULL, {0}};
+    j.bo.progress = as_par_prog_inner;
+    j.bo.ctx = &j.prog;
+    if (as_mpi_rank() == 0) {
+        j.o = as_out_new(c.fmt, cmd, c.trace);
+        as_out_meta(j.o, "witness", cJSON_CreateBool(witness));
+    }
+    double *cost = malloc((nu ? nu : 1) * sizeof *cost);
+    for (size_t u = 0; cost && u < nu; u++) cost[u] = units[u].cost;
+    as_par_prog_start(&j.prog, "bottleneck", c.quiet);
+    as_mpi_job job = {nu, cost, bn_work, bn_consume, &j, as_par_prog_engine, &j.prog};
+    char err[AS_ERR_LEN];
+    as_status st = cost ? as_mpi_run(&job, NULL, err) : as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_par_prog_end(&j.prog);
+    free(cost);
+    free(units);
+    int rc = st == AS_OK ? 0 : as_par_fail(cmd, st, err);
+    as_out *o = j.o;
     static const char *const cols[] = {"layer", "head", "kv_head", "n", "d", "collision_dim",
                                        "collision_frac", "tv_witness", NULL};
     static const char *const heads[] = {"layer", "head", "kv", "n (mean)", "d", "collision dim",
                                         "/ n", "TV witness", NULL};
     static const char *const fmts[] = {"%d", "%d", "%d", "%.0f", "%d", "%.1f", "%.4f", "%.4f",
                                        NULL};
+    as_trace_free(tr);
+    if (rc != 0 || !o) {
+        as_out_free(o);
+        return rc;
+    }
     as_out_table(o, "bottleneck_head", "The d-dimensional bottleneck per head (means over queries)",
                  cols, heads, fmts);
     static const char *const acols[] = {"layer", "head", "budget", "k", "captured_mass",
@@ -275,10 +310,5 @@ int as_cmd_bottleneck(int argc, char **argv)
     static const char *const afmts[] = {"%d", "%d", "%.3f", "%.1f", "%.4f", "%.4f", NULL};
     as_out_table(o, "absorption_head", "Absorption of oracle top-k (means over queries)", acols,
                  aheads, afmts);
-    as_trace_free(tr);
-    if (rc != 0) {
-        as_out_free(o);
-        return rc;
-    }
     return as_out_finish(o, stdout);
 }

@@ -7,6 +7,7 @@
 #include "as_rank.h"
 #include "as_stats.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_rank[] =
@@ -28,18 +29,6 @@ const char as_help_rank[] =
     "  --tile N     keys per tile (default 4096)\n"
     "  --mem MIB    memory for a block of score rows in the attention pass (default 256)\n";
 
-typedef struct {
-    as_progress *bar;
-    uint64_t layer_i, n_layers;
-} prog_ctx;
-
-static void on_progress(void *vctx, uint64_t done, uint64_t total)
-{
-    prog_ctx *p = vctx;
-    double f = total ? (double)done / (double)total : 1.0;
-    as_progress_update(p->bar, (uint64_t)(1000.0 * ((double)p->layer_i + f) / (double)p->n_layers));
-}
-
 static const char *const agg_fields[] = {"erank", "stable_rank", "r90", "r99", "rank"};
 
 static double agg_value(const as_rank_info *i, int f)
@@ -51,6 +40,97 @@ static double agg_value(const as_rank_info *i, int f)
     case 3: return (double)i->r99;
     default: return (double)i->rank;
     }
+}
+
+/* One unit of the MPI engine (cli/cli_par.h): a layer, its records in the order of the plain
+ * loop (per matrix and head, then the layer's statistics). */
+typedef struct {
+    as_trace *tr;
+    const as_par_unit *units;
+    as_fmt fmt;
+    int head, want_sv;
+    unsigned mats;
+    long tile, mem;
+    as_out *o; /* rank 0 */
+    as_par_prog prog;
+} rank_job;
+
+static as_status rank_work(void *vctx, size_t u, as_mpi_buf *buf, char *err)
+{
+    rank_job *j = vctx;
+    const as_layer *l = as_trace_layer(j->tr, j->units[u].li);
+    as_status st = as_par_check_layer(j->tr, l, err);
+    if (st != AS_OK) return st;
+    as_par_prog_unit(&j->prog, j->units[u].cost);
+    as_rank_opts ro;
+    as_rank_opts_init(&ro);
+    ro.head = j->head;
+    ro.mats = j->mats;
+    ro.tile = j->tile;
+    ro.mem = (size_t)j->mem << 20;
+    ro.want_sv = j->want_sv;
+    ro.progress = as_par_prog_inner;
+    ro.ctx = &j->prog;
+    as_rank_rec *recs = NULL;
+    size_t n = 0;
+    st = as_rank_layer(l, &ro, &recs, &n, err);
+    if (st != AS_OK) return st;
+    as_out *o = as_out_new_unit(j->fmt, buf);
+    for (size_t i = 0; i < n; i++) {
+        const as_rank_rec *x = &recs[i];
+        cJSON *rec = as_rec_new("rank", l->index, x->head);
+        cJSON_AddNumberToObject(rec, "kv_head", (double)x->kv_head);
+        cJSON_AddStringToObject(rec, "matrix", as_matrix_name(x->matrix));
+        cJSON_AddNumberToObject(rec, "rows", (double)x->info.rows);
+        cJSON_AddNumberToObject(rec, "cols", (double)x->info.cols);
+        cJSON_AddNumberToObject(rec, "nsv", (double)x->info.nsv);
+        cJSON_AddNumberToObject(rec, "erank", x->info.erank);
+        cJSON_AddNumberToObject(rec, "stable_rank", x->info.stable_rank);
+        cJSON_AddNumberToObject(rec, "r90", (double)x->info.r90);
+        cJSON_AddNumberToObject(rec, "r99", (double)x->info.r99);
+        cJSON_AddNumberToObject(rec, "rank", (double)x->info.rank);
+        cJSON_AddNumberToObject(rec, "s_max", x->info.s_max);
+        cJSON_AddNumberToObject(rec, "fro", x->info.fro);
+        if (j->want_sv && x->sv)
+            cJSON_AddItemToObject(rec, "sv", cJSON_CreateDoubleArray(x->sv, (int)x->info.nsv));
+        as_out_add(o, rec);
+    }
+    /* per layer and matrix: statistics over the heads */
+    if (j->fmt != AS_FMT_TABLE) {
+        double *x = malloc((n ? n : 1) * sizeof *x);
+        for (int m = 0; x && m < AS_MAT_COUNT; m++) {
+            int64_t cnt = 0;
+            as_stats s[5];
+            for (int f = 0; f < 5; f++) {
+                cnt = 0;
+                for (size_t i = 0; i < n; i++)
+                    if (recs[i].matrix == (as_matrix)m) x[cnt++] = agg_value(&recs[i].info, f);
+                as_stats_compute(x, cnt, 1, &s[f], err);
+            }
+            if (cnt == 0) continue;
+            for (int k = 0; k < AS_STATS_N; k++) {
+                cJSON *rec = as_rec_new("rank_layer", l->index, -1);
+                cJSON_AddStringToObject(rec, "matrix", as_matrix_name((as_matrix)m));
+                cJSON_AddStringToObject(rec, "stat", as_stats_names[k]);
+                cJSON_AddNumberToObject(rec, "heads", (double)cnt);
+                for (int f = 0; f < 5; f++) cJSON_AddNumberToObject(rec, agg_fields[f], s[f].v[k]);
+                as_out_add(o, rec);
+            }
+        }
+        if (!x) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        free(x);
+    }
+    as_out_free(o);
+    as_rank_recs_free(recs, n);
+    return st;
+}
+
+static as_status rank_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    rank_job *j = vctx;
+    (void)u;
+    if (as_out_add_unit(j->o, in) != 0) return as_err_set(err, AS_ERR_IO, "a unit's records were damaged");
+    return AS_OK;
 }
 
 int as_cmd_rank(int argc, char **argv)
@@ -92,7 +172,7 @@ int as_cmd_rank(int argc, char **argv)
     if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
     c.trace = argv[optind];
     int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
+    as_trace *tr = as_par_open_trace(cmd, c.trace, &code);
     if (!tr) return code;
     if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
         as_trace_free(tr);
@@ -109,89 +189,37 @@ int as_cmd_rank(int argc, char **argv)
             return rc;
         }
     }
-    as_out *o = as_out_new(c.fmt, cmd, c.trace);
-    prog_ctx pc = {as_progress_new("rank", 1000, c.quiet), 0, c.layer >= 0 ? 1 : nl};
-    char err[AS_ERR_LEN];
-    int rc = 0;
-    for (size_t li = 0; li < nl && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        as_rank_opts ro;
-        as_rank_opts_init(&ro);
-        ro.head = c.head;
-        ro.mats = mats;
-        ro.tile = tile;
-        ro.mem = (size_t)mem << 20;
-        ro.want_sv = want_sv;
-        ro.progress = on_progress;
-        ro.ctx = &pc;
-        as_rank_rec *recs = NULL;
-        size_t n = 0;
-        as_status st = as_rank_layer(l, &ro, &recs, &n, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail(cmd, st, err);
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            const as_rank_rec *x = &recs[i];
-            cJSON *rec = as_rec_new("rank", l->index, x->head);
-            cJSON_AddNumberToObject(rec, "kv_head", (double)x->kv_head);
-            cJSON_AddStringToObject(rec, "matrix", as_matrix_name(x->matrix));
-            cJSON_AddNumberToObject(rec, "rows", (double)x->info.rows);
-            cJSON_AddNumberToObject(rec, "cols", (double)x->info.cols);
-            cJSON_AddNumberToObject(rec, "nsv", (double)x->info.nsv);
-            cJSON_AddNumberToObject(rec, "erank", x->info.erank);
-            cJSON_AddNumberToObject(rec, "stable_rank", x->info.stable_rank);
-            cJSON_AddNumberToObject(rec, "r90", (double)x->info.r90);
-            cJSON_AddNumberToObject(rec, "r99", (double)x->info.r99);
-            cJSON_AddNumberToObject(rec, "rank", (double)x->info.rank);
-            cJSON_AddNumberToObject(rec, "s_max", x->info.s_max);
-            cJSON_AddNumberToObject(rec, "fro", x->info.fro);
-            if (want_sv && x->sv)
-                cJSON_AddItemToObject(rec, "sv",
-                                      cJSON_CreateDoubleArray(x->sv, (int)x->info.nsv));
-            as_out_add(o, rec);
-        }
-        /* per layer and matrix: statistics over the heads */
-        if (c.fmt != AS_FMT_TABLE) {
-            double *x = malloc((n ? n : 1) * sizeof *x);
-            for (int m = 0; x && m < AS_MAT_COUNT; m++) {
-                int64_t cnt = 0;
-                as_stats s[5];
-                for (int f = 0; f < 5; f++) {
-                    cnt = 0;
-                    for (size_t i = 0; i < n; i++)
-                        if (recs[i].matrix == (as_matrix)m) x[cnt++] = agg_value(&recs[i].info, f);
-                    as_stats_compute(x, cnt, 1, &s[f], err);
-                }
-                if (cnt == 0) continue;
-                for (int k = 0; k < AS_STATS_N; k++) {
-                    cJSON *rec = as_rec_new("rank_layer", l->index, -1);
-                    cJSON_AddStringToObject(rec, "matrix", as_matrix_name((as_matrix)m));
-                    cJSON_AddStringToObject(rec, "stat", as_stats_names[k]);
-                    cJSON_AddNumberToObject(rec, "heads", (double)cnt);
-                    for (int f = 0; f < 5; f++) cJSON_AddNumberToObject(rec, agg_fields[f], s[f].v[k]);
-                    as_out_add(o, rec);
-                }
-            }
-            if (!x) rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-            free(x);
-        }
-        as_rank_recs_free(recs, n);
-        pc.layer_i++;
+    size_t nu = 0;
+    as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nu);
+    if ((code = as_mpi_agree(units ? 0 : as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory"))) != 0) {
+        free(units);
+        as_trace_free(tr);
+        return code;
     }
-    as_progress_free(pc.bar);
+    rank_job j = {tr, units, c.fmt, c.head, want_sv, mats, tile, mem, NULL, {0}};
+    if (as_mpi_rank() == 0) j.o = as_out_new(c.fmt, cmd, c.trace);
+    double *cost = malloc((nu ? nu : 1) * sizeof *cost);
+    for (size_t u = 0; cost && u < nu; u++) cost[u] = units[u].cost;
+    as_par_prog_start(&j.prog, "rank", c.quiet);
+    as_mpi_job job = {nu, cost, rank_work, rank_consume, &j, as_par_prog_engine, &j.prog};
+    char err[AS_ERR_LEN];
+    as_status st = cost ? as_mpi_run(&job, NULL, err) : as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_par_prog_end(&j.prog);
+    free(cost);
+    free(units);
+    int rc = st == AS_OK ? 0 : as_par_fail(cmd, st, err);
+    as_out *o = j.o;
     static const char *const cols[] = {"layer", "matrix", "head", "kv_head", "rows", "cols",
                                        "erank", "stable_rank", "r90", "r99", "rank", NULL};
     static const char *const heads[] = {"layer", "matrix", "head", "kv", "rows", "cols",
                                         "erank", "stable", "r90", "r99", "rank", NULL};
     static const char *const fmts[] = {"%d", "%s", "%d", "%d", "%d", "%d", "%.3f", "%.3f",
                                        "%d", "%d", "%d", NULL};
-    as_out_table(o, "rank", "Effective, stable and energy ranks (float64)", cols, heads, fmts);
     as_trace_free(tr);
-    if (rc != 0) {
+    if (rc != 0 || !o) {
         as_out_free(o);
         return rc;
     }
+    as_out_table(o, "rank", "Effective, stable and energy ranks (float64)", cols, heads, fmts);
     return as_out_finish(o, stdout);
 }
