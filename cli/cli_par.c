@@ -76,3 +76,252 @@ int as_par_fail(const char *cmd, as_status st, const char *err)
     if (as_mpi_rank() != 0) return as_status_exit_code(st);
     return as_cli_fail(cmd, st, err);
 }
+
+/* ---------------------------------------------------------------- summaries */
+#include <math.h>
+#include <string.h>
+
+#include "as_sparsity.h"
+
+static void put_arr(as_mpi_buf *b, const double *x, int64_t n)
+{
+    as_mpi_put_i64(b, x ? n : -1);
+    if (x && n > 0) as_mpi_put(b, x, (size_t)n * sizeof *x);
+}
+
+/* An array written by put_arr, of the length the reader expects (-1: absent, NULL). */
+static double *get_arr(as_mpi_rd *r, int64_t want, int *bad)
+{
+    int64_t n = as_mpi_get_i64(r);
+    if (r->bad || n < -1 || (n >= 0 && n != want) ||
+        (n > 0 && (uint64_t)n > (r->len - r->pos) / sizeof(double))) {
+        *bad = 1;
+        return NULL;
+    }
+    if (n < 0) return NULL;
+    double *x = malloc((size_t)(n > 0 ? n : 1) * sizeof *x);
+    if (!x) {
+        *bad = 1;
+        return NULL;
+    }
+    x[0] = NAN;
+    if (n > 0) as_mpi_get(r, x, (size_t)n * sizeof *x);
+    return x;
+}
+
+typedef struct {
+    as_mpi_buf recs;
+    int64_t n;
+} sp_collect_t;
+
+static int sp_collect(void *ctx, const void *rec)
+{
+    sp_collect_t *c = ctx;
+    as_mpi_put(&c->recs, rec, sizeof(as_sp_record));
+    c->n++;
+    return c->recs.failed;
+}
+
+static void put_summary(as_mpi_buf *b, const as_summary *s)
+{
+    const int NM = s->n_methods, NB = s->n_levels;
+    as_mpi_put_i64(b, (int64_t)s->n_layers);
+    const int flags[5] = {s->have_entropy, s->have_rank, s->have_bottleneck, s->have_sparsity,
+                          s->have_spectrum};
+    for (int i = 0; i < 5; i++) as_mpi_put_i64(b, flags[i]);
+    as_mpi_put_i64(b, NM);
+    as_mpi_put_i64(b, NB);
+    for (int m = 0; m < NM; m++) as_mpi_put_str(b, s->method_names[m]);
+    as_mpi_put(b, s->levels, sizeof s->levels);
+    for (int i = 0; i < 5; i++) as_mpi_put_str(b, s->missing[i]);
+    as_mpi_put_i64(b, s->n_spec_skipped);
+    for (int i = 0; i < 8; i++) as_mpi_put_i64(b, s->spec_skipped[i]);
+    for (size_t li = 0; li < s->n_layers; li++) {
+        const as_sum_layer *L = &s->layers[li];
+        const int64_t hq = L->hq, t = L->t;
+        as_mpi_put_i64(b, L->layer);
+        as_mpi_put_i64(b, L->hq), as_mpi_put_i64(b, L->hkv), as_mpi_put_i64(b, L->t);
+        as_mpi_put_i64(b, L->n), as_mpi_put_i64(b, L->d);
+        as_mpi_put_f64(b, L->scale);
+        as_mpi_put_i64(b, L->nbins);
+        as_mpi_put_f64(b, L->bin_width);
+        put_arr(b, L->profile, L->nbins);
+        put_arr(b, L->sink_mass, hq);
+        put_arr(b, L->entropy_norm, hq * t);
+        put_arr(b, L->entropy_bits, hq * t);
+        put_arr(b, L->k90_frac, hq * t);
+        put_arr(b, L->k99_frac, hq * t);
+        put_arr(b, L->erank_k, L->hkv);
+        put_arr(b, L->collision_dim, hq);
+        put_arr(b, L->collision_frac, hq);
+        put_arr(b, L->value_rank, hq);
+        put_arr(b, L->tv_witness, hq);
+        as_mpi_put_i64(b, L->n_absorb);
+        as_mpi_put(b, L->absorb_budget, sizeof L->absorb_budget);
+        put_arr(b, L->absorption, hq * (L->n_absorb ? L->n_absorb : 1));
+        put_arr(b, L->rel_err, (int64_t)NM * NB * hq);
+        put_arr(b, L->rel_bound, (int64_t)NM * NB * hq);
+        put_arr(b, L->tol_1, (int64_t)NM * hq);
+        put_arr(b, L->tol_5, (int64_t)NM * hq);
+        as_mpi_put_i64(b, L->nfreq);
+        put_arr(b, L->spec_period, L->nfreq);
+        put_arr(b, L->spec_power, (int64_t)L->nfreq * hq);
+        put_arr(b, L->periodicity, hq);
+        put_arr(b, L->dominant_period, hq);
+    }
+}
+
+static as_summary *get_summary(as_mpi_rd *r)
+{
+    as_summary *s = as_summary_empty();
+    int bad = s == NULL;
+    int64_t nl = as_mpi_get_i64(r);
+    if (bad || r->bad || nl < 0 || (uint64_t)nl > r->len) {
+        free(s);
+        return NULL;
+    }
+    s->layers = calloc((size_t)(nl ? nl : 1), sizeof *s->layers);
+    bad = !s->layers;
+    int *flags[5] = {&s->have_entropy, &s->have_rank, &s->have_bottleneck, &s->have_sparsity,
+                     &s->have_spectrum};
+    for (int i = 0; i < 5; i++) *flags[i] = (int)as_mpi_get_i64(r);
+    int64_t NM = as_mpi_get_i64(r), NB = as_mpi_get_i64(r);
+    if (NM < 0 || NM > AS_SUM_MAX_METHODS || NB < 0 || NB > AS_SUM_MAX_LEVELS) bad = 1;
+    s->n_methods = bad ? 0 : (int)NM;
+    s->n_levels = bad ? 0 : (int)NB;
+    for (int m = 0; m < s->n_methods; m++) {
+        const char *name = as_mpi_get_str(r);
+        as_sp_method sm;
+        if (!name || as_sp_method_parse(name, &sm) != 0) bad = 1;
+        else s->method_names[m] = as_sp_method_name(sm); /* static storage */
+    }
+    as_mpi_get(r, s->levels, sizeof s->levels);
+    for (int i = 0; i < 5; i++) {
+        const char *m = as_mpi_get_str(r);
+        snprintf(s->missing[i], sizeof s->missing[i], "%s", m ? m : "");
+    }
+    s->n_spec_skipped = (int)as_mpi_get_i64(r);
+    for (int i = 0; i < 8; i++) s->spec_skipped[i] = (int)as_mpi_get_i64(r);
+    for (int64_t li = 0; li < nl && !bad && !r->bad; li++) {
+        as_sum_layer *L = &s->layers[s->n_layers++];
+        L->layer = (int)as_mpi_get_i64(r);
+        L->hq = as_mpi_get_i64(r), L->hkv = as_mpi_get_i64(r), L->t = as_mpi_get_i64(r);
+        L->n = as_mpi_get_i64(r), L->d = as_mpi_get_i64(r);
+        L->scale = as_mpi_get_f64(r);
+        L->nbins = (int)as_mpi_get_i64(r);
+        L->bin_width = as_mpi_get_f64(r);
+        const int64_t hq = L->hq, t = L->t;
+        if (r->bad || hq < 0 || t < 0 || L->hkv < 0 || L->nbins < 0 || hq > (1 << 24) ||
+            t > (1 << 30)) {
+            bad = 1;
+            break;
+        }
+        L->profile = get_arr(r, L->nbins, &bad);
+        L->sink_mass = get_arr(r, hq, &bad);
+        L->entropy_norm = get_arr(r, hq * t, &bad);
+        L->entropy_bits = get_arr(r, hq * t, &bad);
+        L->k90_frac = get_arr(r, hq * t, &bad);
+        L->k99_frac = get_arr(r, hq * t, &bad);
+        L->erank_k = get_arr(r, L->hkv, &bad);
+        L->collision_dim = get_arr(r, hq, &bad);
+        L->collision_frac = get_arr(r, hq, &bad);
+        L->value_rank = get_arr(r, hq, &bad);
+        L->tv_witness = get_arr(r, hq, &bad);
+        L->n_absorb = (int)as_mpi_get_i64(r);
+        as_mpi_get(r, L->absorb_budget, sizeof L->absorb_budget);
+        if (L->n_absorb < 0 || L->n_absorb > 16) {
+            bad = 1;
+            break;
+        }
+        L->absorption = get_arr(r, hq * (L->n_absorb ? L->n_absorb : 1), &bad);
+        L->rel_err = get_arr(r, NM * NB * hq, &bad);
+        L->rel_bound = get_arr(r, NM * NB * hq, &bad);
+        L->tol_1 = get_arr(r, NM * hq, &bad);
+        L->tol_5 = get_arr(r, NM * hq, &bad);
+        L->nfreq = (int)as_mpi_get_i64(r);
+        if (L->nfreq < 0) {
+            bad = 1;
+            break;
+        }
+        L->spec_period = get_arr(r, L->nfreq, &bad);
+        L->spec_power = get_arr(r, (int64_t)L->nfreq * hq, &bad);
+        L->periodicity = get_arr(r, hq, &bad);
+        L->dominant_period = get_arr(r, hq, &bad);
+    }
+    if (bad || r->bad) {
+        as_summary_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+as_status as_par_summary_work(const as_trace *tr, const as_layer *l, const as_summary_opts *o,
+                              as_mpi_buf *out, char *err)
+{
+    char e[AS_ERR_LEN];
+    as_status st = as_par_check_layer(tr, l, err);
+    if (st != AS_OK) return st;
+    as_summary_opts so = *o;
+    sp_collect_t col;
+    as_mpi_buf_init(&col.recs);
+    col.n = 0;
+    so.layer = l->index;
+    so.sp_record = sp_collect;
+    so.sp_ctx = &col;
+    as_summary *s = as_summary_compute_st(tr, &so, &st, e);
+    if (!s) {
+        as_mpi_buf_free(&col.recs);
+        return as_err_set(err, st, "%s: %s", as_trace_path(tr), e);
+    }
+    put_summary(out, s);
+    as_summary_free(s);
+    as_mpi_put_i64(out, col.n);
+    as_mpi_put(out, col.recs.p, col.recs.len);
+    st = col.recs.failed ? as_err_set(err, AS_ERR_NOMEM, "out of memory") : AS_OK;
+    as_mpi_buf_free(&col.recs);
+    return st;
+}
+
+as_status as_par_summary_add(as_par_summary *ps, as_mpi_rd *in, char *err)
+{
+    if (!ps->sum) ps->sum = as_summary_empty();
+    if (!ps->agg) ps->agg = as_sp_agg_new(NULL);
+    if (!ps->sum || !ps->agg) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_summary *part = get_summary(in);
+    if (!part) return as_err_set(err, AS_ERR_IO, "a layer's summary was damaged in transit");
+    as_summary_join(ps->sum, part);
+    int64_t n = as_mpi_get_i64(in);
+    if (in->bad || n < 0 || (uint64_t)n > (in->len - in->pos) / sizeof(as_sp_record))
+        return as_err_set(err, AS_ERR_IO, "a layer's records were damaged in transit");
+    for (int64_t i = 0; i < n; i++) {
+        as_sp_record rec;
+        as_mpi_get(in, &rec, sizeof rec);
+        if (as_sp_agg_add(ps->agg, &rec) != 0) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    return AS_OK;
+}
+
+as_summary *as_par_summary_finish(as_par_summary *ps, char *err)
+{
+    if (!ps->sum) ps->sum = as_summary_empty();
+    if (!ps->sum) {
+        as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (ps->sum->have_sparsity && ps->agg) {
+        as_status st = as_sp_agg_finish(ps->agg, err);
+        if (st != AS_OK) return NULL;
+        as_summary_model_sparsity(ps->sum, ps->agg);
+    }
+    as_summary *s = ps->sum;
+    ps->sum = NULL;
+    return s;
+}
+
+void as_par_summary_free(as_par_summary *ps)
+{
+    as_summary_free(ps->sum);
+    as_sp_agg_free(ps->agg);
+    ps->sum = NULL;
+    ps->agg = NULL;
+}

@@ -52,3 +52,24 @@ void as_par_prog_end(as_par_prog *p);
 int as_par_fail(const char *cmd, as_status st, const char *err);
 
 #endif
+
+/* ---- report and compare: a trace's summary (report/as_summary.h) computed layer by layer on
+ * the ranks: one layer's part with its sparsity records, and their sum on rank 0. ---------- */
+#include "as_summary.h"
+
+typedef struct {
+    as_summary *sum;  /* the joined summary */
+    void *agg;        /* as_sp_agg over every layer's sparsity records, in layer order */
+    int failed;       /* out of memory while joining */
+} as_par_summary;
+
+/* Unit work: the summary of layer l of tr (opts as given, layer and sp_record set here),
+ * encoded into out with its sparsity records. err names the trace on failure. */
+as_status as_par_summary_work(const as_trace *tr, const as_layer *l, const as_summary_opts *o,
+                              as_mpi_buf *out, char *err);
+/* Rank 0, units in order: add one layer's part. */
+as_status as_par_summary_add(as_par_summary *ps, as_mpi_rd *in, char *err);
+/* Rank 0, after the run: the model-level sparsity over every layer; returns the summary (owned
+ * by the caller) or NULL with err. */
+as_summary *as_par_summary_finish(as_par_summary *ps, char *err);
+void as_par_summary_free(as_par_summary *ps);

@@ -13,6 +13,7 @@
 #include "as_report.h"
 #include "as_summary.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_report[] =
@@ -36,22 +37,55 @@ const char as_help_report[] =
     "                      every query (slow on long traces), 'none' skip\n"
     "  --quiet             no progress bar\n";
 
-static struct {
-    as_progress *bar;
-    uint64_t base, span; /* this phase's share of the bar, in per-mille */
-} prog;
-
-static void on_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    (void)ctx;
-    if (total == 0) total = 1;
-    as_progress_update(prog.bar, prog.base + prog.span * done / total);
-}
+/* The units of the MPI engine (cli/cli_par.h): unit 0 the trace's checksum, then one per
+ * layer (its summary with its sparsity records). */
+typedef struct {
+    as_trace *tr;
+    const as_par_unit *units; /* layer units, from unit 1 */
+    as_summary_opts so;
+    as_par_prog prog;
+    /* rank 0 */
+    char hex[AS_SHA256_HEX];
+    char *per_file;
+    as_par_summary ps;
+} report_job;
 
 static void on_hash(void *ctx, unsigned long long done)
 {
-    uint64_t total = *(const uint64_t *)ctx;
-    on_progress(NULL, done, total);
+    report_job *j = ctx;
+    as_par_prog_inner(&j->prog, done, as_trace_file_bytes(j->tr));
+}
+
+static as_status report_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
+{
+    report_job *j = vctx;
+    if (u == 0) {
+        char hex[AS_SHA256_HEX] = "";
+        char *per_file = NULL;
+        as_par_prog_unit(&j->prog, 1);
+        as_status st = as_trace_sha256(j->tr, hex, &per_file, on_hash, j, err);
+        if (st == AS_OK) {
+            as_mpi_put_str(out, hex);
+            as_mpi_put_str(out, per_file);
+        }
+        free(per_file);
+        return st;
+    }
+    const as_par_unit *pu = &j->units[u - 1];
+    as_par_prog_unit(&j->prog, pu->cost);
+    return as_par_summary_work(j->tr, as_trace_layer(j->tr, pu->li), &j->so, out, err);
+}
+
+static as_status report_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    report_job *j = vctx;
+    if (u > 0) return as_par_summary_add(&j->ps, in, err);
+    const char *hex = as_mpi_get_str(in), *per_file = as_mpi_get_str(in);
+    if (in->bad || !hex) return as_err_set(err, AS_ERR_IO, "the checksum was damaged in transit");
+    snprintf(j->hex, sizeof j->hex, "%s", hex);
+    if (per_file && !(j->per_file = strdup(per_file)))
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    return AS_OK;
 }
 
 static char *read_small_file(const char *path, char *err)
@@ -241,39 +275,47 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         return as_cli_fail("report", AS_ERR_VALUE, err);
     }
 
-    prog.bar = as_progress_new("report", 1000, c.quiet);
-    /* checksum: 10% of the bar; analysis: 90% */
-    char hex[AS_SHA256_HEX] = "";
-    as_status st = AS_OK;
-    char *per_file = NULL;
-    uint64_t bytes = as_trace_file_bytes(tr);
-    prog.base = 0, prog.span = 100;
-    st = as_trace_sha256(tr, hex, &per_file, on_hash, &bytes, err);
-    if (st != AS_OK) {
-        as_progress_free(prog.bar);
-        free(per_file);
+    /* the work: the checksum (unit 0) and each layer's summary, shared by the ranks */
+    report_job j;
+    memset(&j, 0, sizeof j);
+    j.tr = tr;
+    as_summary_opts_init(&j.so);
+    j.so.witness = witness;
+    j.so.progress = as_par_prog_inner;
+    j.so.ctx = &j.prog;
+    size_t nl = 0;
+    as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nl);
+    double *cost = malloc((nl + 1) * sizeof *cost);
+    if ((code = as_mpi_agree(units && cost ? 0 : as_cli_fail("report", AS_ERR_NOMEM, "out of memory"))) != 0) {
+        free(units);
+        free(cost);
         free(gpu_doc);
         free(eval_doc);
         as_trace_free(tr);
-        return as_cli_fail("report", st, err);
+        return code;
     }
-
-    as_summary_opts so;
-    as_summary_opts_init(&so);
-    so.layer = c.layer;
-    so.witness = witness;
-    so.progress = on_progress;
-    prog.base = 100, prog.span = 900;
-    as_summary *s = as_summary_compute_st(tr, &so, &st, err);
-    if (!s) {
-        as_progress_free(prog.bar);
+    j.units = units;
+    /* costs: a layer's summary ~ hq t n; the checksum ~ bytes / 1000 on that scale */
+    cost[0] = (double)as_trace_file_bytes(tr) / 1000.0 + 1;
+    for (size_t u = 0; u < nl; u++) cost[u + 1] = units[u].cost;
+    as_par_prog_start(&j.prog, "report", c.quiet);
+    as_mpi_job job = {nl + 1, cost, report_work, report_consume, &j, as_par_prog_engine, &j.prog};
+    as_status st = as_mpi_run(&job, NULL, err);
+    free(units);
+    free(cost);
+    as_summary *s = st == AS_OK && as_mpi_rank() == 0 ? as_par_summary_finish(&j.ps, err) : NULL;
+    if (st == AS_OK && as_mpi_rank() == 0 && !s) st = AS_ERR_NOMEM;
+    as_par_summary_free(&j.ps);
+    char *per_file = j.per_file;
+    const char *hex = j.hex;
+    if (st != AS_OK || !s) {
+        as_par_prog_end(&j.prog);
         free(per_file);
         free(gpu_doc);
         free(eval_doc);
+        as_summary_free(s);
         as_trace_free(tr);
-        char msg[AS_ERR_LEN + 4200];
-        snprintf(msg, sizeof msg, "%s: %s", c.trace, err);
-        return as_cli_fail("report", st, msg);
+        return st == AS_OK ? 0 : as_par_fail("report", st, err);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     as_report_info info = {cmdline ? cmdline : "attnscope report",
@@ -288,7 +330,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     size_t len = 0;
     int nfig = 0;
     st = as_report_html(tr, s, &info, &html, &len, &nfig, err);
-    as_progress_free(prog.bar);
+    as_par_prog_end(&j.prog);
     if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
     free(html);
     free(per_file);
