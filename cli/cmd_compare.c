@@ -12,6 +12,7 @@
 #include "as_report.h"
 #endif
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_compare[] =
@@ -41,15 +42,29 @@ static void add_num(cJSON *r, const char *k, double v)
         cJSON_AddNullToObject(r, k);
 }
 
-static struct {
-    as_progress *bar;
-    uint64_t base;
-} prog;
+/* The units of the MPI engine (cli/cli_par.h): the layers of both traces, each a layer's
+ * summary with its sparsity records; rank 0 joins each trace's layers. */
+typedef struct {
+    as_trace **tr;
+    const as_par_unit *units;
+    as_summary_opts so;
+    as_par_prog prog;
+    as_par_summary ps[2]; /* rank 0 */
+} compare_job;
 
-static void on_progress(void *ctx, uint64_t done, uint64_t total)
+static as_status compare_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
 {
-    (void)ctx;
-    as_progress_update(prog.bar, prog.base + 500 * done / (total ? total : 1));
+    compare_job *j = vctx;
+    const as_par_unit *pu = &j->units[u];
+    as_par_prog_unit(&j->prog, pu->cost);
+    return as_par_summary_work(j->tr[pu->trace], as_trace_layer(j->tr[pu->trace], pu->li), &j->so,
+                               out, err);
+}
+
+static as_status compare_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    compare_job *j = vctx;
+    return as_par_summary_add(&j->ps[j->units[u].trace], in, err);
 }
 
 static int compare_main(int argc, char **argv, const char *cmdline);
@@ -155,7 +170,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
     char err[AS_ERR_LEN];
     /* open and check both before the (long) analysis of either */
     for (int i = 0; i < 2 && code == 0; i++) {
-        tr[i] = as_cli_open_trace("compare", path[i], 1, &code);
+        tr[i] = as_par_open_trace("compare", path[i], &code);
         if (!tr[i]) break;
         if (c.layer >= 0 && !as_trace_find_layer(tr[i], c.layer))
             code = as_cli_usage("compare", "%s has no layer %d", path[i], c.layer);
@@ -163,28 +178,39 @@ static int compare_main(int argc, char **argv, const char *cmdline)
 #ifdef AS_HAVE_REPORT
     if (code == 0 && out) code = as_cli_check_output("compare", out);
 #endif
-    prog.bar = code == 0 ? as_progress_new("compare", 1000, c.quiet) : NULL;
-    for (int i = 0; i < 2 && code == 0; i++) {
-        as_summary_opts so;
-        as_summary_opts_init(&so);
-        so.layer = c.layer;
-        so.progress = on_progress;
-        prog.base = 500 * (uint64_t)i;
-        as_status st;
-        s[i] = as_summary_compute_st(tr[i], &so, &st, err);
-        if (!s[i]) {
-            char msg[AS_ERR_LEN + 4200];
-            snprintf(msg, sizeof msg, "%s: %s", path[i], err);
-            code = as_cli_fail("compare", st, msg);
-        }
+    /* both traces' layers, shared by the ranks */
+    compare_job j;
+    memset(&j, 0, sizeof j);
+    j.tr = tr;
+    as_summary_opts_init(&j.so);
+    j.so.progress = as_par_prog_inner;
+    j.so.ctx = &j.prog;
+    size_t nu = 0;
+    as_par_unit *units = code == 0 ? as_par_layer_units(tr, 2, c.layer, NULL, NULL, &nu) : NULL;
+    double *cost = code == 0 ? malloc((nu ? nu : 1) * sizeof *cost) : NULL;
+    if (code == 0 && (!units || !cost)) code = as_cli_fail("compare", AS_ERR_NOMEM, "out of memory");
+    code = as_mpi_agree(code);
+    if (code == 0) {
+        j.units = units;
+        for (size_t u = 0; u < nu; u++) cost[u] = units[u].cost;
+        as_par_prog_start(&j.prog, "compare", c.quiet);
+        as_mpi_job job = {nu, cost, compare_work, compare_consume, &j, as_par_prog_engine, &j.prog};
+        as_status st = as_mpi_run(&job, NULL, err);
+        for (int i = 0; i < 2 && st == AS_OK && as_mpi_rank() == 0; i++)
+            if (!(s[i] = as_par_summary_finish(&j.ps[i], err))) st = AS_ERR_NOMEM;
+        as_par_prog_end(&j.prog);
+        if (st != AS_OK) code = as_par_fail("compare", st, err);
+        else if (as_mpi_rank() != 0) code = -1; /* rank 0 writes the output */
     }
-    as_progress_free(prog.bar);
+    for (int i = 0; i < 2; i++) as_par_summary_free(&j.ps[i]);
+    free(units);
+    free(cost);
     if (code != 0) {
         for (int i = 0; i < 2; i++) {
             as_summary_free(s[i]);
             as_trace_free(tr[i]);
         }
-        return code;
+        return code < 0 ? 0 : code;
     }
 
     char both[8200];
