@@ -325,3 +325,105 @@ void as_par_summary_free(as_par_summary *ps)
     ps->sum = NULL;
     ps->agg = NULL;
 }
+
+/* ---------------------------------------------------------------- sparsity */
+typedef struct {
+    as_trace *const *tr;
+    const as_sp_config *cfg;
+    as_par_unit *units;
+    double *records; /* per unit: the records it makes */
+    double total;    /* records of all units */
+    double base;     /* records done before rank 0's current unit */
+    as_par_sp_fn fn;
+    void *ctx;
+    int stopped;
+} sp_job;
+
+static void sp_inner(void *vctx, uint64_t done, uint64_t total)
+{
+    sp_job *j = vctx;
+    (void)total;
+    if (j->cfg->progress)
+        j->cfg->progress(j->cfg->progress_ctx, (uint64_t)(j->base + (double)done),
+                         (uint64_t)j->total);
+}
+
+static void sp_engine(void *vctx, double done, double total)
+{
+    sp_job *j = vctx;
+    /* the engine counts cost; the bar counts records: the same fraction */
+    j->base = total > 0 ? j->total * done / total : 0;
+    if (j->cfg->progress)
+        j->cfg->progress(j->cfg->progress_ctx, (uint64_t)j->base, (uint64_t)j->total);
+}
+
+static int sp_put(void *vctx, const as_sp_record *r)
+{
+    as_mpi_buf *b = vctx;
+    as_mpi_put(b, r, sizeof *r);
+    return b->failed;
+}
+
+static as_status sp_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
+{
+    sp_job *j = vctx;
+    const as_par_unit *pu = &j->units[u];
+    const as_trace *tr = j->tr[pu->trace];
+    const as_layer *l = as_trace_layer(tr, pu->li);
+    as_status st = as_par_check_layer(tr, l, err);
+    if (st != AS_OK) return st;
+    as_sp_config c = *j->cfg;
+    c.layer = l->index;
+    c.progress = sp_inner;
+    c.progress_ctx = j;
+    return as_sp_run(tr, &c, sp_put, out, err);
+}
+
+static as_status sp_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    sp_job *j = vctx;
+    if ((in->len - in->pos) % sizeof(as_sp_record) != 0)
+        return as_err_set(err, AS_ERR_IO, "a unit's records were damaged in transit");
+    while (!as_mpi_rd_end(in) && !j->stopped) {
+        as_sp_record r;
+        as_mpi_get(in, &r, sizeof r);
+        if (j->fn(j->ctx, j->units[u].trace, &r) != 0) j->stopped = 1;
+    }
+    return AS_OK;
+}
+
+as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg,
+                        as_par_sp_fn fn, void *ctx, as_mpi_stats *stats, char *err)
+{
+    size_t combos = 0;
+    for (size_t i = 0; i < cfg->n_methods; i++)
+        combos += cfg->methods[i] == AS_SP_INDEX ? 1 : cfg->n_budgets;
+    sp_job j;
+    memset(&j, 0, sizeof j);
+    j.tr = tr;
+    j.cfg = cfg;
+    j.fn = fn;
+    j.ctx = ctx;
+    size_t nu = 0;
+    j.units = as_par_layer_units(tr, ntr, cfg->layer, NULL, NULL, &nu);
+    j.records = malloc((nu ? nu : 1) * sizeof *j.records);
+    double *cost = malloc((nu ? nu : 1) * sizeof *cost);
+    as_status st = AS_OK;
+    if (!j.units || !j.records || !cost) {
+        st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    } else {
+        for (size_t u = 0; u < nu; u++) {
+            const as_layer *l = as_trace_layer(tr[j.units[u].trace], j.units[u].li);
+            double rows = (double)(cfg->head >= 0 ? 1 : l->hq) * (double)(cfg->query >= 0 ? 1 : l->t);
+            j.records[u] = rows * (double)combos;
+            j.total += j.records[u];
+            cost[u] = j.records[u] * (double)l->n + 1; /* a record reads the query's keys */
+        }
+        as_mpi_job job = {nu, cost, sp_work, sp_consume, &j, sp_engine, &j};
+        st = as_mpi_run(&job, stats, err);
+    }
+    free(cost);
+    free(j.records);
+    free(j.units);
+    return st;
+}

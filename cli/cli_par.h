@@ -73,3 +73,16 @@ as_status as_par_summary_add(as_par_summary *ps, as_mpi_rd *in, char *err);
  * by the caller) or NULL with err. */
 as_summary *as_par_summary_finish(as_par_summary *ps, char *err);
 void as_par_summary_free(as_par_summary *ps);
+
+/* ---- sparsity: as_sp_run over the layers of traces tr[0..ntr) on the ranks ----------------- */
+#include "as_sparsity.h"
+
+/* Called on rank 0 with each record, trace by trace and layer by layer in the order one
+ * as_sp_run makes them; nonzero return stops passing records (as as_sp_run stops). */
+typedef int (*as_par_sp_fn)(void *ctx, size_t trace, const as_sp_record *r);
+
+/* cfg as for as_sp_run (its layer selects a layer index in every trace; its progress, if set,
+ * receives the records done on every rank out of all). Returns AS_OK or the first failure;
+ * rank 0's err names it (and the rank, when there are several). stats may be NULL. */
+as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg,
+                        as_par_sp_fn fn, void *ctx, as_mpi_stats *stats, char *err);

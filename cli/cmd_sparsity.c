@@ -5,6 +5,7 @@
 
 #include "as_sparsity.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_sparsity[] =
@@ -120,6 +121,13 @@ static int on_record(void *ctx, const as_sp_record *r)
     if (r->has_kernel) cJSON_AddBoolToObject(j, "kernel_output", 1);
     as_out_add(c->out, j);
     return as_sp_agg_add(c->agg, r);
+}
+
+/* rank 0's records from the MPI engine (cli/cli_par.h), in the order of one as_sp_run */
+static int on_unit_record(void *ctx, size_t trace, const as_sp_record *r)
+{
+    (void)trace;
+    return on_record(ctx, r);
 }
 
 static void on_progress(void *ctx, uint64_t done, uint64_t total)
@@ -369,7 +377,7 @@ int as_cmd_sparsity(int argc, char **argv)
     cfg.head = c.head;
 
     int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
+    as_trace *tr = as_par_open_trace(cmd, c.trace, &code);
     if (!tr) return code;
     as_index *ix = NULL;
     if (index_path) {
@@ -406,11 +414,20 @@ int as_cmd_sparsity(int argc, char **argv)
         if (c.layer >= 0 && l->index != c.layer) continue;
         total += (uint64_t)((c.head >= 0 ? 1 : l->hq) * (cfg.query >= 0 ? 1 : l->t)) * combos;
     }
-    rc_ctx.prog = as_progress_new("sparsity", total, c.quiet);
+    rc_ctx.prog = as_progress_new("sparsity", total, c.quiet || as_mpi_rank() != 0);
     cfg.progress = on_progress;
     cfg.progress_ctx = rc_ctx.prog;
-    as_status st = as_sp_run(tr, &cfg, on_record, &rc_ctx, err);
+    /* the layers shared by the ranks (one rank: as as_sp_run); rank 0 gets every record */
+    as_status st = (code = as_mpi_agree(0)) != 0 ? AS_ERR_USAGE
+                   : as_par_sp_run(&tr, 1, &cfg, on_unit_record, &rc_ctx, NULL, err);
     as_progress_free(rc_ctx.prog);
+    if (as_mpi_rank() != 0 || code != 0) { /* rank 0 writes; the run's failure is said there */
+        as_out_free(rc_ctx.out);
+        as_sp_agg_free(rc_ctx.agg);
+        as_index_free(ix);
+        as_trace_free(tr);
+        return code ? code : (st == AS_OK ? 0 : as_status_exit_code(st));
+    }
     if (st == AS_OK) st = as_sp_agg_finish(rc_ctx.agg, err);
     if (st != AS_OK) {
         as_out_free(rc_ctx.out);
