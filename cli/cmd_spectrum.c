@@ -6,6 +6,7 @@
 
 #include "as_spectrum.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_spectrum[] =
@@ -47,6 +48,125 @@ static int cmp_double(const void *a, const void *b)
 }
 
 enum { O_PEAKS = 3000, O_MAXLAG, O_MINP, O_MAXP, O_NOWIN, O_THETA, O_PAIRS, O_BINS };
+
+/* The units of the MPI engine (cli/cli_par.h): one per (layer, head); a unit's result is its
+ * records and the top peak's distance to the RoPE grid (for the spectrum_rope summary). */
+typedef struct {
+    size_t li;
+    int64_t h;
+} spec_unit;
+
+typedef struct {
+    as_trace *tr;
+    const char *trace;
+    const spec_unit *units;
+    as_fmt fmt;
+    int bins;
+    as_spectrum_opts so;
+    unsigned char *checked; /* [layers] this rank checked the layer's values */
+    /* rank 0 */
+    as_out *o;
+    double *lr; /* |ln(period / rope period)| of top peaks */
+    size_t n_lr;
+    int64_t d_rope;
+} spec_job;
+
+static as_status spec_work(void *vctx, size_t u, as_mpi_buf *buf, char *err)
+{
+    spec_job *j = vctx;
+    const as_layer *l = as_trace_layer(j->tr, j->units[u].li);
+    const int64_t h = j->units[u].h;
+    as_status st = AS_OK;
+    if (!j->checked[j->units[u].li]) { /* a rank checks each layer it reads once */
+        st = as_par_check_layer(j->tr, l, err);
+        if (st != AS_OK) return st;
+        j->checked[j->units[u].li] = 1;
+    }
+    as_spectrum s;
+    char e[AS_ERR_LEN];
+    st = as_spectrum_head(l, h, &j->so, &s, e);
+    if (st != AS_OK) {
+        /* the library's messages start with its module name, the CLI's with
+         * "attnscope spectrum: ": name the trace instead of repeating "spectrum:" */
+        const char *m = strncmp(e, "spectrum: ", 10) == 0 ? e + 10 : e;
+        return as_err_set(err, st, "%s: %s", j->trace, m);
+    }
+    double lr = NAN;
+    if (s.n_peaks > 0 && s.peaks[0].rope_i >= 0)
+        lr = fabs(log(s.peaks[0].period / s.peaks[0].rope_period));
+    as_mpi_put_f64(buf, lr);
+    as_mpi_put_i64(buf, l->d);
+    as_out *o = as_out_new_unit(j->fmt, buf);
+    int64_t kvh = as_layer_kv_head(l, h);
+    cJSON *rec = as_rec_new("spectrum_head", l->index, h);
+    cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
+    cJSON_AddNumberToObject(rec, "len", (double)s.len);
+    cJSON_AddNumberToObject(rec, "queries", (double)s.n_queries);
+    if (s.n_peaks > 0) {
+        cJSON_AddNumberToObject(rec, "top_period", s.peaks[0].period);
+        cJSON_AddNumberToObject(rec, "top_power_frac", s.peaks[0].power_frac);
+    } else {
+        cJSON_AddNullToObject(rec, "top_period");
+        cJSON_AddNullToObject(rec, "top_power_frac");
+    }
+    if (s.rope_dom_i >= 0) {
+        cJSON_AddNumberToObject(rec, "rope_dom_i", s.rope_dom_i);
+        cJSON_AddNumberToObject(rec, "rope_dom_period", s.rope_dom_period);
+        cJSON_AddNumberToObject(rec, "rope_dom_share", s.rope_dom_share);
+    }
+    as_out_add(o, rec);
+    for (int k = 0; k < s.n_peaks; k++) {
+        const as_spectrum_peak *pk = &s.peaks[k];
+        cJSON *pr = as_rec_new("spectrum_peak", l->index, h);
+        cJSON_AddNumberToObject(pr, "kv_head", (double)kvh);
+        cJSON_AddNumberToObject(pr, "peak", k + 1);
+        cJSON_AddNumberToObject(pr, "period", pk->period);
+        cJSON_AddNumberToObject(pr, "freq", pk->freq);
+        cJSON_AddNumberToObject(pr, "bin", (double)pk->bin);
+        cJSON_AddNumberToObject(pr, "power_frac", pk->power_frac);
+        cJSON_AddNumberToObject(pr, "amplitude", pk->amplitude);
+        if (pk->rope_i >= 0) {
+            cJSON_AddNumberToObject(pr, "rope_i", pk->rope_i);
+            cJSON_AddNumberToObject(pr, "rope_period", pk->rope_period);
+            cJSON_AddNumberToObject(pr, "rope_ratio", pk->period / pk->rope_period);
+        }
+        as_out_add(o, pr);
+    }
+    for (int64_t k = 0; j->bins && k < s.n_bins; k++) {
+        cJSON *br = as_rec_new("spectrum_bin", l->index, h);
+        cJSON_AddNumberToObject(br, "bin", (double)k);
+        cJSON_AddNumberToObject(br, "freq", (double)k / (double)s.len);
+        if (k > 0) cJSON_AddNumberToObject(br, "period", (double)s.len / (double)k);
+        else cJSON_AddNullToObject(br, "period");
+        cJSON_AddNumberToObject(br, "power", s.power[k]);
+        cJSON_AddNumberToObject(br, "amplitude", s.amp[k]);
+        as_out_add(o, br);
+    }
+    as_out_free(o);
+    as_spectrum_clear(&s);
+    return AS_OK;
+}
+
+static as_status spec_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    spec_job *j = vctx;
+    (void)u;
+    double lr = as_mpi_get_f64(in);
+    int64_t d = as_mpi_get_i64(in);
+    if (in->bad || as_out_add_unit(j->o, in) != 0)
+        return as_err_set(err, AS_ERR_IO, "a unit's records were damaged in transit");
+    if (!isnan(lr) && j->lr) {
+        j->lr[j->n_lr++] = lr;
+        if (!j->d_rope) j->d_rope = d;
+    }
+    return AS_OK;
+}
+
+static void spec_progress(void *ctx, double done, double total)
+{
+    (void)total;
+    as_progress_update(ctx, (uint64_t)done);
+}
 
 int as_cmd_spectrum(int argc, char **argv)
 {
@@ -101,7 +221,7 @@ int as_cmd_spectrum(int argc, char **argv)
                             so.max_period, so.min_period);
     c.trace = argv[optind];
     int code;
-    as_trace *tr = as_cli_open_trace("spectrum", c.trace, 1, &code);
+    as_trace *tr = as_par_open_trace("spectrum", c.trace, &code);
     if (!tr) return code;
     if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
         as_trace_free(tr);
@@ -128,96 +248,72 @@ int as_cmd_spectrum(int argc, char **argv)
         }
     }
     so.rope_base = theta;
-    as_out *o = as_out_new(c.fmt, "spectrum", c.trace);
-    cJSON *rope = cJSON_CreateObject();
-    if (theta > 0) cJSON_AddNumberToObject(rope, "theta", theta);
-    else cJSON_AddNullToObject(rope, "theta");
-    cJSON_AddStringToObject(rope, "source", theta_src);
-    cJSON_AddStringToObject(rope, "pairs", so.pairs == AS_ROPE_HALF ? "half" : "interleaved");
-    as_out_meta(o, "rope", rope);
     char err[AS_ERR_LEN];
     int rc = 0;
-    uint64_t total = 0, done = 0;
+    uint64_t total = 0;
     for (size_t li = 0; li < as_trace_n_layers(tr); li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer < 0 || l->index == c.layer) total += (uint64_t)l->hq;
-    }
-    as_progress *pg = as_progress_new("spectrum", total, c.quiet);
-    double *lr = calloc(total + 1, sizeof *lr); /* |ln(period / rope period)| of top peaks */
-    size_t n_lr = 0;
-    int64_t d_rope = 0;
-    for (size_t li = 0; li < as_trace_n_layers(tr) && rc == 0; li++) {
         const as_layer *l = as_trace_layer(tr, li);
         if (c.layer >= 0 && l->index != c.layer) continue;
         if (c.head >= l->hq) {
             rc = as_cli_usage("spectrum", "layer %d has %lld heads", l->index, (long long)l->hq);
-            break;
+            as_trace_free(tr);
+            return rc;
         }
-        for (int64_t h = 0; h < l->hq && rc == 0; h++) {
+        total += (uint64_t)(c.head >= 0 ? 1 : l->hq);
+    }
+    spec_unit *units = malloc((total + 1) * sizeof *units);
+    double *cost = malloc((total + 1) * sizeof *cost);
+    size_t nu = 0;
+    for (size_t li = 0; units && cost && li < as_trace_n_layers(tr); li++) {
+        const as_layer *l = as_trace_layer(tr, li);
+        if (c.layer >= 0 && l->index != c.layer) continue;
+        for (int64_t h = 0; h < l->hq; h++) {
             if (c.head >= 0 && h != c.head) continue;
-            as_spectrum s;
-            as_status st = as_spectrum_head(l, h, &so, &s, err);
-            if (st != AS_OK) {
-                /* the library's messages start with its module name, the CLI's with
-                 * "attnscope spectrum: ": name the trace instead of repeating "spectrum:" */
-                const char *m = strncmp(err, "spectrum: ", 10) == 0 ? err + 10 : err;
-                char msg[AS_ERR_LEN + 4200];
-                snprintf(msg, sizeof msg, "%s: %s", c.trace, m);
-                rc = as_cli_fail("spectrum", st, msg);
-                break;
-            }
-            int64_t kvh = as_layer_kv_head(l, h);
-            cJSON *rec = as_rec_new("spectrum_head", l->index, h);
-            cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
-            cJSON_AddNumberToObject(rec, "len", (double)s.len);
-            cJSON_AddNumberToObject(rec, "queries", (double)s.n_queries);
-            if (s.n_peaks > 0) {
-                cJSON_AddNumberToObject(rec, "top_period", s.peaks[0].period);
-                cJSON_AddNumberToObject(rec, "top_power_frac", s.peaks[0].power_frac);
-            } else {
-                cJSON_AddNullToObject(rec, "top_period");
-                cJSON_AddNullToObject(rec, "top_power_frac");
-            }
-            if (s.n_peaks > 0 && s.peaks[0].rope_i >= 0 && lr) {
-                lr[n_lr++] = fabs(log(s.peaks[0].period / s.peaks[0].rope_period));
-                if (!d_rope) d_rope = l->d;
-            }
-            if (s.rope_dom_i >= 0) {
-                cJSON_AddNumberToObject(rec, "rope_dom_i", s.rope_dom_i);
-                cJSON_AddNumberToObject(rec, "rope_dom_period", s.rope_dom_period);
-                cJSON_AddNumberToObject(rec, "rope_dom_share", s.rope_dom_share);
-            }
-            as_out_add(o, rec);
-            for (int k = 0; k < s.n_peaks; k++) {
-                const as_spectrum_peak *pk = &s.peaks[k];
-                cJSON *pr = as_rec_new("spectrum_peak", l->index, h);
-                cJSON_AddNumberToObject(pr, "kv_head", (double)kvh);
-                cJSON_AddNumberToObject(pr, "peak", k + 1);
-                cJSON_AddNumberToObject(pr, "period", pk->period);
-                cJSON_AddNumberToObject(pr, "freq", pk->freq);
-                cJSON_AddNumberToObject(pr, "bin", (double)pk->bin);
-                cJSON_AddNumberToObject(pr, "power_frac", pk->power_frac);
-                cJSON_AddNumberToObject(pr, "amplitude", pk->amplitude);
-                if (pk->rope_i >= 0) {
-                    cJSON_AddNumberToObject(pr, "rope_i", pk->rope_i);
-                    cJSON_AddNumberToObject(pr, "rope_period", pk->rope_period);
-                    cJSON_AddNumberToObject(pr, "rope_ratio", pk->period / pk->rope_period);
-                }
-                as_out_add(o, pr);
-            }
-            for (int64_t k = 0; bins && k < s.n_bins; k++) {
-                cJSON *br = as_rec_new("spectrum_bin", l->index, h);
-                cJSON_AddNumberToObject(br, "bin", (double)k);
-                cJSON_AddNumberToObject(br, "freq", (double)k / (double)s.len);
-                if (k > 0) cJSON_AddNumberToObject(br, "period", (double)s.len / (double)k);
-                else cJSON_AddNullToObject(br, "period");
-                cJSON_AddNumberToObject(br, "power", s.power[k]);
-                cJSON_AddNumberToObject(br, "amplitude", s.amp[k]);
-                as_out_add(o, br);
-            }
-            as_spectrum_clear(&s);
-            as_progress_update(pg, ++done);
+            units[nu] = (spec_unit){li, h};
+            cost[nu++] = 1; /* one head's transform; the progress bar counts heads */
         }
+    }
+    spec_job j;
+    memset(&j, 0, sizeof j);
+    j.tr = tr;
+    j.trace = c.trace;
+    j.units = units;
+    j.fmt = c.fmt;
+    j.bins = bins;
+    j.so = so;
+    j.checked = calloc(as_trace_n_layers(tr) + 1, 1);
+    if ((code = as_mpi_agree(units && cost && j.checked ? 0 : as_cli_fail("spectrum", AS_ERR_NOMEM, "out of memory"))) != 0) {
+        free(units);
+        free(cost);
+        free(j.checked);
+        as_trace_free(tr);
+        return code;
+    }
+    if (as_mpi_rank() == 0) {
+        j.o = as_out_new(c.fmt, "spectrum", c.trace);
+        cJSON *rope = cJSON_CreateObject();
+        if (theta > 0) cJSON_AddNumberToObject(rope, "theta", theta);
+        else cJSON_AddNullToObject(rope, "theta");
+        cJSON_AddStringToObject(rope, "source", theta_src);
+        cJSON_AddStringToObject(rope, "pairs", so.pairs == AS_ROPE_HALF ? "half" : "interleaved");
+        as_out_meta(j.o, "rope", rope);
+        j.lr = calloc(total + 1, sizeof *j.lr);
+    }
+    as_progress *pg = as_progress_new("spectrum", total, c.quiet || as_mpi_rank() != 0);
+    as_mpi_job job = {nu, cost, spec_work, spec_consume, &j, spec_progress, pg};
+    as_status st = as_mpi_run(&job, NULL, err);
+    free(units);
+    free(cost);
+    free(j.checked);
+    if (st != AS_OK) rc = as_par_fail("spectrum", st, err);
+    as_out *o = j.o;
+    double *lr = j.lr;
+    size_t n_lr = j.n_lr;
+    int64_t d_rope = j.d_rope;
+    if (!o) { /* ranks other than 0: rank 0 writes */
+        as_progress_free(pg);
+        as_trace_free(tr);
+        return rc;
     }
     as_progress_free(pg);
     if (n_lr > 0 && rc == 0) {
