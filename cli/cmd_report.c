@@ -254,7 +254,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int code;
-    as_trace *tr = as_cli_open_trace("report", c.trace, 1, &code);
+    as_trace *tr = as_par_open_trace("report", c.trace, &code);
     if (!tr) return code;
     if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
         as_trace_free(tr);
