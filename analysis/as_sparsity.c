@@ -148,6 +148,35 @@ as_status as_budget_parse_list(const char *s, int sparsity, as_budget *out, size
     return AS_OK;
 }
 
+static int64_t page_size(const as_sp_params *p) { return p->page_size > 0 ? p->page_size : 16; }
+
+int64_t as_sp_page_count(as_budget b, int64_t n, int64_t P)
+{
+    if (n <= 0 || P <= 0) return 0;
+    int64_t k = as_budget_keys(b, n);
+    int64_t want = k >= n ? (n + P - 1) / P : k / P; /* whole pages within the budget */
+    return want < 1 ? 1 : want;
+}
+
+int64_t as_sp_sel_width(as_sp_method m, as_budget b, const as_sp_params *p, int64_t n)
+{
+    if (m == AS_SP_INDEX) return 0;
+    if (m != AS_SP_PAGE) return as_budget_keys(b, n);
+    const int64_t P = page_size(p), keys = as_sp_page_count(b, n, P) * P;
+    return keys < n ? keys : n;
+}
+
+int64_t as_sp_layer_width(const as_layer *l, as_sp_method m, as_budget b, const as_sp_params *p)
+{
+    if (m == AS_SP_INDEX) return as_index_width(p->index, l->index);
+    int64_t w = 0;
+    for (int64_t qi = 0; qi < l->t; qi++) {
+        int64_t x = as_sp_sel_width(m, b, p, as_layer_visible(l, qi));
+        if (x > w) w = x;
+    }
+    return w;
+}
+
 size_t as_budget_default_sweep(as_budget *out, size_t max)
 {
     static const double x[] = {2, 3, 4, 5, 8, 10, 16, 20, 32, 50, 64, 100};
@@ -446,11 +475,9 @@ static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const doub
         break;
     }
     case AS_SP_PAGE: {
-        const int64_t P = p->page_size > 0 ? p->page_size : 16;
-        int64_t npg = (n + P - 1) / P;
-        int64_t want = k >= n ? npg : k / P; /* whole pages within the budget */
-        if (want < 1) want = 1;
-        st = select_pages(l, h, q, n, P, want, pg, sel->det, &sel->n_det, err);
+        const int64_t P = page_size(p);
+        st = select_pages(l, h, q, n, P, as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det,
+                          err);
         break;
     }
     case AS_SP_UNIFORM:

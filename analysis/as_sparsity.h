@@ -81,6 +81,19 @@ typedef struct {
 
 void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL */
 
+/* The page width rule, the one place it lives (the page method's selection and the index
+ * exporter both use it). Pages of P keys the page method reads for a query with n visible keys
+ * at budget b: every page, ceil(n / P), when the budget covers all n keys (k = n); otherwise the
+ * whole pages within it, floor(k / P), at least one. */
+int64_t as_sp_page_count(as_budget b, int64_t n, int64_t P);
+/* The most keys the selection of method m at budget b holds for a query with n visible keys:
+ * page: min(n, pages x P) (the last page may be partial); the other methods: the budget's k
+ * (index: 0, its file fixes the keys). */
+int64_t as_sp_sel_width(as_sp_method m, as_budget b, const as_sp_params *p, int64_t n);
+/* The width of an index row holding every selection of m at b over the queries of layer l: the
+ * largest as_sp_sel_width over its queries (index: the index file's width for the layer). */
+int64_t as_sp_layer_width(const as_layer *l, as_sp_method m, as_budget b, const as_sp_params *p);
+
 /* ---- the sampling estimator and its guarantee, on arrays --------------------------------- */
 
 /* Population statistics of the rest R (visible keys not in H) for weights a (sum 1), values V

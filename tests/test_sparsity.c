@@ -1108,3 +1108,76 @@ Test(sparsity, index_files_round_trip_and_refusals)
     as_trace_free(tr);
     free(p);
 }
+
+/* The page method's selection width: when a query's budget covers all its visible keys, it reads
+ * every page (n keys, the last page partial when N is not a multiple of the page size), which is
+ * more than the whole pages within the budget, floor(k / P) P. The exported index row must be as
+ * wide as the widest selection (the exporter once re-derived floor(k_N / P) P and refused it). */
+Test(sparsity, page_width_when_budget_covers_all_keys)
+{
+    /* N = 100 = 6 x 16 + 4, causal: the queries see 98, 99 and 100 keys */
+    char *p = make_trace("w.st", 1, AS_DT_F64, 2.0, 0, 100, 3);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    const as_layer *l = as_trace_layer(tr, 0);
+    as_sp_params prm;
+    as_sp_params_init(&prm);
+    as_sp_sel sel;
+    as_sp_sel_init(&sel);
+    const as_budget all[] = {{0, 100}, {1.0, 0}, {0, 500}};
+    for (size_t bi = 0; bi < 3; bi++) {
+        for (int64_t qi = 0; qi < l->t; qi++) {
+            int64_t n = as_layer_visible(l, qi);
+            cr_assert_eq(n, 98 + qi);
+            cr_assert_eq(as_sp_select(l, 0, qi, AS_SP_PAGE, all[bi], &prm, 0, NULL, &sel, err),
+                         AS_OK, "%s", err);
+            cr_assert_eq(sel.n_det, n); /* every visible key, 7 pages */
+            cr_assert_eq(as_sp_page_count(all[bi], n, 16), 7);
+            cr_assert_eq(as_sp_sel_width(AS_SP_PAGE, all[bi], &prm, n), n);
+        }
+        cr_assert_eq(as_sp_layer_width(l, AS_SP_PAGE, all[bi], &prm), 100);
+    }
+    /* a budget below the keys: whole pages only (40 keys -> 2 pages of 16) */
+    cr_assert_eq(as_sp_page_count((as_budget){0, 40}, 100, 16), 2);
+    cr_assert_eq(as_sp_sel_width(AS_SP_PAGE, (as_budget){0, 40}, &prm, 100), 32);
+    cr_assert_eq(as_sp_page_count((as_budget){0, 5}, 100, 16), 1); /* at least one page */
+    cr_assert_eq(as_sp_sel_width(AS_SP_PAGE, (as_budget){0, 5}, &prm, 100), 16);
+    cr_assert_eq(as_sp_sel_width(AS_SP_PAGE, (as_budget){0, 5}, &prm, 10), 10);
+    /* a count that covers a short query but not the longest: the short one is the widest */
+    cr_assert_eq(as_sp_sel_width(AS_SP_PAGE, (as_budget){0, 98}, &prm, 98), 98);
+    cr_assert_eq(as_sp_sel_width(AS_SP_PAGE, (as_budget){0, 98}, &prm, 100), 96);
+    cr_assert_eq(as_sp_layer_width(l, AS_SP_PAGE, (as_budget){0, 98}, &prm), 98);
+    for (int64_t qi = 0; qi < l->t; qi++) {
+        cr_assert_eq(as_sp_select(l, 0, qi, AS_SP_PAGE, (as_budget){0, 98}, &prm, 0, NULL, &sel,
+                                  err), AS_OK);
+        cr_assert(sel.n_det <= 98);
+    }
+    /* other methods: the budget's keys */
+    cr_assert_eq(as_sp_sel_width(AS_SP_TOPK, (as_budget){0.1, 0}, &prm, 100), 10);
+    cr_assert_eq(as_sp_sel_width(AS_SP_PAGE_SAMPLE, (as_budget){0, 40}, &prm, 100), 40);
+    as_sp_sel_free(&sel);
+    as_trace_free(tr);
+
+    /* the exporter: every key of every query, read back as an index, is exact */
+    char *ix = as_test_path("w.idx.st");
+    char args[4096];
+    snprintf(args, sizeof args, "sparsity '%s' --method page --budget 100 --export-index '%s' --quiet >/dev/null", p, ix);
+    cr_assert_eq(as_test_run_cli(args, NULL), 0);
+    snprintf(args, sizeof args, "sparsity '%s' --method index --index '%s' --json --quiet", p, ix);
+    cJSON *doc = run_json(args, 0);
+    cJSON *r;
+    int seen = 0;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(doc, "records"))
+    {
+        if (strcmp(cJSON_GetObjectItem(r, "record")->valuestring, "sparsity")) continue;
+        int q = cJSON_GetObjectItem(r, "query")->valueint;
+        cr_assert_eq(cJSON_GetObjectItem(r, "k")->valueint, 98 + q);
+        cr_assert_eq(cJSON_GetObjectItem(r, "captured_mass")->valuedouble, 1.0);
+        seen++;
+    }
+    cr_assert_eq(seen, 2 * 4 * 3);
+    cJSON_Delete(doc);
+    free(ix);
+    free(p);
+}
