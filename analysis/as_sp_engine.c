@@ -1,4 +1,4 @@
-#include "as_sparsity.h"
+#include "as_sp_engine.h"
 
 #include <cblas.h>
 #include <float.h>
@@ -8,59 +8,10 @@
 #include <string.h>
 
 #include "as_attn.h"
+#include "as_sp_sampling.h"
 
 #define SP_TILE 2048           /* keys per V tile in the checking pass */
 #define SP_RTOL 1e-9           /* relative slack on bounds for rounding */
-
-/* ---- names, budgets, parameters ----------------------------------------------------------- */
-
-static const char *const method_names[AS_SP_N_METHODS] = {"topk", "sink-window", "page",
-                                                          "uniform", "topk-sample", "index",
-                                                          "page-sample"};
-
-const char *as_sp_method_name(as_sp_method m)
-{
-    return m >= 0 && m < AS_SP_N_METHODS ? method_names[m] : "?";
-}
-
-int as_sp_method_parse(const char *s, as_sp_method *m)
-{
-    static const struct {
-        const char *name;
-        as_sp_method m;
-    } alias[] = {{"oracle", AS_SP_TOPK},           {"top-k", AS_SP_TOPK},
-                 {"streamingllm", AS_SP_SINK_WINDOW}, {"sink", AS_SP_SINK_WINDOW},
-                 {"window", AS_SP_SINK_WINDOW},   {"quest", AS_SP_PAGE},
-                 {"sample", AS_SP_UNIFORM},       {"vattention", AS_SP_TOPK_SAMPLE},
-                 {"topk+sample", AS_SP_TOPK_SAMPLE}, {"page+sample", AS_SP_PAGE_SAMPLE},
-                 {"quest+sample", AS_SP_PAGE_SAMPLE}};
-    for (int i = 0; i < AS_SP_N_METHODS; i++)
-        if (strcmp(s, method_names[i]) == 0) {
-            *m = (as_sp_method)i;
-            return 0;
-        }
-    for (size_t i = 0; i < sizeof alias / sizeof alias[0]; i++)
-        if (strcmp(s, alias[i].name) == 0) {
-            *m = alias[i].m;
-            return 0;
-        }
-    return -1;
-}
-
-int as_sp_method_is_sampling(as_sp_method m)
-{
-    return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE;
-}
-
-void as_sp_params_init(as_sp_params *p)
-{
-    p->sinks = 4;
-    p->page_size = 16;
-    p->heavy_frac = 0.5;
-    p->delta = 0.05;
-    p->seed = 0;
-    p->index = NULL;
-}
 
 void as_sp_config_init(as_sp_config *c)
 {
@@ -73,446 +24,6 @@ void as_sp_config_init(as_sp_config *c)
     c->out_tol = 1e-2;
 }
 
-int64_t as_budget_keys(as_budget b, int64_t n)
-{
-    if (n <= 0) return 0;
-    int64_t k;
-    if (b.count > 0)
-        k = b.count;
-    else {
-        double x = b.frac * (double)n;
-        k = (int64_t)ceil(x - 1e-9 * x);
-    }
-    if (k < 1) k = 1;
-    if (k > n) k = n;
-    return k;
-}
-
-as_status as_budget_parse_list(const char *s, int sparsity, as_budget *out, size_t max,
-                               size_t *n_out, char *err)
-{
-    size_t n = 0;
-    const char *p = s;
-    if (!s || !*s) return as_err_set(err, AS_ERR_USAGE, "empty budget list");
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        char tok[64];
-        if (len == 0 || len >= sizeof tok)
-            return as_err_set(err, AS_ERR_USAGE, "bad %s entry in '%s'",
-                              sparsity ? "sparsity" : "budget", s);
-        memcpy(tok, p, len);
-        tok[len] = '\0';
-        if (n >= max) return as_err_set(err, AS_ERR_USAGE, "more than %zu budgets", max);
-        as_budget b = {0, 0};
-        char *end;
-        double v = strtod(tok, &end);
-        int bad = end == tok || !isfinite(v);
-        if (!bad && sparsity) {
-            if (*end == 'x' || *end == 'X') end++;
-            bad = *end != '\0' || v < 1.0;
-            b.frac = 1.0 / v;
-        } else if (!bad) {
-            if (*end == '%') {
-                end++;
-                v /= 100.0;
-                bad = *end != '\0' || v <= 0 || v > 1;
-                b.frac = v;
-            } else if (*end == '/') {
-                char *e2;
-                double den = strtod(end + 1, &e2);
-                bad = e2 == end + 1 || *e2 != '\0' || !(den > 0) || v <= 0 || v > den;
-                b.frac = v / den;
-            } else if (*end != '\0') {
-                bad = 1;
-            } else if (!strchr(tok, '.') && !strchr(tok, 'e') && !strchr(tok, 'E') && v >= 1) {
-                b.count = (int64_t)v;
-                bad = (double)b.count != v || v > 9.0e15;
-            } else {
-                bad = v <= 0 || v > 1;
-                b.frac = v;
-            }
-        }
-        if (bad)
-            return as_err_set(err, AS_ERR_USAGE,
-                              sparsity ? "bad sparsity '%s' (expected e.g. 50x, at least 1x)"
-                                       : "bad budget '%s' (expected a fraction in (0,1] such as "
-                                         "0.02, 2%% or 1/50, or a key count such as 128)",
-                              tok);
-        out[n++] = b;
-        p += len;
-        if (*p == ',' && *++p == '\0')
-            return as_err_set(err, AS_ERR_USAGE, "trailing comma in '%s'", s);
-    }
-    *n_out = n;
-    return AS_OK;
-}
-
-static int64_t page_size(const as_sp_params *p) { return p->page_size > 0 ? p->page_size : 16; }
-
-int64_t as_sp_page_count(as_budget b, int64_t n, int64_t P)
-{
-    if (n <= 0 || P <= 0) return 0;
-    int64_t k = as_budget_keys(b, n);
-    int64_t want = k >= n ? (n + P - 1) / P : k / P; /* whole pages within the budget */
-    return want < 1 ? 1 : want;
-}
-
-int64_t as_sp_sel_width(as_sp_method m, as_budget b, const as_sp_params *p, int64_t n)
-{
-    if (m == AS_SP_INDEX) return 0;
-    if (m != AS_SP_PAGE) return as_budget_keys(b, n);
-    const int64_t P = page_size(p), keys = as_sp_page_count(b, n, P) * P;
-    return keys < n ? keys : n;
-}
-
-int64_t as_sp_layer_width(const as_layer *l, as_sp_method m, as_budget b, const as_sp_params *p)
-{
-    if (m == AS_SP_INDEX) return as_index_width(p->index, l->index);
-    int64_t w = 0;
-    for (int64_t qi = 0; qi < l->t; qi++) {
-        int64_t x = as_sp_sel_width(m, b, p, as_layer_visible(l, qi));
-        if (x > w) w = x;
-    }
-    return w;
-}
-
-size_t as_budget_default_sweep(as_budget *out, size_t max)
-{
-    static const double x[] = {2, 3, 4, 5, 8, 10, 16, 20, 32, 50, 64, 100};
-    size_t n = 0;
-    for (size_t i = 0; i < sizeof x / sizeof x[0] && n < max; i++)
-        out[n++] = (as_budget){1.0 / x[i], 0};
-    return n;
-}
-
-/* ---- the sampling estimator and its guarantee --------------------------------------------- */
-
-static double solve_bernstein(double b2, double a, double L)
-{
-    /* smallest r with r^2 / (2 (b2 + a r / 3)) >= L */
-    return a * L / 3.0 + sqrt(a * a * L * L / 9.0 + 2.0 * b2 * L);
-}
-
-double as_sp_sampling_eps(const as_sp_sstats *st, int64_t m, double delta)
-{
-    if (st->n_rest <= 0 || m >= st->n_rest) return 0.0;
-    if (m <= 0 || !(delta > 0) || delta >= 1) return st->dev_max;
-    double nr = (double)st->n_rest, md = (double)m;
-    double dY = delta / 2, dD = delta / 2;
-    double fpc = (nr - md) / (nr - 1.0);
-    /* numerator: ||Yhat - E Yhat|| */
-    double b2 = nr * nr * st->var_y / md, a = nr * st->max_y / md;
-    double rB = solve_bernstein(b2, a, log(2.0 / dY));    /* Pinelis: 2 exp(-...) */
-    double rC = sqrt(b2 * fpc / dY);                       /* Chebyshev, exact variance */
-    double rY = rB < rC ? rB : rC;
-    /* denominator: lower deviation of Dhat (sum 1 in normalised units) */
-    double aD = st->mass_rest / md, b2D = nr * nr * st->var_e / md;
-    double rBD = solve_bernstein(b2D, aD, log(1.0 / dD));
-    double rCD = sqrt(b2D * fpc * (1.0 - dD) / dD);       /* Cantelli */
-    double rD = rBD < rCD ? rBD : rCD;
-    double low = 1.0 - rD;
-    if (st->p_heavy > low) low = st->p_heavy;
-    double eps = low > 0 ? rY / low : INFINITY;
-    return eps < st->dev_max ? eps : st->dev_max;
-}
-
-int64_t as_sp_sampling_size(const as_sp_sstats *st, double eps, double delta)
-{
-    if (st->n_rest <= 0) return 0;
-    if (as_sp_sampling_eps(st, 1, delta) <= eps) return 1;
-    int64_t lo = 1, hi = st->n_rest; /* eps(lo) > target, eps(hi) = 0 <= target */
-    while (hi - lo > 1) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (as_sp_sampling_eps(st, mid, delta) <= eps)
-            hi = mid;
-        else
-            lo = mid;
-    }
-    return hi;
-}
-
-as_status as_sp_sampling_stats(const double *s, const double *V, int64_t n, int64_t d,
-                               const int64_t *H, int64_t nh, as_sp_sstats *st, char *err)
-{
-    if (n < 1 || d < 1 || nh < 0 || nh > n)
-        return as_err_set(err, AS_ERR_USAGE, "sampling stats: bad sizes");
-    double *a = malloc((size_t)n * sizeof *a), *o = calloc((size_t)d, sizeof *o),
-           *yb = calloc((size_t)d, sizeof *yb);
-    char *inH = calloc((size_t)n, 1);
-    if (!a || !o || !yb || !inH) {
-        free(a), free(o), free(yb), free(inH);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    for (int64_t i = 0; i < n; i++) a[i] = s[i];
-    as_softmax_inplace(a, n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < d; c++) o[c] += a[i] * V[i * d + c];
-    double ph = 0;
-    for (int64_t j = 0; j < nh; j++) {
-        inH[H[j]] = 1;
-        ph += a[H[j]];
-        for (int64_t c = 0; c < d; c++) yb[c] -= a[H[j]] * (V[H[j] * d + c] - o[c]);
-    }
-    memset(st, 0, sizeof *st);
-    st->n_rest = n - nh;
-    st->p_heavy = ph;
-    double nr = (double)(n - nh);
-    if (nr > 0)
-        for (int64_t c = 0; c < d; c++) yb[c] /= nr;
-    double mr = 0, sy = 0, my = 0, se = 0, dm = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (!inH[i]) mr += a[i];
-    double abar = nr > 0 ? mr / nr : 0;
-    for (int64_t i = 0; i < n; i++) {
-        double dv = 0, dy = 0;
-        for (int64_t c = 0; c < d; c++) {
-            double t = V[i * d + c] - o[c];
-            dv += t * t;
-            double u = a[i] * t - yb[c];
-            dy += u * u;
-        }
-        if (dv > dm) dm = dv;
-        if (inH[i]) continue;
-        sy += dy;
-        if (dy > my) my = dy;
-        se += (a[i] - abar) * (a[i] - abar);
-    }
-    st->mass_rest = mr;
-    st->var_y = nr > 0 ? sy / nr : 0;
-    st->max_y = sqrt(my);
-    st->var_e = nr > 0 ? se / nr : 0;
-    st->dev_max = sqrt(dm);
-    free(a), free(o), free(yb), free(inH);
-    return AS_OK;
-}
-
-void as_sp_estimate(const double *s, const double *V, int64_t n, int64_t d, const int64_t *H,
-                    int64_t nh, const int64_t *samp, int64_t m, double *o_hat)
-{
-    double mx = -INFINITY;
-    for (int64_t j = 0; j < nh; j++) mx = fmax(mx, s[H[j]]);
-    for (int64_t j = 0; j < m; j++) mx = fmax(mx, s[samp[j]]);
-    double w = m > 0 ? (double)(n - nh) / (double)m : 0, den = 0;
-    for (int64_t c = 0; c < d; c++) o_hat[c] = 0;
-    for (int64_t j = 0; j < nh + m; j++) {
-        int64_t i = j < nh ? H[j] : samp[j - nh];
-        double e = exp(s[i] - mx) * (j < nh ? 1.0 : w);
-        den += e;
-        for (int64_t c = 0; c < d; c++) o_hat[c] += e * V[i * d + c];
-    }
-    for (int64_t c = 0; c < d; c++) o_hat[c] = den > 0 ? o_hat[c] / den : NAN;
-}
-
-double as_binom_tail(int64_t n, int64_t x, double p)
-{
-    if (x <= 0) return 1.0;
-    if (x > n) return 0.0;
-    if (p <= 0) return 0.0;
-    if (p >= 1) return 1.0;
-    double lp = log(p), lq = log1p(-p), ln = lgamma((double)n + 1);
-    double mx = -INFINITY, sum = 0;
-    /* terms from x upwards; stop once they are negligible past the mode */
-    for (int64_t j = x; j <= n; j++) {
-        double lt = ln - lgamma((double)j + 1) - lgamma((double)(n - j) + 1) + j * lp + (n - j) * lq;
-        if (lt > mx) {
-            sum = sum * exp(mx - lt) + 1.0;
-            mx = lt;
-        } else {
-            sum += exp(lt - mx);
-        }
-        if ((double)j > (double)n * p && lt - mx < -40) break;
-    }
-    double r = exp(mx) * sum;
-    return r > 1 ? 1 : r;
-}
-
-/* ---- selection sets ----------------------------------------------------------------------- */
-
-void as_sp_sel_init(as_sp_sel *sel) { memset(sel, 0, sizeof *sel); }
-
-void as_sp_sel_free(as_sp_sel *sel)
-{
-    free(sel->det);
-    free(sel->samp);
-    memset(sel, 0, sizeof *sel);
-}
-
-static as_status sel_reserve(as_sp_sel *sel, int64_t n, char *err)
-{
-    if (sel->cap >= n) return AS_OK;
-    int64_t *a = realloc(sel->det, (size_t)n * sizeof *a);
-    if (a) sel->det = a;
-    int64_t *b = a ? realloc(sel->samp, (size_t)n * sizeof *b) : NULL;
-    if (b) sel->samp = b;
-    if (!a || !b) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    sel->cap = n;
-    return AS_OK;
-}
-
-/* Per-page element-wise min/max of keys [p*P, min((p+1)*P, n)) of kv head kvh, for pages
- * p in [p0, p1). */
-static void page_minmax(const as_layer *l, int64_t kvh, int64_t P, int64_t n, int64_t p0,
-                        int64_t p1, double *pmin, double *pmax, double *buf)
-{
-    const int64_t d = l->d;
-    for (int64_t pg = p0; pg < p1; pg++) {
-        int64_t a = pg * P, b = a + P < n ? a + P : n;
-        as_layer_read_k(l, kvh, a, b - a, buf);
-        double *mn = pmin + (pg - p0) * d, *mx = pmax + (pg - p0) * d;
-        for (int64_t c = 0; c < d; c++) mn[c] = mx[c] = buf[c];
-        for (int64_t r = 1; r < b - a; r++)
-            for (int64_t c = 0; c < d; c++) {
-                double v = buf[r * d + c];
-                if (v < mn[c]) mn[c] = v;
-                if (v > mx[c]) mx[c] = v;
-            }
-    }
-}
-
-/* Key statistics of a kv head shared by the queries of a block. */
-typedef struct {
-    int64_t P;            /* page size */
-    int64_t n_full;       /* full pages over the layer's n keys */
-    double *pmin, *pmax;  /* n_full x d */
-} sp_pages;
-
-static void pages_free(sp_pages *pg)
-{
-    free(pg->pmin);
-    free(pg->pmax);
-    memset(pg, 0, sizeof *pg);
-}
-
-static as_status pages_build(const as_layer *l, int64_t kvh, int64_t P, sp_pages *pg, char *err)
-{
-    memset(pg, 0, sizeof *pg);
-    pg->P = P;
-    pg->n_full = l->n / P;
-    size_t sz = (size_t)(pg->n_full > 0 ? pg->n_full : 1) * (size_t)l->d * sizeof(double);
-    pg->pmin = malloc(sz);
-    pg->pmax = malloc(sz);
-    double *buf = malloc((size_t)P * (size_t)l->d * sizeof *buf);
-    if (!pg->pmin || !pg->pmax || !buf) {
-        free(buf);
-        pages_free(pg);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    page_minmax(l, kvh, P, l->n, 0, pg->n_full, pg->pmin, pg->pmax, buf);
-    free(buf);
-    return AS_OK;
-}
-
-/* The `want` pages (of P keys; the last one partial) of query q with the largest Quest bound
- * U_p = scale sum_c max(q_c M_c, q_c m_c), their keys ascending into det (*nd of them). pg may be
- * NULL (min/max read on the fly). */
-static as_status select_pages(const as_layer *l, int64_t h, const double *q, int64_t n, int64_t P,
-                              int64_t want, const sp_pages *pg, int64_t *det, int64_t *nd,
-                              char *err)
-{
-    const int64_t d = l->d;
-    const int64_t kvh = as_layer_kv_head(l, h);
-    int64_t npg = (n + P - 1) / P, nfull = n / P;
-    *nd = 0;
-    if (want > npg) want = npg;
-    if (want <= 0) return AS_OK;
-    double *ub = malloc((size_t)npg * sizeof *ub);
-    double *mn = malloc((size_t)d * sizeof *mn), *mx = malloc((size_t)d * sizeof *mx);
-    double *buf = malloc((size_t)P * (size_t)d * sizeof *buf);
-    int64_t *pick = malloc((size_t)want * sizeof *pick);
-    if (!ub || !mn || !mx || !buf || !pick) {
-        free(ub), free(mn), free(mx), free(buf), free(pick);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    for (int64_t pgi = 0; pgi < npg; pgi++) {
-        const double *a, *bb;
-        if (pg && pgi < nfull && pgi < pg->n_full) {
-            a = pg->pmin + pgi * d;
-            bb = pg->pmax + pgi * d;
-        } else {
-            page_minmax(l, kvh, P, n, pgi, pgi + 1, mn, mx, buf);
-            a = mn;
-            bb = mx;
-        }
-        double u = 0;
-        for (int64_t c = 0; c < d; c++) u += q[c] >= 0 ? q[c] * bb[c] : q[c] * a[c];
-        ub[pgi] = l->scale * u;
-    }
-    as_status st = as_select_topk(ub, npg, want, pick, err);
-    int64_t c = 0;
-    for (int64_t j = 0; j < want && st == AS_OK; j++)
-        for (int64_t i = pick[j] * P; i < (pick[j] + 1) * P && i < n; i++) det[c++] = i;
-    *nd = c;
-    free(ub), free(mn), free(mx), free(buf), free(pick);
-    return st;
-}
-
-/* Select the keys of one query (trial 0 draw for sampling methods, from rng). scores over the
- * n visible keys; q the raw query (page method); pg may be NULL (built on the fly). */
-static as_status select_row(const as_layer *l, int64_t h, int64_t qi, const double *q,
-                            const double *sc, int64_t n, as_sp_method m, as_budget b,
-                            const as_sp_params *p, as_rng *rng, const sp_pages *pg,
-                            as_sp_sel *sel, char *err)
-{
-    as_status st = sel_reserve(sel, n, err);
-    if (st != AS_OK) return st;
-    sel->n = n;
-    sel->sampled = as_sp_method_is_sampling(m);
-    sel->n_det = sel->n_samp = 0;
-    int64_t k = as_budget_keys(b, n);
-    switch (m) {
-    case AS_SP_TOPK:
-        st = as_select_topk(sc, n, k, sel->det, err);
-        sel->n_det = k;
-        break;
-    case AS_SP_SINK_WINDOW: {
-        int64_t s0 = p->sinks < k ? p->sinks : k, w = k - s0, c = 0;
-        if (s0 < 0) s0 = 0;
-        for (int64_t i = 0; i < s0; i++) sel->det[c++] = i;
-        int64_t start = n - w > s0 ? n - w : s0;
-        for (int64_t i = start; i < n; i++) sel->det[c++] = i;
-        sel->n_det = c;
-        break;
-    }
-    case AS_SP_PAGE: {
-        const int64_t P = page_size(p);
-        st = select_pages(l, h, q, n, P, as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det,
-                          err);
-        break;
-    }
-    case AS_SP_UNIFORM:
-    case AS_SP_TOPK_SAMPLE: {
-        int64_t kh = m == AS_SP_UNIFORM ? 0 : (int64_t)llround((double)k * p->heavy_frac);
-        if (kh > k) kh = k;
-        if (kh < 0) kh = 0;
-        st = as_select_topk(sc, n, kh, sel->det, err);
-        sel->n_det = kh;
-        sel->n_samp = as_select_sample(rng, n, sel->det, kh, k - kh, sel->samp);
-        break;
-    }
-    case AS_SP_PAGE_SAMPLE: {
-        /* heavy set: the whole Quest pages within round(F k) keys (none when that is below one
-         * page), chosen from q and the keys' page min/max only; the rest of the budget is a
-         * uniform sample of the other keys */
-        const int64_t P = p->page_size > 0 ? p->page_size : 16;
-        int64_t kh = (int64_t)llround((double)k * p->heavy_frac);
-        if (kh > k) kh = k;
-        if (kh < 0) kh = 0;
-        st = select_pages(l, h, q, n, P, kh / P, pg, sel->det, &sel->n_det, err);
-        if (st == AS_OK)
-            sel->n_samp = as_select_sample(rng, n, sel->det, sel->n_det, k - sel->n_det, sel->samp);
-        break;
-    }
-    case AS_SP_INDEX:
-        if (!p->index) return as_err_set(err, AS_ERR_USAGE, "method 'index' needs an index file");
-        st = as_index_get(p->index, l, h, qi, sel->det, &sel->n_det, err);
-        break;
-    default:
-        return as_err_set(err, AS_ERR_USAGE, "unknown method %d", (int)m);
-    }
-    sel->n_rest = n - sel->n_det;
-    return st;
-}
 
 /* ---- the block engine ---------------------------------------------------------------------- */
 
@@ -527,7 +38,7 @@ typedef struct {
     double *Q, *Sc, *P, *O, *lse, *on2;
     double *lam;        /* per row: max_i |s_i| + |lse|, the size of the exponents' arguments */
     double vmax;
-    const sp_pages *pages;
+    const as_sp_pages *pages;
 } sp_block;
 
 static void block_free(sp_block *B)
@@ -665,19 +176,6 @@ typedef struct {
     const double *given_ohat;
 } sp_combo;
 
-/* The seed of one record's draws: (seed, layer, head, query, k, method), k the keys the budget
- * gives this query. Seeding by the budget's value (its k), not its place in the list, makes a
- * budget's records the same whatever other budgets are run with it. */
-static uint64_t record_seed(const as_sp_params *p, int layer, int64_t h, int64_t qi, int64_t k,
-                            as_sp_method m)
-{
-    uint64_t s = as_seed_mix(p->seed, (uint64_t)layer + 1);
-    s = as_seed_mix(s, (uint64_t)h + 1);
-    s = as_seed_mix(s, (uint64_t)qi + 1);
-    s = as_seed_mix(s, (uint64_t)k + 1);
-    return as_seed_mix(s, (uint64_t)m + 1);
-}
-
 /* Sparse softmax output over touch (sorted) from raw scores sc; returns log P_S. */
 static double subset_output(const sp_block *B, const double *sc, double lse, const int64_t *S,
                             int64_t k, double *oS, double *w, double *buf, int64_t bufrows)
@@ -760,11 +258,11 @@ static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as
         const sp_row *row = &B->rows[r];
         const int64_t n = row->n;
         const double *sc = B->Sc + r * nm, *o = B->O + r * d;
-        uint64_t seed = record_seed(C->p, layer, row->h, row->qi, as_budget_keys(C->budget, n), m);
+        uint64_t seed = as_sp_record_seed(C->p, layer, row->h, row->qi, as_budget_keys(C->budget, n), m);
         as_rng rng;
         as_rng_seed(&rng, as_seed_mix(seed, 0));
         if (C->given) {
-            st = sel_reserve(&s->sel, C->given_k > 0 ? C->given_k : 1, err);
+            st = as_sp_sel_reserve(&s->sel, C->given_k > 0 ? C->given_k : 1, err);
             if (st != AS_OK) break;
             if (C->given_k > 0)
                 memcpy(s->sel.det, C->given_S, (size_t)C->given_k * sizeof(int64_t));
@@ -783,7 +281,7 @@ static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as
             s->sel.n = n;
             s->sel.n_rest = n - k;
         } else {
-            st = select_row(l, row->h, row->qi, B->Q + r * d, sc, n, m, C->budget, C->p, &rng,
+            st = as_sp_select_row(l, row->h, row->qi, B->Q + r * d, sc, n, m, C->budget, C->p, &rng,
                             B->pages, &s->sel, err);
         }
         if (st != AS_OK) break;
@@ -1090,11 +588,10 @@ as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn
                 free(rows);
                 continue;
             }
-            sp_pages pg;
+            as_sp_pages pg;
             memset(&pg, 0, sizeof pg);
             if (need_pages &&
-                (st = pages_build(l, g, cfg->params.page_size > 0 ? cfg->params.page_size : 16,
-                                  &pg, err)) != AS_OK) {
+                (st = as_sp_pages_build(l, g, as_sp_page_size(&cfg->params), &pg, err)) != AS_OK) {
                 free(rows);
                 return st;
             }
@@ -1134,7 +631,7 @@ as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn
                 block_free(&B);
                 r0 += mb;
             }
-            pages_free(&pg);
+            as_sp_pages_free(&pg);
             free(rows);
         }
     }
@@ -1161,47 +658,6 @@ static as_status one_query_block(const as_layer *l, int64_t h, int64_t qi, sp_bl
     B->rows[0] = (sp_row){h, qi, n};
     st = block_dense(B, err);
     if (st != AS_OK) block_free(B);
-    return st;
-}
-
-as_status as_sp_select(const as_layer *l, int64_t h, int64_t qi, as_sp_method m, as_budget b,
-                       const as_sp_params *p, uint64_t trial, const double *scores,
-                       as_sp_sel *sel, char *err)
-{
-    return as_sp_select_id(l, h, qi, h, qi, m, b, p, trial, scores, sel, err);
-}
-
-as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed_h,
-                          int64_t seed_qi, as_sp_method m, as_budget b, const as_sp_params *p,
-                          uint64_t trial, const double *scores, as_sp_sel *sel, char *err)
-{
-    if (h < 0 || h >= l->hq || qi < 0 || qi >= l->t)
-        return as_err_set(err, AS_ERR_USAGE, "head %lld / query %lld out of range", (long long)h,
-                          (long long)qi);
-    int64_t n = as_layer_visible(l, qi), kvh = as_layer_kv_head(l, h);
-    double *q = malloc((size_t)l->d * sizeof *q), *sc = NULL;
-    if (!q) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    as_layer_read_q(l, h, qi, q);
-    as_status st = AS_OK;
-    if (!scores) {
-        sc = malloc((size_t)n * sizeof *sc);
-        if (!sc) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        if (st == AS_OK) st = as_attn_scores(l, kvh, q, 1, n, l->scale, sc, n, err);
-        scores = sc;
-    }
-    if (st == AS_OK) {
-        /* seeded as query seed_qi of head seed_h, by the budget's k (record_seed) */
-        uint64_t seed = record_seed(p, l->index, seed_h, seed_qi, as_budget_keys(b, n), m);
-        as_rng rng;
-        as_rng_seed(&rng, as_seed_mix(seed, 0));
-        st = select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);
-        if (st == AS_OK && trial > 0 && sel->sampled) {
-            as_rng_seed(&rng, as_seed_mix(seed, trial));
-            sel->n_samp = as_select_sample(&rng, n, sel->det, sel->n_det, sel->n_samp, sel->samp);
-        }
-    }
-    free(q);
-    free(sc);
     return st;
 }
 
@@ -1261,10 +717,10 @@ as_status as_sp_eval_query(const as_layer *l, int64_t h, int64_t qi, as_sp_metho
     sp_block B;
     as_status st = one_query_block(l, h, qi, &B, err);
     if (st != AS_OK) return st;
-    sp_pages pg;
+    as_sp_pages pg;
     memset(&pg, 0, sizeof pg);
     if (m == AS_SP_PAGE || m == AS_SP_PAGE_SAMPLE) {
-        st = pages_build(l, B.kvh, p->page_size > 0 ? p->page_size : 16, &pg, err);
+        st = as_sp_pages_build(l, B.kvh, as_sp_page_size(p), &pg, err);
         B.pages = &pg;
     }
     if (m == AS_SP_INDEX && st == AS_OK && !p->index)
@@ -1288,273 +744,7 @@ as_status as_sp_eval_query(const as_layer *l, int64_t h, int64_t qi, as_sp_metho
         st = block_combo(&B, &C, l->index, capture_one, &rec, &stop, err);
         if (st == AS_OK) *ev = rec.ev;
     }
-    pages_free(&pg);
+    as_sp_pages_free(&pg);
     block_free(&B);
     return st;
-}
-
-/* ---- aggregation --------------------------------------------------------------------------- */
-
-const double as_sp_thresholds[AS_SP_N_THRESH] = {0.01, 0.05, 0.10};
-
-typedef struct {
-    int layer;
-    int64_t head;
-    int method;
-    int sampling;
-    size_t bi;
-    double budget, kept, rel_error, mass, rel_bound, slack;
-    int violated, identity_fail;
-    int draws, exceed;
-} agg_rec;
-
-struct as_sp_agg {
-    agg_rec *r;
-    size_t n, cap;
-    double delta;
-    as_sp_head_budget *hb;
-    size_t n_hb;
-    as_sp_head_sweep *hs;
-    size_t n_hs;
-    as_sp_summary *sum;
-    size_t n_sum;
-    int failed_alloc;
-};
-
-as_sp_agg *as_sp_agg_new(const as_sp_config *cfg)
-{
-    as_sp_agg *a = calloc(1, sizeof *a);
-    if (a) a->delta = cfg ? cfg->params.delta : 0.05;
-    return a;
-}
-
-void as_sp_agg_free(as_sp_agg *a)
-{
-    if (!a) return;
-    free(a->r), free(a->hb), free(a->hs), free(a->sum);
-    free(a);
-}
-
-int as_sp_agg_add(void *agg, const as_sp_record *rec)
-{
-    as_sp_agg *a = agg;
-    if (a->n == a->cap) {
-        size_t nc = a->cap ? 2 * a->cap : 1024;
-        agg_rec *t = realloc(a->r, nc * sizeof *t);
-        if (!t) {
-            a->failed_alloc = 1;
-            return 1;
-        }
-        a->r = t;
-        a->cap = nc;
-    }
-    const as_sp_eval *ev = &rec->ev;
-    agg_rec *x = &a->r[a->n++];
-    x->layer = rec->layer;
-    x->head = rec->head;
-    x->method = rec->method;
-    x->sampling = as_sp_method_is_sampling(rec->method);
-    x->bi = rec->budget_index;
-    x->budget = rec->budget;
-    x->kept = ev->n > 0 ? (double)ev->k / (double)ev->n : 0;
-    x->rel_error = ev->rel_error;
-    x->mass = ev->captured_mass;
-    x->rel_bound = ev->rel_bound;
-    x->slack = ev->abs_error > 0 ? ev->bound / ev->abs_error : NAN;
-    x->identity_fail = !ev->identity_ok;
-    x->violated = x->sampling ? ev->subset_violated : ev->violated;
-    x->draws = x->sampling ? rec->trials : 0;
-    x->exceed = x->sampling ? rec->exceed : 0;
-    return 0;
-}
-
-static int cmp_agg(const void *pa, const void *pb)
-{
-    const agg_rec *a = pa, *b = pb;
-    if (a->method != b->method) return a->method - b->method;
-    if (a->layer != b->layer) return a->layer - b->layer;
-    if (a->head != b->head) return (a->head > b->head) - (a->head < b->head);
-    return (a->bi > b->bi) - (a->bi < b->bi);
-}
-
-static int cmp_dbl(const void *pa, const void *pb)
-{
-    double a = *(const double *)pa, b = *(const double *)pb;
-    return (a > b) - (a < b);
-}
-
-/* median of the non-NaN values of x[0..n) (sorted in place after compaction); NaN if none */
-static double median(double *x, size_t n)
-{
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isnan(x[i])) x[m++] = x[i];
-    if (m == 0) return NAN;
-    qsort(x, m, sizeof *x, cmp_dbl);
-    return m % 2 ? x[m / 2] : 0.5 * (x[m / 2 - 1] + x[m / 2]);
-}
-
-static int cmp_hb_budget_desc(const void *pa, const void *pb)
-{
-    const as_sp_head_budget *a = pa, *b = pb;
-    return (a->budget < b->budget) - (a->budget > b->budget);
-}
-
-as_status as_sp_agg_finish(as_sp_agg *a, char *err)
-{
-    if (a->failed_alloc) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    qsort(a->r, a->n, sizeof *a->r, cmp_agg);
-    double *tmp = malloc((a->n + 1) * sizeof *tmp), *tmp2 = malloc((a->n + 1) * sizeof *tmp2);
-    a->hb = calloc(a->n + 1, sizeof *a->hb);
-    a->hs = calloc(a->n + 1, sizeof *a->hs);
-    if (!tmp || !tmp2 || !a->hb || !a->hs) {
-        free(tmp), free(tmp2);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    /* head x budget groups */
-    for (size_t i = 0; i < a->n;) {
-        size_t j = i;
-        while (j < a->n && a->r[j].method == a->r[i].method && a->r[j].layer == a->r[i].layer &&
-               a->r[j].head == a->r[i].head && a->r[j].bi == a->r[i].bi)
-            j++;
-        as_sp_head_budget *hb = &a->hb[a->n_hb++];
-        hb->layer = a->r[i].layer;
-        hb->head = a->r[i].head;
-        hb->method = (as_sp_method)a->r[i].method;
-        hb->budget_index = a->r[i].bi;
-        hb->n_queries = (int64_t)(j - i);
-        double sb = 0, sk = 0, se = 0, sm = 0, srb = 0, mx = 0;
-        size_t nrb = 0, nse = 0;
-        for (size_t t = i; t < j; t++) {
-            const agg_rec *x = &a->r[t];
-            sb += x->budget;
-            sk += x->kept;
-            if (!isnan(x->rel_error)) {
-                se += x->rel_error;
-                nse++;
-                if (x->rel_error > mx) mx = x->rel_error;
-            }
-            sm += x->mass;
-            if (!isnan(x->rel_bound)) {
-                srb += x->rel_bound;
-                nrb++;
-            }
-            hb->violations += x->violated || x->identity_fail;
-            hb->draws += x->draws;
-            hb->exceed += x->exceed;
-            tmp[t - i] = x->rel_error;
-            tmp2[t - i] = x->slack;
-        }
-        double q = (double)(j - i);
-        hb->budget = sb / q;
-        hb->mean_kept = sk / q;
-        hb->mean_rel_error = nse ? se / (double)nse : NAN;
-        hb->max_rel_error = nse ? mx : NAN;
-        hb->median_rel_error = median(tmp, j - i);
-        hb->mean_captured_mass = sm / q;
-        hb->mean_rel_bound = nrb ? srb / (double)nrb : NAN;
-        hb->median_slack = median(tmp2, j - i);
-        i = j;
-    }
-    /* sweeps per (method, layer, head) */
-    for (size_t i = 0; i < a->n_hb;) {
-        size_t j = i;
-        while (j < a->n_hb && a->hb[j].method == a->hb[i].method &&
-               a->hb[j].layer == a->hb[i].layer && a->hb[j].head == a->hb[i].head)
-            j++;
-        as_sp_head_budget *sorted = malloc((j - i) * sizeof *sorted);
-        if (!sorted) {
-            free(tmp), free(tmp2);
-            return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        }
-        memcpy(sorted, a->hb + i, (j - i) * sizeof *sorted);
-        qsort(sorted, j - i, sizeof *sorted, cmp_hb_budget_desc);
-        as_sp_head_sweep *hs = &a->hs[a->n_hs++];
-        hs->layer = a->hb[i].layer;
-        hs->head = a->hb[i].head;
-        hs->method = a->hb[i].method;
-        for (int t = 0; t < AS_SP_N_THRESH; t++) {
-            double best = NAN;
-            size_t u = 0;
-            for (; u < j - i; u++) {
-                if (!(sorted[u].mean_rel_error <= as_sp_thresholds[t])) break;
-                best = sorted[u].budget;
-            }
-            hs->budget_at[t] = best;
-            hs->sparsity_at[t] = isnan(best) ? 1.0 : 1.0 / best;
-            hs->censored[t] = u == j - i;
-        }
-        free(sorted);
-        i = j;
-    }
-    /* summaries: per (method, layer) and per method (layer = -1) */
-    size_t cap = a->n_hs + 64;
-    a->sum = calloc(cap, sizeof *a->sum);
-    if (!a->sum) {
-        free(tmp), free(tmp2);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < a->n_hs;) {
-            size_t j = i;
-            while (j < a->n_hs && a->hs[j].method == a->hs[i].method &&
-                   (pass == 1 || a->hs[j].layer == a->hs[i].layer))
-                j++;
-            if (a->n_sum >= cap) break;
-            as_sp_summary *s = &a->sum[a->n_sum++];
-            s->layer = pass == 0 ? a->hs[i].layer : -1;
-            s->method = a->hs[i].method;
-            s->n_heads = (int64_t)(j - i);
-            for (int t = 0; t < AS_SP_N_THRESH; t++) {
-                double mn = INFINITY;
-                for (size_t u = i; u < j; u++) {
-                    tmp[u - i] = a->hs[u].sparsity_at[t];
-                    if (tmp[u - i] < mn) mn = tmp[u - i];
-                    s->dense_heads[t] += a->hs[u].sparsity_at[t] <= 1.0;
-                }
-                s->median_sparsity[t] = median(tmp, j - i);
-                s->min_sparsity[t] = mn;
-            }
-            /* record-level statistics */
-            size_t c = 0;
-            for (size_t u = 0; u < a->n; u++) {
-                const agg_rec *x = &a->r[u];
-                if (x->method != (int)s->method || (pass == 0 && x->layer != s->layer)) continue;
-                tmp[c] = x->slack;
-                tmp2[c] = x->rel_error;
-                c++;
-                s->records++;
-                s->violations += x->violated;
-                s->identity_failures += x->identity_fail;
-                s->draws += x->draws;
-                s->exceed += x->exceed;
-            }
-            s->median_slack = median(tmp, c);
-            s->median_rel_error = median(tmp2, c);
-            s->coverage_p = as_sp_method_is_sampling(s->method)
-                                ? as_binom_tail(s->draws, s->exceed, a->delta)
-                                : NAN;
-            i = j;
-        }
-    }
-    free(tmp), free(tmp2);
-    return AS_OK;
-}
-
-size_t as_sp_agg_head_budgets(const as_sp_agg *a, const as_sp_head_budget **out)
-{
-    *out = a->hb;
-    return a->n_hb;
-}
-
-size_t as_sp_agg_head_sweeps(const as_sp_agg *a, const as_sp_head_sweep **out)
-{
-    *out = a->hs;
-    return a->n_hs;
-}
-
-size_t as_sp_agg_summaries(const as_sp_agg *a, const as_sp_summary **out)
-{
-    *out = a->sum;
-    return a->n_sum;
 }
