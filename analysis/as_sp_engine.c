@@ -216,313 +216,393 @@ static void estimate_row(const sp_block *B, const double *sc, const int64_t *H, 
 
 static double err_norm(const double *a, const double *b, int64_t d) { return sqrt(dist2(a, b, d)); }
 
-/* Evaluate one (method, budget) on every row of a block and emit the records. */
+/* Scratch of one (method, budget) on a block: the per-row state, the sparse and checked outputs,
+ * and the buffers of the tile pass. */
+typedef struct {
+    int sampling;        /* the method samples */
+    int np, slotS;       /* probes per row: [o, ybar,] o_S; the slot of o_S */
+    int trials;          /* Monte-Carlo draws per row */
+    int64_t bufrows;     /* rows of buf (V gathers) */
+    int64_t tile;        /* keys per V tile */
+    int ldg;             /* leading dimension of G: mb x np */
+    sp_rs *rs;
+    double *oS, *ohat, *yb, *R, *probe, *w, *buf, *tmp, *vt, *vn2, *G, *W;
+    int64_t *mi, *sbuf;
+} sp_work;
+
+static void work_free(sp_work *X, int64_t mb)
+{
+    if (X->rs)
+        for (int64_t r = 0; r < mb; r++) {
+            if (X->rs[r].touch != X->rs[r].sel.det) free(X->rs[r].touch);
+            free(X->rs[r].errs);
+            as_sp_sel_free(&X->rs[r].sel);
+        }
+    free(X->rs), free(X->oS), free(X->ohat), free(X->yb), free(X->R), free(X->probe), free(X->w),
+        free(X->mi), free(X->sbuf), free(X->buf), free(X->tmp), free(X->vt), free(X->vn2),
+        free(X->G), free(X->W);
+    memset(X, 0, sizeof *X);
+}
+
+/* Allocate the scratch of C on B (work_free releases it, also after a failure). */
+static as_status work_alloc(sp_work *X, const sp_block *B, const sp_combo *C, char *err)
+{
+    const int64_t d = B->d, nm = B->nmax, mb = B->mb;
+    memset(X, 0, sizeof *X);
+    X->sampling = as_sp_method_is_sampling(C->method);
+    X->np = X->sampling ? 3 : 1;
+    X->slotS = X->np - 1;
+    X->trials = X->sampling ? (C->trials > 0 ? C->trials : 1) : 1;
+    X->bufrows = 256;
+    X->tile = nm < SP_TILE ? nm : SP_TILE;
+    X->ldg = (int)(mb * X->np);
+    const size_t md = (size_t)mb * (size_t)d, tile = (size_t)X->tile;
+    X->rs = calloc((size_t)mb, sizeof *X->rs);
+    X->oS = malloc(md * sizeof *X->oS);
+    X->ohat = malloc(md * sizeof *X->ohat);
+    X->yb = calloc(md, sizeof *X->yb);
+    X->R = calloc(md, sizeof *X->R);
+    X->probe = malloc(md * (size_t)X->np * sizeof *X->probe);
+    X->w = malloc((size_t)nm * sizeof *X->w);
+    X->mi = malloc((size_t)nm * sizeof *X->mi);
+    X->sbuf = malloc((size_t)nm * sizeof *X->sbuf);
+    X->buf = malloc((size_t)X->bufrows * (size_t)d * sizeof *X->buf);
+    X->tmp = malloc((size_t)d * sizeof *X->tmp);
+    X->vt = malloc(tile * (size_t)d * sizeof *X->vt);
+    X->vn2 = malloc(tile * sizeof *X->vn2);
+    X->G = malloc(tile * (size_t)mb * (size_t)X->np * sizeof *X->G);
+    X->W = malloc((size_t)mb * tile * sizeof *X->W);
+    if (!X->rs || !X->oS || !X->ohat || !X->yb || !X->R || !X->probe || !X->w || !X->mi ||
+        !X->sbuf || !X->buf || !X->tmp || !X->vt || !X->vn2 || !X->G || !X->W)
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    for (int64_t r = 0; r < mb; r++) as_sp_sel_init(&X->rs[r].sel);
+    return AS_OK;
+}
+
+/* The explicit subset of as_sp_check_subset as a row's selection: sorted, without duplicates,
+ * inside the row's n visible keys. */
+static as_status row_given(as_sp_sel *sel, const sp_combo *C, int64_t n, char *err)
+{
+    as_status st = as_sp_sel_reserve(sel, C->given_k > 0 ? C->given_k : 1, err);
+    if (st != AS_OK) return st;
+    if (C->given_k > 0) memcpy(sel->det, C->given_S, (size_t)C->given_k * sizeof(int64_t));
+    int64_t k = as_select_sort_unique(sel->det, C->given_k);
+    if (k != C->given_k) return as_err_set(err, AS_ERR_VALUE, "subset lists a key more than once");
+    for (int64_t j = 0; j < k; j++)
+        if (sel->det[j] < 0 || sel->det[j] >= n)
+            return as_err_set(err, AS_ERR_VALUE, "subset key %lld outside 0..%lld",
+                              (long long)sel->det[j], (long long)(n - 1));
+    sel->n_det = k;
+    sel->n = n;
+    sel->n_rest = n - k;
+    return AS_OK;
+}
+
+/* A sampling row: the keys touched (H and the sample), the probe ybar = -(sum_H a_i (v_i - o)) /
+ * |R| with P_H, and the estimator's draws (draw 0, from rng as the selection left it, into ohat;
+ * draw t > 0 reseeded from the record's seed, only its error kept). */
+static as_status row_sampling(const sp_block *B, sp_work *X, int64_t r, uint64_t seed, as_rng *rng,
+                              char *err)
+{
+    sp_rs *s = &X->rs[r];
+    const int64_t d = B->d, nm = B->nmax, n = B->rows[r].n;
+    const double *sc = B->Sc + r * nm, *o = B->O + r * d, *p = B->P + r * nm;
+    s->touch = malloc((size_t)(s->sel.n_det + s->sel.n_samp + 1) * sizeof *s->touch);
+    s->errs = malloc((size_t)X->trials * sizeof *s->errs);
+    if (!s->touch || !s->errs) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    s->n_touch = as_select_merge(s->sel.det, s->sel.n_det, s->sel.samp, s->sel.n_samp, s->touch);
+    double ph = 0, *w = X->w;
+    for (int64_t j = 0; j < s->sel.n_det; j++) {
+        w[j] = p[s->sel.det[j]];
+        ph += w[j];
+    }
+    double *y = X->yb + r * d;
+    gather_acc(B->l, B->kvh, s->sel.det, w, s->sel.n_det, y, X->buf, X->bufrows);
+    double nr = (double)s->sel.n_rest;
+    for (int64_t c = 0; c < d; c++) y[c] = nr > 0 ? -(y[c] - ph * o[c]) / nr : 0;
+    s->ph = ph;
+    s->abar = nr > 0 ? (1.0 - ph) / nr : 0;
+    double y2 = 0, oy = 0;
+    for (int64_t c = 0; c < d; c++) {
+        y2 += y[c] * y[c];
+        oy += o[c] * y[c];
+    }
+    s->ybar2 = y2;
+    s->oy = oy;
+    for (int t = 0; t < X->trials; t++) {
+        int64_t ms = s->sel.n_samp;
+        if (t > 0) {
+            as_rng_seed(rng, as_seed_mix(seed, (uint64_t)t));
+            ms = as_select_sample(rng, n, s->sel.det, s->sel.n_det, ms, X->sbuf);
+            estimate_row(B, sc, s->sel.det, s->sel.n_det, X->sbuf, ms, n, X->tmp, X->mi, X->w,
+                         X->buf, X->bufrows);
+            s->errs[t] = err_norm(X->tmp, o, d);
+        } else {
+            estimate_row(B, sc, s->sel.det, s->sel.n_det, s->sel.samp, ms, n, X->ohat + r * d,
+                         X->mi, X->w, X->buf, X->bufrows);
+            s->errs[0] = err_norm(X->ohat + r * d, o, d);
+        }
+    }
+    return AS_OK;
+}
+
+/* The output a subset row is checked with: the given one (as_sp_check_subset), the index file's
+ * kernel output, or o_S itself. */
+static void row_checked_output(const sp_block *B, const sp_combo *C, sp_work *X, int64_t r)
+{
+    const int64_t d = B->d;
+    double *oh = X->ohat + r * d;
+    if (C->given_ohat && r == 0) {
+        memcpy(oh, C->given_ohat, (size_t)d * sizeof(double));
+        X->rs[r].has_kernel = 1;
+    } else if (C->method == AS_SP_INDEX && C->p->index &&
+               as_index_has_output(C->p->index, B->l->index)) {
+        as_index_get_output(C->p->index, B->l, B->rows[r].h, B->rows[r].qi, oh);
+        X->rs[r].has_kernel = 1;
+    } else {
+        memcpy(oh, X->oS + r * d, (size_t)d * sizeof(double));
+    }
+}
+
+/* Pass 1 for row r: its keys, the sampling draws, o_S over the keys touched, the output checked. */
+static as_status row_select(const sp_block *B, const sp_combo *C, int layer, sp_work *X, int64_t r,
+                            char *err)
+{
+    sp_rs *s = &X->rs[r];
+    const sp_row *row = &B->rows[r];
+    const int64_t d = B->d, nm = B->nmax, n = row->n;
+    const double *sc = B->Sc + r * nm;
+    uint64_t seed = as_sp_record_seed(C->p, layer, row->h, row->qi, as_budget_keys(C->budget, n),
+                                      C->method);
+    as_rng rng;
+    as_rng_seed(&rng, as_seed_mix(seed, 0));
+    as_status st = C->given ? row_given(&s->sel, C, n, err)
+                            : as_sp_select_row(B->l, row->h, row->qi, B->Q + r * d, sc, n,
+                                               C->method, C->budget, C->p, &rng, B->pages,
+                                               &s->sel, err);
+    if (st != AS_OK) return st;
+    if (X->sampling) {
+        if ((st = row_sampling(B, X, r, seed, &rng, err)) != AS_OK) return st;
+    } else {
+        s->touch = s->sel.det;
+        s->n_touch = s->sel.n_det;
+    }
+    double *oS = X->oS + r * d;
+    s->logPS = subset_output(B, sc, B->lse[r], s->touch, s->n_touch, oS, X->w, X->buf, X->bufrows);
+    double o2 = 0;
+    for (int64_t c = 0; c < d; c++) o2 += oS[c] * oS[c];
+    s->oS2 = o2;
+    if (!X->sampling) row_checked_output(B, C, X, r);
+    s->maxd2 = s->maxy2 = s->dev2 = -1;
+    return AS_OK;
+}
+
+/* Pass 2 for row r over the V tile of keys j0 .. j0 + cnt (vt, norms vn2, probe products G):
+ * the complement's weights into W and its mass, max ||v_i - o_S|| over the complement, and for
+ * sampling rows ||v_i - o||'s maximum and the statistics of y_j = a_j (v_j - o) over the rest.
+ * Distances come from the Gram identity and are recomputed directly near the maximum or where
+ * cancellation makes them unreliable. */
+static void row_tile(const sp_block *B, sp_work *X, int64_t r, int64_t j0, int64_t cnt)
+{
+    sp_rs *s = &X->rs[r];
+    const int64_t d = B->d, nm = B->nmax, n = B->rows[r].n;
+    const double *p = B->P + r * nm, *o = B->O + r * d, *pS = X->oS + r * d, *y = X->yb + r * d;
+    const int np = X->np, slotS = X->slotS;
+    int64_t lim = n - j0 < cnt ? n - j0 : cnt;
+    for (int64_t i = 0; i < lim; i++) {
+        const int64_t gi = j0 + i;
+        const double a = p[gi], *v = X->vt + i * d, *g = X->G + i * X->ldg + r * np,
+                     vn2 = X->vn2[i];
+        int inS = s->pS < s->n_touch && s->touch[s->pS] == gi;
+        if (inS) s->pS++;
+        if (!inS) {
+            X->W[r * cnt + i] = a;
+            s->Prest += a;
+            double f = vn2 - 2 * g[slotS] + s->oS2;
+            if (f >= s->maxd2 - 1e-10 * (vn2 + s->oS2)) {
+                f = dist2(v, pS, d);
+                if (f > s->maxd2) s->maxd2 = f;
+            }
+        }
+        if (!X->sampling) continue;
+        double fo = vn2 - 2 * g[0] + B->on2[r];
+        double so = fo;
+        if (fo < 1e-3 * (vn2 + B->on2[r])) so = dist2(v, o, d);
+        if (fo >= s->dev2 - 1e-10 * (vn2 + B->on2[r])) {
+            double e2 = dist2(v, o, d);
+            if (e2 > s->dev2) s->dev2 = e2;
+            so = e2;
+        }
+        int inH = s->pH < s->sel.n_det && s->sel.det[s->pH] == gi;
+        if (inH) {
+            s->pH++;
+            continue;
+        }
+        /* ||a (v - o) - ybar||^2 */
+        double fy = a * a * so - 2 * a * (g[1] - s->oy) + s->ybar2;
+        double ref = a * a * so + s->ybar2;
+        if (fy < 1e-3 * ref || fy >= s->maxy2 - 1e-10 * ref) {
+            double t = 0;
+            for (int64_t c = 0; c < d; c++) {
+                double u = a * (v[c] - o[c]) - y[c];
+                t += u * u;
+            }
+            fy = t;
+            if (fy > s->maxy2) s->maxy2 = fy;
+        }
+        s->ssq_y += fy;
+        s->ssq_e += (a - s->abar) * (a - s->abar);
+    }
+}
+
+/* Pass 2: one pass over V in tiles for every row: complement sums R (BLAS), max distances,
+ * sampling statistics. */
+static void block_tiles(const sp_block *B, sp_work *X)
+{
+    const int64_t d = B->d, nm = B->nmax, mb = B->mb;
+    for (int64_t r = 0; r < mb; r++) {
+        double *pr = X->probe + (size_t)r * X->np * d;
+        if (X->sampling) {
+            memcpy(pr, B->O + r * d, (size_t)d * sizeof(double));
+            memcpy(pr + d, X->yb + r * d, (size_t)d * sizeof(double));
+        }
+        memcpy(pr + (size_t)X->slotS * d, X->oS + r * d, (size_t)d * sizeof(double));
+    }
+    for (int64_t j0 = 0; j0 < nm; j0 += X->tile) {
+        int64_t cnt = nm - j0 < X->tile ? nm - j0 : X->tile;
+        as_layer_read_v(B->l, B->kvh, j0, cnt, X->vt);
+        for (int64_t i = 0; i < cnt; i++) {
+            double s2 = 0;
+            for (int64_t c = 0; c < d; c++) s2 += X->vt[i * d + c] * X->vt[i * d + c];
+            X->vn2[i] = s2;
+        }
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)cnt, X->ldg, (int)d, 1.0, X->vt,
+                    (int)d, X->probe, (int)d, 0.0, X->G, X->ldg);
+        memset(X->W, 0, (size_t)mb * (size_t)cnt * sizeof *X->W);
+        for (int64_t r = 0; r < mb; r++) row_tile(B, X, r, j0, cnt);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)d, (int)cnt, 1.0, X->W,
+                    (int)cnt, X->vt, (int)d, 1.0, X->R, (int)d);
+    }
+}
+
+/* A subset method's error, bound and check (the kernel's output allowed out_tol ||o||). */
+static void eval_subset(const sp_combo *C, const sp_rs *s, double sb, double serr, double abs_err,
+                        as_sp_record *rec)
+{
+    as_sp_eval *ev = &rec->ev;
+    ev->k = s->n_touch;
+    ev->abs_error = abs_err;
+    ev->bound = sb;
+    double allow = sb * (1 + SP_RTOL) + ev->tol;
+    if (s->has_kernel) allow += C->out_tol * ev->norm_o;
+    ev->violated = ev->abs_error > allow || !ev->identity_ok;
+    ev->subset_bound = sb;
+    ev->subset_violated = serr > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
+    rec->has_kernel = s->has_kernel;
+    rec->trials = 1;
+}
+
+/* A sampling method's epsilon from the tiled population statistics, its draws' exceedances,
+ * the a-posteriori subset bound, and (eps_rel > 0) the samples a target needs. */
+static void eval_sampling(const sp_combo *C, const sp_rs *s, int trials, double sb, double serr,
+                          as_sp_record *rec)
+{
+    as_sp_eval *ev = &rec->ev;
+    ev->k = s->sel.n_det + s->sel.n_samp;
+    ev->samples = s->sel.n_samp;
+    as_sp_sstats ss;
+    double nr = (double)s->sel.n_rest;
+    ss.n_rest = s->sel.n_rest;
+    ss.p_heavy = s->ph;
+    ss.mass_rest = 1.0 - s->ph > 0 ? 1.0 - s->ph : 0.0;
+    ss.var_y = nr > 0 ? s->ssq_y / nr : 0;
+    ss.max_y = s->maxy2 > 0 ? sqrt(s->maxy2) : 0;
+    ss.var_e = nr > 0 ? s->ssq_e / nr : 0;
+    ss.dev_max = s->dev2 > 0 ? sqrt(s->dev2) : 0;
+    double eps = as_sp_sampling_eps(&ss, s->sel.n_samp, C->p->delta);
+    ev->abs_error = s->errs[0];
+    ev->bound = eps;
+    ev->violated = s->errs[0] > eps * (1 + SP_RTOL) + ev->tol;
+    for (int t = 0; t < trials; t++) rec->exceed += s->errs[t] > eps * (1 + SP_RTOL) + ev->tol;
+    ev->subset_bound = sb;
+    double e_sub = C->method == AS_SP_UNIFORM ? s->errs[0] : serr;
+    ev->subset_violated = e_sub > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
+    if (C->eps_rel > 0)
+        ev->samples_needed = as_sp_sampling_size(&ss, C->eps_rel * ev->norm_o, C->p->delta);
+}
+
+/* Pass 3 for row r: the record, with the exact identity o - o_S = (1 - P_S)(o_rest - o_S) and the
+ * subset bound checked for the keys touched, then the method's own error and bound. */
+static void row_record(const sp_block *B, const sp_combo *C, int layer, const sp_work *X, int64_t r,
+                       as_sp_record *rec)
+{
+    const sp_rs *s = &X->rs[r];
+    const sp_row *row = &B->rows[r];
+    const int64_t d = B->d, n = row->n;
+    const double *o = B->O + r * d, *pS = X->oS + r * d, *Rr = X->R + r * d;
+    memset(rec, 0, sizeof *rec);
+    as_sp_eval *ev = &rec->ev;
+    rec->layer = layer;
+    rec->head = row->h;
+    rec->kv_head = B->kvh;
+    rec->query = row->qi;
+    rec->method = C->method;
+    rec->budget_index = C->budget_index;
+    rec->trials = X->trials;
+    rec->delta = X->sampling ? C->p->delta : 0;
+    ev->n = n;
+    ev->norm_o = sqrt(B->on2[r]);
+    /* rounding: sums of n (weights) and d (dot products) terms, and exponents whose
+     * arguments (s_i - m, log P_S = m_S + ln z_S - lse) carry u (|s_i| + |lse|) absolute
+     * error each (docs/theory.md, "Floating point") */
+    const double lam = B->lam[r];
+    ev->tol = 16.0 * ((double)(n + d) + lam) * DBL_EPSILON * (B->vmax > 0 ? B->vmax : DBL_MIN);
+    ev->samples_needed = -1;
+    /* the subset identity and bound for touch; 1 - P_S is the complement sum, which keeps
+     * its relative precision however small the missed mass (log P_S cannot below ~n u) */
+    const double one_m = s->Prest;
+    double PS = one_m < 0.5 ? 1.0 - one_m : exp(s->logPS);
+    double id2 = 0;
+    for (int64_t c = 0; c < d; c++) {
+        double t = (o[c] - pS[c]) - (Rr[c] - one_m * pS[c]);
+        id2 += t * t;
+    }
+    ev->identity_error = sqrt(id2);
+    double mass_res = fabs(exp(s->logPS) + s->Prest - 1.0);
+    ev->identity_ok = ev->identity_error <= ev->tol &&
+                      mass_res <= 16.0 * ((double)n + lam) * DBL_EPSILON;
+    double sb = s->maxd2 > 0 ? one_m * sqrt(s->maxd2) : 0.0;
+    double serr = err_norm(o, pS, d);
+    ev->captured_mass = PS;
+    if (!X->sampling)
+        eval_subset(C, s, sb, serr, err_norm(o, X->ohat + r * d, d), rec);
+    else
+        eval_sampling(C, s, X->trials, sb, serr, rec);
+    ev->rel_error = ev->norm_o > 0 ? ev->abs_error / ev->norm_o : NAN;
+    ev->rel_bound = ev->norm_o > 0 ? ev->bound / ev->norm_o : NAN;
+    if (C->budget.count > 0 || C->method == AS_SP_INDEX)
+        rec->budget = (double)ev->k / (double)n;
+    else
+        rec->budget = C->budget.frac;
+}
+
+/* Evaluate one (method, budget) on every row of a block and emit the records: pass 1 selects
+ * and computes the sparse outputs, pass 2 reads V once in tiles, pass 3 checks and calls back. */
 static as_status block_combo(const sp_block *B, const sp_combo *C, int layer, as_sp_record_fn fn,
                              void *ctx, int *stop, char *err)
 {
-    const as_layer *l = B->l;
-    const int64_t d = B->d, nm = B->nmax, mb = B->mb;
-    const as_sp_method m = C->method;
-    const int sampling = as_sp_method_is_sampling(m);
-    const int np = sampling ? 3 : 1;        /* probes: [o, ybar,] o_S */
-    const int slotS = np - 1;
-    const int trials = sampling ? (C->trials > 0 ? C->trials : 1) : 1;
-    const int64_t bufrows = 256;
-    as_status st = AS_OK;
-
-    sp_rs *rs = calloc((size_t)mb, sizeof *rs);
-    double *oS = malloc((size_t)mb * (size_t)d * sizeof *oS);
-    double *ohat = malloc((size_t)mb * (size_t)d * sizeof *ohat);
-    double *yb = calloc((size_t)mb * (size_t)d, sizeof *yb);
-    double *R = calloc((size_t)mb * (size_t)d, sizeof *R);
-    double *probe = malloc((size_t)mb * (size_t)np * (size_t)d * sizeof *probe);
-    double *w = malloc((size_t)nm * sizeof *w);
-    int64_t *mi = malloc((size_t)nm * sizeof *mi), *sbuf = malloc((size_t)nm * sizeof *sbuf);
-    double *buf = malloc((size_t)bufrows * (size_t)d * sizeof *buf);
-    double *tmp = malloc((size_t)d * sizeof *tmp);
-    int64_t tile = nm < SP_TILE ? nm : SP_TILE;
-    double *vt = malloc((size_t)tile * (size_t)d * sizeof *vt);
-    double *vn2 = malloc((size_t)tile * sizeof *vn2);
-    double *G = malloc((size_t)tile * (size_t)mb * (size_t)np * sizeof *G);
-    double *W = malloc((size_t)mb * (size_t)tile * sizeof *W);
-    if (!rs || !oS || !ohat || !yb || !R || !probe || !w || !mi || !sbuf || !buf || !tmp || !vt || !vn2 ||
-        !G || !W) {
-        st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        goto out;
+    sp_work X;
+    as_status st = work_alloc(&X, B, C, err);
+    for (int64_t r = 0; r < B->mb && st == AS_OK; r++) st = row_select(B, C, layer, &X, r, err);
+    if (st == AS_OK) {
+        block_tiles(B, &X);
+        for (int64_t r = 0; r < B->mb && !*stop; r++) {
+            as_sp_record rec;
+            row_record(B, C, layer, &X, r, &rec);
+            if (fn && fn(ctx, &rec)) *stop = 1;
+        }
     }
-    for (int64_t r = 0; r < mb; r++) as_sp_sel_init(&rs[r].sel);
-
-    /* 1. selection, sparse outputs, estimator draws */
-    for (int64_t r = 0; r < mb && st == AS_OK; r++) {
-        sp_rs *s = &rs[r];
-        const sp_row *row = &B->rows[r];
-        const int64_t n = row->n;
-        const double *sc = B->Sc + r * nm, *o = B->O + r * d;
-        uint64_t seed = as_sp_record_seed(C->p, layer, row->h, row->qi, as_budget_keys(C->budget, n), m);
-        as_rng rng;
-        as_rng_seed(&rng, as_seed_mix(seed, 0));
-        if (C->given) {
-            st = as_sp_sel_reserve(&s->sel, C->given_k > 0 ? C->given_k : 1, err);
-            if (st != AS_OK) break;
-            if (C->given_k > 0)
-                memcpy(s->sel.det, C->given_S, (size_t)C->given_k * sizeof(int64_t));
-            int64_t k = as_select_sort_unique(s->sel.det, C->given_k);
-            if (k != C->given_k) {
-                st = as_err_set(err, AS_ERR_VALUE, "subset lists a key more than once");
-                break;
-            }
-            for (int64_t j = 0; j < k; j++)
-                if (s->sel.det[j] < 0 || s->sel.det[j] >= n) {
-                    st = as_err_set(err, AS_ERR_VALUE, "subset key %lld outside 0..%lld",
-                                    (long long)s->sel.det[j], (long long)(n - 1));
-                    break;
-                }
-            s->sel.n_det = k;
-            s->sel.n = n;
-            s->sel.n_rest = n - k;
-        } else {
-            st = as_sp_select_row(l, row->h, row->qi, B->Q + r * d, sc, n, m, C->budget, C->p, &rng,
-                            B->pages, &s->sel, err);
-        }
-        if (st != AS_OK) break;
-        if (sampling) {
-            s->touch = malloc((size_t)(s->sel.n_det + s->sel.n_samp + 1) * sizeof *s->touch);
-            s->errs = malloc((size_t)trials * sizeof *s->errs);
-            if (!s->touch || !s->errs) {
-                st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-                break;
-            }
-            s->n_touch = as_select_merge(s->sel.det, s->sel.n_det, s->sel.samp, s->sel.n_samp,
-                                         s->touch);
-            /* ybar = -(sum_H a_i (v_i - o)) / |R|, P_H */
-            const double *p = B->P + r * nm;
-            double ph = 0;
-            for (int64_t j = 0; j < s->sel.n_det; j++) {
-                w[j] = p[s->sel.det[j]];
-                ph += w[j];
-            }
-            double *y = yb + r * d;
-            gather_acc(l, B->kvh, s->sel.det, w, s->sel.n_det, y, buf, bufrows);
-            double nr = (double)s->sel.n_rest;
-            for (int64_t c = 0; c < d; c++) y[c] = nr > 0 ? -(y[c] - ph * o[c]) / nr : 0;
-            s->ph = ph;
-            s->abar = nr > 0 ? (1.0 - ph) / nr : 0;
-            double y2 = 0, oy = 0;
-            for (int64_t c = 0; c < d; c++) {
-                y2 += y[c] * y[c];
-                oy += o[c] * y[c];
-            }
-            s->ybar2 = y2;
-            s->oy = oy;
-            /* draws */
-            for (int t = 0; t < trials; t++) {
-                const int64_t *sm = s->sel.samp;
-                int64_t ms = s->sel.n_samp;
-                if (t > 0) {
-                    as_rng_seed(&rng, as_seed_mix(seed, (uint64_t)t));
-                    ms = as_select_sample(&rng, n, s->sel.det, s->sel.n_det, ms, sbuf);
-                    estimate_row(B, sc, s->sel.det, s->sel.n_det, sbuf, ms, n, tmp, mi, w, buf,
-                                 bufrows);
-                    s->errs[t] = err_norm(tmp, o, d);
-                } else {
-                    estimate_row(B, sc, s->sel.det, s->sel.n_det, sm, ms, n, ohat + r * d, mi, w,
-                                 buf, bufrows);
-                    s->errs[0] = err_norm(ohat + r * d, o, d);
-                }
-            }
-            if (st != AS_OK) break;
-        } else {
-            s->touch = s->sel.det;
-            s->n_touch = s->sel.n_det;
-        }
-        s->logPS = subset_output(B, sc, B->lse[r], s->touch, s->n_touch, oS + r * d, w, buf,
-                                 bufrows);
-        double o2 = 0;
-        for (int64_t c = 0; c < d; c++) o2 += oS[r * d + c] * oS[r * d + c];
-        s->oS2 = o2;
-        if (!sampling) {
-            if (C->given_ohat && r == 0) {
-                memcpy(ohat + r * d, C->given_ohat, (size_t)d * sizeof(double));
-                s->has_kernel = 1;
-            } else if (m == AS_SP_INDEX && C->p->index &&
-                       as_index_has_output(C->p->index, l->index)) {
-                as_index_get_output(C->p->index, l, row->h, row->qi, ohat + r * d);
-                s->has_kernel = 1;
-            } else {
-                memcpy(ohat + r * d, oS + r * d, (size_t)d * sizeof(double));
-            }
-        }
-        s->maxd2 = s->maxy2 = s->dev2 = -1;
-    }
-    if (st != AS_OK) goto out;
-
-    /* 2. one pass over V: complement sums, max distances, sampling statistics */
-    for (int64_t r = 0; r < mb; r++) {
-        double *pr = probe + (size_t)r * np * d;
-        if (sampling) {
-            memcpy(pr, B->O + r * d, (size_t)d * sizeof(double));
-            memcpy(pr + d, yb + r * d, (size_t)d * sizeof(double));
-        }
-        memcpy(pr + (size_t)slotS * d, oS + r * d, (size_t)d * sizeof(double));
-    }
-    const int ldg = (int)(mb * np);
-    for (int64_t j0 = 0; j0 < nm; j0 += tile) {
-        int64_t cnt = nm - j0 < tile ? nm - j0 : tile;
-        as_layer_read_v(l, B->kvh, j0, cnt, vt);
-        for (int64_t i = 0; i < cnt; i++) {
-            double s2 = 0;
-            for (int64_t c = 0; c < d; c++) s2 += vt[i * d + c] * vt[i * d + c];
-            vn2[i] = s2;
-        }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)cnt, ldg, (int)d, 1.0, vt,
-                    (int)d, probe, (int)d, 0.0, G, ldg);
-        memset(W, 0, (size_t)mb * (size_t)cnt * sizeof *W);
-        for (int64_t r = 0; r < mb; r++) {
-            sp_rs *s = &rs[r];
-            const int64_t n = B->rows[r].n;
-            const double *p = B->P + r * nm, *o = B->O + r * d, *pS = oS + r * d,
-                         *y = yb + r * d;
-            int64_t lim = n - j0 < cnt ? n - j0 : cnt;
-            for (int64_t i = 0; i < lim; i++) {
-                const int64_t gi = j0 + i;
-                const double a = p[gi], *v = vt + i * d, *g = G + i * ldg + r * np;
-                int inS = s->pS < s->n_touch && s->touch[s->pS] == gi;
-                if (inS) s->pS++;
-                if (!inS) {
-                    W[r * cnt + i] = a;
-                    s->Prest += a;
-                    double f = vn2[i] - 2 * g[slotS] + s->oS2;
-                    if (f >= s->maxd2 - 1e-10 * (vn2[i] + s->oS2)) {
-                        f = dist2(v, pS, d);
-                        if (f > s->maxd2) s->maxd2 = f;
-                    }
-                }
-                if (!sampling) continue;
-                double fo = vn2[i] - 2 * g[0] + B->on2[r];
-                double so = fo;
-                if (fo < 1e-3 * (vn2[i] + B->on2[r])) so = dist2(v, o, d);
-                if (fo >= s->dev2 - 1e-10 * (vn2[i] + B->on2[r])) {
-                    double e2 = dist2(v, o, d);
-                    if (e2 > s->dev2) s->dev2 = e2;
-                    so = e2;
-                }
-                int inH = s->pH < s->sel.n_det && s->sel.det[s->pH] == gi;
-                if (inH) {
-                    s->pH++;
-                    continue;
-                }
-                /* ||a (v - o) - ybar||^2 */
-                double fy = a * a * so - 2 * a * (g[1] - s->oy) + s->ybar2;
-                double ref = a * a * so + s->ybar2;
-                if (fy < 1e-3 * ref || fy >= s->maxy2 - 1e-10 * ref) {
-                    double t = 0;
-                    for (int64_t c = 0; c < d; c++) {
-                        double u = a * (v[c] - o[c]) - y[c];
-                        t += u * u;
-                    }
-                    fy = t;
-                    if (fy > s->maxy2) s->maxy2 = fy;
-                }
-                s->ssq_y += fy;
-                s->ssq_e += (a - s->abar) * (a - s->abar);
-            }
-        }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)d, (int)cnt, 1.0, W,
-                    (int)cnt, vt, (int)d, 1.0, R, (int)d);
-    }
-
-    /* 3. checks and records */
-    for (int64_t r = 0; r < mb && !*stop; r++) {
-        sp_rs *s = &rs[r];
-        const sp_row *row = &B->rows[r];
-        const int64_t n = row->n;
-        const double *o = B->O + r * d, *pS = oS + r * d, *Rr = R + r * d;
-        as_sp_record rec;
-        memset(&rec, 0, sizeof rec);
-        as_sp_eval *ev = &rec.ev;
-        rec.layer = layer;
-        rec.head = row->h;
-        rec.kv_head = B->kvh;
-        rec.query = row->qi;
-        rec.method = m;
-        rec.budget_index = C->budget_index;
-        rec.trials = trials;
-        rec.delta = sampling ? C->p->delta : 0;
-        ev->n = n;
-        ev->norm_o = sqrt(B->on2[r]);
-        /* rounding: sums of n (weights) and d (dot products) terms, and exponents whose
-         * arguments (s_i - m, log P_S = m_S + ln z_S - lse) carry u (|s_i| + |lse|) absolute
-         * error each (docs/theory.md, "Floating point") */
-        const double lam = B->lam[r];
-        ev->tol = 16.0 * ((double)(n + d) + lam) * DBL_EPSILON * (B->vmax > 0 ? B->vmax : DBL_MIN);
-        ev->samples_needed = -1;
-        /* the subset identity and bound for touch; 1 - P_S is the complement sum, which keeps
-         * its relative precision however small the missed mass (log P_S cannot below ~n u) */
-        const double one_m = s->Prest;
-        double PS = one_m < 0.5 ? 1.0 - one_m : exp(s->logPS);
-        double id2 = 0;
-        for (int64_t c = 0; c < d; c++) {
-            double t = (o[c] - pS[c]) - (Rr[c] - one_m * pS[c]);
-            id2 += t * t;
-        }
-        ev->identity_error = sqrt(id2);
-        double mass_res = fabs(exp(s->logPS) + s->Prest - 1.0);
-        ev->identity_ok = ev->identity_error <= ev->tol &&
-                          mass_res <= 16.0 * ((double)n + lam) * DBL_EPSILON;
-        double sb = s->maxd2 > 0 ? one_m * sqrt(s->maxd2) : 0.0;
-        double serr = err_norm(o, pS, d);
-        ev->captured_mass = PS;
-        if (!sampling) {
-            ev->k = s->n_touch;
-            ev->abs_error = err_norm(o, ohat + r * d, d);
-            ev->bound = sb;
-            double allow = sb * (1 + SP_RTOL) + ev->tol;
-            if (s->has_kernel) allow += C->out_tol * ev->norm_o;
-            ev->violated = ev->abs_error > allow || !ev->identity_ok;
-            ev->subset_bound = sb;
-            ev->subset_violated = serr > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
-            rec.has_kernel = s->has_kernel;
-            rec.trials = 1;
-        } else {
-            ev->k = s->sel.n_det + s->sel.n_samp;
-            ev->samples = s->sel.n_samp;
-            as_sp_sstats ss;
-            double nr = (double)s->sel.n_rest;
-            ss.n_rest = s->sel.n_rest;
-            ss.p_heavy = s->ph;
-            ss.mass_rest = 1.0 - s->ph > 0 ? 1.0 - s->ph : 0.0;
-            ss.var_y = nr > 0 ? s->ssq_y / nr : 0;
-            ss.max_y = s->maxy2 > 0 ? sqrt(s->maxy2) : 0;
-            ss.var_e = nr > 0 ? s->ssq_e / nr : 0;
-            ss.dev_max = s->dev2 > 0 ? sqrt(s->dev2) : 0;
-            double eps = as_sp_sampling_eps(&ss, s->sel.n_samp, C->p->delta);
-            ev->abs_error = s->errs[0];
-            ev->bound = eps;
-            ev->violated = s->errs[0] > eps * (1 + SP_RTOL) + ev->tol;
-            for (int t = 0; t < trials; t++) rec.exceed += s->errs[t] > eps * (1 + SP_RTOL) + ev->tol;
-            ev->subset_bound = sb;
-            double e_sub = m == AS_SP_UNIFORM ? s->errs[0] : serr;
-            ev->subset_violated = e_sub > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
-            if (C->eps_rel > 0)
-                ev->samples_needed = as_sp_sampling_size(&ss, C->eps_rel * ev->norm_o, C->p->delta);
-        }
-        ev->rel_error = ev->norm_o > 0 ? ev->abs_error / ev->norm_o : NAN;
-        ev->rel_bound = ev->norm_o > 0 ? ev->bound / ev->norm_o : NAN;
-        if (C->budget.count > 0 || m == AS_SP_INDEX)
-            rec.budget = (double)ev->k / (double)n;
-        else
-            rec.budget = C->budget.frac;
-        if (fn && fn(ctx, &rec)) *stop = 1;
-    }
-out:
-    if (rs)
-        for (int64_t r = 0; r < mb; r++) {
-            if (rs[r].touch != rs[r].sel.det) free(rs[r].touch);
-            free(rs[r].errs);
-            as_sp_sel_free(&rs[r].sel);
-        }
-    free(rs), free(oS), free(ohat), free(yb), free(R), free(probe), free(w), free(mi), free(sbuf), free(buf),
-        free(tmp), free(vt), free(vn2), free(G), free(W);
+    work_free(&X, B->mb);
     return st;
 }
 
