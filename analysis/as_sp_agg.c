@@ -111,145 +111,164 @@ static int cmp_hb_budget_desc(const void *pa, const void *pb)
     return (a->budget < b->budget) - (a->budget > b->budget);
 }
 
+/* Fill the head-budget row hb from its records x[0..q) (one method, layer, head, budget). */
+static void head_budget(const agg_rec *x, size_t q, as_sp_head_budget *hb, double *tmp, double *tmp2)
+{
+    hb->layer = x[0].layer;
+    hb->head = x[0].head;
+    hb->method = (as_sp_method)x[0].method;
+    hb->budget_index = x[0].bi;
+    hb->n_queries = (int64_t)q;
+    double sb = 0, sk = 0, se = 0, sm = 0, srb = 0, mx = 0;
+    size_t nrb = 0, nse = 0;
+    for (size_t t = 0; t < q; t++) {
+        sb += x[t].budget;
+        sk += x[t].kept;
+        if (!isnan(x[t].rel_error)) {
+            se += x[t].rel_error;
+            nse++;
+            if (x[t].rel_error > mx) mx = x[t].rel_error;
+        }
+        sm += x[t].mass;
+        if (!isnan(x[t].rel_bound)) {
+            srb += x[t].rel_bound;
+            nrb++;
+        }
+        hb->violations += x[t].violated || x[t].identity_fail;
+        hb->draws += x[t].draws;
+        hb->exceed += x[t].exceed;
+        tmp[t] = x[t].rel_error;
+        tmp2[t] = x[t].slack;
+    }
+    double nq = (double)q;
+    hb->budget = sb / nq;
+    hb->mean_kept = sk / nq;
+    hb->mean_rel_error = nse ? se / (double)nse : NAN;
+    hb->max_rel_error = nse ? mx : NAN;
+    hb->median_rel_error = median(tmp, q);
+    hb->mean_captured_mass = sm / nq;
+    hb->mean_rel_bound = nrb ? srb / (double)nrb : NAN;
+    hb->median_slack = median(tmp2, q);
+}
+
+/* Fill the sweep hs of one (method, layer, head) from its head-budget rows sorted by budget,
+ * largest first: per threshold, the smallest budget with it and every larger one at or below
+ * the threshold. */
+static void head_sweep(const as_sp_head_budget *sorted, size_t nb, as_sp_head_sweep *hs)
+{
+    hs->layer = sorted[0].layer;
+    hs->head = sorted[0].head;
+    hs->method = sorted[0].method;
+    for (int t = 0; t < AS_SP_N_THRESH; t++) {
+        double best = NAN;
+        size_t u = 0;
+        for (; u < nb; u++) {
+            if (!(sorted[u].mean_rel_error <= as_sp_thresholds[t])) break;
+            best = sorted[u].budget;
+        }
+        hs->budget_at[t] = best;
+        hs->sparsity_at[t] = isnan(best) ? 1.0 : 1.0 / best;
+        hs->censored[t] = u == nb;
+    }
+}
+
+/* The head-level part of a summary from the sweeps hs[0..nh) of its heads. */
+static void summary_heads(const as_sp_head_sweep *hs, size_t nh, as_sp_summary *s, double *tmp)
+{
+    s->n_heads = (int64_t)nh;
+    for (int t = 0; t < AS_SP_N_THRESH; t++) {
+        double mn = INFINITY;
+        for (size_t u = 0; u < nh; u++) {
+            tmp[u] = hs[u].sparsity_at[t];
+            if (tmp[u] < mn) mn = tmp[u];
+            s->dense_heads[t] += hs[u].sparsity_at[t] <= 1.0;
+        }
+        s->median_sparsity[t] = median(tmp, nh);
+        s->min_sparsity[t] = mn;
+    }
+}
+
+/* The record-level part of a summary from its records x[0..nr) (contiguous in the sorted
+ * records) and the coverage of a sampling method's draws. */
+static void summary_records(const agg_rec *x, size_t nr, double delta, as_sp_summary *s,
+                            double *tmp, double *tmp2)
+{
+    for (size_t u = 0; u < nr; u++) {
+        tmp[u] = x[u].slack;
+        tmp2[u] = x[u].rel_error;
+        s->violations += x[u].violated;
+        s->identity_failures += x[u].identity_fail;
+        s->draws += x[u].draws;
+        s->exceed += x[u].exceed;
+    }
+    s->records = (int64_t)nr;
+    s->median_slack = median(tmp, nr);
+    s->median_rel_error = median(tmp2, nr);
+    s->coverage_p = as_sp_method_is_sampling(s->method) ? as_binom_tail(s->draws, s->exceed, delta)
+                                                        : NAN;
+}
+
+/* Layer summaries (per method and layer), then model summaries (per method, layer -1). Records,
+ * head-budget rows and sweeps are all sorted by (method, layer, head[, budget]), so a summary's
+ * heads and records are contiguous runs: one pass over the sweeps and the records per level. */
+static as_status summaries(as_sp_agg *a, double *tmp, double *tmp2, char *err)
+{
+    a->sum = calloc(a->n_hs + AS_SP_N_METHODS + 1, sizeof *a->sum);
+    if (!a->sum) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    for (int model = 0; model < 2; model++) {
+        size_t u = 0; /* the first record of the group */
+        for (size_t i = 0; i < a->n_hs;) {
+            const as_sp_head_sweep *h0 = &a->hs[i];
+            size_t j = i, v = u;
+            while (j < a->n_hs && a->hs[j].method == h0->method &&
+                   (model || a->hs[j].layer == h0->layer))
+                j++;
+            while (v < a->n && a->r[v].method == (int)h0->method &&
+                   (model || a->r[v].layer == h0->layer))
+                v++;
+            as_sp_summary *s = &a->sum[a->n_sum++];
+            s->layer = model ? -1 : h0->layer;
+            s->method = h0->method;
+            summary_heads(h0, j - i, s, tmp);
+            summary_records(a->r + u, v - u, a->delta, s, tmp, tmp2);
+            i = j;
+            u = v;
+        }
+    }
+    return AS_OK;
+}
+
 as_status as_sp_agg_finish(as_sp_agg *a, char *err)
 {
     if (a->failed_alloc) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     qsort(a->r, a->n, sizeof *a->r, cmp_agg);
     double *tmp = malloc((a->n + 1) * sizeof *tmp), *tmp2 = malloc((a->n + 1) * sizeof *tmp2);
+    as_sp_head_budget *sorted = malloc((a->n + 1) * sizeof *sorted);
     a->hb = calloc(a->n + 1, sizeof *a->hb);
     a->hs = calloc(a->n + 1, sizeof *a->hs);
-    if (!tmp || !tmp2 || !a->hb || !a->hs) {
-        free(tmp), free(tmp2);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    as_status st = AS_OK;
+    if (!tmp || !tmp2 || !sorted || !a->hb || !a->hs) {
+        st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        goto out;
     }
-    /* head x budget groups */
-    for (size_t i = 0; i < a->n;) {
-        size_t j = i;
-        while (j < a->n && a->r[j].method == a->r[i].method && a->r[j].layer == a->r[i].layer &&
-               a->r[j].head == a->r[i].head && a->r[j].bi == a->r[i].bi)
-            j++;
-        as_sp_head_budget *hb = &a->hb[a->n_hb++];
-        hb->layer = a->r[i].layer;
-        hb->head = a->r[i].head;
-        hb->method = (as_sp_method)a->r[i].method;
-        hb->budget_index = a->r[i].bi;
-        hb->n_queries = (int64_t)(j - i);
-        double sb = 0, sk = 0, se = 0, sm = 0, srb = 0, mx = 0;
-        size_t nrb = 0, nse = 0;
-        for (size_t t = i; t < j; t++) {
-            const agg_rec *x = &a->r[t];
-            sb += x->budget;
-            sk += x->kept;
-            if (!isnan(x->rel_error)) {
-                se += x->rel_error;
-                nse++;
-                if (x->rel_error > mx) mx = x->rel_error;
-            }
-            sm += x->mass;
-            if (!isnan(x->rel_bound)) {
-                srb += x->rel_bound;
-                nrb++;
-            }
-            hb->violations += x->violated || x->identity_fail;
-            hb->draws += x->draws;
-            hb->exceed += x->exceed;
-            tmp[t - i] = x->rel_error;
-            tmp2[t - i] = x->slack;
-        }
-        double q = (double)(j - i);
-        hb->budget = sb / q;
-        hb->mean_kept = sk / q;
-        hb->mean_rel_error = nse ? se / (double)nse : NAN;
-        hb->max_rel_error = nse ? mx : NAN;
-        hb->median_rel_error = median(tmp, j - i);
-        hb->mean_captured_mass = sm / q;
-        hb->mean_rel_bound = nrb ? srb / (double)nrb : NAN;
-        hb->median_slack = median(tmp2, j - i);
-        i = j;
+    /* head x budget rows: runs of records with the same (method, layer, head, budget) */
+    for (size_t i = 0, j; i < a->n; i = j) {
+        for (j = i + 1; j < a->n && cmp_agg(&a->r[j], &a->r[i]) == 0;) j++;
+        head_budget(a->r + i, j - i, &a->hb[a->n_hb++], tmp, tmp2);
     }
-    /* sweeps per (method, layer, head) */
-    for (size_t i = 0; i < a->n_hb;) {
-        size_t j = i;
-        while (j < a->n_hb && a->hb[j].method == a->hb[i].method &&
-               a->hb[j].layer == a->hb[i].layer && a->hb[j].head == a->hb[i].head)
+    /* sweeps: runs of rows with the same (method, layer, head), by budget largest first */
+    for (size_t i = 0, j; i < a->n_hb; i = j) {
+        for (j = i + 1; j < a->n_hb && a->hb[j].method == a->hb[i].method &&
+                        a->hb[j].layer == a->hb[i].layer && a->hb[j].head == a->hb[i].head;)
             j++;
-        as_sp_head_budget *sorted = malloc((j - i) * sizeof *sorted);
-        if (!sorted) {
-            free(tmp), free(tmp2);
-            return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        }
         memcpy(sorted, a->hb + i, (j - i) * sizeof *sorted);
         qsort(sorted, j - i, sizeof *sorted, cmp_hb_budget_desc);
-        as_sp_head_sweep *hs = &a->hs[a->n_hs++];
-        hs->layer = a->hb[i].layer;
-        hs->head = a->hb[i].head;
-        hs->method = a->hb[i].method;
-        for (int t = 0; t < AS_SP_N_THRESH; t++) {
-            double best = NAN;
-            size_t u = 0;
-            for (; u < j - i; u++) {
-                if (!(sorted[u].mean_rel_error <= as_sp_thresholds[t])) break;
-                best = sorted[u].budget;
-            }
-            hs->budget_at[t] = best;
-            hs->sparsity_at[t] = isnan(best) ? 1.0 : 1.0 / best;
-            hs->censored[t] = u == j - i;
-        }
-        free(sorted);
-        i = j;
+        head_sweep(sorted, j - i, &a->hs[a->n_hs++]);
     }
-    /* summaries: per (method, layer) and per method (layer = -1) */
-    size_t cap = a->n_hs + 64;
-    a->sum = calloc(cap, sizeof *a->sum);
-    if (!a->sum) {
-        free(tmp), free(tmp2);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    for (int pass = 0; pass < 2; pass++) {
-        for (size_t i = 0; i < a->n_hs;) {
-            size_t j = i;
-            while (j < a->n_hs && a->hs[j].method == a->hs[i].method &&
-                   (pass == 1 || a->hs[j].layer == a->hs[i].layer))
-                j++;
-            if (a->n_sum >= cap) break;
-            as_sp_summary *s = &a->sum[a->n_sum++];
-            s->layer = pass == 0 ? a->hs[i].layer : -1;
-            s->method = a->hs[i].method;
-            s->n_heads = (int64_t)(j - i);
-            for (int t = 0; t < AS_SP_N_THRESH; t++) {
-                double mn = INFINITY;
-                for (size_t u = i; u < j; u++) {
-                    tmp[u - i] = a->hs[u].sparsity_at[t];
-                    if (tmp[u - i] < mn) mn = tmp[u - i];
-                    s->dense_heads[t] += a->hs[u].sparsity_at[t] <= 1.0;
-                }
-                s->median_sparsity[t] = median(tmp, j - i);
-                s->min_sparsity[t] = mn;
-            }
-            /* record-level statistics */
-            size_t c = 0;
-            for (size_t u = 0; u < a->n; u++) {
-                const agg_rec *x = &a->r[u];
-                if (x->method != (int)s->method || (pass == 0 && x->layer != s->layer)) continue;
-                tmp[c] = x->slack;
-                tmp2[c] = x->rel_error;
-                c++;
-                s->records++;
-                s->violations += x->violated;
-                s->identity_failures += x->identity_fail;
-                s->draws += x->draws;
-                s->exceed += x->exceed;
-            }
-            s->median_slack = median(tmp, c);
-            s->median_rel_error = median(tmp2, c);
-            s->coverage_p = as_sp_method_is_sampling(s->method)
-                                ? as_binom_tail(s->draws, s->exceed, a->delta)
-                                : NAN;
-            i = j;
-        }
-    }
-    free(tmp), free(tmp2);
-    return AS_OK;
+    st = summaries(a, tmp, tmp2, err);
+out:
+    free(tmp), free(tmp2), free(sorted);
+    return st;
 }
 
 size_t as_sp_agg_head_budgets(const as_sp_agg *a, const as_sp_head_budget **out)
