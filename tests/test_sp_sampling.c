@@ -151,3 +151,54 @@ Test(sp_sampling, binomial_tail_matches_gsl)
             }
 }
 #endif
+
+/* ---- closed forms on a four-key example (runs without GSL) ----------------------------------
+ * weights a = (0.4, 0.3, 0.2, 0.1), values v = (1, 2, 3, 4) (d = 1): o = 2; heavy set H = {0}:
+ * P_H = 0.4, R = {1, 2, 3}, y_j = a_j (v_j - o) = (0, 0.2, 0.2), ybar = 0.4 / 3 = 2/15,
+ * var_y = ((2/15)^2 + 2 (1/15)^2) / 3 = 2/225, max_y = 2/15, abar = 0.2, var_e = 0.02 / 3,
+ * mass_rest = 0.6, dev_max = max |v - o| = 2. */
+Test(sp_sampling, four_keys_by_hand)
+{
+    const double a[4] = {0.4, 0.3, 0.2, 0.1}, V[4] = {1, 2, 3, 4};
+    double s[4];
+    for (int i = 0; i < 4; i++) s[i] = log(a[i]) + 7.0; /* any shift */
+    const int64_t H[1] = {0};
+    as_sp_sstats st;
+    char err[AS_ERR_LEN];
+    cr_assert_eq(as_sp_sampling_stats(s, V, 4, 1, H, 1, &st, err), AS_OK, "%s", err);
+    cr_assert_eq(st.n_rest, 3);
+    cr_assert_float_eq(st.p_heavy, 0.4, 1e-15);
+    cr_assert_float_eq(st.mass_rest, 0.6, 1e-15);
+    cr_assert_float_eq(st.var_y, 2.0 / 225.0, 1e-15);
+    cr_assert_float_eq(st.max_y, 2.0 / 15.0, 1e-15);
+    cr_assert_float_eq(st.var_e, 0.02 / 3.0, 1e-15);
+    cr_assert_float_eq(st.dev_max, 2.0, 1e-14);
+    /* epsilon: 0 once the sample exhausts R, the deterministic cap without samples; below the
+     * cap and not increasing in m in between */
+    cr_assert_eq(as_sp_sampling_eps(&st, 3, 0.05), 0.0);
+    cr_assert_eq(as_sp_sampling_eps(&st, 0, 0.05), st.dev_max);
+    double e1 = as_sp_sampling_eps(&st, 1, 0.05), e2 = as_sp_sampling_eps(&st, 2, 0.05);
+    cr_assert(e1 > 0 && e1 <= st.dev_max && e2 > 0 && e2 <= e1, "eps %g %g", e1, e2);
+    cr_assert_eq(as_sp_sampling_size(&st, 0.0, 0.05), 3);
+    cr_assert_eq(as_sp_sampling_size(&st, st.dev_max, 0.05), 1);
+    cr_assert_eq(as_sp_sampling_size(&st, e2, 0.05), e1 <= e2 ? 1 : 2);
+    /* the estimator: the whole rest sampled (weight 1) is exact; one sample {3} of three has
+     * weight 3: (0.4 * 1 + 3 * 0.1 * 4) / (0.4 + 3 * 0.1) = 1.6 / 0.7 */
+    const int64_t all[3] = {1, 2, 3}, one[1] = {3};
+    double oh;
+    as_sp_estimate(s, V, 4, 1, H, 1, all, 3, &oh);
+    cr_assert_float_eq(oh, 2.0, 1e-14);
+    as_sp_estimate(s, V, 4, 1, H, 1, one, 1, &oh);
+    cr_assert_float_eq(oh, 1.6 / 0.7, 1e-14);
+    /* no heavy set: uniform sampling of all four; every key sampled is exact again */
+    const int64_t four[4] = {0, 1, 2, 3};
+    as_sp_estimate(s, V, 4, 1, NULL, 0, four, 4, &oh);
+    cr_assert_float_eq(oh, 2.0, 1e-14);
+    cr_assert_eq(as_sp_sampling_stats(s, V, 4, 1, H, 5, &st, err), AS_ERR_USAGE);
+    /* binomial tail: P(Bin(4, 0.05) >= x) */
+    cr_assert_eq(as_binom_tail(4, 0, 0.05), 1.0);
+    cr_assert_float_eq(as_binom_tail(4, 1, 0.05), 1.0 - pow(0.95, 4), 1e-14);
+    cr_assert_float_eq(as_binom_tail(4, 4, 0.05), pow(0.05, 4), 1e-20);
+    cr_assert_float_eq(as_binom_tail(4, 3, 0.05), 4 * pow(0.05, 3) * 0.95 + pow(0.05, 4), 1e-18);
+    cr_assert_eq(as_binom_tail(4, 5, 0.05), 0.0);
+}

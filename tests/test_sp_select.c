@@ -193,3 +193,81 @@ Test(sp_select, page_width_matches_selections)
     as_trace_free(tr);
     free(p);
 }
+
+/* Quest's page summaries: element-wise min/max of each full page's keys, read directly. */
+Test(sp_select, page_summaries_are_key_min_max)
+{
+    char *p = make_trace("pg.st", 0, AS_DT_F32, 1.0, 0, 70, 2); /* 70 = 4 x 16 + 6 */
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    const as_layer *l = as_trace_layer(tr, 1);
+    const int64_t d = l->d;
+    double *K = malloc((size_t)(l->n * d) * sizeof *K);
+    for (int64_t kvh = 0; kvh < l->hkv; kvh++) {
+        as_sp_pages pg;
+        cr_assert_eq(as_sp_pages_build(l, kvh, 16, &pg, err), AS_OK, "%s", err);
+        cr_assert_eq(pg.P, 16);
+        cr_assert_eq(pg.n_full, 4);
+        as_layer_read_k(l, kvh, 0, l->n, K);
+        for (int64_t g = 0; g < 4; g++)
+            for (int64_t c = 0; c < d; c++) {
+                double mn = INFINITY, mx = -INFINITY;
+                for (int64_t i = g * 16; i < (g + 1) * 16; i++) {
+                    mn = fmin(mn, K[i * d + c]);
+                    mx = fmax(mx, K[i * d + c]);
+                }
+                cr_assert_eq(pg.pmin[g * d + c], mn);
+                cr_assert_eq(pg.pmax[g * d + c], mx);
+            }
+        as_sp_pages_free(&pg);
+        cr_assert(pg.pmin == NULL && pg.pmax == NULL);
+    }
+    free(K);
+    as_trace_free(tr);
+    free(p);
+}
+
+/* A record's seed depends on each of (seed, layer, head, query, k, method), and a draw of
+ * as_sp_select_id as query (seed_h, seed_qi) is the draw of that query in the whole trace. */
+Test(sp_select, record_seeds_and_select_id)
+{
+    as_sp_params prm;
+    as_sp_params_init(&prm);
+    uint64_t s0 = as_sp_record_seed(&prm, 1, 2, 3, 40, AS_SP_UNIFORM);
+    cr_assert_eq(s0, as_sp_record_seed(&prm, 1, 2, 3, 40, AS_SP_UNIFORM));
+    cr_assert_neq(s0, as_sp_record_seed(&prm, 0, 2, 3, 40, AS_SP_UNIFORM));
+    cr_assert_neq(s0, as_sp_record_seed(&prm, 1, 1, 3, 40, AS_SP_UNIFORM));
+    cr_assert_neq(s0, as_sp_record_seed(&prm, 1, 2, 2, 40, AS_SP_UNIFORM));
+    cr_assert_neq(s0, as_sp_record_seed(&prm, 1, 2, 3, 41, AS_SP_UNIFORM));
+    cr_assert_neq(s0, as_sp_record_seed(&prm, 1, 2, 3, 40, AS_SP_TOPK_SAMPLE));
+    prm.seed = 1;
+    cr_assert_neq(s0, as_sp_record_seed(&prm, 1, 2, 3, 40, AS_SP_UNIFORM));
+    prm.seed = 0;
+    /* non-causal: every query sees all keys, so query 2's draw can be asked as query 0 */
+    char *p = make_trace("sid.st", 0, AS_DT_F32, 1.0, 0, 200, 3);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    const as_layer *l = as_trace_layer(tr, 0);
+    as_sp_sel a, b, c;
+    as_sp_sel_init(&a);
+    as_sp_sel_init(&b);
+    as_sp_sel_init(&c);
+    as_budget bu = {0.1, 0};
+    cr_assert_eq(as_sp_select(l, 1, 2, AS_SP_UNIFORM, bu, &prm, 0, NULL, &a, err), AS_OK);
+    cr_assert_eq(as_sp_select_id(l, 1, 2, 1, 2, AS_SP_UNIFORM, bu, &prm, 0, NULL, &b, err), AS_OK);
+    cr_assert_eq(as_sp_select_id(l, 1, 2, 1, 0, AS_SP_UNIFORM, bu, &prm, 0, NULL, &c, err), AS_OK);
+    cr_assert(a.n_samp == 20 && b.n_samp == 20 && c.n_samp == 20);
+    cr_assert(memcmp(a.samp, b.samp, 20 * sizeof *a.samp) == 0);
+    cr_assert(memcmp(a.samp, c.samp, 20 * sizeof *a.samp) != 0); /* another query's draw */
+    /* trial 1 is another draw of the same record */
+    cr_assert_eq(as_sp_select(l, 1, 2, AS_SP_UNIFORM, bu, &prm, 1, NULL, &b, err), AS_OK);
+    cr_assert(memcmp(a.samp, b.samp, 20 * sizeof *a.samp) != 0);
+    for (int64_t j = 1; j < b.n_samp; j++) cr_assert(b.samp[j] > b.samp[j - 1]);
+    as_sp_sel_free(&a);
+    as_sp_sel_free(&b);
+    as_sp_sel_free(&c);
+    as_trace_free(tr);
+    free(p);
+}
