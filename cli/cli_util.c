@@ -459,6 +459,15 @@ int as_out_finish(as_out *o, FILE *f)
     return 0;
 }
 
+int as_out_done(as_out *o, int rc)
+{
+    if (rc == 0) return as_out_finish(o, stdout);
+    as_out_free(o);
+    return rc;
+}
+
+const cJSON *as_out_records(const as_out *o) { return o->records; }
+
 /* ---------------------------------------------------------------- progress */
 /* The bar is drawn by a thread of its own, five times a second from half a second on, so it
  * appears (and its clock runs) even while one step of the work takes minutes; the work only

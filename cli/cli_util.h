@@ -94,6 +94,11 @@ void as_out_meta(as_out *o, const char *key, cJSON *value);
 int as_out_finish(as_out *o, FILE *f);
 /* Free o without printing (a command that failed half-way). NULL is allowed. */
 void as_out_free(as_out *o);
+/* The end of a command: rc == 0: print o to stdout and free it (returns 0 or the output
+ * error's exit code); rc != 0: discard o (nothing printed) and return rc. */
+int as_out_done(as_out *o, int rc);
+/* The records added so far (a JSON array owned by o), e.g. for a summary over them. */
+const cJSON *as_out_records(const as_out *o);
 
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);

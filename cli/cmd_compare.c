@@ -12,7 +12,7 @@
 #include "as_report.h"
 #endif
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_compare[] =
     "usage: attnscope compare A B [-o FILE.html] [--layer L] [--json|--csv] [--quiet]\n\n"
@@ -113,83 +113,17 @@ static int same_file(const char *a, const char *b)
 }
 #endif
 
-static int compare_main(int argc, char **argv, const char *cmdline)
+static int compare_opt(void *ctx, int opt, const char *arg)
 {
-    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
-                                         {"output", required_argument, 0, 'o'},
-                                         {0, 0, 0, 0}};
-    as_cli_common c;
-    as_cli_common_init(&c);
-    const char *out = NULL;
-    int opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "compare", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'o') {
-            out = optarg;
-            continue;
-        }
-        if (opt == ':')
-            return as_cli_usage("compare", "option '%s' needs a value", argv[optind - 1]);
-        return as_cli_bad_option("compare", opt, argv);
-    }
-    if (optind != argc - 2) return as_cli_usage("compare", "expects two traces A and B");
-    if (c.head >= 0) return as_cli_usage("compare", "--head is not supported (use --layer)");
-    const char *path[2] = {argv[optind], argv[optind + 1]};
-#ifndef AS_HAVE_REPORT
-    if (out)
-        return as_cli_usage("compare", "-o (the HTML page) needs a build with the report "
-                                       "(PLplot and OpenSSL); the records work without it");
-#else
-    if (out && (!*out || same_file(out, path[0]) || same_file(out, path[1]))) {
-        fprintf(stderr, "attnscope compare: %s: refusing to overwrite an input file\n", out);
-        return 2;
-    }
-#endif
-    as_trace *tr[2] = {NULL, NULL};
-    as_summary *s[2] = {NULL, NULL};
-    int code = 0;
-    char err[AS_ERR_LEN];
-    /* open and check both before the (long) analysis of either */
-    for (int i = 0; i < 2 && code == 0; i++) {
-        tr[i] = as_cli_open_trace("compare", path[i], 1, &code);
-        if (!tr[i]) break;
-        if (c.layer >= 0 && !as_trace_find_layer(tr[i], c.layer))
-            code = as_cli_usage("compare", "%s has no layer %d", path[i], c.layer);
-    }
-#ifdef AS_HAVE_REPORT
-    if (code == 0 && out) code = as_cli_check_output("compare", out);
-#endif
-    prog.bar = code == 0 ? as_progress_new("compare", 1000, c.quiet) : NULL;
-    for (int i = 0; i < 2 && code == 0; i++) {
-        as_summary_opts so;
-        as_summary_opts_init(&so);
-        so.layer = c.layer;
-        so.progress = on_progress;
-        prog.base = 500 * (uint64_t)i;
-        as_status st;
-        s[i] = as_summary_compute_st(tr[i], &so, &st, err);
-        if (!s[i]) {
-            char msg[AS_ERR_LEN + 4200];
-            snprintf(msg, sizeof msg, "%s: %s", path[i], err);
-            code = as_cli_fail("compare", st, msg);
-        }
-    }
-    as_progress_free(prog.bar);
-    if (code != 0) {
-        for (int i = 0; i < 2; i++) {
-            as_summary_free(s[i]);
-            as_trace_free(tr[i]);
-        }
-        return code;
-    }
+    if (opt != 'o') return -1;
+    *(const char **)ctx = arg;
+    return 0;
+}
 
-    char both[8200];
-    snprintf(both, sizeof both, "%s | %s", path[0], path[1]);
-    as_out *o = as_out_new(c.fmt, "compare", both);
+/* The per-input records: 'trace', then each trace's 'layer_summary' records. */
+static void trace_records(as_out *o, const as_cli_common *c, const char *const path[2],
+                          as_trace *tr[2], as_summary *s[2])
+{
     static const char *const tag[2] = {"a", "b"};
     for (int i = 0; i < 2; i++) {
         cJSON *rec = cJSON_CreateObject();
@@ -209,7 +143,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         else
             cJSON_AddNullToObject(rec, "left_out");
         as_out_add(o, rec);
-        if (s[i]->left_out[0] && c.fmt == AS_FMT_TABLE && !c.quiet)
+        if (s[i]->left_out[0] && c->fmt == AS_FMT_TABLE && !c->quiet)
             fprintf(stderr, "attnscope compare: %s: %s\n", path[i], s[i]->left_out);
     }
     for (int i = 0; i < 2; i++)
@@ -227,6 +161,11 @@ static int compare_main(int argc, char **argv, const char *cmdline)
             for (int k = 0; k < AS_SUM_NQ; k++) add_num(rec, as_sum_qnames[k], q[k]);
             as_out_add(o, rec);
         }
+}
+
+/* 'compare' records for the layers present in both; returns how many layers matched. */
+static int compare_records(as_out *o, as_summary *s[2])
+{
     int matched = 0;
     for (size_t la = 0; la < s[0]->n_layers; la++) {
         const as_sum_layer *A = &s[0]->layers[la], *B = NULL;
@@ -247,26 +186,97 @@ static int compare_main(int argc, char **argv, const char *cmdline)
             as_out_add(o, rec);
         }
     }
-    static const char *const tcols[] = {"trace", "path", "model", "prompt", "n_layers", NULL};
-    static const char *const tfmts[] = {"%s", "%s", "%s", "%s", "%d", NULL};
-    as_out_table(o, "trace", "Traces", tcols, NULL, tfmts);
-    static const char *const ccols[] = {"layer", "quantity", "a", "b", "delta", "ratio", NULL};
-    static const char *const cfmts[] = {"%d", "%s", "%.4g", "%.4g", "%+.3g", "%.3g", NULL};
-    as_out_table(o, "compare", "Side by side (a = first trace, b = second; layers matched by index)",
-                 ccols, NULL, cfmts);
-    if (matched == 0 && c.fmt == AS_FMT_TABLE)
-        fprintf(stderr, "attnscope compare: the traces share no layer index\n");
-    int rc = 0;
+    return matched;
+}
+
+/* Open and check both traces before the (long) analysis of either, then summarise both. */
+static int summarise(as_cli_common *c, const char *const path[2], const char *out,
+                     as_cli_job job[2], as_summary *s[2])
+{
+    int code = 0;
+    char err[AS_ERR_LEN];
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    for (int i = 0; i < 2 && code == 0; i++) {
+        c->trace = path[i];
+        code = as_cli_job_open(&job[i], "compare", c, &jo);
+    }
 #ifdef AS_HAVE_REPORT
-    if (out) rc = write_page(out, tr, s, cmdline, c.quiet);
+    if (code == 0 && out) code = as_cli_check_output("compare", out);
+#else
+    (void)out;
 #endif
+    prog.bar = code == 0 ? as_progress_new("compare", 1000, c->quiet) : NULL;
+    for (int i = 0; i < 2 && code == 0; i++) {
+        as_summary_opts so;
+        as_summary_opts_init(&so);
+        so.layer = c->layer;
+        so.progress = on_progress;
+        prog.base = 500 * (uint64_t)i;
+        as_status st;
+        s[i] = as_summary_compute_st(job[i].tr, &so, &st, err);
+        if (!s[i]) {
+            char msg[AS_ERR_LEN + 4200];
+            snprintf(msg, sizeof msg, "%s: %s", path[i], err);
+            code = as_cli_fail("compare", st, msg);
+        }
+    }
+    as_progress_free(prog.bar);
+    return code;
+}
+
+static int compare_main(int argc, char **argv, const char *cmdline)
+{
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"output", required_argument, 0, 'o'},
+                                         {0, 0, 0, 0}};
+    as_cli_common c;
+    const char *out = NULL;
+    int rc = as_cli_parse_opts("compare", argc, argv, opts, "o:", compare_opt, &out, &c);
+    if (rc != AS_CLI_GO) return rc;
+    if (optind != argc - 2) return as_cli_usage("compare", "expects two traces A and B");
+    if (c.head >= 0) return as_cli_usage("compare", "--head is not supported (use --layer)");
+    const char *path[2] = {argv[optind], argv[optind + 1]};
+#ifndef AS_HAVE_REPORT
+    (void)cmdline;
+    if (out)
+        return as_cli_usage("compare", "-o (the HTML page) needs a build with the report "
+                                       "(PLplot and OpenSSL); the records work without it");
+#else
+    if (out && (!*out || same_file(out, path[0]) || same_file(out, path[1]))) {
+        fprintf(stderr, "attnscope compare: %s: refusing to overwrite an input file\n", out);
+        return 2;
+    }
+#endif
+    as_cli_job job[2];
+    memset(job, 0, sizeof job);
+    as_summary *s[2] = {NULL, NULL};
+    rc = summarise(&c, path, out, job, s);
+    as_trace *tr[2] = {job[0].tr, job[1].tr};
+    as_out *o = NULL;
+    if (rc == 0) {
+        char both[8200];
+        snprintf(both, sizeof both, "%s | %s", path[0], path[1]);
+        o = as_out_new(c.fmt, "compare", both);
+        trace_records(o, &c, path, tr, s);
+        int matched = compare_records(o, s);
+        static const char *const tcols[] = {"trace", "path", "model", "prompt", "n_layers", NULL};
+        static const char *const tfmts[] = {"%s", "%s", "%s", "%s", "%d", NULL};
+        as_out_table(o, "trace", "Traces", tcols, NULL, tfmts);
+        static const char *const ccols[] = {"layer", "quantity", "a", "b", "delta", "ratio", NULL};
+        static const char *const cfmts[] = {"%d", "%s", "%.4g", "%.4g", "%+.3g", "%.3g", NULL};
+        as_out_table(o, "compare",
+                     "Side by side (a = first trace, b = second; layers matched by index)", ccols,
+                     NULL, cfmts);
+        if (matched == 0 && c.fmt == AS_FMT_TABLE)
+            fprintf(stderr, "attnscope compare: the traces share no layer index\n");
+#ifdef AS_HAVE_REPORT
+        if (out) rc = write_page(out, tr, s, cmdline, c.quiet);
+#endif
+    }
     for (int i = 0; i < 2; i++) {
         as_summary_free(s[i]);
-        as_trace_free(tr[i]);
+        as_cli_job_close(&job[i]);
     }
-    if (rc != 0) {
-        as_out_free(o);
-        return rc;
-    }
-    return as_out_finish(o, stdout);
+    return o ? as_out_done(o, rc) : rc;
 }

@@ -13,7 +13,7 @@
 #include "as_report.h"
 #include "as_summary.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_report[] =
     "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--eval FILE] [--layer L]\n"
@@ -99,7 +99,8 @@ static int same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline);
+enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
+static int report_main(int argc, char **argv, const char *cmdline);
 
 /* The eval document, checked to be one (`attnscope eval` writes {"command": "eval", ...}). */
 static char *read_eval(const char *path, char *err)
@@ -153,56 +154,50 @@ static int eval_only(const char *eval, const char *out, const as_cli_common *c,
 
 int as_cmd_report(int argc, char **argv)
 {
-    as_cli_common c;
-    as_cli_common_init(&c);
     /* provenance: the command as typed (before getopt permutes argv) */
     char *cmdline = as_report_command_line(argc, argv);
-    int rc = report_main(argc, argv, &c, cmdline);
+    int rc = report_main(argc, argv, cmdline);
     free(cmdline);
     return rc;
 }
 
-static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline)
+typedef struct {
+    const char *out, *gpu, *eval;
+    int witness;
+} report_opts;
+
+static int report_opt(void *ctx, int opt, const char *arg)
 {
-    enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
+    report_opts *r = ctx;
+    static const char *const witness[] = {"none", "last", "all"};
+    switch (opt) {
+    case 'o': r->out = arg; return 0;
+    case OPT_GPU: r->gpu = arg; return 0;
+    case OPT_EVAL: r->eval = arg; return 0;
+    case OPT_WITNESS:
+        for (int i = 0; i < 3; i++)
+            if (strcmp(arg, witness[i]) == 0) {
+                r->witness = i;
+                return 0;
+            }
+        return as_cli_usage("report", "--witness takes none, last or all, not '%s'", arg);
+    default: return -1;
+    }
+}
+
+static int report_main(int argc, char **argv, const char *cmdline)
+{
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"output", required_argument, 0, 'o'},
                                          {"gpu-json", required_argument, 0, OPT_GPU},
                                          {"witness", required_argument, 0, OPT_WITNESS},
                                          {"eval", required_argument, 0, OPT_EVAL},
                                          {0, 0, 0, 0}};
-    int witness = 1;
-    as_cli_common c = *cc;
-    const char *out = "report.html", *gpu = NULL, *eval = NULL;
-    int opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "report", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'o')
-            out = optarg;
-        else if (opt == OPT_GPU)
-            gpu = optarg;
-        else if (opt == OPT_EVAL)
-            eval = optarg;
-        else if (opt == OPT_WITNESS) {
-            if (strcmp(optarg, "none") == 0)
-                witness = 0;
-            else if (strcmp(optarg, "last") == 0)
-                witness = 1;
-            else if (strcmp(optarg, "all") == 0)
-                witness = 2;
-            else
-                return as_cli_usage("report", "--witness takes none, last or all, not '%s'",
-                                    optarg);
-        }
-        else if (opt == ':')
-            return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
-        else
-            return as_cli_bad_option("report", opt, argv);
-    }
+    report_opts ro = {.out = "report.html", .gpu = NULL, .eval = NULL, .witness = 1};
+    as_cli_common c;
+    int code = as_cli_parse_opts("report", argc, argv, opts, "o:", report_opt, &ro, &c);
+    if (code != AS_CLI_GO) return code;
+    const char *out = ro.out, *gpu = ro.gpu, *eval = ro.eval;
     if (eval && optind == argc) return eval_only(eval, out, &c, cmdline);
     if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
     if (c.fmt != AS_FMT_TABLE)
@@ -219,25 +214,23 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int code;
-    as_trace *tr = as_cli_open_trace("report", c.trace, 1, &code);
-    if (!tr) return code;
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage("report", "%s has no layer %d", c.trace, c.layer);
-    }
+    as_cli_job j;
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    if ((code = as_cli_job_open(&j, "report", &c, &jo)) != 0) return code;
+    as_trace *tr = j.tr;
     if ((code = as_cli_check_output("report", out)) != 0) {
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return code;
     }
     char *gpu_doc = NULL, *eval_doc = NULL;
     if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", AS_ERR_IO, err);
     }
     if (eval && !(eval_doc = read_eval(eval, err))) {
         free(gpu_doc);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", AS_ERR_VALUE, err);
     }
 
@@ -254,14 +247,14 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         free(per_file);
         free(gpu_doc);
         free(eval_doc);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", st, err);
     }
 
     as_summary_opts so;
     as_summary_opts_init(&so);
     so.layer = c.layer;
-    so.witness = witness;
+    so.witness = ro.witness;
     so.progress = on_progress;
     prog.base = 100, prog.span = 900;
     as_summary *s = as_summary_compute_st(tr, &so, &st, err);
@@ -270,7 +263,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         free(per_file);
         free(gpu_doc);
         free(eval_doc);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         char msg[AS_ERR_LEN + 4200];
         snprintf(msg, sizeof msg, "%s: %s", c.trace, err);
         return as_cli_fail("report", st, msg);
@@ -297,7 +290,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     char left_out[sizeof s->left_out];
     snprintf(left_out, sizeof left_out, "%s", s->left_out);
     as_summary_free(s);
-    as_trace_free(tr);
+    as_cli_job_close(&j);
     if (st != AS_OK) return as_cli_fail("report", st, err);
     if (!c.quiet)
         fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", out, nfig,
