@@ -154,13 +154,7 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
     for (size_t li = 0; li < nl && rc == 0; li++) {
         const as_layer *l = as_trace_layer(tr, li);
         if (cfg->layer >= 0 && l->index != cfg->layer) continue;
-        int64_t K = m == AS_SP_INDEX ? as_index_width(cfg->params.index, l->index)
-                                     : as_budget_keys(b, l->n);
-        if (m == AS_SP_PAGE) {
-            int64_t P = cfg->params.page_size;
-            K = ((K / P > 0 ? K / P : 1) * P);
-            if (K > l->n) K = l->n;
-        }
+        int64_t K = as_sp_layer_width(l, m, b, &cfg->params);
         as_index_layer_data *e = &L[used++];
         e->layer = l->index;
         e->h = l->hq;

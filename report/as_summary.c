@@ -34,6 +34,13 @@ void as_summary_opts_init(as_summary_opts *o)
     o->witness = 1;
 }
 
+/* An analysis family is in the summary: its flag set, its "missing" note cleared. */
+static void present(int *have, char *missing)
+{
+    *have = 1;
+    missing[0] = '\0';
+}
+
 static double *nan_array(size_t n)
 {
     double *x = malloc((n ? n : 1) * sizeof *x);
@@ -275,8 +282,7 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
         s->m_exceed[m] = sm[i].exceed;
     }
     as_sp_agg_free(agg);
-    s->have_sparsity = 1;
-    s->missing[3][0] = '\0';
+    present(&s->have_sparsity, s->missing[3]);
     return AS_OK;
 }
 #endif
@@ -600,20 +606,16 @@ as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, 
         return NULL;
     }
 #ifdef AS_SUM_ENTROPY
-    s->have_entropy = 1;
-    s->missing[0][0] = '\0';
+    present(&s->have_entropy, s->missing[0]);
 #endif
 #ifdef AS_SUM_RANK
-    s->have_rank = 1;
-    s->missing[1][0] = '\0';
+    present(&s->have_rank, s->missing[1]);
 #endif
 #ifdef AS_SUM_BOTTLENECK
-    s->have_bottleneck = 1;
-    s->missing[2][0] = '\0';
+    present(&s->have_bottleneck, s->missing[2]);
 #endif
 #ifdef AS_SUM_SPECTRUM
-    s->have_spectrum = 1;
-    s->missing[4][0] = '\0';
+    present(&s->have_spectrum, s->missing[4]);
     skipped_note(&skipped, s->left_out, sizeof s->left_out);
 #endif
     return s;
