@@ -136,8 +136,34 @@ int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *ar
     }
 }
 
+static struct {
+    int on, have;
+    as_status st;
+    char msg[AS_ERR_LEN];
+} fail_cap;
+
+void as_cli_fail_capture(int on)
+{
+    fail_cap.on = on;
+    fail_cap.have = 0;
+}
+
+as_status as_cli_fail_captured(int rc, char *err)
+{
+    fail_cap.on = 0;
+    if (rc == 0) return AS_OK;
+    if (fail_cap.have) return as_err_set(err, fail_cap.st, "%s", fail_cap.msg);
+    return as_err_set(err, rc == 1 ? AS_ERR_CHECK : AS_ERR_VALUE, "failed (exit %d)", rc);
+}
+
 int as_cli_fail(const char *cmd, as_status st, const char *msg)
 {
+    if (fail_cap.on) {
+        if (!fail_cap.have) snprintf(fail_cap.msg, sizeof fail_cap.msg, "%s", msg);
+        if (!fail_cap.have) fail_cap.st = st;
+        fail_cap.have = 1;
+        return as_status_exit_code(st);
+    }
     fprintf(stderr, "attnscope %s: %s\n", cmd, msg);
     return as_status_exit_code(st);
 }
@@ -146,6 +172,18 @@ int as_cli_usage(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    if (fail_cap.on) {
+        if (!fail_cap.have) {
+            int k = vsnprintf(fail_cap.msg, sizeof fail_cap.msg, fmt, ap);
+            if (k >= 0 && (size_t)k < sizeof fail_cap.msg)
+                snprintf(fail_cap.msg + k, sizeof fail_cap.msg - (size_t)k,
+                         " (see 'attnscope help %s')", cmd);
+            fail_cap.st = AS_ERR_USAGE;
+            fail_cap.have = 1;
+        }
+        va_end(ap);
+        return 2;
+    }
     fprintf(stderr, "attnscope %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see 'attnscope help %s')\n", cmd);
@@ -216,6 +254,7 @@ struct as_out {
     int ntables;
     as_mpi_buf enc; /* one record's encoding, reused */
     as_mpi_buf *sink; /* a unit's records (as_out_new_unit): encoded into this buffer */
+    cJSON *view;      /* as_out_records: the records read back from the spool */
 };
 
 static char *xstrdup(const char *s)
@@ -610,6 +649,7 @@ void as_out_free(as_out *o)
     free(o->tables);
     cJSON_Delete(o->doc);
     cJSON_Delete(o->keys);
+    cJSON_Delete(o->view);
     if (o->spool) fclose(o->spool);
     as_mpi_buf_free(&o->enc);
     free(o);
@@ -630,6 +670,26 @@ int as_out_finish(as_out *o, FILE *f)
         return 1;
     }
     return 0;
+}
+
+int as_out_done(as_out *o, int rc)
+{
+    if (rc == 0) return as_out_finish(o, stdout);
+    as_out_free(o);
+    return rc;
+}
+
+const cJSON *as_out_records(as_out *o)
+{
+    /* the records are in the spool: read back into one array (kept until o is freed) */
+    cJSON_Delete(o->view);
+    o->view = cJSON_CreateArray();
+    if (o->sink) return o->view;
+    cJSON *r;
+    spool_rewind(o);
+    while ((r = spool_next(o))) cJSON_AddItemToArray(o->view, r);
+    fseek(o->spool, 0, SEEK_END); /* later records go after these */
+    return o->view;
 }
 
 /* ---------------------------------------------------------------- progress */

@@ -13,8 +13,8 @@
 #include "as_report.h"
 #include "as_summary.h"
 #include "cli_help.h"
+#include "cli_job.h"
 #include "cli_par.h"
-#include "cli_util.h"
 
 const char as_help_report[] =
     "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--eval FILE] [--layer L]\n"
@@ -133,7 +133,8 @@ static int same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline);
+enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
+static int report_main(int argc, char **argv, const char *cmdline);
 
 /* The eval document, checked to be one (`attnscope eval` writes {"command": "eval", ...}). */
 static char *read_eval(const char *path, char *err)
@@ -187,56 +188,50 @@ static int eval_only(const char *eval, const char *out, const as_cli_common *c,
 
 int as_cmd_report(int argc, char **argv)
 {
-    as_cli_common c;
-    as_cli_common_init(&c);
     /* provenance: the command as typed (before getopt permutes argv) */
     char *cmdline = as_report_command_line(argc, argv);
-    int rc = report_main(argc, argv, &c, cmdline);
+    int rc = report_main(argc, argv, cmdline);
     free(cmdline);
     return rc;
 }
 
-static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline)
+typedef struct {
+    const char *out, *gpu, *eval;
+    int witness;
+} report_opts;
+
+static int report_opt(void *ctx, int opt, const char *arg)
 {
-    enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
+    report_opts *r = ctx;
+    static const char *const witness[] = {"none", "last", "all"};
+    switch (opt) {
+    case 'o': r->out = arg; return 0;
+    case OPT_GPU: r->gpu = arg; return 0;
+    case OPT_EVAL: r->eval = arg; return 0;
+    case OPT_WITNESS:
+        for (int i = 0; i < 3; i++)
+            if (strcmp(arg, witness[i]) == 0) {
+                r->witness = i;
+                return 0;
+            }
+        return as_cli_usage("report", "--witness takes none, last or all, not '%s'", arg);
+    default: return -1;
+    }
+}
+
+static int report_main(int argc, char **argv, const char *cmdline)
+{
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"output", required_argument, 0, 'o'},
                                          {"gpu-json", required_argument, 0, OPT_GPU},
                                          {"witness", required_argument, 0, OPT_WITNESS},
                                          {"eval", required_argument, 0, OPT_EVAL},
                                          {0, 0, 0, 0}};
-    int witness = 1;
-    as_cli_common c = *cc;
-    const char *out = "report.html", *gpu = NULL, *eval = NULL;
-    int opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "report", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'o')
-            out = optarg;
-        else if (opt == OPT_GPU)
-            gpu = optarg;
-        else if (opt == OPT_EVAL)
-            eval = optarg;
-        else if (opt == OPT_WITNESS) {
-            if (strcmp(optarg, "none") == 0)
-                witness = 0;
-            else if (strcmp(optarg, "last") == 0)
-                witness = 1;
-            else if (strcmp(optarg, "all") == 0)
-                witness = 2;
-            else
-                return as_cli_usage("report", "--witness takes none, last or all, not '%s'",
-                                    optarg);
-        }
-        else if (opt == ':')
-            return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
-        else
-            return as_cli_bad_option("report", opt, argv);
-    }
+    report_opts ro = {.out = "report.html", .gpu = NULL, .eval = NULL, .witness = 1};
+    as_cli_common c;
+    int code = as_cli_parse_opts("report", argc, argv, opts, "o:", report_opt, &ro, &c);
+    if (code != AS_CLI_GO) return code;
+    const char *out = ro.out, *gpu = ro.gpu, *eval = ro.eval;
     if (eval && optind == argc) return eval_only(eval, out, &c, cmdline);
     if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
     if (c.fmt != AS_FMT_TABLE)
@@ -253,36 +248,34 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int code;
-    as_trace *tr = as_par_open_trace("report", c.trace, &code);
-    if (!tr) return code;
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage("report", "%s has no layer %d", c.trace, c.layer);
-    }
+    as_cli_job j;
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    if ((code = as_cli_job_open(&j, "report", &c, &jo)) != 0) return code;
+    as_trace *tr = j.tr;
     if ((code = as_cli_check_output("report", out)) != 0) {
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return code;
     }
     char *gpu_doc = NULL, *eval_doc = NULL;
     if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", AS_ERR_IO, err);
     }
     if (eval && !(eval_doc = read_eval(eval, err))) {
         free(gpu_doc);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", AS_ERR_VALUE, err);
     }
 
     /* the work: the checksum (unit 0) and each layer's summary, shared by the ranks */
-    report_job j;
-    memset(&j, 0, sizeof j);
-    j.tr = tr;
-    as_summary_opts_init(&j.so);
-    j.so.witness = witness;
-    j.so.progress = as_par_prog_inner;
-    j.so.ctx = &j.prog;
+    report_job rj;
+    memset(&rj, 0, sizeof rj);
+    rj.tr = tr;
+    as_summary_opts_init(&rj.so);
+    rj.so.witness = ro.witness;
+    rj.so.progress = as_par_prog_inner;
+    rj.so.ctx = &rj.prog;
     size_t nl = 0;
     as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nl);
     double *cost = malloc((nl + 1) * sizeof *cost);
@@ -291,30 +284,30 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
         free(cost);
         free(gpu_doc);
         free(eval_doc);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return code;
     }
-    j.units = units;
+    rj.units = units;
     /* costs: a layer's summary ~ hq t n; the checksum ~ bytes / 1000 on that scale */
     cost[0] = (double)as_trace_file_bytes(tr) / 1000.0 + 1;
     for (size_t u = 0; u < nl; u++) cost[u + 1] = units[u].cost;
-    as_par_prog_start(&j.prog, "report", c.quiet);
-    as_mpi_job job = {nl + 1, cost, report_work, report_consume, &j, as_par_prog_engine, &j.prog};
+    as_par_prog_start(&rj.prog, "report", c.quiet);
+    as_mpi_job job = {nl + 1, cost, report_work, report_consume, &rj, as_par_prog_engine, &rj.prog};
     as_status st = as_mpi_run(&job, NULL, err);
     free(units);
     free(cost);
-    as_summary *s = st == AS_OK && as_mpi_rank() == 0 ? as_par_summary_finish(&j.ps, err) : NULL;
+    as_summary *s = st == AS_OK && as_mpi_rank() == 0 ? as_par_summary_finish(&rj.ps, err) : NULL;
     if (st == AS_OK && as_mpi_rank() == 0 && !s) st = AS_ERR_NOMEM;
-    as_par_summary_free(&j.ps);
-    char *per_file = j.per_file;
-    const char *hex = j.hex;
-    if (st != AS_OK || !s) {
-        as_par_prog_end(&j.prog);
+    as_par_summary_free(&rj.ps);
+    char *per_file = rj.per_file;
+    const char *hex = rj.hex;
+    if (st != AS_OK || !s) { /* a failure (said once, on rank 0), or a rank other than 0 */
+        as_par_prog_end(&rj.prog);
         free(per_file);
         free(gpu_doc);
         free(eval_doc);
         as_summary_free(s);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return st == AS_OK ? 0 : as_par_fail("report", st, err);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -330,7 +323,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     size_t len = 0;
     int nfig = 0;
     st = as_report_html(tr, s, &info, &html, &len, &nfig, err);
-    as_par_prog_end(&j.prog);
+    as_par_prog_end(&rj.prog);
     if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
     free(html);
     free(per_file);
@@ -339,7 +332,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     char left_out[sizeof s->left_out];
     snprintf(left_out, sizeof left_out, "%s", s->left_out);
     as_summary_free(s);
-    as_trace_free(tr);
+    as_cli_job_close(&j);
     if (st != AS_OK) return as_cli_fail("report", st, err);
     if (!c.quiet)
         fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", out, nfig,

@@ -55,6 +55,20 @@ static inline char *make_trace(const char *name, int causal, as_dtype dt, double
     return p;
 }
 
+/* make_trace, opened (asserted); *path (may be NULL) receives the file name, caller frees. */
+static inline as_trace *make_open(const char *name, int causal, as_dtype dt, double qscale,
+                                  int needle, int64_t n, int64_t t, char **path)
+{
+    char *p = make_trace(name, causal, dt, qscale, needle, n, t), err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert(tr, "%s", err);
+    if (path)
+        *path = p;
+    else
+        free(p);
+    return tr;
+}
+
 typedef struct {
     as_sp_record *r;
     size_t n, cap;

@@ -52,14 +52,11 @@ Test(report, versions_line)
 
 static as_trace *small_trace(const char *name, uint64_t seed, as_summary **s)
 {
-    char *p = as_test_path(name);
     as_test_trace_spec sp = {.n_layers = 2, .hq = 4, .hkv = 2, .t = 4, .n = 96, .d = 16,
                              .dtype = AS_DT_F32, .causal = 1, .seed = seed};
-    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    as_trace *tr = as_test_open_new_trace(name, &sp);
+    cr_assert(tr);
     char err[AS_ERR_LEN];
-    as_trace *tr = as_trace_open(p, err);
-    cr_assert(tr, "%s", err);
-    free(p);
     as_summary_opts o;
     as_summary_opts_init(&o);
     o.witness = 0;

@@ -141,10 +141,8 @@ Test(sp_select, page_sample_selection)
 Test(sp_select, page_width_matches_selections)
 {
     /* N = 100 = 6 x 16 + 4, causal: the queries see 98, 99 and 100 keys */
-    char *p = make_trace("w.st", 1, AS_DT_F64, 2.0, 0, 100, 3);
+    as_trace *tr = make_open("w.st", 1, AS_DT_F64, 2.0, 0, 100, 3, NULL);
     char err[AS_ERR_LEN];
-    as_trace *tr = as_trace_open(p, err);
-    cr_assert(tr, "%s", err);
     const as_layer *l = as_trace_layer(tr, 0);
     as_sp_params prm;
     as_sp_params_init(&prm);
@@ -191,16 +189,13 @@ Test(sp_select, page_width_matches_selections)
     }
     as_sp_sel_free(&sel);
     as_trace_free(tr);
-    free(p);
 }
 
 /* Quest's page summaries: element-wise min/max of each full page's keys, read directly. */
 Test(sp_select, page_summaries_are_key_min_max)
 {
-    char *p = make_trace("pg.st", 0, AS_DT_F32, 1.0, 0, 70, 2); /* 70 = 4 x 16 + 6 */
+    as_trace *tr = make_open("pg.st", 0, AS_DT_F32, 1.0, 0, 70, 2, NULL); /* 70 = 4 x 16 + 6 */
     char err[AS_ERR_LEN];
-    as_trace *tr = as_trace_open(p, err);
-    cr_assert(tr, "%s", err);
     const as_layer *l = as_trace_layer(tr, 1);
     const int64_t d = l->d;
     double *K = malloc((size_t)(l->n * d) * sizeof *K);
@@ -225,7 +220,6 @@ Test(sp_select, page_summaries_are_key_min_max)
     }
     free(K);
     as_trace_free(tr);
-    free(p);
 }
 
 /* A record's seed depends on each of (seed, layer, head, query, k, method), and a draw of
@@ -245,10 +239,8 @@ Test(sp_select, record_seeds_and_select_id)
     cr_assert_neq(s0, as_sp_record_seed(&prm, 1, 2, 3, 40, AS_SP_UNIFORM));
     prm.seed = 0;
     /* non-causal: every query sees all keys, so query 2's draw can be asked as query 0 */
-    char *p = make_trace("sid.st", 0, AS_DT_F32, 1.0, 0, 200, 3);
+    as_trace *tr = make_open("sid.st", 0, AS_DT_F32, 1.0, 0, 200, 3, NULL);
     char err[AS_ERR_LEN];
-    as_trace *tr = as_trace_open(p, err);
-    cr_assert(tr, "%s", err);
     const as_layer *l = as_trace_layer(tr, 0);
     as_sp_sel a, b, c;
     as_sp_sel_init(&a);
@@ -269,5 +261,4 @@ Test(sp_select, record_seeds_and_select_id)
     as_sp_sel_free(&b);
     as_sp_sel_free(&c);
     as_trace_free(tr);
-    free(p);
 }
