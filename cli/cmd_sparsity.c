@@ -9,7 +9,7 @@
 #include "cli_util.h"
 
 const char as_help_sparsity[] =
-    "usage: attnscope sparsity TRACE [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
+    "usage: attnscope sparsity TRACE... [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--heavy-frac F]\n"
     "                          [--delta D] [--seed S] [--trials R] [--eps E] [--out-tol T]\n"
@@ -44,7 +44,11 @@ const char as_help_sparsity[] =
     "each head crosses 1%/5%/10% relative error), 'layer_summary', 'model_summary',\n"
     "'coverage', 'check'.\n\n"
     "--export-index FILE writes the selection of one subset method at one budget as an index\n"
-    "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n";
+    "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n\n"
+    "Several traces (A B C ...; a study's models, prompts, lengths): each is analysed as if\n"
+    "alone, its records carry its path in 'trace', and 'trace_summary' records (table 'Across\n"
+    "traces') put their model summaries side by side. Under mpirun the layers of all traces\n"
+    "share the ranks (docs/scale.md).\n";
 
 enum {
     OPT_METHOD = 1,

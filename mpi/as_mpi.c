@@ -326,6 +326,14 @@ static void put_status_line(as_mpi_buf *b, as_status st, const char *msg)
     as_mpi_put_str(b, msg);
 }
 
+static double cpu_now_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
 static long peak_rss_kib(void)
 {
     struct rusage ru;
@@ -578,7 +586,7 @@ as_status as_mpi_run(const as_mpi_job *job, as_mpi_stats *stats, char *err)
     memset(s, 0, sizeof *s);
     if (err) err[0] = '\0';
     char e[AS_ERR_LEN] = "";
-    double t0 = now_s();
+    double t0 = now_s(), c0 = cpu_now_s();
     as_status st;
 #ifdef AS_HAVE_MPI
     if (g_mpi_on && g_size > 1) {
@@ -599,11 +607,13 @@ as_status as_mpi_run(const as_mpi_job *job, as_mpi_stats *stats, char *err)
         st = run_local(job, s, e);
     }
     s->wall_s = now_s() - t0;
+    s->cpu_s = cpu_now_s() - c0;
     if (err && g_rank == 0) snprintf(err, AS_ERR_LEN, "%s", e);
     const char *want = getenv("ATTNSCOPE_MPI_STATS");
     if (want && *want && strcmp(want, "0") != 0) {
         double row[8] = {s->wall_s, s->work_s, s->merge_s, (double)s->units,
-                         (double)s->bytes_out, (double)s->max_held, (double)peak_rss_kib(), 0};
+                         (double)s->bytes_out, (double)s->max_held, (double)peak_rss_kib(),
+                         s->cpu_s};
         double *all = NULL;
 #ifdef AS_HAVE_MPI
         if (g_mpi_on && g_size > 1) {
@@ -617,9 +627,9 @@ as_status as_mpi_run(const as_mpi_job *job, as_mpi_stats *stats, char *err)
                 fprintf(stderr,
                         "attnscope mpi: rank %d of %d: wall %.3f s, work %.3f s, merge %.3f s "
                         "(%.2f%% of wall), units %.0f, result bytes %.0f, most held %.0f, peak "
-                        "RSS %.0f KiB\n",
+                        "RSS %.0f KiB, cpu %.3f s\n",
                         r, g_size, x[0], x[1], x[2], x[0] > 0 ? 100 * x[2] / x[0] : 0, x[3],
-                        x[4], x[5], x[6]);
+                        x[4], x[5], x[6], x[7]);
             }
         free(all);
     }

@@ -101,6 +101,7 @@ typedef struct {
 
 typedef struct {
     double wall_s;     /* the whole run on this rank */
+    double cpu_s;      /* CPU time of this rank's process during the run (user + system) */
     double work_s;     /* in work() */
     double merge_s;    /* rank 0: receiving, buffering and consume() */
     size_t units;      /* units computed here */

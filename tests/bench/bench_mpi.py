@@ -41,10 +41,12 @@ def run(cmd, env, out_path=None):
     ranks = []
     for line in p.stderr.decode(errors="replace").splitlines():
         m = re.match(r"attnscope mpi: rank (\d+) of (\d+): wall ([\d.]+) s, work ([\d.]+) s, "
-                     r"merge ([\d.]+) s .*most held (\d+), peak RSS (\d+) KiB", line)
+                     r"merge ([\d.]+) s .*most held (\d+), peak RSS (\d+) KiB(?:, cpu ([\d.]+) s)?",
+                     line)
         if m:
             ranks.append({"rank": int(m[1]), "wall": float(m[3]), "work": float(m[4]),
-                          "merge": float(m[5]), "held": int(m[6]), "rss_kib": int(m[7])})
+                          "merge": float(m[5]), "held": int(m[6]), "rss_kib": int(m[7]),
+                          "cpu": float(m[8]) if m[8] else None})
     return {"rc": p.returncode, "wall": wall, "cpu": cpu, "load": load,
             "maxrss_kib": after.ru_maxrss, "ranks": ranks,
             "stderr": p.stderr.decode(errors="replace")[-400:] if p.returncode else ""}
