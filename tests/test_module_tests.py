@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The developers' guide's rule "module foo = DIR/as_foo.h + DIR/as_foo.c, tested by
-tests/test_foo.c" holds for every module of analysis/, data/, sim/ and report/: each header
+tests/test_foo.c" holds for every module of analysis/, data/, sim/, report/ and mpi/: each header
 DIR/as_foo.h has its tests/test_foo.c, and each DIR/as_foo.c its header. Exceptions are named
 here and in DEVELOPERS.md: analysis/as_sparsity.h (only includes the five as_sp_* modules; the
 command's tests are tests/test_sparsity.c) and gpu/ (as_gpu.h over several .cu files, tested on
@@ -11,7 +11,7 @@ import sys
 SRC = os.environ.get("AS_SRC") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 EXCEPT_NO_C = {"analysis/as_sparsity.h"}
 fails = []
-for d in ("analysis", "data", "sim", "report"):
+for d in ("analysis", "data", "sim", "report", "mpi"):
     names = sorted(os.listdir(os.path.join(SRC, d)))
     for f in names:
         if not f.startswith("as_"):
