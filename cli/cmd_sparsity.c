@@ -344,6 +344,27 @@ static int emit_aggregates(as_out *o, const as_sp_agg *agg, const as_sp_config *
     return pass;
 }
 
+/* as_out_table, with a first column 'trace' when there are several traces */
+static void table(as_out *o, int multi, const char *kind, const char *title,
+                  const char *const *cols, const char *const *heads, const char *const *fmts)
+{
+    if (!multi) {
+        as_out_table(o, kind, title, cols, heads, fmts);
+        return;
+    }
+    const char *c[24], *h[24], *f[24];
+    int n = 0;
+    c[0] = h[0] = "trace";
+    f[0] = "%s";
+    for (; cols[n] && n < 22; n++) {
+        c[n + 1] = cols[n];
+        h[n + 1] = heads ? heads[n] : cols[n];
+        f[n + 1] = fmts ? fmts[n] : "%g";
+    }
+    c[n + 1] = h[n + 1] = f[n + 1] = NULL;
+    as_out_table(o, kind, title, c, h, f);
+}
+
 /* Several traces: one 'trace_summary' record per trace and method, from the trace's model
  * summary (a study's table: models, prompts, lengths side by side). */
 static void across_traces(as_out *o, as_trace *const *tr, const char *const *tpath,
@@ -636,14 +657,14 @@ int as_cmd_sparsity(int argc, char **argv)
                                          "rel bound", "slack", "viol", NULL};
         static const char *const f1[] = {"%d", "%d", "%s", "%.4f", "%.1fx", "%d", "%.4f",
                                          "%.4f", "%.4f", "%.4f", "%.2f", "%d", NULL};
-        as_out_table(o, "head_budget", "Error and bound per head and budget (means over queries)",
+        table(o, ntr > 1, "head_budget", "Error and bound per head and budget (means over queries)",
                      c1, h1, f1);
         static const char *const c2[] = {"layer", "head", "method", "sparsity_1pct",
                                          "sparsity_5pct", "sparsity_10pct", NULL};
         static const char *const h2[] = {"layer", "head", "method", "sparsity@1%",
                                          "sparsity@5%", "sparsity@10%", NULL};
         static const char *const f2[] = {"%d", "%d", "%s", "%.1fx", "%.1fx", "%.1fx", NULL};
-        as_out_table(o, "head_sweep",
+        table(o, ntr > 1, "head_sweep",
                      "Sparsity each head tolerates (mean relative error at or below 1/5/10%; "
                      "1.0x = needs dense)",
                      c2, h2, f2);
@@ -655,7 +676,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          "med@10%", "min@5%", "dense@5%", "slack", "viol", NULL};
         static const char *const f3[] = {"%d", "%s", "%d", "%.1fx", "%.1fx", "%.1fx", "%.1fx",
                                          "%d", "%.2f", "%d", NULL};
-        as_out_table(o, "layer_summary", "Sparsity each layer tolerates (median over heads)", c3,
+        table(o, ntr > 1, "layer_summary", "Sparsity each layer tolerates (median over heads)", c3,
                      h3, f3);
         static const char *const c4[] = {"method", "heads", "median_sparsity_1pct",
                                          "median_sparsity_5pct", "median_sparsity_10pct",
@@ -666,16 +687,16 @@ int as_cmd_sparsity(int argc, char **argv)
                                          "viol", "id fail", NULL};
         static const char *const f4[] = {"%s", "%d", "%.1fx", "%.1fx", "%.1fx", "%d", "%.4f",
                                          "%.2f", "%d", "%d", "%d", NULL};
-        as_out_table(o, "model_summary", "Model summary (median over all heads)", c4, h4, f4);
+        table(o, ntr > 1, "model_summary", "Model summary (median over all heads)", c4, h4, f4);
         static const char *const c5[] = {"method", "delta", "draws", "exceed", "exceed_frac",
                                          "p_value", "pass", NULL};
         static const char *const f5[] = {"%s", "%.3f", "%d", "%d", "%.5f", "%.3g", "%s", NULL};
-        as_out_table(o, "coverage", "Sampling guarantee: draws whose error exceeded epsilon",
+        table(o, ntr > 1, "coverage", "Sampling guarantee: draws whose error exceeded epsilon",
                      c5, NULL, f5);
         static const char *const c6[] = {"violations", "identity_failures", "coverage_failures",
                                          "pass", NULL};
         static const char *const f6[] = {"%d", "%d", "%d", "%s", NULL};
-        as_out_table(o, "check", "Checks", c6, NULL, f6);
+        table(o, ntr > 1, "check", "Checks", c6, NULL, f6);
     }
     /* the export first: a run that fails prints nothing */
     int rc = export_path ? export_index(tr, &cfg, export_path, export_out, c.trace) : 0;
