@@ -267,6 +267,44 @@ void as_mpi_finalize(void)
 #ifdef AS_HAVE_MPI
 enum { TAG_DATA = 101, TAG_ERR, TAG_FIN, TAG_STOP, TAG_END, TAG_AGREE, TAG_STATS };
 
+/* Waiting without spinning: MPI's blocking calls poll at full speed, which on a machine with
+ * as many ranks as cores (or fewer cores: --oversubscribe, other jobs) takes the CPU from the
+ * ranks still working. A rank that waits polls with growing sleeps (50 us to 2 ms); units
+ * take seconds, so the latency does not show. */
+static void nap(int *us)
+{
+    struct timespec t = {0, 1000L * *us};
+    nanosleep(&t, NULL);
+    if (*us < 2000) *us *= 2;
+}
+
+/* Probe for a message (as MPI_Probe, sleeping between polls). */
+static int probe_wait(int src, int tag, MPI_Status *ms)
+{
+    int us = 50, flag = 0, rc;
+    while ((rc = MPI_Iprobe(src, tag, MPI_COMM_WORLD, &flag, ms)) == MPI_SUCCESS && !flag)
+        nap(&us);
+    return rc;
+}
+
+/* Complete requests (as MPI_Waitall, sleeping between tests). */
+static void wait_all(int n, MPI_Request *req)
+{
+    int us = 50, done = 0;
+    while (MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE) == MPI_SUCCESS && !done) nap(&us);
+}
+
+/* MPI_Allreduce of one int, waiting as above (a rank that arrives first does not spin). */
+static int allreduce_int(int v, MPI_Op op)
+{
+    int out = v;
+    MPI_Request req;
+    if (MPI_Iallreduce(&v, &out, 1, MPI_INT, op, MPI_COMM_WORLD, &req) != MPI_SUCCESS) return v;
+    wait_all(1, &req);
+    return out;
+}
+
+
 /* The last non-empty line this rank wrote to its (captured) stderr. */
 static void captured_last_line(char *out, size_t cap)
 {
@@ -295,12 +333,11 @@ int as_mpi_agree(int code)
     static int agreed_fail; /* a failure was agreed on: no more collective calls */
     if (!g_mpi_on || g_size == 1) return code;
     if (agreed_fail) return agreed_fail;
-    int mx = code, first = code ? g_rank : g_size;
-    MPI_Allreduce(&code, &mx, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    int first = code ? g_rank : g_size;
+    int mx = allreduce_int(code, MPI_MAX);
     if (mx == 0) return 0;
     agreed_fail = mx;
-    int f = first;
-    MPI_Allreduce(&first, &f, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    int f = allreduce_int(first, MPI_MIN);
     if (f == 0 || f >= g_size) return mx;
     char line[4096];
     if (g_rank == f) {
@@ -340,6 +377,21 @@ static long peak_rss_kib(void)
     return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1;
 }
 
+/* Compute unit u into b (timed and counted in s); an error's message in e. */
+static as_status run_unit(const as_mpi_job *job, size_t u, as_mpi_buf *b, as_mpi_stats *s,
+                          char *e)
+{
+    double t0 = now_s();
+    as_status st = job->work(job->ctx, u, b, e);
+    s->work_s += now_s() - t0;
+    s->units++;
+    if (st == AS_OK && b->failed) st = as_err_set(e, AS_ERR_NOMEM, "out of memory");
+    if (st == AS_OK && b->len > INT_MAX)
+        st = as_err_set(e, AS_ERR_NOMEM, "a unit's result exceeds 2 GiB");
+    if (st == AS_OK) s->bytes_out += b->len;
+    return st;
+}
+
 /* One process: compute and consume each unit in turn. */
 static as_status run_local(const as_mpi_job *job, as_mpi_stats *s, char *err)
 {
@@ -350,14 +402,9 @@ static as_status run_local(const as_mpi_job *job, as_mpi_stats *s, char *err)
     as_status st = AS_OK;
     for (size_t u = 0; u < job->n_units && st == AS_OK; u++) {
         b.len = 0;
-        double t0 = now_s();
-        st = job->work(job->ctx, u, &b, err);
-        double t1 = now_s();
-        s->work_s += t1 - t0;
-        s->units++;
-        if (st == AS_OK && b.failed) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        st = run_unit(job, u, &b, s, err);
         if (st != AS_OK) break;
-        s->bytes_out += b.len;
+        double t1 = now_s();
         if (b.len > s->max_held) s->max_held = b.len;
         as_mpi_rd r;
         as_mpi_rd_init(&r, b.p, b.len);
@@ -426,7 +473,7 @@ static int root_receive(root_t *R, int wait)
     MPI_Status ms;
     int flag = 1, rc;
     if (wait)
-        rc = MPI_Probe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &ms);
+        rc = probe_wait(MPI_ANY_SOURCE, MPI_ANY_TAG, &ms);
     else
         rc = MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &ms);
     if (rc != MPI_SUCCESS) {
@@ -489,17 +536,12 @@ static as_status run_root(const as_mpi_job *job, const int *owner, as_mpi_stats 
         as_mpi_buf b;
         as_mpi_buf_init(&b);
         char e[AS_ERR_LEN] = "";
-        double t0 = now_s();
-        as_status st = job->work(job->ctx, u, &b, e);
-        s->work_s += now_s() - t0;
-        s->units++;
-        if (st == AS_OK && b.failed) st = as_err_set(e, AS_ERR_NOMEM, "out of memory");
+        as_status st = run_unit(job, u, &b, s, e);
         if (st != AS_OK) {
             as_mpi_buf_free(&b);
             root_fail(&R, st, e, 0);
             break;
         }
-        s->bytes_out += b.len;
         double t1 = now_s();
         root_hold(&R, u, b.p ? b.p : calloc(1, 1), b.len);
         root_consume_ready(&R);
@@ -537,13 +579,7 @@ static as_status run_worker(const as_mpi_job *job, const int *owner, as_mpi_stat
         as_mpi_buf_init(&b);
         as_mpi_put_i64(&b, (int64_t)u);
         char e[AS_ERR_LEN] = "";
-        double t0 = now_s();
-        as_status st = job->work(job->ctx, u, &b, e);
-        s->work_s += now_s() - t0;
-        s->units++;
-        if (st == AS_OK && b.failed) st = as_err_set(e, AS_ERR_NOMEM, "out of memory");
-        if (st == AS_OK && b.len > INT_MAX)
-            st = as_err_set(e, AS_ERR_NOMEM, "a unit's result exceeds 2 GiB");
+        as_status st = run_unit(job, u, &b, s, e);
         if (st != AS_OK) {
             as_mpi_buf_free(&b);
             as_mpi_buf eb;
@@ -554,9 +590,8 @@ static as_status run_worker(const as_mpi_job *job, const int *owner, as_mpi_stat
             stopped = 1;
             break;
         }
-        s->bytes_out += b.len;
         if (nreq == MAXREQ) { /* wait for the oldest send */
-            MPI_Wait(&req[0], MPI_STATUS_IGNORE);
+            wait_all(1, &req[0]);
             as_mpi_buf_free(&bufs[0]);
             memmove(req, req + 1, (MAXREQ - 1) * sizeof *req);
             memmove(bufs, bufs + 1, (MAXREQ - 1) * sizeof *bufs);
@@ -566,14 +601,15 @@ static as_status run_worker(const as_mpi_job *job, const int *owner, as_mpi_stat
         MPI_Isend(b.p, (int)b.len, MPI_BYTE, 0, TAG_DATA, MPI_COMM_WORLD, &req[nreq]);
         nreq++;
     }
-    MPI_Waitall(nreq, req, MPI_STATUSES_IGNORE);
+    wait_all(nreq, req);
     for (int i = 0; i < nreq; i++) as_mpi_buf_free(&bufs[i]);
     MPI_Send(NULL, 0, MPI_BYTE, 0, TAG_FIN, MPI_COMM_WORLD);
     /* wait for rank 0's end (skipping a stop it sent meanwhile) */
     for (;;) {
         int v = 0;
         MPI_Status ms;
-        MPI_Recv(&v, 1, MPI_INT, 0, MPI_ANY_TAG, MPI_COMM_WORLD, &ms);
+        if (probe_wait(0, MPI_ANY_TAG, &ms) != MPI_SUCCESS) return AS_ERR_IO;
+        MPI_Recv(&v, 1, MPI_INT, 0, ms.MPI_TAG, MPI_COMM_WORLD, &ms);
         if (ms.MPI_TAG == TAG_END) return (as_status)v;
     }
 }
@@ -591,8 +627,7 @@ as_status as_mpi_run(const as_mpi_job *job, as_mpi_stats *stats, char *err)
 #ifdef AS_HAVE_MPI
     if (g_mpi_on && g_size > 1) {
         int *owner = malloc((job->n_units ? job->n_units : 1) * sizeof *owner);
-        int ok = owner != NULL, all_ok = 0;
-        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        int all_ok = allreduce_int(owner != NULL, MPI_MIN);
         if (!all_ok) {
             free(owner);
             if (g_rank == 0) as_err_set(err, AS_ERR_NOMEM, "out of memory");

@@ -68,8 +68,10 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--ranks", default="1,2")
     ap.add_argument("--mpirun", default="mpirun")
-    ap.add_argument("--commands", default="sparsity,report")
+    ap.add_argument("--commands", default="sparsity,report", help="'' for --records alone")
     ap.add_argument("--records", action="store_true")
+    ap.add_argument("--sparsity-args", default="",
+                    help="extra options of the sparsity runs, e.g. '--budget 5%%,25%%'")
     ap.add_argument("--out")
     a = ap.parse_args()
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
@@ -80,10 +82,10 @@ def main():
 
     def cmd_args(cmd, out):
         if cmd == "sparsity":
-            return ["sparsity", a.trace, "--summary-only", "--quiet"]
+            return ["sparsity", a.trace, "--summary-only", "--quiet"] + a.sparsity_args.split()
         return ["report", a.trace, "-o", out, "--quiet"]
 
-    for rep in range(a.reps):
+    for rep in range(a.reps if a.commands else 0):
         for cmd in a.commands.split(","):
             ref_out = os.path.join(tmp, f"ref-{cmd}.out")
             ref_file = os.path.join(tmp, "ref.html")
@@ -103,7 +105,7 @@ def main():
                 results.append(r)
                 print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
     if a.records:
-        for prog, name in ((a.ref, "today"), (a.bin, "streamed")):
+        for prog, name in ((a.ref, "today (held)"), (a.bin, "streamed")):
             for layer in (["--layer", "0"], []):
                 r = run([prog, "sparsity", a.trace, "--json", "--quiet", "--method",
                          "topk,sink-window"] + layer, env, None)
@@ -113,6 +115,10 @@ def main():
                 print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
     print("\nmedians (wall s, cpu s) per command and configuration:")
     keys = sorted({(r["cmd"], r["config"]) for r in results if "rep" in r})
+    for r in results:
+        if "layers" in r:
+            print(f"  {r['cmd']} {r['config']:14s} layers {r['layers']}: peak RSS "
+                  f"{r['maxrss_kib'] / 1024:.0f} MiB, wall {r['wall']:.1f} s")
     for k in keys:
         rs = [r for r in results if (r.get("cmd"), r.get("config")) == k and "rep" in r]
         print(f"  {k[0]:9s} {k[1]:20s} wall {statistics.median(x['wall'] for x in rs):8.1f}  "
