@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -30,14 +29,18 @@ import time
 
 
 def run(cmd, env, out_path=None):
+    """Run cmd; wall, CPU and peak RSS of its process tree (wait4: this child's own usage)."""
     load = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    with open(out_path or os.devnull, "wb") as out:
-        p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+    with open(out_path or os.devnull, "wb") as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        p.stderr = err.read()
     wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = ru.ru_utime + ru.ru_stime
+    after = ru
     ranks = []
     for line in p.stderr.decode(errors="replace").splitlines():
         m = re.match(r"attnscope mpi: rank (\d+) of (\d+): wall ([\d.]+) s, work ([\d.]+) s, "
