@@ -10,11 +10,13 @@ CMAKE_FLAGS ?=
 
 # Debian packages: what the demo needs (build, analysis, the report: GLPK for the
 # bottleneck's linear program, PLplot + OpenSSL for the report's plots and checksums), and
-# what the tests add (Criterion; Python; chromium for the report's screenshot test).
+# what the tests add (Criterion; Python; chromium for the report's screenshot test; OpenMPI for
+# the optional MPI engine and its mpirun tests, docs/scale.md).
 AS_DEB_DEMO = cmake ninja-build pkg-config gcc make \
 	libopenblas-dev liblapacke-dev libfftw3-dev libcjson-dev libglpk-dev \
 	libplplot-dev libssl-dev
-AS_DEB_PACKAGES = $(AS_DEB_DEMO) libgsl-dev python3 libcriterion-dev chromium
+AS_DEB_PACKAGES = $(AS_DEB_DEMO) libgsl-dev python3 libcriterion-dev chromium \
+	openmpi-bin libopenmpi-dev
 # Python packages: the demo needs none. The interop and cross-check tests need numpy and
 # safetensors, and the capture tool's test PyTorch + transformers (tiny random
 # Llama/Qwen/Mistral/GPT-2 models built from their config classes, no download). PyPI's Linux

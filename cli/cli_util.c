@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "as_limits.h"
+#include "as_mpi.h"
 
 /* The program's help printer (cli/main.c registers it: this file knows no command). */
 static as_cli_help_fn help_printer;
@@ -135,8 +136,34 @@ int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *ar
     }
 }
 
+static struct {
+    int on, have;
+    as_status st;
+    char msg[AS_ERR_LEN];
+} fail_cap;
+
+void as_cli_fail_capture(int on)
+{
+    fail_cap.on = on;
+    fail_cap.have = 0;
+}
+
+as_status as_cli_fail_captured(int rc, char *err)
+{
+    fail_cap.on = 0;
+    if (rc == 0) return AS_OK;
+    if (fail_cap.have) return as_err_set(err, fail_cap.st, "%s", fail_cap.msg);
+    return as_err_set(err, rc == 1 ? AS_ERR_CHECK : AS_ERR_VALUE, "failed (exit %d)", rc);
+}
+
 int as_cli_fail(const char *cmd, as_status st, const char *msg)
 {
+    if (fail_cap.on) {
+        if (!fail_cap.have) snprintf(fail_cap.msg, sizeof fail_cap.msg, "%s", msg);
+        if (!fail_cap.have) fail_cap.st = st;
+        fail_cap.have = 1;
+        return as_status_exit_code(st);
+    }
     fprintf(stderr, "attnscope %s: %s\n", cmd, msg);
     return as_status_exit_code(st);
 }
@@ -145,6 +172,18 @@ int as_cli_usage(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
+    if (fail_cap.on) {
+        if (!fail_cap.have) {
+            int k = vsnprintf(fail_cap.msg, sizeof fail_cap.msg, fmt, ap);
+            if (k >= 0 && (size_t)k < sizeof fail_cap.msg)
+                snprintf(fail_cap.msg + k, sizeof fail_cap.msg - (size_t)k,
+                         " (see 'attnscope help %s')", cmd);
+            fail_cap.st = AS_ERR_USAGE;
+            fail_cap.have = 1;
+        }
+        va_end(ap);
+        return 2;
+    }
     fprintf(stderr, "attnscope %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see 'attnscope help %s')\n", cmd);
@@ -202,12 +241,20 @@ typedef struct {
     int ncols;
 } as_table_spec;
 
+/* Records are not held: each is encoded (mpi/as_mpi.h's exact cJSON encoding) into a spool
+ * file as it comes, so memory does not grow with their number (issue 19); the output is
+ * written from the spool at the end, in the order the records came. */
 struct as_out {
     as_fmt fmt;
-    cJSON *doc;     /* top-level object */
-    cJSON *records; /* array inside doc */
+    cJSON *doc;     /* top-level object: header fields, an empty "records" array, meta */
+    FILE *spool;    /* the records, each as a length and its encoding (a removed file) */
+    uint64_t nrec;
+    cJSON *keys;    /* CSV: the union of record fields in first-seen order */
     as_table_spec *tables;
     int ntables;
+    as_mpi_buf enc; /* one record's encoding, reused */
+    as_mpi_buf *sink; /* a unit's records (as_out_new_unit): encoded into this buffer */
+    cJSON *view;      /* as_out_records: the records read back from the spool */
 };
 
 static char *xstrdup(const char *s)
@@ -231,6 +278,24 @@ static void *xrealloc(void *p, size_t n)
     return q;
 }
 
+/* A temporary file in $TMPDIR (or /tmp), removed at once: it lives while it is open. */
+static FILE *spool_open(void)
+{
+    const char *dir = getenv("TMPDIR");
+    if (!dir || !*dir) dir = "/tmp";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/attnscope-records-XXXXXX", dir);
+    int fd = mkstemp(path);
+    FILE *f = fd >= 0 ? fdopen(fd, "w+b") : NULL;
+    if (!f) {
+        fprintf(stderr, "attnscope: cannot create a temporary file in %s: %s\n", dir,
+                strerror(errno));
+        exit(1);
+    }
+    unlink(path);
+    return f;
+}
+
 as_out *as_out_new(as_fmt fmt, const char *command, const char *trace_path)
 {
     as_out *o = xrealloc(NULL, sizeof *o);
@@ -240,7 +305,10 @@ as_out *as_out_new(as_fmt fmt, const char *command, const char *trace_path)
     cJSON_AddStringToObject(o->doc, "attnscope", AS_VERSION);
     cJSON_AddStringToObject(o->doc, "command", command);
     if (trace_path) cJSON_AddStringToObject(o->doc, "trace", trace_path);
-    o->records = cJSON_AddArrayToObject(o->doc, "records");
+    cJSON_AddArrayToObject(o->doc, "records");
+    o->keys = cJSON_CreateArray();
+    as_mpi_buf_init(&o->enc);
+    o->spool = spool_open();
     return o;
 }
 
@@ -264,7 +332,113 @@ void as_out_table(as_out *o, const char *kind, const char *title, const char *co
     }
 }
 
-void as_out_add(as_out *o, cJSON *rec) { cJSON_AddItemToArray(o->records, rec); }
+as_out *as_out_new_unit(as_fmt fmt, as_mpi_buf *sink)
+{
+    as_out *o = xrealloc(NULL, sizeof *o);
+    memset(o, 0, sizeof *o);
+    o->fmt = fmt;
+    o->sink = sink;
+    as_mpi_buf_init(&o->enc);
+    return o;
+}
+
+/* One record into the spool (or a unit's buffer): its length, then its encoding. */
+static void spool_put(as_out *o, const void *enc, uint64_t n)
+{
+    if (o->sink) {
+        as_mpi_put(o->sink, &n, sizeof n);
+        as_mpi_put(o->sink, enc, (size_t)n);
+        return;
+    }
+    if (fwrite(&n, sizeof n, 1, o->spool) != 1 || fwrite(enc, 1, (size_t)n, o->spool) != n) {
+        fprintf(stderr, "attnscope: cannot keep the records in a temporary file: %s\n",
+                strerror(errno));
+        exit(1);
+    }
+    o->nrec++;
+}
+
+/* CSV: the union of the record fields, in first-seen order */
+static void csv_keys_add(as_out *o, const cJSON *rec)
+{
+    const cJSON *v, *k;
+    cJSON_ArrayForEach(v, rec)
+    {
+        int seen = 0;
+        cJSON_ArrayForEach(k, o->keys) if (strcmp(k->valuestring, v->string) == 0)
+        {
+            seen = 1;
+            break;
+        }
+        if (!seen) cJSON_AddItemToArray(o->keys, cJSON_CreateString(v->string));
+    }
+}
+
+int as_out_add_unit(as_out *o, as_mpi_rd *in)
+{
+    while (!as_mpi_rd_end(in)) {
+        uint64_t n = 0;
+        if (as_mpi_get(in, &n, sizeof n) != 0 || n > in->len - in->pos) return -1;
+        const unsigned char *enc = in->p + in->pos;
+        if (o->fmt == AS_FMT_CSV && !o->sink) {
+            as_mpi_rd r;
+            as_mpi_rd_init(&r, enc, (size_t)n);
+            cJSON *rec = as_mpi_get_json(&r);
+            if (!rec) return -1;
+            csv_keys_add(o, rec);
+            cJSON_Delete(rec);
+        }
+        spool_put(o, enc, n);
+        in->pos += (size_t)n;
+    }
+    return 0;
+}
+
+void as_out_add(as_out *o, cJSON *rec)
+{
+    if (o->fmt == AS_FMT_CSV && !o->sink) csv_keys_add(o, rec); /* the header's fields */
+    o->enc.len = 0;
+    as_mpi_put_json(&o->enc, rec);
+    cJSON_Delete(rec);
+    if (o->enc.failed) {
+        fputs("attnscope: out of memory\n", stderr);
+        exit(1);
+    }
+    spool_put(o, o->enc.p, o->enc.len);
+}
+
+/* The spool's records one by one: rewind, then next() until it returns NULL. */
+static void spool_rewind(as_out *o)
+{
+    fflush(o->spool);
+    rewind(o->spool);
+}
+
+static cJSON *spool_next(as_out *o)
+{
+    uint64_t n;
+    if (fread(&n, sizeof n, 1, o->spool) != 1) return NULL;
+    if (n > o->enc.cap) {
+        unsigned char *q = realloc(o->enc.p, (size_t)n);
+        if (!q) {
+            fputs("attnscope: out of memory\n", stderr);
+            exit(1);
+        }
+        o->enc.p = q;
+        o->enc.cap = (size_t)n;
+    }
+    as_mpi_rd r;
+    cJSON *rec = NULL;
+    if (fread(o->enc.p, 1, (size_t)n, o->spool) == (size_t)n) {
+        as_mpi_rd_init(&r, o->enc.p, (size_t)n);
+        rec = as_mpi_get_json(&r);
+    }
+    if (!rec) {
+        fputs("attnscope: the temporary file of the records was damaged\n", stderr);
+        exit(1);
+    }
+    return rec;
+}
 
 void as_out_meta(as_out *o, const char *key, cJSON *value)
 {
@@ -304,28 +478,39 @@ static void cell_text(const cJSON *v, const char *fmt, char *buf, size_t n)
     }
 }
 
-static void print_table(const as_table_spec *t, const cJSON *records, FILE *f)
+static int is_kind(const cJSON *r, const char *kind)
+{
+    const cJSON *k = cJSON_GetObjectItemCaseSensitive(r, "record");
+    return cJSON_IsString(k) && strcmp(k->valuestring, kind) == 0;
+}
+
+/* Two passes over the spool: the widths, then the rows. */
+static void print_table(as_out *o, const as_table_spec *t, FILE *f)
 {
     int nrows = 0;
-    const cJSON *r;
-    cJSON_ArrayForEach(r, records)
-    {
-        const cJSON *k = cJSON_GetObjectItemCaseSensitive(r, "record");
-        if (cJSON_IsString(k) && strcmp(k->valuestring, t->kind) == 0) nrows++;
-    }
-    if (nrows == 0) return;
-    /* two passes: widths, then rows */
-    int *w = calloc((size_t)t->ncols, sizeof *w);
+    cJSON *r;
     char buf[256];
+    int *w = calloc((size_t)t->ncols, sizeof *w);
+    if (!w) {
+        fputs("attnscope: out of memory\n", stderr);
+        exit(1);
+    }
     for (int c = 0; c < t->ncols; c++) w[c] = (int)strlen(t->heads[c]);
-    cJSON_ArrayForEach(r, records)
-    {
-        const cJSON *k = cJSON_GetObjectItemCaseSensitive(r, "record");
-        if (!cJSON_IsString(k) || strcmp(k->valuestring, t->kind) != 0) continue;
-        for (int c = 0; c < t->ncols; c++) {
-            cell_text(cJSON_GetObjectItemCaseSensitive(r, t->cols[c]), t->fmts[c], buf, sizeof buf);
-            if ((int)strlen(buf) > w[c]) w[c] = (int)strlen(buf);
+    spool_rewind(o);
+    while ((r = spool_next(o))) {
+        if (is_kind(r, t->kind)) {
+            nrows++;
+            for (int c = 0; c < t->ncols; c++) {
+                cell_text(cJSON_GetObjectItemCaseSensitive(r, t->cols[c]), t->fmts[c], buf,
+                          sizeof buf);
+                if ((int)strlen(buf) > w[c]) w[c] = (int)strlen(buf);
+            }
         }
+        cJSON_Delete(r);
+    }
+    if (nrows == 0) {
+        free(w);
+        return;
     }
     fprintf(f, "%s\n", t->title);
     for (int c = 0; c < t->ncols; c++) fprintf(f, "%s%*s", c ? "  " : "", w[c], t->heads[c]);
@@ -335,20 +520,21 @@ static void print_table(const as_table_spec *t, const cJSON *records, FILE *f)
         for (int i = 0; i < w[c]; i++) fputc('-', f);
     }
     fputc('\n', f);
-    cJSON_ArrayForEach(r, records)
-    {
-        const cJSON *k = cJSON_GetObjectItemCaseSensitive(r, "record");
-        if (!cJSON_IsString(k) || strcmp(k->valuestring, t->kind) != 0) continue;
-        for (int c = 0; c < t->ncols; c++) {
-            const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, t->cols[c]);
-            cell_text(v, t->fmts[c], buf, sizeof buf);
-            /* numbers right-aligned, text left-aligned (the last column unpadded) */
-            if (cJSON_IsString(v))
-                fprintf(f, "%s%-*s", c ? "  " : "", c == t->ncols - 1 ? 0 : w[c], buf);
-            else
-                fprintf(f, "%s%*s", c ? "  " : "", w[c], buf);
+    spool_rewind(o);
+    while ((r = spool_next(o))) {
+        if (is_kind(r, t->kind)) {
+            for (int c = 0; c < t->ncols; c++) {
+                const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, t->cols[c]);
+                cell_text(v, t->fmts[c], buf, sizeof buf);
+                /* numbers right-aligned, text left-aligned (the last column unpadded) */
+                if (cJSON_IsString(v))
+                    fprintf(f, "%s%-*s", c ? "  " : "", c == t->ncols - 1 ? 0 : w[c], buf);
+                else
+                    fprintf(f, "%s%*s", c ? "  " : "", w[c], buf);
+            }
+            fputc('\n', f);
         }
-        fputc('\n', f);
+        cJSON_Delete(r);
     }
     fputc('\n', f);
     free(w);
@@ -368,24 +554,11 @@ static void csv_field(FILE *f, const char *s)
     }
 }
 
-static void print_csv(const cJSON *records, FILE *f)
+static void print_csv(as_out *o, FILE *f)
 {
-    /* header: union of keys in first-seen order */
-    cJSON *keys = cJSON_CreateArray();
-    const cJSON *r, *v;
-    cJSON_ArrayForEach(r, records)
-    {
-        cJSON_ArrayForEach(v, r)
-        {
-            int seen = 0;
-            const cJSON *k;
-            cJSON_ArrayForEach(k, keys) if (strcmp(k->valuestring, v->string) == 0) seen = 1;
-            if (!seen) cJSON_AddItemToArray(keys, cJSON_CreateString(v->string));
-        }
-    }
     const cJSON *k;
     int first = 1;
-    cJSON_ArrayForEach(k, keys)
+    cJSON_ArrayForEach(k, o->keys)
     {
         if (!first) fputc(',', f);
         csv_field(f, k->valuestring);
@@ -393,10 +566,11 @@ static void print_csv(const cJSON *records, FILE *f)
     }
     fputc('\n', f);
     char buf[4096];
-    cJSON_ArrayForEach(r, records)
-    {
+    cJSON *r;
+    spool_rewind(o);
+    while ((r = spool_next(o))) {
         first = 1;
-        cJSON_ArrayForEach(k, keys)
+        cJSON_ArrayForEach(k, o->keys)
         {
             if (!first) fputc(',', f);
             first = 0;
@@ -412,8 +586,48 @@ static void print_csv(const cJSON *records, FILE *f)
             }
         }
         fputc('\n', f);
+        cJSON_Delete(r);
     }
-    cJSON_Delete(keys);
+}
+
+/* The document as cJSON_Print would write it with the records in place: the document printed
+ * with an empty array, the records printed one by one into it (two levels deeper, as cJSON
+ * indents an array's objects: two tabs after each line break; strings hold no raw line break)
+ * and ", " between them. */
+static void print_json(as_out *o, FILE *f)
+{
+    char *s = cJSON_Print(o->doc);
+    if (!s) return;
+    static const char mark[] = "\n\t\"records\":\t[]";
+    char *at = strstr(s, mark);
+    if (!at) { /* cannot happen: as_out_new puts the array there */
+        fputs(s, f);
+        fputc('\n', f);
+        free(s);
+        return;
+    }
+    fwrite(s, 1, (size_t)(at - s) + sizeof mark - 2, f); /* up to and with '[' */
+    cJSON *r;
+    int first = 1;
+    spool_rewind(o);
+    while ((r = spool_next(o))) {
+        char *p = cJSON_Print(r);
+        cJSON_Delete(r);
+        if (!p) {
+            fputs("attnscope: out of memory\n", stderr);
+            exit(1);
+        }
+        if (!first) fputs(", ", f);
+        first = 0;
+        for (const char *c = p; *c; c++) {
+            fputc(*c, f);
+            if (*c == '\n') fputs("\t\t", f);
+        }
+        free(p);
+    }
+    fputs(at + sizeof mark - 2, f); /* ']' and what follows */
+    fputc('\n', f);
+    free(s);
 }
 
 void as_out_free(as_out *o)
@@ -434,22 +648,21 @@ void as_out_free(as_out *o)
     }
     free(o->tables);
     cJSON_Delete(o->doc);
+    cJSON_Delete(o->keys);
+    cJSON_Delete(o->view);
+    if (o->spool) fclose(o->spool);
+    as_mpi_buf_free(&o->enc);
     free(o);
 }
 
 int as_out_finish(as_out *o, FILE *f)
 {
     if (o->fmt == AS_FMT_JSON) {
-        char *s = cJSON_Print(o->doc);
-        if (s) {
-            fputs(s, f);
-            fputc('\n', f);
-        }
-        free(s);
+        print_json(o, f);
     } else if (o->fmt == AS_FMT_CSV) {
-        print_csv(o->records, f);
+        print_csv(o, f);
     } else {
-        for (int i = 0; i < o->ntables; i++) print_table(&o->tables[i], o->records, f);
+        for (int i = 0; i < o->ntables; i++) print_table(o, &o->tables[i], f);
     }
     as_out_free(o);
     if (fflush(f) != 0 || ferror(f)) {
@@ -457,6 +670,26 @@ int as_out_finish(as_out *o, FILE *f)
         return 1;
     }
     return 0;
+}
+
+int as_out_done(as_out *o, int rc)
+{
+    if (rc == 0) return as_out_finish(o, stdout);
+    as_out_free(o);
+    return rc;
+}
+
+const cJSON *as_out_records(as_out *o)
+{
+    /* the records are in the spool: read back into one array (kept until o is freed) */
+    cJSON_Delete(o->view);
+    o->view = cJSON_CreateArray();
+    if (o->sink) return o->view;
+    cJSON *r;
+    spool_rewind(o);
+    while ((r = spool_next(o))) cJSON_AddItemToArray(o->view, r);
+    fseek(o->spool, 0, SEEK_END); /* later records go after these */
+    return o->view;
 }
 
 /* ---------------------------------------------------------------- progress */

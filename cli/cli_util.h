@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "as_error.h"
+#include "as_mpi.h"    /* as_mpi_buf, as_mpi_rd: a unit's records */
 #include "as_outfile.h" /* as_write_file_atomic */
 #include "as_trace.h"
 
@@ -51,6 +52,12 @@ int as_cli_common_opt(as_cli_common *c, const char *cmd, int opt, const char *ar
 
 /* Print "attnscope CMD: message" to stderr and return the exit code for status. */
 int as_cli_fail(const char *cmd, as_status st, const char *msg);
+/* A unit of the MPI engine (cli_job.c): between as_cli_fail_capture(1) and
+ * as_cli_fail_captured, as_cli_fail and as_cli_usage keep their first message instead of
+ * printing it; as_cli_fail_captured(rc, err) ends the capture and returns AS_OK when rc is 0,
+ * else the captured status with its message in err (rank 0 prints it, naming the rank). */
+void as_cli_fail_capture(int on);
+as_status as_cli_fail_captured(int rc, char *err);
 /* Report a usage error for cmd (exit code 2). */
 int as_cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -94,6 +101,21 @@ void as_out_meta(as_out *o, const char *key, cJSON *value);
 int as_out_finish(as_out *o, FILE *f);
 /* Free o without printing (a command that failed half-way). NULL is allowed. */
 void as_out_free(as_out *o);
+/* The end of a command: rc == 0: print o to stdout and free it (returns 0 or the output
+ * error's exit code); rc != 0: discard o (nothing printed) and return rc. */
+int as_out_done(as_out *o, int rc);
+/* The records added so far (a JSON array owned by o), e.g. for a summary over them: read back
+ * from the spool (records are not held: memory for them only while this array lives, until
+ * the next call or as_out_free). */
+const cJSON *as_out_records(as_out *o);
+
+/* Records stream through: as_out_add encodes each into a temporary file at once (memory does
+ * not grow with their number) and as_out_finish writes them from there.
+ * A unit of the MPI engine (mpi/as_mpi.h): as_out_new_unit gives an as_out whose records are
+ * appended to sink (free it with as_out_free; no tables, meta or finish); rank 0 adds a unit's
+ * records, in the order they were made, with as_out_add_unit (-1: malformed). */
+as_out *as_out_new_unit(as_fmt fmt, as_mpi_buf *sink);
+int as_out_add_unit(as_out *o, as_mpi_rd *in);
 
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);

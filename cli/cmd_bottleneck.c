@@ -8,7 +8,7 @@
 #include "as_bottleneck.h"
 #include "as_stats.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_bottleneck[] =
     "usage: attnscope bottleneck TRACE [--layer L] [--head H] [--query I] [--budget B[,B...]]\n"
@@ -31,18 +31,6 @@ const char as_help_bottleneck[] =
     "                      0: all n); keeps each LP small on long contexts\n"
     "  --no-witness        skip the linear programs (tv_witness null)\n"
     "Without GLPK in the build the witness is unavailable (tv_witness null, a note on stderr).\n";
-
-typedef struct {
-    as_progress *bar;
-    uint64_t layer_i, n_layers;
-} prog_ctx;
-
-static void on_progress(void *vctx, uint64_t done, uint64_t total)
-{
-    prog_ctx *p = vctx;
-    double f = total ? (double)done / (double)total : 1.0;
-    as_progress_update(p->bar, (uint64_t)(1000.0 * ((double)p->layer_i + f) / (double)p->n_layers));
-}
 
 static int parse_budgets(const char *s, double *out, size_t *n)
 {
@@ -131,6 +119,89 @@ static int head_records(as_out *o, as_fmt fmt, int layer, const as_bn_query *qs,
     return 0;
 }
 
+typedef struct {
+    as_bn_opts bo;
+    long query, wkeys, tile;
+    int witness;
+} bn_cli_opts;
+
+static int bn_opt(void *ctx, int opt, const char *arg)
+{
+    bn_cli_opts *b = ctx;
+    const char *cmd = "bottleneck";
+    switch (opt) {
+    case 'i': return as_cli_parse_int(cmd, "query", arg, 0, 1L << 40, &b->query) ? 2 : 0;
+    case 'b':
+        if (parse_budgets(arg, b->bo.budgets, &b->bo.n_budgets) == 0) return 0;
+        return as_cli_usage(cmd, "--budget expects fractions in (0, 1] such as 0.05 or 5%%, "
+                                 "comma-separated (at most %d), got '%s'",
+                            AS_BN_MAX_BUDGETS, arg);
+    case 'w': return as_cli_parse_int(cmd, "witness-keys", arg, 0, 1L << 40, &b->wkeys) ? 2 : 0;
+    case 'W': b->witness = 0; return 0;
+    case 't': return as_cli_parse_int(cmd, "tile", arg, 1, 1L << 24, &b->tile) ? 2 : 0;
+    default: return -1;
+    }
+}
+
+/* The per-query records of one query: 'bottleneck' and its 'absorption' per budget. */
+static void query_records(as_out *o, int layer, const as_bn_query *b, int witness)
+{
+    cJSON *rec = as_rec_new("bottleneck", layer, b->head);
+    cJSON_AddNumberToObject(rec, "kv_head", (double)b->kv_head);
+    cJSON_AddNumberToObject(rec, "query", (double)b->query);
+    cJSON_AddNumberToObject(rec, "n", (double)b->n);
+    cJSON_AddNumberToObject(rec, "d", (double)b->d);
+    cJSON_AddNumberToObject(rec, "value_rank", (double)b->value_rank);
+    cJSON_AddNumberToObject(rec, "collision_dim", (double)b->collision_dim);
+    cJSON_AddNumberToObject(rec, "collision_frac", bn_value(b, 2));
+    cJSON_AddNumberToObject(rec, "v_max_norm", b->v_max_norm);
+    cJSON_AddNumberToObject(rec, "tv_witness", b->tv_witness);
+    if (witness) cJSON_AddNumberToObject(rec, "witness_keys", (double)b->witness_keys);
+    else cJSON_AddNullToObject(rec, "witness_keys");
+    cJSON_AddNumberToObject(rec, "witness_residual", b->witness_residual);
+    as_out_add(o, rec);
+    for (size_t k = 0; k < b->n_budgets; k++) {
+        cJSON *a = as_rec_new("absorption", layer, b->head);
+        cJSON_AddNumberToObject(a, "kv_head", (double)b->kv_head);
+        cJSON_AddNumberToObject(a, "query", (double)b->query);
+        cJSON_AddNumberToObject(a, "n", (double)b->n);
+        cJSON_AddNumberToObject(a, "budget", b->budget[k]);
+        cJSON_AddNumberToObject(a, "k", (double)b->k[k]);
+        cJSON_AddNumberToObject(a, "captured_mass", b->captured_mass[k]);
+        cJSON_AddNumberToObject(a, "absorption", b->absorption[k]);
+        as_out_add(o, a);
+    }
+}
+
+/* One layer (its selected heads): per-query records (JSON/CSV), then per head. */
+static int bn_unit(void *ctx, as_cli_job *j, const as_cli_unit *u, as_out *o)
+{
+    const bn_cli_opts *b = ctx;
+    as_bn_opts bo = b->bo;
+    bo.head = u->head;
+    bo.progress = as_cli_job_progress;
+    bo.ctx = j;
+    as_bn_query *qs = NULL;
+    size_t n = 0;
+    char err[AS_ERR_LEN];
+    as_status st = as_bn_layer(u->layer, &bo, &qs, &n, err);
+    if (st != AS_OK) return as_cli_fail(j->cmd, st, err);
+    const int layer = u->layer->index;
+    for (size_t i = 0; i < n && j->c.fmt != AS_FMT_TABLE; i++)
+        query_records(o, layer, &qs[i], bo.witness);
+    /* per head: records are ordered by head, then query */
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0;) {
+        size_t k = i;
+        while (k < n && qs[k].head == qs[i].head) k++;
+        if (head_records(o, j->c.fmt, layer, qs + i, (int64_t)(k - i), err) != 0)
+            rc = as_cli_fail(j->cmd, AS_ERR_NOMEM, "out of memory");
+        i = k;
+    }
+    free(qs);
+    return rc;
+}
+
 int as_cmd_bottleneck(int argc, char **argv)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
@@ -141,125 +212,30 @@ int as_cmd_bottleneck(int argc, char **argv)
                                          {"tile", required_argument, 0, 't'},
                                          {0, 0, 0, 0}};
     const char *cmd = "bottleneck";
+    bn_cli_opts b = {.query = -1, .wkeys = 2048, .tile = 0, .witness = 1};
+    as_bn_opts_init(&b.bo);
     as_cli_common c;
-    as_cli_common_init(&c);
-    as_bn_opts bo;
-    as_bn_opts_init(&bo);
-    long query = -1, wkeys = 2048, tile = 0;
-    int witness = 1, opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, cmd, opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'i') {
-            if (as_cli_parse_int(cmd, "query", optarg, 0, 1L << 40, &query)) return 2;
-        } else if (opt == 'b') {
-            if (parse_budgets(optarg, bo.budgets, &bo.n_budgets) != 0)
-                return as_cli_usage(cmd, "--budget expects fractions in (0, 1] such as 0.05 or "
-                                         "5%%, comma-separated (at most %d), got '%s'",
-                                    AS_BN_MAX_BUDGETS, optarg);
-        } else if (opt == 'w') {
-            if (as_cli_parse_int(cmd, "witness-keys", optarg, 0, 1L << 40, &wkeys)) return 2;
-        } else if (opt == 'W') {
-            witness = 0;
-        } else if (opt == 't') {
-            if (as_cli_parse_int(cmd, "tile", optarg, 1, 1L << 24, &tile)) return 2;
-        } else if (opt == ':') {
-            return as_cli_usage(cmd, "option '%s' needs a value", argv[optind - 1]);
-        } else {
-            return as_cli_bad_option(cmd, opt, argv);
-        }
-    }
-    if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
-    c.trace = argv[optind];
-    if (witness && !as_bn_have_lp()) {
+    int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, bn_opt, &b, &c);
+    if (rc != AS_CLI_GO) return rc;
+    if (b.witness && !as_bn_have_lp()) {
         if (!c.quiet)
             fprintf(stderr, "attnscope bottleneck: note: built without GLPK (Debian package "
                             "libglpk-dev): tv_witness is unavailable (null)\n");
-        witness = 0;
+        b.witness = 0;
     }
-    int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
-    if (!tr) return code;
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage(cmd, "%s has no layer %d", c.trace, c.layer);
-    }
-    size_t nl = as_trace_n_layers(tr);
-    for (size_t li = 0; li < nl; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        if (c.head >= l->hq || query >= l->t) {
-            int rc2 = as_cli_usage(cmd, "layer %d has %lld query heads and %lld queries",
-                                   l->index, (long long)l->hq, (long long)l->t);
-            as_trace_free(tr);
-            return rc2;
-        }
-    }
-    bo.head = c.head;
-    bo.query = query;
-    bo.witness = witness;
-    bo.witness_keys = wkeys;
-    bo.tile = tile;
+    as_cli_job j;
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    jo.query = b.query;
+    jo.units = AS_CLI_UNITS_LAYER;
+    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    b.bo.query = b.query;
+    b.bo.witness = b.witness;
+    b.bo.witness_keys = b.wkeys;
+    b.bo.tile = b.tile;
     as_out *o = as_out_new(c.fmt, cmd, c.trace);
-    as_out_meta(o, "witness", cJSON_CreateBool(witness));
-    prog_ctx pc = {as_progress_new("bottleneck", 1000, c.quiet), 0, c.layer >= 0 ? 1 : nl};
-    bo.progress = on_progress;
-    bo.ctx = &pc;
-    char err[AS_ERR_LEN];
-    int rc = 0;
-    for (size_t li = 0; li < nl && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        as_bn_query *qs = NULL;
-        size_t n = 0;
-        as_status st = as_bn_layer(l, &bo, &qs, &n, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail(cmd, st, err);
-            break;
-        }
-        for (size_t i = 0; i < n && c.fmt != AS_FMT_TABLE; i++) {
-            const as_bn_query *b = &qs[i];
-            cJSON *rec = as_rec_new("bottleneck", l->index, b->head);
-            cJSON_AddNumberToObject(rec, "kv_head", (double)b->kv_head);
-            cJSON_AddNumberToObject(rec, "query", (double)b->query);
-            cJSON_AddNumberToObject(rec, "n", (double)b->n);
-            cJSON_AddNumberToObject(rec, "d", (double)b->d);
-            cJSON_AddNumberToObject(rec, "value_rank", (double)b->value_rank);
-            cJSON_AddNumberToObject(rec, "collision_dim", (double)b->collision_dim);
-            cJSON_AddNumberToObject(rec, "collision_frac", bn_value(b, 2));
-            cJSON_AddNumberToObject(rec, "v_max_norm", b->v_max_norm);
-            cJSON_AddNumberToObject(rec, "tv_witness", b->tv_witness);
-            if (witness) cJSON_AddNumberToObject(rec, "witness_keys", (double)b->witness_keys);
-            else cJSON_AddNullToObject(rec, "witness_keys");
-            cJSON_AddNumberToObject(rec, "witness_residual", b->witness_residual);
-            as_out_add(o, rec);
-            for (size_t k = 0; k < b->n_budgets; k++) {
-                cJSON *a = as_rec_new("absorption", l->index, b->head);
-                cJSON_AddNumberToObject(a, "kv_head", (double)b->kv_head);
-                cJSON_AddNumberToObject(a, "query", (double)b->query);
-                cJSON_AddNumberToObject(a, "n", (double)b->n);
-                cJSON_AddNumberToObject(a, "budget", b->budget[k]);
-                cJSON_AddNumberToObject(a, "k", (double)b->k[k]);
-                cJSON_AddNumberToObject(a, "captured_mass", b->captured_mass[k]);
-                cJSON_AddNumberToObject(a, "absorption", b->absorption[k]);
-                as_out_add(o, a);
-            }
-        }
-        /* per head: records are ordered by head, then query */
-        for (size_t i = 0; i < n && rc == 0;) {
-            size_t j = i;
-            while (j < n && qs[j].head == qs[i].head) j++;
-            if (head_records(o, c.fmt, l->index, qs + i, (int64_t)(j - i), err) != 0)
-                rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-            i = j;
-        }
-        free(qs);
-        pc.layer_i++;
-    }
-    as_progress_free(pc.bar);
+    as_out_meta(o, "witness", cJSON_CreateBool(b.witness));
+    rc = as_cli_job_run(&j, cmd, bn_unit, &b, o);
     static const char *const cols[] = {"layer", "head", "kv_head", "n", "d", "collision_dim",
                                        "collision_frac", "tv_witness", NULL};
     static const char *const heads[] = {"layer", "head", "kv", "n (mean)", "d", "collision dim",
@@ -275,10 +251,6 @@ int as_cmd_bottleneck(int argc, char **argv)
     static const char *const afmts[] = {"%d", "%d", "%.3f", "%.1f", "%.4f", "%.4f", NULL};
     as_out_table(o, "absorption_head", "Absorption of oracle top-k (means over queries)", acols,
                  aheads, afmts);
-    as_trace_free(tr);
-    if (rc != 0) {
-        as_out_free(o);
-        return rc;
-    }
-    return as_out_finish(o, stdout);
+    as_cli_job_close(&j);
+    return as_out_done(o, rc);
 }

@@ -12,7 +12,8 @@
 #include "as_report.h"
 #endif
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
+#include "cli_par.h"
 
 const char as_help_compare[] =
     "usage: attnscope compare A B [-o FILE.html] [--layer L] [--json|--csv] [--quiet]\n\n"
@@ -41,15 +42,29 @@ static void add_num(cJSON *r, const char *k, double v)
         cJSON_AddNullToObject(r, k);
 }
 
-static struct {
-    as_progress *bar;
-    uint64_t base;
-} prog;
+/* The units of the MPI engine (cli/cli_par.h): the layers of both traces, each a layer's
+ * summary with its sparsity records; rank 0 joins each trace's layers. */
+typedef struct {
+    as_trace **tr;
+    const as_par_unit *units;
+    as_summary_opts so;
+    as_par_prog prog;
+    as_par_summary ps[2]; /* rank 0 */
+} compare_job;
 
-static void on_progress(void *ctx, uint64_t done, uint64_t total)
+static as_status compare_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
 {
-    (void)ctx;
-    as_progress_update(prog.bar, prog.base + 500 * done / (total ? total : 1));
+    compare_job *j = vctx;
+    const as_par_unit *pu = &j->units[u];
+    as_par_prog_unit(&j->prog, pu->cost);
+    return as_par_summary_work(j->tr[pu->trace], as_trace_layer(j->tr[pu->trace], pu->li), &j->so,
+                               out, err);
+}
+
+static as_status compare_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    compare_job *j = vctx;
+    return as_par_summary_add(&j->ps[j->units[u].trace], in, err);
 }
 
 static int compare_main(int argc, char **argv, const char *cmdline);
@@ -113,83 +128,17 @@ static int same_file(const char *a, const char *b)
 }
 #endif
 
-static int compare_main(int argc, char **argv, const char *cmdline)
+static int compare_opt(void *ctx, int opt, const char *arg)
 {
-    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
-                                         {"output", required_argument, 0, 'o'},
-                                         {0, 0, 0, 0}};
-    as_cli_common c;
-    as_cli_common_init(&c);
-    const char *out = NULL;
-    int opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "compare", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'o') {
-            out = optarg;
-            continue;
-        }
-        if (opt == ':')
-            return as_cli_usage("compare", "option '%s' needs a value", argv[optind - 1]);
-        return as_cli_bad_option("compare", opt, argv);
-    }
-    if (optind != argc - 2) return as_cli_usage("compare", "expects two traces A and B");
-    if (c.head >= 0) return as_cli_usage("compare", "--head is not supported (use --layer)");
-    const char *path[2] = {argv[optind], argv[optind + 1]};
-#ifndef AS_HAVE_REPORT
-    if (out)
-        return as_cli_usage("compare", "-o (the HTML page) needs a build with the report "
-                                       "(PLplot and OpenSSL); the records work without it");
-#else
-    if (out && (!*out || same_file(out, path[0]) || same_file(out, path[1]))) {
-        fprintf(stderr, "attnscope compare: %s: refusing to overwrite an input file\n", out);
-        return 2;
-    }
-#endif
-    as_trace *tr[2] = {NULL, NULL};
-    as_summary *s[2] = {NULL, NULL};
-    int code = 0;
-    char err[AS_ERR_LEN];
-    /* open and check both before the (long) analysis of either */
-    for (int i = 0; i < 2 && code == 0; i++) {
-        tr[i] = as_cli_open_trace("compare", path[i], 1, &code);
-        if (!tr[i]) break;
-        if (c.layer >= 0 && !as_trace_find_layer(tr[i], c.layer))
-            code = as_cli_usage("compare", "%s has no layer %d", path[i], c.layer);
-    }
-#ifdef AS_HAVE_REPORT
-    if (code == 0 && out) code = as_cli_check_output("compare", out);
-#endif
-    prog.bar = code == 0 ? as_progress_new("compare", 1000, c.quiet) : NULL;
-    for (int i = 0; i < 2 && code == 0; i++) {
-        as_summary_opts so;
-        as_summary_opts_init(&so);
-        so.layer = c.layer;
-        so.progress = on_progress;
-        prog.base = 500 * (uint64_t)i;
-        as_status st;
-        s[i] = as_summary_compute_st(tr[i], &so, &st, err);
-        if (!s[i]) {
-            char msg[AS_ERR_LEN + 4200];
-            snprintf(msg, sizeof msg, "%s: %s", path[i], err);
-            code = as_cli_fail("compare", st, msg);
-        }
-    }
-    as_progress_free(prog.bar);
-    if (code != 0) {
-        for (int i = 0; i < 2; i++) {
-            as_summary_free(s[i]);
-            as_trace_free(tr[i]);
-        }
-        return code;
-    }
+    if (opt != 'o') return -1;
+    *(const char **)ctx = arg;
+    return 0;
+}
 
-    char both[8200];
-    snprintf(both, sizeof both, "%s | %s", path[0], path[1]);
-    as_out *o = as_out_new(c.fmt, "compare", both);
+/* The per-input records: 'trace', then each trace's 'layer_summary' records. */
+static void trace_records(as_out *o, const as_cli_common *c, const char *const path[2],
+                          as_trace *tr[2], as_summary *s[2])
+{
     static const char *const tag[2] = {"a", "b"};
     for (int i = 0; i < 2; i++) {
         cJSON *rec = cJSON_CreateObject();
@@ -209,7 +158,7 @@ static int compare_main(int argc, char **argv, const char *cmdline)
         else
             cJSON_AddNullToObject(rec, "left_out");
         as_out_add(o, rec);
-        if (s[i]->left_out[0] && c.fmt == AS_FMT_TABLE && !c.quiet)
+        if (s[i]->left_out[0] && c->fmt == AS_FMT_TABLE && !c->quiet)
             fprintf(stderr, "attnscope compare: %s: %s\n", path[i], s[i]->left_out);
     }
     for (int i = 0; i < 2; i++)
@@ -227,6 +176,11 @@ static int compare_main(int argc, char **argv, const char *cmdline)
             for (int k = 0; k < AS_SUM_NQ; k++) add_num(rec, as_sum_qnames[k], q[k]);
             as_out_add(o, rec);
         }
+}
+
+/* 'compare' records for the layers present in both; returns how many layers matched. */
+static int compare_records(as_out *o, as_summary *s[2])
+{
     int matched = 0;
     for (size_t la = 0; la < s[0]->n_layers; la++) {
         const as_sum_layer *A = &s[0]->layers[la], *B = NULL;
@@ -247,26 +201,114 @@ static int compare_main(int argc, char **argv, const char *cmdline)
             as_out_add(o, rec);
         }
     }
-    static const char *const tcols[] = {"trace", "path", "model", "prompt", "n_layers", NULL};
-    static const char *const tfmts[] = {"%s", "%s", "%s", "%s", "%d", NULL};
-    as_out_table(o, "trace", "Traces", tcols, NULL, tfmts);
-    static const char *const ccols[] = {"layer", "quantity", "a", "b", "delta", "ratio", NULL};
-    static const char *const cfmts[] = {"%d", "%s", "%.4g", "%.4g", "%+.3g", "%.3g", NULL};
-    as_out_table(o, "compare", "Side by side (a = first trace, b = second; layers matched by index)",
-                 ccols, NULL, cfmts);
-    if (matched == 0 && c.fmt == AS_FMT_TABLE)
-        fprintf(stderr, "attnscope compare: the traces share no layer index\n");
-    int rc = 0;
+    return matched;
+}
+
+/* Open and check both traces before the (long) analysis of either, then summarise both (on
+ * the ranks of the MPI engine). Returns 0, an exit code, or -1 on ranks other than 0. */
+static int summarise(as_cli_common *c, const char *const path[2], const char *out,
+                     as_cli_job job[2], as_summary *s[2])
+{
+    int code = 0;
+    char err[AS_ERR_LEN];
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    for (int i = 0; i < 2 && code == 0; i++) {
+        c->trace = path[i];
+        code = as_cli_job_open(&job[i], "compare", c, &jo);
+    }
 #ifdef AS_HAVE_REPORT
-    if (out) rc = write_page(out, tr, s, cmdline, c.quiet);
+    if (code == 0 && out) code = as_cli_check_output("compare", out);
+#else
+    (void)out;
 #endif
+    /* both traces' layers, shared by the ranks */
+    as_trace *tr[2] = {job[0].tr, job[1].tr};
+    compare_job j;
+    memset(&j, 0, sizeof j);
+    j.tr = tr;
+    as_summary_opts_init(&j.so);
+    j.so.progress = as_par_prog_inner;
+    j.so.ctx = &j.prog;
+    size_t nu = 0;
+    as_par_unit *units = code == 0 ? as_par_layer_units(tr, 2, c->layer, NULL, NULL, &nu) : NULL;
+    double *cost = code == 0 ? malloc((nu ? nu : 1) * sizeof *cost) : NULL;
+    if (code == 0 && (!units || !cost)) code = as_cli_fail("compare", AS_ERR_NOMEM, "out of memory");
+    code = as_mpi_agree(code);
+    if (code == 0) {
+        j.units = units;
+        for (size_t u = 0; u < nu; u++) cost[u] = units[u].cost;
+        as_par_prog_start(&j.prog, "compare", c->quiet);
+        as_mpi_job mj = {nu, cost, compare_work, compare_consume, &j, as_par_prog_engine, &j.prog};
+        as_status st = as_mpi_run(&mj, NULL, err);
+        for (int i = 0; i < 2 && st == AS_OK && as_mpi_rank() == 0; i++)
+            if (!(s[i] = as_par_summary_finish(&j.ps[i], err))) st = AS_ERR_NOMEM;
+        as_par_prog_end(&j.prog);
+        if (st != AS_OK) code = as_par_fail("compare", st, err);
+        else if (as_mpi_rank() != 0) code = -1; /* rank 0 writes the output */
+    }
+    for (int i = 0; i < 2; i++) as_par_summary_free(&j.ps[i]);
+    free(units);
+    free(cost);
+    return code;
+}
+
+static int compare_main(int argc, char **argv, const char *cmdline)
+{
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"output", required_argument, 0, 'o'},
+                                         {0, 0, 0, 0}};
+    as_cli_common c;
+    const char *out = NULL;
+    int rc = as_cli_parse_opts("compare", argc, argv, opts, "o:", compare_opt, &out, &c);
+    if (rc != AS_CLI_GO) return rc;
+    if (optind != argc - 2) return as_cli_usage("compare", "expects two traces A and B");
+    if (c.head >= 0) return as_cli_usage("compare", "--head is not supported (use --layer)");
+    const char *path[2] = {argv[optind], argv[optind + 1]};
+#ifndef AS_HAVE_REPORT
+    (void)cmdline;
+    if (out)
+        return as_cli_usage("compare", "-o (the HTML page) needs a build with the report "
+                                       "(PLplot and OpenSSL); the records work without it");
+#else
+    if (out && (!*out || same_file(out, path[0]) || same_file(out, path[1]))) {
+        fprintf(stderr, "attnscope compare: %s: refusing to overwrite an input file\n", out);
+        return 2;
+    }
+#endif
+    as_cli_job job[2];
+    memset(job, 0, sizeof job);
+    as_summary *s[2] = {NULL, NULL};
+    rc = summarise(&c, path, out, job, s);
+    as_trace *tr[2] = {job[0].tr, job[1].tr};
+    if (rc < 0) { /* a rank other than 0: rank 0 writes */
+        for (int i = 0; i < 2; i++) as_cli_job_close(&job[i]);
+        return 0;
+    }
+    as_out *o = NULL;
+    if (rc == 0) {
+        char both[8200];
+        snprintf(both, sizeof both, "%s | %s", path[0], path[1]);
+        o = as_out_new(c.fmt, "compare", both);
+        trace_records(o, &c, path, tr, s);
+        int matched = compare_records(o, s);
+        static const char *const tcols[] = {"trace", "path", "model", "prompt", "n_layers", NULL};
+        static const char *const tfmts[] = {"%s", "%s", "%s", "%s", "%d", NULL};
+        as_out_table(o, "trace", "Traces", tcols, NULL, tfmts);
+        static const char *const ccols[] = {"layer", "quantity", "a", "b", "delta", "ratio", NULL};
+        static const char *const cfmts[] = {"%d", "%s", "%.4g", "%.4g", "%+.3g", "%.3g", NULL};
+        as_out_table(o, "compare",
+                     "Side by side (a = first trace, b = second; layers matched by index)", ccols,
+                     NULL, cfmts);
+        if (matched == 0 && c.fmt == AS_FMT_TABLE)
+            fprintf(stderr, "attnscope compare: the traces share no layer index\n");
+#ifdef AS_HAVE_REPORT
+        if (out) rc = write_page(out, tr, s, cmdline, c.quiet);
+#endif
+    }
     for (int i = 0; i < 2; i++) {
         as_summary_free(s[i]);
-        as_trace_free(tr[i]);
+        as_cli_job_close(&job[i]);
     }
-    if (rc != 0) {
-        as_out_free(o);
-        return rc;
-    }
-    return as_out_finish(o, stdout);
+    return o ? as_out_done(o, rc) : rc;
 }

@@ -7,7 +7,7 @@
 #include "as_entropy.h"
 #include "as_stats.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_entropy[] =
     "usage: attnscope entropy TRACE [--layer L] [--head H] [--query I] [--no-topk]\n"
@@ -48,18 +48,6 @@ static double q_field(const as_entropy_q *q, int f)
     }
 }
 
-typedef struct {
-    as_progress *bar;
-    uint64_t layer_i, n_layers;
-} prog_ctx;
-
-static void on_progress(void *vctx, uint64_t done, uint64_t total)
-{
-    prog_ctx *p = vctx;
-    double f = total ? (double)done / (double)total : 1.0;
-    as_progress_update(p->bar, (uint64_t)(1000.0 * ((double)p->layer_i + f) / (double)p->n_layers));
-}
-
 /* Aggregate records (one per statistic; table mode: the mean only) over count queries. */
 static int add_stats(as_out *o, as_fmt fmt, const char *kind, int layer, int64_t head,
                      int64_t kvh, const as_entropy_q *const *qs, int64_t count, int topk,
@@ -92,6 +80,89 @@ static int add_stats(as_out *o, as_fmt fmt, const char *kind, int layer, int64_t
     return 0;
 }
 
+typedef struct {
+    long query, tile, mem;
+    int topk;
+} entropy_opts;
+
+static int entropy_opt(void *ctx, int opt, const char *arg)
+{
+    entropy_opts *e = ctx;
+    if (opt == 'i') return as_cli_parse_int("entropy", "query", arg, 0, 1L << 40, &e->query) ? 2 : 0;
+    if (opt == 'k') {
+        e->topk = 0;
+        return 0;
+    }
+    if (opt == 't') return as_cli_parse_int("entropy", "tile", arg, 1, 1L << 24, &e->tile) ? 2 : 0;
+    if (opt == 'm') return as_cli_parse_int("entropy", "mem", arg, 1, 1L << 20, &e->mem) ? 2 : 0;
+    return -1;
+}
+
+/* The per-query records of head h (JSON/CSV only). */
+static void query_records(as_out *o, const entropy_opts *e, const as_layer *l, int64_t h,
+                          const as_entropy_layer_res *res)
+{
+    const int64_t kvh = as_layer_kv_head(l, h);
+    for (int64_t qi = 0; qi < l->t; qi++) {
+        if (e->query >= 0 && qi != e->query) continue;
+        const as_entropy_q *q = &res->q[h * l->t + qi];
+        cJSON *rec = as_rec_new("entropy", l->index, h);
+        cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
+        cJSON_AddNumberToObject(rec, "query", (double)qi);
+        cJSON_AddNumberToObject(rec, "position", (double)as_layer_q_position(l, qi));
+        cJSON_AddNumberToObject(rec, "n", (double)q->n);
+        cJSON_AddNumberToObject(rec, "lse", q->lse);
+        for (int f = 0; f < NQF; f++) {
+            if (!e->topk && f >= 4) break;
+            cJSON_AddNumberToObject(rec, q_fields[f], q_field(q, f));
+        }
+        as_out_add(o, rec);
+    }
+}
+
+/* One layer (its selected heads): per-query, per-head and per-layer records. */
+static int entropy_unit(void *ctx, as_cli_job *j, const as_cli_unit *u, as_out *o)
+{
+    const entropy_opts *e = ctx;
+    const as_layer *l = u->layer;
+    const char *cmd = j->cmd;
+    as_entropy_opts eo;
+    as_entropy_opts_init(&eo);
+    eo.head = u->head;
+    eo.topk = e->topk;
+    eo.tile = e->tile;
+    eo.mem = (size_t)e->mem << 20;
+    eo.progress = as_cli_job_progress;
+    eo.ctx = j;
+    as_entropy_layer_res res;
+    char err[AS_ERR_LEN];
+    as_status st = as_entropy_layer(l, &eo, &res, err);
+    if (st != AS_OK) return as_cli_fail(cmd, st, err);
+    const int64_t t = l->t;
+    const as_entropy_q **all = malloc((size_t)(l->hq * t > 0 ? l->hq * t : 1) * sizeof *all);
+    if (!all) {
+        as_entropy_layer_res_free(&res);
+        return as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+    }
+    int64_t nall = 0;
+    int rc = 0;
+    for (int64_t h = 0; h < l->hq && rc == 0; h++) {
+        if (u->head >= 0 && h != u->head) continue;
+        if (j->c.fmt != AS_FMT_TABLE) query_records(o, e, l, h, &res);
+        const as_entropy_q **hs = all + nall;
+        for (int64_t qi = 0; qi < t; qi++) all[nall++] = &res.q[h * t + qi];
+        if (add_stats(o, j->c.fmt, "entropy_head", l->index, h, as_layer_kv_head(l, h), hs, t,
+                      e->topk, err) != 0)
+            rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+    }
+    if (rc == 0 &&
+        add_stats(o, j->c.fmt, "entropy_layer", l->index, -1, -1, all, nall, e->topk, err) != 0)
+        rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+    free(all);
+    as_entropy_layer_res_free(&res);
+    return rc;
+}
+
 int as_cmd_entropy(int argc, char **argv)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
@@ -101,112 +172,18 @@ int as_cmd_entropy(int argc, char **argv)
                                          {"mem", required_argument, 0, 'm'},
                                          {0, 0, 0, 0}};
     const char *cmd = "entropy";
+    entropy_opts e = {.query = -1, .tile = 0, .mem = 256, .topk = 1};
     as_cli_common c;
-    as_cli_common_init(&c);
-    long query = -1, tile = 0, mem = 256;
-    int topk = 1, opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, cmd, opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'i') {
-            if (as_cli_parse_int(cmd, "query", optarg, 0, 1L << 40, &query)) return 2;
-        } else if (opt == 'k') {
-            topk = 0;
-        } else if (opt == 't') {
-            if (as_cli_parse_int(cmd, "tile", optarg, 1, 1L << 24, &tile)) return 2;
-        } else if (opt == 'm') {
-            if (as_cli_parse_int(cmd, "mem", optarg, 1, 1L << 20, &mem)) return 2;
-        } else if (opt == ':') {
-            return as_cli_usage(cmd, "option '%s' needs a value", argv[optind - 1]);
-        } else {
-            return as_cli_bad_option(cmd, opt, argv);
-        }
-    }
-    if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
-    c.trace = argv[optind];
-    int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
-    if (!tr) return code;
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage(cmd, "%s has no layer %d", c.trace, c.layer);
-    }
-    size_t nl = as_trace_n_layers(tr);
-    for (size_t li = 0; li < nl; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        if (c.head >= l->hq || query >= l->t) {
-            int rc = as_cli_usage(cmd, "layer %d has %lld query heads and %lld queries",
-                                  l->index, (long long)l->hq, (long long)l->t);
-            as_trace_free(tr);
-            return rc;
-        }
-    }
+    int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, entropy_opt, &e, &c);
+    if (rc != AS_CLI_GO) return rc;
+    as_cli_job j;
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    jo.query = e.query;
+    jo.units = AS_CLI_UNITS_LAYER;
+    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
     as_out *o = as_out_new(c.fmt, cmd, c.trace);
-    prog_ctx pc = {as_progress_new("entropy", 1000, c.quiet), 0, c.layer >= 0 ? 1 : nl};
-    char err[AS_ERR_LEN];
-    int rc = 0;
-    for (size_t li = 0; li < nl && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        as_entropy_opts eo;
-        as_entropy_opts_init(&eo);
-        eo.head = c.head;
-        eo.topk = topk;
-        eo.tile = tile;
-        eo.mem = (size_t)mem << 20;
-        eo.progress = on_progress;
-        eo.ctx = &pc;
-        as_entropy_layer_res res;
-        as_status st = as_entropy_layer(l, &eo, &res, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail(cmd, st, err);
-            break;
-        }
-        const int64_t t = l->t;
-        const as_entropy_q **all = malloc((size_t)(l->hq * t > 0 ? l->hq * t : 1) * sizeof *all);
-        if (!all) {
-            as_entropy_layer_res_free(&res);
-            rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-            break;
-        }
-        int64_t nall = 0;
-        for (int64_t h = 0; h < l->hq && rc == 0; h++) {
-            if (c.head >= 0 && h != c.head) continue;
-            int64_t kvh = as_layer_kv_head(l, h);
-            if (c.fmt != AS_FMT_TABLE) {
-                for (int64_t qi = 0; qi < t; qi++) {
-                    if (query >= 0 && qi != query) continue;
-                    const as_entropy_q *q = &res.q[h * t + qi];
-                    cJSON *rec = as_rec_new("entropy", l->index, h);
-                    cJSON_AddNumberToObject(rec, "kv_head", (double)kvh);
-                    cJSON_AddNumberToObject(rec, "query", (double)qi);
-                    cJSON_AddNumberToObject(rec, "position", (double)as_layer_q_position(l, qi));
-                    cJSON_AddNumberToObject(rec, "n", (double)q->n);
-                    cJSON_AddNumberToObject(rec, "lse", q->lse);
-                    for (int f = 0; f < NQF; f++) {
-                        if (!topk && f >= 4) break;
-                        cJSON_AddNumberToObject(rec, q_fields[f], q_field(q, f));
-                    }
-                    as_out_add(o, rec);
-                }
-            }
-            const as_entropy_q **hs = all + nall;
-            for (int64_t qi = 0; qi < t; qi++) all[nall++] = &res.q[h * t + qi];
-            if (add_stats(o, c.fmt, "entropy_head", l->index, h, kvh, hs, t, topk, err) != 0)
-                rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-        }
-        if (rc == 0 &&
-            add_stats(o, c.fmt, "entropy_layer", l->index, -1, -1, all, nall, topk, err) != 0)
-            rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-        free(all);
-        as_entropy_layer_res_free(&res);
-        pc.layer_i++;
-    }
-    as_progress_free(pc.bar);
+    rc = as_cli_job_run(&j, cmd, entropy_unit, &e, o);
     static const char *const cols[] = {"layer",       "head",     "kv_head",  "n",
                                        "entropy_nats", "entropy_bits", "entropy_norm",
                                        "eff_support", "k50",      "k90",      "k99",
@@ -218,10 +195,6 @@ int as_cmd_entropy(int argc, char **argv)
                                        "%.1f", "%.1f", "%.1f", "%.1f", "%.4f", "%.4f", NULL};
     as_out_table(o, "entropy_head", "Attention entropy per head (means over the head's queries)",
                  cols, heads, fmts);
-    as_trace_free(tr);
-    if (rc != 0) {
-        as_out_free(o);
-        return rc;
-    }
-    return as_out_finish(o, stdout);
+    as_cli_job_close(&j);
+    return as_out_done(o, rc);
 }

@@ -4,7 +4,7 @@
 
 #include "as_limits.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_info[] =
     "usage: attnscope info TRACE [--json|--csv] [--no-check]\n\n"
@@ -14,25 +14,23 @@ const char as_help_info[] =
     "Every tensor is scanned for NaN/Inf unless --no-check is given.\n\n"
     "Records: 'trace' (one), 'layer' (one per layer), 'meta' (one per metadata entry).\n";
 
+static int info_opt(void *ctx, int opt, const char *arg)
+{
+    (void)arg;
+    if (opt != 'n') return -1;
+    *(int *)ctx = 0;
+    return 0;
+}
+
 int as_cmd_info(int argc, char **argv)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"no-check", no_argument, 0, 'n'},
                                          {0, 0, 0, 0}};
     as_cli_common c;
-    as_cli_common_init(&c);
-    int check = 1, opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "info", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'n') check = 0;
-        else return as_cli_bad_option("info", opt, argv);
-    }
-    if (optind != argc - 1) return as_cli_usage("info", "expects exactly one TRACE");
-    c.trace = argv[optind];
+    int check = 1;
+    int r = as_cli_parse_trace("info", argc, argv, opts, NULL, info_opt, &check, &c);
+    if (r != AS_CLI_GO) return r;
     int code;
     as_trace *tr = as_cli_open_trace("info", c.trace, 0, &code);
     if (!tr) return code;

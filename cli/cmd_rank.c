@@ -7,7 +7,7 @@
 #include "as_rank.h"
 #include "as_stats.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_rank[] =
     "usage: attnscope rank TRACE [--layer L] [--head H] [--matrix M[,M...]|all] [--sv]\n"
@@ -28,18 +28,6 @@ const char as_help_rank[] =
     "  --tile N     keys per tile (default 4096)\n"
     "  --mem MIB    memory for a block of score rows in the attention pass (default 256)\n";
 
-typedef struct {
-    as_progress *bar;
-    uint64_t layer_i, n_layers;
-} prog_ctx;
-
-static void on_progress(void *vctx, uint64_t done, uint64_t total)
-{
-    prog_ctx *p = vctx;
-    double f = total ? (double)done / (double)total : 1.0;
-    as_progress_update(p->bar, (uint64_t)(1000.0 * ((double)p->layer_i + f) / (double)p->n_layers));
-}
-
 static const char *const agg_fields[] = {"erank", "stable_rank", "r90", "r99", "rank"};
 
 static double agg_value(const as_rank_info *i, int f)
@@ -53,6 +41,102 @@ static double agg_value(const as_rank_info *i, int f)
     }
 }
 
+typedef struct {
+    long tile, mem;
+    unsigned mats;
+    int want_sv;
+} rank_opts;
+
+static int rank_opt(void *ctx, int opt, const char *arg)
+{
+    rank_opts *ro = ctx;
+    switch (opt) {
+    case 'M':
+        if (as_matrix_parse_list(arg, &ro->mats) == 0) return 0;
+        return as_cli_usage("rank", "--matrix expects k, v, q, scores, attn (comma-separated)"
+                                    " or all, got '%s'", arg);
+    case 's': ro->want_sv = 1; return 0;
+    case 't': return as_cli_parse_int("rank", "tile", arg, 1, 1L << 24, &ro->tile) ? 2 : 0;
+    case 'm': return as_cli_parse_int("rank", "mem", arg, 1, 1L << 20, &ro->mem) ? 2 : 0;
+    default: return -1;
+    }
+}
+
+static void rank_record(as_out *o, int layer, const as_rank_rec *x, int want_sv)
+{
+    cJSON *rec = as_rec_new("rank", layer, x->head);
+    cJSON_AddNumberToObject(rec, "kv_head", (double)x->kv_head);
+    cJSON_AddStringToObject(rec, "matrix", as_matrix_name(x->matrix));
+    cJSON_AddNumberToObject(rec, "rows", (double)x->info.rows);
+    cJSON_AddNumberToObject(rec, "cols", (double)x->info.cols);
+    cJSON_AddNumberToObject(rec, "nsv", (double)x->info.nsv);
+    cJSON_AddNumberToObject(rec, "erank", x->info.erank);
+    cJSON_AddNumberToObject(rec, "stable_rank", x->info.stable_rank);
+    cJSON_AddNumberToObject(rec, "r90", (double)x->info.r90);
+    cJSON_AddNumberToObject(rec, "r99", (double)x->info.r99);
+    cJSON_AddNumberToObject(rec, "rank", (double)x->info.rank);
+    cJSON_AddNumberToObject(rec, "s_max", x->info.s_max);
+    cJSON_AddNumberToObject(rec, "fro", x->info.fro);
+    if (want_sv && x->sv)
+        cJSON_AddItemToObject(rec, "sv", cJSON_CreateDoubleArray(x->sv, (int)x->info.nsv));
+    as_out_add(o, rec);
+}
+
+/* Per layer and matrix: statistics over the heads. Returns 0, or -1 on out of memory. */
+static int layer_records(as_out *o, int layer, const as_rank_rec *recs, size_t n)
+{
+    char err[AS_ERR_LEN];
+    double *x = malloc((n ? n : 1) * sizeof *x);
+    if (!x) return -1;
+    for (int m = 0; m < AS_MAT_COUNT; m++) {
+        int64_t cnt = 0;
+        as_stats s[5];
+        for (int f = 0; f < 5; f++) {
+            cnt = 0;
+            for (size_t i = 0; i < n; i++)
+                if (recs[i].matrix == (as_matrix)m) x[cnt++] = agg_value(&recs[i].info, f);
+            as_stats_compute(x, cnt, 1, &s[f], err);
+        }
+        if (cnt == 0) continue;
+        for (int k = 0; k < AS_STATS_N; k++) {
+            cJSON *rec = as_rec_new("rank_layer", layer, -1);
+            cJSON_AddStringToObject(rec, "matrix", as_matrix_name((as_matrix)m));
+            cJSON_AddStringToObject(rec, "stat", as_stats_names[k]);
+            cJSON_AddNumberToObject(rec, "heads", (double)cnt);
+            for (int f = 0; f < 5; f++) cJSON_AddNumberToObject(rec, agg_fields[f], s[f].v[k]);
+            as_out_add(o, rec);
+        }
+    }
+    free(x);
+    return 0;
+}
+
+/* One layer (its selected heads): the 'rank' records, then 'rank_layer' (JSON/CSV). */
+static int rank_unit(void *ctx, as_cli_job *j, const as_cli_unit *u, as_out *o)
+{
+    const rank_opts *opt = ctx;
+    as_rank_opts ro;
+    as_rank_opts_init(&ro);
+    ro.head = u->head;
+    ro.mats = opt->mats;
+    ro.tile = opt->tile;
+    ro.mem = (size_t)opt->mem << 20;
+    ro.want_sv = opt->want_sv;
+    ro.progress = as_cli_job_progress;
+    ro.ctx = j;
+    as_rank_rec *recs = NULL;
+    size_t n = 0;
+    char err[AS_ERR_LEN];
+    as_status st = as_rank_layer(u->layer, &ro, &recs, &n, err);
+    if (st != AS_OK) return as_cli_fail(j->cmd, st, err);
+    for (size_t i = 0; i < n; i++) rank_record(o, u->layer->index, &recs[i], opt->want_sv);
+    int rc = 0;
+    if (j->c.fmt != AS_FMT_TABLE && layer_records(o, u->layer->index, recs, n) != 0)
+        rc = as_cli_fail(j->cmd, AS_ERR_NOMEM, "out of memory");
+    as_rank_recs_free(recs, n);
+    return rc;
+}
+
 int as_cmd_rank(int argc, char **argv)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
@@ -62,125 +146,17 @@ int as_cmd_rank(int argc, char **argv)
                                          {"mem", required_argument, 0, 'm'},
                                          {0, 0, 0, 0}};
     const char *cmd = "rank";
+    rank_opts ro = {.tile = 0, .mem = 256, .mats = (1u << AS_MAT_COUNT) - 1, .want_sv = 0};
     as_cli_common c;
-    as_cli_common_init(&c);
-    long tile = 0, mem = 256;
-    unsigned mats = (1u << AS_MAT_COUNT) - 1;
-    int want_sv = 0, opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, cmd, opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'M') {
-            if (as_matrix_parse_list(optarg, &mats) != 0)
-                return as_cli_usage(cmd, "--matrix expects k, v, q, scores, attn (comma-separated)"
-                                         " or all, got '%s'", optarg);
-        } else if (opt == 's') {
-            want_sv = 1;
-        } else if (opt == 't') {
-            if (as_cli_parse_int(cmd, "tile", optarg, 1, 1L << 24, &tile)) return 2;
-        } else if (opt == 'm') {
-            if (as_cli_parse_int(cmd, "mem", optarg, 1, 1L << 20, &mem)) return 2;
-        } else if (opt == ':') {
-            return as_cli_usage(cmd, "option '%s' needs a value", argv[optind - 1]);
-        } else {
-            return as_cli_bad_option(cmd, opt, argv);
-        }
-    }
-    if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
-    c.trace = argv[optind];
-    int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
-    if (!tr) return code;
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage(cmd, "%s has no layer %d", c.trace, c.layer);
-    }
-    size_t nl = as_trace_n_layers(tr);
-    for (size_t li = 0; li < nl; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        if (c.head >= l->hq) {
-            int rc = as_cli_usage(cmd, "layer %d has %lld query heads", l->index,
-                                  (long long)l->hq);
-            as_trace_free(tr);
-            return rc;
-        }
-    }
+    int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, rank_opt, &ro, &c);
+    if (rc != AS_CLI_GO) return rc;
+    as_cli_job j;
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    jo.units = AS_CLI_UNITS_LAYER;
+    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
     as_out *o = as_out_new(c.fmt, cmd, c.trace);
-    prog_ctx pc = {as_progress_new("rank", 1000, c.quiet), 0, c.layer >= 0 ? 1 : nl};
-    char err[AS_ERR_LEN];
-    int rc = 0;
-    for (size_t li = 0; li < nl && rc == 0; li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        as_rank_opts ro;
-        as_rank_opts_init(&ro);
-        ro.head = c.head;
-        ro.mats = mats;
-        ro.tile = tile;
-        ro.mem = (size_t)mem << 20;
-        ro.want_sv = want_sv;
-        ro.progress = on_progress;
-        ro.ctx = &pc;
-        as_rank_rec *recs = NULL;
-        size_t n = 0;
-        as_status st = as_rank_layer(l, &ro, &recs, &n, err);
-        if (st != AS_OK) {
-            rc = as_cli_fail(cmd, st, err);
-            break;
-        }
-        for (size_t i = 0; i < n; i++) {
-            const as_rank_rec *x = &recs[i];
-            cJSON *rec = as_rec_new("rank", l->index, x->head);
-            cJSON_AddNumberToObject(rec, "kv_head", (double)x->kv_head);
-            cJSON_AddStringToObject(rec, "matrix", as_matrix_name(x->matrix));
-            cJSON_AddNumberToObject(rec, "rows", (double)x->info.rows);
-            cJSON_AddNumberToObject(rec, "cols", (double)x->info.cols);
-            cJSON_AddNumberToObject(rec, "nsv", (double)x->info.nsv);
-            cJSON_AddNumberToObject(rec, "erank", x->info.erank);
-            cJSON_AddNumberToObject(rec, "stable_rank", x->info.stable_rank);
-            cJSON_AddNumberToObject(rec, "r90", (double)x->info.r90);
-            cJSON_AddNumberToObject(rec, "r99", (double)x->info.r99);
-            cJSON_AddNumberToObject(rec, "rank", (double)x->info.rank);
-            cJSON_AddNumberToObject(rec, "s_max", x->info.s_max);
-            cJSON_AddNumberToObject(rec, "fro", x->info.fro);
-            if (want_sv && x->sv)
-                cJSON_AddItemToObject(rec, "sv",
-                                      cJSON_CreateDoubleArray(x->sv, (int)x->info.nsv));
-            as_out_add(o, rec);
-        }
-        /* per layer and matrix: statistics over the heads */
-        if (c.fmt != AS_FMT_TABLE) {
-            double *x = malloc((n ? n : 1) * sizeof *x);
-            for (int m = 0; x && m < AS_MAT_COUNT; m++) {
-                int64_t cnt = 0;
-                as_stats s[5];
-                for (int f = 0; f < 5; f++) {
-                    cnt = 0;
-                    for (size_t i = 0; i < n; i++)
-                        if (recs[i].matrix == (as_matrix)m) x[cnt++] = agg_value(&recs[i].info, f);
-                    as_stats_compute(x, cnt, 1, &s[f], err);
-                }
-                if (cnt == 0) continue;
-                for (int k = 0; k < AS_STATS_N; k++) {
-                    cJSON *rec = as_rec_new("rank_layer", l->index, -1);
-                    cJSON_AddStringToObject(rec, "matrix", as_matrix_name((as_matrix)m));
-                    cJSON_AddStringToObject(rec, "stat", as_stats_names[k]);
-                    cJSON_AddNumberToObject(rec, "heads", (double)cnt);
-                    for (int f = 0; f < 5; f++) cJSON_AddNumberToObject(rec, agg_fields[f], s[f].v[k]);
-                    as_out_add(o, rec);
-                }
-            }
-            if (!x) rc = as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
-            free(x);
-        }
-        as_rank_recs_free(recs, n);
-        pc.layer_i++;
-    }
-    as_progress_free(pc.bar);
+    rc = as_cli_job_run(&j, cmd, rank_unit, &ro, o);
     static const char *const cols[] = {"layer", "matrix", "head", "kv_head", "rows", "cols",
                                        "erank", "stable_rank", "r90", "r99", "rank", NULL};
     static const char *const heads[] = {"layer", "matrix", "head", "kv", "rows", "cols",
@@ -188,10 +164,6 @@ int as_cmd_rank(int argc, char **argv)
     static const char *const fmts[] = {"%d", "%s", "%d", "%d", "%d", "%d", "%.3f", "%.3f",
                                        "%d", "%d", "%d", NULL};
     as_out_table(o, "rank", "Effective, stable and energy ranks (float64)", cols, heads, fmts);
-    as_trace_free(tr);
-    if (rc != 0) {
-        as_out_free(o);
-        return rc;
-    }
-    return as_out_finish(o, stdout);
+    as_cli_job_close(&j);
+    return as_out_done(o, rc);
 }

@@ -13,7 +13,8 @@
 #include "as_report.h"
 #include "as_summary.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
+#include "cli_par.h"
 
 const char as_help_report[] =
     "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--eval FILE] [--layer L]\n"
@@ -36,22 +37,55 @@ const char as_help_report[] =
     "                      every query (slow on long traces), 'none' skip\n"
     "  --quiet             no progress bar\n";
 
-static struct {
-    as_progress *bar;
-    uint64_t base, span; /* this phase's share of the bar, in per-mille */
-} prog;
-
-static void on_progress(void *ctx, uint64_t done, uint64_t total)
-{
-    (void)ctx;
-    if (total == 0) total = 1;
-    as_progress_update(prog.bar, prog.base + prog.span * done / total);
-}
+/* The units of the MPI engine (cli/cli_par.h): unit 0 the trace's checksum, then one per
+ * layer (its summary with its sparsity records). */
+typedef struct {
+    as_trace *tr;
+    const as_par_unit *units; /* layer units, from unit 1 */
+    as_summary_opts so;
+    as_par_prog prog;
+    /* rank 0 */
+    char hex[AS_SHA256_HEX];
+    char *per_file;
+    as_par_summary ps;
+} report_job;
 
 static void on_hash(void *ctx, unsigned long long done)
 {
-    uint64_t total = *(const uint64_t *)ctx;
-    on_progress(NULL, done, total);
+    report_job *j = ctx;
+    as_par_prog_inner(&j->prog, done, as_trace_file_bytes(j->tr));
+}
+
+static as_status report_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
+{
+    report_job *j = vctx;
+    if (u == 0) {
+        char hex[AS_SHA256_HEX] = "";
+        char *per_file = NULL;
+        as_par_prog_unit(&j->prog, 1);
+        as_status st = as_trace_sha256(j->tr, hex, &per_file, on_hash, j, err);
+        if (st == AS_OK) {
+            as_mpi_put_str(out, hex);
+            as_mpi_put_str(out, per_file);
+        }
+        free(per_file);
+        return st;
+    }
+    const as_par_unit *pu = &j->units[u - 1];
+    as_par_prog_unit(&j->prog, pu->cost);
+    return as_par_summary_work(j->tr, as_trace_layer(j->tr, pu->li), &j->so, out, err);
+}
+
+static as_status report_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
+{
+    report_job *j = vctx;
+    if (u > 0) return as_par_summary_add(&j->ps, in, err);
+    const char *hex = as_mpi_get_str(in), *per_file = as_mpi_get_str(in);
+    if (in->bad || !hex) return as_err_set(err, AS_ERR_IO, "the checksum was damaged in transit");
+    snprintf(j->hex, sizeof j->hex, "%s", hex);
+    if (per_file && !(j->per_file = strdup(per_file)))
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    return AS_OK;
 }
 
 static char *read_small_file(const char *path, char *err)
@@ -99,7 +133,8 @@ static int same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
-static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline);
+enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
+static int report_main(int argc, char **argv, const char *cmdline);
 
 /* The eval document, checked to be one (`attnscope eval` writes {"command": "eval", ...}). */
 static char *read_eval(const char *path, char *err)
@@ -153,56 +188,50 @@ static int eval_only(const char *eval, const char *out, const as_cli_common *c,
 
 int as_cmd_report(int argc, char **argv)
 {
-    as_cli_common c;
-    as_cli_common_init(&c);
     /* provenance: the command as typed (before getopt permutes argv) */
     char *cmdline = as_report_command_line(argc, argv);
-    int rc = report_main(argc, argv, &c, cmdline);
+    int rc = report_main(argc, argv, cmdline);
     free(cmdline);
     return rc;
 }
 
-static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmdline)
+typedef struct {
+    const char *out, *gpu, *eval;
+    int witness;
+} report_opts;
+
+static int report_opt(void *ctx, int opt, const char *arg)
 {
-    enum { OPT_GPU = 2000, OPT_WITNESS, OPT_EVAL };
+    report_opts *r = ctx;
+    static const char *const witness[] = {"none", "last", "all"};
+    switch (opt) {
+    case 'o': r->out = arg; return 0;
+    case OPT_GPU: r->gpu = arg; return 0;
+    case OPT_EVAL: r->eval = arg; return 0;
+    case OPT_WITNESS:
+        for (int i = 0; i < 3; i++)
+            if (strcmp(arg, witness[i]) == 0) {
+                r->witness = i;
+                return 0;
+            }
+        return as_cli_usage("report", "--witness takes none, last or all, not '%s'", arg);
+    default: return -1;
+    }
+}
+
+static int report_main(int argc, char **argv, const char *cmdline)
+{
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"output", required_argument, 0, 'o'},
                                          {"gpu-json", required_argument, 0, OPT_GPU},
                                          {"witness", required_argument, 0, OPT_WITNESS},
                                          {"eval", required_argument, 0, OPT_EVAL},
                                          {0, 0, 0, 0}};
-    int witness = 1;
-    as_cli_common c = *cc;
-    const char *out = "report.html", *gpu = NULL, *eval = NULL;
-    int opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "report", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        if (opt == 'o')
-            out = optarg;
-        else if (opt == OPT_GPU)
-            gpu = optarg;
-        else if (opt == OPT_EVAL)
-            eval = optarg;
-        else if (opt == OPT_WITNESS) {
-            if (strcmp(optarg, "none") == 0)
-                witness = 0;
-            else if (strcmp(optarg, "last") == 0)
-                witness = 1;
-            else if (strcmp(optarg, "all") == 0)
-                witness = 2;
-            else
-                return as_cli_usage("report", "--witness takes none, last or all, not '%s'",
-                                    optarg);
-        }
-        else if (opt == ':')
-            return as_cli_usage("report", "option '%s' needs a value", argv[optind - 1]);
-        else
-            return as_cli_bad_option("report", opt, argv);
-    }
+    report_opts ro = {.out = "report.html", .gpu = NULL, .eval = NULL, .witness = 1};
+    as_cli_common c;
+    int code = as_cli_parse_opts("report", argc, argv, opts, "o:", report_opt, &ro, &c);
+    if (code != AS_CLI_GO) return code;
+    const char *out = ro.out, *gpu = ro.gpu, *eval = ro.eval;
     if (eval && optind == argc) return eval_only(eval, out, &c, cmdline);
     if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
     if (c.fmt != AS_FMT_TABLE)
@@ -219,61 +248,67 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    int code;
-    as_trace *tr = as_cli_open_trace("report", c.trace, 1, &code);
-    if (!tr) return code;
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage("report", "%s has no layer %d", c.trace, c.layer);
-    }
+    as_cli_job j;
+    as_cli_job_opts jo;
+    as_cli_job_opts_init(&jo);
+    if ((code = as_cli_job_open(&j, "report", &c, &jo)) != 0) return code;
+    as_trace *tr = j.tr;
     if ((code = as_cli_check_output("report", out)) != 0) {
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return code;
     }
     char *gpu_doc = NULL, *eval_doc = NULL;
     if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", AS_ERR_IO, err);
     }
     if (eval && !(eval_doc = read_eval(eval, err))) {
         free(gpu_doc);
-        as_trace_free(tr);
+        as_cli_job_close(&j);
         return as_cli_fail("report", AS_ERR_VALUE, err);
     }
 
-    prog.bar = as_progress_new("report", 1000, c.quiet);
-    /* checksum: 10% of the bar; analysis: 90% */
-    char hex[AS_SHA256_HEX] = "";
-    as_status st = AS_OK;
-    char *per_file = NULL;
-    uint64_t bytes = as_trace_file_bytes(tr);
-    prog.base = 0, prog.span = 100;
-    st = as_trace_sha256(tr, hex, &per_file, on_hash, &bytes, err);
-    if (st != AS_OK) {
-        as_progress_free(prog.bar);
-        free(per_file);
+    /* the work: the checksum (unit 0) and each layer's summary, shared by the ranks */
+    report_job rj;
+    memset(&rj, 0, sizeof rj);
+    rj.tr = tr;
+    as_summary_opts_init(&rj.so);
+    rj.so.witness = ro.witness;
+    rj.so.progress = as_par_prog_inner;
+    rj.so.ctx = &rj.prog;
+    size_t nl = 0;
+    as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nl);
+    double *cost = malloc((nl + 1) * sizeof *cost);
+    if ((code = as_mpi_agree(units && cost ? 0 : as_cli_fail("report", AS_ERR_NOMEM, "out of memory"))) != 0) {
+        free(units);
+        free(cost);
         free(gpu_doc);
         free(eval_doc);
-        as_trace_free(tr);
-        return as_cli_fail("report", st, err);
+        as_cli_job_close(&j);
+        return code;
     }
-
-    as_summary_opts so;
-    as_summary_opts_init(&so);
-    so.layer = c.layer;
-    so.witness = witness;
-    so.progress = on_progress;
-    prog.base = 100, prog.span = 900;
-    as_summary *s = as_summary_compute_st(tr, &so, &st, err);
-    if (!s) {
-        as_progress_free(prog.bar);
+    rj.units = units;
+    /* costs: a layer's summary ~ hq t n; the checksum ~ bytes / 1000 on that scale */
+    cost[0] = (double)as_trace_file_bytes(tr) / 1000.0 + 1;
+    for (size_t u = 0; u < nl; u++) cost[u + 1] = units[u].cost;
+    as_par_prog_start(&rj.prog, "report", c.quiet);
+    as_mpi_job job = {nl + 1, cost, report_work, report_consume, &rj, as_par_prog_engine, &rj.prog};
+    as_status st = as_mpi_run(&job, NULL, err);
+    free(units);
+    free(cost);
+    as_summary *s = st == AS_OK && as_mpi_rank() == 0 ? as_par_summary_finish(&rj.ps, err) : NULL;
+    if (st == AS_OK && as_mpi_rank() == 0 && !s) st = AS_ERR_NOMEM;
+    as_par_summary_free(&rj.ps);
+    char *per_file = rj.per_file;
+    const char *hex = rj.hex;
+    if (st != AS_OK || !s) { /* a failure (said once, on rank 0), or a rank other than 0 */
+        as_par_prog_end(&rj.prog);
         free(per_file);
         free(gpu_doc);
         free(eval_doc);
-        as_trace_free(tr);
-        char msg[AS_ERR_LEN + 4200];
-        snprintf(msg, sizeof msg, "%s: %s", c.trace, err);
-        return as_cli_fail("report", st, msg);
+        as_summary_free(s);
+        as_cli_job_close(&j);
+        return st == AS_OK ? 0 : as_par_fail("report", st, err);
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     as_report_info info = {cmdline ? cmdline : "attnscope report",
@@ -288,7 +323,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     size_t len = 0;
     int nfig = 0;
     st = as_report_html(tr, s, &info, &html, &len, &nfig, err);
-    as_progress_free(prog.bar);
+    as_par_prog_end(&rj.prog);
     if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
     free(html);
     free(per_file);
@@ -297,7 +332,7 @@ static int report_main(int argc, char **argv, as_cli_common *cc, const char *cmd
     char left_out[sizeof s->left_out];
     snprintf(left_out, sizeof left_out, "%s", s->left_out);
     as_summary_free(s);
-    as_trace_free(tr);
+    as_cli_job_close(&j);
     if (st != AS_OK) return as_cli_fail("report", st, err);
     if (!c.quiet)
         fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", out, nfig,

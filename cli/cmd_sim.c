@@ -11,7 +11,7 @@
 #include "as_simexp.h"
 #include "as_simgen.h"
 #include "cli_help.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_sim[] =
     "usage: attnscope sim gen -o FILE [options]     write a synthetic trace\n"
@@ -90,6 +90,97 @@ enum {
     O_TRACE
 };
 
+typedef struct {
+    as_sim_spec s;
+    const char *out;
+    long kv;
+} gen_opts;
+
+static int gen_opt(void *ctx, int opt, const char *arg)
+{
+    gen_opts *g = ctx;
+    char err[AS_ERR_LEN];
+    long v;
+    switch (opt) {
+    case 'o': g->out = arg; return 0;
+    case O_N: if (parse_size("n", arg, 1, 1L << 40, &v)) return 2; g->s.n = v; return 0;
+    case O_D: if (parse_size("d", arg, 1, 8192, &v)) return 2; g->s.d = v; return 0;
+    case O_T: if (parse_size("t", arg, 1, 1L << 30, &v)) return 2; g->s.t = v; return 0;
+    case O_HEADS: if (parse_size("heads", arg, 1, 4096, &v)) return 2; g->s.hq = v; return 0;
+    case O_KVHEADS: if (parse_size("kv-heads", arg, 1, 4096, &g->kv)) return 2; return 0;
+    case O_LAYERS: if (parse_size("layers", arg, 1, 4096, &v)) return 2; g->s.layers = (int)v; return 0;
+    case O_DTYPE:
+        if (as_dtype_parse(arg, &g->s.dtype) || !as_dtype_is_float(g->s.dtype))
+            return as_cli_usage("sim", "--dtype expects F64, F32, F16 or BF16, got '%s'", arg);
+        return 0;
+    case O_SEED: {
+        uint64_t sv;
+        if (as_cli_parse_u64("sim", "seed", arg, &sv)) return 2;
+        g->s.seed = sv;
+        return 0;
+    }
+    case O_CAUSAL: g->s.causal = 1; return 0;
+    case O_SCALE:
+        if (parse_real("scale", arg, 0, &g->s.scale)) return 2;
+        if (!(g->s.scale > 0)) return as_cli_usage("sim", "--scale must be positive");
+        return 0;
+    case O_RANK: if (parse_size("rank", arg, 1, 8192, &v)) return 2; g->s.rank = v; return 0;
+    case O_DECAY:
+        if (as_sim_parse_decay(arg, &g->s.decay, &g->s.decay_param, err) != AS_OK)
+            return as_cli_usage("sim", "%s", err);
+        return 0;
+    case O_KEYSD: if (parse_real("key-sd", arg, 0, &g->s.key_sd)) return 2; return 0;
+    case O_BASIS:
+        if (strcmp(arg, "orthogonal") == 0) g->s.gaussian_basis = 0;
+        else if (strcmp(arg, "gaussian") == 0) g->s.gaussian_basis = 1;
+        else return as_cli_usage("sim", "--basis expects orthogonal or gaussian, got '%s'", arg);
+        return 0;
+    case O_QNOISE: if (parse_real("q-noise", arg, 0, &g->s.q_noise)) return 2; return 0;
+    case O_VSD: if (parse_real("v-sd", arg, 0, &g->s.v_sd)) return 2; return 0;
+    case O_VRANK: if (parse_size("v-rank", arg, 1, 8192, &v)) return 2; g->s.v_rank = v; return 0;
+    case O_PROFILE:
+        if (g->s.n_plans >= AS_SIM_MAX_PLANS)
+            return as_cli_usage("sim", "at most %d --profile options", AS_SIM_MAX_PLANS);
+        if (as_sim_parse_head(arg, &g->s.plans[g->s.n_plans], err) != AS_OK)
+            return as_cli_usage("sim", "%s", err);
+        g->s.n_plans++;
+        return 0;
+    default: return -1;
+    }
+}
+
+/* The 'sim_gen' record and its table. */
+static void gen_record(as_out *o, const as_sim_spec *s, const char *out)
+{
+    struct stat sb;
+    cJSON *rec = as_rec_new("sim_gen", 0, -1);
+    cJSON_DeleteItemFromObject(rec, "layer");
+    cJSON_AddStringToObject(rec, "path", out);
+    cJSON_AddNumberToObject(rec, "bytes", stat(out, &sb) == 0 ? (double)sb.st_size : 0);
+    cJSON_AddNumberToObject(rec, "n", (double)s->n);
+    cJSON_AddNumberToObject(rec, "d", (double)s->d);
+    cJSON_AddNumberToObject(rec, "t", (double)s->t);
+    cJSON_AddNumberToObject(rec, "hq", (double)s->hq);
+    cJSON_AddNumberToObject(rec, "hkv", (double)s->hkv);
+    cJSON_AddNumberToObject(rec, "layers", s->layers);
+    cJSON_AddStringToObject(rec, "dtype", as_dtype_name(s->dtype));
+    cJSON_AddNumberToObject(rec, "seed", (double)s->seed);
+    cJSON_AddNumberToObject(rec, "rank", (double)(s->rank ? s->rank : s->d));
+    char prof[512] = "";
+    for (int i = 0; i < s->n_plans; i++) {
+        size_t len = strlen(prof);
+        snprintf(prof + len, sizeof prof - len, "%s%s", i ? "," : "",
+                 as_sim_profile_name(s->plans[i].profile));
+    }
+    cJSON_AddStringToObject(rec, "profiles", prof);
+    as_out_add(o, rec);
+    static const char *const cols[] = {"path", "bytes", "layers", "hq", "hkv", "t", "n", "d",
+                                       "dtype", "rank", "seed", "profiles", NULL};
+    static const char *const fmts[] = {"%s", "%.0f", "%d", "%d", "%d", "%d", "%.0f", "%d",
+                                       "%s", "%d", "%.0f", "%s", NULL};
+    as_out_table(o, "sim_gen", "Synthetic trace written", cols, NULL, fmts);
+}
+
 static int cmd_gen(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -104,68 +195,16 @@ static int cmd_gen(int argc, char **argv)
         {"basis", required_argument, 0, O_BASIS}, {"q-noise", required_argument, 0, O_QNOISE},
         {"v-sd", required_argument, 0, O_VSD},   {"v-rank", required_argument, 0, O_VRANK},
         {"profile", required_argument, 0, O_PROFILE}, {0, 0, 0, 0}};
+    gen_opts g = {.out = NULL, .kv = -1};
+    as_sim_spec_init(&g.s);
+    g.s.n_plans = 0;
     as_cli_common c;
-    as_cli_common_init(&c);
-    as_sim_spec s;
-    as_sim_spec_init(&s);
-    s.n_plans = 0;
-    const char *out = NULL;
-    long kv = -1, v;
+    int r = as_cli_parse_opts("sim", argc, argv, opts, "o:", gen_opt, &g, &c);
+    if (r != AS_CLI_GO) return r;
+    as_sim_spec s = g.s;
+    const char *out = g.out;
+    long kv = g.kv;
     char err[AS_ERR_LEN];
-    int opt, r;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":o:", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "sim", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        switch (opt) {
-        case 'o': out = optarg; break;
-        case O_N: if (parse_size("n", optarg, 1, 1L << 40, &v)) return 2; s.n = v; break;
-        case O_D: if (parse_size("d", optarg, 1, 8192, &v)) return 2; s.d = v; break;
-        case O_T: if (parse_size("t", optarg, 1, 1L << 30, &v)) return 2; s.t = v; break;
-        case O_HEADS: if (parse_size("heads", optarg, 1, 4096, &v)) return 2; s.hq = v; break;
-        case O_KVHEADS: if (parse_size("kv-heads", optarg, 1, 4096, &kv)) return 2; break;
-        case O_LAYERS: if (parse_size("layers", optarg, 1, 4096, &v)) return 2; s.layers = (int)v; break;
-        case O_DTYPE:
-            if (as_dtype_parse(optarg, &s.dtype) || !as_dtype_is_float(s.dtype))
-                return as_cli_usage("sim", "--dtype expects F64, F32, F16 or BF16, got '%s'", optarg);
-            break;
-        case O_SEED: {
-            uint64_t sv;
-            if (as_cli_parse_u64("sim", "seed", optarg, &sv)) return 2;
-            s.seed = sv;
-            break;
-        }
-        case O_CAUSAL: s.causal = 1; break;
-        case O_SCALE:
-            if (parse_real("scale", optarg, 0, &s.scale)) return 2;
-            if (!(s.scale > 0)) return as_cli_usage("sim", "--scale must be positive");
-            break;
-        case O_RANK: if (parse_size("rank", optarg, 1, 8192, &v)) return 2; s.rank = v; break;
-        case O_DECAY:
-            if (as_sim_parse_decay(optarg, &s.decay, &s.decay_param, err) != AS_OK)
-                return as_cli_usage("sim", "%s", err);
-            break;
-        case O_KEYSD: if (parse_real("key-sd", optarg, 0, &s.key_sd)) return 2; break;
-        case O_BASIS:
-            if (strcmp(optarg, "orthogonal") == 0) s.gaussian_basis = 0;
-            else if (strcmp(optarg, "gaussian") == 0) s.gaussian_basis = 1;
-            else return as_cli_usage("sim", "--basis expects orthogonal or gaussian, got '%s'", optarg);
-            break;
-        case O_QNOISE: if (parse_real("q-noise", optarg, 0, &s.q_noise)) return 2; break;
-        case O_VSD: if (parse_real("v-sd", optarg, 0, &s.v_sd)) return 2; break;
-        case O_VRANK: if (parse_size("v-rank", optarg, 1, 8192, &v)) return 2; s.v_rank = v; break;
-        case O_PROFILE:
-            if (s.n_plans >= AS_SIM_MAX_PLANS)
-                return as_cli_usage("sim", "at most %d --profile options", AS_SIM_MAX_PLANS);
-            if (as_sim_parse_head(optarg, &s.plans[s.n_plans], err) != AS_OK)
-                return as_cli_usage("sim", "%s", err);
-            s.n_plans++;
-            break;
-        default: return as_cli_bad_option("sim", opt, argv);
-        }
-    }
     if (optind != argc) return as_cli_usage("sim", "unexpected argument '%s'", argv[optind]);
     if (!out) return as_cli_usage("sim", "gen needs -o FILE");
     if (s.n_plans == 0) {
@@ -189,37 +228,25 @@ static int cmd_gen(int argc, char **argv)
             fprintf(stderr, "attnscope sim: %s: %s\n", out, err);
         return as_status_exit_code(st);
     }
-    struct stat sb;
     as_out *o = as_out_new(c.fmt, "sim gen", NULL);
-    cJSON *rec = as_rec_new("sim_gen", 0, -1);
-    cJSON_DeleteItemFromObject(rec, "layer");
-    cJSON_AddStringToObject(rec, "path", out);
-    cJSON_AddNumberToObject(rec, "bytes", stat(out, &sb) == 0 ? (double)sb.st_size : 0);
-    cJSON_AddNumberToObject(rec, "n", (double)s.n);
-    cJSON_AddNumberToObject(rec, "d", (double)s.d);
-    cJSON_AddNumberToObject(rec, "t", (double)s.t);
-    cJSON_AddNumberToObject(rec, "hq", (double)s.hq);
-    cJSON_AddNumberToObject(rec, "hkv", (double)s.hkv);
-    cJSON_AddNumberToObject(rec, "layers", s.layers);
-    cJSON_AddStringToObject(rec, "dtype", as_dtype_name(s.dtype));
-    cJSON_AddNumberToObject(rec, "seed", (double)s.seed);
-    cJSON_AddNumberToObject(rec, "rank", (double)(s.rank ? s.rank : s.d));
-    char prof[512] = "";
-    for (int i = 0; i < s.n_plans; i++) {
-        size_t len = strlen(prof);
-        snprintf(prof + len, sizeof prof - len, "%s%s", i ? "," : "", as_sim_profile_name(s.plans[i].profile));
-    }
-    cJSON_AddStringToObject(rec, "profiles", prof);
-    as_out_add(o, rec);
-    static const char *const cols[] = {"path", "bytes", "layers", "hq", "hkv", "t", "n", "d",
-                                       "dtype", "rank", "seed", "profiles", NULL};
-    static const char *const fmts[] = {"%s", "%.0f", "%d", "%d", "%d", "%d", "%.0f", "%d",
-                                       "%s", "%d", "%.0f", "%s", NULL};
-    as_out_table(o, "sim_gen", "Synthetic trace written", cols, NULL, fmts);
+    gen_record(o, &s, out);
     return as_out_finish(o, stdout);
 }
 
 /* ------------------------------------------------------------------ experiments */
+static int experiment_opt(void *ctx, int opt, const char *arg)
+{
+    as_simexp_opts *eo = ctx;
+    long v;
+    switch (opt) {
+    case O_SEED: if (parse_size("seed", arg, 0, LONG_MAX, &v)) return 2; eo->seed = (uint64_t)v; return 0;
+    case O_TRIALS: if (parse_size("trials", arg, 1, 100000000, &v)) return 2; eo->trials = v; return 0;
+    case O_QUICK: eo->quick = 1; return 0;
+    case O_TRACE: eo->trace = arg; return 0;
+    default: return -1;
+    }
+}
+
 static int cmd_experiment(const char *name, int argc, char **argv)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
@@ -228,26 +255,11 @@ static int cmd_experiment(const char *name, int argc, char **argv)
                                          {"quick", no_argument, 0, O_QUICK},
                                          {"trace", required_argument, 0, O_TRACE},
                                          {0, 0, 0, 0}};
-    as_cli_common c;
-    as_cli_common_init(&c);
     as_simexp_opts eo;
     as_simexp_opts_init(&eo);
-    int opt, r;
-    long v;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, "sim", opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        switch (opt) {
-        case O_SEED: if (parse_size("seed", optarg, 0, LONG_MAX, &v)) return 2; eo.seed = (uint64_t)v; break;
-        case O_TRIALS: if (parse_size("trials", optarg, 1, 100000000, &v)) return 2; eo.trials = v; break;
-        case O_QUICK: eo.quick = 1; break;
-        case O_TRACE: eo.trace = optarg; break;
-        default: return as_cli_bad_option("sim", opt, argv);
-        }
-    }
+    as_cli_common c;
+    int r = as_cli_parse_opts("sim", argc, argv, opts, NULL, experiment_opt, &eo, &c);
+    if (r != AS_CLI_GO) return r;
     if (optind != argc) return as_cli_usage("sim", "unexpected argument '%s'", argv[optind]);
     eo.quiet = c.quiet;
     char err[AS_ERR_LEN];

@@ -5,10 +5,11 @@
 
 #include "as_sparsity.h"
 #include "cli_help.h"
+#include "cli_par.h"
 #include "cli_util.h"
 
 const char as_help_sparsity[] =
-    "usage: attnscope sparsity TRACE [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
+    "usage: attnscope sparsity TRACE... [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--heavy-frac F]\n"
     "                          [--delta D] [--seed S] [--trials R] [--eps E] [--out-tol T]\n"
@@ -43,7 +44,11 @@ const char as_help_sparsity[] =
     "each head crosses 1%/5%/10% relative error), 'layer_summary', 'model_summary',\n"
     "'coverage', 'check'.\n\n"
     "--export-index FILE writes the selection of one subset method at one budget as an index\n"
-    "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n";
+    "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n\n"
+    "Several traces (A B C ...; a study's models, prompts, lengths): each is analysed as if\n"
+    "alone, its records carry its path in 'trace', and 'trace_summary' records (table 'Across\n"
+    "traces') put their model summaries side by side. Under mpirun the layers of all traces\n"
+    "share the ranks (docs/scale.md).\n";
 
 enum {
     OPT_METHOD = 1,
@@ -72,7 +77,21 @@ typedef struct {
     as_sp_agg *agg;
     as_progress *prog;
     int per_query; /* emit the per-query 'sparsity' records (JSON/CSV without --summary-only) */
+    const char *tag; /* several traces: the trace's path, a field of every record */
 } run_ctx;
+
+/* A record {"record": kind, ["trace": tag,] "layer": L, "head": H}: layer < -1 and head < 0
+ * are left out. */
+static cJSON *rec_new(const char *kind, const char *tag, int layer, int64_t head)
+{
+    if (!tag && layer >= -1) return as_rec_new(kind, layer, head);
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "record", kind);
+    if (tag) cJSON_AddStringToObject(r, "trace", tag);
+    if (layer >= -1) cJSON_AddNumberToObject(r, "layer", layer);
+    if (head >= 0) cJSON_AddNumberToObject(r, "head", (double)head);
+    return r;
+}
 
 /* 1 / budget, printed as the sweep's nominal value (1 / (1/3) is 3.0000000000000009 in
  * binary floating point; readers compare sparsities by value). */
@@ -89,7 +108,7 @@ static int on_record(void *ctx, const as_sp_record *r)
     if (!c->per_query) return as_sp_agg_add(c->agg, r);
     const as_sp_eval *ev = &r->ev;
     int sampling = as_sp_method_is_sampling(r->method);
-    cJSON *j = as_rec_new("sparsity", r->layer, r->head);
+    cJSON *j = rec_new("sparsity", c->tag, r->layer, r->head);
     cJSON_AddNumberToObject(j, "kv_head", (double)r->kv_head);
     cJSON_AddNumberToObject(j, "query", (double)r->query);
     cJSON_AddStringToObject(j, "method", as_sp_method_name(r->method));
@@ -120,6 +139,12 @@ static int on_record(void *ctx, const as_sp_record *r)
     if (r->has_kernel) cJSON_AddBoolToObject(j, "kernel_output", 1);
     as_out_add(c->out, j);
     return as_sp_agg_add(c->agg, r);
+}
+
+/* rank 0's records from the MPI engine (cli/cli_par.h), in the order of one as_sp_run */
+static int on_unit_record(void *ctx, size_t trace, const as_sp_record *r)
+{
+    return on_record((run_ctx *)ctx + trace, r);
 }
 
 static void on_progress(void *ctx, uint64_t done, uint64_t total)
@@ -154,13 +179,7 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
     for (size_t li = 0; li < nl && rc == 0; li++) {
         const as_layer *l = as_trace_layer(tr, li);
         if (cfg->layer >= 0 && l->index != cfg->layer) continue;
-        int64_t K = m == AS_SP_INDEX ? as_index_width(cfg->params.index, l->index)
-                                     : as_budget_keys(b, l->n);
-        if (m == AS_SP_PAGE) {
-            int64_t P = cfg->params.page_size;
-            K = ((K / P > 0 ? K / P : 1) * P);
-            if (K > l->n) K = l->n;
-        }
+        int64_t K = as_sp_layer_width(l, m, b, &cfg->params);
         as_index_layer_data *e = &L[used++];
         e->layer = l->index;
         e->h = l->hq;
@@ -224,6 +243,179 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
     }
     free(L);
     return rc;
+}
+
+/* The aggregate records of one trace's run (tag: its path when there are several): per head
+ * and budget, per head, per layer and model, coverage, check. Returns 1 when the checks pass;
+ * cnt gets the violations, identity failures and coverage failures. */
+static int emit_aggregates(as_out *o, const as_sp_agg *agg, const as_sp_config *cfg,
+                           const char *tag, int64_t cnt[3])
+{
+    const as_sp_head_budget *hb;
+    size_t nhb = as_sp_agg_head_budgets(agg, &hb);
+    for (size_t i = 0; i < nhb; i++) {
+        cJSON *j = rec_new("head_budget", tag, hb[i].layer, hb[i].head);
+        cJSON_AddStringToObject(j, "method", as_sp_method_name(hb[i].method));
+        cJSON_AddNumberToObject(j, "budget", hb[i].budget);
+        cJSON_AddNumberToObject(j, "sparsity", nominal_sparsity(hb[i].budget));
+        cJSON_AddNumberToObject(j, "queries", (double)hb[i].n_queries);
+        cJSON_AddNumberToObject(j, "mean_kept", hb[i].mean_kept);
+        num_or_null(j, "mean_rel_error", hb[i].mean_rel_error);
+        num_or_null(j, "median_rel_error", hb[i].median_rel_error);
+        num_or_null(j, "max_rel_error", hb[i].max_rel_error);
+        cJSON_AddNumberToObject(j, "mean_captured_mass", hb[i].mean_captured_mass);
+        num_or_null(j, "mean_rel_bound", hb[i].mean_rel_bound);
+        num_or_null(j, "median_slack", hb[i].median_slack);
+        cJSON_AddNumberToObject(j, "violations", (double)hb[i].violations);
+        if (as_sp_method_is_sampling(hb[i].method)) {
+            cJSON_AddNumberToObject(j, "draws", (double)hb[i].draws);
+            cJSON_AddNumberToObject(j, "exceed", (double)hb[i].exceed);
+        }
+        as_out_add(o, j);
+    }
+    const as_sp_head_sweep *hs;
+    size_t nhs = as_sp_agg_head_sweeps(agg, &hs);
+    for (size_t i = 0; i < nhs; i++) {
+        cJSON *j = rec_new("head_sweep", tag, hs[i].layer, hs[i].head);
+        cJSON_AddStringToObject(j, "method", as_sp_method_name(hs[i].method));
+        for (int t = 0; t < AS_SP_N_THRESH; t++) {
+            char k1[32], k2[32], k3[32];
+            snprintf(k1, sizeof k1, "budget_%s", tnames[t]);
+            snprintf(k2, sizeof k2, "sparsity_%s", tnames[t]);
+            snprintf(k3, sizeof k3, "censored_%s", tnames[t]);
+            num_or_null(j, k1, hs[i].budget_at[t]);
+            cJSON_AddNumberToObject(j, k2, hs[i].sparsity_at[t]);
+            cJSON_AddBoolToObject(j, k3, hs[i].censored[t]);
+        }
+        as_out_add(o, j);
+    }
+    const as_sp_summary *sm;
+    size_t nsm = as_sp_agg_summaries(agg, &sm);
+    int64_t viol = 0, idf = 0, covfail = 0;
+    for (size_t i = 0; i < nsm; i++) {
+        int model = sm[i].layer < 0;
+        cJSON *j = model ? rec_new("model_summary", tag, -2, -1)
+                         : rec_new("layer_summary", tag, sm[i].layer, -1);
+        cJSON_AddStringToObject(j, "method", as_sp_method_name(sm[i].method));
+        cJSON_AddNumberToObject(j, "heads", (double)sm[i].n_heads);
+        for (int t = 0; t < AS_SP_N_THRESH; t++) {
+            char k[48];
+            snprintf(k, sizeof k, "median_sparsity_%s", tnames[t]);
+            num_or_null(j, k, sm[i].median_sparsity[t]);
+            snprintf(k, sizeof k, "min_sparsity_%s", tnames[t]);
+            num_or_null(j, k, sm[i].min_sparsity[t]);
+            snprintf(k, sizeof k, "dense_heads_%s", tnames[t]);
+            cJSON_AddNumberToObject(j, k, (double)sm[i].dense_heads[t]);
+        }
+        num_or_null(j, "median_rel_error", sm[i].median_rel_error);
+        num_or_null(j, "median_slack", sm[i].median_slack);
+        cJSON_AddNumberToObject(j, "records", (double)sm[i].records);
+        cJSON_AddNumberToObject(j, "violations", (double)sm[i].violations);
+        cJSON_AddNumberToObject(j, "identity_failures", (double)sm[i].identity_failures);
+        as_out_add(o, j);
+        if (model) {
+            viol += sm[i].violations;
+            idf += sm[i].identity_failures;
+            if (as_sp_method_is_sampling(sm[i].method)) {
+                cJSON *cv = rec_new("coverage", tag, -2, -1);
+                cJSON_AddStringToObject(cv, "method", as_sp_method_name(sm[i].method));
+                cJSON_AddNumberToObject(cv, "delta", cfg->params.delta);
+                cJSON_AddNumberToObject(cv, "draws", (double)sm[i].draws);
+                cJSON_AddNumberToObject(cv, "exceed", (double)sm[i].exceed);
+                cJSON_AddNumberToObject(cv, "exceed_frac",
+                                        sm[i].draws ? (double)sm[i].exceed / (double)sm[i].draws : 0);
+                cJSON_AddNumberToObject(cv, "expected", cfg->params.delta * (double)sm[i].draws);
+                cJSON_AddNumberToObject(cv, "p_value", sm[i].coverage_p);
+                int pass = !(sm[i].coverage_p < 1e-6);
+                cJSON_AddBoolToObject(cv, "pass", pass);
+                covfail += !pass;
+                as_out_add(o, cv);
+            }
+        }
+    }
+    cJSON *chk = rec_new("check", tag, -2, -1);
+    cJSON_AddNumberToObject(chk, "violations", (double)viol);
+    cJSON_AddNumberToObject(chk, "identity_failures", (double)idf);
+    cJSON_AddNumberToObject(chk, "coverage_failures", (double)covfail);
+    int pass = viol == 0 && idf == 0 && covfail == 0;
+    cnt[0] = viol, cnt[1] = idf, cnt[2] = covfail;
+    cJSON_AddBoolToObject(chk, "pass", pass);
+    as_out_add(o, chk);
+    return pass;
+}
+
+/* as_out_table, with a first column 'trace' when there are several traces */
+static void table(as_out *o, int multi, const char *kind, const char *title,
+                  const char *const *cols, const char *const *heads, const char *const *fmts)
+{
+    if (!multi) {
+        as_out_table(o, kind, title, cols, heads, fmts);
+        return;
+    }
+    const char *c[24], *h[24], *f[24];
+    int n = 0;
+    c[0] = h[0] = "trace";
+    f[0] = "%s";
+    for (; cols[n] && n < 22; n++) {
+        c[n + 1] = cols[n];
+        h[n + 1] = heads ? heads[n] : cols[n];
+        f[n + 1] = fmts ? fmts[n] : "%g";
+    }
+    c[n + 1] = h[n + 1] = f[n + 1] = NULL;
+    as_out_table(o, kind, title, c, h, f);
+}
+
+/* Several traces: one 'trace_summary' record per trace and method, from the trace's model
+ * summary (a study's table: models, prompts, lengths side by side). */
+static void across_traces(as_out *o, as_trace *const *tr, const char *const *tpath,
+                          const run_ctx *ctxs, size_t ntr, int layer)
+{
+    for (size_t t = 0; t < ntr; t++) {
+        const as_sp_summary *sm;
+        size_t nsm = as_sp_agg_summaries(ctxs[t].agg, &sm);
+        int64_t layers = 0, n = 0;
+        for (size_t li = 0; li < as_trace_n_layers(tr[t]); li++) {
+            const as_layer *l = as_trace_layer(tr[t], li);
+            if (layer >= 0 && l->index != layer) continue;
+            layers++;
+            if (l->n > n) n = l->n;
+        }
+        const char *prompt = as_trace_meta(tr[t], "prompt_name");
+        for (size_t i = 0; i < nsm; i++) {
+            if (sm[i].layer >= 0) continue;
+            cJSON *j = rec_new("trace_summary", tpath[t], -2, -1);
+            cJSON_AddStringToObject(j, "model", as_trace_model(tr[t]));
+            if (prompt)
+                cJSON_AddStringToObject(j, "prompt", prompt);
+            else
+                cJSON_AddNullToObject(j, "prompt");
+            cJSON_AddNumberToObject(j, "layers", (double)layers);
+            cJSON_AddNumberToObject(j, "n", (double)n);
+            cJSON_AddStringToObject(j, "method", as_sp_method_name(sm[i].method));
+            cJSON_AddNumberToObject(j, "heads", (double)sm[i].n_heads);
+            for (int k = 0; k < AS_SP_N_THRESH; k++) {
+                char key[48];
+                snprintf(key, sizeof key, "median_sparsity_%s", tnames[k]);
+                num_or_null(j, key, sm[i].median_sparsity[k]);
+            }
+            cJSON_AddNumberToObject(j, "dense_heads_5pct", (double)sm[i].dense_heads[1]);
+            num_or_null(j, "median_rel_error", sm[i].median_rel_error);
+            cJSON_AddNumberToObject(j, "records", (double)sm[i].records);
+            cJSON_AddNumberToObject(j, "violations",
+                                    (double)(sm[i].violations + sm[i].identity_failures));
+            as_out_add(o, j);
+        }
+    }
+    static const char *const c7[] = {"trace", "model", "prompt", "n", "method", "heads",
+                                     "median_sparsity_1pct", "median_sparsity_5pct",
+                                     "median_sparsity_10pct", "dense_heads_5pct",
+                                     "median_rel_error", "violations", NULL};
+    static const char *const h7[] = {"trace", "model", "prompt", "n", "method", "heads",
+                                     "med@1%", "med@5%", "med@10%", "dense@5%", "med rel err",
+                                     "viol", NULL};
+    static const char *const f7[] = {"%s", "%s", "%s", "%d", "%s", "%d", "%.1fx", "%.1fx",
+                                     "%.1fx", "%d", "%.4f", "%d", NULL};
+    as_out_table(o, "trace_summary", "Across traces (model summary of each trace)", c7, h7, f7);
 }
 
 int as_cmd_sparsity(int argc, char **argv)
@@ -346,7 +538,14 @@ int as_cmd_sparsity(int argc, char **argv)
             return as_cli_bad_option(cmd, opt, argv);
         }
     }
-    if (optind != argc - 1) return as_cli_usage(cmd, "expects exactly one TRACE");
+    if (optind > argc - 1) return as_cli_usage(cmd, "expects a TRACE (or several)");
+    /* several traces: each one's records carry its path, each one gets its aggregates, and a
+     * cross-trace summary follows; their layers share the ranks */
+    const size_t ntr = (size_t)(argc - optind);
+    const char *const *tpath = (const char *const *)argv + optind;
+    if (ntr > 1 && (index_path || export_path))
+        return as_cli_usage(cmd, "--index and --export-index take one TRACE");
+    if (ntr > 64) return as_cli_usage(cmd, "at most 64 traces in one run");
     c.trace = argv[optind];
     if (method_all) {
         for (int m = 0; m < AS_SP_N_METHODS; m++) /* page-sample only with --method all */
@@ -368,152 +567,85 @@ int as_cmd_sparsity(int argc, char **argv)
     cfg.layer = c.layer;
     cfg.head = c.head;
 
-    int code;
-    as_trace *tr = as_cli_open_trace(cmd, c.trace, 1, &code);
-    if (!tr) return code;
+    int code = 0;
+    as_trace *trs[64] = {NULL};
+    for (size_t t = 0; t < ntr && code == 0; t++) {
+        trs[t] = as_par_open_trace(cmd, tpath[t], &code);
+        if (trs[t] && c.layer >= 0 && !as_trace_find_layer(trs[t], c.layer))
+            code = as_cli_usage(cmd, "%s has no layer %d", tpath[t], c.layer);
+    }
+    as_trace *tr = trs[0];
     as_index *ix = NULL;
-    if (index_path) {
+    if (code == 0 && index_path) {
         as_status st;
         ix = as_index_open(index_path, &st, err);
         if (!ix) {
-            as_trace_free(tr);
             fprintf(stderr, "attnscope sparsity: %s\n", err);
-            return as_status_exit_code(st);
+            code = as_status_exit_code(st);
         }
         cfg.params.index = ix;
     }
-    if (c.layer >= 0 && !as_trace_find_layer(tr, c.layer)) {
-        as_index_free(ix);
-        as_trace_free(tr);
-        return as_cli_usage(cmd, "%s has no layer %d", c.trace, c.layer);
-    }
     /* an export that cannot be written is refused now, not after the analysis */
-    if (export_path && (code = as_cli_check_output(cmd, export_path)) != 0) {
+    if (code == 0 && export_path) code = as_cli_check_output(cmd, export_path);
+    if (code != 0) {
         as_index_free(ix);
-        as_trace_free(tr);
+        for (size_t t = 0; t < ntr; t++) as_trace_free(trs[t]);
         return code;
     }
 
-    run_ctx rc_ctx;
-    rc_ctx.out = as_out_new(c.fmt, cmd, c.trace);
-    rc_ctx.agg = as_sp_agg_new(&cfg);
-    rc_ctx.per_query = c.fmt != AS_FMT_TABLE && !summary_only;
+    char both[8200];
+    int bl = 0;
+    for (size_t t = 0; t < ntr && bl >= 0 && (size_t)bl < sizeof both; t++)
+        bl += snprintf(both + bl, sizeof both - (size_t)bl, "%s%s", t ? " | " : "", tpath[t]);
+    run_ctx ctxs[64];
+    memset(ctxs, 0, sizeof ctxs);
+    as_out *o = as_mpi_rank() == 0 ? as_out_new(c.fmt, cmd, both) : NULL;
+    for (size_t t = 0; t < ntr; t++) {
+        ctxs[t].out = o;
+        ctxs[t].agg = as_sp_agg_new(&cfg);
+        ctxs[t].per_query = c.fmt != AS_FMT_TABLE && !summary_only;
+        ctxs[t].tag = ntr > 1 ? tpath[t] : NULL;
+    }
     uint64_t total = 0;
     size_t combos = 0;
     for (size_t i = 0; i < n_methods; i++) combos += methods[i] == AS_SP_INDEX ? 1 : n_budgets;
-    for (size_t li = 0; li < as_trace_n_layers(tr); li++) {
-        const as_layer *l = as_trace_layer(tr, li);
-        if (c.layer >= 0 && l->index != c.layer) continue;
-        total += (uint64_t)((c.head >= 0 ? 1 : l->hq) * (cfg.query >= 0 ? 1 : l->t)) * combos;
-    }
-    rc_ctx.prog = as_progress_new("sparsity", total, c.quiet);
+    for (size_t t = 0; t < ntr; t++)
+        for (size_t li = 0; li < as_trace_n_layers(trs[t]); li++) {
+            const as_layer *l = as_trace_layer(trs[t], li);
+            if (c.layer >= 0 && l->index != c.layer) continue;
+            total += (uint64_t)((c.head >= 0 ? 1 : l->hq) * (cfg.query >= 0 ? 1 : l->t)) * combos;
+        }
+    as_progress *prog = as_progress_new("sparsity", total, c.quiet || as_mpi_rank() != 0);
     cfg.progress = on_progress;
-    cfg.progress_ctx = rc_ctx.prog;
-    as_status st = as_sp_run(tr, &cfg, on_record, &rc_ctx, err);
-    as_progress_free(rc_ctx.prog);
-    if (st == AS_OK) st = as_sp_agg_finish(rc_ctx.agg, err);
-    if (st != AS_OK) {
-        as_out_free(rc_ctx.out);
-        as_sp_agg_free(rc_ctx.agg);
+    cfg.progress_ctx = prog;
+    /* the layers of every trace shared by the ranks (one rank: as as_sp_run on each trace in
+     * turn); rank 0 gets every record */
+    size_t failed_t = 0;
+    as_status st = (code = as_mpi_agree(0)) != 0 ? AS_ERR_USAGE
+                   : as_par_sp_run(trs, ntr, &cfg, on_unit_record, ctxs, NULL, err);
+    as_progress_free(prog);
+    for (size_t t = 0; t < ntr && st == AS_OK && o; t++) {
+        st = as_sp_agg_finish(ctxs[t].agg, err);
+        failed_t = t;
+    }
+    if (st != AS_OK || !o || code != 0) { /* rank 0 writes; the run's failure is said there */
+        if (st != AS_OK && code == 0 && o)
+            fprintf(stderr, "attnscope sparsity: %s: %s\n", tpath[failed_t], err);
+        as_out_free(o);
+        for (size_t t = 0; t < ntr; t++) {
+            as_sp_agg_free(ctxs[t].agg);
+            as_trace_free(trs[t]);
+        }
         as_index_free(ix);
-        as_trace_free(tr);
-        fprintf(stderr, "attnscope sparsity: %s: %s\n", c.trace, err);
-        return as_status_exit_code(st);
+        return code ? code : (st == AS_OK ? 0 : as_status_exit_code(st));
     }
-    as_out *o = rc_ctx.out;
 
-    /* aggregates */
-    const as_sp_head_budget *hb;
-    size_t nhb = as_sp_agg_head_budgets(rc_ctx.agg, &hb);
-    for (size_t i = 0; i < nhb; i++) {
-        cJSON *j = as_rec_new("head_budget", hb[i].layer, hb[i].head);
-        cJSON_AddStringToObject(j, "method", as_sp_method_name(hb[i].method));
-        cJSON_AddNumberToObject(j, "budget", hb[i].budget);
-        cJSON_AddNumberToObject(j, "sparsity", nominal_sparsity(hb[i].budget));
-        cJSON_AddNumberToObject(j, "queries", (double)hb[i].n_queries);
-        cJSON_AddNumberToObject(j, "mean_kept", hb[i].mean_kept);
-        num_or_null(j, "mean_rel_error", hb[i].mean_rel_error);
-        num_or_null(j, "median_rel_error", hb[i].median_rel_error);
-        num_or_null(j, "max_rel_error", hb[i].max_rel_error);
-        cJSON_AddNumberToObject(j, "mean_captured_mass", hb[i].mean_captured_mass);
-        num_or_null(j, "mean_rel_bound", hb[i].mean_rel_bound);
-        num_or_null(j, "median_slack", hb[i].median_slack);
-        cJSON_AddNumberToObject(j, "violations", (double)hb[i].violations);
-        if (as_sp_method_is_sampling(hb[i].method)) {
-            cJSON_AddNumberToObject(j, "draws", (double)hb[i].draws);
-            cJSON_AddNumberToObject(j, "exceed", (double)hb[i].exceed);
-        }
-        as_out_add(o, j);
-    }
-    const as_sp_head_sweep *hs;
-    size_t nhs = as_sp_agg_head_sweeps(rc_ctx.agg, &hs);
-    for (size_t i = 0; i < nhs; i++) {
-        cJSON *j = as_rec_new("head_sweep", hs[i].layer, hs[i].head);
-        cJSON_AddStringToObject(j, "method", as_sp_method_name(hs[i].method));
-        for (int t = 0; t < AS_SP_N_THRESH; t++) {
-            char k1[32], k2[32], k3[32];
-            snprintf(k1, sizeof k1, "budget_%s", tnames[t]);
-            snprintf(k2, sizeof k2, "sparsity_%s", tnames[t]);
-            snprintf(k3, sizeof k3, "censored_%s", tnames[t]);
-            num_or_null(j, k1, hs[i].budget_at[t]);
-            cJSON_AddNumberToObject(j, k2, hs[i].sparsity_at[t]);
-            cJSON_AddBoolToObject(j, k3, hs[i].censored[t]);
-        }
-        as_out_add(o, j);
-    }
-    const as_sp_summary *sm;
-    size_t nsm = as_sp_agg_summaries(rc_ctx.agg, &sm);
-    int64_t viol = 0, idf = 0, covfail = 0;
-    for (size_t i = 0; i < nsm; i++) {
-        int model = sm[i].layer < 0;
-        cJSON *j = model ? cJSON_CreateObject() : as_rec_new("layer_summary", sm[i].layer, -1);
-        if (model) cJSON_AddStringToObject(j, "record", "model_summary");
-        cJSON_AddStringToObject(j, "method", as_sp_method_name(sm[i].method));
-        cJSON_AddNumberToObject(j, "heads", (double)sm[i].n_heads);
-        for (int t = 0; t < AS_SP_N_THRESH; t++) {
-            char k[48];
-            snprintf(k, sizeof k, "median_sparsity_%s", tnames[t]);
-            num_or_null(j, k, sm[i].median_sparsity[t]);
-            snprintf(k, sizeof k, "min_sparsity_%s", tnames[t]);
-            num_or_null(j, k, sm[i].min_sparsity[t]);
-            snprintf(k, sizeof k, "dense_heads_%s", tnames[t]);
-            cJSON_AddNumberToObject(j, k, (double)sm[i].dense_heads[t]);
-        }
-        num_or_null(j, "median_rel_error", sm[i].median_rel_error);
-        num_or_null(j, "median_slack", sm[i].median_slack);
-        cJSON_AddNumberToObject(j, "records", (double)sm[i].records);
-        cJSON_AddNumberToObject(j, "violations", (double)sm[i].violations);
-        cJSON_AddNumberToObject(j, "identity_failures", (double)sm[i].identity_failures);
-        as_out_add(o, j);
-        if (model) {
-            viol += sm[i].violations;
-            idf += sm[i].identity_failures;
-            if (as_sp_method_is_sampling(sm[i].method)) {
-                cJSON *cv = cJSON_CreateObject();
-                cJSON_AddStringToObject(cv, "record", "coverage");
-                cJSON_AddStringToObject(cv, "method", as_sp_method_name(sm[i].method));
-                cJSON_AddNumberToObject(cv, "delta", cfg.params.delta);
-                cJSON_AddNumberToObject(cv, "draws", (double)sm[i].draws);
-                cJSON_AddNumberToObject(cv, "exceed", (double)sm[i].exceed);
-                cJSON_AddNumberToObject(cv, "exceed_frac",
-                                        sm[i].draws ? (double)sm[i].exceed / (double)sm[i].draws : 0);
-                cJSON_AddNumberToObject(cv, "expected", cfg.params.delta * (double)sm[i].draws);
-                cJSON_AddNumberToObject(cv, "p_value", sm[i].coverage_p);
-                int pass = !(sm[i].coverage_p < 1e-6);
-                cJSON_AddBoolToObject(cv, "pass", pass);
-                covfail += !pass;
-                as_out_add(o, cv);
-            }
-        }
-    }
-    cJSON *chk = cJSON_CreateObject();
-    cJSON_AddStringToObject(chk, "record", "check");
-    cJSON_AddNumberToObject(chk, "violations", (double)viol);
-    cJSON_AddNumberToObject(chk, "identity_failures", (double)idf);
-    cJSON_AddNumberToObject(chk, "coverage_failures", (double)covfail);
-    int pass = viol == 0 && idf == 0 && covfail == 0;
-    cJSON_AddBoolToObject(chk, "pass", pass);
-    as_out_add(o, chk);
+    /* aggregates, trace by trace */
+    int pass = 1;
+    int64_t cnt[64][3];
+    for (size_t t = 0; t < ntr; t++)
+        pass &= emit_aggregates(o, ctxs[t].agg, &cfg, ctxs[t].tag, cnt[t]);
+    if (ntr > 1) across_traces(o, trs, tpath, ctxs, ntr, c.layer);
 
     {
         static const char *const c1[] = {"layer", "head", "method", "budget", "sparsity",
@@ -525,14 +657,14 @@ int as_cmd_sparsity(int argc, char **argv)
                                          "rel bound", "slack", "viol", NULL};
         static const char *const f1[] = {"%d", "%d", "%s", "%.4f", "%.1fx", "%d", "%.4f",
                                          "%.4f", "%.4f", "%.4f", "%.2f", "%d", NULL};
-        as_out_table(o, "head_budget", "Error and bound per head and budget (means over queries)",
+        table(o, ntr > 1, "head_budget", "Error and bound per head and budget (means over queries)",
                      c1, h1, f1);
         static const char *const c2[] = {"layer", "head", "method", "sparsity_1pct",
                                          "sparsity_5pct", "sparsity_10pct", NULL};
         static const char *const h2[] = {"layer", "head", "method", "sparsity@1%",
                                          "sparsity@5%", "sparsity@10%", NULL};
         static const char *const f2[] = {"%d", "%d", "%s", "%.1fx", "%.1fx", "%.1fx", NULL};
-        as_out_table(o, "head_sweep",
+        table(o, ntr > 1, "head_sweep",
                      "Sparsity each head tolerates (mean relative error at or below 1/5/10%; "
                      "1.0x = needs dense)",
                      c2, h2, f2);
@@ -544,7 +676,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          "med@10%", "min@5%", "dense@5%", "slack", "viol", NULL};
         static const char *const f3[] = {"%d", "%s", "%d", "%.1fx", "%.1fx", "%.1fx", "%.1fx",
                                          "%d", "%.2f", "%d", NULL};
-        as_out_table(o, "layer_summary", "Sparsity each layer tolerates (median over heads)", c3,
+        table(o, ntr > 1, "layer_summary", "Sparsity each layer tolerates (median over heads)", c3,
                      h3, f3);
         static const char *const c4[] = {"method", "heads", "median_sparsity_1pct",
                                          "median_sparsity_5pct", "median_sparsity_10pct",
@@ -555,16 +687,16 @@ int as_cmd_sparsity(int argc, char **argv)
                                          "viol", "id fail", NULL};
         static const char *const f4[] = {"%s", "%d", "%.1fx", "%.1fx", "%.1fx", "%d", "%.4f",
                                          "%.2f", "%d", "%d", "%d", NULL};
-        as_out_table(o, "model_summary", "Model summary (median over all heads)", c4, h4, f4);
+        table(o, ntr > 1, "model_summary", "Model summary (median over all heads)", c4, h4, f4);
         static const char *const c5[] = {"method", "delta", "draws", "exceed", "exceed_frac",
                                          "p_value", "pass", NULL};
         static const char *const f5[] = {"%s", "%.3f", "%d", "%d", "%.5f", "%.3g", "%s", NULL};
-        as_out_table(o, "coverage", "Sampling guarantee: draws whose error exceeded epsilon",
+        table(o, ntr > 1, "coverage", "Sampling guarantee: draws whose error exceeded epsilon",
                      c5, NULL, f5);
         static const char *const c6[] = {"violations", "identity_failures", "coverage_failures",
                                          "pass", NULL};
         static const char *const f6[] = {"%d", "%d", "%d", "%s", NULL};
-        as_out_table(o, "check", "Checks", c6, NULL, f6);
+        table(o, ntr > 1, "check", "Checks", c6, NULL, f6);
     }
     /* the export first: a run that fails prints nothing */
     int rc = export_path ? export_index(tr, &cfg, export_path, export_out, c.trace) : 0;
@@ -575,16 +707,17 @@ int as_cmd_sparsity(int argc, char **argv)
         as_out_finish(o, devnull ? devnull : stderr);
         if (devnull) fclose(devnull);
     }
-    as_sp_agg_free(rc_ctx.agg);
-    as_index_free(ix);
-    as_trace_free(tr);
-    if (rc != 0) return rc;
-    if (!pass) {
-        fprintf(stderr,
-                "attnscope sparsity: %s: check failed: %lld bound violations, %lld identity "
-                "failures, %lld coverage failures\n",
-                c.trace, (long long)viol, (long long)idf, (long long)covfail);
-        return 1;
+    for (size_t t = 0; t < ntr; t++) {
+        as_sp_agg_free(ctxs[t].agg);
+        as_trace_free(trs[t]);
     }
-    return 0;
+    as_index_free(ix);
+    if (rc != 0) return rc;
+    for (size_t t = 0; t < ntr; t++)
+        if (cnt[t][0] || cnt[t][1] || cnt[t][2])
+            fprintf(stderr,
+                    "attnscope sparsity: %s: check failed: %lld bound violations, %lld identity "
+                    "failures, %lld coverage failures\n",
+                    tpath[t], (long long)cnt[t][0], (long long)cnt[t][1], (long long)cnt[t][2]);
+    return pass ? 0 : 1;
 }

@@ -5,6 +5,7 @@
 #endif
 #include <string.h>
 
+#include "as_mpi.h"
 #include "cli_help.h"
 #include "cli_util.h"
 
@@ -104,7 +105,15 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_commands; i++)
         if (strcmp(commands[i].name, cmd) == 0) {
             as_cli_guard_install(commands[i].name);
-            return commands[i].run(argc - 1, argv + 1);
+            /* under mpirun (a build with MPI): the ranks share the work (mpi/as_mpi.h) */
+            char err[AS_ERR_LEN];
+            if (as_mpi_init(&argc, &argv, err) != 0) {
+                fprintf(stderr, "attnscope %s: %s\n", cmd, err);
+                return 2;
+            }
+            int rc = as_mpi_agree(commands[i].run(argc - 1, argv + 1));
+            as_mpi_finalize();
+            return rc;
         }
     fprintf(stderr, "attnscope: '%s' is not a command (see 'attnscope help')\n", cmd);
     return 2;

@@ -99,16 +99,22 @@ int as_layer_limits_ok(const as_layer *l, const as_layer_limits *lim, char *why,
     return 0;
 }
 
+as_status as_layer_check_limits(const as_trace *tr, const as_layer *l, char *err)
+{
+    as_layer_limits lim;
+    as_status st = as_layer_limits_get(l, &lim, err);
+    if (st != AS_OK) return st;
+    char why[256];
+    if (!as_layer_limits_ok(l, &lim, why, sizeof why))
+        return as_err_set(err, AS_ERR_VALUE, "%s: %s", as_trace_path(tr), why);
+    return AS_OK;
+}
+
 as_status as_trace_check_limits(const as_trace *tr, char *err)
 {
     for (size_t i = 0; i < as_trace_n_layers(tr); i++) {
-        const as_layer *l = as_trace_layer(tr, i);
-        as_layer_limits lim;
-        as_status st = as_layer_limits_get(l, &lim, err);
+        as_status st = as_layer_check_limits(tr, as_trace_layer(tr, i), err);
         if (st != AS_OK) return st;
-        char why[256];
-        if (!as_layer_limits_ok(l, &lim, why, sizeof why))
-            return as_err_set(err, AS_ERR_VALUE, "%s: %s", as_trace_path(tr), why);
     }
     return AS_OK;
 }

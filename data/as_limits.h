@@ -39,5 +39,7 @@ int as_layer_limits_ok(const as_layer *l, const as_layer_limits *lim, char *why,
  * the layer and the bound that fails (e.g. "scores overflow float64"). Call after the finite
  * check (NaN/Inf). */
 as_status as_trace_check_limits(const as_trace *tr, char *err);
+/* The same for one layer of tr (the MPI engine: each rank checks the layers it reads). */
+as_status as_layer_check_limits(const as_trace *tr, const as_layer *l, char *err);
 
 #endif

@@ -487,6 +487,30 @@ as_status as_trace_check_finite(const as_trace *tr, char *err)
     return as_trace_check_finite_progress(tr, NULL, NULL, err);
 }
 
+/* The first NaN/Inf of a float tensor: AS_ERR_VALUE naming the file, tensor and element. */
+static as_status check_tensor(const as_trace *tr, const as_tensor *t,
+                              void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                              void *ctx, uint64_t done, uint64_t total, char *err)
+{
+    for (uint64_t j = 0; j < t->numel; j++) {
+        if (progress && (j & ((1u << 22) - 1)) == 0) progress(ctx, done + j, total);
+        if (!bad_at(t, j)) continue;
+        double v;
+        as_tensor_read_f64(t, j, 1, &v);
+        char where[160] = "";
+        if (t->ndim == 3) {
+            uint64_t c = j % (uint64_t)t->shape[2], r = (j / (uint64_t)t->shape[2]) % (uint64_t)t->shape[1],
+                     h = j / ((uint64_t)t->shape[2] * (uint64_t)t->shape[1]);
+            snprintf(where, sizeof where, " [head %llu, row %llu, col %llu]",
+                     (unsigned long long)h, (unsigned long long)r, (unsigned long long)c);
+        }
+        return as_err_set(err, AS_ERR_VALUE, "%s: tensor '%s' holds %s at element %llu%s",
+                          tr->path, t->name, isnan(v) ? "NaN" : "Inf", (unsigned long long)j,
+                          where);
+    }
+    return AS_OK;
+}
+
 as_status as_trace_check_finite_progress(const as_trace *tr,
                                          void (*progress)(void *ctx, uint64_t done,
                                                           uint64_t total),
@@ -498,25 +522,22 @@ as_status as_trace_check_finite_progress(const as_trace *tr,
     for (size_t i = 0; i < tr->file.n_tensors; i++) {
         const as_tensor *t = &tr->file.tensors[i];
         if (!as_dtype_is_float(t->dtype)) continue;
-        for (uint64_t j = 0; j < t->numel; j++) {
-            if (progress && (j & ((1u << 22) - 1)) == 0) progress(ctx, done + j, total);
-            if (!bad_at(t, j)) continue;
-            double v;
-            as_tensor_read_f64(t, j, 1, &v);
-            char where[160] = "";
-            if (t->ndim == 3) {
-                uint64_t c = j % (uint64_t)t->shape[2], r = (j / (uint64_t)t->shape[2]) % (uint64_t)t->shape[1],
-                         h = j / ((uint64_t)t->shape[2] * (uint64_t)t->shape[1]);
-                snprintf(where, sizeof where, " [head %llu, row %llu, col %llu]",
-                         (unsigned long long)h, (unsigned long long)r, (unsigned long long)c);
-            }
-            return as_err_set(err, AS_ERR_VALUE, "%s: tensor '%s' holds %s at element %llu%s",
-                              tr->path, t->name, isnan(v) ? "NaN" : "Inf", (unsigned long long)j,
-                              where);
-        }
+        as_status st = check_tensor(tr, t, progress, ctx, done, total, err);
+        if (st != AS_OK) return st;
         done += t->numel;
     }
     if (progress) progress(ctx, done, total);
+    return AS_OK;
+}
+
+as_status as_layer_check_finite(const as_trace *tr, const as_layer *l, char *err)
+{
+    const as_tensor *ts[3] = {l->q, l->k, l->v};
+    for (int i = 0; i < 3; i++) {
+        if (!ts[i] || !as_dtype_is_float(ts[i]->dtype)) continue;
+        as_status st = check_tensor(tr, ts[i], NULL, NULL, 0, 0, err);
+        if (st != AS_OK) return st;
+    }
     return AS_OK;
 }
 

@@ -55,6 +55,9 @@ int as_trace_rope_applied(const as_trace *tr);     /* 1, 0, or -1 when not state
 as_status as_trace_check_finite(const as_trace *tr, char *err);
 /* The same, calling progress(ctx, values checked, values in all) every few million values
  * (the scan of a multi-GB trace takes seconds). */
+/* Only one layer's q, k and v (a rank of the MPI engine reads no other layer); the same
+ * message as the whole-file check. */
+as_status as_layer_check_finite(const as_trace *tr, const as_layer *l, char *err);
 as_status as_trace_check_finite_progress(const as_trace *tr,
                                          void (*progress)(void *ctx, uint64_t done,
                                                           uint64_t total),

@@ -613,6 +613,16 @@ char *as_plot_heatmap(const as_heatmap *h, char *err)
     return canvas_end(&c, h->f.title, err);
 }
 
+/* The caller's fixed axis range [mn, mx] when it gives one (mn < mx), in log10 on a log axis;
+ * returns whether it did. */
+static int fixed_range(double mn, double mx, int logv, double *lo, double *hi)
+{
+    if (!(mx > mn)) return 0;
+    *lo = logv ? log10(mn) : mn;
+    *hi = logv ? log10(mx) : mx;
+    return 1;
+}
+
 /* ---------------------------------------------------------------- line plot */
 /* The data window of a line plot (log10 units on log axes), padded; 0 when nothing is finite. */
 typedef struct {
@@ -651,14 +661,8 @@ static int lines_window(const as_lineplot *p, lp_win *w)
     }
     pad_range(&xlo, &xhi, p->logx ? 0.02 : 0.03);
     pad_range(&ylo, &yhi, 0.05);
-    if (p->xmax > p->xmin) {
-        xlo = p->logx ? log10(p->xmin) : p->xmin;
-        xhi = p->logx ? log10(p->xmax) : p->xmax;
-    }
-    if (p->ymax > p->ymin) {
-        ylo = p->logy ? log10(p->ymin) : p->ymin;
-        yhi = p->logy ? log10(p->ymax) : p->ymax;
-    }
+    fixed_range(p->xmin, p->xmax, p->logx, &xlo, &xhi);
+    fixed_range(p->ymin, p->ymax, p->logy, &ylo, &yhi);
     *w = (lp_win){xlo, xhi, ylo, yhi};
     return 1;
 }
@@ -957,10 +961,7 @@ char *as_plot_boxes(const as_boxplot *p, char *err)
         return NULL;
     }
     pad_range(&ylo, &yhi, 0.05);
-    if (p->ymax > p->ymin) {
-        ylo = p->logy ? log10(p->ymin) : p->ymin;
-        yhi = p->logy ? log10(p->ymax) : p->ymax;
-    }
+    fixed_range(p->ymin, p->ymax, p->logy, &ylo, &yhi);
     canvas c;
     double ty[16];
     int nty;
@@ -1060,11 +1061,7 @@ char *as_plot_bars(const as_barplot *p, char *err)
         finite_range(p->v, nb, 0, &lo, &hi);
         if (lo >= 0) ylo = 0;
     }
-    if (p->ymax > p->ymin) {
-        ylo = p->logy ? log10(p->ymin) : p->ymin;
-        yhi = p->logy ? log10(p->ymax) : p->ymax;
-        if (p->logy) base = ylo;
-    }
+    if (fixed_range(p->ymin, p->ymax, p->logy, &ylo, &yhi) && p->logy) base = ylo;
     canvas c;
     double ty[16];
     int nty;

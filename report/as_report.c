@@ -148,6 +148,18 @@ static void put_tol(as_buf *b, double v, const as_summary *s)
 }
 
 /* ---------------------------------------------------------------- sections */
+/* Open a section; when its analysis is absent from this build or this run (have = 0), show
+ * why (missing) and close it again: returns 0, and the caller has nothing to add. */
+static int section_open(as_buf *b, const char *id, const char *title, const char *intro, int have,
+                        const char *missing)
+{
+    as_html_section(b, id, title, intro);
+    if (have) return 1;
+    as_html_note(b, missing);
+    as_html_section_end(b);
+    return 0;
+}
+
 static void section_overview(ctx *c, const as_trace *tr, const as_summary *s)
 {
     as_buf *b = c->b;
@@ -315,16 +327,13 @@ static void section_distributions(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "distributions", "Per-layer distributions",
-                    "Over all query heads and decode queries of a layer: normalised entropy, "
-                    "and the fraction of the visible keys the largest weights need to hold 90% "
-                    "and 99% of the attention mass (k90 / n, k99 / n). Boxes: quartiles and "
-                    "median; whiskers: 1.5 IQR; dots: the rest.");
-    if (!s->have_entropy) {
-        as_html_note(b, s->missing[0]);
-        as_html_section_end(b);
+    if (!section_open(b, "distributions", "Per-layer distributions",
+                      "Over all query heads and decode queries of a layer: normalised entropy, "
+                      "and the fraction of the visible keys the largest weights need to hold 90% "
+                      "and 99% of the attention mass (k90 / n, k99 / n). Boxes: quartiles and "
+                      "median; whiskers: 1.5 IQR; dots: the rest.",
+                      s->have_entropy, s->missing[0]))
         return;
-    }
     names_t gn = {0};
     if (layer_names(s, &gn, "") != 0) return;
     int ng = (int)s->n_layers;
@@ -398,17 +407,15 @@ static void section_sparsity(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "sparsity", "Error versus sparsity",
-                    "Relative output error ||o - o_S|| / ||o|| of each selection method as the "
-                    "kept fraction shrinks (sparsity N / k), with the theoretical bound beside "
-                    "it (dashed): for any kept set S, ||o - o_S|| <= (1 - P_S) max_{i not in S} "
-                    "||v_i - o_S|| (docs/theory.md). Lines: median over all heads of the "
-                    "per-head median over queries; band: interquartile range over heads.");
-    if (!s->have_sparsity || s->n_methods == 0 || s->n_levels == 0) {
-        as_html_note(b, s->missing[3]);
-        as_html_section_end(b);
+    if (!section_open(b, "sparsity", "Error versus sparsity",
+                      "Relative output error ||o - o_S|| / ||o|| of each selection method as the "
+                      "kept fraction shrinks (sparsity N / k), with the theoretical bound beside "
+                      "it (dashed): for any kept set S, ||o - o_S|| <= (1 - P_S) "
+                      "max_{i not in S} ||v_i - o_S|| (docs/theory.md). Lines: median over all "
+                      "heads of the per-head median over queries; band: interquartile range "
+                      "over heads.",
+                      s->have_sparsity && s->n_methods > 0 && s->n_levels > 0, s->missing[3]))
         return;
-    }
     int nl = s->n_levels;
     int64_t tot_heads = 0;
     for (size_t i = 0; i < s->n_layers; i++) tot_heads += s->layers[i].hq;
@@ -474,18 +481,15 @@ static void section_bottleneck(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "bottleneck", "The d-dimensional bottleneck",
-                    "The output o = V^T a lies in R^d while a lies on the (n-1)-simplex: "
-                    "n - rank([V^T; 1^T]) directions of a change nothing in o (the collision "
-                    "space). The witness is a second distribution a' with V^T a' = V^T a as far "
-                    "from a as possible in total variation (a linear program): a large TV "
-                    "distance means the output cannot tell very different attention patterns "
-                    "apart.");
-    if (!s->have_bottleneck) {
-        as_html_note(b, s->missing[2]);
-        as_html_section_end(b);
+    if (!section_open(b, "bottleneck", "The d-dimensional bottleneck",
+                      "The output o = V^T a lies in R^d while a lies on the (n-1)-simplex: "
+                      "n - rank([V^T; 1^T]) directions of a change nothing in o (the collision "
+                      "space). The witness is a second distribution a' with V^T a' = V^T a as "
+                      "far from a as possible in total variation (a linear program): a large TV "
+                      "distance means the output cannot tell very different attention patterns "
+                      "apart.",
+                      s->have_bottleneck, s->missing[2]))
         return;
-    }
     names_t rn = {0};
     if (layer_names(s, &rn, "") != 0) return;
     int64_t hq = max_hq(s);
@@ -586,17 +590,14 @@ static void section_spectrum(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "spectrum", "Positional spectrum",
-                    "Power spectrum of attention weight as a function of relative position "
-                    "(averaged over queries, Hann window) for the most periodic heads: those "
-                    "whose strongest peak, among periods that repeat at least 8 times in the "
-                    "context, holds the largest share of the power. The shaded line marks that "
-                    "period. RoPE's rotation frequencies make some heads attend periodically.");
-    if (!s->have_spectrum) {
-        as_html_note(b, s->missing[4]);
-        as_html_section_end(b);
+    if (!section_open(b, "spectrum", "Positional spectrum",
+                      "Power spectrum of attention weight as a function of relative position "
+                      "(averaged over queries, Hann window) for the most periodic heads: those "
+                      "whose strongest peak, among periods that repeat at least 8 times in the "
+                      "context, holds the largest share of the power. The shaded line marks that "
+                      "period. RoPE's rotation frequencies make some heads attend periodically.",
+                      s->have_spectrum, s->missing[4]))
         return;
-    }
     enum { TOP = 6 };
     size_t tl[TOP];
     int64_t th[TOP];

@@ -34,6 +34,13 @@ void as_summary_opts_init(as_summary_opts *o)
     o->witness = 1;
 }
 
+/* An analysis family is in the summary: its flag set, its "missing" note cleared. */
+static void present(int *have, char *missing)
+{
+    *have = 1;
+    missing[0] = '\0';
+}
+
 static double *nan_array(size_t n)
 {
     double *x = malloc((n ? n : 1) * sizeof *x);
@@ -189,12 +196,64 @@ static as_sum_layer *find_layer(as_summary *s, int layer)
     return NULL;
 }
 
+static const as_sp_method sum_methods[] = {AS_SP_TOPK, AS_SP_SINK_WINDOW, AS_SP_PAGE,
+                                           AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
+enum { SUM_NM = sizeof sum_methods / sizeof sum_methods[0] };
+
+int as_summary_sp_sweep(int *methods, void *budgets, size_t *n_budgets)
+{
+    as_budget b[AS_SUM_MAX_LEVELS];
+    *n_budgets = as_budget_default_sweep(budgets ? (as_budget *)budgets : b, AS_SUM_MAX_LEVELS);
+    for (int m = 0; methods && m < SUM_NM; m++) methods[m] = (int)sum_methods[m];
+    return SUM_NM;
+}
+
+void as_summary_model_sparsity(as_summary *s, const void *vagg)
+{
+    const as_sp_agg *agg = vagg;
+    int slot[AS_SP_N_METHODS];
+    for (int m = 0; m < AS_SP_N_METHODS; m++) slot[m] = -1;
+    for (int m = 0; m < SUM_NM; m++) slot[sum_methods[m]] = m;
+    const as_sp_summary *sm;
+    size_t nsm = as_sp_agg_summaries(agg, &sm);
+    for (int m = 0; m < SUM_NM; m++) {
+        s->m_sparsity_1[m] = s->m_sparsity_5[m] = s->m_slack[m] = NAN;
+        s->m_sampling[m] = as_sp_method_is_sampling(sum_methods[m]);
+        s->m_records[m] = s->m_violations[m] = s->m_dense_heads[m] = 0;
+        s->m_draws[m] = s->m_exceed[m] = 0;
+    }
+    for (size_t i = 0; i < nsm; i++) {
+        int m = slot[sm[i].method];
+        if (sm[i].layer != -1 || m < 0) continue;
+        s->m_sparsity_1[m] = sm[i].median_sparsity[0];
+        s->m_sparsity_5[m] = sm[i].median_sparsity[1];
+        s->m_slack[m] = sm[i].median_slack;
+        s->m_records[m] = sm[i].records;
+        s->m_violations[m] = sm[i].violations + sm[i].identity_failures;
+        s->m_dense_heads[m] = sm[i].dense_heads[1];
+        s->m_draws[m] = sm[i].draws;
+        s->m_exceed[m] = sm[i].exceed;
+    }
+}
+
+/* as_sp_run's records: into the aggregator, and to the caller's hook */
+typedef struct {
+    as_sp_agg *agg;
+    const as_summary_opts *o;
+} sp_tee_t;
+
+static int sp_tee(void *ctx, const as_sp_record *r)
+{
+    sp_tee_t *t = ctx;
+    if (as_sp_agg_add(t->agg, r) != 0) return 1;
+    return t->o->sp_record ? t->o->sp_record(t->o->sp_ctx, r) : 0;
+}
+
 static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_summary_opts *o,
                                  uint64_t base, uint64_t span, uint64_t total, char *err)
 {
-    static const as_sp_method methods[] = {AS_SP_TOPK, AS_SP_SINK_WINDOW, AS_SP_PAGE,
-                                           AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE};
-    enum { NM = sizeof methods / sizeof methods[0] };
+    const as_sp_method *methods = sum_methods;
+    enum { NM = SUM_NM };
     as_budget budgets[AS_SUM_MAX_LEVELS];
     size_t nb = as_budget_default_sweep(budgets, AS_SUM_MAX_LEVELS);
     as_sp_config cfg;
@@ -224,7 +283,8 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
     }
     as_sp_agg *agg = as_sp_agg_new(&cfg);
     if (!agg) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    as_status st = as_sp_run(tr, &cfg, as_sp_agg_add, agg, err);
+    sp_tee_t tee = {agg, o};
+    as_status st = as_sp_run(tr, &cfg, sp_tee, &tee, err);
     if (st == AS_OK) st = as_sp_agg_finish(agg, err);
     if (st != AS_OK) {
         as_sp_agg_free(agg);
@@ -256,27 +316,9 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
         L->tol_1[(size_t)m * L->hq + hs[i].head] = t1 > 1 ? t1 : NAN;
         L->tol_5[(size_t)m * L->hq + hs[i].head] = t5 > 1 ? t5 : NAN;
     }
-    const as_sp_summary *sm;
-    size_t nsm = as_sp_agg_summaries(agg, &sm);
-    for (int m = 0; m < NM; m++) {
-        s->m_sparsity_1[m] = s->m_sparsity_5[m] = s->m_slack[m] = NAN;
-        s->m_sampling[m] = as_sp_method_is_sampling(methods[m]);
-    }
-    for (size_t i = 0; i < nsm; i++) {
-        int m = slot[sm[i].method];
-        if (sm[i].layer != -1 || m < 0) continue;
-        s->m_sparsity_1[m] = sm[i].median_sparsity[0];
-        s->m_sparsity_5[m] = sm[i].median_sparsity[1];
-        s->m_slack[m] = sm[i].median_slack;
-        s->m_records[m] = sm[i].records;
-        s->m_violations[m] = sm[i].violations + sm[i].identity_failures;
-        s->m_dense_heads[m] = sm[i].dense_heads[1];
-        s->m_draws[m] = sm[i].draws;
-        s->m_exceed[m] = sm[i].exceed;
-    }
+    as_summary_model_sparsity(s, agg);
     as_sp_agg_free(agg);
-    s->have_sparsity = 1;
-    s->missing[3][0] = '\0';
+    present(&s->have_sparsity, s->missing[3]);
     return AS_OK;
 }
 #endif
@@ -600,23 +642,54 @@ as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, 
         return NULL;
     }
 #ifdef AS_SUM_ENTROPY
-    s->have_entropy = 1;
-    s->missing[0][0] = '\0';
+    present(&s->have_entropy, s->missing[0]);
 #endif
 #ifdef AS_SUM_RANK
-    s->have_rank = 1;
-    s->missing[1][0] = '\0';
+    present(&s->have_rank, s->missing[1]);
 #endif
 #ifdef AS_SUM_BOTTLENECK
-    s->have_bottleneck = 1;
-    s->missing[2][0] = '\0';
+    present(&s->have_bottleneck, s->missing[2]);
 #endif
 #ifdef AS_SUM_SPECTRUM
-    s->have_spectrum = 1;
-    s->missing[4][0] = '\0';
+    present(&s->have_spectrum, s->missing[4]);
     skipped_note(&skipped, s->left_out, sizeof s->left_out);
+    s->n_spec_skipped = skipped.n;
+    memcpy(s->spec_skipped, skipped.first, sizeof s->spec_skipped);
 #endif
     return s;
+}
+
+as_summary *as_summary_empty(void) { return calloc(1, sizeof(as_summary)); }
+
+void as_summary_join(as_summary *into, as_summary *part)
+{
+    if (!part) return;
+    if (into->n_layers == 0 && !into->layers) { /* the first part: what it says of the build */
+        as_sum_layer *keep = into->layers;
+        *into = *part;
+        into->layers = keep;
+        into->n_layers = 0;
+        into->n_spec_skipped = 0;
+        into->left_out[0] = '\0';
+    }
+    as_sum_layer *nl = realloc(into->layers, (into->n_layers + part->n_layers + 1) * sizeof *nl);
+    if (nl) {
+        into->layers = nl;
+        memcpy(nl + into->n_layers, part->layers, part->n_layers * sizeof *nl);
+        into->n_layers += part->n_layers;
+        part->n_layers = 0;
+    }
+#ifdef AS_SUM_SPECTRUM
+    for (int i = 0; i < part->n_spec_skipped; i++) {
+        if (into->n_spec_skipped < 8) into->spec_skipped[into->n_spec_skipped] = part->spec_skipped[i];
+        into->n_spec_skipped++;
+    }
+    skipped_t k = {{0}, into->n_spec_skipped};
+    memcpy(k.first, into->spec_skipped, sizeof k.first);
+    into->left_out[0] = '\0';
+    skipped_note(&k, into->left_out, sizeof into->left_out);
+#endif
+    as_summary_free(part);
 }
 
 /* ---- per-layer aggregates (compare) ---- */

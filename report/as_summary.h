@@ -71,6 +71,8 @@ typedef struct {
     /* analyses left out of some layers because the trace is too small for them (e.g. the
      * positional spectrum needs 4 keys): one line for the reader, empty when none */
     char left_out[256];
+    /* layers whose positional spectrum is left out (the first 8 listed; left_out says so) */
+    int n_spec_skipped, spec_skipped[8];
 } as_summary;
 
 typedef struct {
@@ -80,6 +82,11 @@ typedef struct {
                                       * 2 every query */
     void (*progress)(void *ctx, uint64_t done, uint64_t total);
     void *ctx;
+    /* every record of the sparsity sweep as it is made (an as_sp_record, analysis/as_sparsity.h;
+     * may be NULL): the MPI engine gathers them to compute the model-level sparsity over the
+     * layers of several ranks (as_summary_model_sparsity). Nonzero return stops the run. */
+    int (*sp_record)(void *sp_ctx, const void *as_sp_record);
+    void *sp_ctx;
 } as_summary_opts;
 
 void as_summary_opts_init(as_summary_opts *o);
@@ -88,6 +95,21 @@ as_summary *as_summary_compute(const as_trace *tr, const as_summary_opts *o, cha
 as_summary *as_summary_compute_st(const as_trace *tr, const as_summary_opts *o, as_status *st,
                                   char *err);
 void as_summary_free(as_summary *s);
+
+/* ---- a summary put together from parts computed apart (the MPI engine, issue 19) ---------- */
+/* The sweep the sparsity family runs: its methods and budgets (as_sp_method, as_budget of
+ * analysis/as_sparsity.h); returns the number of methods, budgets in *n_budgets (at most
+ * AS_SUM_MAX_LEVELS). NULL arrays: counts only. */
+int as_summary_sp_sweep(int *methods, void *budgets, size_t *n_budgets);
+/* The model-level sparsity (m_* fields) from a finished as_sp_agg over every layer's records
+ * (in layer order, as one run makes them); a summary of some layers computed with sp_record
+ * has only its own layers' values there. */
+void as_summary_model_sparsity(as_summary *s, const void *as_sp_agg);
+/* Append part's layers to into (ownership moves; part is freed). into's family flags,
+ * methods, levels and notes are taken from the first part joined to an empty summary
+ * (as_summary_empty). */
+as_summary *as_summary_empty(void);
+void as_summary_join(as_summary *into, as_summary *part);
 
 /* The per-layer aggregates `compare` prints and the comparison page plots. */
 #define AS_SUM_NQ 10

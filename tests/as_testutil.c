@@ -186,3 +186,12 @@ int as_test_run_cli(const char *args, char **out)
         free(buf);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+as_trace *as_test_open_new_trace(const char *name, const as_test_trace_spec *spec)
+{
+    char *p = as_test_path(name), err[AS_ERR_LEN];
+    as_trace *tr = p && as_test_write_trace(p, spec) == 0 ? as_trace_open(p, err) : NULL;
+    if (p && !tr) fprintf(stderr, "as_test_open_new_trace: %s\n", name);
+    free(p);
+    return tr;
+}

@@ -33,6 +33,9 @@ typedef struct {
 
 /* Write a safetensors trace; returns 0 on success (prints the error otherwise). */
 int as_test_write_trace(const char *path, const as_test_trace_spec *spec);
+/* Write the trace of spec as tmpdir/name and open it; NULL on failure (the error printed). */
+struct as_trace;
+struct as_trace *as_test_open_new_trace(const char *name, const as_test_trace_spec *spec);
 
 /* Deterministic standard normal stream (splitmix64 + Box-Muller), for tests without GSL. */
 double as_test_normal(uint64_t *state);

@@ -3,10 +3,10 @@
 implementation (issue 4), to 1e-9 relative.
 
 Traces: the bundled real sample (data/samples/smollm2-135m-needle-2k.safetensors, BF16, causal,
-GQA 9/3) read by a small independent reader (the format by hand: 8-byte length, JSON header,
-raw little-endian data; BF16 widened by shifting into float32), and a synthetic trace written
-with the `safetensors` package (F32 and F64, causal and not, peaked and diffuse queries, N large
-enough for several key tiles).
+GQA 9/3) read by a small independent reader (tests/py_attnscope_util.py; the format by hand:
+8-byte length, JSON header, raw little-endian data; BF16 widened by shifting into float32), and
+a synthetic trace written with the `safetensors` package (F32 and F64, causal and not, peaked
+and diffuse queries, N large enough for several key tiles).
 
 The NumPy side is the straightforward definition: scores = scale * q @ K[:n].T,
 a = softmax, H = -sum a ln a, k_p from a full sort and a cumulative sum, singular values from
@@ -21,7 +21,6 @@ Exit 0: pass, 1: a check failed, 77: skipped (numpy or the binary missing).
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,9 @@ except ImportError as e:
 if not BIN or not os.path.exists(BIN):
     print("SKIP: AS_BIN not set or missing")
     sys.exit(77)
+
+sys.path.insert(0, HERE)
+import py_attnscope_util as u  # noqa: E402  (the trace reader and the NumPy reference)
 
 FAILED = []
 STATS = {}  # quantity -> (max relative difference, count)
@@ -69,29 +71,9 @@ def close(name, got, want, where, rtol=RTOL):
 # independent reader
 
 def read_trace(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    (hlen,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + hlen])
-    meta = header.pop("__metadata__", {}) or {}
-    base = 8 + hlen
-    out = {}
-    for name, info in header.items():
-        a, b = info["data_offsets"]
-        raw = blob[base + a: base + b]
-        dt = info["dtype"]
-        if dt == "BF16":
-            x = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
-        else:
-            x = np.frombuffer(raw, {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I32": "<i4",
-                                    "I64": "<i8"}[dt])
-        out[name] = x.reshape(info["shape"])
-    layers = {}
-    for name, x in out.items():
-        parts = name.split(".")
-        if len(parts) == 3 and parts[0] == "layers":
-            layers.setdefault(int(parts[1]), {})[parts[2]] = x
-    return layers, meta
+    """{L: {"q", "k", "v"[, "q_pos"]}} (float64 / int64) and the metadata, by the shared reader."""
+    tensors, meta = u.load_safetensors(path)
+    return u.layer_tensors(tensors), meta or {}
 
 
 def run_json(*args):
@@ -112,11 +94,6 @@ def by_key(records, kind, *keys):
 
 # ---------------------------------------------------------------------------------------------
 # NumPy reference
-
-def softmax(s):
-    e = np.exp(s - s.max())
-    return e / e.sum()
-
 
 def k_mass(p):
     """(k50, k90, k99) and, per threshold, the distance of the boundary cumsum to it."""
@@ -200,7 +177,7 @@ def check_trace(path, extra=()):
             H = []
             for qi in range(T):
                 n = int(pos[qi]) + 1
-                p = softmax(S[qi, :n])
+                p = u.softmax(S[qi, :n])
                 Amat[qi, :n] = p
                 nz = p[p > 0]
                 h_nats = float(-(nz * np.log(nz)).sum())

@@ -114,6 +114,9 @@ Test(limits, extreme_magnitudes)
         cr_assert_eq(as_layer_limits_get(as_trace_layer(tr, 0), &lim, err), AS_OK);
         check_norms(as_trace_layer(tr, 0), &lim);
         as_status st = as_trace_check_limits(tr, err);
+        char err1[AS_ERR_LEN] = "";
+        cr_assert_eq(as_layer_check_limits(tr, as_trace_layer(tr, 0), err1), st, "case %zu", i);
+        if (st != AS_OK) cr_assert_str_eq(err1, err);
         if (cases[i].ok) {
             cr_assert_eq(st, AS_OK, "case %zu: %s", i, err);
         } else {

@@ -42,20 +42,15 @@ def close(a, b, what, rtol=RTOL, atol=1e-13):
     check(ok, "%s: %s vs %s" % (what, a if a.size < 5 else a[:4], b if b.size < 5 else b[:4]))
 
 
-def softmax(s):
-    w = np.exp(s - s.max())
-    return w / w.sum()
-
-
 # ---- 1. check_subset -----------------------------------------------------------------------------
 
 def ref_subset(q, K, V, S, scale):
     s = scale * (K @ q)
-    a = softmax(s)
+    a = u.softmax(s)
     o = a @ V
     S = np.asarray(S)
     PS = a[S].sum()
-    oS = softmax(s[S]) @ V[S]
+    oS = u.softmax(s[S]) @ V[S]
     rest = np.setdiff1d(np.arange(len(s)), S)
     bound = (1 - PS) * (np.linalg.norm(V[rest] - oS, axis=1).max() if len(rest) else 0.0)
     o_rest = (a[rest] @ V[rest]) / a[rest].sum() if len(rest) else oS
@@ -99,43 +94,7 @@ for (q, K, V, scale) in cases:
             check(A.check_subset(q, K, V, S, scale=scale, o_hat=wrong)["violated"],
                   "a wrong o_hat is not flagged")
 
-# ---- 2. sampling -----------------------------------------------------------------------------
-
-
-def ref_stats(s, V, H):
-    a = softmax(s)
-    o = a @ V
-    n = len(s)
-    R = np.setdiff1d(np.arange(n), H)
-    y = a[R, None] * (V[R] - o)
-    yb = y.mean(axis=0) if len(R) else np.zeros(V.shape[1])
-    mr = a[R].sum()
-    return {"n_rest": len(R), "p_heavy": a[H].sum(), "mass_rest": mr,
-            "var_y": np.mean(np.sum((y - yb) ** 2, axis=1)) if len(R) else 0.0,
-            "max_y": np.sqrt(np.max(np.sum((y - yb) ** 2, axis=1))) if len(R) else 0.0,
-            "var_e": np.mean((a[R] - mr / len(R)) ** 2) if len(R) else 0.0,
-            "dev_max": np.linalg.norm(V - o, axis=1).max()}, o
-
-
-def ref_eps(st, m, delta):
-    """docs/theory.md, "Sampling: the (epsilon, delta) guarantee": Bernstein (Pinelis) and
-    Chebyshev for the numerator, Bernstein and Cantelli for the denominator's lower deviation."""
-    nr = st["n_rest"]
-    if nr <= 0 or m >= nr:
-        return 0.0
-    fpc = (nr - m) / (nr - 1)
-
-    def bern(b2, a, L):
-        return a * L / 3 + math.sqrt(a * a * L * L / 9 + 2 * b2 * L)
-    b2, aa = nr * nr * st["var_y"] / m, nr * st["max_y"] / m
-    rY = min(bern(b2, aa, math.log(2 / (delta / 2))), math.sqrt(b2 * fpc / (delta / 2)))
-    aD, b2D = st["mass_rest"] / m, nr * nr * st["var_e"] / m
-    dD = delta / 2
-    rD = min(bern(b2D, aD, math.log(1 / dD)), math.sqrt(b2D * fpc * (1 - dD) / dD))
-    low = max(1 - rD, st["p_heavy"])
-    eps = rY / low if low > 0 else math.inf
-    return min(eps, st["dev_max"])
-
+# ---- 2. sampling (reference: u.sampling_stats, u.sampling_eps) ------------------------------
 
 for (q, K, V, scale) in cases:
     sc = scale if scale is not None else 1 / math.sqrt(len(q))
@@ -145,17 +104,17 @@ for (q, K, V, scale) in cases:
         sel = A.select("topk-sample", budget, scores=s, seed=3, query=2)
         H = sel.det
         st = A.sampling_stats(s, V, H)
-        ref, o = ref_stats(s, V, H)
+        ref, o = u.sampling_stats(s, V, H)
         for key in ref:
             close(st[key], ref[key], "sampling_stats " + key, atol=1e-14)
         for m in (1, 5, max(1, len(sel.samp)), n // 2):
-            close(A.sampling_eps(st, m, 0.05), ref_eps(ref, m, 0.05), "eps m=%d" % m, rtol=1e-8)
+            close(A.sampling_eps(st, m, 0.05), u.sampling_eps(ref, m, 0.05), "eps m=%d" % m, rtol=1e-8)
         for er in (0.05, 0.2, 0.5):
             target = er * np.linalg.norm(o)
             m = A.sampling_size(st, target, 0.05)
             check(1 <= m <= st["n_rest"], "sampling_size out of range")
-            check(ref_eps(ref, m, 0.05) <= target * (1 + 1e-9), "sampling_size %d misses the target" % m)
-            check(m == 1 or ref_eps(ref, m - 1, 0.05) > target * (1 - 1e-9),
+            check(u.sampling_eps(ref, m, 0.05) <= target * (1 + 1e-9), "sampling_size %d misses the target" % m)
+            check(m == 1 or u.sampling_eps(ref, m - 1, 0.05) > target * (1 - 1e-9),
                   "sampling_size %d not the smallest" % m)
         # the estimator: NumPy, and softmax over indices with the log-weight offsets
         est = A.estimate(s, V, H, sel.samp)
@@ -165,19 +124,19 @@ for (q, K, V, scale) in cases:
         close(est, ref_o, "estimate")
         idx, lw = sel.indices, sel.log_weights
         check(np.array_equal(idx, np.sort(np.concatenate([H, sel.samp]))), "indices = det + samp")
-        close(softmax(s[idx] + lw) @ V[idx], est, "softmax over indices + log_weights = estimate")
+        close(u.softmax(s[idx] + lw) @ V[idx], est, "softmax over indices + log_weights = estimate")
         check(np.all(lw[np.isin(idx, H)] == 0), "heavy log-weights are 0")
     # uniform: no heavy set
     sel = A.select("uniform", 0.1, scores=s, seed=1)
     est = A.estimate(s, V, sel.det, sel.samp)
-    close(softmax(s[sel.indices] + sel.log_weights) @ V[sel.indices], est, "uniform equivalence")
+    close(u.softmax(s[sel.indices] + sel.log_weights) @ V[sel.indices], est, "uniform equivalence")
     close(sel.log_weights, np.full(len(sel.samp), math.log(n / len(sel.samp))), "uniform log-weights")
 
 # ---- 3. entropy ------------------------------------------------------------------------------
 for (q, K, V, scale) in cases:
     sc = scale if scale is not None else 1 / math.sqrt(len(q))
     s = sc * (K @ q)
-    a = softmax(s)
+    a = u.softmax(s)
     e = A.entropy(s)
     Hn = -np.sum(a * np.log(a))
     close(e["entropy_nats"], Hn, "entropy")
@@ -190,11 +149,6 @@ for (q, K, V, scale) in cases:
         close(A.topk_mass(s, kk), cs[kk - 1], "topk_mass k=%d" % kk)
 
 # ---- 4. kv mode --------------------------------------------------------------------------------
-
-
-def ref_topk(x, k):
-    order = np.lexsort((np.arange(len(x)), -x))  # largest first, ties: lower index
-    return np.sort(order[:k])
 
 
 def lse(s):
@@ -224,17 +178,17 @@ for (qs, Ks, Vs, scale, L) in step_cases:
         for g in range(hkv):
             grp = range(g * G, (g + 1) * G)
             rank = np.max([S[h] - lse(S[h]) for h in grp], axis=0)
-            check(np.array_equal(top[g].indices, ref_topk(rank, kk)), "kv topk group %d %s" % (g, budget))
+            check(np.array_equal(top[g].indices, u.topk_idx(rank, kk)), "kv topk group %d %s" % (g, budget))
             P = 16
             npg = (n + P - 1) // P
             kmin = np.stack([Ks[g, p * P:(p + 1) * P].min(axis=0) for p in range(npg)])
             kmax = np.stack([Ks[g, p * P:(p + 1) * P].max(axis=0) for p in range(npg)])
             ub = np.max([sc * np.sum(np.maximum(qs[h] * kmin, qs[h] * kmax), axis=1) for h in grp], axis=0)
             want_pg = npg if kk >= n else min(max(1, kk // P), npg)
-            keys = np.concatenate([np.arange(p * P, min((p + 1) * P, n)) for p in ref_topk(ub, want_pg)])
+            keys = np.concatenate([np.arange(p * P, min((p + 1) * P, n)) for p in u.topk_idx(ub, want_pg)])
             check(np.array_equal(pages[g].indices, keys), "kv page group %d %s" % (g, budget))
             kh = int(math.floor(kk * 0.5 + 0.5))  # llround: halves away from 0
-            check(np.array_equal(ts[g].det, ref_topk(rank, kh)), "kv topk-sample heavy %d" % g)
+            check(np.array_equal(ts[g].det, u.topk_idx(rank, kh)), "kv topk-sample heavy %d" % g)
             check(len(ts[g].samp) == kk - kh and not np.isin(ts[g].samp, ts[g].det).any(),
                   "kv topk-sample samples")
             check(np.array_equal(uni[g].samp, uniq[g * G].samp), "kv uniform = first head's draw")
@@ -250,7 +204,7 @@ for (qs, Ks, Vs, scale, L) in step_cases:
                 ms = []
                 for h in grp:
                     st = A.sampling_stats(S[h], Vs[h // G], sel.det)
-                    o = softmax(S[h]) @ Vs[h // G]
+                    o = u.softmax(S[h]) @ Vs[h // G]
                     ms.append(A.sampling_size(st, er * np.linalg.norm(o), 0.05))
                 check(len(sel.samp) == max(ms), "sized %s eps %g row %d: %d samples, want %d" % (
                     mode, er, r, len(sel.samp), max(ms)))

@@ -5,13 +5,14 @@ For every layer x head x query x budget of the deterministic methods (topk, sink
 this recomputes, from the raw trace bytes, the selection, the sparse output o_S, the captured
 mass, the error ||o - o_S|| and the bound (1 - P_S) max_{i not in S} ||v_i - o_S||, and compares
 them with the JSON records (1e-9 relative). For the sampling methods it recomputes the predicted
-epsilon (docs/theory.md) from the population statistics. Exit 77 (skip) without NumPy, the
-sample trace or the program.
+epsilon (docs/theory.md) from the population statistics. The trace reader, softmax, top-k and
+the sampling statistics and epsilon are the shared NumPy reference of tests/py_attnscope_util.py
+(also used by test_py_bounds.py); the selections of the deterministic methods are here. Exit 77
+(skip) without NumPy, the sample trace or the program.
 """
 import json
 import math
 import os
-import struct
 import subprocess
 import sys
 
@@ -29,49 +30,8 @@ if not BIN or not os.path.exists(BIN) or not os.path.exists(SAMPLE):
     sys.exit(77)
 
 RTOL = 1e-9
-
-
-def load_safetensors(path):
-    """A small reader of its own (NumPy has no bfloat16): returns name -> float64/int64 array."""
-    with open(path, "rb") as f:
-        raw = f.read()
-    (hlen,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + hlen])
-    meta = header.pop("__metadata__", {})
-    base = 8 + hlen
-    out = {}
-    for name, e in header.items():
-        b0, b1 = e["data_offsets"]
-        buf = raw[base + b0: base + b1]
-        dt, shape = e["dtype"], e["shape"]
-        if dt == "BF16":
-            u = np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16
-            a = u.view(np.float32).astype(np.float64)
-        elif dt == "F16":
-            a = np.frombuffer(buf, dtype="<f2").astype(np.float64)
-        elif dt == "F32":
-            a = np.frombuffer(buf, dtype="<f4").astype(np.float64)
-        elif dt == "F64":
-            a = np.frombuffer(buf, dtype="<f8").astype(np.float64)
-        elif dt == "I32":
-            a = np.frombuffer(buf, dtype="<i4").astype(np.int64)
-        elif dt == "I64":
-            a = np.frombuffer(buf, dtype="<i8").astype(np.int64)
-        else:
-            raise ValueError(dt)
-        out[name] = a.reshape(shape)
-    return out, meta
-
-
-def softmax(s):
-    m = s.max()
-    e = np.exp(s - m)
-    return e / e.sum()
-
-
-def topk_idx(s, k):
-    order = np.lexsort((np.arange(len(s)), -s))  # value desc, index asc
-    return np.sort(order[:k])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import py_attnscope_util as u  # noqa: E402  (the trace reader and the NumPy reference)
 
 
 def keys_for(b, n):
@@ -85,7 +45,7 @@ def keys_for(b, n):
 
 def select(method, q, K, s, n, k, sinks=4, P=16, scale=1.0):
     if method == "topk":
-        return topk_idx(s, k)
+        return u.topk_idx(s, k)
     if method == "sink-window":
         s0 = min(sinks, k)
         w = k - s0
@@ -104,37 +64,6 @@ def select(method, q, K, s, n, k, sinks=4, P=16, scale=1.0):
     raise ValueError(method)
 
 
-def bernstein(b2, a, L):
-    return a * L / 3 + math.sqrt(a * a * L * L / 9 + 2 * b2 * L)
-
-
-def sampling_eps(a, V, o, H, m, delta):
-    n = len(a)
-    mask = np.ones(n, bool)
-    mask[H] = False
-    nr = int(mask.sum())
-    if nr == 0 or m >= nr:
-        return 0.0
-    dev = np.sqrt(((V - o) ** 2).sum(axis=1)).max()
-    ph = a[H].sum()
-    ybar = -(a[H, None] * (V[H] - o)).sum(axis=0) / nr
-    y = a[mask, None] * (V[mask] - o) - ybar
-    yn2 = (y ** 2).sum(axis=1)
-    var_y, max_y = yn2.mean(), math.sqrt(yn2.max())
-    ar = a[mask]
-    abar = ar.sum() / nr
-    var_e = ((ar - abar) ** 2).mean()
-    dY = dD = delta / 2
-    fpc = (nr - m) / (nr - 1)
-    b2 = nr * nr * var_y / m
-    rY = min(bernstein(b2, nr * max_y / m, math.log(2 / dY)), math.sqrt(b2 * fpc / dY))
-    b2D = nr * nr * var_e / m
-    rD = min(bernstein(b2D, ar.sum() / m, math.log(1 / dD)), math.sqrt(b2D * fpc * (1 - dD) / dD))
-    low = max(ph, 1 - rD)
-    eps = rY / low if low > 0 else math.inf
-    return min(eps, dev)
-
-
 def close(x, y, what, ctx, atol=0.0):
     if not (abs(x - y) <= RTOL * max(abs(x), abs(y)) + atol):
         raise AssertionError(f"{ctx}: {what} attnscope {x!r} numpy {y!r}")
@@ -149,7 +78,7 @@ def run(args):
 
 
 def main():
-    t, meta = load_safetensors(SAMPLE)
+    t, meta = u.load_safetensors(SAMPLE)
     scale = float(meta.get("scale", "0"))
     budgets = {0: {"frac": 0.02, "count": 0}, 1: {"frac": 0.10, "count": 0},
                2: {"frac": 0.0, "count": 64}}
@@ -170,7 +99,7 @@ def main():
             q = Q[h, qi]
             Kn, Vn = K[kvh, :n], V[kvh, :n]
             s = sc * (Kn @ q)
-            a = softmax(s)
+            a = u.softmax(s)
             o = a @ Vn
             cache = {key: (q, Kn, Vn, s, a, o, n, sc)}
         q, Kn, Vn, s, a, o, n, sc = cache[key]
@@ -224,14 +153,13 @@ def main():
         n = int(pos[qi]) + 1 if pos is not None else K.shape[1]
         sc = scale if scale > 0 else 1 / math.sqrt(Q.shape[2])
         s = sc * (K[kvh, :n] @ Q[h, qi])
-        a = softmax(s)
-        o = a @ V[kvh, :n]
         k = keys_for({"frac": r["budget"], "count": 0}, n)
         kh = 0 if r["method"] == "uniform" else int(math.floor(k * 0.5 + 0.5))
-        H = topk_idx(s, kh) if kh else np.array([], dtype=np.int64)
+        H = u.topk_idx(s, kh) if kh else np.array([], dtype=np.int64)
         m = r["samples"]
         assert m == k - kh, f"samples {m} vs {k - kh}"
-        eps = sampling_eps(a, V[kvh, :n], o, H, m, r["delta"])
+        st, _ = u.sampling_stats(s, V[kvh, :n], H)
+        eps = u.sampling_eps(st, m, r["delta"])
         ctx = f"{r['method']} L{L} h{h} q{qi} budget {r['budget']}"
         if not abs(r["bound"] - eps) <= 1e-8 * eps + 1e-15:
             raise AssertionError(f"{ctx}: epsilon attnscope {r['bound']!r} numpy {eps!r}")

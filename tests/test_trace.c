@@ -329,6 +329,10 @@ static void nonfinite_case(const char *dtype, size_t isz, const unsigned char *b
     cr_assert_eq(as_trace_check_finite(tr, err), AS_ERR_VALUE, "%s %s", dtype, what);
     snprintf(want, sizeof want, "tensor 'layers.0.k' holds %s at element %zu %s", what, idx, where);
     cr_assert(strstr(err, want) && strstr(err, p), "'%s' lacks '%s'", err, want);
+    /* one layer's check (a rank of the MPI engine) says the same */
+    char err1[AS_ERR_LEN];
+    cr_assert_eq(as_layer_check_finite(tr, as_trace_layer(tr, 0), err1), AS_ERR_VALUE);
+    cr_assert_str_eq(err1, err);
     as_trace_free(tr);
     free(p);
 }
@@ -691,4 +695,23 @@ Test(trace, layer_view_reads_caller_arrays)
                  AS_ERR_VALUE);
     cr_assert(strstr(err, "q_pos[1] = 5"), "%s", err);
     cr_assert_null(as_layer_view_new(0, AS_DT_F64, HQ, HKV, T, N, D, 0, q, k, v, bad, err));
+}
+
+Test(trace, layer_check_reads_only_its_layer)
+{
+    /* a NaN in layer 1's values: layer 0's check passes, layer 1's names the tensor */
+    unsigned char vbuf[1 * 3 * 4 * 8] = {0};
+    const unsigned char f64nan[8] = {1, 0, 0, 0, 0, 0, 0xf8, 0x7f};
+    memcpy(vbuf + 5 * 8, f64nan, 8);
+    fx_t ts[6] = {{"layers.0.q", "F64", "[1,1,4]", 32, NULL}, {"layers.0.k", "F64", "[1,3,4]", 96, NULL},
+                  {"layers.0.v", "F64", "[1,3,4]", 96, NULL}, {"layers.1.q", "F64", "[1,1,4]", 32, NULL},
+                  {"layers.1.k", "F64", "[1,3,4]", 96, NULL}, {"layers.1.v", "F64", "[1,3,4]", 96, vbuf}};
+    char *p = write_st("nf2.safetensors", ts, 6, NULL);
+    as_trace *tr = open_ok(p);
+    char err[AS_ERR_LEN];
+    cr_assert_eq(as_layer_check_finite(tr, as_trace_find_layer(tr, 0), err), AS_OK, "%s", err);
+    cr_assert_eq(as_layer_check_finite(tr, as_trace_find_layer(tr, 1), err), AS_ERR_VALUE);
+    cr_assert(strstr(err, "tensor 'layers.1.v' holds NaN at element 5"), "%s", err);
+    as_trace_free(tr);
+    free(p);
 }

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""The MPI engine through the program (issue 19, docs/scale.md), with `mpirun -n 1/2/3`
+(--oversubscribe; --allow-run-as-root when run as root):
+
+  - every case of tests/compare_outputs.sh (entropy, rank, bottleneck, sparsity, spectrum,
+    report, compare; tables, JSON, CSV, HTML; the bundled samples and a synthetic trace) gives
+    the recorded single-process digests at 1, 2 and 3 ranks;
+  - a trace with a NaN in its last layer: every rank stops, exit 2, exactly one line on stderr
+    naming the file and the failing rank (rank 1 of 2: a worker's failure; rank 0 of 3: rank
+    0's own), nothing on stdout, no report file and no temporary file left, within a timeout;
+  - a rank killed (SIGKILL) in the middle of a run: the run ends within a timeout with a
+    failure status and writes nothing;
+  - several traces in one run: `sparsity A B --summary-only` gives, for each trace, the
+    model summaries of the run on that trace alone, and a cross-trace summary.
+
+Exit 0 pass, 1 a check failed, 77 skipped (no MPI in this build, or attnscope not built).
+"""
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.environ.get("AS_SRC") or os.path.dirname(HERE)
+BUILD = os.environ.get("AS_BUILD") or os.path.join(SRC, "build")
+BIN = os.environ.get("AS_BIN") or os.path.join(BUILD, "attnscope")
+MPIEXEC = os.environ.get("AS_MPIEXEC", "")
+
+if not os.path.exists(BIN):
+    print(f"SKIP: {BIN} not built")
+    sys.exit(77)
+if not MPIEXEC or not shutil.which(MPIEXEC):
+    print("SKIP: this build has no MPI (AS_MPIEXEC unset)")
+    sys.exit(77)
+HELP = subprocess.run([BIN, "help"], capture_output=True, text=True).stdout
+HAVE_REPORT = "  report " in HELP
+S = os.path.join(SRC, "data", "samples", "smollm2-135m-needle-2k.safetensors")
+C = os.path.join(SRC, "data", "samples", "smollm2-135m-code-1k.safetensors")
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", LC_ALL="C")
+ENV.setdefault("OPENBLAS_CORETYPE", "Haswell")
+FAILED = []
+
+
+def check(name, ok, detail=""):
+    if not ok:
+        FAILED.append(name)
+    print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+    return ok
+
+
+def launcher(p):
+    cmd = [MPIEXEC, "--oversubscribe", "-q", "-n", str(p)]
+    if os.geteuid() == 0:
+        cmd.insert(1, "--allow-run-as-root")
+    return cmd
+
+
+def run(p, args, timeout=300, cwd=None):
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(launcher(p) + [BIN] + args, capture_output=True, text=True,
+                           timeout=timeout, env=ENV, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        return None, time.monotonic() - t0
+    return r, time.monotonic() - t0
+
+
+def poisoned(src, dst, tensor):
+    """A copy of src with a bf16 NaN at element 5 of tensor."""
+    shutil.copy(src, dst)
+    with open(dst, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        h = json.loads(f.read(n))
+        f.seek(8 + n + h[tensor]["data_offsets"][0] + 2 * 5)
+        f.write(b"\xc0\x7f")
+
+
+def byte_identical_outputs():
+    golden = os.path.join(HERE, "data", "golden", "outputs.sha256")
+    for p in (1, 2, 3):
+        env = dict(ENV, RUNNER=" ".join(launcher(p)))
+        r = subprocess.run(["bash", os.path.join(HERE, "compare_outputs.sh"), "check", BIN, golden],
+                           capture_output=True, text=True, env=env, timeout=1500)
+        check(f"compare_outputs under mpirun -n {p}", r.returncode == 0,
+              (r.stdout + r.stderr).strip().splitlines()[-1] if (r.stdout + r.stderr).strip() else "")
+
+
+def failing_rank(tmp):
+    bad = os.path.join(tmp, "bad.safetensors")
+    poisoned(S, bad, "layers.29.k")  # the last of the sample's 4 layers (0, 10, 19, 29)
+    want_line = f"{bad}: tensor 'layers.29.k' holds NaN at element 5"
+    cases = [["entropy", bad, "--json"], ["sparsity", bad, "--json", "--quiet"],
+             ["spectrum", bad]]
+    if HAVE_REPORT:
+        cases.append(["report", bad, "--witness", "none", "-o", os.path.join(tmp, "r.html"),
+                      "--quiet"])
+    for p, layer_rank in ((2, 1), (3, 0)):  # layer 29 is unit 3: rank 1 of 2, rank 0 of 3
+        for args in cases:
+            name = f"{args[0]} with a NaN, {p} ranks"
+            # spectrum's units are (layer, head): the ranks sharing layer 29 race to say it
+            rank = None if args[0] == "spectrum" else layer_rank
+            if args[0] == "report":  # unit 0 is the checksum: layer 29 is unit 4
+                rank = {2: 0, 3: 1}[p]
+            r, secs = run(p, args, timeout=120, cwd=tmp)
+            if not check(name + ": ends within 120 s", r is not None, f"{secs:.0f} s"):
+                continue
+            lines = r.stderr.strip().splitlines()
+            check(name + ": exit 2", r.returncode == 2, f"exit {r.returncode}")
+            check(name + ": one line on stderr", len(lines) == 1, repr(r.stderr[:400]))
+            suffix = f"(rank {rank} of {p})" if rank is not None else f" of {p})"
+            check(name + ": names the file and the rank",
+                  len(lines) == 1 and want_line in lines[0] and lines[0].endswith(suffix),
+                  lines[0] if lines else "")
+            check(name + ": nothing on stdout", r.stdout == "", repr(r.stdout[:200]))
+            left = [f for f in os.listdir(tmp) if f != "bad.safetensors"]
+            check(name + ": no file left behind", not left, repr(left))
+
+
+def descends(pid, root):
+    """pid is root or one of its descendants (our mpirun's ranks, not another run's)."""
+    for _ in range(16):
+        if pid == root:
+            return True
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid <= 1:
+            return False
+    return False
+
+
+def killed_rank(tmp):
+    """SIGKILL rank 1 of 2 a moment into a run: the run ends, nothing is written."""
+    args = launcher(2) + [BIN, "sparsity", S, "--method", "all", "--trials", "20", "--json",
+                          "--quiet"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            cwd=tmp, start_new_session=True)
+    victim = None
+    while victim is None and time.monotonic() - t0 < 60 and proc.poll() is None:
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\0")
+            except OSError:
+                continue
+            if (cmd and os.path.basename(cmd[0]) == b"attnscope" and
+                    b"OMPI_COMM_WORLD_RANK=1" in env and descends(int(pid), proc.pid)):
+                victim = int(pid)
+                break
+        time.sleep(0.2)
+    if not check("killed rank: found rank 1", victim is not None):
+        proc.kill()
+        return
+    time.sleep(1.0)
+    os.kill(victim, signal.SIGKILL)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        check("killed rank: the run ends within 120 s", False)
+        return
+    check("killed rank: the run ends within 120 s", True, f"{time.monotonic() - t0:.0f} s")
+    check("killed rank: failure status", proc.returncode != 0, f"exit {proc.returncode}")
+    check("killed rank: nothing on stdout", out == b"", repr(out[:200]))
+
+
+def multi_trace():
+    """sparsity A B --summary-only: each trace's model summaries as in its own run."""
+    common = ["--summary-only", "--json", "--quiet", "--budget", "5%,25%", "--layer", "29"]
+    single = {}
+    for t in (S, C):
+        r = subprocess.run([BIN, "sparsity", t] + common, capture_output=True, text=True, env=ENV)
+        check(f"sparsity {os.path.basename(t)} alone", r.returncode == 0, r.stderr.strip())
+        single[t] = [x for x in json.loads(r.stdout)["records"] if x["record"] == "model_summary"]
+    for p in (1, 2, 3):
+        r, _ = run(p, ["sparsity", S, C] + common)
+        if not check(f"sparsity A B, {p} ranks", r is not None and r.returncode == 0,
+                     r.stderr.strip() if r else "timeout"):
+            continue
+        recs = json.loads(r.stdout)["records"]
+        for t in (S, C):
+            got = [{k: v for k, v in x.items() if k != "trace"} for x in recs
+                   if x["record"] == "model_summary" and x.get("trace") == t]
+            check(f"sparsity A B, {p} ranks: {os.path.basename(t)}'s model summary as alone",
+                  got == single[t] and got, f"{len(got)} records")
+        across = [x for x in recs if x["record"] == "trace_summary"]
+        check(f"sparsity A B, {p} ranks: a cross-trace summary per trace and method",
+              len(across) == 2 * len(single[S]) and
+              [x["trace"] for x in across[:1]] == [S], f"{len(across)} records")
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="attnscope-mpi-")
+    try:
+        failing_rank(tmp)
+        killed_rank(tmp)
+        multi_trace()
+        byte_identical_outputs()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if FAILED:
+        print(f"{len(FAILED)} check(s) failed: {', '.join(FAILED)}")
+        return 1
+    print("all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
