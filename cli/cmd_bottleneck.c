@@ -224,11 +224,7 @@ int as_cmd_bottleneck(int argc, char **argv)
         b.witness = 0;
     }
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = b.query;
-    jo.units = AS_CLI_UNITS_LAYER;
-    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, cmd, &c, b.query, AS_CLI_UNITS_LAYER)) != 0) return rc;
     b.bo.query = b.query;
     b.bo.witness = b.witness;
     b.bo.witness_keys = b.wkeys;

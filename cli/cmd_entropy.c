@@ -177,11 +177,7 @@ int as_cmd_entropy(int argc, char **argv)
     int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, entropy_opt, &e, &c);
     if (rc != AS_CLI_GO) return rc;
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = e.query;
-    jo.units = AS_CLI_UNITS_LAYER;
-    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, cmd, &c, e.query, AS_CLI_UNITS_LAYER)) != 0) return rc;
     as_out *o = as_out_new(c.fmt, cmd, c.trace);
     rc = as_cli_job_run(&j, cmd, entropy_unit, &e, o);
     static const char *const cols[] = {"layer",       "head",     "kv_head",  "n",

@@ -486,9 +486,7 @@ static int replay(int argc, char **argv)
     char why[AS_ERR_LEN], err[AS_ERR_LEN];
     if (!as_gpu_available(why)) return as_cli_fail("gpu replay", AS_ERR_IO, why);
     as_cli_job job;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    if ((rc = as_cli_job_open(&job, "gpu replay", &o.cc, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&job, "gpu replay", &o.cc, -1, AS_CLI_UNITS_NONE)) != 0) return rc;
     as_trace *tr = job.tr;
     as_gpu_ctx *ctx = as_gpu_ctx_new(0, err);
     if (!ctx) {

@@ -304,11 +304,7 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
 /* The trace (checked against --layer, --head, --query), the index file, the export's path. */
 static int open_inputs(as_cli_job *j, as_index **ix, sp_cli *s, const as_cli_common *c)
 {
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = s->cfg.query;
-    jo.units = AS_CLI_UNITS_LAYER;
-    int code = as_cli_job_open(j, cmd, c, &jo);
+    int code = as_cli_job_open(j, cmd, c, s->cfg.query, AS_CLI_UNITS_LAYER);
     if (code != 0) return code;
     *ix = NULL;
     if (s->index_path) {

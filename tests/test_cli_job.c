@@ -108,11 +108,7 @@ static int open_job(as_cli_job *j, const char *path, int layer, int head, int64_
     c.layer = layer;
     c.head = head;
     c.quiet = 1;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = query;
-    jo.units = kind;
-    return as_cli_job_open(j, "test", &c, &jo);
+    return as_cli_job_open(j, "test", &c, query, kind);
 }
 
 Test(cli_job, units_per_layer_and_per_head)
