@@ -185,18 +185,32 @@ static int settle(sp_cli *s, const as_cli_common *c)
 }
 
 /* ---- the run --------------------------------------------------------------------------- */
+/* A unit (one layer) gives its per-query 'sparsity' records (JSON/CSV without --summary-only)
+ * and its as_sp_records, kept until the unit is over and then added to the aggregation in
+ * order: nothing but those two leaves a unit. */
 typedef struct {
     const sp_cli *s;
-    as_out *out;
     as_sp_agg *agg;
-    int per_query; /* emit the per-query 'sparsity' records (JSON/CSV without --summary-only) */
+    int per_query;
+    as_out *out;          /* the running unit's records */
+    as_sp_record *recs;   /* the running unit's records for the aggregation */
+    size_t n_recs, cap;
+    int no_memory;        /* a record could not be kept: the run stopped */
 } run_ctx;
 
 static int on_record(void *ctx, const as_sp_record *r)
 {
     run_ctx *c = ctx;
     if (c->per_query) as_out_add(c->out, as_cli_sp_query_record(r));
-    return as_sp_agg_add(c->agg, r);
+    if (c->n_recs == c->cap) {
+        size_t nc = c->cap ? 2 * c->cap : 1024;
+        as_sp_record *t = realloc(c->recs, nc * sizeof *t);
+        if (!t) return c->no_memory = 1;
+        c->recs = t;
+        c->cap = nc;
+    }
+    c->recs[c->n_recs++] = *r;
+    return 0;
 }
 
 /* One layer: every selected head, query, method and budget. */
@@ -204,12 +218,18 @@ static int sparsity_unit(void *ctx, as_cli_job *j, const as_cli_unit *u, as_out 
 {
     run_ctx *rc = ctx;
     rc->out = o;
+    rc->n_recs = 0;
     as_sp_config cfg = rc->s->cfg;
     cfg.layer = u->layer->index;
     cfg.progress = as_cli_job_progress;
     cfg.progress_ctx = j;
     char err[AS_ERR_LEN];
     as_status st = as_sp_run(j->tr, &cfg, on_record, rc, err);
+    if (st == AS_OK && rc->no_memory)
+        st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < rc->n_recs && st == AS_OK; i++)
+        if (as_sp_agg_add(rc->agg, &rc->recs[i]) != 0)
+            st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
     if (st != AS_OK) {
         fprintf(stderr, "attnscope sparsity: %s: %s\n", j->c.trace, err);
         return as_status_exit_code(st);
@@ -360,9 +380,11 @@ int as_cmd_sparsity(int argc, char **argv)
     as_index *ix;
     if ((rc = open_inputs(&j, &ix, &s, &c)) != 0) return rc;
 
-    run_ctx run = {&s, as_out_new(c.fmt, cmd, c.trace), as_sp_agg_new(&s.cfg),
-                   c.fmt != AS_FMT_TABLE && !s.summary_only};
-    rc = as_cli_job_run(&j, cmd, sparsity_unit, &run, run.out);
+    as_out *o = as_out_new(c.fmt, cmd, c.trace);
+    run_ctx run = {&s, as_sp_agg_new(&s.cfg), c.fmt != AS_FMT_TABLE && !s.summary_only, o,
+                   NULL, 0, 0, 0};
+    rc = as_cli_job_run(&j, cmd, sparsity_unit, &run, o);
+    free(run.recs);
     char err[AS_ERR_LEN];
     as_status st = rc == 0 ? as_sp_agg_finish(run.agg, err) : AS_OK;
     if (st != AS_OK) {
@@ -370,11 +392,11 @@ int as_cmd_sparsity(int argc, char **argv)
         rc = as_status_exit_code(st);
     }
     as_cli_sp_check chk = {0, 0, 0};
-    if (rc == 0) as_cli_sp_aggregates(run.out, run.agg, s.cfg.params.delta, &chk);
+    if (rc == 0) as_cli_sp_aggregates(o, run.agg, s.cfg.params.delta, &chk);
     /* the export first: a run that fails prints nothing */
     if (rc == 0 && s.export_path)
         rc = export_index(j.tr, &s.cfg, s.export_path, s.export_out, c.trace);
-    rc = as_out_done(run.out, rc);
+    rc = as_out_done(o, rc);
     as_sp_agg_free(run.agg);
     as_index_free(ix);
     as_cli_job_close(&j);
