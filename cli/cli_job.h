@@ -5,9 +5,11 @@
  * command's function on each unit in order under one progress bar.
  *
  * The units are independent: a unit's function reads the trace and appends its records to an
- * as_out, and nothing else carries from one unit to the next (aggregates over units are made
- * from the records afterwards). So as_cli_job_run is the one place a later change may spread
- * the units over processes and gather their records in unit order. */
+ * as_out; aggregates over units are made from the records afterwards (spectrum's RoPE
+ * summary), or from what a unit hands on when it is over, taken in unit order (sparsity's
+ * as_sp_records, added to its aggregation at the end of each unit). So as_cli_job_run is the
+ * one place a later change may spread the units over processes and gather, in unit order,
+ * their records and what they hand on. */
 #ifndef AS_CLI_JOB_H
 #define AS_CLI_JOB_H
 
