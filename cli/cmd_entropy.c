@@ -66,10 +66,7 @@ static int add_stats(as_out *o, as_fmt fmt, const char *kind, int layer, int64_t
     free(x);
     for (int s = 0; s < AS_STATS_N; s++) {
         if (fmt == AS_FMT_TABLE && s != 0) break;
-        cJSON *r = as_rec_new(kind, layer, head);
-        if (kvh >= 0) cJSON_AddNumberToObject(r, "kv_head", (double)kvh);
-        cJSON_AddStringToObject(r, "stat", as_stats_names[s]);
-        cJSON_AddNumberToObject(r, "queries", (double)count);
+        cJSON *r = as_rec_stat(kind, layer, head, kvh, as_stats_names[s], count);
         cJSON_AddNumberToObject(r, "n", st[NQF].v[s]);
         for (int f = 0; f < NQF; f++) {
             if (!topk && f >= 4) break;

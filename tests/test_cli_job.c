@@ -221,3 +221,18 @@ Test(cli_job, out_done_prints_only_on_success, .init = cr_redirect_stdout)
     fflush(stdout);
     cr_expect_stdout_eq_str("record,layer,head,v\nx,1,2,0.5\n");
 }
+
+Test(cli_job, stat_record_fields_in_order)
+{
+    cJSON *r = as_rec_stat("x_head", 3, 2, 1, "median", 16);
+    char *s = cJSON_PrintUnformatted(r);
+    cr_expect_str_eq(s, "{\"record\":\"x_head\",\"layer\":3,\"head\":2,\"kv_head\":1,"
+                        "\"stat\":\"median\",\"queries\":16}");
+    free(s);
+    cJSON_Delete(r);
+    r = as_rec_stat("x_layer", 0, -1, -1, "mean", 4); /* a layer's: no head, no kv head */
+    s = cJSON_PrintUnformatted(r);
+    cr_expect_str_eq(s, "{\"record\":\"x_layer\",\"layer\":0,\"stat\":\"mean\",\"queries\":4}");
+    free(s);
+    cJSON_Delete(r);
+}
