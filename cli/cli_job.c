@@ -35,14 +35,6 @@ int as_cli_parse_trace(const char *cmd, int argc, char **argv, const struct opti
     return AS_CLI_GO;
 }
 
-void as_cli_job_opts_init(as_cli_job_opts *o)
-{
-    memset(o, 0, sizeof *o);
-    o->check_finite = 1;
-    o->query = -1;
-    o->units = AS_CLI_UNITS_NONE;
-}
-
 /* The units of the selected layers (every check already passed). */
 static int list_units(as_cli_job *j, as_cli_unit_kind kind)
 {
@@ -67,16 +59,16 @@ static int list_units(as_cli_job *j, as_cli_unit_kind kind)
     return 0;
 }
 
-int as_cli_job_open(as_cli_job *j, const char *cmd, const as_cli_common *c,
-                    const as_cli_job_opts *o)
+int as_cli_job_open(as_cli_job *j, const char *cmd, const as_cli_common *c, int64_t query,
+                    as_cli_unit_kind units)
 {
     memset(j, 0, sizeof *j);
     j->cmd = cmd;
     j->c = *c;
     int code;
     /* several ranks: no scan of the whole file here (each rank reads only its units' layers) */
-    j->check_layers = o->check_finite && as_mpi_size() > 1;
-    j->tr = as_cli_open_trace(cmd, c->trace, o->check_finite && !j->check_layers, &code);
+    j->check_layers = as_mpi_size() > 1;
+    j->tr = as_cli_open_trace(cmd, c->trace, !j->check_layers, &code);
     if (!j->tr) return code;
     code = 0;
     if (c->layer >= 0 && !as_trace_find_layer(j->tr, c->layer))
@@ -84,11 +76,11 @@ int as_cli_job_open(as_cli_job *j, const char *cmd, const as_cli_common *c,
     for (size_t li = 0; code == 0 && li < as_trace_n_layers(j->tr); li++) {
         const as_layer *l = as_trace_layer(j->tr, li);
         if (c->layer >= 0 && l->index != c->layer) continue;
-        if (c->head >= l->hq || o->query >= l->t)
+        if (c->head >= l->hq || query >= l->t)
             code = as_cli_usage(cmd, "layer %d has %lld query heads and %lld queries", l->index,
                                 (long long)l->hq, (long long)l->t);
     }
-    if (code == 0) code = list_units(j, o->units);
+    if (code == 0) code = list_units(j, units);
     if (code != 0) as_cli_job_close(j);
     return code;
 }

@@ -5,9 +5,11 @@
  * command's function on each unit in order under one progress bar.
  *
  * The units are independent: a unit's function reads the trace and appends its records to an
- * as_out, and nothing else carries from one unit to the next (aggregates over units are made
- * from the records afterwards). So as_cli_job_run is the one place a later change may spread
- * the units over processes and gather their records in unit order. */
+ * as_out; aggregates over units are made from the records afterwards (spectrum's RoPE
+ * summary), or from what a unit hands on when it is over, taken in unit order (sparsity's
+ * as_sp_records, added to its aggregation at the end of each unit). So as_cli_job_run is the
+ * one place a later change may spread the units over processes and gather, in unit order,
+ * their records and what they hand on. */
 #ifndef AS_CLI_JOB_H
 #define AS_CLI_JOB_H
 
@@ -49,14 +51,6 @@ typedef struct {
     int64_t head;          /* the query head, or -1: every query head of the layer */
 } as_cli_unit;
 
-typedef struct {
-    int check_finite;      /* scan for NaN/Inf and overflowing scores at open (analyses: 1) */
-    int64_t query;         /* a --query every selected layer must have, or -1 */
-    as_cli_unit_kind units;
-} as_cli_job_opts;
-
-void as_cli_job_opts_init(as_cli_job_opts *o); /* check_finite 1, query -1, no units */
-
 typedef struct as_cli_job {
     const char *cmd;
     as_cli_common c;       /* the parsed common options; c.trace is the trace's path */
@@ -72,12 +66,13 @@ typedef struct as_cli_job {
     int check_layers;
 } as_cli_job;
 
-/* Open c->trace for cmd (c->layer, c->head as parsed), check the layer, head and query
- * against it and list the units. Returns 0, or the exit code (one line printed: the trace's
- * own message, "TRACE has no layer L", "layer L has H query heads and T queries"); on
- * failure nothing is left to close. */
-int as_cli_job_open(as_cli_job *j, const char *cmd, const as_cli_common *c,
-                    const as_cli_job_opts *o);
+/* Open c->trace for cmd (NaN/Inf and overflowing scores refused: as_cli_open_trace), check
+ * that --layer (c->layer) exists and that --head (c->head) and query (a --query, or -1 for
+ * none) fit every selected layer, and list the units. Returns 0, or the exit code (one line
+ * printed: the trace's own message, "TRACE has no layer L", "layer L has H query heads and T
+ * queries"); on failure nothing is left to close. */
+int as_cli_job_open(as_cli_job *j, const char *cmd, const as_cli_common *c, int64_t query,
+                    as_cli_unit_kind units);
 void as_cli_job_close(as_cli_job *j); /* frees the units and the trace; zeroed job allowed */
 
 /* One unit's work: append its records to o. Returns 0, or an exit code (message printed). */

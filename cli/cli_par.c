@@ -331,12 +331,15 @@ typedef struct {
     as_trace *const *tr;
     const as_sp_config *cfg;
     as_par_unit *units;
+    size_t n_units;
     double *records; /* per unit: the records it makes */
     double total;    /* records of all units */
     double base;     /* records done before rank 0's current unit */
     as_par_sp_fn fn;
     void *ctx;
     int stopped;
+    int threads;     /* the shared sweep's workers (as_sweep_run) */
+    size_t trace;    /* one rank: the trace running */
 } sp_job;
 
 static void sp_inner(void *vctx, uint64_t done, uint64_t total)
@@ -381,7 +384,31 @@ static as_status sp_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
     c.layer = l->index;
     c.progress = sp_inner;
     c.progress_ctx = j;
-    return as_sp_run(tr, &c, sp_put, out, err);
+    return as_sweep_supports(&c) ? as_sweep_run(tr, &c, j->threads, sp_put, out, err)
+                                 : as_sp_run(tr, &c, sp_put, out, err);
+}
+
+/* One rank: each trace's records straight to fn, the sweep's threads over all its (layer, kv
+ * head) units at once (a layer as a unit would leave threads idle at its end). */
+static int sp_direct(void *vctx, const as_sp_record *r)
+{
+    sp_job *j = vctx;
+    return j->fn(j->ctx, j->trace, r);
+}
+
+static as_status sp_one_rank(sp_job *j, size_t ntr, char *err)
+{
+    for (size_t t = 0; t < ntr; t++) {
+        as_sp_config c = *j->cfg;
+        c.progress = sp_inner;
+        c.progress_ctx = j;
+        j->trace = t;
+        as_status st = as_sweep_run(j->tr[t], &c, j->threads, sp_direct, j, err);
+        if (st != AS_OK) return st;
+        for (size_t u = 0; u < j->n_units; u++)
+            if (j->units[u].trace == t) j->base += j->records[u];
+    }
+    return AS_OK;
 }
 
 static as_status sp_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
@@ -397,7 +424,7 @@ static as_status sp_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
     return AS_OK;
 }
 
-as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg,
+as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg, int threads,
                         as_par_sp_fn fn, void *ctx, as_mpi_stats *stats, char *err)
 {
     size_t combos = 0;
@@ -409,6 +436,7 @@ as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg
     j.cfg = cfg;
     j.fn = fn;
     j.ctx = ctx;
+    j.threads = threads;
     size_t nu = 0;
     j.units = as_par_layer_units(tr, ntr, cfg->layer, NULL, NULL, &nu);
     j.records = malloc((nu ? nu : 1) * sizeof *j.records);
@@ -424,8 +452,13 @@ as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg
             j.total += j.records[u];
             cost[u] = j.records[u] * (double)l->n + 1; /* a record reads the query's keys */
         }
-        as_mpi_job job = {nu, cost, sp_work, sp_consume, &j, sp_engine, &j};
-        st = as_mpi_run(&job, stats, err);
+        j.n_units = nu;
+        if (as_mpi_size() == 1 && as_sweep_supports(cfg) && !stats) {
+            st = sp_one_rank(&j, ntr, err);
+        } else {
+            as_mpi_job job = {nu, cost, sp_work, sp_consume, &j, sp_engine, &j};
+            st = as_mpi_run(&job, stats, err);
+        }
     }
     free(cost);
     free(j.records);

@@ -82,8 +82,10 @@ void as_par_summary_free(as_par_summary *ps);
 typedef int (*as_par_sp_fn)(void *ctx, size_t trace, const as_sp_record *r);
 
 /* cfg as for as_sp_run (its layer selects a layer index in every trace; its progress, if set,
- * receives the records done on every rank out of all). Returns AS_OK or the first failure;
+ * receives the records done on every rank out of all); each layer runs on the shared sweep
+ * (analysis/as_sweep.h, `threads` workers; < 1: every core) where it supports cfg, else on
+ * as_sp_run. Returns AS_OK or the first failure;
  * rank 0's err says it as as_sp_run would (without the trace's name: the caller adds it), with
  * the failing rank when there are several. stats may be NULL. */
-as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg,
+as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg, int threads,
                         as_par_sp_fn fn, void *ctx, as_mpi_stats *stats, char *err);

@@ -454,6 +454,16 @@ cJSON *as_rec_new(const char *kind, int layer, int64_t head)
     return r;
 }
 
+cJSON *as_rec_stat(const char *kind, int layer, int64_t head, int64_t kv_head, const char *stat,
+                   int64_t queries)
+{
+    cJSON *r = as_rec_new(kind, layer, head);
+    if (kv_head >= 0) cJSON_AddNumberToObject(r, "kv_head", (double)kv_head);
+    cJSON_AddStringToObject(r, "stat", stat);
+    cJSON_AddNumberToObject(r, "queries", (double)queries);
+    return r;
+}
+
 /* Format one cell of a record as text (number with fmt, string as is, null/absent empty). */
 static void cell_text(const cJSON *v, const char *fmt, char *buf, size_t n)
 {

@@ -119,6 +119,10 @@ int as_out_add_unit(as_out *o, as_mpi_rd *in);
 
 /* New record {"record": kind, "layer": L, "head": H} (head < 0: omitted). */
 cJSON *as_rec_new(const char *kind, int layer, int64_t head);
+/* New record of a statistic over queries: as_rec_new's fields, then "kv_head" (kv_head < 0:
+ * omitted), "stat" (its name: mean, median, ...) and "queries". */
+cJSON *as_rec_stat(const char *kind, int layer, int64_t head, int64_t kv_head, const char *stat,
+                   int64_t queries);
 
 /* ---- progress bar on stderr (label, bar, percentage, elapsed time, ETA): when stderr is a
  * terminal or --progress was given, never with --quiet; drawn from half a second on by a

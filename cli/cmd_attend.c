@@ -67,11 +67,7 @@ int as_cmd_attend(int argc, char **argv)
     int rc = as_cli_parse_trace("attend", argc, argv, opts, NULL, attend_opt, &query, &c);
     if (rc != AS_CLI_GO) return rc;
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = query;
-    jo.units = AS_CLI_UNITS_HEAD;
-    if ((rc = as_cli_job_open(&j, "attend", &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, "attend", &c, query, AS_CLI_UNITS_HEAD)) != 0) return rc;
     as_out *o = as_out_new(c.fmt, "attend", c.trace);
     rc = as_cli_job_run(&j, NULL, attend_unit, &query, o);
     static const char *const cols[] = {"layer", "head", "kv_head", "query", "position",

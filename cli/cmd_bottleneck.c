@@ -86,32 +86,25 @@ static int head_records(as_out *o, as_fmt fmt, int layer, const as_bn_query *qs,
     int64_t h = qs[0].head, kvh = qs[0].kv_head;
     for (int k = 0; k < AS_STATS_N; k++) {
         if (fmt == AS_FMT_TABLE && k != 0) break;
-        cJSON *r = as_rec_new("bottleneck_head", layer, h);
-        cJSON_AddNumberToObject(r, "kv_head", (double)kvh);
-        cJSON_AddStringToObject(r, "stat", as_stats_names[k]);
-        cJSON_AddNumberToObject(r, "queries", (double)count);
+        cJSON *r = as_rec_stat("bottleneck_head", layer, h, kvh, as_stats_names[k], count);
         cJSON_AddNumberToObject(r, "d", (double)qs[0].d);
         for (int f = 0; f < NBF; f++) cJSON_AddNumberToObject(r, bn_fields[f], s[f].v[k]);
         as_out_add(o, r);
     }
+    static const char *const ab_fields[] = {"k", "captured_mass", "absorption"};
     for (size_t b = 0; b < qs[0].n_budgets; b++) {
-        as_stats sk, sc, sa;
-        for (int64_t i = 0; i < count; i++) x[i] = (double)qs[i].k[b];
-        as_stats_compute(x, count, 1, &sk, err);
-        for (int64_t i = 0; i < count; i++) x[i] = qs[i].captured_mass[b];
-        as_stats_compute(x, count, 1, &sc, err);
-        for (int64_t i = 0; i < count; i++) x[i] = qs[i].absorption[b];
-        as_stats_compute(x, count, 1, &sa, err);
+        as_stats sa[3];
+        for (int f = 0; f < 3; f++) {
+            for (int64_t i = 0; i < count; i++)
+                x[i] = f == 0 ? (double)qs[i].k[b] : f == 1 ? qs[i].captured_mass[b]
+                                                           : qs[i].absorption[b];
+            as_stats_compute(x, count, 1, &sa[f], err);
+        }
         for (int k = 0; k < AS_STATS_N; k++) {
             if (fmt == AS_FMT_TABLE && k != 0) break;
-            cJSON *r = as_rec_new("absorption_head", layer, h);
-            cJSON_AddNumberToObject(r, "kv_head", (double)kvh);
-            cJSON_AddStringToObject(r, "stat", as_stats_names[k]);
-            cJSON_AddNumberToObject(r, "queries", (double)count);
+            cJSON *r = as_rec_stat("absorption_head", layer, h, kvh, as_stats_names[k], count);
             cJSON_AddNumberToObject(r, "budget", qs[0].budget[b]);
-            cJSON_AddNumberToObject(r, "k", sk.v[k]);
-            cJSON_AddNumberToObject(r, "captured_mass", sc.v[k]);
-            cJSON_AddNumberToObject(r, "absorption", sa.v[k]);
+            for (int f = 0; f < 3; f++) cJSON_AddNumberToObject(r, ab_fields[f], sa[f].v[k]);
             as_out_add(o, r);
         }
     }
@@ -224,11 +217,7 @@ int as_cmd_bottleneck(int argc, char **argv)
         b.witness = 0;
     }
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = b.query;
-    jo.units = AS_CLI_UNITS_LAYER;
-    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, cmd, &c, b.query, AS_CLI_UNITS_LAYER)) != 0) return rc;
     b.bo.query = b.query;
     b.bo.witness = b.witness;
     b.bo.witness_keys = b.wkeys;

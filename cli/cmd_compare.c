@@ -211,11 +211,9 @@ static int summarise(as_cli_common *c, const char *const path[2], const char *ou
 {
     int code = 0;
     char err[AS_ERR_LEN];
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
     for (int i = 0; i < 2 && code == 0; i++) {
         c->trace = path[i];
-        code = as_cli_job_open(&job[i], "compare", c, &jo);
+        code = as_cli_job_open(&job[i], "compare", c, -1, AS_CLI_UNITS_NONE);
     }
 #ifdef AS_HAVE_REPORT
     if (code == 0 && out) code = as_cli_check_output("compare", out);

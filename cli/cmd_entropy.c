@@ -66,10 +66,7 @@ static int add_stats(as_out *o, as_fmt fmt, const char *kind, int layer, int64_t
     free(x);
     for (int s = 0; s < AS_STATS_N; s++) {
         if (fmt == AS_FMT_TABLE && s != 0) break;
-        cJSON *r = as_rec_new(kind, layer, head);
-        if (kvh >= 0) cJSON_AddNumberToObject(r, "kv_head", (double)kvh);
-        cJSON_AddStringToObject(r, "stat", as_stats_names[s]);
-        cJSON_AddNumberToObject(r, "queries", (double)count);
+        cJSON *r = as_rec_stat(kind, layer, head, kvh, as_stats_names[s], count);
         cJSON_AddNumberToObject(r, "n", st[NQF].v[s]);
         for (int f = 0; f < NQF; f++) {
             if (!topk && f >= 4) break;
@@ -177,11 +174,7 @@ int as_cmd_entropy(int argc, char **argv)
     int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, entropy_opt, &e, &c);
     if (rc != AS_CLI_GO) return rc;
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = e.query;
-    jo.units = AS_CLI_UNITS_LAYER;
-    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, cmd, &c, e.query, AS_CLI_UNITS_LAYER)) != 0) return rc;
     as_out *o = as_out_new(c.fmt, cmd, c.trace);
     rc = as_cli_job_run(&j, cmd, entropy_unit, &e, o);
     static const char *const cols[] = {"layer",       "head",     "kv_head",  "n",

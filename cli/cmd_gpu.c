@@ -11,7 +11,7 @@
 #include "as_gpu.h"
 #include "as_sp_check.h"
 #include "as_sparsity.h"
-#include "cli_util.h"
+#include "cli_job.h"
 
 const char as_help_gpu[] =
     "usage: attnscope gpu replay TRACE [--method M[,M...]] [--budget B[,B...] | --sparsity X[,X...]]\n"
@@ -456,10 +456,34 @@ static int parse_methods(replay_opts *o, const char *arg)
     return 0;
 }
 
-/* Options; returns -1 to go on, else the exit code. */
+enum { O_METHOD = 1, O_BUDGET, O_SPARSITY, O_MODE, O_PAGE, O_SEED };
+
+static int replay_opt(void *ctx, int opt, const char *arg)
+{
+    replay_opts *o = ctx;
+    char err[AS_ERR_LEN];
+    switch (opt) {
+    case O_METHOD: return parse_methods(o, arg) ? 2 : 0;
+    case O_BUDGET:
+    case O_SPARSITY: /* --budget 50x: the old spelling of --sparsity 50 */
+        if (as_budget_parse_list(arg, opt == O_SPARSITY || strchr(arg, 'x'), o->budgets,
+                                 R_MAX_BUDGETS, &o->n_budgets, err) != AS_OK)
+            return as_cli_usage("gpu replay", "%s", err);
+        return 0;
+    case O_MODE:
+        if (!strcmp(arg, "kv")) o->mode = AS_GPU_SEL_KV;
+        else if (!strcmp(arg, "q")) o->mode = AS_GPU_SEL_Q;
+        else return as_cli_usage("gpu replay", "--mode is kv or q");
+        return 0;
+    case O_PAGE: return as_cli_parse_int("gpu replay", "page", arg, 1, 1 << 20, &o->page) ? 2 : 0;
+    case O_SEED: return as_cli_parse_int("gpu replay", "seed", arg, 0, 1L << 62, &o->seed) ? 2 : 0;
+    default: return -1;
+    }
+}
+
+/* Options; returns AS_CLI_GO to go on, else the exit code. */
 static int replay_parse(int argc, char **argv, replay_opts *o)
 {
-    enum { O_METHOD = 1, O_BUDGET, O_SPARSITY, O_MODE, O_PAGE, O_SEED };
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"method", required_argument, 0, O_METHOD},
                                          {"budget", required_argument, 0, O_BUDGET},
@@ -470,68 +494,28 @@ static int replay_parse(int argc, char **argv, replay_opts *o)
                                          {"seed", required_argument, 0, O_SEED},
                                          {0, 0, 0, 0}};
     memset(o, 0, sizeof *o);
-    as_cli_common_init(&o->cc);
     for (int m = 0; m < M_N; m++) o->want[m] = 1;
     o->budgets[0] = (as_budget){0.1, 0};
     o->n_budgets = 1;
     o->page = 16;
     o->seed = 1;
     o->mode = AS_GPU_SEL_KV;
-    char err[AS_ERR_LEN];
-    int opt, rr;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((rr = as_cli_common_opt(&o->cc, "gpu replay", opt, optarg)) == 1) continue;
-        if (rr == 2) return 0;
-        if (rr < 0) return 2;
-        switch (opt) {
-        case O_METHOD:
-            if (parse_methods(o, optarg)) return 2;
-            break;
-        case O_BUDGET:
-        case O_SPARSITY: /* --budget 50x: the old spelling of --sparsity 50 */
-            if (as_budget_parse_list(optarg, opt == O_SPARSITY || strchr(optarg, 'x'), o->budgets,
-                                     R_MAX_BUDGETS, &o->n_budgets, err) != AS_OK)
-                return as_cli_usage("gpu replay", "%s", err);
-            break;
-        case O_MODE:
-            if (!strcmp(optarg, "kv")) o->mode = AS_GPU_SEL_KV;
-            else if (!strcmp(optarg, "q")) o->mode = AS_GPU_SEL_Q;
-            else return as_cli_usage("gpu replay", "--mode is kv or q");
-            break;
-        case O_PAGE:
-            if (as_cli_parse_int("gpu replay", "page", optarg, 1, 1 << 20, &o->page)) return 2;
-            break;
-        case O_SEED:
-            if (as_cli_parse_int("gpu replay", "seed", optarg, 0, 1L << 62, &o->seed)) return 2;
-            break;
-        default:
-            return as_cli_bad_option("gpu replay", opt, argv);
-        }
-    }
-    if (optind != argc - 1) return as_cli_usage("gpu replay", "expects exactly one TRACE");
-    o->cc.trace = argv[optind];
-    return -1;
+    return as_cli_parse_trace("gpu replay", argc, argv, opts, NULL, replay_opt, o, &o->cc);
 }
 
 static int replay(int argc, char **argv)
 {
     replay_opts o;
     int rc = replay_parse(argc, argv, &o);
-    if (rc >= 0) return rc;
+    if (rc != AS_CLI_GO) return rc;
     char why[AS_ERR_LEN], err[AS_ERR_LEN];
     if (!as_gpu_available(why)) return as_cli_fail("gpu replay", AS_ERR_IO, why);
-    int code;
-    as_trace *tr = as_cli_open_trace("gpu replay", o.cc.trace, 1, &code);
-    if (!tr) return code;
-    if (o.cc.layer >= 0 && !as_trace_find_layer(tr, o.cc.layer)) {
-        as_trace_free(tr);
-        return as_cli_usage("gpu replay", "%s has no layer %d", o.cc.trace, o.cc.layer);
-    }
+    as_cli_job job;
+    if ((rc = as_cli_job_open(&job, "gpu replay", &o.cc, -1, AS_CLI_UNITS_NONE)) != 0) return rc;
+    as_trace *tr = job.tr;
     as_gpu_ctx *ctx = as_gpu_ctx_new(0, err);
     if (!ctx) {
-        as_trace_free(tr);
+        as_cli_job_close(&job);
         return as_cli_fail("gpu replay", AS_ERR_IO, err);
     }
     as_out *out = as_out_new(o.cc.fmt, "gpu replay", o.cc.trace);
@@ -548,7 +532,7 @@ static int replay(int argc, char **argv)
         if (lrc > rc) rc = lrc;
     }
     replay_summary(out, &o, ms);
-    as_trace_free(tr);
+    as_cli_job_close(&job);
     as_gpu_ctx_free(ctx);
     if (rc > 1) {
         as_out_free(out);

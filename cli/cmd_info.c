@@ -22,31 +22,9 @@ static int info_opt(void *ctx, int opt, const char *arg)
     return 0;
 }
 
-int as_cmd_info(int argc, char **argv)
+/* The 'trace' record (limits: why the values overflow, "" if they do not or were not checked). */
+static void trace_record(as_out *o, const as_trace *tr, int check, const char *limits)
 {
-    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
-                                         {"no-check", no_argument, 0, 'n'},
-                                         {0, 0, 0, 0}};
-    as_cli_common c;
-    int check = 1;
-    int r = as_cli_parse_trace("info", argc, argv, opts, NULL, info_opt, &check, &c);
-    if (r != AS_CLI_GO) return r;
-    int code;
-    as_trace *tr = as_cli_open_trace("info", c.trace, 0, &code);
-    if (!tr) return code;
-    char err[AS_ERR_LEN], limits[AS_ERR_LEN] = "";
-    as_status st;
-    if (check && (st = as_trace_check_finite(tr, err)) != AS_OK) {
-        as_trace_free(tr);
-        return as_cli_fail("info", st, err);
-    }
-    /* finite values whose scores or norms overflow: said, not refused (as_limits.h) */
-    if (check && (st = as_trace_check_limits(tr, limits)) != AS_OK && st != AS_ERR_VALUE) {
-        as_trace_free(tr);
-        return as_cli_fail("info", st, limits);
-    }
-
-    as_out *o = as_out_new(c.fmt, "info", c.trace);
     cJSON *t = as_rec_new("trace", -1, -1);
     cJSON_DeleteItemFromObject(t, "layer");
     cJSON_AddStringToObject(t, "path", as_trace_path(tr));
@@ -61,6 +39,11 @@ int as_cmd_info(int argc, char **argv)
     if (check) cJSON_AddBoolToObject(t, "within_limits", !limits[0]);
     if (limits[0]) cJSON_AddStringToObject(t, "limits", limits);
     as_out_add(o, t);
+}
+
+/* A 'layer' record per layer, a 'meta' record per metadata entry. */
+static void layer_and_meta_records(as_out *o, const as_trace *tr)
+{
     for (size_t i = 0; i < as_trace_n_layers(tr); i++) {
         const as_layer *l = as_trace_layer(tr, i);
         cJSON *r2 = as_rec_new("layer", l->index, -1);
@@ -90,7 +73,13 @@ int as_cmd_info(int argc, char **argv)
         cJSON_AddStringToObject(r3, "value", m->value);
         as_out_add(o, r3);
     }
-    if (c.fmt == AS_FMT_TABLE) {
+}
+
+/* The table's heading lines and the tables of 'layer' and 'meta'. */
+static void info_tables(as_out *o, const as_trace *tr, as_fmt fmt, int check, const char *limits)
+{
+    if (fmt == AS_FMT_TABLE) {
+        int rope = as_trace_rope_applied(tr);
         printf("trace   %s (%s, %llu bytes)\nmodel   %s\nrope    %s\nvalues  %s\n",
                as_trace_path(tr), as_trace_kind(tr), (unsigned long long)as_trace_file_bytes(tr),
                as_trace_model(tr), rope < 0 ? "not stated" : rope ? "applied" : "not applied",
@@ -108,6 +97,35 @@ int as_cmd_info(int argc, char **argv)
     static const char *const mcols[] = {"key", "value", NULL};
     static const char *const mfmts[] = {"%s", "%s", NULL};
     as_out_table(o, "meta", "Metadata", mcols, mcols, mfmts);
+}
+
+int as_cmd_info(int argc, char **argv)
+{
+    static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
+                                         {"no-check", no_argument, 0, 'n'},
+                                         {0, 0, 0, 0}};
+    as_cli_common c;
+    int check = 1;
+    int r = as_cli_parse_trace("info", argc, argv, opts, NULL, info_opt, &check, &c);
+    if (r != AS_CLI_GO) return r;
+    int code;
+    as_trace *tr = as_cli_open_trace("info", c.trace, 0, &code);
+    if (!tr) return code;
+    char err[AS_ERR_LEN], limits[AS_ERR_LEN] = "";
+    as_status st;
+    if (check && (st = as_trace_check_finite(tr, err)) != AS_OK) {
+        as_trace_free(tr);
+        return as_cli_fail("info", st, err);
+    }
+    /* finite values whose scores or norms overflow: said, not refused (as_limits.h) */
+    if (check && (st = as_trace_check_limits(tr, limits)) != AS_OK && st != AS_ERR_VALUE) {
+        as_trace_free(tr);
+        return as_cli_fail("info", st, limits);
+    }
+    as_out *o = as_out_new(c.fmt, "info", c.trace);
+    trace_record(o, tr, check, limits);
+    layer_and_meta_records(o, tr);
+    info_tables(o, tr, c.fmt, check, limits);
     as_trace_free(tr);
     return as_out_finish(o, stdout);
 }

@@ -151,10 +151,7 @@ int as_cmd_rank(int argc, char **argv)
     int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, rank_opt, &ro, &c);
     if (rc != AS_CLI_GO) return rc;
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.units = AS_CLI_UNITS_LAYER;
-    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, cmd, &c, -1, AS_CLI_UNITS_LAYER)) != 0) return rc;
     as_out *o = as_out_new(c.fmt, cmd, c.trace);
     rc = as_cli_job_run(&j, cmd, rank_unit, &ro, o);
     static const char *const cols[] = {"layer", "matrix", "head", "kv_head", "rows", "cols",

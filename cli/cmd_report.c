@@ -37,8 +37,6 @@ const char as_help_report[] =
     "                      every query (slow on long traces), 'none' skip\n"
     "  --quiet             no progress bar\n";
 
-/* The units of the MPI engine (cli/cli_par.h): unit 0 the trace's checksum, then one per
- * layer (its summary with its sparsity records). */
 typedef struct {
     as_trace *tr;
     const as_par_unit *units; /* layer units, from unit 1 */
@@ -219,6 +217,114 @@ static int report_opt(void *ctx, int opt, const char *arg)
     }
 }
 
+/* What the report reads and makes, freed together by report_free. */
+typedef struct {
+    as_cli_job j;
+    char *gpu_doc, *eval_doc, *per_file, *html;
+    char hex[AS_SHA256_HEX];
+    as_summary *s;
+    int analysis_failed; /* the error is the analysis's: the message names the trace */
+} report_run;
+
+static void report_free(report_run *r)
+{
+    free(r->html);
+    free(r->per_file);
+    free(r->gpu_doc);
+    free(r->eval_doc);
+    as_summary_free(r->s);
+    as_cli_job_close(&r->j);
+}
+
+/* The command line's TRACE and options, checked before anything is read. */
+static int report_args(int argc, char **argv, const report_opts *ro, as_cli_common *c)
+{
+    if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
+    if (c->fmt != AS_FMT_TABLE)
+        return as_cli_usage("report", "writes HTML; --json/--csv are for the analysis commands");
+    if (c->head >= 0) return as_cli_usage("report", "--head is not supported (use --layer)");
+    c->trace = argv[optind];
+    if (!*ro->out) return as_cli_usage("report", "empty output path");
+    if (same_file(ro->out, c->trace) || (ro->gpu && same_file(ro->out, ro->gpu)) ||
+        (ro->eval && same_file(ro->out, ro->eval))) {
+        fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", ro->out);
+        return 2;
+    }
+    char err[AS_ERR_LEN];
+    if (!as_plot_available(err)) return as_cli_fail("report", AS_ERR_USAGE, err);
+    return 0;
+}
+
+/* The trace, the output's folder, the GPU and eval documents. */
+static int report_inputs(report_run *r, const report_opts *ro, const as_cli_common *c)
+{
+    char err[AS_ERR_LEN];
+    int code = as_cli_job_open(&r->j, "report", c, -1, AS_CLI_UNITS_NONE);
+    if (code == 0) code = as_cli_check_output("report", ro->out);
+    if (code == 0 && ro->gpu && !(r->gpu_doc = read_small_file(ro->gpu, err)))
+        code = as_cli_fail("report", AS_ERR_IO, err);
+    if (code == 0 && ro->eval && !(r->eval_doc = read_eval(ro->eval, err)))
+        code = as_cli_fail("report", AS_ERR_VALUE, err);
+    return code;
+}
+
+/* The checksum (unit 0) and each layer's summary, shared by the ranks; then, on rank 0, the
+ * page (t0: when the run began). A rank other than 0 returns AS_OK with no page. */
+static as_status report_make(report_run *r, const report_opts *ro, const as_cli_common *c,
+                             const char *cmdline, struct timespec t0, size_t *len, int *nfig,
+                             char *err)
+{
+    as_trace *tr = r->j.tr;
+    report_job rj;
+    memset(&rj, 0, sizeof rj);
+    rj.tr = tr;
+    as_summary_opts_init(&rj.so);
+    rj.so.witness = ro->witness;
+    rj.so.progress = as_par_prog_inner;
+    rj.so.ctx = &rj.prog;
+    size_t nl = 0;
+    as_par_unit *units = as_par_layer_units(&tr, 1, c->layer, NULL, NULL, &nl);
+    double *cost = malloc((nl + 1) * sizeof *cost);
+    as_status st = as_mpi_agree(units && cost ? 0 : 2) != 0
+                       ? as_err_set(err, AS_ERR_NOMEM, "out of memory")
+                       : AS_OK;
+    if (st == AS_OK) {
+        rj.units = units;
+        /* costs: a layer's summary ~ hq t n; the checksum ~ bytes / 1000 on that scale */
+        cost[0] = (double)as_trace_file_bytes(tr) / 1000.0 + 1;
+        for (size_t u = 0; u < nl; u++) cost[u + 1] = units[u].cost;
+        as_par_prog_start(&rj.prog, "report", c->quiet);
+        as_mpi_job job = {nl + 1, cost, report_work, report_consume, &rj, as_par_prog_engine,
+                          &rj.prog};
+        st = as_mpi_run(&job, NULL, err);
+    }
+    free(units);
+    free(cost);
+    if (st == AS_OK && as_mpi_rank() == 0 && !(r->s = as_par_summary_finish(&rj.ps, err)))
+        st = AS_ERR_NOMEM;
+    as_par_summary_free(&rj.ps);
+    r->per_file = rj.per_file;
+    memcpy(r->hex, rj.hex, sizeof r->hex);
+    if (st != AS_OK || !r->s) { /* a failure, or a rank other than 0 */
+        as_par_prog_end(&rj.prog);
+        r->analysis_failed = st != AS_OK;
+        return st;
+    }
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    as_report_info info = {cmdline ? cmdline : "attnscope report",
+                           r->gpu_doc,
+                           ro->gpu,
+                           r->hex,
+                           r->per_file,
+                           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec),
+                           r->eval_doc,
+                           ro->eval};
+    st = as_report_html(tr, r->s, &info, &r->html, len, nfig, err);
+    as_par_prog_end(&rj.prog);
+    return st;
+}
+
 static int report_main(int argc, char **argv, const char *cmdline)
 {
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
@@ -231,113 +337,34 @@ static int report_main(int argc, char **argv, const char *cmdline)
     as_cli_common c;
     int code = as_cli_parse_opts("report", argc, argv, opts, "o:", report_opt, &ro, &c);
     if (code != AS_CLI_GO) return code;
-    const char *out = ro.out, *gpu = ro.gpu, *eval = ro.eval;
-    if (eval && optind == argc) return eval_only(eval, out, &c, cmdline);
-    if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
-    if (c.fmt != AS_FMT_TABLE)
-        return as_cli_usage("report", "writes HTML; --json/--csv are for the analysis commands");
-    if (c.head >= 0) return as_cli_usage("report", "--head is not supported (use --layer)");
-    c.trace = argv[optind];
-    if (!*out) return as_cli_usage("report", "empty output path");
-    if (same_file(out, c.trace) || (gpu && same_file(out, gpu)) || (eval && same_file(out, eval))) {
-        fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", out);
-        return 2;
+    if (ro.eval && optind == argc) return eval_only(ro.eval, ro.out, &c, cmdline);
+    if ((code = report_args(argc, argv, &ro, &c)) != 0) return code;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    report_run r;
+    memset(&r, 0, sizeof r);
+    if ((code = report_inputs(&r, &ro, &c)) != 0) {
+        report_free(&r);
+        return code;
     }
     char err[AS_ERR_LEN];
-    if (!as_plot_available(err)) return as_cli_fail("report", AS_ERR_USAGE, err);
-
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    if ((code = as_cli_job_open(&j, "report", &c, &jo)) != 0) return code;
-    as_trace *tr = j.tr;
-    if ((code = as_cli_check_output("report", out)) != 0) {
-        as_cli_job_close(&j);
-        return code;
-    }
-    char *gpu_doc = NULL, *eval_doc = NULL;
-    if (gpu && !(gpu_doc = read_small_file(gpu, err))) {
-        as_cli_job_close(&j);
-        return as_cli_fail("report", AS_ERR_IO, err);
-    }
-    if (eval && !(eval_doc = read_eval(eval, err))) {
-        free(gpu_doc);
-        as_cli_job_close(&j);
-        return as_cli_fail("report", AS_ERR_VALUE, err);
-    }
-
-    /* the work: the checksum (unit 0) and each layer's summary, shared by the ranks */
-    report_job rj;
-    memset(&rj, 0, sizeof rj);
-    rj.tr = tr;
-    as_summary_opts_init(&rj.so);
-    rj.so.witness = ro.witness;
-    rj.so.progress = as_par_prog_inner;
-    rj.so.ctx = &rj.prog;
-    size_t nl = 0;
-    as_par_unit *units = as_par_layer_units(&tr, 1, c.layer, NULL, NULL, &nl);
-    double *cost = malloc((nl + 1) * sizeof *cost);
-    if ((code = as_mpi_agree(units && cost ? 0 : as_cli_fail("report", AS_ERR_NOMEM, "out of memory"))) != 0) {
-        free(units);
-        free(cost);
-        free(gpu_doc);
-        free(eval_doc);
-        as_cli_job_close(&j);
-        return code;
-    }
-    rj.units = units;
-    /* costs: a layer's summary ~ hq t n; the checksum ~ bytes / 1000 on that scale */
-    cost[0] = (double)as_trace_file_bytes(tr) / 1000.0 + 1;
-    for (size_t u = 0; u < nl; u++) cost[u + 1] = units[u].cost;
-    as_par_prog_start(&rj.prog, "report", c.quiet);
-    as_mpi_job job = {nl + 1, cost, report_work, report_consume, &rj, as_par_prog_engine, &rj.prog};
-    as_status st = as_mpi_run(&job, NULL, err);
-    free(units);
-    free(cost);
-    as_summary *s = st == AS_OK && as_mpi_rank() == 0 ? as_par_summary_finish(&rj.ps, err) : NULL;
-    if (st == AS_OK && as_mpi_rank() == 0 && !s) st = AS_ERR_NOMEM;
-    as_par_summary_free(&rj.ps);
-    char *per_file = rj.per_file;
-    const char *hex = rj.hex;
-    if (st != AS_OK || !s) { /* a failure (said once, on rank 0), or a rank other than 0 */
-        as_par_prog_end(&rj.prog);
-        free(per_file);
-        free(gpu_doc);
-        free(eval_doc);
-        as_summary_free(s);
-        as_cli_job_close(&j);
-        return st == AS_OK ? 0 : as_par_fail("report", st, err);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    as_report_info info = {cmdline ? cmdline : "attnscope report",
-                           gpu_doc,
-                           gpu,
-                           hex,
-                           per_file,
-                           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec),
-                           eval_doc,
-                           eval};
-    char *html = NULL;
     size_t len = 0;
     int nfig = 0;
-    st = as_report_html(tr, s, &info, &html, &len, &nfig, err);
-    as_par_prog_end(&rj.prog);
-    if (st == AS_OK) st = as_write_file_atomic(out, html, len, err);
-    free(html);
-    free(per_file);
-    free(gpu_doc);
-    free(eval_doc);
-    char left_out[sizeof s->left_out];
-    snprintf(left_out, sizeof left_out, "%s", s->left_out);
-    as_summary_free(s);
-    as_cli_job_close(&j);
-    if (st != AS_OK) return as_cli_fail("report", st, err);
-    if (!c.quiet)
-        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", out, nfig,
-                (double)len / 1024.0, left_out[0] ? "; " : "", left_out);
-    return 0;
+    as_status st = report_make(&r, &ro, &c, cmdline, t0, &len, &nfig, err);
+    if (r.analysis_failed) { /* said once, on rank 0, with the failing rank */
+        report_free(&r);
+        return as_par_fail("report", st, err);
+    }
+    if (st == AS_OK && !r.s) { /* a rank other than 0: its part is done */
+        report_free(&r);
+        return 0;
+    }
+    if (st == AS_OK) st = as_write_file_atomic(ro.out, r.html, len, err);
+    if (st == AS_OK && !c.quiet)
+        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", ro.out, nfig,
+                (double)len / 1024.0, r.s->left_out[0] ? "; " : "", r.s->left_out);
+    report_free(&r);
+    return st == AS_OK ? 0 : as_cli_fail("report", st, err);
 }
 #else
 /* PLplot or OpenSSL missing: `attnscope report` is not part of this build. */

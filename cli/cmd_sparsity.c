@@ -1,19 +1,24 @@
-/* attnscope sparsity: error against bound for every selection method, on real traces. */
+/* attnscope sparsity: error against bound for every selection method, on real traces. This
+ * file parses the command line, opens the inputs, runs the analysis (the layers of every
+ * trace as units on the ranks: cli/cli_par.h; inside a layer the shared sweep over threads:
+ * analysis/as_sweep.h) and writes --export-index; the records and tables are made in
+ * cmd_sparsity_out.c. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "as_sparsity.h"
+#include "as_sweep.h"
 #include "cli_help.h"
+#include "cli_job.h"
 #include "cli_par.h"
-#include "cli_util.h"
+#include "cmd_sparsity.h"
 
 const char as_help_sparsity[] =
     "usage: attnscope sparsity TRACE... [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--heavy-frac F]\n"
     "                          [--delta D] [--seed S] [--trials R] [--eps E] [--out-tol T]\n"
-    "                          [--mem MIB] [--export-index FILE [--export-outputs]]\n"
+    "                          [--mem MIB] [--threads N] [--export-index FILE [--export-outputs]]\n"
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
     "Approximate every query's attention output with a sparse method and compare it with the\n"
     "exact float64 output and with the theoretical bound (docs/theory.md).\n\n"
@@ -43,6 +48,9 @@ const char as_help_sparsity[] =
     "only; --summary-only leaves them out); tables: 'head_budget', 'head_sweep' (budget where\n"
     "each head crosses 1%/5%/10% relative error), 'layer_summary', 'model_summary',\n"
     "'coverage', 'check'.\n\n"
+    "Every method but index runs on the shared sweep (one selection per query for all budgets,\n"
+    "one pass over V for every method and budget; docs/benchmarks.md) over --threads workers\n"
+    "(default: every core; each gets its share of --mem); records reach the output in order.\n\n"
     "--export-index FILE writes the selection of one subset method at one budget as an index\n"
     "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n\n"
     "Several traces (A B C ...; a study's models, prompts, lengths): each is analysed as if\n"
@@ -67,84 +75,146 @@ enum {
     OPT_MEM,
     OPT_EXPORT,
     OPT_EXPORT_OUT,
-    OPT_SUMMARY_ONLY
+    OPT_SUMMARY_ONLY,
+    OPT_THREADS
 };
 
 #define MAX_BUDGETS 256
 
+/* The command line beyond the common options. */
+typedef struct {
+    as_sp_config cfg; /* methods and budgets point into the arrays below */
+    as_sp_method methods[AS_SP_N_METHODS];
+    size_t n_methods;
+    as_budget budgets[MAX_BUDGETS];
+    size_t n_budgets;
+    const char *index_path, *export_path;
+    int export_out, method_all, have_budget, summary_only, all_given;
+    int threads; /* --threads; 0: every online core */
+} sp_cli;
+
+static const char *const cmd = "sparsity";
+
+/* --method M[,M...] or all */
+static int parse_methods(sp_cli *s, const char *arg)
+{
+    s->method_all = s->all_given = strcmp(arg, "all") == 0;
+    s->n_methods = 0;
+    if (s->method_all) return 0;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", arg);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        as_sp_method m;
+        if (as_sp_method_parse(tok, &m) != 0)
+            return as_cli_usage(cmd, "unknown method '%s' (topk, sink-window, page, "
+                                     "uniform, topk-sample, page-sample, index, all)",
+                                tok);
+        int dup = 0;
+        for (size_t i = 0; i < s->n_methods; i++) dup |= s->methods[i] == m;
+        if (!dup) s->methods[s->n_methods++] = m;
+    }
+    return s->n_methods == 0 ? as_cli_usage(cmd, "empty --method") : 0;
+}
+
+/* An integer option's value: 0, or 2 (message printed) when not in [lo, hi]. */
+static int int_opt(const char *name, const char *arg, long lo, long hi, long *v)
+{
+    return as_cli_parse_int(cmd, name, arg, lo, hi, v) ? 2 : 0;
+}
+
+static int sp_opt(void *ctx, int opt, const char *arg)
+{
+    sp_cli *s = ctx;
+    as_sp_config *cfg = &s->cfg;
+    char err[AS_ERR_LEN];
+    long v = 0;
+    int r = 0;
+    switch (opt) {
+    case OPT_METHOD: return parse_methods(s, arg);
+    case OPT_BUDGET:
+    case OPT_SPARSITY:
+        if (s->have_budget) return as_cli_usage(cmd, "give one --budget or --sparsity list");
+        if (as_budget_parse_list(arg, opt == OPT_SPARSITY, s->budgets, MAX_BUDGETS,
+                                 &s->n_budgets, err) != AS_OK)
+            return as_cli_usage(cmd, "%s", err);
+        s->have_budget = 1;
+        return 0;
+    case OPT_INDEX: s->index_path = arg; return 0;
+    case OPT_QUERY:
+        if (!(r = int_opt("query", arg, 0, 1L << 40, &v))) cfg->query = v;
+        return r;
+    case OPT_SINKS:
+        if (!(r = int_opt("sinks", arg, 0, 1L << 30, &v))) cfg->params.sinks = (int)v;
+        return r;
+    case OPT_PAGE:
+        if (!(r = int_opt("page-size", arg, 1, 1L << 20, &v))) cfg->params.page_size = (int)v;
+        return r;
+    case OPT_TRIALS:
+        if (!(r = int_opt("trials", arg, 1, 1000000, &v))) cfg->trials = (int)v;
+        return r;
+    case OPT_MEM:
+        if (!(r = int_opt("mem", arg, 1, 1L << 24, &v))) cfg->mem_limit = (size_t)v << 20;
+        return r;
+    case OPT_SEED: return as_cli_parse_u64(cmd, "seed", arg, &cfg->params.seed) ? 2 : 0;
+    case OPT_HEAVY:
+        return as_cli_parse_real(cmd, "heavy-frac", arg, 0, 1, 0, &cfg->params.heavy_frac) ? 2 : 0;
+    case OPT_DELTA:
+        return as_cli_parse_real(cmd, "delta", arg, 0, 1, AS_OPEN_LO | AS_OPEN_HI,
+                                 &cfg->params.delta) ? 2 : 0;
+    case OPT_EPS: /* samples_needed is the sample size for a relative error eps > 0 */
+        return as_cli_parse_real(cmd, "eps", arg, 0, INFINITY, AS_OPEN_LO, &cfg->eps_rel) ? 2 : 0;
+    case OPT_OUTTOL:
+        return as_cli_parse_real(cmd, "out-tol", arg, 0, INFINITY, 0, &cfg->out_tol) ? 2 : 0;
+    case OPT_EXPORT: s->export_path = arg; return 0;
+    case OPT_EXPORT_OUT: s->export_out = 1; return 0;
+    case OPT_SUMMARY_ONLY: s->summary_only = 1; return 0;
+    case OPT_THREADS:
+        if (!(r = int_opt("threads", arg, 1, 1024, &v))) s->threads = (int)v;
+        return r;
+    default: return -1;
+    }
+}
+
+/* After parsing: the methods of --method all (or the default), the default sweep, the
+ * export's one method and one budget, the selection of layers and heads. 0 or exit code 2. */
+static int settle(sp_cli *s, const as_cli_common *c)
+{
+    if (s->method_all) {
+        for (int m = 0; m < AS_SP_N_METHODS; m++) /* page-sample only with --method all */
+            if ((m != AS_SP_INDEX || s->index_path) && (m != AS_SP_PAGE_SAMPLE || s->all_given))
+                s->methods[s->n_methods++] = (as_sp_method)m;
+    }
+    int uses_index = 0;
+    for (size_t i = 0; i < s->n_methods; i++) uses_index |= s->methods[i] == AS_SP_INDEX;
+    if (uses_index && !s->index_path) return as_cli_usage(cmd, "method 'index' needs --index FILE");
+    if (!s->have_budget) s->n_budgets = as_budget_default_sweep(s->budgets, MAX_BUDGETS);
+    if (s->export_path &&
+        (s->n_methods != 1 || (s->methods[0] != AS_SP_INDEX && s->n_budgets != 1)))
+        return as_cli_usage(cmd, "--export-index needs exactly one --method and one budget");
+    s->cfg.methods = s->methods;
+    s->cfg.n_methods = s->n_methods;
+    s->cfg.budgets = s->budgets;
+    s->cfg.n_budgets = s->n_budgets;
+    s->cfg.layer = c->layer;
+    s->cfg.head = c->head;
+    return 0;
+}
+
+/* ---- the run --------------------------------------------------------------------------- */
+/* One trace's run: its per-query 'sparsity' records (JSON/CSV without --summary-only) go to
+ * out, every record to its aggregation. Records arrive on rank 0 in the order of one run. */
 typedef struct {
     as_out *out;
     as_sp_agg *agg;
-    as_progress *prog;
-    int per_query; /* emit the per-query 'sparsity' records (JSON/CSV without --summary-only) */
+    int per_query;
     const char *tag; /* several traces: the trace's path, a field of every record */
 } run_ctx;
 
-/* A record {"record": kind, ["trace": tag,] "layer": L, "head": H}: layer < -1 and head < 0
- * are left out. */
-static cJSON *rec_new(const char *kind, const char *tag, int layer, int64_t head)
+static int on_record(void *ctx, size_t trace, const as_sp_record *r)
 {
-    if (!tag && layer >= -1) return as_rec_new(kind, layer, head);
-    cJSON *r = cJSON_CreateObject();
-    cJSON_AddStringToObject(r, "record", kind);
-    if (tag) cJSON_AddStringToObject(r, "trace", tag);
-    if (layer >= -1) cJSON_AddNumberToObject(r, "layer", layer);
-    if (head >= 0) cJSON_AddNumberToObject(r, "head", (double)head);
-    return r;
-}
-
-/* 1 / budget, printed as the sweep's nominal value (1 / (1/3) is 3.0000000000000009 in
- * binary floating point; readers compare sparsities by value). */
-static double nominal_sparsity(double budget)
-{
-    if (!(budget > 0)) return NAN;
-    const double v = 1.0 / budget, r = round(v * 1e6) / 1e6;
-    return fabs(v - r) <= 1e-12 * v ? r : v;
-}
-
-static int on_record(void *ctx, const as_sp_record *r)
-{
-    run_ctx *c = ctx;
-    if (!c->per_query) return as_sp_agg_add(c->agg, r);
-    const as_sp_eval *ev = &r->ev;
-    int sampling = as_sp_method_is_sampling(r->method);
-    cJSON *j = rec_new("sparsity", c->tag, r->layer, r->head);
-    cJSON_AddNumberToObject(j, "kv_head", (double)r->kv_head);
-    cJSON_AddNumberToObject(j, "query", (double)r->query);
-    cJSON_AddStringToObject(j, "method", as_sp_method_name(r->method));
-    cJSON_AddNumberToObject(j, "budget", r->budget);
-    cJSON_AddNumberToObject(j, "k", (double)ev->k);
-    cJSON_AddNumberToObject(j, "n", (double)ev->n);
-    cJSON_AddNumberToObject(j, "captured_mass", ev->captured_mass);
-    cJSON_AddNumberToObject(j, "abs_error", ev->abs_error);
-    cJSON_AddNumberToObject(j, "rel_error", ev->rel_error);
-    cJSON_AddNumberToObject(j, "bound", ev->bound);
-    cJSON_AddNumberToObject(j, "rel_bound", ev->rel_bound);
-    cJSON_AddBoolToObject(j, "violated", ev->violated);
-    cJSON_AddStringToObject(j, "bound_kind", sampling ? "probabilistic" : "deterministic");
-    cJSON_AddNumberToObject(j, "slack", ev->abs_error > 0 ? ev->bound / ev->abs_error : NAN);
-    cJSON_AddNumberToObject(j, "norm", ev->norm_o);
-    cJSON_AddNumberToObject(j, "identity_error", ev->identity_error);
-    cJSON_AddBoolToObject(j, "identity_ok", ev->identity_ok);
-    if (sampling) {
-        cJSON_AddNumberToObject(j, "delta", r->delta);
-        cJSON_AddNumberToObject(j, "samples", (double)ev->samples);
-        if (ev->samples_needed >= 0)
-            cJSON_AddNumberToObject(j, "samples_needed", (double)ev->samples_needed);
-        cJSON_AddNumberToObject(j, "trials", r->trials);
-        cJSON_AddNumberToObject(j, "exceed", r->exceed);
-        cJSON_AddNumberToObject(j, "subset_bound", ev->subset_bound);
-        cJSON_AddBoolToObject(j, "subset_violated", ev->subset_violated);
-    }
-    if (r->has_kernel) cJSON_AddBoolToObject(j, "kernel_output", 1);
-    as_out_add(c->out, j);
+    run_ctx *c = (run_ctx *)ctx + trace;
+    if (c->per_query) as_out_add(c->out, as_cli_sp_query_record(r, c->tag));
     return as_sp_agg_add(c->agg, r);
-}
-
-/* rank 0's records from the MPI engine (cli/cli_par.h), in the order of one as_sp_run */
-static int on_unit_record(void *ctx, size_t trace, const as_sp_record *r)
-{
-    return on_record((run_ctx *)ctx + trace, r);
 }
 
 static void on_progress(void *ctx, uint64_t done, uint64_t total)
@@ -153,15 +223,45 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total)
     as_progress_update(ctx, done);
 }
 
-static void num_or_null(cJSON *j, const char *k, double v)
+/* ---- --export-index -------------------------------------------------------------------- */
+/* One layer's rows of the index file (with --export-outputs, the float64 sparse outputs). */
+static int export_layer(const as_layer *l, as_sp_method m, as_budget b, const as_sp_params *p,
+                        int with_out, as_sp_sel *sel, as_index_layer_data *e)
 {
-    if (isnan(v))
-        cJSON_AddNullToObject(j, k);
-    else
-        cJSON_AddNumberToObject(j, k, v);
+    char err[AS_ERR_LEN];
+    int64_t K = as_sp_layer_width(l, m, b, p);
+    e->layer = l->index;
+    e->h = l->hq;
+    e->t = l->t;
+    e->k = K > 0 ? K : 1;
+    e->d = l->d;
+    int32_t *idx = malloc((size_t)(e->h * e->t * e->k) * sizeof *idx);
+    double *out = with_out ? calloc((size_t)(e->h * e->t * e->d), sizeof *out) : NULL;
+    e->idx = idx;
+    e->out = out;
+    if (!idx || (with_out && !out)) return as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+    for (int64_t i = 0; i < e->h * e->t * e->k; i++) idx[i] = -1;
+    for (int64_t h = 0; h < l->hq; h++)
+        for (int64_t qi = 0; qi < l->t; qi++) {
+            as_status st = as_sp_select(l, h, qi, m, b, p, 0, NULL, sel, err);
+            if (st == AS_OK && sel->n_det + sel->n_samp > e->k)
+                st = as_err_set(err, AS_ERR_CHECK, "selection wider than the index row");
+            if (st != AS_OK) return as_cli_fail(cmd, st, err);
+            int64_t *all = malloc((size_t)(sel->n_det + sel->n_samp + 1) * sizeof *all);
+            if (!all) return as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
+            int64_t k = as_select_merge(sel->det, sel->n_det, sel->samp, sel->n_samp, all);
+            int32_t *row = idx + (h * e->t + qi) * e->k;
+            for (int64_t jj = 0; jj < k; jj++) row[jj] = (int32_t)all[jj];
+            if (with_out) {
+                as_sp_eval ev;
+                st = as_sp_check_subset(l, h, qi, all, k, NULL, 0, &ev,
+                                        out + (h * e->t + qi) * e->d, err);
+            }
+            free(all);
+            if (st != AS_OK) return as_cli_fail(cmd, st, err);
+        }
+    return 0;
 }
-
-static const char *const tnames[AS_SP_N_THRESH] = {"1pct", "5pct", "10pct"};
 
 /* Export the selection of one method at one budget as an index file. */
 static int export_index(const as_trace *tr, const as_sp_config *cfg, const char *path,
@@ -172,6 +272,7 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
     as_budget b = m == AS_SP_INDEX ? (as_budget){1.0, 0} : cfg->budgets[0];
     size_t nl = as_trace_n_layers(tr);
     as_index_layer_data *L = calloc(nl, sizeof *L);
+    if (!L) return as_cli_fail(cmd, AS_ERR_NOMEM, "out of memory");
     int rc = 0;
     size_t used = 0;
     as_sp_sel sel;
@@ -179,47 +280,7 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
     for (size_t li = 0; li < nl && rc == 0; li++) {
         const as_layer *l = as_trace_layer(tr, li);
         if (cfg->layer >= 0 && l->index != cfg->layer) continue;
-        int64_t K = as_sp_layer_width(l, m, b, &cfg->params);
-        as_index_layer_data *e = &L[used++];
-        e->layer = l->index;
-        e->h = l->hq;
-        e->t = l->t;
-        e->k = K > 0 ? K : 1;
-        e->d = l->d;
-        int32_t *idx = malloc((size_t)(e->h * e->t * e->k) * sizeof *idx);
-        double *out = with_out ? calloc((size_t)(e->h * e->t * e->d), sizeof *out) : NULL;
-        e->idx = idx;
-        e->out = out;
-        if (!idx || (with_out && !out)) {
-            rc = as_cli_fail("sparsity", AS_ERR_NOMEM, "out of memory");
-            break;
-        }
-        for (int64_t i = 0; i < e->h * e->t * e->k; i++) idx[i] = -1;
-        for (int64_t h = 0; h < l->hq && rc == 0; h++)
-            for (int64_t qi = 0; qi < l->t && rc == 0; qi++) {
-                as_status st = as_sp_select(l, h, qi, m, b, &cfg->params, 0, NULL, &sel, err);
-                if (st == AS_OK && sel.n_det + sel.n_samp > e->k)
-                    st = as_err_set(err, AS_ERR_CHECK, "selection wider than the index row");
-                if (st != AS_OK) {
-                    rc = as_cli_fail("sparsity", st, err);
-                    break;
-                }
-                int64_t *all = malloc((size_t)(sel.n_det + sel.n_samp + 1) * sizeof *all);
-                if (!all) {
-                    rc = as_cli_fail("sparsity", AS_ERR_NOMEM, "out of memory");
-                    break;
-                }
-                int64_t k = as_select_merge(sel.det, sel.n_det, sel.samp, sel.n_samp, all);
-                int32_t *row = idx + (h * e->t + qi) * e->k;
-                for (int64_t j = 0; j < k; j++) row[j] = (int32_t)all[j];
-                if (with_out) {
-                    as_sp_eval ev;
-                    st = as_sp_check_subset(l, h, qi, all, k, NULL, 0, &ev,
-                                            out + (h * e->t + qi) * e->d, err);
-                    if (st != AS_OK) rc = as_cli_fail("sparsity", st, err);
-                }
-                free(all);
-            }
+        rc = export_layer(l, m, b, &cfg->params, with_out, &sel, &L[used++]);
     }
     as_sp_sel_free(&sel);
     if (rc == 0) {
@@ -245,177 +306,69 @@ static int export_index(const as_trace *tr, const as_sp_config *cfg, const char 
     return rc;
 }
 
-/* The aggregate records of one trace's run (tag: its path when there are several): per head
- * and budget, per head, per layer and model, coverage, check. Returns 1 when the checks pass;
- * cnt gets the violations, identity failures and coverage failures. */
-static int emit_aggregates(as_out *o, const as_sp_agg *agg, const as_sp_config *cfg,
-                           const char *tag, int64_t cnt[3])
+/* ---- the command ----------------------------------------------------------------------- */
+enum { MAX_TRACES = 64 };
+
+/* The traces (each checked against --layer, --head, --query), the index file, the export's
+ * path. On failure nothing is left open. */
+static int open_inputs(as_cli_job *jobs, size_t ntr, const char *const *tpath, as_index **ix,
+                       sp_cli *s, const as_cli_common *c)
 {
-    const as_sp_head_budget *hb;
-    size_t nhb = as_sp_agg_head_budgets(agg, &hb);
-    for (size_t i = 0; i < nhb; i++) {
-        cJSON *j = rec_new("head_budget", tag, hb[i].layer, hb[i].head);
-        cJSON_AddStringToObject(j, "method", as_sp_method_name(hb[i].method));
-        cJSON_AddNumberToObject(j, "budget", hb[i].budget);
-        cJSON_AddNumberToObject(j, "sparsity", nominal_sparsity(hb[i].budget));
-        cJSON_AddNumberToObject(j, "queries", (double)hb[i].n_queries);
-        cJSON_AddNumberToObject(j, "mean_kept", hb[i].mean_kept);
-        num_or_null(j, "mean_rel_error", hb[i].mean_rel_error);
-        num_or_null(j, "median_rel_error", hb[i].median_rel_error);
-        num_or_null(j, "max_rel_error", hb[i].max_rel_error);
-        cJSON_AddNumberToObject(j, "mean_captured_mass", hb[i].mean_captured_mass);
-        num_or_null(j, "mean_rel_bound", hb[i].mean_rel_bound);
-        num_or_null(j, "median_slack", hb[i].median_slack);
-        cJSON_AddNumberToObject(j, "violations", (double)hb[i].violations);
-        if (as_sp_method_is_sampling(hb[i].method)) {
-            cJSON_AddNumberToObject(j, "draws", (double)hb[i].draws);
-            cJSON_AddNumberToObject(j, "exceed", (double)hb[i].exceed);
-        }
-        as_out_add(o, j);
+    int code = 0;
+    size_t opened = 0;
+    *ix = NULL;
+    for (; opened < ntr && code == 0; opened++) {
+        as_cli_common ct = *c;
+        ct.trace = tpath[opened];
+        code = as_cli_job_open(&jobs[opened], cmd, &ct, s->cfg.query, AS_CLI_UNITS_NONE);
+        if (code != 0) break;
     }
-    const as_sp_head_sweep *hs;
-    size_t nhs = as_sp_agg_head_sweeps(agg, &hs);
-    for (size_t i = 0; i < nhs; i++) {
-        cJSON *j = rec_new("head_sweep", tag, hs[i].layer, hs[i].head);
-        cJSON_AddStringToObject(j, "method", as_sp_method_name(hs[i].method));
-        for (int t = 0; t < AS_SP_N_THRESH; t++) {
-            char k1[32], k2[32], k3[32];
-            snprintf(k1, sizeof k1, "budget_%s", tnames[t]);
-            snprintf(k2, sizeof k2, "sparsity_%s", tnames[t]);
-            snprintf(k3, sizeof k3, "censored_%s", tnames[t]);
-            num_or_null(j, k1, hs[i].budget_at[t]);
-            cJSON_AddNumberToObject(j, k2, hs[i].sparsity_at[t]);
-            cJSON_AddBoolToObject(j, k3, hs[i].censored[t]);
+    if (code == 0 && s->index_path) {
+        char err[AS_ERR_LEN];
+        as_status st;
+        *ix = as_index_open(s->index_path, &st, err);
+        if (!*ix) {
+            fprintf(stderr, "attnscope sparsity: %s\n", err);
+            code = as_status_exit_code(st);
         }
-        as_out_add(o, j);
+        s->cfg.params.index = *ix;
     }
-    const as_sp_summary *sm;
-    size_t nsm = as_sp_agg_summaries(agg, &sm);
-    int64_t viol = 0, idf = 0, covfail = 0;
-    for (size_t i = 0; i < nsm; i++) {
-        int model = sm[i].layer < 0;
-        cJSON *j = model ? rec_new("model_summary", tag, -2, -1)
-                         : rec_new("layer_summary", tag, sm[i].layer, -1);
-        cJSON_AddStringToObject(j, "method", as_sp_method_name(sm[i].method));
-        cJSON_AddNumberToObject(j, "heads", (double)sm[i].n_heads);
-        for (int t = 0; t < AS_SP_N_THRESH; t++) {
-            char k[48];
-            snprintf(k, sizeof k, "median_sparsity_%s", tnames[t]);
-            num_or_null(j, k, sm[i].median_sparsity[t]);
-            snprintf(k, sizeof k, "min_sparsity_%s", tnames[t]);
-            num_or_null(j, k, sm[i].min_sparsity[t]);
-            snprintf(k, sizeof k, "dense_heads_%s", tnames[t]);
-            cJSON_AddNumberToObject(j, k, (double)sm[i].dense_heads[t]);
-        }
-        num_or_null(j, "median_rel_error", sm[i].median_rel_error);
-        num_or_null(j, "median_slack", sm[i].median_slack);
-        cJSON_AddNumberToObject(j, "records", (double)sm[i].records);
-        cJSON_AddNumberToObject(j, "violations", (double)sm[i].violations);
-        cJSON_AddNumberToObject(j, "identity_failures", (double)sm[i].identity_failures);
-        as_out_add(o, j);
-        if (model) {
-            viol += sm[i].violations;
-            idf += sm[i].identity_failures;
-            if (as_sp_method_is_sampling(sm[i].method)) {
-                cJSON *cv = rec_new("coverage", tag, -2, -1);
-                cJSON_AddStringToObject(cv, "method", as_sp_method_name(sm[i].method));
-                cJSON_AddNumberToObject(cv, "delta", cfg->params.delta);
-                cJSON_AddNumberToObject(cv, "draws", (double)sm[i].draws);
-                cJSON_AddNumberToObject(cv, "exceed", (double)sm[i].exceed);
-                cJSON_AddNumberToObject(cv, "exceed_frac",
-                                        sm[i].draws ? (double)sm[i].exceed / (double)sm[i].draws : 0);
-                cJSON_AddNumberToObject(cv, "expected", cfg->params.delta * (double)sm[i].draws);
-                cJSON_AddNumberToObject(cv, "p_value", sm[i].coverage_p);
-                int pass = !(sm[i].coverage_p < 1e-6);
-                cJSON_AddBoolToObject(cv, "pass", pass);
-                covfail += !pass;
-                as_out_add(o, cv);
-            }
-        }
+    /* an export that cannot be written is refused now, not after the analysis */
+    if (code == 0 && s->export_path) code = as_cli_check_output(cmd, s->export_path);
+    if (code != 0) {
+        as_index_free(*ix);
+        *ix = NULL;
+        for (size_t t = 0; t < opened; t++) as_cli_job_close(&jobs[t]);
     }
-    cJSON *chk = rec_new("check", tag, -2, -1);
-    cJSON_AddNumberToObject(chk, "violations", (double)viol);
-    cJSON_AddNumberToObject(chk, "identity_failures", (double)idf);
-    cJSON_AddNumberToObject(chk, "coverage_failures", (double)covfail);
-    int pass = viol == 0 && idf == 0 && covfail == 0;
-    cnt[0] = viol, cnt[1] = idf, cnt[2] = covfail;
-    cJSON_AddBoolToObject(chk, "pass", pass);
-    as_out_add(o, chk);
-    return pass;
+    return code;
 }
 
-/* as_out_table, with a first column 'trace' when there are several traces */
-static void table(as_out *o, int multi, const char *kind, const char *title,
-                  const char *const *cols, const char *const *heads, const char *const *fmts)
+/* Every trace's layers on the ranks (one rank: each trace in turn, as one as_sp_run or
+ * as_sweep_run would); rank 0's aggregations get every record. */
+static as_status run_all(as_cli_job *jobs, size_t ntr, const sp_cli *s, const as_cli_common *c,
+                         run_ctx *ctxs, char *err)
 {
-    if (!multi) {
-        as_out_table(o, kind, title, cols, heads, fmts);
-        return;
-    }
-    const char *c[24], *h[24], *f[24];
-    int n = 0;
-    c[0] = h[0] = "trace";
-    f[0] = "%s";
-    for (; cols[n] && n < 22; n++) {
-        c[n + 1] = cols[n];
-        h[n + 1] = heads ? heads[n] : cols[n];
-        f[n + 1] = fmts ? fmts[n] : "%g";
-    }
-    c[n + 1] = h[n + 1] = f[n + 1] = NULL;
-    as_out_table(o, kind, title, c, h, f);
-}
-
-/* Several traces: one 'trace_summary' record per trace and method, from the trace's model
- * summary (a study's table: models, prompts, lengths side by side). */
-static void across_traces(as_out *o, as_trace *const *tr, const char *const *tpath,
-                          const run_ctx *ctxs, size_t ntr, int layer)
-{
+    as_trace *trs[MAX_TRACES];
+    uint64_t total = 0;
+    size_t combos = 0;
+    for (size_t i = 0; i < s->n_methods; i++)
+        combos += s->methods[i] == AS_SP_INDEX ? 1 : s->n_budgets;
     for (size_t t = 0; t < ntr; t++) {
-        const as_sp_summary *sm;
-        size_t nsm = as_sp_agg_summaries(ctxs[t].agg, &sm);
-        int64_t layers = 0, n = 0;
-        for (size_t li = 0; li < as_trace_n_layers(tr[t]); li++) {
-            const as_layer *l = as_trace_layer(tr[t], li);
-            if (layer >= 0 && l->index != layer) continue;
-            layers++;
-            if (l->n > n) n = l->n;
-        }
-        const char *prompt = as_trace_meta(tr[t], "prompt_name");
-        for (size_t i = 0; i < nsm; i++) {
-            if (sm[i].layer >= 0) continue;
-            cJSON *j = rec_new("trace_summary", tpath[t], -2, -1);
-            cJSON_AddStringToObject(j, "model", as_trace_model(tr[t]));
-            if (prompt)
-                cJSON_AddStringToObject(j, "prompt", prompt);
-            else
-                cJSON_AddNullToObject(j, "prompt");
-            cJSON_AddNumberToObject(j, "layers", (double)layers);
-            cJSON_AddNumberToObject(j, "n", (double)n);
-            cJSON_AddStringToObject(j, "method", as_sp_method_name(sm[i].method));
-            cJSON_AddNumberToObject(j, "heads", (double)sm[i].n_heads);
-            for (int k = 0; k < AS_SP_N_THRESH; k++) {
-                char key[48];
-                snprintf(key, sizeof key, "median_sparsity_%s", tnames[k]);
-                num_or_null(j, key, sm[i].median_sparsity[k]);
-            }
-            cJSON_AddNumberToObject(j, "dense_heads_5pct", (double)sm[i].dense_heads[1]);
-            num_or_null(j, "median_rel_error", sm[i].median_rel_error);
-            cJSON_AddNumberToObject(j, "records", (double)sm[i].records);
-            cJSON_AddNumberToObject(j, "violations",
-                                    (double)(sm[i].violations + sm[i].identity_failures));
-            as_out_add(o, j);
+        trs[t] = jobs[t].tr;
+        for (size_t li = 0; li < as_trace_n_layers(trs[t]); li++) {
+            const as_layer *l = as_trace_layer(trs[t], li);
+            if (c->layer >= 0 && l->index != c->layer) continue;
+            total += (uint64_t)((c->head >= 0 ? 1 : l->hq) * (s->cfg.query >= 0 ? 1 : l->t)) *
+                     combos;
         }
     }
-    static const char *const c7[] = {"trace", "model", "prompt", "n", "method", "heads",
-                                     "median_sparsity_1pct", "median_sparsity_5pct",
-                                     "median_sparsity_10pct", "dense_heads_5pct",
-                                     "median_rel_error", "violations", NULL};
-    static const char *const h7[] = {"trace", "model", "prompt", "n", "method", "heads",
-                                     "med@1%", "med@5%", "med@10%", "dense@5%", "med rel err",
-                                     "viol", NULL};
-    static const char *const f7[] = {"%s", "%s", "%s", "%d", "%s", "%d", "%.1fx", "%.1fx",
-                                     "%.1fx", "%d", "%.4f", "%d", NULL};
-    as_out_table(o, "trace_summary", "Across traces (model summary of each trace)", c7, h7, f7);
+    as_progress *prog = as_progress_new(cmd, total, c->quiet || as_mpi_rank() != 0);
+    as_sp_config cfg = s->cfg;
+    cfg.progress = on_progress;
+    cfg.progress_ctx = prog;
+    as_status st = as_par_sp_run(trs, ntr, &cfg, s->threads, on_record, ctxs, NULL, err);
+    as_progress_free(prog);
+    return st;
 }
 
 int as_cmd_sparsity(int argc, char **argv)
@@ -438,286 +391,84 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"export-index", required_argument, 0, OPT_EXPORT},
                                          {"export-outputs", no_argument, 0, OPT_EXPORT_OUT},
                                          {"summary-only", no_argument, 0, OPT_SUMMARY_ONLY},
+                                         {"threads", required_argument, 0, OPT_THREADS},
                                          {0, 0, 0, 0}};
-    const char *cmd = "sparsity";
+    sp_cli s;
+    memset(&s, 0, sizeof s);
+    as_sp_config_init(&s.cfg);
+    s.cfg.eps_rel = 0.05;
+    s.method_all = 1;
     as_cli_common c;
-    as_cli_common_init(&c);
-    as_sp_config cfg;
-    as_sp_config_init(&cfg);
-    cfg.eps_rel = 0.05;
-    as_sp_method methods[AS_SP_N_METHODS];
-    size_t n_methods = 0;
-    static as_budget budgets[MAX_BUDGETS];
-    size_t n_budgets = 0;
-    const char *index_path = NULL, *export_path = NULL;
-    int export_out = 0, method_all = 1, have_budget = 0, summary_only = 0, all_given = 0;
-    char err[AS_ERR_LEN];
-    int opt, r;
-    long v;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":", opts, NULL)) != -1) {
-        if ((r = as_cli_common_opt(&c, cmd, opt, optarg)) == 1) continue;
-        if (r == 2) return 0;
-        if (r < 0) return 2;
-        switch (opt) {
-        case OPT_METHOD:
-            method_all = all_given = strcmp(optarg, "all") == 0;
-            n_methods = 0;
-            if (!method_all) {
-                char buf[256];
-                snprintf(buf, sizeof buf, "%s", optarg);
-                for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-                    as_sp_method m;
-                    if (as_sp_method_parse(tok, &m) != 0)
-                        return as_cli_usage(cmd, "unknown method '%s' (topk, sink-window, page, "
-                                                 "uniform, topk-sample, page-sample, index, all)",
-                                            tok);
-                    int dup = 0;
-                    for (size_t i = 0; i < n_methods; i++) dup |= methods[i] == m;
-                    if (!dup) methods[n_methods++] = m;
-                }
-                if (n_methods == 0) return as_cli_usage(cmd, "empty --method");
-            }
-            break;
-        case OPT_BUDGET:
-        case OPT_SPARSITY:
-            if (have_budget) return as_cli_usage(cmd, "give one --budget or --sparsity list");
-            if (as_budget_parse_list(optarg, opt == OPT_SPARSITY, budgets, MAX_BUDGETS, &n_budgets,
-                                     err) != AS_OK)
-                return as_cli_usage(cmd, "%s", err);
-            have_budget = 1;
-            break;
-        case OPT_INDEX: index_path = optarg; break;
-        case OPT_QUERY:
-            if (as_cli_parse_int(cmd, "query", optarg, 0, 1L << 40, &v)) return 2;
-            cfg.query = v;
-            break;
-        case OPT_SINKS:
-            if (as_cli_parse_int(cmd, "sinks", optarg, 0, 1L << 30, &v)) return 2;
-            cfg.params.sinks = (int)v;
-            break;
-        case OPT_PAGE:
-            if (as_cli_parse_int(cmd, "page-size", optarg, 1, 1L << 20, &v)) return 2;
-            cfg.params.page_size = (int)v;
-            break;
-        case OPT_TRIALS:
-            if (as_cli_parse_int(cmd, "trials", optarg, 1, 1000000, &v)) return 2;
-            cfg.trials = (int)v;
-            break;
-        case OPT_MEM:
-            if (as_cli_parse_int(cmd, "mem", optarg, 1, 1L << 24, &v)) return 2;
-            cfg.mem_limit = (size_t)v << 20;
-            break;
-        case OPT_SEED: {
-            uint64_t sv;
-            if (as_cli_parse_u64(cmd, "seed", optarg, &sv)) return 2;
-            cfg.params.seed = sv;
-            break;
-        }
-        case OPT_HEAVY:
-            if (as_cli_parse_real(cmd, "heavy-frac", optarg, 0, 1, 0, &cfg.params.heavy_frac))
-                return 2;
-            break;
-        case OPT_DELTA:
-            if (as_cli_parse_real(cmd, "delta", optarg, 0, 1, AS_OPEN_LO | AS_OPEN_HI,
-                                  &cfg.params.delta))
-                return 2;
-            break;
-        case OPT_EPS: /* samples_needed is the sample size for a relative error eps > 0 */
-            if (as_cli_parse_real(cmd, "eps", optarg, 0, INFINITY, AS_OPEN_LO, &cfg.eps_rel))
-                return 2;
-            break;
-        case OPT_OUTTOL:
-            if (as_cli_parse_real(cmd, "out-tol", optarg, 0, INFINITY, 0, &cfg.out_tol)) return 2;
-            break;
-        case OPT_EXPORT: export_path = optarg; break;
-        case OPT_EXPORT_OUT: export_out = 1; break;
-        case OPT_SUMMARY_ONLY: summary_only = 1; break;
-        default:
-            return as_cli_bad_option(cmd, opt, argv);
-        }
-    }
-    if (optind > argc - 1) return as_cli_usage(cmd, "expects a TRACE (or several)");
+    int rc = as_cli_parse_opts(cmd, argc, argv, opts, NULL, sp_opt, &s, &c);
+    if (rc != AS_CLI_GO) return rc;
     /* several traces: each one's records carry its path, each one gets its aggregates, and a
      * cross-trace summary follows; their layers share the ranks */
+    if (optind > argc - 1) return as_cli_usage(cmd, "expects a TRACE (or several)");
     const size_t ntr = (size_t)(argc - optind);
     const char *const *tpath = (const char *const *)argv + optind;
-    if (ntr > 1 && (index_path || export_path))
+    if (ntr > 1 && (s.index_path || s.export_path))
         return as_cli_usage(cmd, "--index and --export-index take one TRACE");
-    if (ntr > 64) return as_cli_usage(cmd, "at most 64 traces in one run");
-    c.trace = argv[optind];
-    if (method_all) {
-        for (int m = 0; m < AS_SP_N_METHODS; m++) /* page-sample only with --method all */
-            if ((m != AS_SP_INDEX || index_path) && (m != AS_SP_PAGE_SAMPLE || all_given))
-                methods[n_methods++] = (as_sp_method)m;
-    }
-    int uses_index = 0;
-    for (size_t i = 0; i < n_methods; i++) uses_index |= methods[i] == AS_SP_INDEX;
-    if (uses_index && !index_path) return as_cli_usage(cmd, "method 'index' needs --index FILE");
-    if (!have_budget) n_budgets = as_budget_default_sweep(budgets, MAX_BUDGETS);
-    if (export_path) {
-        if (n_methods != 1 || (methods[0] != AS_SP_INDEX && n_budgets != 1))
-            return as_cli_usage(cmd, "--export-index needs exactly one --method and one budget");
-    }
-    cfg.methods = methods;
-    cfg.n_methods = n_methods;
-    cfg.budgets = budgets;
-    cfg.n_budgets = n_budgets;
-    cfg.layer = c.layer;
-    cfg.head = c.head;
+    if (ntr > MAX_TRACES) return as_cli_usage(cmd, "at most %d traces in one run", MAX_TRACES);
+    c.trace = tpath[0];
+    if ((rc = settle(&s, &c)) != 0) return rc;
+    as_cli_job jobs[MAX_TRACES];
+    as_index *ix;
+    if ((rc = open_inputs(jobs, ntr, tpath, &ix, &s, &c)) != 0) return rc;
 
-    int code = 0;
-    as_trace *trs[64] = {NULL};
-    for (size_t t = 0; t < ntr && code == 0; t++) {
-        trs[t] = as_par_open_trace(cmd, tpath[t], &code);
-        if (trs[t] && c.layer >= 0 && !as_trace_find_layer(trs[t], c.layer))
-            code = as_cli_usage(cmd, "%s has no layer %d", tpath[t], c.layer);
-    }
-    as_trace *tr = trs[0];
-    as_index *ix = NULL;
-    if (code == 0 && index_path) {
-        as_status st;
-        ix = as_index_open(index_path, &st, err);
-        if (!ix) {
-            fprintf(stderr, "attnscope sparsity: %s\n", err);
-            code = as_status_exit_code(st);
-        }
-        cfg.params.index = ix;
-    }
-    /* an export that cannot be written is refused now, not after the analysis */
-    if (code == 0 && export_path) code = as_cli_check_output(cmd, export_path);
-    if (code != 0) {
-        as_index_free(ix);
-        for (size_t t = 0; t < ntr; t++) as_trace_free(trs[t]);
-        return code;
-    }
-
-    char both[8200];
-    int bl = 0;
-    for (size_t t = 0; t < ntr && bl >= 0 && (size_t)bl < sizeof both; t++)
-        bl += snprintf(both + bl, sizeof both - (size_t)bl, "%s%s", t ? " | " : "", tpath[t]);
-    run_ctx ctxs[64];
-    memset(ctxs, 0, sizeof ctxs);
-    as_out *o = as_mpi_rank() == 0 ? as_out_new(c.fmt, cmd, both) : NULL;
-    for (size_t t = 0; t < ntr; t++) {
-        ctxs[t].out = o;
-        ctxs[t].agg = as_sp_agg_new(&cfg);
-        ctxs[t].per_query = c.fmt != AS_FMT_TABLE && !summary_only;
-        ctxs[t].tag = ntr > 1 ? tpath[t] : NULL;
-    }
-    uint64_t total = 0;
-    size_t combos = 0;
-    for (size_t i = 0; i < n_methods; i++) combos += methods[i] == AS_SP_INDEX ? 1 : n_budgets;
+    char names[8200];
+    int nl = 0;
+    for (size_t t = 0; t < ntr && nl >= 0 && (size_t)nl < sizeof names; t++)
+        nl += snprintf(names + nl, sizeof names - (size_t)nl, "%s%s", t ? " | " : "", tpath[t]);
+    as_out *o = as_mpi_rank() == 0 ? as_out_new(c.fmt, cmd, names) : NULL;
+    run_ctx ctxs[MAX_TRACES];
     for (size_t t = 0; t < ntr; t++)
-        for (size_t li = 0; li < as_trace_n_layers(trs[t]); li++) {
-            const as_layer *l = as_trace_layer(trs[t], li);
-            if (c.layer >= 0 && l->index != c.layer) continue;
-            total += (uint64_t)((c.head >= 0 ? 1 : l->hq) * (cfg.query >= 0 ? 1 : l->t)) * combos;
-        }
-    as_progress *prog = as_progress_new("sparsity", total, c.quiet || as_mpi_rank() != 0);
-    cfg.progress = on_progress;
-    cfg.progress_ctx = prog;
-    /* the layers of every trace shared by the ranks (one rank: as as_sp_run on each trace in
-     * turn); rank 0 gets every record */
+        ctxs[t] = (run_ctx){o, as_sp_agg_new(&s.cfg), c.fmt != AS_FMT_TABLE && !s.summary_only,
+                            ntr > 1 ? tpath[t] : NULL};
+    char err[AS_ERR_LEN];
     size_t failed_t = 0;
-    as_status st = (code = as_mpi_agree(0)) != 0 ? AS_ERR_USAGE
-                   : as_par_sp_run(trs, ntr, &cfg, on_unit_record, ctxs, NULL, err);
-    as_progress_free(prog);
+    as_status st = (rc = as_mpi_agree(0)) != 0 ? AS_ERR_USAGE
+                   : run_all(jobs, ntr, &s, &c, ctxs, err);
     for (size_t t = 0; t < ntr && st == AS_OK && o; t++) {
         st = as_sp_agg_finish(ctxs[t].agg, err);
         failed_t = t;
     }
-    if (st != AS_OK || !o || code != 0) { /* rank 0 writes; the run's failure is said there */
-        if (st != AS_OK && code == 0 && o)
-            fprintf(stderr, "attnscope sparsity: %s: %s\n", tpath[failed_t], err);
-        as_out_free(o);
-        for (size_t t = 0; t < ntr; t++) {
-            as_sp_agg_free(ctxs[t].agg);
-            as_trace_free(trs[t]);
-        }
-        as_index_free(ix);
-        return code ? code : (st == AS_OK ? 0 : as_status_exit_code(st));
+    if (st != AS_OK && rc == 0) {
+        if (o) fprintf(stderr, "attnscope sparsity: %s: %s\n", tpath[failed_t], err);
+        rc = as_status_exit_code(st);
     }
-
-    /* aggregates, trace by trace */
-    int pass = 1;
-    int64_t cnt[64][3];
-    for (size_t t = 0; t < ntr; t++)
-        pass &= emit_aggregates(o, ctxs[t].agg, &cfg, ctxs[t].tag, cnt[t]);
-    if (ntr > 1) across_traces(o, trs, tpath, ctxs, ntr, c.layer);
-
-    {
-        static const char *const c1[] = {"layer", "head", "method", "budget", "sparsity",
-                                         "queries", "mean_rel_error", "max_rel_error",
-                                         "mean_captured_mass", "mean_rel_bound", "median_slack",
-                                         "violations", NULL};
-        static const char *const h1[] = {"layer", "head", "method", "budget", "sparsity",
-                                         "queries", "rel err", "max rel err", "mass",
-                                         "rel bound", "slack", "viol", NULL};
-        static const char *const f1[] = {"%d", "%d", "%s", "%.4f", "%.1fx", "%d", "%.4f",
-                                         "%.4f", "%.4f", "%.4f", "%.2f", "%d", NULL};
-        table(o, ntr > 1, "head_budget", "Error and bound per head and budget (means over queries)",
-                     c1, h1, f1);
-        static const char *const c2[] = {"layer", "head", "method", "sparsity_1pct",
-                                         "sparsity_5pct", "sparsity_10pct", NULL};
-        static const char *const h2[] = {"layer", "head", "method", "sparsity@1%",
-                                         "sparsity@5%", "sparsity@10%", NULL};
-        static const char *const f2[] = {"%d", "%d", "%s", "%.1fx", "%.1fx", "%.1fx", NULL};
-        table(o, ntr > 1, "head_sweep",
-                     "Sparsity each head tolerates (mean relative error at or below 1/5/10%; "
-                     "1.0x = needs dense)",
-                     c2, h2, f2);
-        static const char *const c3[] = {"layer", "method", "heads", "median_sparsity_1pct",
-                                         "median_sparsity_5pct", "median_sparsity_10pct",
-                                         "min_sparsity_5pct", "dense_heads_5pct",
-                                         "median_slack", "violations", NULL};
-        static const char *const h3[] = {"layer", "method", "heads", "med@1%", "med@5%",
-                                         "med@10%", "min@5%", "dense@5%", "slack", "viol", NULL};
-        static const char *const f3[] = {"%d", "%s", "%d", "%.1fx", "%.1fx", "%.1fx", "%.1fx",
-                                         "%d", "%.2f", "%d", NULL};
-        table(o, ntr > 1, "layer_summary", "Sparsity each layer tolerates (median over heads)", c3,
-                     h3, f3);
-        static const char *const c4[] = {"method", "heads", "median_sparsity_1pct",
-                                         "median_sparsity_5pct", "median_sparsity_10pct",
-                                         "dense_heads_5pct", "median_rel_error", "median_slack",
-                                         "records", "violations", "identity_failures", NULL};
-        static const char *const h4[] = {"method", "heads", "med@1%", "med@5%", "med@10%",
-                                         "dense@5%", "med rel err", "med slack", "records",
-                                         "viol", "id fail", NULL};
-        static const char *const f4[] = {"%s", "%d", "%.1fx", "%.1fx", "%.1fx", "%d", "%.4f",
-                                         "%.2f", "%d", "%d", "%d", NULL};
-        table(o, ntr > 1, "model_summary", "Model summary (median over all heads)", c4, h4, f4);
-        static const char *const c5[] = {"method", "delta", "draws", "exceed", "exceed_frac",
-                                         "p_value", "pass", NULL};
-        static const char *const f5[] = {"%s", "%.3f", "%d", "%d", "%.5f", "%.3g", "%s", NULL};
-        table(o, ntr > 1, "coverage", "Sampling guarantee: draws whose error exceeded epsilon",
-                     c5, NULL, f5);
-        static const char *const c6[] = {"violations", "identity_failures", "coverage_failures",
-                                         "pass", NULL};
-        static const char *const f6[] = {"%d", "%d", "%d", "%s", NULL};
-        table(o, ntr > 1, "check", "Checks", c6, NULL, f6);
+    /* rank 0 writes; the others only took part in the run */
+    as_cli_sp_check chk[MAX_TRACES];
+    memset(chk, 0, sizeof chk);
+    if (rc == 0 && o) {
+        for (size_t t = 0; t < ntr; t++)
+            as_cli_sp_aggregates(o, ctxs[t].agg, s.cfg.params.delta, ctxs[t].tag, &chk[t]);
+        if (ntr > 1) {
+            const as_sp_agg *aggs[MAX_TRACES];
+            as_trace *trs[MAX_TRACES];
+            for (size_t t = 0; t < ntr; t++) aggs[t] = ctxs[t].agg, trs[t] = jobs[t].tr;
+            as_cli_sp_across(o, trs, tpath, aggs, ntr, c.layer);
+        }
+        as_cli_sp_tables(o, ntr > 1);
     }
     /* the export first: a run that fails prints nothing */
-    int rc = export_path ? export_index(tr, &cfg, export_path, export_out, c.trace) : 0;
-    if (rc == 0) {
-        rc = as_out_finish(o, stdout);
-    } else {
-        FILE *devnull = fopen("/dev/null", "w");
-        as_out_finish(o, devnull ? devnull : stderr);
-        if (devnull) fclose(devnull);
-    }
+    if (rc == 0 && o && s.export_path)
+        rc = export_index(jobs[0].tr, &s.cfg, s.export_path, s.export_out, c.trace);
+    rc = o ? as_out_done(o, rc) : rc;
     for (size_t t = 0; t < ntr; t++) {
         as_sp_agg_free(ctxs[t].agg);
-        as_trace_free(trs[t]);
+        as_cli_job_close(&jobs[t]);
     }
     as_index_free(ix);
     if (rc != 0) return rc;
+    int pass = 1;
     for (size_t t = 0; t < ntr; t++)
-        if (cnt[t][0] || cnt[t][1] || cnt[t][2])
+        if (chk[t].violations || chk[t].identity_failures || chk[t].coverage_failures) {
+            pass = 0;
             fprintf(stderr,
                     "attnscope sparsity: %s: check failed: %lld bound violations, %lld identity "
                     "failures, %lld coverage failures\n",
-                    tpath[t], (long long)cnt[t][0], (long long)cnt[t][1], (long long)cnt[t][2]);
+                    tpath[t], (long long)chk[t].violations, (long long)chk[t].identity_failures,
+                    (long long)chk[t].coverage_failures);
+        }
     return pass ? 0 : 1;
 }

@@ -278,10 +278,7 @@ int as_cmd_spectrum(int argc, char **argv)
         return as_cli_usage(cmd, "--max-period %g is below --min-period %g", sc.so.max_period,
                             sc.so.min_period);
     as_cli_job j;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.units = AS_CLI_UNITS_HEAD;
-    if ((rc = as_cli_job_open(&j, cmd, &c, &jo)) != 0) return rc;
+    if ((rc = as_cli_job_open(&j, cmd, &c, -1, AS_CLI_UNITS_HEAD)) != 0) return rc;
     const char *theta_src;
     sc.theta = sc.so.rope_base = rope_base(j.tr, sc.theta, &theta_src);
     as_out *o = as_out_new(c.fmt, cmd, c.trace);

@@ -504,6 +504,39 @@ Test(cli, option_slips_refused_with_the_option_named)
     free(p);
 }
 
+/* Every trace command checks --layer, --head and --query through one skeleton (cli/cli_job)
+ * before any analysis: one line, exit 2, nothing on stdout, the same words. */
+Test(cli, layer_head_query_checked_alike_before_the_analysis)
+{
+    char *p = tmp("ranges.safetensors");
+    as_test_trace_spec sp = {.n_layers = 2, .hq = 2, .hkv = 1, .t = 3, .n = 16, .d = 4,
+                             .dtype = AS_DT_F32, .causal = 1, .seed = 9};
+    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    static const char *const cmds[] = {"attend", "entropy", "rank", "bottleneck", "spectrum",
+                                       "sparsity"};
+    static const int takes_query[] = {1, 1, 0, 1, 0, 1};
+    char fmt[128];
+    for (int i = 0; i < 6; i++) {
+        snprintf(fmt, sizeof fmt, "%s '%%s' --layer 7%%s", cmds[i]);
+        expect_usage(fmt, p, "has no layer 7");
+        snprintf(fmt, sizeof fmt, "%s '%%s' --head 2%%s", cmds[i]);
+        expect_usage(fmt, p, "layer 0 has 2 query heads and 3 queries");
+        snprintf(fmt, sizeof fmt, "%s '%%s' --layer 1 --head 5%%s", cmds[i]);
+        expect_usage(fmt, p, "layer 1 has 2 query heads and 3 queries");
+        if (!takes_query[i]) continue;
+        snprintf(fmt, sizeof fmt, "%s '%%s' --query 3%%s", cmds[i]);
+        expect_usage(fmt, p, "layer 0 has 2 query heads and 3 queries");
+    }
+    /* the last head and query are taken */
+    char *out = NULL, *err = NULL;
+    int rc = run("attend '%s' --layer 1 --head 1 --query 2 --json%s", p, "", &out, &err);
+    cr_expect_eq(rc, 0, "%s", err);
+    cr_expect(strstr(out, "\"head\":\t1,") && strstr(out, "\"query\":\t2,"), "%s", out);
+    free(out);
+    free(err);
+    free(p);
+}
+
 Test(cli, sim_gen_names_the_output_once)
 {
     char *help = NULL;

@@ -108,11 +108,7 @@ static int open_job(as_cli_job *j, const char *path, int layer, int head, int64_
     c.layer = layer;
     c.head = head;
     c.quiet = 1;
-    as_cli_job_opts jo;
-    as_cli_job_opts_init(&jo);
-    jo.query = query;
-    jo.units = kind;
-    return as_cli_job_open(j, "test", &c, &jo);
+    return as_cli_job_open(j, "test", &c, query, kind);
 }
 
 Test(cli_job, units_per_layer_and_per_head)
@@ -224,4 +220,19 @@ Test(cli_job, out_done_prints_only_on_success, .init = cr_redirect_stdout)
     cr_expect_eq(as_out_done(one_record(), 0), 0);
     fflush(stdout);
     cr_expect_stdout_eq_str("record,layer,head,v\nx,1,2,0.5\n");
+}
+
+Test(cli_job, stat_record_fields_in_order)
+{
+    cJSON *r = as_rec_stat("x_head", 3, 2, 1, "median", 16);
+    char *s = cJSON_PrintUnformatted(r);
+    cr_expect_str_eq(s, "{\"record\":\"x_head\",\"layer\":3,\"head\":2,\"kv_head\":1,"
+                        "\"stat\":\"median\",\"queries\":16}");
+    free(s);
+    cJSON_Delete(r);
+    r = as_rec_stat("x_layer", 0, -1, -1, "mean", 4); /* a layer's: no head, no kv head */
+    s = cJSON_PrintUnformatted(r);
+    cr_expect_str_eq(s, "{\"record\":\"x_layer\",\"layer\":0,\"stat\":\"mean\",\"queries\":4}");
+    free(s);
+    cJSON_Delete(r);
 }
