@@ -1,5 +1,6 @@
 #include "as_bottleneck.h"
 
+#include <cblas.h>
 #include <float.h>
 #include <lapacke.h>
 #include <limits.h>
@@ -83,24 +84,63 @@ out:
     return st;
 }
 
-/* Indices 0..n-1 ordered by weight, largest first (ties: lower index first). */
-static const double *sort_w;
-static int cmp_idx(const void *x, const void *y)
+/* Indices 0..n-1 ordered by weight, largest first (ties: lower index first). A stable LSD radix
+ * sort (11-bit digits) of keys that order like the weights, descending, started from the
+ * identity: the order a comparison sort by (weight descending, index ascending) gives, in O(n)
+ * (qsort of a million weights per query cost more than the query's dense pass). Digits that all
+ * keys share are skipped (the exponent bits of weights in (0, 1] mostly are). */
+static uint64_t desc_key(double x)
 {
-    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
-    double a = sort_w[i], b = sort_w[j];
-    if (a != b) return a < b ? 1 : -1;
-    return (i > j) - (i < j);
+    if (x == 0) x = 0.0; /* -0 and +0 are the same weight */
+    uint64_t u;
+    memcpy(&u, &x, sizeof u);
+    u = (u >> 63) ? ~u : (u | 0x8000000000000000ull); /* unsigned order = order of x */
+    return ~u;
 }
 
 static int64_t *order_desc(const double *a, int64_t n)
 {
-    int64_t *ix = malloc((size_t)(n > 0 ? n : 1) * sizeof *ix);
-    if (!ix) return NULL;
-    for (int64_t i = 0; i < n; i++) ix[i] = i;
-    sort_w = a;
-    qsort(ix, (size_t)n, sizeof *ix, cmp_idx);
-    sort_w = NULL;
+    size_t m = (size_t)(n > 0 ? n : 1);
+    enum { BITS = 11, RADIX = 1 << BITS };
+    int64_t *ix = malloc(m * sizeof *ix), *ix2 = malloc(m * sizeof *ix2);
+    uint64_t *key = malloc(m * sizeof *key), *key2 = malloc(m * sizeof *key2);
+    size_t *cnt = malloc(RADIX * sizeof *cnt);
+    if (!ix || !ix2 || !key || !key2 || !cnt) {
+        free(ix);
+        ix = NULL;
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        ix[i] = i;
+        key[i] = desc_key(a[i]);
+    }
+    for (int shift = 0; shift < 64; shift += BITS) {
+        memset(cnt, 0, RADIX * sizeof *cnt);
+        for (int64_t i = 0; i < n; i++) cnt[(key[i] >> shift) & (RADIX - 1)]++;
+        if (n > 0 && cnt[(key[0] >> shift) & (RADIX - 1)] == (size_t)n) continue;
+        size_t sum = 0;
+        for (int r = 0; r < RADIX; r++) {
+            size_t c = cnt[r];
+            cnt[r] = sum;
+            sum += c;
+        }
+        for (int64_t i = 0; i < n; i++) {
+            size_t pos = cnt[(key[i] >> shift) & (RADIX - 1)]++;
+            key2[pos] = key[i];
+            ix2[pos] = ix[i];
+        }
+        uint64_t *tk = key;
+        key = key2;
+        key2 = tk;
+        int64_t *ti = ix;
+        ix = ix2;
+        ix2 = ti;
+    }
+out:
+    free(ix2);
+    free(key);
+    free(key2);
+    free(cnt);
     return ix;
 }
 
@@ -609,6 +649,61 @@ static int cmp_i64(const void *x, const void *y)
     return (a > b) - (a < b);
 }
 
+/* The cheap quantities of one query in one pass over K and one over V: the weights p (softmax
+ * of the scores, as as_attn_dense), their order ix (largest first), o = V^T p and, for every
+ * budget b, dv[b] = V^T (p - p_k) (the top-k change of topk_delta) from the same tile of V.
+ * Each output is accumulated tile by tile with the dgemv as_attn_output does, so the results
+ * are those of as_attn_dense + one as_attn_output per budget, to the bit, with V read and
+ * converted once instead of 1 + budgets times. rank (n) and dt (a tile) are scratch. */
+typedef struct {
+    double *qv, *vt, *dt;     /* d, tile x d, tile */
+    int64_t *rank;            /* l->n */
+    double rest[AS_BN_MAX_BUDGETS], cap[AS_BN_MAX_BUDGETS];
+} bn_scratch;
+
+static as_status query_pass(const as_layer *l, int64_t h, int64_t qi, const int64_t *k,
+                            size_t nb, bn_scratch *w, double *p, int64_t **ix_out, double *o,
+                            double *dv, int64_t *n_out, char *err)
+{
+    const int64_t d = l->d, g = as_layer_kv_head(l, h), n = as_layer_visible(l, qi);
+    *ix_out = NULL;
+    *n_out = n;
+    as_layer_read_q(l, h, qi, w->qv);
+    as_status st = as_attn_scores(l, g, w->qv, 1, n, l->scale, p, n, err);
+    if (st != AS_OK) return st;
+    as_softmax_inplace(p, n);
+    int64_t *ix = order_desc(p, n);
+    if (!ix) return as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
+    for (int64_t j = 0; j < n; j++) w->rank[ix[j]] = j;
+    for (size_t b = 0; b < nb; b++) { /* the sums of topk_delta, in its order */
+        double ps = 0.0, rest = 0.0;
+        for (int64_t j = 0; j < k[b]; j++) ps += p[ix[j]];
+        for (int64_t j = k[b]; j < n; j++) rest += p[ix[j]];
+        w->cap[b] = ps;
+        w->rest[b] = rest;
+    }
+    for (int64_t c = 0; c < d; c++) o[c] = 0.0;
+    for (size_t c = 0; c < nb * (size_t)d; c++) dv[c] = 0.0;
+    int64_t tile = n < AS_ATTN_TILE ? n : AS_ATTN_TILE;
+    for (int64_t j0 = 0; j0 < n; j0 += tile) {
+        int64_t cnt = n - j0 < tile ? n - j0 : tile;
+        as_layer_read_v(l, g, j0, cnt, w->vt);
+        cblas_dgemv(CblasRowMajor, CblasTrans, (int)cnt, (int)d, 1.0, w->vt, (int)d, p + j0, 1,
+                    1.0, o, 1);
+        for (size_t b = 0; b < nb; b++) {
+            double ps = w->cap[b], rest = w->rest[b];
+            for (int64_t i = 0; i < cnt; i++) {
+                double a = p[j0 + i];
+                w->dt[i] = w->rank[j0 + i] >= k[b] ? a : ps > 0 ? -a * rest / ps : 0.0;
+            }
+            cblas_dgemv(CblasRowMajor, CblasTrans, (int)cnt, (int)d, 1.0, w->vt, (int)d, w->dt,
+                        1, 1.0, dv + b * (size_t)d, 1);
+        }
+    }
+    *ix_out = ix;
+    return AS_OK;
+}
+
 as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out, size_t *n_out,
                       char *err)
 {
@@ -635,8 +730,15 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
     as_bn_query *recs = calloc(nrec ? nrec : 1, sizeof *recs);
     int64_t *ns = malloc((size_t)(t ? t : 1) * sizeof *ns);
     double *p = malloc((size_t)(l->n ? l->n : 1) * sizeof *p);
-    double *delta = malloc((size_t)(l->n ? l->n : 1) * sizeof *delta);
-    double *o_vec = malloc((size_t)d * sizeof *o_vec), *dv = malloc((size_t)d * sizeof *dv);
+    int64_t vtile = l->n < AS_ATTN_TILE ? (l->n ? l->n : 1) : AS_ATTN_TILE;
+    bn_scratch ws;
+    ws.qv = malloc((size_t)d * sizeof *ws.qv);
+    ws.vt = malloc((size_t)(vtile * d) * sizeof *ws.vt);
+    ws.dt = malloc((size_t)vtile * sizeof *ws.dt);
+    ws.rank = malloc((size_t)(l->n ? l->n : 1) * sizeof *ws.rank);
+    size_t nbd = (o->n_budgets ? o->n_budgets : 1) * (size_t)d;
+    double *o_vec = malloc((size_t)d * sizeof *o_vec), *dv = malloc(nbd * sizeof *dv);
+    int64_t kb[AS_BN_MAX_BUDGETS];
     int64_t nj_max = o->witness_keys > 0 && o->witness_keys < l->n ? o->witness_keys : l->n;
     double *VJ = o->witness ? malloc((size_t)((nj_max ? nj_max : 1) * d) * sizeof *VJ) : NULL;
     double *aJ = o->witness ? malloc((size_t)(nj_max ? nj_max : 1) * sizeof *aJ) : NULL;
@@ -645,7 +747,7 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
     memset(&ks, 0, sizeof ks);
     int64_t ks_g = -1;
     as_status st = AS_OK;
-    if (!recs || !ns || !p || !delta || !o_vec || !dv ||
+    if (!recs || !ns || !p || !ws.qv || !ws.vt || !ws.dt || !ws.rank || !o_vec || !dv ||
         (o->witness && (!VJ || !aJ || !xJ))) {
         st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
         goto out;
@@ -669,9 +771,15 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
         }
         for (int64_t qi = q0; qi < q1 && st == AS_OK; qi++, r++) {
             as_bn_query *b = &recs[r];
-            int64_t n = 0;
-            double lse;
-            if ((st = as_attn_dense(l, h, qi, p, o_vec, &n, &lse, err)) != AS_OK) break;
+            int64_t n = as_layer_visible(l, qi), *ix = NULL;
+            b->n_budgets = o->n_budgets;
+            for (size_t bi = 0; bi < o->n_budgets; bi++) {
+                b->budget[bi] = o->budgets[bi];
+                kb[bi] = b->k[bi] = as_budget_keys((as_budget){o->budgets[bi], 0}, n); /* the rule of `sparsity` */
+            }
+            if ((st = query_pass(l, h, qi, kb, o->n_budgets, &ws, p, &ix, o_vec, dv, &n, err)) !=
+                AS_OK)
+                break;
             b->head = h;
             b->kv_head = g;
             b->query = qi;
@@ -684,22 +792,12 @@ as_status as_bn_layer(const as_layer *l, const as_bn_opts *o, as_bn_query **out,
             b->v_max_norm = ks.vmax[s];
             b->tv_witness = NAN;
             b->witness_residual = NAN;
-            int64_t *ix = order_desc(p, n);
-            if (!ix) {
-                st = as_err_set(err, AS_ERR_NOMEM, "bottleneck: out of memory");
-                break;
-            }
             /* absorption of oracle top-k at each budget */
-            b->n_budgets = o->n_budgets;
-            for (size_t bi = 0; bi < o->n_budgets && st == AS_OK; bi++) {
-                double f = o->budgets[bi];
-                int64_t k = as_budget_keys((as_budget){f, 0}, n); /* the rule of `sparsity` */
-                b->budget[bi] = f;
-                b->k[bi] = k;
-                double rest = topk_delta(p, ix, n, k, delta, &b->captured_mass[bi]);
-                st = as_attn_output(l, g, delta, n, dv, err);
-                double num = 0.0;
-                for (int64_t c = 0; c < d; c++) num += dv[c] * dv[c];
+            for (size_t bi = 0; bi < o->n_budgets; bi++) {
+                double num = 0.0, rest = ws.rest[bi];
+                const double *dvb = dv + bi * (size_t)d;
+                b->captured_mass[bi] = ws.cap[bi];
+                for (int64_t c = 0; c < d; c++) num += dvb[c] * dvb[c];
                 b->absorption[bi] = rest > 0 && b->v_max_norm > 0
                                         ? sqrt(num) / (2.0 * rest * b->v_max_norm)
                                         : NAN;
@@ -731,7 +829,10 @@ out:
     kv_snap_free(&ks);
     free(ns);
     free(p);
-    free(delta);
+    free(ws.qv);
+    free(ws.vt);
+    free(ws.dt);
+    free(ws.rank);
     free(o_vec);
     free(dv);
     free(VJ);

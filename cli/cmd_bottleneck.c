@@ -12,12 +12,12 @@
 
 const char as_help_bottleneck[] =
     "usage: attnscope bottleneck TRACE [--layer L] [--head H] [--query I] [--budget B[,B...]]\n"
-    "                            [--witness-keys K] [--no-witness] [--json|--csv] [--quiet]\n\n"
+    "                            [--witness] [--witness-keys K] [--json|--csv] [--quiet]\n\n"
     "The output o = V^T a is d-dimensional while a lives on the (n-1)-simplex. Per query:\n"
     "collision_dim = n - rank([V^T; 1^T]) (the directions of change of a that leave o\n"
     "unchanged); tv_witness: the total-variation distance of a second distribution a' with\n"
     "the same output, found by linear programs (GLPK; a lower bound on the largest such\n"
-    "distance); absorption = ||V^T (a - a_k)|| / (||a - a_k||_1 max_i ||v_i||) for oracle\n"
+    "distance; only with --witness); absorption = ||V^T (a - a_k)|| / (||a - a_k||_1 max_i ||v_i||) for oracle\n"
     "top-k a_k (renormalised) at each budget (docs/theory.md, 'The bottleneck').\n\n"
     "Records: 'bottleneck' (per query: layer, head, kv_head, query, n, d, value_rank,\n"
     "collision_dim, collision_frac, v_max_norm, tv_witness, witness_keys, witness_residual),\n"
@@ -27,9 +27,12 @@ const char as_help_bottleneck[] =
     "  --query I           only query I (index into T)\n"
     "  --budget B,...      fractions of the visible keys for oracle top-k: 0.05 or 5%\n"
     "                      (default 1%,5%,10%,25%)\n"
+    "  --witness           also solve the linear programs of the TV witness (off by default:\n"
+    "                      about 0.1-0.2 s per query at 2048 keys, hundreds of dense passes;\n"
+    "                      without it tv_witness, witness_keys, witness_residual are null)\n"
     "  --witness-keys K    the witness may change only the K heaviest keys (default 2048;\n"
     "                      0: all n); keeps each LP small on long contexts\n"
-    "  --no-witness        skip the linear programs (tv_witness null)\n"
+    "  --no-witness        no linear programs (the default)\n"
     "Without GLPK in the build the witness is unavailable (tv_witness null, a note on stderr).\n";
 
 static int parse_budgets(const char *s, double *out, size_t *n)
@@ -131,6 +134,7 @@ static int bn_opt(void *ctx, int opt, const char *arg)
                             AS_BN_MAX_BUDGETS, arg);
     case 'w': return as_cli_parse_int(cmd, "witness-keys", arg, 0, 1L << 40, &b->wkeys) ? 2 : 0;
     case 'W': b->witness = 0; return 0;
+    case 'X': b->witness = 1; return 0;
     case 't': return as_cli_parse_int(cmd, "tile", arg, 1, 1L << 24, &b->tile) ? 2 : 0;
     default: return -1;
     }
@@ -202,10 +206,11 @@ int as_cmd_bottleneck(int argc, char **argv)
                                          {"budget", required_argument, 0, 'b'},
                                          {"witness-keys", required_argument, 0, 'w'},
                                          {"no-witness", no_argument, 0, 'W'},
+                                         {"witness", no_argument, 0, 'X'},
                                          {"tile", required_argument, 0, 't'},
                                          {0, 0, 0, 0}};
     const char *cmd = "bottleneck";
-    bn_cli_opts b = {.query = -1, .wkeys = 2048, .tile = 0, .witness = 1};
+    bn_cli_opts b = {.query = -1, .wkeys = 2048, .tile = 0, .witness = 0};
     as_bn_opts_init(&b.bo);
     as_cli_common c;
     int rc = as_cli_parse_trace(cmd, argc, argv, opts, NULL, bn_opt, &b, &c);

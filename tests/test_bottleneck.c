@@ -101,6 +101,63 @@ Test(bn_absorption, closed_forms)
     free(b);
 }
 
+/* The top-k set is the k heaviest keys, ties going to the lower index (values i+1 along e_i
+ * tell which of the tied keys was taken). */
+Test(bn_absorption, ties_go_to_the_lower_index)
+{
+    double a[6] = {0.1, 0.2, 0.2, 0.2, 0.2, 0.1}, V[36] = {0};
+    for (int i = 0; i < 6; i++) V[i * 6 + i] = i + 1;
+    /* S = {1, 2}: P_S = 0.4, rest = 0.6, delta = -a rest / P_S = -0.3 on S, a elsewhere */
+    double dv[6] = {0.1 * 1, -0.3 * 2, -0.3 * 3, 0.2 * 4, 0.2 * 5, 0.1 * 6}, l2 = 0, cap;
+    for (int i = 0; i < 6; i++) l2 += dv[i] * dv[i];
+    cr_assert_float_eq(as_bn_absorption(V, a, 6, 6, 2, &cap), sqrt(l2) / (2 * 0.6 * 6), 1e-14);
+    cr_assert_float_eq(cap, 0.4, 1e-15);
+}
+
+/* The order of the weights (a radix sort of their bits) against a comparison sort by (weight
+ * descending, index ascending) on weights spanning hundreds of binades, with repeated values
+ * and exact zeros, through the absorption of every budget. */
+static const double *ref_w;
+static int ref_cmp(const void *x, const void *y)
+{
+    int64_t i = *(const int64_t *)x, j = *(const int64_t *)y;
+    if (ref_w[i] != ref_w[j]) return ref_w[i] < ref_w[j] ? 1 : -1;
+    return (i > j) - (i < j);
+}
+
+Test(bn_absorption, order_matches_a_comparison_sort)
+{
+    const int64_t n = 5000, d = 5;
+    double *a = rand_dist(n, 30.0, 11), *V = randn(n * d, 12);
+    for (int64_t i = 0; i < n; i += 7) a[i] = a[(i * 13) % n]; /* repeated weights */
+    for (int64_t i = 3; i < n; i += 101) a[i] = i % 2 ? 0.0 : -0.0; /* zero weights, both signs */
+    int64_t *ix = malloc((size_t)n * sizeof *ix);
+    for (int64_t i = 0; i < n; i++) ix[i] = i;
+    ref_w = a;
+    qsort(ix, (size_t)n, sizeof *ix, ref_cmp);
+    double vmax = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double s2 = 0;
+        for (int64_t c = 0; c < d; c++) s2 += V[i * d + c] * V[i * d + c];
+        vmax = fmax(vmax, sqrt(s2));
+    }
+    for (int64_t k = 1; k < n; k += 97) {
+        double ps = 0, rest = 0, o[5] = {0}, l2 = 0, cap;
+        for (int64_t j = 0; j < n; j++) *(j < k ? &ps : &rest) += a[ix[j]];
+        for (int64_t j = 0; j < n; j++) {
+            double dl = j < k ? -a[ix[j]] * rest / ps : a[ix[j]];
+            for (int64_t c = 0; c < d; c++) o[c] += V[ix[j] * d + c] * dl;
+        }
+        for (int64_t c = 0; c < d; c++) l2 += o[c] * o[c];
+        double got = as_bn_absorption(V, a, n, d, k, &cap);
+        cr_assert_float_eq(got, sqrt(l2) / (2 * rest * vmax), 1e-12 * (1 + got), "k=%lld", (long long)k);
+        cr_assert_eq(cap, ps, "k=%lld", (long long)k);
+    }
+    free(ix);
+    free(a);
+    free(V);
+}
+
 static void check_feasible(const double *V, const double *a, const double *ap, int64_t n, int64_t d,
                            double tv)
 {
@@ -416,6 +473,32 @@ Test(bn_cli, json_and_usage)
     cr_assert_eq(nah, 4 * 2 * 8);
     cJSON_Delete(doc);
     free(out);
+    /* the witness is opt-in: null by default, a number with --witness, and the other fields
+     * the same either way */
+    snprintf(cmd, sizeof cmd, "bottleneck %s --json --quiet --head 1 --query 0", path);
+    cr_assert_eq(as_test_run_cli(cmd, &out), 0);
+    char *w_out = NULL;
+    snprintf(cmd, sizeof cmd, "bottleneck %s --json --quiet --head 1 --query 0 --witness", path);
+    cr_assert_eq(as_test_run_cli(cmd, &w_out), 0);
+    cJSON *d0 = cJSON_Parse(out), *d1 = cJSON_Parse(w_out);
+    cr_assert(d0 && d1);
+    const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItem(d0, "records"), 0);
+    const cJSON *r1 = cJSON_GetArrayItem(cJSON_GetObjectItem(d1, "records"), 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(r0, "record")->valuestring, "bottleneck");
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(r0, "tv_witness")));
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(r0, "witness_keys")));
+    if (as_bn_have_lp()) {
+        cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(r1, "tv_witness")));
+        cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(r1, "witness_keys")));
+    }
+    static const char *const same[] = {"n", "value_rank", "collision_dim", "v_max_norm"};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
+        cr_assert_eq(cJSON_GetObjectItem(r0, same[i])->valuedouble,
+                     cJSON_GetObjectItem(r1, same[i])->valuedouble, "%s", same[i]);
+    cJSON_Delete(d0);
+    cJSON_Delete(d1);
+    free(out);
+    free(w_out);
     snprintf(cmd, sizeof cmd, "bottleneck %s --no-witness --head 1", path);
     cr_assert_eq(as_test_run_cli(cmd, &out), 0);
     cr_assert(strstr(out, "collision dim") != NULL);

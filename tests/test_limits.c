@@ -230,7 +230,7 @@ Test(limits_cli, tiny_values_run)
     char *pt = make("cli_tiny.st", &tiny, AS_DT_F64), *pg = make("cli_good2.st", &good, AS_DT_F64);
     char *html = as_test_path("tiny.html");
     char args[4200], *out = NULL;
-    snprintf(args, sizeof args, "bottleneck %s --json --quiet", pt);
+    snprintf(args, sizeof args, "bottleneck %s --witness --json --quiet", pt);
     cr_assert_eq(as_test_run_cli(args, &out), 0, "%s", out);
     cr_assert(strstr(out, "\"tv_witness\":"), "%s", out);
     cr_assert_null(strstr(out, "\"tv_witness\":\tnull"));
