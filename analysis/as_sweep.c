@@ -17,6 +17,7 @@
 #define SW_RTOL 1e-9          /* relative slack on bounds for rounding (as as_sp_engine) */
 #define SW_TINY 1e-250        /* below this largest weight a set's sums are redone from scores */
 #define SW_MAXB AS_SWEEP_MAX_BUDGETS
+#define SW_CHUNK 4            /* rows per dgemm: a row's dense sums never depend on its block */
 
 /* shell families: the nested sets of one method over the budgets */
 enum { F_TOPK, F_SINK, F_PAGE, F_TSH, F_PSH, F_N };
@@ -273,14 +274,28 @@ static as_status block_alloc(sw_block *B, const as_layer *l, int64_t kvh, const 
     return AS_OK;
 }
 
-/* Scores, softmax and dense outputs of the block's rows (as as_sp_engine's block). */
+/* Scores, softmax and dense outputs of the block's rows (as as_sp_engine's block), the matrix
+ * products in chunks of SW_CHUNK rows from the unit's first row (blocks hold whole chunks), so
+ * that a row's bits do not depend on the memory limit or the threads. */
 static as_status block_dense(sw_block *B, char *err)
 {
     const as_layer *l = B->l;
     const int64_t d = B->d, nm = B->nm, mb = B->mb;
+    (void)err;
     for (int64_t r = 0; r < mb; r++) as_layer_read_q(l, B->rows[r].h, B->rows[r].qi, B->Q + r * d);
-    as_status st = as_attn_scores(l, B->kvh, B->Q, mb, nm, l->scale, B->Sc, nm, err);
-    if (st != AS_OK) return st;
+    {
+        int64_t tile = nm < SW_TILE ? nm : SW_TILE;
+        for (int64_t j0 = 0; j0 < nm; j0 += tile) {
+            int64_t cnt = nm - j0 < tile ? nm - j0 : tile;
+            as_layer_read_k(l, B->kvh, j0, cnt, B->vt);
+            for (int64_t r0 = 0; r0 < mb; r0 += SW_CHUNK) {
+                int64_t mc = mb - r0 < SW_CHUNK ? mb - r0 : SW_CHUNK;
+                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)mc, (int)cnt, (int)d,
+                            l->scale, B->Q + r0 * d, (int)d, B->vt, (int)d, 0.0,
+                            B->Sc + r0 * nm + j0, (int)nm);
+            }
+        }
+    }
     for (int64_t r = 0; r < mb; r++) {
         double *p = B->A + r * nm;
         const int64_t n = B->rows[r].n;
@@ -293,19 +308,15 @@ static as_status block_dense(sw_block *B, char *err)
     }
     for (int64_t i = 0; i < mb * d; i++) B->O[i] = 0.0;
     int64_t tile = nm < SW_TILE ? nm : SW_TILE;
-    double vmax2 = 0;
     for (int64_t j0 = 0; j0 < nm; j0 += tile) {
         int64_t cnt = nm - j0 < tile ? nm - j0 : tile;
         as_layer_read_v(l, B->kvh, j0, cnt, B->vt);
-        for (int64_t i = 0; i < cnt; i++) {
-            double s = 0;
-            for (int64_t c = 0; c < d; c++) s += B->vt[i * d + c] * B->vt[i * d + c];
-            if (s > vmax2) vmax2 = s;
+        for (int64_t r0 = 0; r0 < mb; r0 += SW_CHUNK) {
+            int64_t mc = mb - r0 < SW_CHUNK ? mb - r0 : SW_CHUNK;
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mc, (int)d, (int)cnt, 1.0,
+                        B->A + r0 * nm + j0, (int)nm, B->vt, (int)d, 1.0, B->O + r0 * d, (int)d);
         }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mb, (int)d, (int)cnt, 1.0,
-                    B->A + j0, (int)nm, B->vt, (int)d, 1.0, B->O, (int)d);
     }
-    B->vmax = sqrt(vmax2);
     for (int64_t r = 0; r < mb; r++) {
         double s = 0;
         for (int64_t c = 0; c < d; c++) s += B->O[r * d + c] * B->O[r * d + c];
@@ -937,12 +948,38 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
             rows[nrows++] = (sw_row){h, qi, as_layer_visible(l, qi)};
         }
     }
+    /* the largest ||v_i|| over the keys any row sees (the tolerance's scale, as as_sp_engine's
+     * for a unit of one block) */
+    double vmax = 0;
+    {
+        int64_t nmu = 0;
+        for (int64_t r = 0; r < nrows; r++) nmu = rows[r].n > nmu ? rows[r].n : nmu;
+        double *vt = nmu > 0 ? malloc((size_t)(nmu < SW_TILE ? nmu : SW_TILE) * (size_t)l->d *
+                                      sizeof *vt)
+                             : NULL;
+        if (nmu > 0 && !vt) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        double v2 = 0;
+        for (int64_t j0 = 0; j0 < nmu && vt; j0 += SW_TILE) {
+            int64_t cnt = nmu - j0 < SW_TILE ? nmu - j0 : SW_TILE;
+            as_layer_read_v(l, kvh, j0, cnt, vt);
+            for (int64_t i = 0; i < cnt; i++) {
+                double s = 0;
+                for (int64_t c = 0; c < l->d; c++) s += vt[i * l->d + c] * vt[i * l->d + c];
+                if (s > v2) v2 = s;
+            }
+        }
+        free(vt);
+        vmax = sqrt(v2);
+    }
     as_sp_pages pg;
     memset(&pg, 0, sizeof pg);
-    if (nrows > 0 && need_pages)
+    if (st == AS_OK && nrows > 0 && need_pages)
         st = as_sp_pages_build(l, kvh, as_sp_page_size(&cfg->params), &pg, err);
     const size_t nb = cfg->n_budgets, per_block = cfg->n_methods * nb;
-    as_sp_record *recs = NULL;
+    /* the unit's records, emitted at its end in one order whatever its blocks: method, budget,
+     * row (one record per row and (method, budget): O(T), not O(N)) */
+    as_sp_record *recs = malloc(((size_t)nrows * per_block + 1) * sizeof *recs);
+    if (!recs) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
     const uint64_t total = (uint64_t)nrows * per_block;
     uint64_t done = 0;
     for (int64_t r0 = 0; r0 < nrows && st == AS_OK && !*stop;) {
@@ -950,18 +987,16 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
         for (int64_t r = r0; r < nrows; r++) nm_all = rows[r].n > nm_all ? rows[r].n : nm_all;
         /* per row and key: scores, weights and distances (24 bytes), shells and sample bits
          * (up to 13), the selection's scratch (shared) */
-        int64_t mb = (int64_t)(mem / ((size_t)nm_all * 40 + (size_t)l->d * 64 +
-                                     per_block * sizeof(as_sp_record)));
+        int64_t mb = (int64_t)(mem / ((size_t)nm_all * 40 + (size_t)l->d * 64));
         if (mb < 1) mb = 1;
+        if (mb > SW_CHUNK) mb -= mb % SW_CHUNK; /* whole chunks */
         if (mb > nrows - r0) mb = nrows - r0;
         for (int64_t r = r0; r < r0 + mb; r++) nmax = rows[r].n > nmax ? rows[r].n : nmax;
         sw_block B;
         if ((st = block_alloc(&B, l, kvh, cfg, mb, nmax, err)) != AS_OK) break;
         memcpy(B.rows, rows + r0, (size_t)mb * sizeof *rows);
-        free(recs);
-        recs = malloc((size_t)mb * per_block * sizeof *recs);
-        if (!recs) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-        if (st == AS_OK) st = block_dense(&B, err);
+        B.vmax = vmax;
+        st = block_dense(&B, err);
         for (int64_t r = 0; r < mb && st == AS_OK; r++)
             st = row_select(&B, r, need_pages ? &pg : NULL, l->index, err);
         if (st == AS_OK) block_pass(&B);
@@ -970,15 +1005,16 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
             for (size_t mi = 0; mi < cfg->n_methods && st == AS_OK; mi++)
                 for (size_t b = 0; b < nb && st == AS_OK; b++)
                     st = row_record(&B, r, cfg->methods[mi], b, l->index,
-                                    &recs[(mi * nb + b) * (size_t)mb + (size_t)r], err);
+                                    &recs[(mi * nb + b) * (size_t)nrows + (size_t)(r0 + r)],
+                                    err);
         }
-        for (size_t j = 0; j < per_block * (size_t)mb && st == AS_OK && !*stop; j++)
-            if (fn && fn(ctx, &recs[j])) *stop = 1;
         done += (uint64_t)mb * per_block;
         if (cfg->progress && st == AS_OK) cfg->progress(cfg->progress_ctx, done, total);
         block_free(&B);
         r0 += mb;
     }
+    for (size_t j = 0; j < per_block * (size_t)nrows && st == AS_OK && !*stop; j++)
+        if (fn && fn(ctx, &recs[j])) *stop = 1;
     free(recs);
     as_sp_pages_free(&pg);
     free(rows);

@@ -1,5 +1,7 @@
 /* as_sweep: the sparsity sweep (every method at every budget) with its work shared across
- * budgets and methods; the same records as as_sp_run (as_sp_engine.h), in the same order.
+ * budgets and methods; the same records as as_sp_run (as_sp_engine.h). Order: per unit (layer,
+ * kv head), method, budget, row: as_sp_run's order where a unit is one block (its order is per
+ * block), and one order whatever the memory limit and the threads.
  *
  * as_sp_run evaluates one (method, budget) at a time and reads V once or twice per pair. Here,
  * per block of queries of a kv head (docs/benchmarks.md, "Where the sweep's time goes"):
@@ -36,13 +38,13 @@
 int as_sweep_supports(const as_sp_config *cfg);
 
 /* One unit: kv head kvh of layer l, every selected query head of its group and every selected
- * query, in blocks whose rows fit mem bytes; records in as_sp_run's order (per block: method,
- * budget, row). cfg->progress (if set) is told after each block. A nonzero return of fn sets
+ * query, in blocks whose rows fit mem bytes; the records (kept until the unit ends: O(T), not
+ * O(N)) by method, budget, row. cfg->progress (if set) is told after each block. A nonzero return of fn sets
  * *stop and ends the unit. */
 as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg, size_t mem,
                         as_sp_record_fn fn, void *ctx, int *stop, char *err);
 
-/* The whole trace, as as_sp_run (same checks of cfg, same records, same order), over threads
+/* The whole trace, as as_sp_run (same checks of cfg, same records), over threads
  * workers (< 1: one) taking (layer, kv head) units; each worker gets mem_limit / threads; fn
  * and cfg->progress are called from one thread at a time. */
 as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,

@@ -2,8 +2,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "as_sparsity.h"
+#include "as_sweep.h"
 #include "cli_help.h"
 #include "cli_util.h"
 
@@ -12,7 +14,7 @@ const char as_help_sparsity[] =
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--heavy-frac F]\n"
     "                          [--delta D] [--seed S] [--trials R] [--eps E] [--out-tol T]\n"
-    "                          [--mem MIB] [--export-index FILE [--export-outputs]]\n"
+    "                          [--mem MIB] [--threads N] [--export-index FILE [--export-outputs]]\n"
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
     "Approximate every query's attention output with a sparse method and compare it with the\n"
     "exact float64 output and with the theoretical bound (docs/theory.md).\n\n"
@@ -42,6 +44,9 @@ const char as_help_sparsity[] =
     "only; --summary-only leaves them out); tables: 'head_budget', 'head_sweep' (budget where\n"
     "each head crosses 1%/5%/10% relative error), 'layer_summary', 'model_summary',\n"
     "'coverage', 'check'.\n\n"
+    "Every method but index runs on the shared sweep (one selection per query for all budgets,\n"
+    "one pass over V for every method and budget; docs/benchmarks.md) over --threads workers\n"
+    "(default: every core; each gets its share of --mem); records reach the output in order.\n\n"
     "--export-index FILE writes the selection of one subset method at one budget as an index\n"
     "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n";
 
@@ -62,7 +67,8 @@ enum {
     OPT_MEM,
     OPT_EXPORT,
     OPT_EXPORT_OUT,
-    OPT_SUMMARY_ONLY
+    OPT_SUMMARY_ONLY,
+    OPT_THREADS
 };
 
 #define MAX_BUDGETS 256
@@ -240,6 +246,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"export-index", required_argument, 0, OPT_EXPORT},
                                          {"export-outputs", no_argument, 0, OPT_EXPORT_OUT},
                                          {"summary-only", no_argument, 0, OPT_SUMMARY_ONLY},
+                                         {"threads", required_argument, 0, OPT_THREADS},
                                          {0, 0, 0, 0}};
     const char *cmd = "sparsity";
     as_cli_common c;
@@ -252,6 +259,7 @@ int as_cmd_sparsity(int argc, char **argv)
     static as_budget budgets[MAX_BUDGETS];
     size_t n_budgets = 0;
     const char *index_path = NULL, *export_path = NULL;
+    int threads = 0; /* 0: every online core */
     int export_out = 0, method_all = 1, have_budget = 0, summary_only = 0, all_given = 0;
     char err[AS_ERR_LEN];
     int opt, r;
@@ -336,6 +344,10 @@ int as_cmd_sparsity(int argc, char **argv)
         case OPT_EXPORT: export_path = optarg; break;
         case OPT_EXPORT_OUT: export_out = 1; break;
         case OPT_SUMMARY_ONLY: summary_only = 1; break;
+        case OPT_THREADS:
+            if (as_cli_parse_int(cmd, "threads", optarg, 1, 1024, &v)) return 2;
+            threads = (int)v;
+            break;
         default:
             return as_cli_bad_option(cmd, opt, argv);
         }
@@ -403,7 +415,12 @@ int as_cmd_sparsity(int argc, char **argv)
     rc_ctx.prog = as_progress_new("sparsity", total, c.quiet);
     cfg.progress = on_progress;
     cfg.progress_ctx = rc_ctx.prog;
-    as_status st = as_sp_run(tr, &cfg, on_record, &rc_ctx, err);
+    if (threads < 1) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = nc > 0 ? (int)(nc < 64 ? nc : 64) : 1;
+    }
+    as_status st = as_sweep_supports(&cfg) ? as_sweep_run(tr, &cfg, threads, on_record, &rc_ctx, err)
+                                           : as_sp_run(tr, &cfg, on_record, &rc_ctx, err);
     as_progress_free(rc_ctx.prog);
     if (st == AS_OK) st = as_sp_agg_finish(rc_ctx.agg, err);
     if (st != AS_OK) {

@@ -16,12 +16,25 @@ static recs run_sweep(const as_trace *tr, const as_sp_config *cfg, int threads)
     return v;
 }
 
+static int cmp_canon(const void *pa, const void *pb)
+{
+    const as_sp_record *a = pa, *b = pb;
+    int64_t ka[] = {a->layer, a->kv_head, a->method, (int64_t)a->budget_index, a->head, a->query};
+    int64_t kb[] = {b->layer, b->kv_head, b->method, (int64_t)b->budget_index, b->head, b->query};
+    for (int i = 0; i < 6; i++)
+        if (ka[i] != kb[i]) return (ka[i] > kb[i]) - (ka[i] < kb[i]);
+    return 0;
+}
+
+/* as_sp_run's records in the sweep's order (unit, method, budget, row): as_sp_run orders them
+ * per block, which differs where a unit takes several blocks */
 static recs run_ref(const as_trace *tr, const as_sp_config *cfg)
 {
     recs v = {0};
     char err[AS_ERR_LEN];
     as_status st = as_sp_run(tr, cfg, collect, &v, err);
     cr_assert_eq(st, AS_OK, "%s", err);
+    qsort(v.r, v.n, sizeof *v.r, cmp_canon);
     return v;
 }
 
@@ -41,6 +54,8 @@ static int close_to(double x, double y, double rtol, double atol)
  * it by a heavy mass of 1e-45) */
 static void same_records_x(const recs *a, const recs *b, const char *what, int eps_noise)
 {
+    qsort(a->r, a->n, sizeof *a->r, cmp_canon);
+    qsort(b->r, b->n, sizeof *b->r, cmp_canon);
     cr_assert_eq(a->n, b->n, "%s: %zu records, expected %zu", what, a->n, b->n);
     for (size_t i = 0; i < a->n; i++) {
         const as_sp_record *x = &a->r[i], *y = &b->r[i];
@@ -61,7 +76,7 @@ static void same_records_x(const recs *a, const recs *b, const char *what, int e
                   (long long)e->k, (long long)f->k);
         double atol = 1e-14 * (e->norm_o + 1e-300);
         cr_assert(close_to(x->budget, y->budget, 0, 0), "%s: %zu budget", what, i);
-        cr_assert(close_to(e->norm_o, f->norm_o, 0, 0), "%s: %zu norm", what, i);
+        cr_assert(close_to(e->norm_o, f->norm_o, 1e-12, 0), "%s: %zu norm", what, i);
         cr_assert(close_to(e->captured_mass, f->captured_mass, RT, 1e-15),
                   "%s: %zu (%s) captured_mass %.17g vs %.17g", what, i, m, e->captured_mass,
                   f->captured_mass);
@@ -78,7 +93,7 @@ static void same_records_x(const recs *a, const recs *b, const char *what, int e
         cr_assert(close_to(e->subset_bound, f->subset_bound, RT, atol),
                   "%s: %zu (%s b%zu) subset_bound %.17g vs %.17g", what, i, m, x->budget_index,
                   e->subset_bound, f->subset_bound);
-        cr_assert(close_to(e->tol, f->tol, 0, 0), "%s: %zu tol", what, i);
+        cr_assert(close_to(e->tol, f->tol, 1e-12, 0), "%s: %zu tol", what, i);
         /* the identity's residual is rounding noise: both within the tolerance */
         cr_assert(e->identity_error <= e->tol && f->identity_error <= f->tol,
                   "%s: %zu identity %.3g / %.3g (tol %.3g)", what, i, e->identity_error,
@@ -171,10 +186,10 @@ Test(sweep, threads_give_the_same_records, .init = init_sweep)
     cfg.n_methods = N_ALL;
     cfg.budgets = sweep;
     cfg.n_budgets = n_sweep;
-    /* the same memory per worker: the same blocks, so the same bits */
+    /* blocks of whole chunks of rows: the same bits whatever the memory and the threads */
     cfg.mem_limit = (size_t)8 << 20;
     recs one = run_sweep(tr, &cfg, 1);
-    cfg.mem_limit = (size_t)24 << 20;
+    cfg.mem_limit = 20000;
     recs three = run_sweep(tr, &cfg, 3);
     cr_assert_eq(one.n, three.n);
     for (size_t i = 0; i < one.n; i++)
