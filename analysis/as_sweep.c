@@ -17,6 +17,7 @@
 #define SW_RTOL 1e-9          /* relative slack on bounds for rounding (as as_sp_engine) */
 #define SW_TINY 1e-250        /* below this largest weight a set's sums are redone from scores */
 #define SW_MAXB AS_SWEEP_MAX_BUDGETS
+#define SW_CACHE 16384       /* candidates whose values a row keeps converted */
 #define SW_CHUNK 4            /* rows per dgemm: a row's dense sums never depend on its block */
 
 /* shell families: the nested sets of one method over the budgets */
@@ -142,8 +143,9 @@ typedef struct {
     int nsh;                 /* shells: nthr + 1 (the last: keys in no set) */
     int where[100];          /* budget -> shell index (-1: empty set) */
     double *acc;             /* nsh x d: sum a_i v_i */
-    double *mass, *maxa, *a2d2;
+    double *mass, *maxa, *a2d2, *asq;
     int64_t *cnt;
+    double *tot;             /* (first family of a row only) sum a_i, sum a_i^2 over all keys */
 } sw_fam;
 
 typedef struct {
@@ -175,6 +177,8 @@ typedef struct {
     double *w, *vbuf, *vt, *ub, *pmn, *pmx, *tmp, *tmp2;
     int64_t *cand_d, *cand_y; /* candidate lists, descending distance */
     int64_t ncand_d, ncand_y, cap_d, cap_y;
+    double *cv[2];           /* the candidates' values (the first SW_CACHE of each list) */
+    int64_t ncv[2], capv[2];
 } sw_block;
 
 static void block_free(sw_block *B)
@@ -185,6 +189,7 @@ static void block_free(sw_block *B)
     free(B->tot);
     free(B->vbuf), free(B->vt), free(B->ub), free(B->pmn), free(B->pmx), free(B->tmp);
     free(B->tmp2), free(B->cand_d), free(B->cand_y);
+    free(B->cv[0]), free(B->cv[1]);
     for (int f = 0; f < F_N; f++) free(B->sh[f]);
     memset(B, 0, sizeof *B);
 }
@@ -231,7 +236,7 @@ static as_status block_alloc(sw_block *B, const as_layer *l, int64_t kvh, const 
     B->smp = calloc((size_t)mb * S_N * nb, sizeof *B->smp);
     /* accumulators: per row, F_N families of at most nb + 1 shells (d + 4 numbers each) and
      * S_N x nb samples (d numbers each) */
-    size_t per_row = F_N * (nb + 1) * (d + 4) + S_N * nb * d;
+    size_t per_row = F_N * (nb + 1) * (d + 5) + S_N * nb * d + 2;
     B->store = calloc((size_t)mb * per_row, sizeof(double));
     B->pairs = malloc((size_t)nm * sizeof *B->pairs);
     B->lst = malloc((size_t)nm * sizeof *B->lst);
@@ -267,9 +272,11 @@ static as_status block_alloc(sw_block *B, const as_layer *l, int64_t kvh, const 
             F->mass = s, s += nb + 1;
             F->maxa = s, s += nb + 1;
             F->a2d2 = s, s += nb + 1;
+            F->asq = s, s += nb + 1;
             F->cnt = (int64_t *)(void *)s, s += nb + 1;
         }
         for (size_t j = 0; j < S_N * nb; j++) B->smp[(size_t)r * S_N * nb + j].acc = s, s += d;
+        B->fam[r * F_N].tot = s, s += 2;
     }
     return AS_OK;
 }
@@ -539,12 +546,14 @@ static void block_pass(sw_block *B)
     const size_t nb = B->nb;
     for (int64_t r = 0; r < mb; r++) {
         B->a2d2_all[r] = 0;
+        B->fam[r * F_N].tot[0] = B->fam[r * F_N].tot[1] = 0;
         B->dev2[r] = -1;
         for (int f = 0; f < F_N; f++) {
             sw_fam *F = &B->fam[r * F_N + f];
             if (!B->fam_on[f]) continue;
             memset(F->acc, 0, (size_t)F->nsh * (size_t)d * sizeof(double));
-            for (int s = 0; s < F->nsh; s++) F->mass[s] = F->maxa[s] = F->a2d2[s] = 0, F->cnt[s] = 0;
+            for (int s = 0; s < F->nsh; s++)
+                F->mass[s] = F->maxa[s] = F->a2d2[s] = F->asq[s] = 0, F->cnt[s] = 0;
         }
         for (size_t j = 0; j < S_N * nb; j++) {
             sw_samp *S = &B->smp[(size_t)r * S_N * nb + j];
@@ -565,7 +574,7 @@ static void block_pass(sw_block *B)
             const int64_t n = B->rows[r].n;
             int64_t lim = n - j0 < cnt ? n - j0 : cnt;
             const double *o = B->O + r * d, *ar = B->A + r * nm;
-            double *D2 = B->D2 + r * nm, a2s = 0, dmx = B->dev2[r];
+            double *D2 = B->D2 + r * nm, a2s = 0, dmx = B->dev2[r], ts = 0, ts2 = 0;
             sw_fam *Fr = &B->fam[r * F_N];
             const uint64_t *mk = B->mask ? B->mask + r * nm : NULL;
             sw_samp *Sr = &B->smp[(size_t)r * S_N * nb];
@@ -577,6 +586,8 @@ static void block_pass(sw_block *B)
                 if (d2 > dmx) dmx = d2;
                 const double a2d2 = a * a * d2;
                 a2s += a2d2;
+                ts += a;
+                ts2 += a * a;
                 if (want_tot)
                     axpy(B->tot + r * d, a, v, d);
                 for (int t = 0; t < nf; t++) {
@@ -585,6 +596,7 @@ static void block_pass(sw_block *B)
                     axpy(F->acc + s * d, a, v, d);
                     F->mass[s] += a;
                     F->a2d2[s] += a2d2;
+                    F->asq[s] += a * a;
                     F->cnt[s]++;
                     if (a > F->maxa[s]) F->maxa[s] = a;
                 }
@@ -601,6 +613,8 @@ static void block_pass(sw_block *B)
                 }
             }
             B->a2d2_all[r] += a2s;
+            Fr[0].tot[0] += ts;
+            Fr[0].tot[1] += ts2;
             B->dev2[r] = dmx;
         }
     }
@@ -676,14 +690,20 @@ static double max_outside(sw_block *B, int64_t r, const sw_member *M, const doub
             double ubi = mode ? ar[i] * sqrt(D2[i]) : sqrt(D2[i]);
             double lim = (ubi + rad) * slack + 1e-300;
             if (best >= 0 && lim * lim < best) return best;
-            as_layer_read_v(B->l, B->kvh, i, 1, B->vbuf);
+            const double *v;
+            if (j < B->ncv[mode]) {
+                v = B->cv[mode] + j * d;
+            } else {
+                as_layer_read_v(B->l, B->kvh, i, 1, B->vbuf);
+                v = B->vbuf;
+            }
             double f;
             if (!mode) {
-                f = dist2(B->vbuf, cvec, d);
+                f = dist2(v, cvec, d);
             } else {
                 double t = 0;
                 for (int64_t c = 0; c < d; c++) {
-                    double uu = ar[i] * (B->vbuf[c] - o[c]) - cvec[c];
+                    double uu = ar[i] * (v[c] - o[c]) - cvec[c];
                     t += uu * uu;
                 }
                 f = t;
@@ -701,6 +721,16 @@ static double max_outside(sw_block *B, int64_t r, const sw_member *M, const doub
             return best;
         }
         *nc = got;
+        /* their values, converted once for the row's every (method, budget) */
+        int64_t nv = got < SW_CACHE ? got : SW_CACHE;
+        if (B->capv[mode] < nv) {
+            double *t = realloc(B->cv[mode], (size_t)nv * (size_t)d * sizeof *t);
+            if (!t) nv = B->capv[mode];
+            else B->cv[mode] = t, B->capv[mode] = nv;
+        }
+        for (int64_t t = 0; t < nv; t++)
+            as_layer_read_v(B->l, B->kvh, (*list)[t], 1, B->cv[mode] + t * d);
+        B->ncv[mode] = nv;
     }
 }
 
@@ -781,7 +811,27 @@ static as_status row_record(sw_block *B, int64_t r, as_sp_method m, size_t b, in
     if (S) abar = n_rest > 0 ? (1.0 - mass_d) / (double)n_rest : 0;
     if (!S)
         for (int s = w + 1; s < F->nsh; s++) Prest += F->mass[s];
-    else {
+    int slow = S != NULL;
+    if (S) {
+        /* from the shells outside the heavy set: sum_R a, sum_R a^2; kept where no more than
+         * one bit (complement mass) or ten (var_e = sum_R a^2 - 2 abar sum_R a + |R| abar^2)
+         * cancel, else summed key by key */
+        double Rm = 0, Ra2 = 0;
+        if (F) {
+            for (int s = w + 1; s < F->nsh; s++) Rm += F->mass[s], Ra2 += F->asq[s];
+        } else {
+            Rm = B->fam[r * F_N].tot[0];
+            Ra2 = B->fam[r * F_N].tot[1];
+        }
+        double pf = Rm - S->mass, nr = (double)n_rest;
+        double ef = Ra2 - 2.0 * abar * Rm + nr * abar * abar;
+        if (pf >= 0.5 * Rm && ef >= 1e-3 * Ra2) {
+            Prest = pf;
+            ssq_e = ef;
+            slow = 0;
+        }
+    }
+    if (slow) {
         const uint8_t *sh = M.sh;
         const uint64_t *mk = M.mk;
         for (int64_t i = 0; i < n; i++) {
@@ -1022,7 +1072,7 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
             st = row_select(&B, r, need_pages ? &pg : NULL, l->index, err);
         if (st == AS_OK) block_pass(&B);
         for (int64_t r = 0; r < mb && st == AS_OK; r++) {
-            B.ncand_d = B.ncand_y = 0;
+            B.ncand_d = B.ncand_y = B.ncv[0] = B.ncv[1] = 0;
             for (size_t mi = 0; mi < cfg->n_methods && st == AS_OK; mi++)
                 for (size_t b = 0; b < nb && st == AS_OK; b++)
                     st = row_record(&B, r, cfg->methods[mi], b, l->index,
