@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "as_attn.h"
 #include "as_select.h"
@@ -1233,7 +1234,10 @@ as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
     R.fn = fn;
     R.ctx = ctx;
     R.total = total;
-    if (threads < 1) threads = 1;
+    if (threads < 1) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = nc > 0 ? (int)(nc < 64 ? nc : 64) : 1;
+    }
     R.mem = (cfg->mem_limit ? cfg->mem_limit : (size_t)512 << 20) / (size_t)threads;
     R.ahead = 2 * (size_t)threads;
     R.u = calloc(nu ? nu : 1, sizeof *R.u);

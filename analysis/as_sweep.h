@@ -45,7 +45,7 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
                         as_sp_record_fn fn, void *ctx, int *stop, char *err);
 
 /* The whole trace, as as_sp_run (same checks of cfg, same records), over threads
- * workers (< 1: one) taking (layer, kv head) units; each worker gets mem_limit / threads; fn
+ * workers (< 1: one per online core) taking (layer, kv head) units; each worker gets mem_limit / threads; fn
  * and cfg->progress are called from one thread at a time. */
 as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
                        as_sp_record_fn fn, void *ctx, char *err);

@@ -2,7 +2,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "as_sparsity.h"
 #include "as_sweep.h"
@@ -415,10 +414,6 @@ int as_cmd_sparsity(int argc, char **argv)
     rc_ctx.prog = as_progress_new("sparsity", total, c.quiet);
     cfg.progress = on_progress;
     cfg.progress_ctx = rc_ctx.prog;
-    if (threads < 1) {
-        long nc = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = nc > 0 ? (int)(nc < 64 ? nc : 64) : 1;
-    }
     as_status st = as_sweep_supports(&cfg) ? as_sweep_run(tr, &cfg, threads, on_record, &rc_ctx, err)
                                            : as_sp_run(tr, &cfg, on_record, &rc_ctx, err);
     as_progress_free(rc_ctx.prog);

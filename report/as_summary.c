@@ -13,6 +13,7 @@
  * exists). */
 #ifdef AS_SUM_SPARSITY
 #include "as_sparsity.h"
+#include "as_sweep.h"
 #endif
 #ifdef AS_SUM_SPECTRUM
 #include "as_spectrum.h"
@@ -224,7 +225,9 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
     }
     as_sp_agg *agg = as_sp_agg_new(&cfg);
     if (!agg) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    as_status st = as_sp_run(tr, &cfg, as_sp_agg_add, agg, err);
+    /* the shared sweep (every core), as_sp_run's records */
+    as_status st = as_sweep_supports(&cfg) ? as_sweep_run(tr, &cfg, 0, as_sp_agg_add, agg, err)
+                                           : as_sp_run(tr, &cfg, as_sp_agg_add, agg, err);
     if (st == AS_OK) st = as_sp_agg_finish(agg, err);
     if (st != AS_OK) {
         as_sp_agg_free(agg);
