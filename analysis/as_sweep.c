@@ -713,9 +713,12 @@ static double max_outside(sw_block *B, int64_t r, const sw_member *M, const doub
         }
         if (*nc >= n) return best;
         /* more candidates: four times as many */
-        int64_t want = *nc ? 4 * *nc : 64;
-        double *x = B->w;
-        for (int64_t i = 0; i < n; i++) x[i] = mode ? ar[i] * ar[i] * D2[i] : D2[i];
+        int64_t want = *nc ? 8 * *nc : 256;
+        const double *x = D2;
+        if (mode) {
+            for (int64_t i = 0; i < n; i++) B->w[i] = ar[i] * ar[i] * D2[i];
+            x = B->w;
+        }
         int64_t got = top_list(B, x, n, want, list, cap);
         if (got < 0) {
             *fail = 1;
