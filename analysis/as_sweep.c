@@ -1061,8 +1061,14 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
         int64_t nm_all = 0, nmax = 0;
         for (int64_t r = r0; r < nrows; r++) nm_all = rows[r].n > nm_all ? rows[r].n : nm_all;
         /* per row and key: scores, weights and distances (24 bytes), shells and sample bits
-         * (up to 13), the selection's scratch (shared) */
-        int64_t mb = (int64_t)(mem / ((size_t)nm_all * 40 + (size_t)l->d * 64));
+         * (up to 13); per block: the selection's scratch (48 bytes a key), the candidates'
+         * values (2 SW_CACHE rows); per unit: the page summaries (16 d bytes a page) */
+        const size_t nmz = (size_t)nm_all, dz = (size_t)l->d;
+        const size_t fixed = nmz * 48 + 2 * (size_t)SW_CACHE * dz * 8 +
+                             (need_pages ? nmz / (size_t)as_sp_page_size(&cfg->params) * dz * 16
+                                         : 0);
+        const size_t per_row = nmz * 40 + dz * 64 + per_block * sizeof(as_sp_record);
+        int64_t mb = mem > fixed ? (int64_t)((mem - fixed) / per_row) : 1;
         if (mb < 1) mb = 1;
         if (mb > SW_CHUNK) mb -= mb % SW_CHUNK; /* whole chunks */
         if (mb > nrows - r0) mb = nrows - r0;
