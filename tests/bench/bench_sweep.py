@@ -14,7 +14,7 @@ less) are reported with the machine's load. Then the deterministic methods' mean
 and masses of the two implementations are compared (they must agree to 1e-9: the same sweep).
 
     python3 tests/bench/bench_sweep.py TRACE [--bin build/attnscope] [--reps 3] [--layer L]
-        [--no-numpy] [--extra NAME='ARGS'...] [--json OUT]
+        [--head H] [--no-numpy] [--no-threads] [--extra NAME='ARGS'...] [--json OUT]
 Not a ctest test (docs/benchmarks.md, "The sparsity sweep").
 """
 import argparse
@@ -52,6 +52,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(SRC, "build", "attnscope"))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--layer", type=int)
+    ap.add_argument("--head", type=int, help="one query head (every side)")
     ap.add_argument("--no-numpy", action="store_true")
     ap.add_argument("--no-threads", action="store_true")
     ap.add_argument("--extra", action="append", default=[])
@@ -59,6 +60,8 @@ def main():
     args = ap.parse_args()
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     lay = ["--layer", str(args.layer)] if args.layer is not None else []
+    if args.head is not None:
+        lay += ["--head", str(args.head)]
     tmp = tempfile.mkdtemp(prefix="bench_sweep.")
     c_json, np_json = os.path.join(tmp, "c.json"), os.path.join(tmp, "np.json")
     sides = {

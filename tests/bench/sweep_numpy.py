@@ -13,7 +13,7 @@ the sampling statistics in closed form with one more product V [ybar ...]; sampl
 query (one permutation; a budget's sample is the first m keys of it outside its heavy set:
 a uniform sample without replacement of the rest, the estimator's requirement).
 
-    python3 tests/bench/sweep_numpy.py TRACE [--layer L] [--out FILE.json] [--rows R]
+    python3 tests/bench/sweep_numpy.py TRACE [--layer L] [--head H] [--out FILE.json] [--rows R]
 
 --out writes per (method, budget) the mean over queries of rel_error, rel_bound and
 captured_mass (bench_sweep.py compares the deterministic methods with attnscope's).
@@ -79,7 +79,7 @@ def sampling_eps(nr, ph, var_y, max_y, var_e, mass_rest, dev_max, m, delta):
     return min(eps, dev_max)
 
 
-def sweep(path, only_layer=None, rows_per_chunk=8, seed=0):
+def sweep(path, only_layer=None, rows_per_chunk=8, seed=0, only_head=None):
     tensor, header, meta, layers = open_trace(path)
     rng = np.random.default_rng(seed)
     nb = len(FRACS)
@@ -96,13 +96,16 @@ def sweep(path, only_layer=None, rows_per_chunk=8, seed=0):
         scale = float(meta.get("scale", 1.0 / math.sqrt(d)))
         grp = hq // hkv
         for g in range(hkv):
+            rows = [(h, t) for h in range(g * grp, (g + 1) * grp) for t in range(T)
+                    if only_head is None or h == only_head]
+            if not rows:
+                continue
             K = np.ascontiguousarray(k_all[g], dtype=np.float64)
             V = np.ascontiguousarray(v_all[g], dtype=np.float64)
             vn2 = np.einsum("ij,ij->i", V, V)
             nfull = N // PAGE
             pmin = K[:nfull * PAGE].reshape(nfull, PAGE, d).min(axis=1)
             pmax = K[:nfull * PAGE].reshape(nfull, PAGE, d).max(axis=1)
-            rows = [(h, t) for h in range(g * grp, (g + 1) * grp) for t in range(T)]
             for c0 in range(0, len(rows), rows_per_chunk):
                 chunk = rows[c0:c0 + rows_per_chunk]
                 Q = np.stack([q_all[h, t].astype(np.float64) for h, t in chunk])
@@ -237,9 +240,10 @@ def main():
     ap.add_argument("trace")
     ap.add_argument("--layer", type=int)
     ap.add_argument("--rows", type=int, default=8)
+    ap.add_argument("--head", type=int)
     ap.add_argument("--out")
     args = ap.parse_args()
-    res = sweep(args.trace, args.layer, args.rows)
+    res = sweep(args.trace, args.layer, args.rows, only_head=args.head)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f)
