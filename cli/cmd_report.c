@@ -280,6 +280,7 @@ static as_status report_make(report_run *r, const report_opts *ro, const as_cli_
     rj.tr = tr;
     as_summary_opts_init(&rj.so);
     rj.so.witness = ro->witness;
+    rj.so.threads = as_mpi_size() > 1 ? 1 : 0; /* several ranks: one core each (docs/scale.md) */
     rj.so.progress = as_par_prog_inner;
     rj.so.ctx = &rj.prog;
     size_t nl = 0;

@@ -13,6 +13,7 @@
  * exists). */
 #ifdef AS_SUM_SPARSITY
 #include "as_sparsity.h"
+#include "as_sweep.h"
 #endif
 #ifdef AS_SUM_SPECTRUM
 #include "as_spectrum.h"
@@ -284,7 +285,9 @@ static as_status sparsity_family(const as_trace *tr, as_summary *s, const as_sum
     as_sp_agg *agg = as_sp_agg_new(&cfg);
     if (!agg) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     sp_tee_t tee = {agg, o};
-    as_status st = as_sp_run(tr, &cfg, sp_tee, &tee, err);
+    /* the shared sweep (o->threads workers), as_sp_run's records */
+    as_status st = as_sweep_supports(&cfg) ? as_sweep_run(tr, &cfg, o->threads, sp_tee, &tee, err)
+                                           : as_sp_run(tr, &cfg, sp_tee, &tee, err);
     if (st == AS_OK) st = as_sp_agg_finish(agg, err);
     if (st != AS_OK) {
         as_sp_agg_free(agg);

@@ -87,6 +87,7 @@ typedef struct {
      * layers of several ranks (as_summary_model_sparsity). Nonzero return stops the run. */
     int (*sp_record)(void *sp_ctx, const void *as_sp_record);
     void *sp_ctx;
+    int threads; /* the sparsity sweep's workers (analysis/as_sweep.h); 0: every core */
 } as_summary_opts;
 
 void as_summary_opts_init(as_summary_opts *o);
