@@ -271,6 +271,35 @@ def main():
     b = sorted((strip_times(r) for r in samples), key=lambda r: (r["task"], r["sample"], r["config"]))
     check(a == b, "resumed run = uninterrupted run")
 
+    # a run spread over shards (--shard K/N, each its own -o) and merged (--merge) gives the
+    # records of the single run; --first-sample runs only the later sample indices
+    parts = []
+    for k in range(2):
+        o = os.path.join(tmp, f"sh{k}.json")
+        rc, err = run_main(base + ["--shard", f"{k}/2", "-o", o])
+        parts.append(o + ".journal")
+        check(rc == 0, f"shard {k}/2 exits 0 ({err.strip()[-200:]})")
+    mine = [{(r["task"], r["sample"]) for r in json.load(open(p[:-len(".journal")]))["records"]
+             if r["record"] == "sample"} for p in parts]
+    check(not (mine[0] & mine[1]) and len(mine[0] | mine[1]) == 4,
+          f"the two shards split the 4 samples ({sorted(mine[0])} | {sorted(mine[1])})")
+    om = os.path.join(tmp, "merged.json")
+    rc, err = run_main(base + ["--merge", ",".join(parts), "-o", om])
+    rc2, _ = run_main(base + ["--merge", ",".join(parts), "-o", om])  # again: nothing added
+    mj = [x for x in open(om + ".journal") if x.strip()]
+    a = sorted((strip_times(r) for r in json.load(open(om))["records"] if r["record"] == "sample"),
+               key=lambda r: (r["task"], r["sample"], r["config"]))
+    check(rc == 0 and rc2 == 0 and a == b and len(mj) == 1 + len(samples),
+          f"merged shards = the single run, a second merge adds nothing ({err.strip()[-200:]})")
+    other = os.path.join(tmp, "other.json")
+    rc, _ = run_main(base[:-1] + ["--seed", "1", "--samples", "1", "--quiet", "-o", other])
+    rc, err = run_main(base + ["--merge", other + ".journal", "-o", om])
+    check(rc == 2 and "different run" in err, f"--merge refuses a journal of another run ({err.strip()[-120:]})")
+    of = os.path.join(tmp, "first.json")
+    rc, err = run_main(base + ["--first-sample", "1", "-o", of])
+    fs = {r["sample"] for r in json.load(open(of))["records"] if r["record"] == "sample"} if rc == 0 else set()
+    check(rc == 0 and fs == {1}, f"--first-sample 1 runs sample 1 only ({sorted(fs)})")
+
     # user JSONL tasks
     jl = os.path.join(tmp, "mine.jsonl")
     with open(jl, "w") as f:

@@ -113,11 +113,16 @@ def register_attention():
     AttentionMaskInterface.register(ATTN_NAME, eager_mask)
 
 
-def load_model(directory: str, gguf: str | None, dtype, device: str):
-    import torch
+def load_model(directory: str, gguf: str | None, dtype, device: str = "cpu",
+               attn_name: str | None = None):
+    """(model, tokenizer or None) from a model directory or a GGUF file in it, with the
+    attention implementation `attn_name` (registered by the caller; None: this tool's capture
+    attention, registered here). Shared by the capture and `attnscope eval`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    register_attention()
-    kw = {"attn_implementation": ATTN_NAME, "dtype": dtype}
+    if attn_name is None:
+        register_attention()
+        attn_name = ATTN_NAME
+    kw = {"attn_implementation": attn_name, "dtype": dtype}
     if gguf:
         kw["gguf_file"] = gguf
     t0 = time.time()

@@ -42,6 +42,9 @@ def parse_args(argv):
                     help="built-in task names and/or .jsonl files (default: %(default)s)")
     ap.add_argument("--lengths", default="2k", help="prompt lengths in tokens (2048, 2k, ...)")
     ap.add_argument("--samples", type=int, default=10, help="samples per task and length")
+    ap.add_argument("--first-sample", type=int, default=0, metavar="F",
+                    help="run only sample indices F..samples-1 (add samples to a run; "
+                         "the samples' prompts depend on their index alone)")
     ap.add_argument("--methods", default="all")
     ap.add_argument("--sparsities", default=DEFAULT_SPARSITIES,
                     help="N/k values (10x or 10); 1x = every key (checks the pipeline)")
@@ -59,6 +62,9 @@ def parse_args(argv):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=("f32", "bf16", "f64"), default="f32")
     ap.add_argument("--chat", choices=("auto", "on", "off"), default="auto")
+    ap.add_argument("--device", default="cpu",
+                    help="torch device of the model (cpu, cuda); the selection always runs in "
+                         "libattnscope on the CPU")
     ap.add_argument("--chunk", type=int, default=512, help="prefill chunk (tokens)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: on a shared CPU more threads are slower)")
     ap.add_argument("--perhead", metavar="DIR", default=None,
@@ -72,6 +78,13 @@ def parse_args(argv):
                          "configurations (docs/benchmarks.md); no task records")
     ap.add_argument("--summarise-only", action="store_true",
                     help="run nothing: write OUTPUT from the records already in the journal")
+    ap.add_argument("--shard", default=None, metavar="K/N",
+                    help="run only the samples at positions K, K+N, K+2N, ... of the run's "
+                         "ordered work (K in 0..N-1), to spread one run over N processes, each "
+                         "with its own -o; --merge joins their journals")
+    ap.add_argument("--merge", default=None, metavar="J,...",
+                    help="run nothing: append the records of these journals (of the same run) "
+                         "to OUTPUT.journal, skipping those already there, then summarise it")
     fmt = ap.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -211,6 +224,8 @@ def _main(argv) -> int:
         raise UsageError("--eps-budget must be in (0, 1]")
     if args.samples < 1:
         raise UsageError("--samples must be at least 1")
+    if not 0 <= args.first_sample < args.samples:
+        raise UsageError("--first-sample must be in 0..samples-1")
     if not 0 < args.heavy_frac <= 1 or not 0 < args.delta < 1 or args.page_size < 1 \
             or args.sinks < 0 or args.chunk < 1:
         raise UsageError("bad --heavy-frac/--delta/--page-size/--sinks/--chunk")
@@ -240,12 +255,22 @@ def _main(argv) -> int:
         except ValueError:
             raise UsageError(f"--dense-layers: '{s}' is not a layer index")
 
+    shard = parse_shard(args.shard) if args.shard else None
+    if args.merge:
+        merge_journals(out + ".journal", [j for j in args.merge.split(",") if j.strip()])
+        return summarise_journal(args, out, methods, sparsities, eps_list)
     if args.summarise_only and not args.perhead:
         return summarise_journal(args, out, methods, sparsities, eps_list)
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device: '{args.device}' is not a torch device (cpu, cuda)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available to this torch")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model, tok, mid = runner.load_model(args.model, args.dtype)
+        model, tok, mid = runner.load_model(args.model, args.dtype, device=args.device)
     except runner.EvalError as e:
         raise UsageError(str(e))
     info = runner.model_info(model)
@@ -295,40 +320,33 @@ def _main(argv) -> int:
                     tk.build_sample(t, n, 0, tkz, args.seed)
                 except tk.TaskError as e:
                     raise UsageError(f"{t} at {n} tokens: {e}")
-                for i in range(args.samples):
+                for i in range(args.first_sample, args.samples):
                     work.append((i, t, n, lambda t=t, n=n, i=i: tk.build_sample(
                         t, n, i, tkz, args.seed)))
     work = [(t, n, i, b) for i, t, n, b in sorted(work, key=lambda w: w[0])]
+    if shard:
+        work = work[shard[0]::shard[1]]
+        if not work:
+            raise UsageError(f"--shard {args.shard}: no samples in this shard")
 
     run_rec = dict(record="run", attnscope=VERSION, model=args.model, model_id=mid,
                    dtype=args.dtype, mode=args.mode, seed=args.seed, chat=args.chat,
                    sparse_layers=sparse_layers, dense_layers=sorted(dense_layers),
                    n_layers=info["n_layers"], n_heads=info["n_heads"],
                    n_kv_heads=info["n_kv_heads"], context=info["context"],
-                   params=sp.CTL.params, eps_budget=args.eps_budget)
+                   params=sp.CTL.params, eps_budget=args.eps_budget, device=args.device)
     journal = out + ".journal"
     done: dict[tuple, set] = {}
     samples: list[dict] = []
-    ident = ("model", "dtype", "mode", "seed", "chat", "sparse_layers", "params")
     if os.path.exists(journal):
-        with open(journal) as f:
-            lines = f.readlines()
-        for i, line in enumerate(lines):
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines) - 1:  # a line cut by a kill: dropped, redone
-                    continue
-                raise UsageError(f"{journal}:{i + 1}: corrupt journal line")
-            if r.get("record") == "run":
-                for k in ident:
-                    if r.get(k) != run_rec.get(k):
-                        raise UsageError(f"{journal}: journal of a different run ({k} = "
-                                         f"{r.get(k)!r}, now {run_rec.get(k)!r}); remove it or "
-                                         f"use another -o")
-            elif r.get("record") == "sample":
-                samples.append(r)
-                done.setdefault((r["task"], r["length"], r["sample"]), set()).add(r["config"])
+        r, samples = _read_journal(journal)
+        for k in RUN_IDENT:
+            if r is not None and r.get(k) != run_rec.get(k):
+                raise UsageError(f"{journal}: journal of a different run ({k} = "
+                                 f"{r.get(k)!r}, now {run_rec.get(k)!r}); remove it or "
+                                 f"use another -o")
+        for r in samples:
+            done.setdefault((r["task"], r["length"], r["sample"]), set()).add(r["config"])
         if samples:
             runner.log(f"resuming from {journal}: {len(samples)} finished records")
     keys = {"dense"} | {c.key for c in configs}
@@ -368,9 +386,7 @@ def _main(argv) -> int:
 
     summary = stats.summarise([r for r in samples if r["config"] in keys])
     tol = stats.tolerance(summary)
-    records = [run_rec] + sorted((r for r in samples if r["config"] in keys),
-                                 key=lambda r: (r["task"], r["length"], r["sample"],
-                                                r["config"] != "dense", r["config"]))
+    records = [run_rec] + sorted((r for r in samples if r["config"] in keys), key=sample_order)
     records += summary + tol
     if bench:
         records.append(bench)
@@ -380,6 +396,16 @@ def _main(argv) -> int:
             records += perhead.run(args, work, tol, info)
         except perhead.PerHeadError as e:
             raise UsageError(str(e))
+    return write_document(args, out, records, summary)
+
+
+def sample_order(r: dict) -> tuple:
+    """Order of the sample records in the document: task, length, sample, dense first."""
+    return (r["task"], r["length"], r["sample"], r["config"] != "dense", r["config"])
+
+
+def write_document(args, out: str, records: list[dict], summary: list[dict]) -> int:
+    """The eval document (atomically), then --json / --csv / the table on stdout."""
     doc = {"attnscope": VERSION, "command": "eval", "model": args.model, "records": records}
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
     atomic_write(out, text)
@@ -390,6 +416,83 @@ def _main(argv) -> int:
     elif not args.quiet:
         print_table(summary)
     return 0
+
+
+def parse_shard(s: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in s.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard: '{s}' is not K/N (e.g. 0/4)")
+    if n < 1 or not 0 <= k < n:
+        raise UsageError(f"--shard: '{s}' needs 0 <= K < N")
+    return k, n
+
+
+RUN_IDENT = ("model", "dtype", "mode", "seed", "chat", "sparse_layers", "params")
+
+
+def _read_journal(path: str) -> tuple[dict | None, list[dict]]:
+    """(run record, sample records) of a journal; a line cut by a kill (last line) is dropped."""
+    run, samples = None, []
+    with open(path) as f:
+        lines = f.readlines()
+    for i, line in enumerate(lines):
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                continue
+            raise UsageError(f"{path}:{i + 1}: corrupt journal line")
+        if r.get("record") == "run" and run is None:
+            run = r
+        elif r.get("record") == "sample":
+            samples.append(r)
+    return run, samples
+
+
+def merge_journals(journal: str, parts: list[str]) -> int:
+    """Append to `journal` the sample records of `parts` (journals of the same run: identical
+    run settings) that it does not hold yet (key: task, length, sample, configuration); the
+    same prompt must have the same token ids. Returns the number of records added."""
+    have_run, have = _read_journal(journal) if os.path.exists(journal) else (None, [])
+    seen = {(r["task"], r["length"], r["sample"], r["config"]) for r in have}
+    ids = {(r["task"], r["length"], r["sample"]): r.get("ids_sha256") for r in have}
+    ref = have_run
+    add = []
+    for p in parts:
+        if not os.path.isfile(p):
+            raise UsageError(f"{p}: journal not found")
+        if same_file(p, journal):
+            raise UsageError(f"{p}: is the output's own journal")
+        run, recs = _read_journal(p)
+        if run is None:
+            raise UsageError(f"{p}: no run record")
+        ref = ref or run
+        for k in RUN_IDENT:
+            if run.get(k) != ref.get(k):
+                raise UsageError(f"{p}: journal of a different run ({k} = {run.get(k)!r}, "
+                                 f"{journal} has {ref.get(k)!r})")
+        for r in recs:
+            sk = (r["task"], r["length"], r["sample"])
+            if ids.setdefault(sk, r.get("ids_sha256")) != r.get("ids_sha256"):
+                raise UsageError(f"{p}: {sk[0]} {sk[1]} #{sk[2]} has other token ids than "
+                                 f"the records before it (a different prompt)")
+            key = sk + (r["config"],)
+            if key not in seen:
+                seen.add(key)
+                add.append(r)
+    text = "" if have_run is not None else json.dumps(ref) + "\n"
+    text += "".join(json.dumps(r) + "\n" for r in add)
+    if text:
+        with open(journal, "a") as f:
+            if os.path.getsize(journal) and not open(journal, "rb").read()[-1:] == b"\n":
+                f.write("\n")
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    log_line = f"merged {len(add)} records from {len(parts)} journals into {journal}"
+    print(f"attnscope eval: {log_line}", file=sys.stderr)
+    return len(add)
 
 
 def summarise_journal(args, out, methods, sparsities, eps_list) -> int:
@@ -400,16 +503,7 @@ def summarise_journal(args, out, methods, sparsities, eps_list) -> int:
     journal = out + ".journal"
     if not os.path.exists(journal):
         raise UsageError(f"{journal}: no journal to summarise")
-    run_rec, samples = None, []
-    with open(journal) as f:
-        for line in f:
-            if not line.strip().endswith("}"):
-                continue
-            r = json.loads(line)
-            if r.get("record") == "run" and run_rec is None:
-                run_rec = r
-            elif r.get("record") == "sample":
-                samples.append(r)
+    run_rec, samples = _read_journal(journal)
     if run_rec is None:
         raise UsageError(f"{journal}: no run record")
     keys = {"dense"} | {sp.Config(m, s).key for m in methods for s in sparsities}
@@ -418,19 +512,9 @@ def summarise_journal(args, out, methods, sparsities, eps_list) -> int:
              for t in args.tasks.split(",") if t.strip()}
     samples = [r for r in samples if r["config"] in keys and r["task"] in tasks]
     summary = stats.summarise(samples)
-    records = [run_rec] + sorted(samples, key=lambda r: (r["task"], r["length"], r["sample"],
-                                                         r["config"] != "dense", r["config"]))
+    records = [run_rec] + sorted(samples, key=sample_order)
     records += summary + stats.tolerance(summary)
-    doc = {"attnscope": VERSION, "command": "eval", "model": args.model, "records": records}
-    text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    atomic_write(out, text)
-    if args.json:
-        sys.stdout.write(text)
-    elif args.csv:
-        sys.stdout.write(csv_text(records))
-    elif not args.quiet:
-        print_table(summary)
-    return 0
+    return write_document(args, out, records, summary)
 
 
 def print_table(summary):
@@ -482,7 +566,7 @@ def benchmark_reuse(runner, sp, model, tok, sample, configs, k, chunk):
     sp.CTL.reset_stats()
     with torch.inference_mode():
         for _ in range(4):
-            runner._forward(model, torch.tensor([[first]]), c, 1)
+            runner._forward(model, torch.tensor([[first]], device=sess.device), c, 1)
     dense_attn = sp.CTL.t_dense_attn / 4
     sp.CTL.time_dense = False
     per = {}
@@ -494,7 +578,7 @@ def benchmark_reuse(runner, sp, model, tok, sample, configs, k, chunk):
         c = copy.deepcopy(pre)
         with torch.inference_mode():
             for _ in range(4):
-                runner._forward(model, torch.tensor([[first]]), c, 1)
+                runner._forward(model, torch.tensor([[first]], device=sess.device), c, 1)
         per[cfg.method] = dict(sparsity=cfg.sparsity, select_s=sp.CTL.t_select / 4,
                                sparse_attn_s=sp.CTL.t_attend / 4)
     sp.CTL.cfg = None

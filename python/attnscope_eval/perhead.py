@@ -77,10 +77,16 @@ def run(args, work, tol_records, info) -> list[dict]:
                             perhead_dense_heads=rec.get("dense_heads_5pct"),
                             heads=rec.get("heads"), model_tolerance=mt["model_tolerance"],
                             model_censored=mt["censored"], dense_accuracy=mt["dense_accuracy"]))
-    for m in methods:
-        # only tasks the dense model solves (accuracy >= 0.5; ppl has no accuracy): elsewhere
-        # the model-level tolerance measures nothing
-        pts = [(r["perhead_tolerance"], r["model_tolerance"]) for r in out
+    return out + rank_records(out)
+
+
+def rank_records(perhead: list[dict]) -> list[dict]:
+    """Per method, Spearman's rho between per-head and model-level tolerance over the
+    (task, length) points of `perhead` records whose dense accuracy is at least 0.5 (ppl has
+    no accuracy and counts): elsewhere the model-level tolerance measures nothing."""
+    out = []
+    for m in sorted({r["method"] for r in perhead}):
+        pts = [(r["perhead_tolerance"], r["model_tolerance"]) for r in perhead
                if r["method"] == m and r["perhead_tolerance"] is not None
                and (r["dense_accuracy"] is None or r["dense_accuracy"] >= 0.5)]
         out.append(dict(record="perhead_rank", method=m, points=len(pts),

@@ -26,34 +26,20 @@ def _capture_module():
     return ac
 
 
-def load_model(spec: str, dtype_name: str = "f32", cache_dir: str | None = None):
-    """(model, tokenizer or None, model id) through data/capture's resolver."""
+def load_model(spec: str, dtype_name: str = "f32", cache_dir: str | None = None,
+               device: str = "cpu"):
+    """(model, tokenizer or None, model id) through data/capture's resolver and loader, with
+    the sparse attention implementation."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     ac = _capture_module()
     dtypes = {"f32": torch.float32, "bf16": torch.bfloat16, "f64": torch.float64}
     cache_dir = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "attnscope")
+    sp.register()
     try:
         directory, gguf, mid = ac.resolve_model(spec, cache_dir)
+        model, tok = ac.load_model(directory, gguf, dtypes[dtype_name], device, sp.ATTN_NAME)
     except ac.CaptureError as e:
         raise EvalError(str(e))
-    sp.register()
-    kw = {"attn_implementation": sp.ATTN_NAME, "dtype": dtypes[dtype_name]}
-    if gguf:
-        kw["gguf_file"] = gguf
-    t0 = time.time()
-    try:
-        model = AutoModelForCausalLM.from_pretrained(directory, **kw)
-    except (OSError, ValueError) as e:
-        raise EvalError(f"{os.path.join(directory, gguf or '')}: cannot load model: "
-                        f"{str(e).splitlines()[0]}")
-    model.eval()
-    tok = None
-    try:
-        tok = AutoTokenizer.from_pretrained(directory, **({"gguf_file": gguf} if gguf else {}))
-    except Exception:  # noqa: BLE001  a bare config directory (tests): token-id tasks only
-        tok = None
-    log(f"loaded {type(model).__name__} ({mid}) in {time.time() - t0:.1f} s")
     return model, tok, mid
 
 
@@ -84,6 +70,7 @@ class Session:
 
     def __init__(self, model, tok, chunk: int = 512, stop_blank: bool = True):
         self.model = model
+        self.device = next(model.parameters()).device
         self.tok = tok
         self.chunk = chunk
         self.stop_blank = stop_blank
@@ -114,7 +101,7 @@ class Session:
         from transformers import DynamicCache
         sp.CTL.cfg = None
         cache = DynamicCache(config=self.model.config)
-        x = torch.tensor([ids[:-1]], dtype=torch.long)
+        x = torch.tensor([ids[:-1]], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             for s in range(0, x.shape[1], self.chunk):
                 _forward(self.model, x[:, s:s + self.chunk], cache, 1)
@@ -128,7 +115,7 @@ class Session:
         x = first
         with torch.inference_mode():
             for _ in range(max_new):
-                out = _forward(self.model, torch.tensor([[x]]), cache, 1)
+                out = _forward(self.model, torch.tensor([[x]], device=self.device), cache, 1)
                 lp = _logprobs(out.logits[0, -1])
                 x = int(torch.argmax(lp))
                 gen.append(x)
@@ -141,7 +128,8 @@ class Session:
         """One forward over `inputs` (teacher forcing); log-prob rows for every position."""
         import torch
         with torch.inference_mode():
-            out = _forward(self.model, torch.tensor([inputs]), cache, len(inputs))
+            out = _forward(self.model, torch.tensor([inputs], device=self.device), cache,
+                           len(inputs))
         return _logprobs(out.logits[0])
 
 

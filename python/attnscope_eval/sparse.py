@@ -106,14 +106,14 @@ def _sparse(module, query, key, value, scaling, softcap=None):
         for j, sel in enumerate(sels):
             heads = slice(j, j + 1) if ctl.mode == "q" else slice(j * g, (j + 1) * g)
             kvh = j // g if ctl.mode == "q" else j
-            idx = torch.from_numpy(np.asarray(sel.indices, dtype=np.int64))
+            idx = torch.from_numpy(np.asarray(sel.indices, dtype=np.int64)).to(key.device)
             kh = key[0, kvh].index_select(0, idx)
             vh = value[0, kvh].index_select(0, idx)
             sc = (query[0, heads, s] @ kh.T) * scaling  # [heads, k]
             if softcap:  # Gemma 2 style logit soft-capping, as the model's eager applies it
                 sc = torch.tanh(sc / softcap) * softcap
             if sel.sampled:
-                sc = sc + torch.from_numpy(sel.log_weights).to(sc.dtype)
+                sc = sc + torch.from_numpy(sel.log_weights).to(sc.device, sc.dtype)
             w = torch.softmax(sc.to(torch.float32), dim=-1).to(vh.dtype)
             out[0, s, heads] = w @ vh
             st[0] += len(idx)

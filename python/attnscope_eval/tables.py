@@ -1,14 +1,15 @@
 """Markdown tables of one or more `attnscope eval` documents (what docs/results.md shows).
 
-    python3 -m attnscope_eval.tables eval-2k.json [eval-4k.json ...]
+    python3 -m attnscope_eval.tables [--svg PERHEAD.svg] eval-2k.json [eval-4k.json ...]
 
 Prints: the dense accuracy per task and length (samples, Wilson 95% CI); per task and length
 the accuracy of every method at every sparsity (with the CI); mean KL(dense || sparse) and top-1
 agreement; the perplexity ratio; the model-level tolerance; the per-head comparison when
-present. Only the records are read: nothing is recomputed but the summary (stats.summarise)."""
+present (and, with --svg, its scatter plot as an SVG file). Only the records are read: nothing is recomputed but the summary (stats.summarise)."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from . import stats
@@ -26,8 +27,83 @@ def _sp(x):
     return f"{x:g}x"
 
 
+METHOD_COLOURS = {"topk": "#1f77b4", "topk-sample": "#2ca02c", "page": "#ff7f0e",
+                  "sink-window": "#9467bd", "uniform": "#d62728"}
+
+
+def perhead_svg(perhead: list[dict], ranks: list[dict]) -> str:
+    """Scatter (log-log) of the per-head median tolerance (x) against the model-level tolerance
+    (y), one point per (task, length, method) whose dense accuracy is at least 0.5 (or ppl);
+    a model-level value that is the sweep's largest (censored) is drawn as a triangle."""
+    pts = [r for r in perhead if r["perhead_tolerance"] is not None
+           and (r["dense_accuracy"] is None or r["dense_accuracy"] >= 0.5)]
+    W, H, L, B, T, R = 560, 420, 60, 50, 20, 150
+    top = max([100.0] + [max(r["perhead_tolerance"], r["model_tolerance"]) for r in pts])
+    lmax = math.log10(top * 1.3)
+
+    def x(v):
+        return L + (W - L - R) * math.log10(max(v, 1.0)) / lmax
+
+    def y(v):
+        return H - B - (H - B - T) * math.log10(max(v, 1.0)) / lmax
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
+         f'font-family="sans-serif" font-size="11">',
+         f'<rect width="{W}" height="{H}" fill="white"/>']
+    for v in (1, 2, 5, 10, 20, 50, 100, 200):
+        if v > top * 1.3:
+            break
+        o.append(f'<line x1="{x(v):.1f}" y1="{T}" x2="{x(v):.1f}" y2="{H - B}" stroke="#eee"/>')
+        o.append(f'<line x1="{L}" y1="{y(v):.1f}" x2="{W - R}" y2="{y(v):.1f}" stroke="#eee"/>')
+        o.append(f'<text x="{x(v):.1f}" y="{H - B + 14}" text-anchor="middle">{v}x</text>')
+        o.append(f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v}x</text>')
+    o.append(f'<line x1="{x(1):.1f}" y1="{y(1):.1f}" x2="{x(top * 1.3):.1f}" '
+             f'y2="{y(top * 1.3):.1f}" stroke="#999" stroke-dasharray="4 3"/>')
+    o.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - B - T}" fill="none" '
+             f'stroke="#333"/>')
+    o.append(f'<text x="{(L + W - R) / 2}" y="{H - 12}" text-anchor="middle">per-head '
+             f'tolerance: median over heads, largest sparsity under 5% output error</text>')
+    o.append(f'<text transform="translate(14 {(T + H - B) / 2}) rotate(-90)" '
+             f'text-anchor="middle">model-level tolerance (accuracy within dense CI)</text>')
+    seen = {}
+    for i, r in enumerate(pts):
+        c = METHOD_COLOURS.get(r["method"], "#333")
+        # jitter identical points a little so that they stay visible
+        k = (r["perhead_tolerance"], r["model_tolerance"])
+        j = seen.get(k, 0)
+        seen[k] = j + 1
+        px, py = x(r["perhead_tolerance"]) + 4 * j, y(r["model_tolerance"]) - 3 * j
+        tip = (f'{r["task"]} {r["length"]} {r["method"]}: per-head {r["perhead_tolerance"]:g}x, '
+               f'model {r["model_tolerance"]:g}x{"+" if r["model_censored"] else ""}')
+        if r["model_censored"]:
+            o.append(f'<path d="M{px:.1f} {py - 6:.1f} L{px - 5:.1f} {py + 3:.1f} '
+                     f'L{px + 5:.1f} {py + 3:.1f} Z" fill="{c}" opacity="0.8">'
+                     f'<title>{tip}</title></path>')
+        else:
+            o.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{c}" opacity="0.8">'
+                     f'<title>{tip}</title></circle>')
+    rho = {r["method"]: r for r in ranks}
+    ly = T + 10
+    for m, c in METHOD_COLOURS.items():
+        if not any(r["method"] == m for r in pts):
+            continue
+        rr = rho.get(m)
+        lab = m if rr is None or rr["spearman"] is None else \
+            f'{m} (rho {rr["spearman"]:.2f}, n={rr["points"]})'
+        o.append(f'<circle cx="{W - R + 12}" cy="{ly}" r="4" fill="{c}"/>'
+                 f'<text x="{W - R + 20}" y="{ly + 4}">{lab}</text>')
+        ly += 16
+    o.append(f'<text x="{W - R + 6}" y="{ly + 8}">triangle: largest</text>')
+    o.append(f'<text x="{W - R + 6}" y="{ly + 22}">sparsity of the sweep</text>')
+    o.append(f'<text x="{W - R + 6}" y="{ly + 36}">(censored); dashed: y = x</text>')
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    svg = None
+    if len(argv) >= 2 and argv[0] == "--svg":
+        svg, argv = argv[1], argv[2:]
     samples, perhead, ranks = [], [], []
     for path in argv:
         with open(path) as f:
@@ -42,6 +118,9 @@ def main(argv=None) -> int:
                 perhead.append(r)
             elif r["record"] == "perhead_rank":
                 ranks.append(r)
+    if len(argv) > 1 and perhead:  # points of several documents: one rank over all of them
+        from .perhead import rank_records
+        ranks = rank_records(perhead)
     summ = stats.summarise(samples)
     tol = stats.tolerance(summ)
     keys = sorted({(s["task"], s["length"]) for s in summ}, key=lambda k: (k[1], k[0]))
@@ -134,6 +213,9 @@ def main(argv=None) -> int:
         for r in ranks:
             print(f"\n{r['method']}: Spearman rho = {_fmt(r['spearman'])} over {r['points']} "
                   f"points")
+    if svg:
+        with open(svg, "w") as f:
+            f.write(perhead_svg(perhead, ranks))
     return 0
 
 
