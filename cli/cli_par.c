@@ -82,6 +82,7 @@ int as_par_fail(const char *cmd, as_status st, const char *err)
 #include <string.h>
 
 #include "as_sparsity.h"
+#include "as_sweep.h"
 
 static void put_arr(as_mpi_buf *b, const double *x, int64_t n)
 {

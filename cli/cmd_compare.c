@@ -226,6 +226,7 @@ static int summarise(as_cli_common *c, const char *const path[2], const char *ou
     memset(&j, 0, sizeof j);
     j.tr = tr;
     as_summary_opts_init(&j.so);
+    j.so.threads = as_mpi_size() > 1 ? 1 : 0; /* several ranks: one core each */
     j.so.progress = as_par_prog_inner;
     j.so.ctx = &j.prog;
     size_t nu = 0;
