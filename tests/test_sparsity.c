@@ -86,10 +86,15 @@ Test(sparsity, index_files_round_trip_and_refusals)
                 cJSON_GetObjectItem(x, "query")->valueint != cJSON_GetObjectItem(y, "query")->valueint)
                 continue;
             cr_assert_eq(cJSON_GetObjectItem(x, "k")->valueint, cJSON_GetObjectItem(y, "k")->valueint);
-            cr_assert_eq(cJSON_GetObjectItem(x, "abs_error")->valuedouble,
-                         cJSON_GetObjectItem(y, "abs_error")->valuedouble);
-            cr_assert_eq(cJSON_GetObjectItem(x, "bound")->valuedouble,
-                         cJSON_GetObjectItem(y, "bound")->valuedouble);
+            /* topk runs on the shared sweep (as_sweep), index on as_sp_run: the same sets,
+             * sums in another order, so equal to rounding (docs/benchmarks.md) */
+            const double ea = cJSON_GetObjectItem(x, "abs_error")->valuedouble,
+                         eb = cJSON_GetObjectItem(y, "abs_error")->valuedouble,
+                         ba = cJSON_GetObjectItem(x, "bound")->valuedouble,
+                         bb = cJSON_GetObjectItem(y, "bound")->valuedouble,
+                         no = cJSON_GetObjectItem(x, "norm")->valuedouble;
+            cr_assert(fabs(ea - eb) <= 1e-12 * fabs(eb) + 1e-15 * no, "abs_error %.17g vs %.17g", ea, eb);
+            cr_assert(fabs(ba - bb) <= 1e-12 * fabs(bb) + 1e-15 * no, "bound %.17g vs %.17g", ba, bb);
             matched++;
         }
     }
