@@ -3,6 +3,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 as_status as_attn_scores(const as_layer *l, int64_t kvh, const double *Q, int64_t m, int64_t n,
                          double scale, double *S, int64_t lds, char *err)
@@ -39,6 +40,17 @@ double as_softmax_inplace(double *s, int64_t n)
     double inv = 1.0 / z;
     for (int64_t i = 0; i < n; i++) s[i] *= inv;
     return mx + log(z);
+}
+
+double as_softmax_row(const double *sc, double *p, int64_t n, int64_t nm, double *lam)
+{
+    memcpy(p, sc, (size_t)n * sizeof *p);
+    const double lse = as_softmax_inplace(p, n);
+    double smax = 0;
+    for (int64_t i = 0; i < n; i++) smax = fmax(smax, fabs(sc[i]));
+    *lam = smax + fabs(lse);
+    for (int64_t i = n; i < nm; i++) p[i] = 0.0;
+    return lse;
 }
 
 as_status as_attn_output(const as_layer *l, int64_t kvh, const double *p, int64_t n, double *o,

@@ -21,6 +21,11 @@ as_status as_attn_scores(const as_layer *l, int64_t kvh, const double *Q, int64_
 /* Stable softmax of s[0..n) in place; returns log(sum exp(s)) of the input (n >= 1). */
 double as_softmax_inplace(double *s, int64_t n);
 
+/* One row of a block of scores: p[0..n) = softmax(sc[0..n)) and p[n..nm) = 0; returns the
+ * log-sum-exp, and in *lam max_i |sc_i| + |lse|, the size of the exponents' arguments (the
+ * scale of the rounding that the sparsity checks' tolerances follow). */
+double as_softmax_row(const double *sc, double *p, int64_t n, int64_t nm, double *lam);
+
 /* o = sum_j p[j] v_j over j in [0, n) of kv head kvh (d outputs), tiled. */
 as_status as_attn_output(const as_layer *l, int64_t kvh, const double *p, int64_t n, double *o,
                          char *err);

@@ -82,16 +82,8 @@ static as_status block_dense(sp_block *B, char *err)
     for (int64_t r = 0; r < mb; r++) as_layer_read_q(l, B->rows[r].h, B->rows[r].qi, B->Q + r * d);
     as_status st = as_attn_scores(l, B->kvh, B->Q, mb, nm, l->scale, B->Sc, nm, err);
     if (st != AS_OK) return st;
-    for (int64_t r = 0; r < mb; r++) {
-        double *p = B->P + r * nm;
-        const int64_t n = B->rows[r].n;
-        memcpy(p, B->Sc + r * nm, (size_t)n * sizeof *p);
-        B->lse[r] = as_softmax_inplace(p, n);
-        double smax = 0;
-        for (int64_t i = 0; i < n; i++) smax = fmax(smax, fabs(B->Sc[r * nm + i]));
-        B->lam[r] = smax + fabs(B->lse[r]);
-        for (int64_t i = n; i < nm; i++) p[i] = 0.0;
-    }
+    for (int64_t r = 0; r < mb; r++)
+        B->lse[r] = as_softmax_row(B->Sc + r * nm, B->P + r * nm, B->rows[r].n, nm, &B->lam[r]);
     for (int64_t i = 0; i < mb * d; i++) B->O[i] = 0.0;
     int64_t tile = nm < SP_TILE ? nm : SP_TILE;
     double *vt = malloc((size_t)tile * (size_t)d * sizeof *vt);

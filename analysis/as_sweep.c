@@ -304,16 +304,8 @@ static as_status block_dense(sw_block *B, char *err)
             }
         }
     }
-    for (int64_t r = 0; r < mb; r++) {
-        double *p = B->A + r * nm;
-        const int64_t n = B->rows[r].n;
-        memcpy(p, B->Sc + r * nm, (size_t)n * sizeof *p);
-        B->lse[r] = as_softmax_inplace(p, n);
-        double smax = 0;
-        for (int64_t i = 0; i < n; i++) smax = fmax(smax, fabs(B->Sc[r * nm + i]));
-        B->lam[r] = smax + fabs(B->lse[r]);
-        for (int64_t i = n; i < nm; i++) p[i] = 0.0;
-    }
+    for (int64_t r = 0; r < mb; r++)
+        B->lse[r] = as_softmax_row(B->Sc + r * nm, B->A + r * nm, B->rows[r].n, nm, &B->lam[r]);
     for (int64_t i = 0; i < mb * d; i++) B->O[i] = 0.0;
     int64_t tile = nm < SW_TILE ? nm : SW_TILE;
     for (int64_t j0 = 0; j0 < nm; j0 += tile) {

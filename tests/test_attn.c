@@ -25,6 +25,20 @@ Test(attn, softmax_stable_closed_form)
     cr_assert_eq(one[0], 1.0);
 }
 
+/* a block row: the softmax of the first n scores, zeros to nm (poisoned first), and the
+ * exponents' size max |s| + |lse| in closed form */
+Test(attn, softmax_row_pads_and_scales)
+{
+    const double sc[5] = {-7.0, 1.0, 2.0, 99.0, -99.0}; /* the last two are past n */
+    double p[5] = {NAN, NAN, NAN, NAN, NAN}, lam = NAN;
+    const double lse = as_softmax_row(sc, p, 3, 5, &lam);
+    const double z = exp(-7.0) + exp(1.0) + exp(2.0);
+    cr_assert_float_eq(lse, log(z), 1e-15);
+    for (int i = 0; i < 3; i++) cr_assert_float_eq(p[i], exp(sc[i]) / z, 1e-15);
+    cr_assert(p[3] == 0.0 && p[4] == 0.0);
+    cr_assert_float_eq(lam, 7.0 + fabs(log(z)), 1e-15);
+}
+
 Test(attn, scores_output_dense_match_loops, .timeout = 60)
 {
     char *p = as_test_path("attn.safetensors");
