@@ -211,7 +211,8 @@ static int report_args(int argc, char **argv, const report_opts *ro, as_cli_comm
     r->tpath = (const char *const *)argv + optind;
     c->trace = argv[optind];
     if (!*ro->out) return as_cli_usage("report", "empty output path");
-    int clash = (ro->gpu && same_file(ro->out, ro->gpu)) || (ro->eval && same_file(ro->out, ro->eval));
+    int clash = (ro->gpu && same_file(ro->out, ro->gpu)) ||
+                (ro->eval && same_file(ro->out, ro->eval));
     for (int i = optind; i < argc; i++) clash |= same_file(ro->out, argv[i]);
     if (clash) {
         fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", ro->out);

@@ -47,7 +47,8 @@ static void across_head(as_buf *b, const as_summary *ms)
 {
     const int nm = ms ? ms->n_methods : 0;
     const char *rs = nm ? " rowspan=\"2\"" : "";
-    as_buf_printf(b, "<table class=\"across\"><tr><th%s>#</th><th%s class=\"l\">model</th>"
+    as_buf_printf(b, "<div class=\"wide\"><table class=\"across\"><tr><th%s>#</th>"
+                     "<th%s class=\"l\">model</th>"
                      "<th%s class=\"l\">prompt</th><th%s>keys N</th><th%s>layers</th>",
                   rs, rs, rs, rs, rs);
     for (int m = 0; m < nm; m++) {
@@ -60,7 +61,7 @@ static void across_head(as_buf *b, const as_summary *ms)
     as_buf_puts(b, "<tr>");
     for (int m = 0; m < nm; m++)
         as_buf_puts(b, "<th class=\"nw\">&lt; 1%</th><th class=\"nw\">&lt; 5%</th>"
-                       "<th class=\"nw\">dense heads</th>");
+                       "<th class=\"nw\">dense</th>");
     as_buf_puts(b, "</tr>\n");
 }
 
@@ -100,13 +101,14 @@ static void across_figure(as_report_page *p, const as_study_trace *t, size_t n,
     const char *sn[AS_SUM_MAX_METHODS];
     char err[AS_ERR_LEN];
     if (v && gn && gp) {
-        for (int m = 0; m < nm; m++) sn[m] = as_report_method_title(ms->method_names[m]);
+        for (int m = 0; m < nm; m++) sn[m] = ms->method_names[m]; /* short: the legend's row */
         for (size_t k = 0; k < n; k++) {
             snprintf(gn[k], sizeof gn[k], "%zu", k + 1);
             gp[k] = gn[k];
             for (int mm = 0; mm < nm; mm++) {
                 int m = method_slot(t[k].s, ms->method_names[mm]);
-                double x = m < 0 ? NAN : pct == 1 ? t[k].s->m_sparsity_1[m] : t[k].s->m_sparsity_5[m];
+                const as_summary *s = t[k].s;
+                double x = m < 0 ? NAN : pct == 1 ? s->m_sparsity_1[m] : s->m_sparsity_5[m];
                 v[k * (size_t)nm + (size_t)mm] = x > 1 ? x : NAN; /* under the sweep: no bar */
             }
         }
@@ -147,7 +149,7 @@ static void section_across(as_report_page *p, const as_study_trace *t, size_t n)
     const as_summary *ms = method_source(t, n);
     across_head(b, ms);
     for (size_t k = 0; k < n; k++) across_row(b, &t[k], k, ms);
-    as_buf_puts(b, "</table>\n");
+    as_buf_puts(b, "</table></div>\n");
     if (!ms) {
         as_html_note(b, t[0].s->missing[3][0] ? t[0].s->missing[3]
                                              : "no trace has a sparsity sweep");
@@ -161,6 +163,12 @@ static void section_across(as_report_page *p, const as_study_trace *t, size_t n)
 }
 
 /* ---------------------------------------------------------------- the page */
+/* The cross-trace table scrolls rather than widen the page, names wrap; a trace's part starts
+ * well below the one before. */
+static const char study_css[] = ".wide{overflow-x:auto;max-width:100%}"
+                                "table.across td.l{white-space:normal;min-width:9em}"
+                                "article{margin-top:56px}";
+
 static void page_header(as_buf *b, const as_study_trace *t, size_t n, const as_report_info *info)
 {
     as_buf_printf(b, "<header>\n<h1>Attention sparsity across %zu traces</h1>\n"
@@ -172,7 +180,8 @@ static void page_header(as_buf *b, const as_study_trace *t, size_t n, const as_r
         as_buf_esc(b, la);
     }
     as_buf_puts(b, "</p>\n<nav><a href=\"#across\">across traces</a>");
-    for (size_t k = 0; k < n; k++) as_buf_printf(b, "<a href=\"#t%zu\">trace %zu</a>", k + 1, k + 1);
+    for (size_t k = 0; k < n; k++)
+        as_buf_printf(b, "<a href=\"#t%zu\">trace %zu</a>", k + 1, k + 1);
     if (info->gpu_json) as_buf_puts(b, "<a href=\"#gpu\">GPU</a>");
     if (info->eval_json) as_buf_puts(b, "<a href=\"#eval\">task accuracy</a>");
     as_buf_puts(b, "<a href=\"#provenance\">provenance</a></nav>\n</header>\n");
@@ -277,7 +286,7 @@ as_status as_study_html(const as_study_trace *t, size_t n, const as_report_info 
     as_report_page p = {&b, 0, 0, NULL};
     char title[96];
     snprintf(title, sizeof title, "attnscope report: %zu traces", n);
-    as_html_begin(&b, title);
+    as_html_begin_css(&b, title, study_css);
     page_header(&b, t, n, info);
     section_across(&p, t, n);
     for (size_t k = 0; k < n; k++) trace_part(&p, &t[k], k, n, info);
