@@ -39,20 +39,19 @@ static as_trace *small_trace(const char *name, uint64_t seed, int64_t n, as_summ
     return tr;
 }
 
-/* Every id="..." on the page is there once. */
+/* Every section's and article's id, and every figure's data-plot, is there once (inside the
+ * SVGs PLplot's own ids are numbered per figure: not ours). */
 static void check_ids_unique(const char *html)
 {
-    for (const char *p = strstr(html, " id=\""); p; p = strstr(p + 1, " id=\"")) {
-        const char *q = strchr(p + 5, '"');
-        cr_assert(q);
-        char needle[160];
-        snprintf(needle, sizeof needle, " id=\"%.*s\"", (int)(q - p - 5), p + 5);
-        if (strstr(needle, "<")) continue;
-        /* inside an SVG, PLplot's own ids may repeat across figures: only ours count */
-        if (strncmp(needle, " id=\"t", 6) != 0 && !strstr("across provenance gpu eval", needle + 5))
-            continue;
-        cr_assert_eq(count(html, needle), 1, "%s twice", needle);
-    }
+    static const char *const attrs[] = {"<section id=\"", "<article id=\"", "data-plot=\""};
+    for (size_t a = 0; a < 3; a++)
+        for (const char *p = strstr(html, attrs[a]); p; p = strstr(p + 1, attrs[a])) {
+            const char *v = p + strlen(attrs[a]), *q = strchr(v, '"');
+            cr_assert(q);
+            char needle[160];
+            snprintf(needle, sizeof needle, "%s%.*s\"", attrs[a], (int)(q - v), v);
+            cr_assert_eq(count(html, needle), 1, "%s twice", needle);
+        }
 }
 
 /* The row of trace k (1-based) of the cross-trace table. */
