@@ -270,6 +270,34 @@ def study_part(text, k):
     return text[i:text.index("</article>", i)]
 
 
+def npy_study(tmp):
+    """report A D with D an .npy directory: the provenance lists each of D's files with its
+    SHA-256 (hashlib's)."""
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+    a = os.path.join(tmp, "a.safetensors")
+    d = os.path.join(tmp, "b-npy")
+    os.makedirs(d)
+    for name, x in load_file(os.path.join(tmp, "b.safetensors")).items():
+        np.save(os.path.join(d, name + ".npy"), x)
+    with safe_open(os.path.join(tmp, "b.safetensors"), "np") as f:
+        json.dump(f.metadata(), open(os.path.join(d, "metadata.json"), "w"))
+    out = os.path.join(tmp, "study-npy.html")
+    r = run("report", a, d, "--witness", "none", "-o", out, "--quiet")
+    if not check("report A D (.npy directory): exit 0", r.returncode == 0, r.stderr.strip()):
+        return
+    text = open(out, encoding="utf-8").read()
+    prov = text[text.index('<section id="provenance">'):]
+    files = sorted(os.listdir(d))
+    missing = [f for f in files if f"<code>{d}/{f}</code></td><td class=\"l\"><code>"
+               f"{hashlib.sha256(open(os.path.join(d, f), 'rb').read()).hexdigest()}</code>"
+               not in prov]
+    check(f"report A D: provenance lists D's {len(files)} files with their SHA-256", not missing,
+          ("missing: " + ", ".join(missing)) if missing else "")
+    shutil.rmtree(d)
+    os.unlink(out)
+
+
 def multi_trace(tmp, gj):
     """report A B: the cross-trace table holds each trace's numbers of its own report and of
     `sparsity TRACE --summary-only`; each trace's part is its own report; one GPU section;
@@ -325,6 +353,7 @@ def multi_trace(tmp, gj):
         sha = hashlib.sha256(open(t, "rb").read()).hexdigest()
         prov = text[text.index('<section id="provenance">'):]
         check(f"report A B: provenance lists {name} with its SHA-256", sha in prov and t in prov)
+    npy_study(tmp)
     before = open(samples[1], "rb").read()
     r = run("report", *samples, "-o", samples[1], "--quiet")
     check("report A B -o B: refused, B unchanged", r.returncode == 2 and
