@@ -318,7 +318,8 @@ def multi_trace(tmp, gj):
     plots = re.findall(r'<figure data-plot="([^"]+)"', text)
     check("report A B: no section id twice, no figure id twice",
           len(ids) == len(set(ids)) and len(plots) == len(set(plots)))
-    check("report A B: the cross-trace section first", s.sections[0] == "across", str(s.sections[:3]))
+    check("report A B: the cross-trace section first", s.sections[0] == "across",
+          str(s.sections[:3]))
     for f in ("across-sparsity-1", "across-sparsity-5"):
         g = s.figures.get(f)
         check(f"report A B: figure {f} drawn", g is not None and g["elements"] >= 10)

@@ -117,6 +117,10 @@ Test(study, two_traces_page, .timeout = 600)
     cr_assert(strstr(p1, "<h1>Trace 1 of 2</h1>") && strstr(p2, "<h1>Trace 2 of 2</h1>"));
     cr_assert(strstr(p1, "href=\"#t1-summary\""));
     check_ids_unique(html);
+    char la[64];
+    as_study_label(tr[1], la, sizeof la);
+    cr_assert_str_eq(la, "model-b");
+    cr_assert(strstr(html, "<p class=\"sub\">1: model-a &middot; 2: model-b</p>"));
     /* each row holds the numbers of its trace's own table, keys N and layers */
     for (int k = 0; k < 2; k++) {
         char *row = across_row(html, k + 1), idp[8], cells[256];
