@@ -90,6 +90,24 @@ static void across_row(as_buf *b, const as_study_trace *t, size_t k, const as_su
     as_buf_puts(b, "</tr>\n");
 }
 
+/* v[k * nm + m]: trace k's median tolerated sparsity of method m at `pct`% error (NaN under
+ * the sweep's least sparsity: no bar). Returns 1 when some value is finite. */
+static int bar_values(const as_study_trace *t, size_t n, const as_summary *ms, int pct,
+                      double *v)
+{
+    const int nm = ms->n_methods;
+    int any = 0;
+    for (size_t k = 0; k < n; k++)
+        for (int mm = 0; mm < nm; mm++) {
+            const as_summary *s = t[k].s;
+            int m = method_slot(s, ms->method_names[mm]);
+            double x = m < 0 ? NAN : pct == 1 ? s->m_sparsity_1[m] : s->m_sparsity_5[m];
+            v[k * (size_t)nm + (size_t)mm] = x > 1 ? x : NAN;
+            any |= x > 1;
+        }
+    return any;
+}
+
 /* Median tolerated sparsity at error threshold `pct` (1 or 5): traces x methods as bars. */
 static void across_figure(as_report_page *p, const as_study_trace *t, size_t n,
                           const as_summary *ms, int pct)
@@ -99,29 +117,18 @@ static void across_figure(as_report_page *p, const as_study_trace *t, size_t n,
     char(*gn)[24] = malloc(24 * n);
     const char **gp = malloc(sizeof *gp * n);
     const char *sn[AS_SUM_MAX_METHODS];
-    char err[AS_ERR_LEN];
-    if (v && gn && gp) {
+    char err[AS_ERR_LEN], title[128], id[32];
+    if (v && gn && gp && !bar_values(t, n, ms, pct, v)) {
+        snprintf(title, sizeof title, "No trace keeps a median error under %d%% at the "
+                 "sweep's least sparsity: no figure.", pct);
+        as_html_note(p->b, title);
+    } else if (v && gn && gp) {
         for (int m = 0; m < nm; m++) sn[m] = ms->method_names[m]; /* short: the legend's row */
         for (size_t k = 0; k < n; k++) {
             snprintf(gn[k], sizeof gn[k], "%zu", k + 1);
             gp[k] = gn[k];
-            for (int mm = 0; mm < nm; mm++) {
-                int m = method_slot(t[k].s, ms->method_names[mm]);
-                const as_summary *s = t[k].s;
-                double x = m < 0 ? NAN : pct == 1 ? s->m_sparsity_1[m] : s->m_sparsity_5[m];
-                v[k * (size_t)nm + (size_t)mm] = x > 1 ? x : NAN; /* under the sweep: no bar */
-            }
         }
-        int any = 0;
-        for (size_t i = 0; i < n * (size_t)nm; i++) any |= isfinite(v[i]);
-        char title[128], id[32];
         snprintf(title, sizeof title, "Median sparsity under %d%% error", pct);
-        if (!any) {
-            snprintf(title, sizeof title, "No trace keeps a median error under %d%% at the "
-                     "sweep's least sparsity: no figure.", pct);
-            as_html_note(p->b, title);
-            goto done;
-        }
         snprintf(id, sizeof id, "across-sparsity-%d", pct);
         double top = ms->n_levels ? ms->levels[ms->n_levels - 1] * 1.5 : 0;
         as_barplot bp = {{640, 400, title, "trace (# of the table)", "sparsity N / k"},
@@ -131,7 +138,6 @@ static void across_figure(as_report_page *p, const as_study_trace *t, size_t n,
                          "sparsity whose error stays under the threshold; no bar: under the "
                          "sweep's least sparsity (the table's \"<\").", err);
     }
-done:
     free(v);
     free(gn);
     free(gp);
