@@ -11,14 +11,16 @@
 #include "as_html.h"
 #include "as_plot.h"
 #include "as_report.h"
+#include "as_study.h"
 #include "as_summary.h"
 #include "cli_help.h"
 #include "cli_job.h"
 #include "cli_par.h"
+#include "cmd_report.h"
 
 const char as_help_report[] =
-    "usage: attnscope report TRACE [-o FILE] [--gpu-json FILE] [--eval FILE] [--layer L]\n"
-    "                        [--witness none|last|all] [--quiet]\n\n"
+    "usage: attnscope report TRACE [TRACE...] [-o FILE] [--gpu-json FILE] [--eval FILE]\n"
+    "                        [--layer L] [--witness none|last|all] [--quiet]\n\n"
     "Analyse TRACE and write one self-contained HTML file (inline SVG figures, inline CSS, no\n"
     "scripts, no network): where attention goes; layer x head heatmaps of normalised entropy\n"
     "and of the effective rank of keys; per-layer distributions of entropy and top-k mass;\n"
@@ -26,65 +28,23 @@ const char as_help_report[] =
     "d-dimensional bottleneck (collision space, TV witness); the positional spectrum of the\n"
     "most periodic heads; a summary table per layer; provenance (file, SHA-256, model,\n"
     "version, command).\n\n"
+    "Several traces (A B C ...; a study's models, prompts, lengths): one page, first a table\n"
+    "across traces (model, prompt, N, layers, per method the median sparsity under 1% and\n"
+    "5% error and the heads needing dense attention) with figures comparing them, then each\n"
+    "trace's report under its own heading, the provenance of every file. Under mpirun the\n"
+    "layers of all traces share the ranks.\n\n"
     "  -o, --output FILE   where to write the report (default: report.html); written\n"
     "                      atomically, never over an input\n"
-    "  --gpu-json FILE     add the GPU results of 'attnscope gpu bench --json'\n"
+    "  --gpu-json FILE     add the GPU results of 'attnscope gpu bench --json' (several\n"
+    "                      traces: one section for the page, after the traces)\n"
     "  --eval FILE         add task accuracy and KL vs sparsity per method from\n"
-    "                      'attnscope eval' (FILE alone, without TRACE: that page only)\n"
-    "  --layer L           only layer L\n"
+    "                      'attnscope eval' (FILE alone, without TRACE: that page only;\n"
+    "                      several traces: one section for the page, after the traces)\n"
+    "  --layer L           only layer L (of every trace)\n"
     "  --witness MODE      the bottleneck's TV witness, one linear program per query:\n"
     "                      'last' (default) the last decode query of each head, 'all'\n"
     "                      every query (slow on long traces), 'none' skip\n"
     "  --quiet             no progress bar\n";
-
-typedef struct {
-    as_trace *tr;
-    const as_par_unit *units; /* layer units, from unit 1 */
-    as_summary_opts so;
-    as_par_prog prog;
-    /* rank 0 */
-    char hex[AS_SHA256_HEX];
-    char *per_file;
-    as_par_summary ps;
-} report_job;
-
-static void on_hash(void *ctx, unsigned long long done)
-{
-    report_job *j = ctx;
-    as_par_prog_inner(&j->prog, done, as_trace_file_bytes(j->tr));
-}
-
-static as_status report_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
-{
-    report_job *j = vctx;
-    if (u == 0) {
-        char hex[AS_SHA256_HEX] = "";
-        char *per_file = NULL;
-        as_par_prog_unit(&j->prog, 1);
-        as_status st = as_trace_sha256(j->tr, hex, &per_file, on_hash, j, err);
-        if (st == AS_OK) {
-            as_mpi_put_str(out, hex);
-            as_mpi_put_str(out, per_file);
-        }
-        free(per_file);
-        return st;
-    }
-    const as_par_unit *pu = &j->units[u - 1];
-    as_par_prog_unit(&j->prog, pu->cost);
-    return as_par_summary_work(j->tr, as_trace_layer(j->tr, pu->li), &j->so, out, err);
-}
-
-static as_status report_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
-{
-    report_job *j = vctx;
-    if (u > 0) return as_par_summary_add(&j->ps, in, err);
-    const char *hex = as_mpi_get_str(in), *per_file = as_mpi_get_str(in);
-    if (in->bad || !hex) return as_err_set(err, AS_ERR_IO, "the checksum was damaged in transit");
-    snprintf(j->hex, sizeof j->hex, "%s", hex);
-    if (per_file && !(j->per_file = strdup(per_file)))
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    return AS_OK;
-}
 
 static char *read_small_file(const char *path, char *err)
 {
@@ -219,34 +179,42 @@ static int report_opt(void *ctx, int opt, const char *arg)
 
 /* What the report reads and makes, freed together by report_free. */
 typedef struct {
-    as_cli_job j;
-    char *gpu_doc, *eval_doc, *per_file, *html;
-    char hex[AS_SHA256_HEX];
-    as_summary *s;
+    as_cli_job j[AS_REPORT_MAX_TRACES];
+    as_cli_rep_trace t[AS_REPORT_MAX_TRACES];
+    size_t ntr;
+    const char *const *tpath;
+    char *gpu_doc, *eval_doc, *html;
     int analysis_failed; /* the error is the analysis's: the message names the trace */
 } report_run;
 
 static void report_free(report_run *r)
 {
     free(r->html);
-    free(r->per_file);
     free(r->gpu_doc);
     free(r->eval_doc);
-    as_summary_free(r->s);
-    as_cli_job_close(&r->j);
+    for (size_t k = 0; k < r->ntr; k++) {
+        as_cli_rep_free(&r->t[k]);
+        as_cli_job_close(&r->j[k]);
+    }
 }
 
-/* The command line's TRACE and options, checked before anything is read. */
-static int report_args(int argc, char **argv, const report_opts *ro, as_cli_common *c)
+/* The command line's TRACEs and options, checked before anything is read. */
+static int report_args(int argc, char **argv, const report_opts *ro, as_cli_common *c,
+                       report_run *r)
 {
-    if (optind != argc - 1) return as_cli_usage("report", "expects exactly one TRACE");
+    if (optind > argc - 1) return as_cli_usage("report", "expects a TRACE (or several)");
+    if (argc - optind > AS_REPORT_MAX_TRACES)
+        return as_cli_usage("report", "at most %d traces in one run", AS_REPORT_MAX_TRACES);
     if (c->fmt != AS_FMT_TABLE)
         return as_cli_usage("report", "writes HTML; --json/--csv are for the analysis commands");
     if (c->head >= 0) return as_cli_usage("report", "--head is not supported (use --layer)");
+    r->tpath = (const char *const *)argv + optind;
     c->trace = argv[optind];
     if (!*ro->out) return as_cli_usage("report", "empty output path");
-    if (same_file(ro->out, c->trace) || (ro->gpu && same_file(ro->out, ro->gpu)) ||
-        (ro->eval && same_file(ro->out, ro->eval))) {
+    int clash = (ro->gpu && same_file(ro->out, ro->gpu)) ||
+                (ro->eval && same_file(ro->out, ro->eval));
+    for (int i = optind; i < argc; i++) clash |= same_file(ro->out, argv[i]);
+    if (clash) {
         fprintf(stderr, "attnscope report: %s: refusing to overwrite an input file\n", ro->out);
         return 2;
     }
@@ -255,11 +223,19 @@ static int report_args(int argc, char **argv, const report_opts *ro, as_cli_comm
     return 0;
 }
 
-/* The trace, the output's folder, the GPU and eval documents. */
-static int report_inputs(report_run *r, const report_opts *ro, const as_cli_common *c)
+/* The traces (each checked against --layer), the output's folder, the GPU and eval
+ * documents. */
+static int report_inputs(report_run *r, size_t ntr, const report_opts *ro, const as_cli_common *c)
 {
     char err[AS_ERR_LEN];
-    int code = as_cli_job_open(&r->j, "report", c, -1, AS_CLI_UNITS_NONE);
+    int code = 0;
+    for (size_t k = 0; k < ntr && code == 0; k++) {
+        as_cli_common ct = *c;
+        ct.trace = r->tpath[k];
+        code = as_cli_job_open(&r->j[k], "report", &ct, -1, AS_CLI_UNITS_NONE);
+        r->t[k].tr = r->j[k].tr;
+        r->ntr = k + 1;
+    }
     if (code == 0) code = as_cli_check_output("report", ro->out);
     if (code == 0 && ro->gpu && !(r->gpu_doc = read_small_file(ro->gpu, err)))
         code = as_cli_fail("report", AS_ERR_IO, err);
@@ -268,62 +244,48 @@ static int report_inputs(report_run *r, const report_opts *ro, const as_cli_comm
     return code;
 }
 
-/* The checksum (unit 0) and each layer's summary, shared by the ranks; then, on rank 0, the
- * page (t0: when the run began). A rank other than 0 returns AS_OK with no page. */
+/* Rank 0: the page, of one trace as always, of several a study (report/as_study.h). */
+static as_status report_page(report_run *r, const report_opts *ro, const char *cmdline,
+                             double seconds, size_t *len, int *nfig, char *err)
+{
+    as_report_info info = {cmdline ? cmdline : "attnscope report", r->gpu_doc, ro->gpu, NULL,
+                           NULL, seconds, r->eval_doc, ro->eval};
+    if (r->ntr == 1) {
+        info.sha256 = r->t[0].hex;
+        info.sha256_note = r->t[0].per_file;
+        return as_report_html(r->t[0].tr, r->t[0].s, &info, &r->html, len, nfig, err);
+    }
+    as_study_trace st[AS_REPORT_MAX_TRACES];
+    for (size_t k = 0; k < r->ntr; k++)
+        st[k] = (as_study_trace){r->t[k].tr, r->t[k].s, r->t[k].hex, r->t[k].per_file};
+    return as_study_html(st, r->ntr, &info, &r->html, len, nfig, err);
+}
+
+/* Every trace's checksum and layer summaries, shared by the ranks; then, on rank 0, the page
+ * (t0: when the run began). A rank other than 0 returns AS_OK with no page. */
 static as_status report_make(report_run *r, const report_opts *ro, const as_cli_common *c,
                              const char *cmdline, struct timespec t0, size_t *len, int *nfig,
                              char *err)
 {
-    as_trace *tr = r->j.tr;
-    report_job rj;
-    memset(&rj, 0, sizeof rj);
-    rj.tr = tr;
-    as_summary_opts_init(&rj.so);
-    rj.so.witness = ro->witness;
-    rj.so.threads = as_mpi_size() > 1 ? 1 : 0; /* several ranks: one core each (docs/scale.md) */
-    rj.so.progress = as_par_prog_inner;
-    rj.so.ctx = &rj.prog;
-    size_t nl = 0;
-    as_par_unit *units = as_par_layer_units(&tr, 1, c->layer, NULL, NULL, &nl);
-    double *cost = malloc((nl + 1) * sizeof *cost);
-    as_status st = as_mpi_agree(units && cost ? 0 : 2) != 0
-                       ? as_err_set(err, AS_ERR_NOMEM, "out of memory")
-                       : AS_OK;
-    if (st == AS_OK) {
-        rj.units = units;
-        /* costs: a layer's summary ~ hq t n; the checksum ~ bytes / 1000 on that scale */
-        cost[0] = (double)as_trace_file_bytes(tr) / 1000.0 + 1;
-        for (size_t u = 0; u < nl; u++) cost[u + 1] = units[u].cost;
-        as_par_prog_start(&rj.prog, "report", c->quiet);
-        as_mpi_job job = {nl + 1, cost, report_work, report_consume, &rj, as_par_prog_engine,
-                          &rj.prog};
-        st = as_mpi_run(&job, NULL, err);
-    }
-    free(units);
-    free(cost);
-    if (st == AS_OK && as_mpi_rank() == 0 && !(r->s = as_par_summary_finish(&rj.ps, err)))
-        st = AS_ERR_NOMEM;
-    as_par_summary_free(&rj.ps);
-    r->per_file = rj.per_file;
-    memcpy(r->hex, rj.hex, sizeof r->hex);
-    if (st != AS_OK || !r->s) { /* a failure, or a rank other than 0 */
-        as_par_prog_end(&rj.prog);
-        r->analysis_failed = st != AS_OK;
-        return st;
-    }
+    as_status st = as_cli_report_run(r->t, r->ntr, c->layer, ro->witness, c->quiet, err);
+    r->analysis_failed = st != AS_OK;
+    if (st != AS_OK || as_mpi_rank() != 0) return st;
     struct timespec t1;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    as_report_info info = {cmdline ? cmdline : "attnscope report",
-                           r->gpu_doc,
-                           ro->gpu,
-                           r->hex,
-                           r->per_file,
-                           (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec),
-                           r->eval_doc,
-                           ro->eval};
-    st = as_report_html(tr, r->s, &info, &r->html, len, nfig, err);
-    as_par_prog_end(&rj.prog);
-    return st;
+    double sec = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    return report_page(r, ro, cmdline, sec, len, nfig, err);
+}
+
+/* "wrote FILE (...)", with what some layers of a trace left out. */
+static void report_said(const report_run *r, const char *out, int nfig, size_t len)
+{
+    fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)", out, nfig,
+            (double)len / 1024.0);
+    for (size_t k = 0; k < r->ntr; k++)
+        if (r->t[k].s->left_out[0])
+            fprintf(stderr, "; %s%s%s", r->ntr > 1 ? r->tpath[k] : "", r->ntr > 1 ? ": " : "",
+                    r->t[k].s->left_out);
+    fputc('\n', stderr);
 }
 
 static int report_main(int argc, char **argv, const char *cmdline)
@@ -339,12 +301,12 @@ static int report_main(int argc, char **argv, const char *cmdline)
     int code = as_cli_parse_opts("report", argc, argv, opts, "o:", report_opt, &ro, &c);
     if (code != AS_CLI_GO) return code;
     if (ro.eval && optind == argc) return eval_only(ro.eval, ro.out, &c, cmdline);
-    if ((code = report_args(argc, argv, &ro, &c)) != 0) return code;
-    struct timespec t0;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     report_run r;
     memset(&r, 0, sizeof r);
-    if ((code = report_inputs(&r, &ro, &c)) != 0) {
+    if ((code = report_args(argc, argv, &ro, &c, &r)) != 0) return code;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if ((code = report_inputs(&r, (size_t)(argc - optind), &ro, &c)) != 0) {
         report_free(&r);
         return code;
     }
@@ -356,14 +318,12 @@ static int report_main(int argc, char **argv, const char *cmdline)
         report_free(&r);
         return as_par_fail("report", st, err);
     }
-    if (st == AS_OK && !r.s) { /* a rank other than 0: its part is done */
+    if (st == AS_OK && as_mpi_rank() != 0) { /* its part is done */
         report_free(&r);
         return 0;
     }
     if (st == AS_OK) st = as_write_file_atomic(ro.out, r.html, len, err);
-    if (st == AS_OK && !c.quiet)
-        fprintf(stderr, "attnscope report: wrote %s (%d figures, %.0f KiB)%s%s\n", ro.out, nfig,
-                (double)len / 1024.0, r.s->left_out[0] ? "; " : "", r.s->left_out);
+    if (st == AS_OK && !c.quiet) report_said(&r, ro.out, nfig, len);
     report_free(&r);
     return st == AS_OK ? 0 : as_cli_fail("report", st, err);
 }

@@ -22,7 +22,7 @@ static const as_command commands[] = {
     {"sparsity", as_cmd_sparsity, "sparse attention methods: error against the bound, sweeps",
      as_help_sparsity},
 #ifdef AS_HAVE_REPORT
-    {"report", as_cmd_report, "one self-contained HTML report with the figures of a trace",
+    {"report", as_cmd_report, "one self-contained HTML report of a trace (or of several)",
      as_help_report},
 #endif
     {"eval", as_cmd_eval, "task accuracy of a real model under sparse decode (Python tool)",

@@ -149,7 +149,9 @@ static const char css[] =
     "details summary{cursor:pointer;color:var(--accent)}"
     "footer{margin-top:40px;font-size:12px;color:var(--muted)}";
 
-void as_html_begin(as_buf *b, const char *title)
+void as_html_begin(as_buf *b, const char *title) { as_html_begin_css(b, title, NULL); }
+
+void as_html_begin_css(as_buf *b, const char *title, const char *extra_css)
 {
     as_buf_puts(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -157,6 +159,7 @@ void as_html_begin(as_buf *b, const char *title)
     as_buf_esc(b, title);
     as_buf_puts(b, "</title>\n<style>");
     as_buf_puts(b, css);
+    as_buf_puts(b, extra_css); /* NULL: nothing */
     as_buf_puts(b, "</style>\n</head>\n<body>\n<main>\n");
 }
 

@@ -30,6 +30,8 @@ void as_buf_num(as_buf *b, double v, int sig);
 /* ---- HTML fragments ---------------------------------------------------------------------- */
 /* Start the document: <!DOCTYPE html>, <head> with the title and the report's inline CSS. */
 void as_html_begin(as_buf *b, const char *title);
+/* The same with rules of a page's own after the common ones (trusted CSS, NULL: none). */
+void as_html_begin_css(as_buf *b, const char *title, const char *extra_css);
 void as_html_end(as_buf *b);
 /* <section id=ID><h2>TITLE</h2> + optional intro paragraph (escaped text). */
 void as_html_section(as_buf *b, const char *id, const char *title, const char *intro);

@@ -15,16 +15,23 @@
 #include "as_plot.h"
 
 /* Figures are drawn into the page as they are made; a failed figure becomes a note (the
- * report still renders), counted so the caller can tell. */
-typedef struct {
-    as_buf *b;
-    int figures, failed;
-} ctx;
+ * report still renders), counted so the caller can tell. Ids carry the page's prefix (idp:
+ * a trace's part of the page of several traces). */
+typedef as_report_page ctx;
+
+/* id with the page's prefix, into buf */
+static const char *pid(const ctx *c, const char *id, char *buf, size_t n)
+{
+    if (!c->idp) return id;
+    snprintf(buf, n, "%s%s", c->idp, id);
+    return buf;
+}
 
 static void put_figure(ctx *c, const char *id, char *svg, const char *caption, const char *err)
 {
     if (svg) {
-        as_html_figure(c->b, id, svg, caption);
+        char idb[96];
+        as_html_figure(c->b, pid(c, id, idb, sizeof idb), svg, caption);
         c->figures++;
         free(svg);
     } else {
@@ -150,20 +157,26 @@ static void put_tol(as_buf *b, double v, const as_summary *s)
 /* ---------------------------------------------------------------- sections */
 /* Open a section; when its analysis is absent from this build or this run (have = 0), show
  * why (missing) and close it again: returns 0, and the caller has nothing to add. */
-static int section_open(as_buf *b, const char *id, const char *title, const char *intro, int have,
+static void sec(ctx *c, const char *id, const char *title, const char *intro)
+{
+    char idb[96];
+    as_html_section(c->b, pid(c, id, idb, sizeof idb), title, intro);
+}
+
+static int section_open(ctx *c, const char *id, const char *title, const char *intro, int have,
                         const char *missing)
 {
-    as_html_section(b, id, title, intro);
+    sec(c, id, title, intro);
     if (have) return 1;
-    as_html_note(b, missing);
-    as_html_section_end(b);
+    as_html_note(c->b, missing);
+    as_html_section_end(c->b);
     return 0;
 }
 
 static void section_overview(ctx *c, const as_trace *tr, const as_summary *s)
 {
     as_buf *b = c->b;
-    as_html_section(b, "trace", "The trace",
+    sec(c, "trace", "The trace",
                     "Decode queries (after RoPE) and the KV cache they attend to, per captured "
                     "layer. All numbers below are computed in float64 from this file.");
     as_buf_puts(b, "<table><tr><th>layer</th><th>query heads</th><th>kv heads</th>"
@@ -246,7 +259,7 @@ static void section_profile(ctx *c, const as_trace *tr, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "where", "Where attention goes",
+    sec(c, "where", "Where attention goes",
                     "Mean attention weight per key position (averaged over query heads and "
                     "decode queries; a density: it sums to 1 over positions), and the weight "
                     "each head puts on the first token (the attention sink).");
@@ -273,7 +286,7 @@ static void section_entropy(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    as_html_section(b, "entropy", "Entropy and effective rank",
+    sec(c, "entropy", "Entropy and effective rank",
                     "Normalised attention entropy H(a) / ln n (0: all weight on one key, 1: "
                     "uniform over the n visible keys), mean over decode queries; and the "
                     "effective rank exp(-sum p_i ln p_i), p_i = s_i / sum s, of each kv head's "
@@ -327,7 +340,7 @@ static void section_distributions(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    if (!section_open(b, "distributions", "Per-layer distributions",
+    if (!section_open(c, "distributions", "Per-layer distributions",
                       "Over all query heads and decode queries of a layer: normalised entropy, "
                       "and the fraction of the visible keys the largest weights need to hold 90% "
                       "and 99% of the attention mass (k90 / n, k99 / n). Boxes: quartiles and "
@@ -407,7 +420,7 @@ static void section_sparsity(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    if (!section_open(b, "sparsity", "Error versus sparsity",
+    if (!section_open(c, "sparsity", "Error versus sparsity",
                       "Relative output error ||o - o_S|| / ||o|| of each selection method as the "
                       "kept fraction shrinks (sparsity N / k), with the theoretical bound beside "
                       "it (dashed): for any kept set S, ||o - o_S|| <= (1 - P_S) "
@@ -481,7 +494,7 @@ static void section_bottleneck(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    if (!section_open(b, "bottleneck", "The d-dimensional bottleneck",
+    if (!section_open(c, "bottleneck", "The d-dimensional bottleneck",
                       "The output o = V^T a lies in R^d while a lies on the (n-1)-simplex: "
                       "n - rank([V^T; 1^T]) directions of a change nothing in o (the collision "
                       "space). The witness is a second distribution a' with V^T a' = V^T a as "
@@ -590,7 +603,7 @@ static void section_spectrum(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
     char err[AS_ERR_LEN];
-    if (!section_open(b, "spectrum", "Positional spectrum",
+    if (!section_open(c, "spectrum", "Positional spectrum",
                       "Power spectrum of attention weight as a function of relative position "
                       "(averaged over queries, Hann window) for the most periodic heads: those "
                       "whose strongest peak, among periods that repeat at least 8 times in the "
@@ -649,7 +662,7 @@ static void section_spectrum(ctx *c, const as_summary *s)
 static void section_summary(ctx *c, const as_summary *s)
 {
     as_buf *b = c->b;
-    as_html_section(b, "summary", "Summary per layer",
+    sec(c, "summary", "Summary per layer",
                     "Per layer: the sparsity N / k at which the relative output error stays "
                     "under 1% and 5% for each method: the median over the layer's heads of the "
                     "largest sparsity of the sweep (2x to 100x) from which on every denser "
@@ -937,7 +950,7 @@ static void section_gpu(ctx *c, const as_report_info *info)
 {
     if (!info->gpu_json) return;
     as_buf *b = c->b;
-    as_html_section(b, "gpu", "GPU decode kernels",
+    sec(c, "gpu", "GPU decode kernels",
                     "From attnscope gpu bench --json: median time of each kernel and its "
                     "speedup over dense decode at the same shape (batch, N, d): the fastest of "
                     "FlashInfer's CUDA-core and tensor-core decode and PyTorch SDPA when the run "
@@ -1114,7 +1127,7 @@ static void section_eval(ctx *c, const as_report_info *info)
 {
     if (!info->eval_json) return;
     as_buf *b = c->b;
-    as_html_section(b, "eval", "Task accuracy under sparse decode",
+    sec(c, "eval", "Task accuracy under sparse decode",
                     "From attnscope eval: the model prefilled densely, then every decode step "
                     "in the sparse layers attending only to the keys each method selects. "
                     "Accuracy (95% Wilson band) and mean KL(dense || sparse) of the next-token "
@@ -1206,7 +1219,7 @@ static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *i
 
 static void section_provenance(ctx *c, const as_trace *tr, const as_report_info *info)
 {
-    as_html_section(c->b, "provenance", "Provenance", NULL);
+    sec(c, "provenance", "Provenance", NULL);
     provenance_table(c, tr, info);
     as_html_section_end(c->b);
 }
@@ -1283,10 +1296,13 @@ static as_status page_finish(as_buf *b, const char *extra, const ctx *c, const c
     return AS_OK;
 }
 
-static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_report_info *info)
+static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_report_info *info,
+                   const char *title)
 {
     as_buf *b = c->b;
-    as_buf_puts(b, "<header>\n<h1>Attention sparsity report</h1>\n<p class=\"sub\">");
+    as_buf_puts(b, "<header>\n<h1>");
+    as_buf_esc(b, title);
+    as_buf_puts(b, "</h1>\n<p class=\"sub\">");
     as_buf_esc(b, as_trace_model(tr));
     const char *pn = as_trace_meta(tr, "prompt_name");
     if (pn) {
@@ -1306,7 +1322,8 @@ static void header(ctx *c, const as_trace *tr, const as_summary *s, const as_rep
     for (size_t i = 0; i < sizeof nav / sizeof nav[0]; i++) {
         if (strcmp(nav[i][0], "gpu") == 0 && !info->gpu_json) continue;
         if (strcmp(nav[i][0], "eval") == 0 && !info->eval_json) continue;
-        as_buf_printf(b, "<a href=\"#%s\">%s</a>", nav[i][0], nav[i][1]);
+        as_buf_printf(b, "<a href=\"#%s%s\">%s</a>", c->idp ? c->idp : "", nav[i][0],
+                      nav[i][1]);
     }
     as_buf_puts(b, "</nav>\n</header>\n<div class=\"cards\">\n");
     int64_t heads = 0, nmax = 0;
@@ -1362,25 +1379,52 @@ as_status as_report_html(const as_trace *tr, const as_summary *s, const as_repor
     if (!as_plot_available(err)) return AS_ERR_USAGE;
     as_buf b;
     as_buf_init(&b);
-    ctx c = {&b, 0, 0};
+    ctx c = {&b, 0, 0, NULL};
     char title[256];
     snprintf(title, sizeof title, "attnscope report: %s", as_trace_model(tr));
     as_html_begin(&b, title);
-    header(&c, tr, s, info);
-    section_profile(&c, tr, s);
-    section_entropy(&c, s);
-    section_distributions(&c, s);
-    section_sparsity(&c, s);
-    section_bottleneck(&c, s);
-    section_spectrum(&c, s);
-    section_summary(&c, s);
-    section_overview(&c, tr, s);
-    section_gpu(&c, info);
-    section_eval(&c, info);
-    section_provenance(&c, tr, info);
+    as_report_trace_body(&c, tr, s, info, "Attention sparsity report");
     return page_finish(&b, " Palettes: Okabe-Ito (categories), viridis (values).", &c, "report",
                        html, len, n_figures, err);
 }
+
+void as_report_trace_body(as_report_page *c, const as_trace *tr, const as_summary *s,
+                          const as_report_info *info, const char *title)
+{
+    header(c, tr, s, info, title);
+    section_profile(c, tr, s);
+    section_entropy(c, s);
+    section_distributions(c, s);
+    section_sparsity(c, s);
+    section_bottleneck(c, s);
+    section_spectrum(c, s);
+    section_summary(c, s);
+    section_overview(c, tr, s);
+    section_gpu(c, info);
+    section_eval(c, info);
+    section_provenance(c, tr, info);
+}
+
+void as_report_gpu_section(as_report_page *p, const as_report_info *info) { section_gpu(p, info); }
+void as_report_eval_section(as_report_page *p, const as_report_info *info)
+{
+    section_eval(p, info);
+}
+
+void as_report_figure(as_report_page *p, const char *id, char *svg, const char *caption,
+                      const char *err)
+{
+    put_figure(p, id, svg, caption, err);
+}
+
+as_status as_report_page_finish(as_report_page *p, const char *extra, const char *what,
+                                char **html, size_t *len, int *n_figures, char *err)
+{
+    return page_finish(p->b, extra, p, what, html, len, n_figures, err);
+}
+
+const char *as_report_method_title(const char *method) { return method_title(method); }
+void as_report_put_tol(as_buf *b, double v, const as_summary *s) { put_tol(b, v, s); }
 
 
 as_status as_report_eval_html(const as_report_info *info, char **html, size_t *len,
@@ -1391,7 +1435,7 @@ as_status as_report_eval_html(const as_report_info *info, char **html, size_t *l
     if (!as_plot_available(err)) return AS_ERR_USAGE;
     as_buf b;
     as_buf_init(&b);
-    ctx c = {&b, 0, 0};
+    ctx c = {&b, 0, 0, NULL};
     as_html_begin(&b, "attnscope report: task accuracy under sparse decode");
     as_buf_puts(&b, "<header>\n<h1>Task accuracy under sparse decode</h1>\n<p class=\"sub\"><code>");
     as_buf_esc(&b, info->eval_json_path);
@@ -1435,7 +1479,7 @@ as_status as_report_compare_html(const as_trace *const tr[2], const as_summary *
     as_buf buf;
     as_buf_init(&buf);
     as_buf *b = &buf;
-    ctx c = {b, 0, 0};
+    ctx c = {b, 0, 0, NULL};
     char la[2][300];
     for (int i = 0; i < 2; i++) trace_label(tr[i], la[i], sizeof la[i]);
     char title[700];

@@ -83,3 +83,20 @@ Test(html, page_is_self_contained)
     cr_assert(strstr(s, "</html>\n"));
     free(s);
 }
+
+Test(html, page_css_of_its_own)
+{
+    as_buf b, c;
+    as_buf_init(&b);
+    as_buf_init(&c);
+    as_html_begin(&b, "t");
+    as_html_begin_css(&c, "t", ".x{color:red}");
+    char *plain = as_buf_take(&b, NULL), *own = as_buf_take(&c, NULL);
+    const char *end = strstr(plain, "</style>");
+    cr_assert(end);
+    /* the common rules unchanged, the page's own after them */
+    cr_assert(strncmp(plain, own, (size_t)(end - plain)) == 0);
+    cr_assert(strncmp(own + (end - plain), ".x{color:red}</style>", 21) == 0);
+    free(plain);
+    free(own);
+}

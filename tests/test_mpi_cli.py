@@ -11,12 +11,15 @@
   - a rank killed (SIGKILL) in the middle of a run: the run ends within a timeout with a
     failure status and writes nothing;
   - several traces in one run: `sparsity A B --summary-only` gives, for each trace, the
-    model summaries of the run on that trace alone, and a cross-trace summary.
+    model summaries of the run on that trace alone, and a cross-trace summary; `report A B`
+    (both traces' units on the ranks, one page) byte-identical at 1, 2 and 3 ranks to the
+    one-process page (its clock aside, as in tests/compare_outputs.sh).
 
 Exit 0 pass, 1 a check failed, 77 skipped (no MPI in this build, or attnscope not built).
 """
 import json
 import os
+import re
 import shutil
 import signal
 import struct
@@ -202,12 +205,55 @@ def multi_trace():
               [x["trace"] for x in across[:1]] == [S], f"{len(across)} records")
 
 
+def unclocked(path):
+    """A report's bytes without its clock (when it was made, how long it took), as
+    compare_outputs.sh compares them."""
+    with open(path, encoding="utf-8") as f:
+        h = f.read()
+    h = re.sub(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC", "DATE", h)
+    return re.sub(r">[0-9]+\.[0-9]{2} s<", ">SECONDS<", h)
+
+
+def multi_trace_report(tmp):
+    """report A B: the page of 2 and 3 ranks byte-identical to the one-process run's."""
+    if not HAVE_REPORT:
+        print("SKIP report A B: no report in this build")
+        return
+    # each run in a folder of its own, -o the same name: the command line shown is the same
+    args = ["report", S, C, "--witness", "none", "--quiet", "-o", "study.html"]
+    dirs = {p: os.path.join(tmp, f"study-{p}") for p in (0, 1, 2, 3)}
+    for d in dirs.values():
+        os.makedirs(d)
+    r = subprocess.run([BIN] + args, capture_output=True, text=True, env=ENV, timeout=600,
+                       cwd=dirs[0])
+    if not check("report A B, one process", r.returncode == 0, r.stderr.strip()):
+        return
+    one = unclocked(os.path.join(dirs[0], "study.html"))
+    for p in (1, 2, 3):
+        out = os.path.join(dirs[p], "study.html")
+        r, _ = run(p, args, timeout=600, cwd=dirs[p])
+        ok = r is not None and r.returncode == 0 and os.path.exists(out)
+        if check(f"report A B, {p} ranks", ok, r.stderr.strip() if r else "timeout"):
+            check(f"report A B, {p} ranks: the page byte-identical to the one-process run's",
+                  unclocked(out) == one)
+    # a NaN in the second trace's last layer: one line naming it and the rank, no page
+    bad = os.path.join(tmp, "bad-code.safetensors")
+    poisoned(C, bad, "layers.29.k")
+    out = os.path.join(tmp, "bad-study.html")
+    r, _ = run(2, ["report", S, bad, "--witness", "none", "--quiet", "-o", out], timeout=300)
+    ok = r is not None and r.returncode == 2 and r.stderr.count("\n") == 1 and \
+        f"{bad}: tensor 'layers.29.k' holds NaN" in r.stderr and "of 2)" in r.stderr
+    check("report A B, B with a NaN, 2 ranks: exit 2, one line naming B and the rank, no page",
+          ok and not os.path.exists(out), r.stderr.strip() if r else "timeout")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="attnscope-mpi-")
     try:
         failing_rank(tmp)
         killed_rank(tmp)
         multi_trace()
+        multi_trace_report(tmp)
         byte_identical_outputs()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

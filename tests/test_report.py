@@ -8,6 +8,10 @@ keys) is written with NumPy + safetensors. Then:
     build" note); nothing points outside the file (no scripts, no external URLs, no <img>/<link>);
   - the provenance's SHA-256 equals hashlib's checksum of the trace, the model and the command
     are shown; the report refuses to write over its input; --gpu-json adds the GPU section;
+  - `attnscope report A B` on the two bundled samples (issue 19): the cross-trace table's row of
+    each trace holds the numbers of that trace's own report and of `sparsity TRACE
+    --summary-only`, each trace's part of the page is its own report (ids prefixed), one GPU
+    section, every file's SHA-256, -o over any input refused;
   - `attnscope compare A B` in table, --json and --csv (one schema);
   - headless Chromium (Debian's chromium) opens the report and takes a screenshot
     ($AS_BUILD/report-screenshot.png, to look at); skipped with a reason when chromium is absent;
@@ -218,6 +222,144 @@ def png_size(path):
         return 0, 0
     return struct.unpack(">II", head[16:24])
 
+# ---------------------------------------------------------------------------------------------
+# several traces: `attnscope report A B -o study.html` (issue 19)
+
+def tol_text(v, levels=(2, 100)):
+    """A tolerated sparsity as the report prints it (put_tol): '< 2x', '&ge; 100x', '2.5x'."""
+    if v is None or not v > 1:
+        return f"&lt; {levels[0]:g}x"
+    return ("&ge; " if v >= levels[1] else "") + f"{v:.3g}x"
+
+
+def across_rows(text):
+    """The cross-trace table's rows: {k: [cell, ...]} (cells as HTML, the link's text for #)."""
+    i = text.index('<table class="across">')
+    table = text[i:text.index("</table>", i)]
+    rows = {}
+    for m in re.finditer(r'<tr><td><a href="#t(\d+)">\d+</a></td>(.*?)</tr>', table):
+        rows[int(m.group(1))] = re.findall(r"<td[^>]*>(.*?)</td>", m.group(2))
+    return rows
+
+
+def own_method_cells(text):
+    """A one-trace page's 'Per method, over all heads': [(1%, 5%, dense heads)] per method."""
+    i = text.index("Per method, over all heads")
+    table = text[i:text.index("</table>", i)]
+    return [tuple(re.findall(r"<td[^>]*>(.*?)</td>", r)[1:4])
+            for r in re.findall(r"<tr><td class=\"l\">.*?</tr>", table)]
+
+
+def as_part(text, k, n):
+    """A one-trace page's content as trace k's part of a page of n traces: ids prefixed
+    'tK-', its heading 'Trace K of N'; the clock, the command and PLplot's figure counter
+    (SVG clip ids) left out of the comparison."""
+    h = text[text.index("<header>"):text.index("<footer>")]
+    for pat in (r'(<section id=")', r'(<figure data-plot=")', r'(<a href="#)'):
+        h = re.sub(pat, rf"\1t{k}-", h)
+    return h.replace("<h1>Attention sparsity report</h1>", f"<h1>Trace {k} of {n}</h1>")
+
+
+def unclocked(h):
+    h = re.sub(r"asp\d+-", "aspN-", h)
+    return re.sub(r"<tr><td>(generated|analysis time|command)</td><td>.*?</td></tr>\n", "", h)
+
+
+def study_part(text, k):
+    i = text.index(f'<article id="t{k}">\n') + len(f'<article id="t{k}">\n')
+    return text[i:text.index("</article>", i)]
+
+
+def npy_study(tmp):
+    """report A D with D an .npy directory: the provenance lists each of D's files with its
+    SHA-256 (hashlib's)."""
+    from safetensors.numpy import load_file
+    from safetensors import safe_open
+    a = os.path.join(tmp, "a.safetensors")
+    d = os.path.join(tmp, "b-npy")
+    os.makedirs(d)
+    for name, x in load_file(os.path.join(tmp, "b.safetensors")).items():
+        np.save(os.path.join(d, name + ".npy"), x)
+    with safe_open(os.path.join(tmp, "b.safetensors"), "np") as f:
+        json.dump(f.metadata(), open(os.path.join(d, "metadata.json"), "w"))
+    out = os.path.join(tmp, "study-npy.html")
+    r = run("report", a, d, "--witness", "none", "-o", out, "--quiet")
+    if not check("report A D (.npy directory): exit 0", r.returncode == 0, r.stderr.strip()):
+        return
+    text = open(out, encoding="utf-8").read()
+    prov = text[text.index('<section id="provenance">'):]
+    files = sorted(os.listdir(d))
+    missing = [f for f in files if f"<code>{d}/{f}</code></td><td class=\"l\"><code>"
+               f"{hashlib.sha256(open(os.path.join(d, f), 'rb').read()).hexdigest()}</code>"
+               not in prov]
+    check(f"report A D: provenance lists D's {len(files)} files with their SHA-256", not missing,
+          ("missing: " + ", ".join(missing)) if missing else "")
+    shutil.rmtree(d)
+    os.unlink(out)
+
+
+def multi_trace(tmp, gj):
+    """report A B: the cross-trace table holds each trace's numbers of its own report and of
+    `sparsity TRACE --summary-only`; each trace's part is its own report; one GPU section;
+    every file's SHA-256; -o over any input refused."""
+    samples = [SAMPLE, os.path.join(SRC, "data", "samples", "smollm2-135m-code-1k.safetensors")]
+    if not all(os.path.exists(t) for t in samples):
+        print("SKIP several traces: the bundled samples are not present")
+        return
+    out = os.path.join(tmp, "study.html")
+    r = run("report", *samples, "--witness", "none", "--gpu-json", gj, "-o", out, "--quiet")
+    if not check("report A B: exit 0, nothing printed", r.returncode == 0 and r.stderr == "",
+                 r.stderr.strip()[-300:]):
+        return
+    text = open(out, encoding="utf-8").read()
+    s = scan_html(text)
+    check("report A B: no external resources", not s.external, "; ".join(s.external[:5]))
+    ids = re.findall(r'<(?:section|article) id="([^"]+)"', text)
+    plots = re.findall(r'<figure data-plot="([^"]+)"', text)
+    check("report A B: no section id twice, no figure id twice",
+          len(ids) == len(set(ids)) and len(plots) == len(set(plots)))
+    check("report A B: the cross-trace section first", s.sections[0] == "across",
+          str(s.sections[:3]))
+    for f in ("across-sparsity-1", "across-sparsity-5"):
+        g = s.figures.get(f)
+        check(f"report A B: figure {f} drawn", g is not None and g["elements"] >= 10)
+    check("report A B: one GPU section, after the traces", s.sections.count("gpu") == 1 and
+          text.index('<section id="gpu">') > text.index('<article id="t2">'))
+    rows = across_rows(text)
+    check("report A B: a row per trace", sorted(rows) == [1, 2], str(sorted(rows)))
+    for k, t in enumerate(samples, 1):
+        name = os.path.basename(t)
+        one = os.path.join(tmp, f"one{k}.html")
+        r = run("report", t, "--witness", "none", "-o", one, "--quiet")
+        if not check(f"report {name} alone", r.returncode == 0, r.stderr.strip()):
+            continue
+        own = open(one, encoding="utf-8").read()
+        check(f"report A B: trace {k}'s part is its own report ({name})",
+              unclocked(as_part(own, k, 2)) == unclocked(study_part(text, k)))
+        cells = rows.get(k, [])
+        got = [tuple(cells[4 + 3 * m:7 + 3 * m]) for m in range((len(cells) - 4) // 3)]
+        check(f"report A B: row {k} = its own report's per-method table ({name})",
+              got == own_method_cells(own) and got, f"{got} vs {own_method_cells(own)}")
+        r = run("sparsity", t, "--summary-only", "--json", "--quiet")
+        ms = [x for x in json.loads(r.stdout)["records"] if x["record"] == "model_summary"] \
+            if r.returncode == 0 else []
+        want = [(tol_text(x["median_sparsity_1pct"]), tol_text(x["median_sparsity_5pct"]),
+                 str(x["dense_heads_5pct"])) for x in ms]
+        check(f"report A B: row {k} = sparsity {name} --summary-only", got == want and got,
+              f"{got} vs {want}")
+        info = json.loads(run("info", t, "--json").stdout)
+        lay = [x for x in info["records"] if x["record"] == "layer"]
+        check(f"report A B: row {k}'s N and layers ({name})",
+              cells[2:4] == [str(max(x["n"] for x in lay)), str(len(lay))], str(cells[:4]))
+        sha = hashlib.sha256(open(t, "rb").read()).hexdigest()
+        prov = text[text.index('<section id="provenance">'):]
+        check(f"report A B: provenance lists {name} with its SHA-256", sha in prov and t in prov)
+    npy_study(tmp)
+    before = open(samples[1], "rb").read()
+    r = run("report", *samples, "-o", samples[1], "--quiet")
+    check("report A B -o B: refused, B unchanged", r.returncode == 2 and
+          open(samples[1], "rb").read() == before, r.stderr.strip())
+
 
 def main():
     tmp = tempfile.mkdtemp(prefix="as_report_")
@@ -291,6 +433,7 @@ def main():
         r = run("report", a, "-o", gj, "--gpu-json", gj, "--quiet")
         check("refuses to overwrite the GPU JSON", r.returncode == 2 and
               json.load(open(gj))["records"] == recs, r.stderr.strip())
+        multi_trace(tmp, gj)
 
         # compare: table, JSON, CSV share one schema
         r = run("compare", a, b)
