@@ -201,7 +201,7 @@ Test(sp_select, page_summaries_are_key_min_max)
     double *K = malloc((size_t)(l->n * d) * sizeof *K);
     for (int64_t kvh = 0; kvh < l->hkv; kvh++) {
         as_sp_pages pg;
-        cr_assert_eq(as_sp_pages_build(l, kvh, 16, &pg, err), AS_OK, "%s", err);
+        cr_assert_eq(as_sp_pages_build(l, kvh, 16, AS_SP_BOUNDS_EXACT, &pg, err), AS_OK, "%s", err);
         cr_assert_eq(pg.P, 16);
         cr_assert_eq(pg.n_full, 4);
         as_layer_read_k(l, kvh, 0, l->n, K);
