@@ -95,8 +95,8 @@ def selections(a, trace, fmt, s, tmp):
 
 
 def compare(sa, sb):
-    """(rows, rows that differ, total symmetric difference in pages)."""
-    rows = differ = sym = 0
+    """(rows, rows that differ, total symmetric difference in pages, pages of sa)."""
+    rows = differ = sym = sel = 0
     for layer in sa:
         x, y = sa[layer], sb[layer]
         w = max(x.shape[1], y.shape[1])
@@ -106,7 +106,8 @@ def compare(sa, sb):
         rows += d.size
         differ += int((d > 0).sum())
         sym += int(d.sum())
-    return rows, differ, sym
+        sel += int(x.sum())
+    return rows, differ, sym, sel
 
 
 def main():
@@ -127,10 +128,10 @@ def main():
     a.extra = extra
     sp = [int(s) for s in a.sparsities.split(",")]
     out = []
-    print(f"| trace | sparsity | rows | rows whose page set differs | mean sym. diff. (pages, "
-          f"all rows / differing rows) | median rel_error exact / {a.format} | mean rel_error "
-          f"exact / {a.format} |")
-    print("|---|---|---|---|---|---|---|")
+    print(f"| trace | sparsity | rows | pages a row reads | rows whose page set differs | mean "
+          f"sym. diff. (pages, all rows / differing rows) | median rel_error exact / {a.format} | "
+          f"mean rel_error exact / {a.format} |")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for tr in a.traces:
             name = os.path.basename(tr).split(".")[0]
@@ -142,14 +143,15 @@ def main():
                 se, c1 = selections(a, tr, "exact", s, tmp)
                 sb, c2 = selections(a, tr, a.format, s, tmp)
                 print(f"<!-- {c1} ; {c2} -->", file=sys.stderr)
-                rows, differ, sym = compare(se, sb)
+                rows, differ, sym, sel = compare(se, sb)
                 b = round(1.0 / s, 9)
                 ve = [v for k, v in re_e.items() if k[3] == b]
                 vb = [v for k, v in re_b.items() if k[3] == b]
                 if len(ve) != rows or len(vb) != rows:
                     sys.exit(f"{name} {s}x: {len(ve)}/{len(vb)} records for {rows} index rows")
                 row = dict(trace=name, sparsity=s, rows=rows, differ=differ,
-                           frac_differ=differ / rows, mean_sym_pages=sym / rows,
+                           frac_differ=differ / rows, mean_pages=sel / rows,
+                           mean_sym_pages=sym / rows,
                            mean_sym_pages_differing=sym / differ if differ else 0.0,
                            median_rel_exact=statistics.median(ve),
                            median_rel_reduced=statistics.median(vb),
@@ -159,7 +161,8 @@ def main():
                                                   if k[3] == b),
                            checks_pass=ok_e and ok_b)
                 out.append(row)
-                print(f"| {name} | {s}x | {rows} | {differ} ({100 * differ / rows:.2f}%) | "
+                print(f"| {name} | {s}x | {rows} | {sel / rows:.1f} | "
+                      f"{differ} ({100 * differ / rows:.2f}%) | "
                       f"{sym / rows:.3f} / {row['mean_sym_pages_differing']:.2f} | "
                       f"{row['median_rel_exact']:.4f} / {row['median_rel_reduced']:.4f} | "
                       f"{row['mean_rel_exact']:.4f} / {row['mean_rel_reduced']:.4f} |",
