@@ -39,6 +39,31 @@ int as_sp_method_parse(const char *s, as_sp_method *m)
     return -1;
 }
 
+/* ---- page bound storage --------------------------------------------------------------------- */
+
+static const char *const bounds_names[] = {"exact", "f32", "bf16"};
+
+const char *as_sp_bounds_name(as_sp_bounds f)
+{
+    return f >= AS_SP_BOUNDS_EXACT && f <= AS_SP_BOUNDS_BF16 ? bounds_names[f] : "?";
+}
+
+int as_sp_bounds_parse(const char *s, as_sp_bounds *f)
+{
+    static const struct {
+        const char *name;
+        as_sp_bounds f;
+    } names[] = {{"exact", AS_SP_BOUNDS_EXACT}, {"f64", AS_SP_BOUNDS_EXACT},
+                 {"f32", AS_SP_BOUNDS_F32},     {"float32", AS_SP_BOUNDS_F32},
+                 {"bf16", AS_SP_BOUNDS_BF16},   {"bfloat16", AS_SP_BOUNDS_BF16}};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(s, names[i].name) == 0) {
+            *f = names[i].f;
+            return 0;
+        }
+    return -1;
+}
+
 int as_sp_method_is_sampling(as_sp_method m)
 {
     return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE;
@@ -52,6 +77,7 @@ void as_sp_params_init(as_sp_params *p)
     p->delta = 0.05;
     p->seed = 0;
     p->index = NULL;
+    p->page_bounds = AS_SP_BOUNDS_EXACT;
 }
 
 

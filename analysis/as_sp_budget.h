@@ -52,6 +52,17 @@ as_status as_budget_parse_list(const char *s, int sparsity, as_budget *out, size
 /* The default sweep: sparsity 2x .. 100x (12 points). Returns the count written (<= max). */
 size_t as_budget_default_sweep(as_budget *out, size_t max);
 
+/* How Quest's per-page key min/max are stored (page and page-sample): exact (the keys' own
+ * values, float64; the default), or rounded outward to float32 or bfloat16 (min toward -inf,
+ * max toward +inf, so sum_c max(q_c min_c, q_c max_c) stays an upper bound of q.k over the
+ * page; docs/theory.md, "Page bounds in reduced precision"). */
+typedef enum { AS_SP_BOUNDS_EXACT = 0, AS_SP_BOUNDS_F32, AS_SP_BOUNDS_BF16 } as_sp_bounds;
+
+/* "exact", "f32", "bf16". */
+const char *as_sp_bounds_name(as_sp_bounds f);
+/* Parse a name (also "f64" for exact, "float32", "bfloat16"); returns 0 and sets *f, or -1. */
+int as_sp_bounds_parse(const char *s, as_sp_bounds *f);
+
 typedef struct {
     int sinks;              /* sink-window: first positions kept (StreamingLLM: 4) */
     int page_size;          /* page: keys per page (Quest: 16) */
@@ -59,9 +70,10 @@ typedef struct {
     double delta;           /* sampling methods: failure probability of the guarantee */
     uint64_t seed;          /* sampling methods: base seed */
     const as_index *index;  /* index method: the user's selection */
+    int page_bounds;        /* page, page-sample: an as_sp_bounds, how page min/max are stored */
 } as_sp_params;
 
-void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL */
+void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL, exact */
 /* The page size in force: p->page_size, or 16 when it is not positive. */
 int64_t as_sp_page_size(const as_sp_params *p);
 

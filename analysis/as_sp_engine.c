@@ -662,8 +662,9 @@ as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn
             }
             as_sp_pages pg;
             memset(&pg, 0, sizeof pg);
-            if (need_pages &&
-                (st = as_sp_pages_build(l, g, as_sp_page_size(&cfg->params), &pg, err)) != AS_OK) {
+            if (need_pages && (st = as_sp_pages_build(l, g, as_sp_page_size(&cfg->params),
+                                                      (as_sp_bounds)cfg->params.page_bounds, &pg,
+                                                      err)) != AS_OK) {
                 free(rows);
                 return st;
             }
@@ -792,7 +793,8 @@ as_status as_sp_eval_query(const as_layer *l, int64_t h, int64_t qi, as_sp_metho
     as_sp_pages pg;
     memset(&pg, 0, sizeof pg);
     if (m == AS_SP_PAGE || m == AS_SP_PAGE_SAMPLE) {
-        st = as_sp_pages_build(l, B.kvh, as_sp_page_size(p), &pg, err);
+        st = as_sp_pages_build(l, B.kvh, as_sp_page_size(p), (as_sp_bounds)p->page_bounds, &pg,
+                               err);
         B.pages = &pg;
     }
     if (m == AS_SP_INDEX && st == AS_OK && !p->index)

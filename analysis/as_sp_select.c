@@ -1,5 +1,6 @@
 #include "as_sp_select.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,59 @@ as_status as_sp_sel_reserve(as_sp_sel *sel, int64_t n, char *err)
     return AS_OK;
 }
 
+/* ---- page bounds in reduced precision ------------------------------------------------------ */
+
+/* The largest float32 <= x (x finite or not; -inf below -FLT_MAX). */
+static float f32_down(double x)
+{
+    if (isnan(x) || isinf(x)) return (float)x;
+    if (x > FLT_MAX) return FLT_MAX;
+    if (x < -FLT_MAX) return -INFINITY;
+    float f = (float)x; /* nearest: at most one float away */
+    if ((double)f > x) f = nextafterf(f, -INFINITY);
+    return f;
+}
+
+/* The largest bfloat16 <= f (a bfloat16 is a float32 whose low 16 bits are zero): dropping the
+ * low bits rounds toward zero, down for f >= 0; for f < 0 a nonzero remainder moves the kept
+ * bits one step away from zero (past -max: the pattern of -inf). */
+static float bf16_down(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if (isnan(f) || (u & 0xFFFFu) == 0) return f;
+    u = (u & 0xFFFF0000u) + ((u >> 31) ? 0x10000u : 0u);
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+double as_sp_round_down(double x, as_sp_bounds f)
+{
+    switch (f) {
+    case AS_SP_BOUNDS_F32: return f32_down(x);
+    case AS_SP_BOUNDS_BF16: return bf16_down(f32_down(x));
+    default: return x;
+    }
+}
+
+double as_sp_round_up(double x, as_sp_bounds f)
+{
+    return f == AS_SP_BOUNDS_EXACT ? x : -as_sp_round_down(-x, f);
+}
+
+void as_sp_page_round(as_sp_bounds f, int64_t d, double *mn, double *mx)
+{
+    if (f == AS_SP_BOUNDS_EXACT) return;
+    for (int64_t c = 0; c < d; c++) {
+        mn[c] = as_sp_round_down(mn[c], f);
+        mx[c] = as_sp_round_up(mx[c], f);
+    }
+}
+
 /* Per-page element-wise min/max of keys [p*P, min((p+1)*P, n)) of kv head kvh, for pages
- * p in [p0, p1). */
+ * p in [p0, p1), stored as format f keeps them. */
 static void page_minmax(const as_layer *l, int64_t kvh, int64_t P, int64_t n, int64_t p0,
-                        int64_t p1, double *pmin, double *pmax, double *buf)
+                        int64_t p1, as_sp_bounds f, double *pmin, double *pmax, double *buf)
 {
     const int64_t d = l->d;
     for (int64_t pg = p0; pg < p1; pg++) {
@@ -46,6 +96,7 @@ static void page_minmax(const as_layer *l, int64_t kvh, int64_t P, int64_t n, in
                 if (v < mn[c]) mn[c] = v;
                 if (v > mx[c]) mx[c] = v;
             }
+        as_sp_page_round(f, d, mn, mx);
     }
 }
 
@@ -56,11 +107,12 @@ void as_sp_pages_free(as_sp_pages *pg)
     memset(pg, 0, sizeof *pg);
 }
 
-as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_pages *pg,
-                            char *err)
+as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_bounds f,
+                            as_sp_pages *pg, char *err)
 {
     memset(pg, 0, sizeof *pg);
     pg->P = P;
+    pg->bounds = f;
     pg->n_full = l->n / P;
     size_t sz = (size_t)(pg->n_full > 0 ? pg->n_full : 1) * (size_t)l->d * sizeof(double);
     pg->pmin = malloc(sz);
@@ -71,17 +123,17 @@ as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_pag
         as_sp_pages_free(pg);
         return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     }
-    page_minmax(l, kvh, P, l->n, 0, pg->n_full, pg->pmin, pg->pmax, buf);
+    page_minmax(l, kvh, P, l->n, 0, pg->n_full, f, pg->pmin, pg->pmax, buf);
     free(buf);
     return AS_OK;
 }
 
 /* The `want` pages (of P keys; the last one partial) of query q with the largest Quest bound
- * U_p = scale sum_c max(q_c M_c, q_c m_c), their keys ascending into det (*nd of them). pg may be
- * NULL (min/max read on the fly). */
+ * U_p = scale sum_c max(q_c M_c, q_c m_c), their keys ascending into det (*nd of them), the
+ * min/max stored as format f keeps them. pg may be NULL (min/max read on the fly). */
 static as_status select_pages(const as_layer *l, int64_t h, const double *q, int64_t n, int64_t P,
-                              int64_t want, const as_sp_pages *pg, int64_t *det, int64_t *nd,
-                              char *err)
+                              as_sp_bounds f, int64_t want, const as_sp_pages *pg, int64_t *det,
+                              int64_t *nd, char *err)
 {
     const int64_t d = l->d;
     const int64_t kvh = as_layer_kv_head(l, h);
@@ -99,11 +151,11 @@ static as_status select_pages(const as_layer *l, int64_t h, const double *q, int
     }
     for (int64_t pgi = 0; pgi < npg; pgi++) {
         const double *a, *bb;
-        if (pg && pgi < nfull && pgi < pg->n_full) {
+        if (pg && pg->bounds == f && pgi < nfull && pgi < pg->n_full) {
             a = pg->pmin + pgi * d;
             bb = pg->pmax + pgi * d;
         } else {
-            page_minmax(l, kvh, P, n, pgi, pgi + 1, mn, mx, buf);
+            page_minmax(l, kvh, P, n, pgi, pgi + 1, f, mn, mx, buf);
             a = mn;
             bb = mx;
         }
@@ -149,8 +201,8 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
     }
     case AS_SP_PAGE: {
         const int64_t P = as_sp_page_size(p);
-        st = select_pages(l, h, q, n, P, as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det,
-                          err);
+        st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds,
+                          as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det, err);
         break;
     }
     case AS_SP_UNIFORM:
@@ -171,7 +223,8 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
         int64_t kh = (int64_t)llround((double)k * p->heavy_frac);
         if (kh > k) kh = k;
         if (kh < 0) kh = 0;
-        st = select_pages(l, h, q, n, P, kh / P, pg, sel->det, &sel->n_det, err);
+        st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds, kh / P, pg, sel->det,
+                          &sel->n_det, err);
         if (st == AS_OK)
             sel->n_samp = as_select_sample(rng, n, sel->det, sel->n_det, k - sel->n_det, sel->samp);
         break;

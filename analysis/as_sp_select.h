@@ -46,16 +46,27 @@ as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed
 /* Room for n keys in det and samp. */
 as_status as_sp_sel_reserve(as_sp_sel *sel, int64_t n, char *err);
 
+/* x rounded toward -inf (as_sp_round_down) or +inf (as_sp_round_up) to the format f: the
+ * largest float32 / bfloat16 value <= x (the smallest >= x), -inf / +inf past the format's
+ * range; x itself for AS_SP_BOUNDS_EXACT, NaN and infinities. */
+double as_sp_round_down(double x, as_sp_bounds f);
+double as_sp_round_up(double x, as_sp_bounds f);
+/* A page's d element-wise key minima rounded down and maxima rounded up to f (in place): the
+ * summaries as a store in that format keeps them, still bounds of the page's keys. */
+void as_sp_page_round(as_sp_bounds f, int64_t d, double *mn, double *mx);
+
 /* Element-wise key min/max of the full pages of P keys of a kv head over the layer's n keys,
- * shared by the queries of a block (Quest's page summaries). */
+ * shared by the queries of a block (Quest's page summaries), stored as format f keeps them
+ * (as_sp_page_round; AS_SP_BOUNDS_EXACT: the keys' own values). */
 typedef struct {
     int64_t P;            /* page size */
     int64_t n_full;       /* full pages over the layer's n keys */
+    as_sp_bounds bounds;  /* how pmin / pmax are rounded */
     double *pmin, *pmax;  /* n_full x d */
 } as_sp_pages;
 
-as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_pages *pg,
-                            char *err);
+as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_bounds f,
+                            as_sp_pages *pg, char *err);
 void as_sp_pages_free(as_sp_pages *pg);
 
 /* The seed of one record's draws: (seed, layer, head, query, k, method), k the keys the budget
@@ -65,7 +76,7 @@ uint64_t as_sp_record_seed(const as_sp_params *p, int layer, int64_t h, int64_t 
 
 /* Select the keys of query qi of head h (its first draw for sampling methods, from rng) given
  * its scaled scores sc over its n visible keys and its raw query q (page methods); pg may be
- * NULL (page summaries read on the fly). */
+ * NULL (page summaries read on the fly; pages built with p->page_bounds otherwise). */
 as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const double *q,
                            const double *sc, int64_t n, as_sp_method m, as_budget b,
                            const as_sp_params *p, as_rng *rng, const as_sp_pages *pg,

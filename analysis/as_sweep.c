@@ -325,15 +325,17 @@ static as_status block_dense(sw_block *B, char *err)
     return AS_OK;
 }
 
-/* Quest bound of every page of row r (q: its query), as as_sp_select computes it. */
+/* Quest bound of every page of row r (q: its query), as as_sp_select computes it (the page
+ * min/max stored as --page-bounds says: cfg->params.page_bounds). */
 static void page_bounds(sw_block *B, int64_t r, const as_sp_pages *pg, int64_t n)
 {
     const as_layer *l = B->l;
     const int64_t d = B->d, P = B->P, npg = (n + P - 1) / P, nfull = n / P;
+    const as_sp_bounds f = (as_sp_bounds)B->cfg->params.page_bounds;
     const double *q = B->Q + r * d;
     for (int64_t p = 0; p < npg; p++) {
         const double *mn, *mx;
-        if (pg && p < nfull && p < pg->n_full) {
+        if (pg && pg->bounds == f && p < nfull && p < pg->n_full) {
             mn = pg->pmin + p * d;
             mx = pg->pmax + p * d;
         } else {
@@ -347,6 +349,7 @@ static void page_bounds(sw_block *B, int64_t r, const as_sp_pages *pg, int64_t n
                     if (v < lo[c]) lo[c] = v;
                     if (v > hi[c]) hi[c] = v;
                 }
+            as_sp_page_round(f, d, lo, hi);
             mn = lo;
             mx = hi;
         }
@@ -1041,7 +1044,8 @@ as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg,
     as_sp_pages pg;
     memset(&pg, 0, sizeof pg);
     if (st == AS_OK && nrows > 0 && need_pages)
-        st = as_sp_pages_build(l, kvh, as_sp_page_size(&cfg->params), &pg, err);
+        st = as_sp_pages_build(l, kvh, as_sp_page_size(&cfg->params),
+                               (as_sp_bounds)cfg->params.page_bounds, &pg, err);
     const size_t nb = cfg->n_budgets, per_block = cfg->n_methods * nb;
     /* the unit's records, emitted at its end in one order whatever its blocks: method, budget,
      * row (one record per row and (method, budget): O(T), not O(N)) */

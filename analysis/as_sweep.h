@@ -6,7 +6,8 @@
  * as_sp_run evaluates one (method, budget) at a time and reads V once or twice per pair. Here,
  * per block of queries of a kv head (docs/benchmarks.md, "Where the sweep's time goes"):
  *  - the sets of every budget of a method are nested, so one multi-threshold selection per
- *    query (one for the scores, one for the Quest page bounds, computed once) gives every key
+ *    query (one for the scores, one for the Quest page bounds, computed once, from page min/max
+ *    stored as cfg->params.page_bounds says, as as_sp_run stores them) gives every key
  *    the smallest budget whose set holds it: its *shell*; the sampling draws (seeded per
  *    budget exactly as as_sp_run draws them) mark their keys in a bit mask;
  *  - one pass over V accumulates, per shell and per sample, the mass sum a_i and the weighted

@@ -16,9 +16,10 @@
 const char as_help_sparsity[] =
     "usage: attnscope sparsity TRACE... [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
-    "                          [--sinks S] [--page-size P] [--heavy-frac F]\n"
-    "                          [--delta D] [--seed S] [--trials R] [--eps E] [--out-tol T]\n"
-    "                          [--mem MIB] [--threads N] [--export-index FILE [--export-outputs]]\n"
+    "                          [--sinks S] [--page-size P] [--page-bounds exact|f32|bf16]\n"
+    "                          [--heavy-frac F] [--delta D] [--seed S] [--trials R] [--eps E]\n"
+    "                          [--out-tol T] [--mem MIB] [--threads N]\n"
+    "                          [--export-index FILE [--export-outputs]]\n"
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
     "Approximate every query's attention output with a sparse method and compare it with the\n"
     "exact float64 output and with the theoretical bound (docs/theory.md).\n\n"
@@ -27,7 +28,10 @@ const char as_help_sparsity[] =
     "  topk         oracle top-k: the k largest weights\n"
     "  sink-window  StreamingLLM: the first S positions (--sinks, default 4) and the last k-S\n"
     "  page         Quest: pages of P keys (--page-size, default 16) ranked by the upper bound\n"
-    "               of q.k from per-page element-wise key min/max; floor(k/P) pages (at least 1)\n"
+    "               of q.k from per-page element-wise key min/max; floor(k/P) pages (at least 1);\n"
+    "               --page-bounds f32 or bf16 stores the min/max in that format, rounded\n"
+    "               outward (min down, max up: still an upper bound), as a GPU cache might\n"
+    "               (default exact: the keys' own values; page-sample uses it too)\n"
     "  uniform      uniform sample of k keys without replacement, importance-reweighted\n"
     "  topk-sample  vAttention-style: top round(F*k) keys (--heavy-frac, default 0.5) plus a\n"
     "               uniform sample of the rest, numerator and denominator estimated separately\n"
@@ -76,7 +80,8 @@ enum {
     OPT_EXPORT,
     OPT_EXPORT_OUT,
     OPT_SUMMARY_ONLY,
-    OPT_THREADS
+    OPT_THREADS,
+    OPT_PAGE_BOUNDS
 };
 
 #define MAX_BUDGETS 256
@@ -149,6 +154,13 @@ static int sp_opt(void *ctx, int opt, const char *arg)
     case OPT_PAGE:
         if (!(r = int_opt("page-size", arg, 1, 1L << 20, &v))) cfg->params.page_size = (int)v;
         return r;
+    case OPT_PAGE_BOUNDS: {
+        as_sp_bounds f;
+        if (as_sp_bounds_parse(arg, &f) != 0)
+            return as_cli_usage(cmd, "--page-bounds '%s': expected exact, f32 or bf16", arg);
+        cfg->params.page_bounds = (int)f;
+        return 0;
+    }
     case OPT_TRIALS:
         if (!(r = int_opt("trials", arg, 1, 1000000, &v))) cfg->trials = (int)v;
         return r;
@@ -381,6 +393,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"query", required_argument, 0, OPT_QUERY},
                                          {"sinks", required_argument, 0, OPT_SINKS},
                                          {"page-size", required_argument, 0, OPT_PAGE},
+                                         {"page-bounds", required_argument, 0, OPT_PAGE_BOUNDS},
                                          {"heavy-frac", required_argument, 0, OPT_HEAVY},
                                          {"delta", required_argument, 0, OPT_DELTA},
                                          {"seed", required_argument, 0, OPT_SEED},

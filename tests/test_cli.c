@@ -481,6 +481,11 @@ Test(cli, option_slips_refused_with_the_option_named)
     expect_usage("sparsity '%s' --seed -1%s", p, "--seed expects an integer in [0, 2^64-1]");
     expect_usage("sparsity '%s' --seed 18446744073709551616%s", p, "--seed");
     expect_usage("sparsity '%s' --seed ' 7'%s", p, "--seed");
+    expect_usage("sparsity '%s' --page-bounds f16%s", p,
+                 "--page-bounds 'f16': expected exact, f32 or bf16");
+    expect_usage("sparsity '%s' --page-bounds BF16%s", p, "--page-bounds 'BF16'");
+    expect_usage("sparsity '%s' --page-bounds ''%s", p, "--page-bounds ''");
+    expect_usage("sparsity '%s' --page-bounds%s", p, "option '--page-bounds' needs a value");
     expect_usage("entropy '%s' --json --csv%s", p, "--json and --csv exclude each other");
     expect_usage("spectrum '%s' --min-period 100 --max-period 10%s", p,
                  "--max-period 10 is below --min-period 100");

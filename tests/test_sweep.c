@@ -120,6 +120,8 @@ static as_trace *open_tr(const char *p)
     return tr;
 }
 
+static as_sp_bounds page_bounds = AS_SP_BOUNDS_EXACT; /* --page-bounds of compare_x's runs */
+
 static void compare_x(const char *name, int causal, double qscale, int needle, int64_t n,
                       int64_t t, const as_budget *b, size_t nb, int trials, size_t mem,
                       int eps_noise)
@@ -136,6 +138,7 @@ static void compare_x(const char *name, int causal, double qscale, int needle, i
     cfg.mem_limit = mem;
     cfg.eps_rel = 0.05;
     cfg.params.page_size = 8;
+    cfg.params.page_bounds = page_bounds;
     recs ref = run_ref(tr, &cfg), got = run_sweep(tr, &cfg, 1);
     same_records_x(&got, &ref, name, eps_noise);
     free(ref.r);
@@ -160,6 +163,18 @@ Test(sweep, default_sweep_matches_engine, .init = init_sweep)
     compare("sw_flat.safetensors", 0, 0.3, 0, 700, 5, sweep, n_sweep, 1, 0);
     compare("sw_peak.safetensors", 1, 3.0, 0, 777, 6, sweep, n_sweep, 1, 0);
     compare("sw_needle.safetensors", 1, 1.0, 300, 640, 4, sweep, n_sweep, 1, 0);
+}
+
+/* --page-bounds bf16 and f32 on float32 keys (the rounding moves the bounds): the sweep honours
+ * it as as_sp_run does, full pages from the shared summaries and the partial last page of a
+ * causal query rounded on the fly alike. */
+Test(sweep, reduced_precision_page_bounds_match_engine, .init = init_sweep)
+{
+    page_bounds = AS_SP_BOUNDS_BF16;
+    compare("sw_bf16.safetensors", 1, 2.0, 0, 701, 6, sweep, n_sweep, 1, 0);
+    page_bounds = AS_SP_BOUNDS_F32;
+    compare("sw_f32b.safetensors", 1, 2.0, 0, 701, 6, sweep, n_sweep, 1, 0);
+    page_bounds = AS_SP_BOUNDS_EXACT;
 }
 
 Test(sweep, count_budgets_blocks_and_draws)
