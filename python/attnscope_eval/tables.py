@@ -50,13 +50,13 @@ def perhead_svg(perhead: list[dict], ranks: list[dict]) -> str:
         return (min(ps), max(ps)) if len(ps) > 1 else None
     top = max([100.0] + [max(r["perhead_tolerance"], r["model_tolerance"]) for r in pts]
               + [spread(r)[1] for r in pts if spread(r)])
-    lmax = math.log10(top * 1.3)
+    lmin, lmax = math.log10(0.8), math.log10(top * 1.3)  # 1x off the frame
 
     def x(v):
-        return L + (W - L - R) * math.log10(max(v, 1.0)) / lmax
+        return L + (W - L - R) * (math.log10(max(v, 1.0)) - lmin) / (lmax - lmin)
 
     def y(v):
-        return H - B - (H - B - T) * math.log10(max(v, 1.0)) / lmax
+        return H - B - (H - B - T) * (math.log10(max(v, 1.0)) - lmin) / (lmax - lmin)
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
          f'font-family="sans-serif" font-size="11">',
          f'<rect width="{W}" height="{H}" fill="white"/>']
@@ -237,12 +237,15 @@ def main(argv=None) -> int:
         print(f"| {t} | {n} | {_fmt(d['accuracy'])} | " + " | ".join(cells) + " |")
     if perhead:
         print("\n### Per-head prediction vs model-level tolerance\n")
-        print("| task | length | method | traces | per-head median (5% error) | per-sample "
-              "medians | heads needing dense | model-level |")
-        print("|---|---:|---|---:|---:|---|---:|---:|")
+        several = len({r.get("model") for r in perhead}) > 1
+        print("| " + ("model | " if several else "") + "task | length | method | traces | "
+              "per-head median (5% error) | per-sample medians | heads needing dense | "
+              "model-level |")
+        print("|" + ("---|" if several else "") + "---|---:|---|---:|---:|---|---:|---:|")
         for r in perhead:
             ps = ", ".join(_sp(s["tolerance"]) for s in r.get("per_sample") or [])
-            print(f"| {r['task']} | {r['length']} | {r['method']} | {r.get('samples', 1)} | "
+            print("| " + (f"{r.get('model')} | " if several else "") +
+                  f"{r['task']} | {r['length']} | {r['method']} | {r.get('samples', 1)} | "
                   f"{_sp(r['perhead_tolerance'])} | {ps or '–'} | "
                   f"{r['perhead_dense_heads']:g}/{r['heads']} | "
                   f"{_sp(r['model_tolerance'])}{'+' if r['model_censored'] else ''} |")
