@@ -249,6 +249,27 @@ def main(argv=None) -> int:
                   f"{_sp(r['perhead_tolerance'])} | {ps or '–'} | "
                   f"{r['perhead_dense_heads']:g}/{r['heads']} | "
                   f"{_sp(r['model_tolerance'])}{'+' if r['model_censored'] else ''} |")
+        # the same, one row per task and length: per-head -> model-level, per method
+        pm = sorted({r["method"] for r in perhead})
+        print("\nper-head median tolerance → model-level tolerance (+: the largest sparsity of the "
+              "sweep still passes)\n")
+        print("| " + ("model | " if several else "") + "task | length | traces | "
+              + " | ".join(pm) + " |")
+        print("|" + ("---|" if several else "") + "---|---:|---:|" + "---:|" * len(pm))
+        seen_pts = []
+        for r in perhead:
+            k = (r.get("model"), r["task"], r["length"])
+            if k not in seen_pts:
+                seen_pts.append(k)
+        for k in seen_pts:
+            rows = {r["method"]: r for r in perhead
+                    if (r.get("model"), r["task"], r["length"]) == k}
+            cells = ["–" if m not in rows else
+                     f"{_sp(rows[m]['perhead_tolerance'])} → {_sp(rows[m]['model_tolerance'])}"
+                     f"{'+' if rows[m]['model_censored'] else ''}" for m in pm]
+            n_tr = max(r.get("samples", 1) for r in rows.values())
+            print("| " + (f"{k[0]} | " if several else "") + f"{k[1]} | {k[2]} | {n_tr} | "
+                  + " | ".join(cells) + " |")
         print("\n| method | points | distinct per-head / model-level values | Spearman rho | "
               "p (two-sided, permutation) |")
         print("|---|---:|---|---:|---:|")
