@@ -386,6 +386,26 @@ def main():
                   f"reused from DIR ({r.stderr.strip()[-200:]})")
         check(any(x["record"] == "perhead_rank" and x["method"] == "all" for x in pr),
               "--perhead: a pooled rank record over every method")
+        # the tables of docs/results.md and the scatter, from this document
+        import contextlib
+        import io
+        import xml.etree.ElementTree as ET
+        from attnscope_eval import tables
+        svg = os.path.join(tmp, "ph.svg")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            trc = tables.main(["--svg", svg, out])
+        txt = buf.getvalue()
+        counted = [x for x in rows2 if x["dense_accuracy"] is None or x["dense_accuracy"] >= 0.5]
+        try:
+            titles = [e for e in ET.parse(svg).getroot().iter()
+                      if e.tag.endswith("title")]
+        except (OSError, ET.ParseError):
+            titles = None
+        check(trc == 0 and "per-head median tolerance →" in txt and "| all |" in txt
+              and titles is not None and len(titles) == len(counted),
+              f"tables: per-head matrix, rank table, one SVG point per counted (task, length, "
+              f"method) ({len(counted)}, {titles and len(titles)})")
 
     # statistics against independent values: Wilson (Brown, Cai & DasGupta 2001, Table 1 style
     # numbers, recomputed by hand) and Spearman without ties (1 - 6 sum d^2 / (n (n^2 - 1)))
