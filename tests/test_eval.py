@@ -357,6 +357,55 @@ def main():
         r = subprocess.run([BIN, "report", "--eval", out, "-o", html, "--quiet"], capture_output=True, text=True)
         check(r.returncode == 0 and 'data-plot="eval-perhead"' in open(html).read(),
               "report --eval draws the per-head comparison")
+        # one sample: the per-head tolerance is `sparsity`'s model_summary median
+        cached = {}
+        for x in rows:
+            c = json.load(open(os.path.join(ph, f"{x['task']}-{x['length']}-s0.perhead.json")))
+            cached[(x["task"], x["method"])] = c["methods"][x["method"]]["summary"]
+        check(rows and all(x["samples"] == 1 and x["perhead_tolerance"] ==
+                           cached[(x["task"], x["method"])]["median_sparsity_5pct"] for x in rows),
+              "--perhead, one sample: tolerance = model_summary median_sparsity_5pct")
+        # two samples, the first one's measurement reused from DIR (its trace is gone)
+        gone = [os.path.join(ph, f) for f in os.listdir(ph) if f.endswith("-s0.safetensors")]
+        for f in gone:
+            os.unlink(f)
+        r = subprocess.run([BIN, "eval"] + base + ["--summarise-only", "--perhead", ph,
+                                                   "--perhead-layers", "all", "--perhead-t", "4",
+                                                   "--perhead-samples", "2", "-o", out],
+                           capture_output=True, text=True, env=env())
+        pr = json.load(open(out))["records"] if r.returncode == 0 else []
+        rows2 = [x for x in pr if x["record"] == "perhead"]
+        ok = r.returncode == 0 and len(rows2) == 4 and not any(os.path.exists(f) for f in gone)
+        for x in rows2:
+            heads = [h for i in (0, 1) for h in json.load(open(os.path.join(
+                ph, f"{x['task']}-{x['length']}-s{i}.perhead.json")))["methods"][x["method"]]["heads"]]
+            ok = ok and x["samples"] == 2 and len(x["per_sample"]) == 2 and \
+                len(heads) == 2 * x["heads"] and \
+                x["perhead_tolerance"] == float(np.median(heads))
+        check(ok, f"--perhead-samples 2: median over the heads of both samples, sample 0 "
+                  f"reused from DIR ({r.stderr.strip()[-200:]})")
+        check(any(x["record"] == "perhead_rank" and x["method"] == "all" for x in pr),
+              "--perhead: a pooled rank record over every method")
+        # the tables of docs/results.md and the scatter, from this document
+        import contextlib
+        import io
+        import xml.etree.ElementTree as ET
+        from attnscope_eval import tables
+        svg = os.path.join(tmp, "ph.svg")
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            trc = tables.main(["--svg", svg, out])
+        txt = buf.getvalue()
+        counted = [x for x in rows2 if x["dense_accuracy"] is None or x["dense_accuracy"] >= 0.5]
+        try:
+            titles = [e for e in ET.parse(svg).getroot().iter()
+                      if e.tag.endswith("title")]
+        except (OSError, ET.ParseError):
+            titles = None
+        check(trc == 0 and "per-head median tolerance →" in txt and "| all |" in txt
+              and titles is not None and len(titles) == len(counted),
+              f"tables: per-head matrix, rank table, one SVG point per counted (task, length, "
+              f"method) ({len(counted)}, {titles and len(titles)})")
 
     # statistics against independent values: Wilson (Brown, Cai & DasGupta 2001, Table 1 style
     # numbers, recomputed by hand) and Spearman without ties (1 - 6 sum d^2 / (n (n^2 - 1)))
@@ -366,6 +415,24 @@ def main():
     lo, hi = stats.wilson(0, 10)
     check(lo == 0 and abs(hi - 3.841459 / 13.841459) < 1e-6, "Wilson 0/10 upper = z^2 / (n + z^2)")
     check(abs(stats.spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5]) - 0.8) < 1e-12, "Spearman = 0.8")
+    # the permutation test: exact for 4 distinct points, rho = 1 is reached by 2 of 4! orders
+    # (identity and reversal, |rho| = 1); with ties in y, [1,1,2,2] against [1,2,3,4]:
+    # rho = 0.894, and |rho| >= 0.894 for the 8 of 24 orders that put both 1s first or last
+    from attnscope_eval import perhead as phm
+    rho, pv, n = phm.spearman_test([1, 2, 3, 4], [1, 2, 3, 4])
+    check(rho == 1 and n == 24 and abs(pv - 2 / 24) < 1e-12, f"Spearman exact p = 1/12 ({pv})")
+    rho, pv, n = phm.spearman_test([1, 2, 3, 4], [1, 1, 2, 2])
+    check(abs(rho - 0.8944271909999159) < 1e-12 and abs(pv - 8 / 24) < 1e-12,
+          f"Spearman exact p with ties = 1/3 ({rho}, {pv})")
+    rho, pv, n = phm.spearman_test([1, 2, 3, 4], [1, 2, 3, 4], permutations=200,
+                                   strata=["a", "b", "c", "d"])
+    check(pv == 1.0, "strata of one point: nothing to permute, p = 1")
+    rng = np.random.default_rng(5)
+    xs = list(rng.normal(size=40))
+    rho, pv, n = phm.spearman_test(xs, [v + 0.3 * e for v, e in zip(xs, rng.normal(size=40))],
+                                   permutations=500)
+    check(rho > 0.8 and pv == 1 / 501, f"strong correlation over 40 points: p at its floor ({pv})")
+    check(phm.spearman_test([1, 2, 3], [5, 5, 5])[0:2] == (None, None), "constant y: undefined")
 
     # Gemma 3: sliding-window layers keep the model's attention, global layers are sparse
     gm = os.path.join(tmp, "gemma3")

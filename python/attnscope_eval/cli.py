@@ -4,7 +4,8 @@ Usage: attnscope eval --model M -o eval.json [--tasks T,...] [--lengths 2k,4k] [
        [--methods all|M,...] [--sparsities 2x,5x,...] [--eps E,...] [--eps-budget B]
        [--mode kv|q] [--dense-layers L,...] [--sinks S] [--page-size P] [--heavy-frac F]
        [--delta D] [--seed S] [--dtype f32|bf16|f64] [--chat auto|on|off] [--chunk C]
-       [--threads N] [--perhead DIR] [--bench-reuse K] [--json|--csv] [--quiet]
+       [--threads N] [--perhead DIR [--perhead-samples K] [--perhead-layers L]
+       [--perhead-t T] [--perhead-solved-only]] [--bench-reuse K] [--json|--csv] [--quiet]
 """
 from __future__ import annotations
 
@@ -70,8 +71,16 @@ def parse_args(argv):
     ap.add_argument("--perhead", metavar="DIR", default=None,
                     help="also capture one trace per task and length into DIR and compare "
                          "`attnscope sparsity`'s per-head tolerance with the model-level one")
-    ap.add_argument("--perhead-layers", default="spread:6")
-    ap.add_argument("--perhead-t", type=int, default=8)
+    ap.add_argument("--perhead-layers", default="spread:6",
+                    help="layers captured for --perhead (all | full | spread:K | list)")
+    ap.add_argument("--perhead-t", type=int, default=8,
+                    help="decode queries per --perhead trace")
+    ap.add_argument("--perhead-samples", type=int, default=1, metavar="K",
+                    help="--perhead: capture samples 0..K-1 of each task and length; the "
+                         "per-head tolerance is the median over every head of every sample")
+    ap.add_argument("--perhead-solved-only", action="store_true",
+                    help="--perhead: capture nothing for a task and length whose dense "
+                         "accuracy is below 0.5 (its model-level tolerance measures nothing)")
     ap.add_argument("--bench-reuse", type=int, default=0, metavar="K",
                     help="only time the sweep of the first sample (8 decode steps per "
                          "configuration) against re-running the prompt for K of its "
@@ -226,6 +235,8 @@ def _main(argv) -> int:
         raise UsageError("--samples must be at least 1")
     if not 0 <= args.first_sample < args.samples:
         raise UsageError("--first-sample must be in 0..samples-1")
+    if args.perhead_samples < 1 or args.perhead_t < 1:
+        raise UsageError("--perhead-samples and --perhead-t must be at least 1")
     if not 0 < args.heavy_frac <= 1 or not 0 < args.delta < 1 or args.page_size < 1 \
             or args.sinks < 0 or args.chunk < 1:
         raise UsageError("bad --heavy-frac/--delta/--page-size/--sinks/--chunk")
@@ -384,9 +395,12 @@ def _main(argv) -> int:
         bar.step(f"{t} {n} #{i}")
     jf.close()
 
-    summary = stats.summarise([r for r in samples if r["config"] in keys])
+    # this command's tasks and configurations (as summarise_journal selects them)
+    names = {os.path.basename(t) if t.endswith(".jsonl") else t for t in task_names}
+    samples = [r for r in samples if r["config"] in keys and r["task"] in names]
+    summary = stats.summarise(samples)
     tol = stats.tolerance(summary)
-    records = [run_rec] + sorted((r for r in samples if r["config"] in keys), key=sample_order)
+    records = [run_rec] + sorted(samples, key=sample_order)
     records += summary + tol
     if bench:
         records.append(bench)

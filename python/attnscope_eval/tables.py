@@ -33,19 +33,30 @@ METHOD_COLOURS = {"topk": "#1f77b4", "topk-sample": "#2ca02c", "page": "#ff7f0e"
 
 def perhead_svg(perhead: list[dict], ranks: list[dict]) -> str:
     """Scatter (log-log) of the per-head median tolerance (x) against the model-level tolerance
-    (y), one point per (task, length, method) whose dense accuracy is at least 0.5 (or ppl);
-    a model-level value that is the sweep's largest (censored) is drawn as a triangle."""
+    (y), one point per (model, task, length, method) whose dense accuracy is at least 0.5 (or
+    ppl); a model-level value that is the sweep's largest (censored) is drawn as a triangle;
+    points of a second model are hollow; a horizontal whisker spans the per-sample medians when
+    several samples were captured."""
     pts = [r for r in perhead if r["perhead_tolerance"] is not None
            and (r["dense_accuracy"] is None or r["dense_accuracy"] >= 0.5)]
-    W, H, L, B, T, R = 560, 420, 60, 50, 20, 150
-    top = max([100.0] + [max(r["perhead_tolerance"], r["model_tolerance"]) for r in pts])
-    lmax = math.log10(top * 1.3)
+    models = []
+    for r in pts:
+        if r.get("model") not in models:
+            models.append(r.get("model"))
+    W, H, L, B, T, R = 640, 440, 60, 50, 20, 230
+
+    def spread(r):
+        ps = [s["tolerance"] for s in r.get("per_sample") or []]
+        return (min(ps), max(ps)) if len(ps) > 1 else None
+    top = max([100.0] + [max(r["perhead_tolerance"], r["model_tolerance"]) for r in pts]
+              + [spread(r)[1] for r in pts if spread(r)])
+    lmin, lmax = math.log10(0.8), math.log10(top * 1.3)  # 1x off the frame
 
     def x(v):
-        return L + (W - L - R) * math.log10(max(v, 1.0)) / lmax
+        return L + (W - L - R) * (math.log10(max(v, 1.0)) - lmin) / (lmax - lmin)
 
     def y(v):
-        return H - B - (H - B - T) * math.log10(max(v, 1.0)) / lmax
+        return H - B - (H - B - T) * (math.log10(max(v, 1.0)) - lmin) / (lmax - lmin)
     o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
          f'font-family="sans-serif" font-size="11">',
          f'<rect width="{W}" height="{H}" fill="white"/>']
@@ -65,36 +76,59 @@ def perhead_svg(perhead: list[dict], ranks: list[dict]) -> str:
     o.append(f'<text transform="translate(14 {(T + H - B) / 2}) rotate(-90)" '
              f'text-anchor="middle">model-level tolerance (accuracy within dense CI)</text>')
     seen = {}
-    for i, r in enumerate(pts):
+    for r in pts:
         c = METHOD_COLOURS.get(r["method"], "#333")
+        fill = c if models.index(r.get("model")) == 0 else "white"
         # jitter identical points a little so that they stay visible
         k = (r["perhead_tolerance"], r["model_tolerance"])
         j = seen.get(k, 0)
         seen[k] = j + 1
-        px, py = x(r["perhead_tolerance"]) + 4 * j, y(r["model_tolerance"]) - 3 * j
-        tip = (f'{r["task"]} {r["length"]} {r["method"]}: per-head {r["perhead_tolerance"]:g}x, '
-               f'model {r["model_tolerance"]:g}x{"+" if r["model_censored"] else ""}')
+        px, py = x(r["perhead_tolerance"]) + 3 * (j % 4), y(r["model_tolerance"]) - 4 * (j // 4) \
+            - 2 * (j % 4)
+        sp = spread(r)
+        tip = (f'{r.get("model") or ""} {r["task"]} {r["length"]} {r["method"]}: per-head '
+               f'{r["perhead_tolerance"]:g}x'
+               + (f' (samples {sp[0]:g}-{sp[1]:g}x)' if sp else '')
+               + f', model {r["model_tolerance"]:g}x{"+" if r["model_censored"] else ""}')
+        if sp:
+            o.append(f'<line x1="{x(sp[0]):.1f}" y1="{py:.1f}" x2="{x(sp[1]):.1f}" '
+                     f'y2="{py:.1f}" stroke="{c}" opacity="0.5"/>')
         if r["model_censored"]:
             o.append(f'<path d="M{px:.1f} {py - 6:.1f} L{px - 5:.1f} {py + 3:.1f} '
-                     f'L{px + 5:.1f} {py + 3:.1f} Z" fill="{c}" opacity="0.8">'
-                     f'<title>{tip}</title></path>')
+                     f'L{px + 5:.1f} {py + 3:.1f} Z" fill="{fill}" stroke="{c}" '
+                     f'opacity="0.85"><title>{tip}</title></path>')
         else:
-            o.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{c}" opacity="0.8">'
-                     f'<title>{tip}</title></circle>')
+            o.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{fill}" stroke="{c}" '
+                     f'opacity="0.85"><title>{tip}</title></circle>')
     rho = {r["method"]: r for r in ranks}
+
+    def lab(name, rr):
+        if rr is None:
+            return name
+        if rr["spearman"] is None:
+            return f'{name} (rho undefined, n={rr["points"]})'
+        pv = rr.get("p_value")
+        return f'{name} (rho {rr["spearman"]:.2f}, n={rr["points"]}' + \
+            (f', p={pv:.2g})' if pv is not None else ')')
     ly = T + 10
     for m, c in METHOD_COLOURS.items():
         if not any(r["method"] == m for r in pts):
             continue
-        rr = rho.get(m)
-        lab = m if rr is None or rr["spearman"] is None else \
-            f'{m} (rho {rr["spearman"]:.2f}, n={rr["points"]})'
         o.append(f'<circle cx="{W - R + 12}" cy="{ly}" r="4" fill="{c}"/>'
-                 f'<text x="{W - R + 20}" y="{ly + 4}">{lab}</text>')
+                 f'<text x="{W - R + 20}" y="{ly + 4}">{lab(m, rho.get(m))}</text>')
         ly += 16
-    o.append(f'<text x="{W - R + 6}" y="{ly + 8}">triangle: largest</text>')
-    o.append(f'<text x="{W - R + 6}" y="{ly + 22}">sparsity of the sweep</text>')
-    o.append(f'<text x="{W - R + 6}" y="{ly + 36}">(censored); dashed: y = x</text>')
+    if "all" in rho:
+        o.append(f'<text x="{W - R + 6}" y="{ly + 4}">{lab("pooled", rho["all"])}</text>')
+        o.append(f'<text x="{W - R + 6}" y="{ly + 18}">(p: permutations within task x length)</text>')
+        ly += 30
+    notes = ["triangle: largest sparsity of the", "sweep (censored); dashed: y = x"]
+    if len(models) > 1:
+        notes += [f"filled: {models[0]}"] + [f"hollow: {m}" for m in models[1:]]
+    if any(spread(r) for r in pts):
+        notes += ["whisker: range of the per-sample", "medians"]
+    for t in notes:
+        o.append(f'<text x="{W - R + 6}" y="{ly + 8}">{t}</text>')
+        ly += 14
     o.append("</svg>")
     return "\n".join(o) + "\n"
 
@@ -203,16 +237,52 @@ def main(argv=None) -> int:
         print(f"| {t} | {n} | {_fmt(d['accuracy'])} | " + " | ".join(cells) + " |")
     if perhead:
         print("\n### Per-head prediction vs model-level tolerance\n")
-        print("| task | length | method | per-head median (5% error) | heads needing dense | "
+        several = len({r.get("model") for r in perhead}) > 1
+        print("| " + ("model | " if several else "") + "task | length | method | traces | "
+              "per-head median (5% error) | per-sample medians | heads needing dense | "
               "model-level |")
-        print("|---|---:|---|---:|---:|---:|")
+        print("|" + ("---|" if several else "") + "---|---:|---|---:|---:|---|---:|---:|")
         for r in perhead:
-            print(f"| {r['task']} | {r['length']} | {r['method']} | "
-                  f"{_sp(r['perhead_tolerance'])} | {r['perhead_dense_heads']}/{r['heads']} | "
+            ps = ", ".join(_sp(s["tolerance"]) for s in r.get("per_sample") or [])
+            print("| " + (f"{r.get('model')} | " if several else "") +
+                  f"{r['task']} | {r['length']} | {r['method']} | {r.get('samples', 1)} | "
+                  f"{_sp(r['perhead_tolerance'])} | {ps or '–'} | "
+                  f"{r['perhead_dense_heads']:g}/{r['heads']} | "
                   f"{_sp(r['model_tolerance'])}{'+' if r['model_censored'] else ''} |")
+        # the same, one row per task and length: per-head -> model-level, per method
+        pm = sorted({r["method"] for r in perhead})
+        print("\nper-head median tolerance → model-level tolerance (+: the largest sparsity of the "
+              "sweep still passes)\n")
+        print("| " + ("model | " if several else "") + "task | length | traces | "
+              + " | ".join(pm) + " |")
+        print("|" + ("---|" if several else "") + "---|---:|---:|" + "---:|" * len(pm))
+        seen_pts = []
+        for r in perhead:
+            k = (r.get("model"), r["task"], r["length"])
+            if k not in seen_pts:
+                seen_pts.append(k)
+        for k in seen_pts:
+            rows = {r["method"]: r for r in perhead
+                    if (r.get("model"), r["task"], r["length"]) == k}
+            cells = ["–" if m not in rows else
+                     f"{_sp(rows[m]['perhead_tolerance'])} → {_sp(rows[m]['model_tolerance'])}"
+                     f"{'+' if rows[m]['model_censored'] else ''}" for m in pm]
+            n_tr = max(r.get("samples", 1) for r in rows.values())
+            print("| " + (f"{k[0]} | " if several else "") + f"{k[1]} | {k[2]} | {n_tr} | "
+                  + " | ".join(cells) + " |")
+        print("\n| method | points | distinct per-head / model-level values | Spearman rho | "
+              "p (two-sided, permutation) |")
+        print("|---|---:|---|---:|---:|")
         for r in ranks:
-            print(f"\n{r['method']}: Spearman rho = {_fmt(r['spearman'])} over {r['points']} "
-                  f"points")
+            pv = r.get("p_value")
+            how = "" if pv is None else (" exact" if r.get("strata") is None and r["points"] <= 8
+                                         else f" {r['permutations']} perms" +
+                                         (f" within {r['strata']} strata" if r.get("strata")
+                                          else ""))
+            rho = "undefined" if r["spearman"] is None else f"{r['spearman']:.2f}"
+            print(f"| {r['method']} | {r['points']} | {r.get('distinct_perhead', '–')} / "
+                  f"{r.get('distinct_model', '–')} | {rho} | "
+                  f"{'–' if pv is None else f'{pv:.3g}'}{how} |")
     if svg:
         with open(svg, "w") as f:
             f.write(perhead_svg(perhead, ranks))
