@@ -1215,6 +1215,27 @@ void as_report_versions(char *buf, size_t n)
              CJSON_VERSION_MAJOR, CJSON_VERSION_MINOR, CJSON_VERSION_PATCH);
 }
 
+void as_report_run_kv(as_buf *b, const as_report_info *info)
+{
+    char tmp[512];
+    as_html_kv(b, "attnscope version", AS_VERSION);
+    as_html_kv_code(b, "command", info->command);
+    if (info->gpu_json_path) as_html_kv_code(b, "GPU results", info->gpu_json_path);
+    if (info->eval_json_path) as_html_kv_code(b, "eval results", info->eval_json_path);
+    as_report_versions(tmp, sizeof tmp);
+    as_html_kv(b, "libraries", tmp);
+    time_t now = time(NULL);
+    struct tm tmv;
+    if (gmtime_r(&now, &tmv)) {
+        strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S UTC", &tmv);
+        as_html_kv(b, "generated", tmp);
+    }
+    if (info->seconds >= 0) {
+        snprintf(tmp, sizeof tmp, "%.2f s", info->seconds);
+        as_html_kv(b, "analysis time", tmp);
+    }
+}
+
 static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *info);
 
 static void section_provenance(ctx *c, const as_trace *tr, const as_report_info *info)
@@ -1244,22 +1265,7 @@ static void provenance_table(ctx *c, const as_trace *tr, const as_report_info *i
                                        "transformers_version", "torch_version", NULL};
     for (int i = 0; keys[i]; i++)
         if (as_trace_meta(tr, keys[i])) as_html_kv(b, keys[i], as_trace_meta(tr, keys[i]));
-    as_html_kv(b, "attnscope version", AS_VERSION);
-    as_html_kv_code(b, "command", info->command);
-    if (info->gpu_json_path) as_html_kv_code(b, "GPU results", info->gpu_json_path);
-    if (info->eval_json_path) as_html_kv_code(b, "eval results", info->eval_json_path);
-    as_report_versions(tmp, sizeof tmp);
-    as_html_kv(b, "libraries", tmp);
-    time_t now = time(NULL);
-    struct tm tmv;
-    if (gmtime_r(&now, &tmv)) {
-        strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S UTC", &tmv);
-        as_html_kv(b, "generated", tmp);
-    }
-    if (info->seconds >= 0) {
-        snprintf(tmp, sizeof tmp, "%.2f s", info->seconds);
-        as_html_kv(b, "analysis time", tmp);
-    }
+    as_report_run_kv(b, info);
     as_html_kv_end(b);
     size_t nm = as_trace_n_meta(tr);
     if (nm > 0) {

@@ -74,4 +74,9 @@ char *as_report_command_line(int argc, char **argv);
 /* Library versions used to draw and checksum ("PLplot 5.15.0, OpenSSL 3.0.x"). */
 void as_report_versions(char *buf, size_t n);
 
+/* The provenance rows a run shares with every page it writes: attnscope version, command, the
+ * GPU and eval documents, library versions, when generated, the analysis time (into an open
+ * key-value list of b). */
+void as_report_run_kv(as_buf *b, const as_report_info *info);
+
 #endif

@@ -259,23 +259,7 @@ static void section_provenance(as_buf *b, const as_study_trace *t, size_t n,
                     "metadata, closes its part of the page).");
     provenance_files(b, t, n);
     as_html_kv_begin(b, NULL);
-    char tmp[512];
-    as_html_kv(b, "attnscope version", AS_VERSION);
-    as_html_kv_code(b, "command", info->command);
-    if (info->gpu_json_path) as_html_kv_code(b, "GPU results", info->gpu_json_path);
-    if (info->eval_json_path) as_html_kv_code(b, "eval results", info->eval_json_path);
-    as_report_versions(tmp, sizeof tmp);
-    as_html_kv(b, "libraries", tmp);
-    time_t now = time(NULL);
-    struct tm tmv;
-    if (gmtime_r(&now, &tmv)) {
-        strftime(tmp, sizeof tmp, "%Y-%m-%d %H:%M:%S UTC", &tmv);
-        as_html_kv(b, "generated", tmp);
-    }
-    if (info->seconds >= 0) {
-        snprintf(tmp, sizeof tmp, "%.2f s", info->seconds);
-        as_html_kv(b, "analysis time", tmp);
-    }
+    as_report_run_kv(b, info);
     as_html_kv_end(b);
     as_html_section_end(b);
 }
