@@ -13,6 +13,17 @@
 #define SP_TILE 2048           /* keys per V tile in the checking pass */
 #define SP_RTOL 1e-9           /* relative slack on bounds for rounding */
 
+as_status as_sp_config_check_layer(const as_sp_config *cfg, const as_layer *l, char *err)
+{
+    if (cfg->head >= l->hq || cfg->query >= l->t)
+        return as_err_set(err, AS_ERR_USAGE, "layer %d has %lld heads and %lld queries",
+                          l->index, (long long)l->hq, (long long)l->t);
+    if (l->n > INT32_MAX)
+        return as_err_set(err, AS_ERR_USAGE, "layer %d: N = %lld keys is more than supported",
+                          l->index, (long long)l->n);
+    return AS_OK;
+}
+
 void as_sp_config_init(as_sp_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -632,12 +643,8 @@ as_status as_sp_run(const as_trace *tr, const as_sp_config *cfg, as_sp_record_fn
         const as_layer *l = as_trace_layer(tr, li);
         if (cfg->layer >= 0 && l->index != cfg->layer) continue;
         any = 1;
-        if (cfg->head >= l->hq || cfg->query >= l->t)
-            return as_err_set(err, AS_ERR_USAGE, "layer %d has %lld heads and %lld queries",
-                              l->index, (long long)l->hq, (long long)l->t);
-        if (l->n > INT32_MAX)
-            return as_err_set(err, AS_ERR_USAGE, "layer %d: N = %lld keys is more than supported",
-                              l->index, (long long)l->n);
+        as_status lst = as_sp_config_check_layer(cfg, l, err);
+        if (lst != AS_OK) return lst;
         if (cfg->params.index) {
             int uses = 0;
             for (size_t i = 0; i < cfg->n_methods; i++) uses |= cfg->methods[i] == AS_SP_INDEX;

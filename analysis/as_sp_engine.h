@@ -76,6 +76,10 @@ typedef struct {
 
 void as_sp_config_init(as_sp_config *c);
 
+/* A selected layer against cfg: --head and --query within it, N within the index type.
+ * AS_OK, or AS_ERR_USAGE with err (as_sp_run and as_sweep_run check every layer so). */
+as_status as_sp_config_check_layer(const as_sp_config *cfg, const as_layer *l, char *err);
+
 typedef struct {
     int layer;
     int64_t head, kv_head, query;

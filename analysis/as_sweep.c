@@ -1218,12 +1218,8 @@ as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
         const as_layer *l = as_trace_layer(tr, li);
         if (cfg->layer >= 0 && l->index != cfg->layer) continue;
         any = 1;
-        if (cfg->head >= l->hq || cfg->query >= l->t)
-            return as_err_set(err, AS_ERR_USAGE, "layer %d has %lld heads and %lld queries",
-                              l->index, (long long)l->hq, (long long)l->t);
-        if (l->n > INT32_MAX)
-            return as_err_set(err, AS_ERR_USAGE, "layer %d: N = %lld keys is more than supported",
-                              l->index, (long long)l->n);
+        as_status lst = as_sp_config_check_layer(cfg, l, err);
+        if (lst != AS_OK) return lst;
         if (l->d > 1024)
             return as_err_set(err, AS_ERR_USAGE, "layer %d: head dimension %lld above 1024",
                               l->index, (long long)l->d);
