@@ -19,7 +19,7 @@ const char as_help_gpu[] =
     "       attnscope gpu bench [--quick] [--batches 1,8,32,64] [--ns 8192,...] [--ds 128,64]\n"
     "                           [--sparsities 1,10,20,50,100] [--hq 32] [--hkv 8] [--reps 30]\n"
     "                           [--max-gib G] [--no-selection] [--variant V] [--split-kv]\n"
-    "                           [--only METHOD] [--json|--csv]\n\n"
+    "                           [--paged P] [--only METHOD] [--json|--csv]\n\n"
     "replay: load each layer's K/V (stored type kept: bf16, f16 or f32) and queries to the GPU\n"
     "(the queries of a trace form the batch, each seeing its causal prefix), run the method and\n"
     "compare every query head's output with the float64 dense output (analysis/as_sp_check.h);\n"
@@ -49,6 +49,9 @@ const char as_help_gpu[] =
     "bench: time the kernels (CUDA events, warm-up, inputs rotating over > 4x L2, median of\n"
     ">= 20 launches) beside a device-to-device copy measured in the same run; rows 'gpu_bench':\n"
     "method, shape, microseconds, bytes that must move, GB/s, % of the copy's GB/s.\n"
+    "--paged P holds K/V as a paged pool (blocks of P keys, a power of two; 0: contiguous; layout\n"
+    "[blocks][hkv][P][d]; each sequence's blocks a random permutation of the pool, read through\n"
+    "a block table), as serving engines do; shapes whose N is not a multiple of P are skipped.\n"
     "--split-kv puts K and V in two allocations (default: one, V after K); --only METHOD times\n"
     "only that row of each shape (besides copy and read), e.g. for a profiler.\n"
     "gpu/bench/bench.py runs this next to FlashInfer and PyTorch SDPA.\n";
@@ -553,7 +556,7 @@ static void bench_progress(const as_gpu_bench_row *r, void *user)
 static int bench(int argc, char **argv)
 {
     enum { O_QUICK = 1, O_BATCHES, O_NS, O_DS, O_SP, O_HQ, O_HKV, O_REPS, O_MAXGIB, O_NOSEL, O_VAR,
-           O_SPLIT, O_ONLY };
+           O_SPLIT, O_ONLY, O_PAGED };
     static const struct option opts[] = {AS_CLI_COMMON_LONGOPTS,
                                          {"quick", no_argument, 0, O_QUICK},
                                          {"batches", required_argument, 0, O_BATCHES},
@@ -567,6 +570,7 @@ static int bench(int argc, char **argv)
                                          {"no-selection", no_argument, 0, O_NOSEL},
                                          {"variant", required_argument, 0, O_VAR},
                                          {"split-kv", no_argument, 0, O_SPLIT},
+                                         {"paged", required_argument, 0, O_PAGED},
                                          {"only", required_argument, 0, O_ONLY},
                                          {0, 0, 0, 0}};
     as_cli_common cc;
@@ -577,6 +581,7 @@ static int bench(int argc, char **argv)
     long hq = 32, hkv = 8, reps = 30, variant = 0;
     double max_gib = 36;
     int selection = 1, split_kv = 0;
+    long paged = 0;
     const char *only = NULL;
     int opt, rr;
     optind = 1;
@@ -605,6 +610,11 @@ static int bench(int argc, char **argv)
             break;
         case O_NOSEL: selection = 0; break;
         case O_SPLIT: split_kv = 1; break;
+        case O_PAGED:
+            if (as_cli_parse_int("gpu bench", "paged", optarg, 0, 1 << 20, &paged)) return 2;
+            if (paged > 0 && (paged & (paged - 1)))
+                return as_cli_usage("gpu bench", "--paged: the block size must be a power of two");
+            break;
         case O_ONLY: only = optarg; break;
         default: return as_cli_bad_option("gpu bench", opt, argv);
         }
@@ -638,6 +648,7 @@ static int bench(int argc, char **argv)
     cfg.selection = selection;
     cfg.variant = (int)variant;
     cfg.split_kv = split_kv;
+    cfg.paged = (int32_t)paged;
     cfg.only = only;
     cfg.progress = bench_progress;
     int quiet = cc.quiet;
@@ -650,6 +661,7 @@ static int bench(int argc, char **argv)
     as_out *out = as_out_new(cc.fmt, "gpu bench", NULL);
     as_out_meta(out, "device", cJSON_CreateString(dev));
     as_out_meta(out, "variant", cJSON_CreateNumber((double)variant));
+    as_out_meta(out, "paged", cJSON_CreateNumber((double)paged));
     for (size_t i = 0; i < nrows; i++) {
         const as_gpu_bench_row *r = &rows[i];
         cJSON *rec = cJSON_CreateObject();

@@ -214,6 +214,23 @@ as_status as_gpu_check_attn(const as_gpu_attn *a, char *err)
         ((uintptr_t)a->k % 16) || ((uintptr_t)a->v % 16))
         return as_err_set(err, AS_ERR_USAGE, "gpu: K/V rows must be 16-byte aligned");
     if (!(a->scale > 0.f)) return as_err_set(err, AS_ERR_USAGE, "gpu: scale must be > 0");
+    if (a->blocks) {
+        if (a->block_size < 1 || a->block_size > (1 << 20) ||
+            (a->block_size & (a->block_size - 1)))
+            return as_err_set(err, AS_ERR_USAGE,
+                              "gpu: paged KV block size %d is not a power of two in 1..2^20",
+                              a->block_size);
+        if (a->max_blocks < 1 || (int64_t)a->max_blocks * a->block_size < a->nmax)
+            return as_err_set(err, AS_ERR_USAGE,
+                              "gpu: paged KV table of %d blocks of %d keys cannot hold nmax=%d",
+                              a->max_blocks, a->block_size, a->nmax);
+        if (a->stride_block < 0 || a->stride_block % a->stride_n ||
+            (a->stride_block * (int64_t)es) % 16)
+            return as_err_set(err, AS_ERR_USAGE,
+                              "gpu: paged KV block stride %lld must be a 16-byte aligned "
+                              "multiple of stride_n %lld",
+                              (long long)a->stride_block, (long long)a->stride_n);
+    }
     return AS_OK;
 }
 
@@ -276,8 +293,8 @@ extern "C" void as_gpu_pages_free(as_gpu_pages *p)
 /* One block per (page chunk, kv head, sequence); thread c owns column c. */
 template <int DT>
 __global__ void as_k_pages_build(const void *k, int64_t sb, int64_t sh, int64_t sn,
-                                 const int32_t *lens, int d, int page, int npages, int hkv,
-                                 int pages_per_block, void *kmin, void *kmax)
+                                 as_kv_pages kvp, const int32_t *lens, int d, int page,
+                                 int npages, int hkv, int pages_per_block, void *kmin, void *kmax)
 {
     const int b = blockIdx.z, h = blockIdx.y;
     const int len = lens[b];
@@ -291,7 +308,7 @@ __global__ void as_k_pages_build(const void *k, int64_t sb, int64_t sh, int64_t 
         for (int c = threadIdx.x; c < d; c += blockDim.x) {
             float mn = INFINITY, mx = -INFINITY;
             for (int n = n0; n < n1; n++) {
-                const float x = as_ld1<DT>(kb, (int64_t)n * sn + c);
+                const float x = as_ld1<DT>(kb, as_kv_row(kvp, b, n) * sn + c);
                 mn = fminf(mn, x);
                 mx = fmaxf(mx, x);
             }
@@ -309,19 +326,21 @@ extern "C" as_status as_gpu_pages_build(as_gpu_ctx *c, const as_gpu_attn *a, as_
         (int64_t)p->npages * p->page < a->nmax)
         return as_err_set(err, AS_ERR_USAGE, "gpu pages: metadata not allocated for this cache");
     const int ppb = 8;
+    const as_kv_pages kvp = as_kv_pages_of(a);
+    const int64_t sb = kvp.blocks ? 0 : a->stride_b;
     dim3 grid((unsigned)((p->npages + ppb - 1) / ppb), (unsigned)a->hkv, (unsigned)a->batch);
     switch (a->kv_dtype) {
     case AS_GPU_F32:
-        as_k_pages_build<0><<<grid, a->d, 0, c->stream>>>(a->k, a->stride_b, a->stride_h,
-            a->stride_n, a->lens, a->d, p->page, p->npages, a->hkv, ppb, p->kmin, p->kmax);
+        as_k_pages_build<0><<<grid, a->d, 0, c->stream>>>(a->k, sb, a->stride_h,
+            a->stride_n, kvp, a->lens, a->d, p->page, p->npages, a->hkv, ppb, p->kmin, p->kmax);
         break;
     case AS_GPU_F16:
-        as_k_pages_build<1><<<grid, a->d, 0, c->stream>>>(a->k, a->stride_b, a->stride_h,
-            a->stride_n, a->lens, a->d, p->page, p->npages, a->hkv, ppb, p->kmin, p->kmax);
+        as_k_pages_build<1><<<grid, a->d, 0, c->stream>>>(a->k, sb, a->stride_h,
+            a->stride_n, kvp, a->lens, a->d, p->page, p->npages, a->hkv, ppb, p->kmin, p->kmax);
         break;
     default:
-        as_k_pages_build<2><<<grid, a->d, 0, c->stream>>>(a->k, a->stride_b, a->stride_h,
-            a->stride_n, a->lens, a->d, p->page, p->npages, a->hkv, ppb, p->kmin, p->kmax);
+        as_k_pages_build<2><<<grid, a->d, 0, c->stream>>>(a->k, sb, a->stride_h,
+            a->stride_n, kvp, a->lens, a->d, p->page, p->npages, a->hkv, ppb, p->kmin, p->kmax);
         break;
     }
     AS_CU_LAUNCHED("pages_build");

@@ -14,10 +14,14 @@
  *   5. top-k + sampling  deterministic heavy hitters plus a uniform sample of the rest (on-GPU
  *                        Philox random numbers); numerator and denominator of the softmax are
  *                        estimated separately: o = (N_S + (n/m) N_smp) / (D_S + (n/m) D_smp).
+ *   6. pages + sampling  Quest pages as the heavy set, uniform draws over the other keys.
+ *   7. decode step       selection + attention planned once, run without allocation or host
+ *                        synchronisation (capturable into a CUDA graph), contiguous or paged KV.
  *
  * Memory: device pointers are plain cudaMalloc memory (as_gpu_malloc). A KV cache is
  * K[b][h][n][d] addressed through element strides (stride_b may be 0: sequences sharing one
- * cache, as when the queries of one trace are replayed as a batch). Queries and outputs are
+ * cache, as when the queries of one trace are replayed as a batch), or a paged pool addressed
+ * through a block table (as_gpu_attn.blocks), as serving engines hold it. Queries and outputs are
  * float32 [batch][hq][d]. Scores use the softmax scale `scale` (natural-log units).
  *
  * Errors: functions return an as_status and fill err (AS_ERR_LEN bytes); CUDA failures are
@@ -97,6 +101,18 @@ typedef struct {
     int32_t nmax;                   /* upper bound of lens (sizes grids and workspaces) */
     const float *q;                 /* [batch][hq][d] */
     float scale;                    /* softmax scale, usually 1/sqrt(d) */
+    /* Paged KV (the layout of vLLM, SGLang and FlashInfer): NULL for the contiguous layout
+     * above. Otherwise key n of sequence b is slot n % block_size of the physical block
+     * blocks[b * max_blocks + n / block_size], at element offset
+     *     blocks[...] * stride_block + (n % block_size) * stride_n + h * stride_h
+     * from k (v likewise; stride_b unused). block_size is a power of two (16 in vLLM), stride_block
+     * a multiple of stride_n, max_blocks * block_size >= nmax. E.g. a pool [blocks][16][hkv][d]
+     * (vLLM, FlashInfer NHD): stride_n = hkv d, stride_h = d, stride_block = 16 hkv d; a pool
+     * [blocks][hkv][16][d] (FlashInfer HND): stride_n = d, stride_h = 16 d, stride_block = hkv 16 d.
+     * The table is device memory, read by the kernels: it may change between graph replays. */
+    const int32_t *blocks;
+    int32_t block_size, max_blocks;
+    int64_t stride_block;
 } as_gpu_attn;
 
 /* Selection rows are per (sequence, kv head) [shared by the group's query heads] or per
@@ -190,6 +206,50 @@ as_status as_gpu_select_pages_sample(as_gpu_ctx *c, const as_gpu_attn *a, const 
                                      int32_t npages_keep, int32_t m, uint64_t seed,
                                      as_gpu_sel *sel, char *err);
 
+/* ---- 7: one decode step, as a serving engine calls it --------------------------------------
+ * Selection + attention planned once (FFTW style) and then run every step with no allocation
+ * and no host synchronisation, so that a run can be captured into a CUDA graph on the
+ * context's stream (cudaStreamBeginCapture on as_gpu_ctx_stream) and replayed: q, lens, the K/V
+ * contents, the block table and the page min/max are read from device memory at replay, so a
+ * graph replays correctly after they change in place; the pointers, batch, heads, d, dtype,
+ * method, budgets, seed and nmax are fixed in the graph (re-plan or re-capture to change them;
+ * the draws of the sampling methods are keyed by seed, row and draw, so a captured graph draws
+ * the same positions at each step while lens does not change). Contiguous or paged K/V alike.
+ * The context's workspaces are captured by address: plan every step of a context before
+ * capturing any graph on it (a later plan of a larger problem may reallocate them). */
+typedef enum {
+    AS_GPU_STEP_DENSE = 0,    /* dense decode (no selection) */
+    AS_GPU_STEP_TOPK,         /* exact top-k of k keys (as_gpu_select_topk) */
+    AS_GPU_STEP_PAGES,        /* Quest: the `pages` best pages (as_gpu_select_pages) */
+    AS_GPU_STEP_TOPK_SAMPLE,  /* top-k of k keys + m draws (as_gpu_select_topk_sample) */
+    AS_GPU_STEP_PAGES_SAMPLE  /* `pages` best pages + m draws (as_gpu_select_pages_sample) */
+} as_gpu_step_method;
+
+typedef struct {
+    as_gpu_step_method method;
+    as_gpu_sel_mode mode; /* selections per (sequence, kv head) or per (sequence, query head) */
+    int32_t k;            /* TOPK, TOPK_SAMPLE: keys of the top-k */
+    int32_t pages;        /* PAGES, PAGES_SAMPLE: pages kept (of the as_gpu_pages given to run) */
+    int32_t m;            /* *_SAMPLE: uniform draws */
+    uint64_t seed;        /* *_SAMPLE */
+} as_gpu_step_cfg;
+
+typedef struct as_gpu_step as_gpu_step;
+/* Plan a step for problems shaped as a (batch, heads, d, dtype, nmax, paged or not) with page
+ * metadata shaped as pg (PAGES*; else NULL): allocates the selection and runs the step once on
+ * a (which must hold valid device data; outputs go to o/lse, may be NULL: then a scratch
+ * output) so that every workspace of the context has its final size. NULL on error (err). */
+as_gpu_step *as_gpu_step_plan(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_pages *pg,
+                              const as_gpu_step_cfg *cfg, float *o, float *lse, char *err);
+/* One step: selection (if any) then attention, o[b][hq][d] and lse[b][hq] as the decode
+ * functions. a and pg may differ from the planned ones in pointers and contents, not in shape
+ * (AS_ERR_USAGE otherwise). Asynchronous; nothing allocated; capturable. */
+as_status as_gpu_step_run(as_gpu_step *s, const as_gpu_attn *a, const as_gpu_pages *pg,
+                          float *o, float *lse, char *err);
+/* The device selection the last run wrote (NULL for DENSE): idx/count/logw as as_gpu_sel. */
+const as_gpu_sel *as_gpu_step_selection(const as_gpu_step *s);
+void as_gpu_step_free(as_gpu_step *s);
+
 /* ---- CPU float64 references (host pointers in the same descriptors) ---------------------- */
 /* Dense decode; o [batch][hq][d], lse [batch][hq] (may be NULL). */
 void as_gpu_ref_decode_dense(const as_gpu_attn *a, double *o, double *lse);
@@ -240,6 +300,10 @@ typedef struct {
     int selection;            /* also time selection and end-to-end rows */
     int variant;
     int split_kv;             /* K and V in two allocations (default: one, V after K) */
+    int32_t paged;            /* > 0: K/V as a paged pool of blocks of this many keys, layout
+                                 [blocks][hkv][paged][d], the blocks of each sequence a random
+                                 permutation of the pool (a block table, as_gpu_attn.blocks);
+                                 N must be a multiple; 0: contiguous [B][hkv][N][d] */
     const char *only;         /* NULL, or time only the shape rows of this method (profiling) */
     void (*progress)(const as_gpu_bench_row *row, void *user); /* called per row (may be NULL) */
     void *user;

@@ -221,6 +221,8 @@ typedef struct {
     as_gpu_pages *pages, *pages32;
     int32_t *lens;
     float *o, *lse;
+    int32_t bs;      /* paged: keys per block (0: contiguous) */
+    int32_t *blocks; /* paged: the block table [B][N / bs], one for every set */
 } shape_bufs;
 
 static void free_shape(shape_bufs *s)
@@ -238,6 +240,7 @@ static void free_shape(shape_bufs *s)
     free(s->pages);
     free(s->pages32);
     as_gpu_free(s->lens);
+    as_gpu_free(s->blocks);
     as_gpu_free(s->o);
     as_gpu_free(s->lse);
     memset(s, 0, sizeof *s);
@@ -257,6 +260,14 @@ static as_gpu_attn attn_of(const shape_bufs *s, int set, int b, int hq, int hkv,
     a.stride_h = (int64_t)n * d;
     a.stride_b = (int64_t)hkv * n * d;
     a.v = s->vv && s->vv[set] ? s->vv[set] : (const char *)s->kv[set] + (size_t)b * a.stride_b * 2;
+    if (s->bs > 0) { /* the same bytes as a pool of blocks [B N / bs][hkv][bs][d] */
+        a.stride_h = (int64_t)s->bs * d;
+        a.stride_block = (int64_t)hkv * s->bs * d;
+        a.stride_b = 0;
+        a.blocks = s->blocks;
+        a.block_size = s->bs;
+        a.max_blocks = n / s->bs;
+    }
     a.lens = s->lens;
     a.nmax = n;
     a.q = s->q[set];
@@ -340,6 +351,28 @@ extern "C" as_status as_gpu_bench(as_gpu_ctx *c, const as_gpu_bench_cfg *cfg,
                     st = as_gpu_malloc((void **)&sb.lens, (size_t)B * 4, err);
                     if (st == AS_OK) st = as_gpu_malloc((void **)&sb.o, qn * 4, err);
                     if (st == AS_OK) st = as_gpu_malloc((void **)&sb.lse, (size_t)B * hq * 4, err);
+                    if (st == AS_OK && cfg->paged > 0) {
+                        if (N % cfg->paged) {
+                            free_shape(&sb);
+                            continue;
+                        }
+                        /* each sequence's blocks: a random permutation of the pool (Fisher-Yates,
+                         * fixed seed), so that logically adjacent blocks are not adjacent */
+                        sb.bs = cfg->paged;
+                        const int64_t nbk = (int64_t)B * (N / sb.bs);
+                        int32_t *ht = (int32_t *)malloc((size_t)nbk * 4);
+                        if (!ht) st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");
+                        uint64_t x = 0x9E3779B97F4A7C15ull;
+                        for (int64_t i = 0; ht && i < nbk; i++) ht[i] = (int32_t)i;
+                        for (int64_t i = nbk - 1; ht && i > 0; i--) {
+                            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                            const int64_t j = (int64_t)(x % (uint64_t)(i + 1));
+                            const int32_t t = ht[i]; ht[i] = ht[j]; ht[j] = t;
+                        }
+                        if (st == AS_OK) st = as_gpu_malloc((void **)&sb.blocks, (size_t)nbk * 4, err);
+                        if (st == AS_OK) st = as_gpu_upload(sb.blocks, ht, (size_t)nbk * 4, err);
+                        free(ht);
+                    }
                     if (st == AS_OK) {
                         int32_t *hl = (int32_t *)malloc((size_t)B * 4);
                         if (!hl) st = as_err_set(err, AS_ERR_NOMEM, "bench: out of memory");

@@ -116,12 +116,13 @@ __global__ void __launch_bounds__(128, (GM >= 8) ? 2 : 4) as_k_decode(const as_d
             lw[u] = pw[u];
             if (n >= 0 && n < len) {
                 okm |= 1u << u;
+                const int64_t rn = as_kv_row(p.kvp, b, n);
 #pragma unroll
                 for (int pc = 0; pc < PC; pc++) {
                     as_cp_async16(&stg[(((buf * 2 + 0) * U + u) * PC + pc) * 128 + tid],
-                                  kb + (int64_t)n * rowb + pc * 16);
+                                  kb + rn * rowb + pc * 16);
                     as_cp_async16(&stg[(((buf * 2 + 1) * U + u) * PC + pc) * 128 + tid],
-                                  vb + (int64_t)n * rowb + pc * 16);
+                                  vb + rn * rowb + pc * 16);
                 }
             }
         }
@@ -285,6 +286,7 @@ __global__ void as_k_merge(const float *part_o, const float *part_lse, int split
 struct as_sc_params {
     const void *k, *v; /* BOUND: kmin, kmax */
     int64_t sb, sh, sn;
+    as_kv_pages kvp;   /* paged K (sb is then 0); never with BOUND */
     const int32_t *lens;
     int32_t page; /* BOUND: rows are pages of this many keys */
     const float *q;
@@ -333,8 +335,9 @@ __global__ void __launch_bounds__(128) as_k_scores(const as_sc_params p)
         for (int u = 0; u < U; u++) {
             const int j = base + u * SLOTS + slot;
             if (j < end) {
-                as_load8<DT>(as_row<DT>(kb, (int64_t)j * p.sn), sub * 8, kn[u]);
-                if (BOUND) as_load8<DT>(as_row<DT>(vb, (int64_t)j * p.sn), sub * 8, vn[BOUND ? u : 0]);
+                const int64_t rj = BOUND ? (int64_t)j : as_kv_row(p.kvp, b, j);
+                as_load8<DT>(as_row<DT>(kb, rj * p.sn), sub * 8, kn[u]);
+                if (BOUND) as_load8<DT>(as_row<DT>(vb, rj * p.sn), sub * 8, vn[BOUND ? u : 0]);
             } else {
                 as_zero8<DT>(kn[u]);
                 if (BOUND) as_zero8<DT>(vn[BOUND ? u : 0]);
@@ -491,7 +494,8 @@ static as_status run_decode(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu_se
     as_dec_params p;
     p.k = a->k;
     p.v = a->v;
-    p.sb = a->stride_b;
+    p.kvp = as_kv_pages_of(a);
+    p.sb = p.kvp.blocks ? 0 : a->stride_b;
     p.sh = a->stride_h;
     p.sn = a->stride_n;
     p.lens = a->lens;
@@ -625,7 +629,8 @@ as_status as_gpu_launch_scores(as_gpu_ctx *c, const as_gpu_attn *a, float *s, in
     plan_scores(c, a, a->nmax, &gm, &ngroups, &chunk, &splits);
     p.k = a->k;
     p.v = nullptr;
-    p.sb = a->stride_b;
+    p.kvp = as_kv_pages_of(a);
+    p.sb = p.kvp.blocks ? 0 : a->stride_b;
     p.sh = a->stride_h;
     p.sn = a->stride_n;
     p.lens = a->lens;
@@ -658,10 +663,12 @@ static as_status plan_scores_tc(as_gpu_ctx *c, const as_gpu_attn *a, const as_gp
     memset(p, 0, sizeof *p);
     p->k = a->k;
     p->v = a->v;
-    p->sb = a->stride_b;
+    p->kvp = as_kv_pages_of(a);
+    p->sb = p->kvp.blocks ? 0 : a->stride_b;
     p->sh = a->stride_h;
     p->sn = a->stride_n;
-    if (pg) { /* rows are pages: k = kmax, v = kmin */
+    if (pg) { /* rows are pages: k = kmax, v = kmin (their own contiguous arrays) */
+        p->kvp = as_kv_pages();
         p->k = pg->kmax;
         p->v = pg->kmin;
         p->sn = a->d;
@@ -762,6 +769,7 @@ as_status as_gpu_launch_bounds(as_gpu_ctx *c, const as_gpu_attn *a, const as_gpu
     plan_scores(c, a, pg->npages, &gm, &ngroups, &chunk, &splits);
     p.k = pg->kmin;
     p.v = pg->kmax;
+    p.kvp = as_kv_pages();
     p.sn = a->d;
     p.sh = (int64_t)pg->npages * a->d;
     p.sb = (int64_t)a->hkv * p.sh;

@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(128, 2) as_k_decode_tc(const as_dec_params p)
         for (int r = 0; r < G::R; r++) {
             const int row = cr + G::KPI * r;
             const int n = __shfl_sync(FULL, pn, row);
-            const int64_t off = n >= 0 ? (int64_t)n * rowb + cc * 16 : 0;
+            const int64_t off = n >= 0 ? (BD ? (int64_t)n : as_kv_row(p.kvp, b, n)) * rowb + cc * 16 : 0;
             tc_cp16(sk + tc_off<D>(row, cc), kb + off, n >= 0);
             if (!SC || BD) tc_cp16(sv + tc_off<D>(row, cc), vb + off, n >= 0);
         }

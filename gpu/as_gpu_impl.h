@@ -81,10 +81,33 @@ struct as_tk_ws {
 };
 
 
+/* Paged KV addressing of the kernels (as_gpu_attn.blocks): row n of sequence b is row
+ * blocks[b * mb + (n >> shift)] * brows + (n & (2^shift - 1)) of the (kv head) base, in units of
+ * the row stride; blocks == NULL: row n of the (sequence, kv head) base (as_kv_row in
+ * as_gpu_kern.cuh). */
+struct as_kv_pages {
+    const int32_t *blocks;
+    int32_t mb, shift;
+    int64_t brows; /* stride_block / stride_n */
+};
+/* The addressing of a (validated) problem; contiguous when a->blocks is NULL. */
+static inline as_kv_pages as_kv_pages_of(const as_gpu_attn *a)
+{
+    as_kv_pages g = {nullptr, 0, 0, 0};
+    if (a->blocks) {
+        g.blocks = a->blocks;
+        g.mb = a->max_blocks;
+        while ((1 << g.shift) < a->block_size) g.shift++;
+        g.brows = a->stride_block / a->stride_n;
+    }
+    return g;
+}
+
 /* Parameters of the decode kernels (as_gpu_decode.cu, as_gpu_decode_tc.cu). */
 struct as_dec_params {
     const void *k, *v;
     int64_t sb, sh, sn;
+    as_kv_pages kvp; /* paged K/V (sb is then 0); never for page-bound rows */
     const int32_t *lens;
     const float *q;
     float qscale; /* scale * log2(e) */

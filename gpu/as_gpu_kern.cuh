@@ -21,6 +21,16 @@ template <> struct as_elem<0> { typedef float T; };
 template <> struct as_elem<1> { typedef __half T; };
 template <> struct as_elem<2> { typedef __nv_bfloat16 T; };
 
+/* Row of key n of sequence b from its (sequence, kv head) base, in row strides: n, or through
+ * the block table of a paged cache (as_kv_pages in as_gpu_impl.h). */
+template <class KVP>
+__device__ __forceinline__ int64_t as_kv_row(const KVP &g, int b, int n)
+{
+    if (!g.blocks) return n;
+    const int32_t blk = __ldg(g.blocks + (int64_t)b * g.mb + (n >> g.shift));
+    return (int64_t)blk * g.brows + (n & ((1 << g.shift) - 1));
+}
+
 /* Streaming loads: read once, do not keep in L1. */
 __device__ __forceinline__ uint4 as_ld16(const void *p)
 {

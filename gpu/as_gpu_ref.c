@@ -88,7 +88,12 @@ static double elem(as_gpu_dtype t, const void *base, int64_t off)
 
 static void row_f64(const as_gpu_attn *a, const void *base, int b, int h, int64_t n, double *out)
 {
-    const int64_t off = (int64_t)b * a->stride_b + (int64_t)h * a->stride_h + n * a->stride_n;
+    int64_t off;
+    if (a->blocks) /* paged: the table names the physical block of key n (as_gpu.h) */
+        off = (int64_t)a->blocks[(int64_t)b * a->max_blocks + n / a->block_size] * a->stride_block +
+              (n % a->block_size) * a->stride_n + (int64_t)h * a->stride_h;
+    else
+        off = (int64_t)b * a->stride_b + (int64_t)h * a->stride_h + n * a->stride_n;
     for (int c = 0; c < a->d; c++) out[c] = elem(a->kv_dtype, base, off + c);
 }
 

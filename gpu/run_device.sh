@@ -19,6 +19,9 @@
 #              (pages of PROF_PAGE, default 16) at B = PROF_B (8), N = PROF_N (256k), 50x
 #              (profsel.txt; at N = 1M ncu's save/restore of the 32 GiB working set outlasted a
 #              call's deadline on 2026-12-05)
+#   paged      attnscope gpu bench with contiguous, paged (--paged PAGED_BS, default 16) and again
+#              contiguous K/V on one sweep (PAGED_BATCHES, PAGED_NS, PAGED_SPARSITIES), side by
+#              side (paged.md)
 #   variants   attnscope gpu bench for decode variants 0 (tensor cores), 2 and 3 (CUDA cores,
 #              2- and 3-stage copy pipeline) on one sweep, in one run, side by side
 #              (variants.md); VARIANTS="0 2" picks some, VAR_BATCHES, VAR_NS and
@@ -212,6 +215,21 @@ step_variants() {
     python3 gpu/bench/variants.py "$OUT"/variant*.json | tee "$OUT/variants.md"
 }
 
+step_paged() {
+    # the same sweep with contiguous K/V, paged K/V (blocks of PAGED_BS keys through a random
+    # block table) and contiguous again, one process each, back to back (paged.md)
+    log paged
+    local r
+    for r in a0 b${PAGED_BS:-16} c0; do
+        timeout "$(left)" "$BIN" gpu bench --json --ds 128 --batches ${PAGED_BATCHES:-1,8,32} \
+            --ns ${PAGED_NS:-32768,262144,1048576} --sparsities ${PAGED_SPARSITIES:-1,50} \
+            --max-gib 36 --paged ${r#?} >"$OUT/paged-$r.json" 2>"$OUT/paged-$r.err"
+        echo "gpu bench --paged ${r#?} rc=$?" | tee -a "$OUT/steps.log"
+    done
+    python3 gpu/bench/variants.py "$OUT"/paged-a0.json "$OUT"/paged-b*.json "$OUT"/paged-c0.json |
+        tee "$OUT/paged.md"
+}
+
 for s in "$@"; do
     if [ "$(left)" -lt 15 ]; then
         echo "step $s skipped: the deadline is reached" | tee -a "$OUT/steps.log"
@@ -227,6 +245,7 @@ for s in "$@"; do
     bench) step_bench ;;
     quickbench) step_quickbench ;;
     variants) step_variants ;;
+    paged) step_paged ;;
     slowmode) step_slowmode ;;
     profsel) step_profsel ;;
     profile) step_profile ;;
@@ -238,7 +257,7 @@ log done
 # keeping the step log and the bench tables beside it.
 if [ "$(ls "$OUT" | wc -l)" -gt 4 ]; then
     tar -czf /tmp/as-logs.tar.gz -C "$OUT" . &&
-        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json ! -name variants.md ! -name slowmode.md \
+        find "$OUT" -mindepth 1 -maxdepth 1 ! -name steps.log ! -name bench.md ! -name bench.json ! -name variants.md ! -name slowmode.md ! -name paged.md \
             ! -name profsel.txt \
             -exec rm -rf {} + && mv /tmp/as-logs.tar.gz "$OUT/logs.tar.gz"
 fi

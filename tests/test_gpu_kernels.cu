@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <cuda_runtime.h>
+
 #include "as_gpu.h"
 
 static int g_checks = 0, g_failed = 0, g_quick = 0;
@@ -71,6 +73,13 @@ typedef struct {
     float *dq;
     int32_t *dlens;
     as_gpu_attn ha, hf, da; /* host (stored), host (unrounded f32), device */
+    /* paged (block size > 0): the device K/V are a pool of blocks, each sequence's blocks a
+     * random permutation of it read through a block table, the unused blocks NaN; hp is the
+     * same pool on the host (ha stays contiguous: the references) */
+    int paged;
+    void *pk, *pv;
+    int32_t *tbl, *dtbl;
+    as_gpu_attn hp;
 } prob;
 
 static void *xmalloc(size_t n)
@@ -89,8 +98,72 @@ static void *xmalloc(size_t n)
  * (2^-18), would put the weights off by more than TOL there */
 static float g_qmul = 1.5f;
 
+/* Copy the contiguous host cache of p into a paged pool (p->paged keys per block; layout
+ * [blocks][hkv][bs][d] or [blocks][bs][hkv][d] at random), pools and table on host and device;
+ * p->da then addresses the pool. */
+static void prob_page(prob *p)
+{
+    const int bs = p->paged, nseq = p->shared ? 1 : p->batch;
+    const int mb = (p->nmax + bs - 1) / bs + 1; /* one more than needed: the table's row stride */
+    const int64_t nphys = (int64_t)nseq * mb + 3;
+    const int hnd = irand(2);
+    const int64_t sn = hnd ? p->d : (int64_t)p->hkv * p->d, sh = hnd ? (int64_t)bs * p->d : p->d;
+    const int64_t sblk = (int64_t)p->hkv * bs * p->d;
+    const size_t es = as_gpu_dtype_size(p->dt), pe = (size_t)(nphys * sblk);
+    int32_t *perm = (int32_t *)xmalloc((size_t)nphys * 4);
+    for (int64_t i = 0; i < nphys; i++) perm[i] = (int32_t)i;
+    for (int64_t i = nphys - 1; i > 0; i--) {
+        const int64_t j = irand((int)(i + 1));
+        const int32_t t = perm[i]; perm[i] = perm[j]; perm[j] = t;
+    }
+    p->tbl = (int32_t *)xmalloc((size_t)p->batch * mb * 4);
+    for (int b = 0; b < p->batch; b++)
+        for (int j = 0; j < mb; j++) p->tbl[(int64_t)b * mb + j] = perm[(int64_t)(p->shared ? 0 : b) * mb + j];
+    free(perm);
+    float *nan = (float *)xmalloc(pe * 4);
+    for (size_t i = 0; i < pe; i++) nan[i] = NAN;
+    p->pk = xmalloc(pe * es);
+    p->pv = xmalloc(pe * es);
+    as_gpu_pack(p->dt, nan, p->pk, pe);
+    as_gpu_pack(p->dt, nan, p->pv, pe);
+    free(nan);
+    for (int s = 0; s < nseq; s++)
+        for (int h = 0; h < p->hkv; h++)
+            for (int n = 0; n < p->nmax; n++) {
+                const int64_t src = s * p->sb + h * p->sh + n * p->sn;
+                const int64_t dst = (int64_t)p->tbl[(int64_t)s * mb + n / bs] * sblk + (n % bs) * sn + h * sh;
+                memcpy((char *)p->pk + dst * es, (const char *)p->kraw + src * es, (size_t)p->d * es);
+                memcpy((char *)p->pv + dst * es, (const char *)p->vraw + src * es, (size_t)p->d * es);
+            }
+    as_gpu_free(p->dk);
+    as_gpu_free(p->dv);
+    OK(as_gpu_malloc(&p->dk, pe * es, err));
+    OK(as_gpu_malloc(&p->dv, pe * es, err));
+    OK(as_gpu_malloc((void **)&p->dtbl, (size_t)p->batch * mb * 4, err));
+    OK(as_gpu_upload(p->dk, p->pk, pe * es, err));
+    OK(as_gpu_upload(p->dv, p->pv, pe * es, err));
+    OK(as_gpu_upload(p->dtbl, p->tbl, (size_t)p->batch * mb * 4, err));
+    as_gpu_attn a = p->ha;
+    a.stride_b = 0;
+    a.stride_n = sn;
+    a.stride_h = sh;
+    a.stride_block = sblk;
+    a.block_size = bs;
+    a.max_blocks = mb;
+    p->hp = a;
+    p->hp.k = p->pk;
+    p->hp.v = p->pv;
+    p->hp.blocks = p->tbl;
+    p->da = a;
+    p->da.k = p->dk;
+    p->da.v = p->dv;
+    p->da.q = p->dq;
+    p->da.lens = p->dlens;
+    p->da.blocks = p->dtbl;
+}
+
 static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_gpu_dtype dt,
-                      int padded, int shared, int empty_ok)
+                      int padded, int shared, int empty_ok, int paged)
 {
     memset(p, 0, sizeof *p);
     p->batch = batch;
@@ -165,10 +238,16 @@ static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_g
     p->da.v = p->dv;
     p->da.q = p->dq;
     p->da.lens = p->dlens;
+    p->paged = paged;
+    if (paged > 0) prob_page(p);
 }
 
 static void prob_free(prob *p)
 {
+    free(p->pk);
+    free(p->pv);
+    free(p->tbl);
+    as_gpu_free(p->dtbl);
     free(p->kf);
     free(p->vf);
     free(p->kraw);
@@ -183,8 +262,10 @@ static void prob_free(prob *p)
 
 static void desc(const prob *p, char *buf, size_t n)
 {
-    snprintf(buf, n, "B=%d hq=%d hkv=%d d=%d N=%d %s%s", p->batch, p->hq, p->hkv, p->d, p->nmax,
-             as_gpu_dtype_name(p->dt), p->shared ? " shared" : "");
+    char pg[32] = "";
+    if (p->paged) snprintf(pg, sizeof pg, " paged %d%s", p->paged, p->hp.stride_n == p->d ? " HND" : " NHD");
+    snprintf(buf, n, "B=%d hq=%d hkv=%d d=%d N=%d %s%s%s", p->batch, p->hq, p->hkv, p->d, p->nmax,
+             as_gpu_dtype_name(p->dt), p->shared ? " shared" : "", pg);
 }
 
 /* Largest relative L2 error over output rows; rows whose reference is empty (lse = -inf) must
@@ -243,6 +324,14 @@ static void test_dense(as_gpu_ctx *c, prob *p)
     double *fo = (double *)xmalloc((size_t)rows * p->d * 8), *fl = (double *)xmalloc((size_t)rows * 8);
     as_gpu_ref_decode_dense(&p->ha, ro, rl);
     as_gpu_ref_decode_dense(&p->hf, fo, fl);
+    if (p->paged) { /* the reference through the block table: the same numbers, bit for bit */
+        double *po = (double *)xmalloc((size_t)rows * p->d * 8), *pl = (double *)xmalloc((size_t)rows * 8);
+        as_gpu_ref_decode_dense(&p->hp, po, pl);
+        check(!memcmp(po, ro, (size_t)rows * p->d * 8) && !memcmp(pl, rl, (size_t)rows * 8),
+              "paged reference %s differs from the contiguous one", ds);
+        free(po);
+        free(pl);
+    }
     float *o = (float *)xmalloc((size_t)rows * p->d * 4), *lse = (float *)xmalloc((size_t)rows * 4);
     float *d_o, *d_l;
     OK(as_gpu_malloc((void **)&d_o, (size_t)rows * p->d * 4, err));
@@ -848,7 +937,7 @@ static void test_tks(as_gpu_ctx *c, prob *p, as_gpu_sel_mode mode, int kt, int m
 static void test_tks_converges(as_gpu_ctx *c)
 {
     prob p;
-    prob_make(&p, 2, 4, 2, 64, 300, AS_GPU_F32, 0, 0, 0);
+    prob_make(&p, 2, 4, 2, 64, 300, AS_GPU_F32, 0, 0, 0, 0);
     const int rows = p.batch * p.hq;
     double *ro = (double *)xmalloc((size_t)rows * p.d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
     as_gpu_ref_decode_dense(&p.ha, ro, rl);
@@ -876,8 +965,159 @@ static void test_tks_converges(as_gpu_ctx *c)
     prob_free(&p);
 }
 
+/* ---- 7. the planned decode step, eager and replayed from a CUDA graph ----------------------- */
+static int cmp_double(const void *x, const void *y)
+{
+    const double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* Plan a step, run it eagerly and check it against the float64 reference over the selection it
+ * made; capture one run into a graph; change q, lens and (Quest) the page metadata in place;
+ * replay the graph and check it against the reference on the new inputs and, bit for bit,
+ * against an eager run on them. */
+static void test_step(as_gpu_ctx *c, prob *p, as_gpu_step_method method, as_gpu_sel_mode mode)
+{
+    char ds[160], what[64];
+    desc(p, ds, sizeof ds);
+    snprintf(what, sizeof what, "step %d", (int)method);
+    const int n = p->nmax, rows = p->batch * p->hq;
+    as_gpu_pages pg;
+    memset(&pg, 0, sizeof pg);
+    const int page = irand(2) ? 16 : 32;
+    OK(as_gpu_pages_alloc(&pg, &p->da, page, err));
+    OK(as_gpu_pages_build(c, &p->da, &pg, err));
+    as_gpu_step_cfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.method = method;
+    cfg.mode = mode;
+    cfg.k = 1 + n / 10;
+    cfg.pages = 1 + pg.npages / 8;
+    cfg.m = 1 + n / 20;
+    cfg.seed = rnd64();
+    float *d_o, *d_l, *d_o2, *d_l2;
+    const size_t ob = (size_t)rows * p->d * 4, lb = (size_t)rows * 4;
+    OK(as_gpu_malloc((void **)&d_o, ob, err));
+    OK(as_gpu_malloc((void **)&d_l, lb, err));
+    OK(as_gpu_malloc((void **)&d_o2, ob, err));
+    OK(as_gpu_malloc((void **)&d_l2, lb, err));
+    as_gpu_step *s = as_gpu_step_plan(c, &p->da, &pg, &cfg, NULL, NULL, err);
+    if (!s) {
+        check(0, "%s plan %s: %s", what, ds, err);
+        as_gpu_pages_free(&pg);
+        as_gpu_free(d_o); as_gpu_free(d_l); as_gpu_free(d_o2); as_gpu_free(d_l2);
+        return;
+    }
+    cudaGraphExec_t ge = NULL;
+    for (int round = 0; round < 2; round++) {
+        if (round == 1) { /* new inputs in place: q, lens (the longest kept), page metadata */
+            for (int i = 0; i < rows * p->d; i++) p->q[i] = (float)(2 * unif() - 1) * g_qmul;
+            for (int b = 0; b < p->batch; b++)
+                if (p->lens[b] != n) p->lens[b] = n > 0 ? irand(n + 1) : 0;
+            OK(as_gpu_upload(p->dq, p->q, (size_t)rows * p->d * 4, err));
+            OK(as_gpu_upload(p->dlens, p->lens, (size_t)p->batch * 4, err));
+            OK(as_gpu_pages_build(c, &p->da, &pg, err));
+            OK(as_gpu_sync(c, err));
+        }
+        /* round 0: eager; round 1: the graph captured before the inputs changed */
+        cudaGraph_t g = NULL;
+        cudaStream_t st = (cudaStream_t)as_gpu_ctx_stream(c);
+        OK(as_gpu_memset(d_o, 0xFF, ob, err));
+        OK(as_gpu_memset(d_l, 0xFF, lb, err));
+        if (round == 0) {
+            OK(as_gpu_step_run(s, &p->da, &pg, d_o, d_l, err));
+            /* capture now, replay after the inputs change */
+            check(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess,
+                  "%s %s: begin capture", what, ds);
+            const as_status rs = as_gpu_step_run(s, &p->da, &pg, d_o2, d_l2, err);
+            check(cudaStreamEndCapture(st, &g) == cudaSuccess && rs == AS_OK,
+                  "%s %s: capture failed (%s)", what, ds, rs == AS_OK ? "end" : err);
+            check(g && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess, "%s %s: instantiate", what, ds);
+            if (g) cudaGraphDestroy(g);
+            OK(as_gpu_sync(c, err));
+        } else {
+            if (ge) {
+                check(cudaGraphLaunch(ge, st) == cudaSuccess, "%s %s: graph launch", what, ds);
+                OK(as_gpu_sync(c, err));
+                cudaGraphExecDestroy(ge);
+                ge = NULL;
+            }
+        }
+        float *o = (float *)xmalloc(ob), *lse = (float *)xmalloc(lb);
+        OK(as_gpu_download(o, round ? d_o2 : d_o, ob, err));
+        OK(as_gpu_download(lse, round ? d_l2 : d_l, lb, err));
+        double *ro = (double *)xmalloc((size_t)rows * p->d * 8), *rl = (double *)xmalloc((size_t)rows * 8);
+        const as_gpu_sel *dsel = as_gpu_step_selection(s);
+        as_gpu_sel hs;
+        memset(&hs, 0, sizeof hs);
+        if (dsel) {
+            hs = sel_to_host(dsel, as_gpu_sel_rows(&p->ha, mode));
+            as_gpu_ref_decode_sparse(&p->ha, &hs, ro, rl);
+        } else {
+            as_gpu_ref_decode_dense(&p->ha, ro, rl);
+        }
+        double le;
+        int bad;
+        const double e = row_errors(p, o, lse, ro, rl, &le, &bad);
+        check(bad == 0 && e <= TOL && le <= TOL, "%s %s mode %d %s: err %.3g lse %.3g bad %d",
+              what, ds, (int)mode, round ? "graph replay on new inputs" : "eager", e, le, bad);
+        if (round == 1) { /* the replay selects what an eager run on the same inputs selects
+                             (the same set per row: the top-k writes positions in no fixed
+                             order, so the sums' order, hence the last bits, may differ) */
+            OK(as_gpu_memset(d_o, 0xFF, ob, err));
+            OK(as_gpu_step_run(s, &p->da, &pg, d_o, d_l, err));
+            OK(as_gpu_sync(c, err));
+            float *o2 = (float *)xmalloc(ob);
+            OK(as_gpu_download(o2, d_o, ob, err));
+            double dmax = 0, omax = 0;
+            for (size_t i = 0; i < ob / 4; i++) {
+                dmax = fmax(dmax, fabs((double)o[i] - o2[i]));
+                omax = fmax(omax, fabs((double)o[i]));
+            }
+            int same = 1;
+            if (dsel) {
+                const int64_t nr = as_gpu_sel_rows(&p->ha, mode);
+                as_gpu_sel he = sel_to_host(dsel, nr);
+                for (int64_t r = 0; r < nr && same; r++) {
+                    const int cnt = hs.count[r];
+                    same = cnt == he.count[r];
+                    double *a = (double *)xmalloc((size_t)(cnt + 1) * 16), *b2 = a + cnt + 1;
+                    for (int j = 0; same && j < cnt; j++) { /* (position, weight) pairs as one key */
+                        const size_t e = (size_t)r * hs.kcap + j;
+                        a[j] = hs.idx[e] * 4.0 + (hs.logw ? atan(hs.logw[e]) : 0);
+                        b2[j] = he.idx[e] * 4.0 + (he.logw ? atan(he.logw[e]) : 0);
+                    }
+                    if (same) {
+                        qsort(a, (size_t)cnt, 8, cmp_double);
+                        qsort(b2, (size_t)cnt, 8, cmp_double);
+                        same = !memcmp(a, b2, (size_t)cnt * 8);
+                    }
+                    free(a);
+                }
+                host_sel_free(&he);
+            }
+            check(same && dmax <= 1e-5 * omax,
+                  "%s %s mode %d: graph replay differs from the eager run (selection %s, max "
+                  "|diff| %.3g of %.3g)", what, ds, (int)mode, same ? "same" : "differs", dmax, omax);
+            free(o2);
+        }
+        if (dsel) host_sel_free(&hs);
+        free(o); free(lse); free(ro); free(rl);
+        if (round == 0 && !ge) break; /* no graph (a failed check above) */
+    }
+    { /* a problem of another shape is refused, not run */
+        as_gpu_attn other = p->da;
+        other.nmax = n + 1;
+        check(as_gpu_step_run(s, &other, &pg, d_o, d_l, err) == AS_ERR_USAGE,
+              "%s %s: a larger nmax was not refused", what, ds);
+    }
+    as_gpu_step_free(s);
+    as_gpu_pages_free(&pg);
+    as_gpu_free(d_o); as_gpu_free(d_l); as_gpu_free(d_o2); as_gpu_free(d_l2);
+}
+
 typedef struct {
-    int batch, hq, hkv, d, nmax, padded, shared;
+    int batch, hq, hkv, d, nmax, padded, shared, paged;
 } shape;
 
 int main(void)
@@ -902,17 +1142,22 @@ int main(void)
         return 1;
     }
     const shape full[] = {
-        {1, 1, 1, 64, 1, 0, 0},     {3, 4, 2, 64, 17, 1, 0},    {2, 12, 1, 128, 1000, 0, 0},
-        {4, 9, 3, 64, 2049, 1, 0},  {2, 32, 8, 128, 4097, 0, 0}, {1, 8, 8, 256, 3001, 1, 0},
-        {2, 16, 2, 128, 70001, 0, 0}, {5, 6, 2, 128, 333, 0, 1}, {1, 40, 8, 128, 1500, 0, 0},
-        {3, 2, 2, 256, 129, 1, 0},
+        {1, 1, 1, 64, 1, 0, 0, 0},     {3, 4, 2, 64, 17, 1, 0, 0},    {2, 12, 1, 128, 1000, 0, 0, 0},
+        {4, 9, 3, 64, 2049, 1, 0, 0},  {2, 32, 8, 128, 4097, 0, 0, 0}, {1, 8, 8, 256, 3001, 1, 0, 0},
+        {2, 16, 2, 128, 70001, 0, 0, 0}, {5, 6, 2, 128, 333, 0, 1, 0}, {1, 40, 8, 128, 1500, 0, 0, 0},
+        {3, 2, 2, 256, 129, 1, 0, 0},
         /* more (sequence, kv head) units than an H100/H200 holds blocks (2 x 132): grids of
          * more than one wave, ragged lengths */
-        {40, 16, 8, 128, 3000, 0, 0}, {70, 4, 4, 64, 777, 1, 0},
+        {40, 16, 8, 128, 3000, 0, 0, 0}, {70, 4, 4, 64, 777, 1, 0, 0},
+        /* paged K/V (block table, blocks of 16/32/1 keys, NHD or HND pools) */
+        {2, 32, 8, 128, 4097, 0, 0, 16}, {3, 9, 3, 64, 2049, 1, 0, 32},
+        {2, 16, 2, 128, 70001, 0, 0, 16}, {4, 6, 2, 256, 333, 0, 1, 1},
+        {40, 16, 8, 128, 3000, 0, 0, 16},
     };
     const shape quick[] = {
-        {1, 1, 1, 64, 1, 0, 0}, {3, 4, 2, 64, 17, 1, 0}, {2, 12, 1, 128, 300, 0, 0},
-        {2, 9, 3, 64, 513, 1, 1}, {1, 4, 4, 256, 77, 0, 0}, {36, 8, 8, 64, 200, 1, 0},
+        {1, 1, 1, 64, 1, 0, 0, 0}, {3, 4, 2, 64, 17, 1, 0, 0}, {2, 12, 1, 128, 300, 0, 0, 0},
+        {2, 9, 3, 64, 513, 1, 1, 0}, {1, 4, 4, 256, 77, 0, 0, 0}, {36, 8, 8, 64, 200, 1, 0, 0},
+        {3, 4, 2, 64, 17, 1, 0, 16}, {2, 9, 3, 64, 513, 1, 1, 32}, {2, 8, 2, 128, 300, 0, 0, 1},
     };
     const shape *sh = g_quick ? quick : full;
     const int nsh = g_quick ? (int)(sizeof quick / sizeof quick[0]) : (int)(sizeof full / sizeof full[0]);
@@ -920,7 +1165,7 @@ int main(void)
         for (int dt = 0; dt < 3; dt++) {
             prob p;
             prob_make(&p, sh[si].batch, sh[si].hq, sh[si].hkv, sh[si].d, sh[si].nmax,
-                      (as_gpu_dtype)dt, sh[si].padded, sh[si].shared, 1);
+                      (as_gpu_dtype)dt, sh[si].padded, sh[si].shared, 1, sh[si].paged);
             char ds[128];
             desc(&p, ds, sizeof ds);
             const int f0 = g_failed;
@@ -946,6 +1191,8 @@ int main(void)
             test_page_sample(c, &p, 16, AS_GPU_SEL_KV, pages + 1, 3); /* every page: no samples */
             /* no page: every entry a draw (gpu replay's page-sample below two pages of budget) */
             test_page_sample(c, &p, 16, AS_GPU_SEL_KV, 0, 4);
+            for (int m = 0; m <= (int)AS_GPU_STEP_PAGES_SAMPLE; m++)
+                test_step(c, &p, (as_gpu_step_method)m, irand(2) ? AS_GPU_SEL_KV : AS_GPU_SEL_Q);
             printf("  %-40s %s\n", ds, g_failed == f0 ? "ok" : "FAILED");
             prob_free(&p);
         }
@@ -954,7 +1201,7 @@ int main(void)
     for (int dt = 1; dt < 3; dt++)
         for (int d = 64; d <= 128; d += 64) {
             prob p;
-            prob_make(&p, 2, 8, 2, d, g_quick ? 700 : 4097, (as_gpu_dtype)dt, 0, 0, 1);
+            prob_make(&p, 2, 8, 2, d, g_quick ? 700 : 4097, (as_gpu_dtype)dt, 0, 0, 1, 0);
             char ds[128];
             desc(&p, ds, sizeof ds);
             const int f0 = g_failed;
@@ -989,7 +1236,7 @@ int main(void)
     if (!g_quick) test_tks_converges(c);
     { /* many draws: uniform over the keys outside the heavy pages */
         prob p;
-        prob_make(&p, 1, 4, 2, 64, g_quick ? 3001 : 20011, AS_GPU_BF16, 0, 0, 1);
+        prob_make(&p, 1, 4, 2, 64, g_quick ? 3001 : 20011, AS_GPU_BF16, 0, 0, 1, 0);
         test_page_sample(c, &p, 16, AS_GPU_SEL_KV, 20, g_quick ? 80000 : 200000);
         prob_free(&p);
     }

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""gpu/bench/variants.py: side-by-side table of `attnscope gpu bench --json --variant V` runs.
+"""gpu/bench/variants.py: side-by-side table of `attnscope gpu bench --json` runs.
 
-Reads one JSON document per variant (run_device.sh's `variants` step: the same sweep, one run,
-one machine) and prints, per (method, B, N, sparsity), the median microseconds of each variant,
-its share of the measured copy bandwidth, and each variant's time over the first one's.
+Reads one JSON document per run (run_device.sh's `variants` step: one run per decode variant;
+its `paged` step: contiguous and paged K/V, `--paged P`, alternating; the same sweep, one
+machine) and prints, per (method, B, N, sparsity), the median microseconds of each run, its
+share of the measured copy bandwidth, and each run's time over the first one's.
   python3 gpu/bench/variants.py out/variant0.json out/variant2.json out/variant3.json
+  python3 gpu/bench/variants.py out/paged-a0.json out/paged-b16.json out/paged-c0.json
 """
 import json
 import sys
@@ -25,17 +27,18 @@ def load(path):
         if r.get("record") != "gpu_bench" or r["method"] == "copy":
             continue
         rows[(r["method"], r["d"], r["batch"], r["n"], r["sparsity"])] = r
-    return doc.get("variant"), doc.get("device", "?"), rows
+    return (doc.get("variant"), doc.get("paged", 0) or 0, path), doc.get("device", "?"), rows
 
 
 def main(paths):
-    runs = [x for x in (load(p) for p in paths) if x is not None and x[0] is not None]
+    runs = [x for x in (load(p) for p in paths) if x is not None and x[0][0] is not None]
     if not runs:
         print("no variant runs to compare")
         return 1
-    runs.sort(key=lambda x: x[0])
+    runs.sort(key=lambda x: x[0][2] if any(r[0][1] for r in runs) else x[0][0])
     print(f"Device: {runs[0][1]}\n")
-    names = [f"v{v} ({NAMES.get(v, '?')})" for v, _, _ in runs]
+    names = [f"v{v} ({NAMES.get(v, '?')}{f', paged {pg}' if pg else ''})"
+             for (v, pg, _), _, _ in runs]
     head = "| method | d | B | N | sparsity | " + " | ".join(f"{n} us" for n in names)
     head += " | " + " | ".join(f"{n} % copy" for n in names)
     head += " | " + " | ".join(f"{n} / {names[0]}" for n in names[1:]) + " |"
