@@ -177,7 +177,8 @@ static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_g
     p->sn = d + (padded ? align * (1 + irand(2)) : 0);
     p->sh = (int64_t)nmax * p->sn + (padded ? align * 3 : 0);
     p->sb = shared ? 0 : (int64_t)hkv * p->sh + (padded ? align : 0);
-    p->elems = (shared ? 1 : batch) * (int64_t)hkv * p->sh + 64;
+    /* the last sequence's base is (batch - 1) * sb, sb including its padding */
+    p->elems = (shared ? 0 : (int64_t)(batch - 1) * p->sb) + (int64_t)hkv * p->sh + 64;
     p->kf = (float *)xmalloc(p->elems * sizeof(float));
     p->vf = (float *)xmalloc(p->elems * sizeof(float));
     for (int64_t i = 0; i < p->elems; i++) {
