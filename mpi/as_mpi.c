@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,7 +249,19 @@ int as_mpi_init(int *argc, char ***argv, char *err)
      * about 1 s of system time at the end of the run (docs/benchmarks.md, "MPI engine").
      * Rank 0 writes its output at the end of a command in any case: buffer it in blocks, as
      * stdout to a file or a pipe is. Nothing has been written to stdout yet. */
-    if (g_rank == 0) setvbuf(stdout, NULL, _IOFBF, (size_t)1 << 16);
+    if (g_rank == 0) {
+        setvbuf(stdout, NULL, _IOFBF, (size_t)1 << 16);
+        /* The terminal's output processing (OPOST) makes the kernel pass the bytes to mpirun a
+         * few at a time; with none of its conversions on (OpenMPI's pty has no ONLCR) it
+         * changes no byte, so it goes off: the output is the same, written in large blocks. */
+        struct termios tio;
+        const tcflag_t conv = ONLCR | OCRNL | ONOCR | ONLRET | OLCUC | TABDLY | OFILL;
+        if (isatty(STDOUT_FILENO) && tcgetattr(STDOUT_FILENO, &tio) == 0 &&
+            (tio.c_oflag & OPOST) && !(tio.c_oflag & conv)) {
+            tio.c_oflag &= ~(tcflag_t)OPOST;
+            tcsetattr(STDOUT_FILENO, TCSANOW, &tio);
+        }
+    }
     if (g_rank > 0) {
         int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
         if (dn >= 0) {
