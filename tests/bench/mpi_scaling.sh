@@ -13,7 +13,8 @@
 # (here: flock -x /tmp/attnscope-cpu.lock bash tests/bench/mpi_scaling.sh ...).
 set -u
 bin=${1:?usage: mpi_scaling.sh BIN TRACE [REPS] [sparsity|report]}
-trace=${2:?usage: mpi_scaling.sh BIN TRACE [REPS] [sparsity|report]}
+trace=$(realpath "${2:?usage: mpi_scaling.sh BIN TRACE [REPS] [sparsity|report]}")
+bin=$(realpath "$bin")
 reps=${3:-3}
 what=${4:-sparsity}
 export OPENBLAS_NUM_THREADS=1 LC_ALL=C
@@ -28,15 +29,16 @@ run() {
     shift
     local out=$tmp/$name.out args
     if [[ $what == report ]]; then
-        args=(report "$trace" -o "$tmp/$name.html" --quiet)
+        args=(report "$trace" -o r.html --quiet) # in a folder of its own: the same command line
     else
         args=(sparsity "$trace" --threads 1 --summary-only --json --quiet)
     fi
     local load t0 t1 rc
     load=$(cut -d' ' -f1 /proc/loadavg)
+    mkdir -p "$tmp/$name"
     t0=$(date +%s.%N)
-    ATTNSCOPE_MPI_STATS=1 /usr/bin/time -f "%U %S" -o "$tmp/time" "$@" "$bin" "${args[@]}" \
-        >"$out" 2>"$tmp/err"
+    (cd "$tmp/$name" && ATTNSCOPE_MPI_STATS=1 /usr/bin/time -f "%U %S" -o "$tmp/time" "$@" \
+        "$bin" "${args[@]}" >"$out" 2>"$tmp/err")
     rc=$?
     t1=$(date +%s.%N)
     local wall
@@ -44,7 +46,7 @@ run() {
     read -r user sys <"$tmp/time"
     if [[ $what == report ]]; then
         sed -E 's/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} UTC/DATE/g;
-                s/>[0-9]+\.[0-9]{2} s</>SECONDS</g' "$tmp/$name.html" >"$out"
+                s/>[0-9]+\.[0-9]{2} s</>SECONDS</g' "$tmp/$name/r.html" >"$out"
     fi
     local same=identical
     [[ -f $tmp/plain.ref ]] && ! cmp -s "$out" "$tmp/plain.ref" && same=DIFFERENT
