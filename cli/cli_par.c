@@ -403,7 +403,8 @@ static as_status sp_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
     const as_trace *tr = j->tr[pu->trace];
     const as_layer *l = as_trace_layer(tr, pu->li);
     as_layer_limits lim;
-    as_status st = j->kvh ? sp_check_kv(tr, l, j->kvh[u], &lim, err) : as_par_check_layer(tr, l, err);
+    as_status st = j->kvh ? sp_check_kv(tr, l, j->kvh[u], &lim, err)
+                          : as_par_check_layer(tr, l, err);
     if (st != AS_OK) { /* the caller names the trace, as for as_sp_run's messages */
         size_t k = strlen(as_trace_path(tr));
         if (strncmp(err, as_trace_path(tr), k) == 0 && strncmp(err + k, ": ", 2) == 0)

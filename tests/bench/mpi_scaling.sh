@@ -8,7 +8,8 @@
 #   bash tests/bench/mpi_scaling.sh BIN TRACE [REPS] [sparsity|report]
 #
 # sparsity: `sparsity TRACE --threads 1 --summary-only --json --quiet`;
-# report:   `report TRACE -o FILE --quiet` (default witness) (the page compared with its clock masked).
+# report:   `report TRACE -o FILE --quiet` (default witness; the page compared with its clock
+#           masked).
 # OPENBLAS_NUM_THREADS=1 everywhere. On a shared machine take the machine alone while it runs
 # (here: flock -x /tmp/attnscope-cpu.lock bash tests/bench/mpi_scaling.sh ...).
 set -u
