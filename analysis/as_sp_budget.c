@@ -8,7 +8,7 @@
 
 static const char *const method_names[AS_SP_N_METHODS] = {"topk", "sink-window", "page",
                                                           "uniform", "topk-sample", "index",
-                                                          "page-sample"};
+                                                          "page-sample", "page-is"};
 
 const char *as_sp_method_name(as_sp_method m)
 {
@@ -25,7 +25,7 @@ int as_sp_method_parse(const char *s, as_sp_method *m)
                  {"window", AS_SP_SINK_WINDOW},   {"quest", AS_SP_PAGE},
                  {"sample", AS_SP_UNIFORM},       {"vattention", AS_SP_TOPK_SAMPLE},
                  {"topk+sample", AS_SP_TOPK_SAMPLE}, {"page+sample", AS_SP_PAGE_SAMPLE},
-                 {"quest+sample", AS_SP_PAGE_SAMPLE}};
+                 {"quest+sample", AS_SP_PAGE_SAMPLE}, {"quest-is", AS_SP_PAGE_IS}};
     for (int i = 0; i < AS_SP_N_METHODS; i++)
         if (strcmp(s, method_names[i]) == 0) {
             *m = (as_sp_method)i;
@@ -66,7 +66,8 @@ int as_sp_bounds_parse(const char *s, as_sp_bounds *f)
 
 int as_sp_method_is_sampling(as_sp_method m)
 {
-    return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE;
+    return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE ||
+           m == AS_SP_PAGE_IS;
 }
 
 void as_sp_params_init(as_sp_params *p)
@@ -78,6 +79,8 @@ void as_sp_params_init(as_sp_params *p)
     p->seed = 0;
     p->index = NULL;
     p->page_bounds = AS_SP_BOUNDS_EXACT;
+    p->is_temp = 1.0;
+    p->is_mix = 0.1;
 }
 
 

@@ -3,7 +3,8 @@
  *
  * Methods: topk (oracle), sink-window (StreamingLLM), page (Quest), uniform (sampling,
  * self-normalised importance weights), topk-sample (vAttention-style), index (user's file),
- * page-sample (Quest pages + sampling); docs/theory.md, "Sparse attention: error and bounds". */
+ * page-sample (Quest pages + sampling), page-is (Quest pages + importance sampling of the rest
+ * with a proposal from the page bounds); docs/theory.md, "Sparse attention: error and bounds". */
 #ifndef AS_SP_BUDGET_H
 #define AS_SP_BUDGET_H
 
@@ -22,15 +23,17 @@ typedef enum {
     AS_SP_TOPK_SAMPLE,
     AS_SP_INDEX,
     AS_SP_PAGE_SAMPLE, /* after index: the numbers (and seeds) of the others stay */
+    AS_SP_PAGE_IS,     /* Quest pages + importance sampling of the rest (after page-sample) */
     AS_SP_N_METHODS
 } as_sp_method;
 
-/* "topk", "sink-window", "page", "uniform", "topk-sample", "index", "page-sample". */
+/* "topk", "sink-window", "page", "uniform", "topk-sample", "index", "page-sample", "page-is". */
 const char *as_sp_method_name(as_sp_method m);
 /* Parse a name (also accepts "oracle", "streamingllm", "quest", "sample", "vattention");
  * returns 0 and sets *m, or -1. */
 int as_sp_method_parse(const char *s, as_sp_method *m);
-/* 1 for uniform, topk-sample and page-sample (random, with an (epsilon, delta) guarantee). */
+/* 1 for uniform, topk-sample, page-sample and page-is (random, with an (epsilon, delta)
+ * guarantee). */
 int as_sp_method_is_sampling(as_sp_method m);
 
 /* A budget: count > 0 keeps that many keys (clamped to n); otherwise frac in (0, 1] of the
@@ -71,9 +74,11 @@ typedef struct {
     uint64_t seed;          /* sampling methods: base seed */
     const as_index *index;  /* index method: the user's selection */
     int page_bounds;        /* page, page-sample: an as_sp_bounds, how page min/max are stored */
+    double is_temp;         /* page-is: proposal temperature tau, page weight |p| exp(tau U_p) */
+    double is_mix;          /* page-is: defensive share beta in (0, 1] of uniform draws over R */
 } as_sp_params;
 
-void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL, exact */
+void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL, exact, 1, 0.1 */
 /* The page size in force: p->page_size, or 16 when it is not positive. */
 int64_t as_sp_page_size(const as_sp_params *p);
 
