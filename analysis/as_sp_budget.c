@@ -81,6 +81,7 @@ void as_sp_params_init(as_sp_params *p)
     p->page_bounds = AS_SP_BOUNDS_EXACT;
     p->is_temp = 1.0;
     p->is_mix = 0.1;
+    p->is_score = AS_SP_IS_CENTER;
 }
 
 

@@ -66,6 +66,11 @@ const char *as_sp_bounds_name(as_sp_bounds f);
 /* Parse a name (also "f64" for exact, "float32", "bfloat16"); returns 0 and sets *f, or -1. */
 int as_sp_bounds_parse(const char *s, as_sp_bounds *f);
 
+/* The page score x_p of page-is's proposal (docs/theory.md, "Pages + importance sampling"):
+ * the score of the centre of the page's key box, c_p = scale sum_c q_c (m_c + M_c) / 2 =
+ * (U_p + L_p) / 2 (default), or Quest's upper bound U_p itself. */
+typedef enum { AS_SP_IS_CENTER = 0, AS_SP_IS_BOUND } as_sp_is_score;
+
 typedef struct {
     int sinks;              /* sink-window: first positions kept (StreamingLLM: 4) */
     int page_size;          /* page: keys per page (Quest: 16) */
@@ -74,11 +79,12 @@ typedef struct {
     uint64_t seed;          /* sampling methods: base seed */
     const as_index *index;  /* index method: the user's selection */
     int page_bounds;        /* page, page-sample: an as_sp_bounds, how page min/max are stored */
-    double is_temp;         /* page-is: proposal temperature tau, page weight |p| exp(tau U_p) */
+    double is_temp;         /* page-is: proposal temperature tau, page weight |p| exp(tau x_p) */
     double is_mix;          /* page-is: defensive share beta in (0, 1] of uniform draws over R */
+    int is_score;           /* page-is: an as_sp_is_score, the page score x_p of the proposal */
 } as_sp_params;
 
-void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL, exact, 1, 0.1 */
+void as_sp_params_init(as_sp_params *p); /* 4, 16, 0.5, 0.05, 0, NULL, exact, 1, 0.1, center */
 /* The page size in force: p->page_size, or 16 when it is not positive. */
 int64_t as_sp_page_size(const as_sp_params *p);
 

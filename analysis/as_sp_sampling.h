@@ -43,10 +43,11 @@ void as_sp_estimate(const double *s, const double *V, int64_t n, int64_t d, cons
  * sum_R q_j = 1, q_j = 0 on H) fixed before the draws; the estimator is
  *   N = sum_H e_i v_i + (1/m) sum_t e_J v_J / q_J,   D = sum_H e_i + (1/m) sum_t e_J / q_J. */
 
-/* The proposal of page-is over n keys in pages of P (page of key j: j / P) with Quest bounds
- * ub[j / P]: q_j = (1 - beta) exp(tau (ub_p - U*)) / W + beta / |R| for j outside the sorted
- * heavy set H (U* the largest bound of a key outside H, W = sum over keys outside H of
- * exp(tau (ub_p - U*))), 0 on H. cq (may be NULL) receives the running sums of q. */
+/* The proposal of page-is over n keys in pages of P (page of key j: j / P) with page scores
+ * x[j / P] (the box centre's score or Quest's bound): q_j = (1 - beta) exp(tau (x_p - X*)) / W
+ * + beta / |R| for j outside the sorted heavy set H (X* the largest score of a key outside H,
+ * W = sum over keys outside H of exp(tau (x_p - X*))), 0 on H. cq (may be NULL) receives the
+ * running sums of q. */
 as_status as_sp_is_proposal(const double *ub, int64_t n, int64_t P, const int64_t *H, int64_t nh,
                             double tau, double beta, double *q, double *cq, char *err);
 /* m draws from q (cq its running sums over n keys): the distinct keys drawn, ascending, into

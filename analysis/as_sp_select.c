@@ -143,7 +143,7 @@ as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_bou
  * min/max stored as format f keeps them. pg may be NULL (min/max read on the fly). */
 static as_status select_pages(const as_layer *l, int64_t h, const double *q, int64_t n, int64_t P,
                               as_sp_bounds f, int64_t want, const as_sp_pages *pg, int64_t *det,
-                              int64_t *nd, double *ub_out, char *err)
+                              int64_t *nd, double *ub_out, double *ctr_out, char *err)
 {
     const int64_t d = l->d;
     const int64_t kvh = as_layer_kv_head(l, h);
@@ -173,6 +173,11 @@ static as_status select_pages(const as_layer *l, int64_t h, const double *q, int
         double u = 0;
         for (int64_t c = 0; c < d; c++) u += q[c] >= 0 ? q[c] * bb[c] : q[c] * a[c];
         ub[pgi] = l->scale * u;
+        if (ctr_out) { /* the score of the box centre, (U_p + L_p) / 2 */
+            double cu = 0;
+            for (int64_t c = 0; c < d; c++) cu += q[c] * (0.5 * (a[c] + bb[c]));
+            ctr_out[pgi] = l->scale * cu;
+        }
     }
     as_status st = want > 0 ? as_select_topk(ub, npg, want, pick, err) : AS_OK;
     int64_t c = 0;
@@ -215,7 +220,7 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
     case AS_SP_PAGE: {
         const int64_t P = as_sp_page_size(p);
         st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds,
-                          as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det, NULL, err);
+                          as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det, NULL, NULL, err);
         break;
     }
     case AS_SP_UNIFORM:
@@ -237,29 +242,31 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
         if (kh > k) kh = k;
         if (kh < 0) kh = 0;
         st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds, kh / P, pg, sel->det,
-                          &sel->n_det, NULL, err);
+                          &sel->n_det, NULL, NULL, err);
         if (st == AS_OK)
             sel->n_samp = as_select_sample(rng, n, sel->det, sel->n_det, k - sel->n_det, sel->samp);
         break;
     }
     case AS_SP_PAGE_IS: {
-        /* heavy set as page-sample's; the rest of the budget, m = k - |H| draws with
-         * replacement from the proposal of the page bounds (as_sp_is_proposal); all of the rest
-         * when m >= |R| (exact) */
+        /* heavy set as page-sample's (Quest's bound U_p ranks the pages); the rest of the
+         * budget, m = k - |H| draws with replacement from the proposal of the page scores
+         * x_p (box centre or U_p, as_sp_is_proposal); all of the rest when m >= |R| (exact) */
         const int64_t P = as_sp_page_size(p);
         int64_t kh = (int64_t)llround((double)k * p->heavy_frac);
         if (kh > k) kh = k;
         if (kh < 0) kh = 0;
-        double *ub = malloc((size_t)((n + P - 1) / P) * sizeof *ub);
+        const size_t npg = (size_t)((n + P - 1) / P);
+        double *ub = malloc(2 * npg * sizeof *ub), *ctr = ub ? ub + npg : NULL;
         if (!ub) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
         st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds, kh / P, pg, sel->det,
-                          &sel->n_det, ub, err);
+                          &sel->n_det, ub, ctr, err);
         int64_t draws = k - sel->n_det;
         if (st == AS_OK && draws >= n - sel->n_det) {
             for (int64_t i = 0; i < n; i++) sel->det[i] = i;
             sel->n_det = n;
         } else if (st == AS_OK && draws > 0) {
-            st = as_sp_is_proposal(ub, n, P, sel->det, sel->n_det, p->is_temp, p->is_mix, sel->q,
+            const double *x = p->is_score == AS_SP_IS_BOUND ? ub : ctr;
+            st = as_sp_is_proposal(x, n, P, sel->det, sel->n_det, p->is_temp, p->is_mix, sel->q,
                                    sel->cq, err);
             if (st == AS_OK) {
                 sel->m_draws = draws;

@@ -17,8 +17,8 @@ const char as_help_sparsity[] =
     "usage: attnscope sparsity TRACE... [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--page-bounds exact|f32|bf16]\n"
-    "                          [--heavy-frac F] [--is-temp T] [--is-mix B] [--delta D]\n"
-    "                          [--seed S] [--trials R] [--eps E]\n"
+    "                          [--heavy-frac F] [--is-score center|bound] [--is-temp T]\n"
+    "                          [--is-mix B] [--delta D] [--seed S] [--trials R] [--eps E]\n"
     "                          [--out-tol T] [--mem MIB] [--threads N]\n"
     "                          [--export-index FILE [--export-outputs]]\n"
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
@@ -40,9 +40,11 @@ const char as_help_sparsity[] =
     "               set, a uniform sample of the rest, estimated as topk-sample\n"
     "  page-is      pages + importance sampling: page-sample's heavy set, then k - |H| draws\n"
     "               (with replacement) of keys outside it, a page with probability in\n"
-    "               proportion to |p| exp(T U_p) (its Quest bound U_p; --is-temp, default 1),\n"
-    "               mixed with a share B of uniform draws (--is-mix, default 0.1), a key\n"
-    "               uniform in the page; each weighted 1/(m q_j) (runs outside the shared sweep)\n"
+    "               proportion to |p| exp(T x_p), x_p the score of the centre of the page's key\n"
+    "               box, (U_p + L_p)/2 (--is-score center, the default), or its Quest bound U_p\n"
+    "               (--is-score bound); --is-temp T (default 1); mixed with a share B of uniform\n"
+    "               draws (--is-mix, default 0.1), a key uniform in the page; each weighted\n"
+    "               1/(m q_j) (runs outside the shared sweep)\n"
     "  index        the keys listed in a user's index file (--index; docs/trace-format.md);\n"
     "               if the file holds the kernel's outputs, their error is checked too\n\n"
     "Budgets: a fraction of each query's visible keys (0.02, 2%, 1/50), a key count (128), or\n"
@@ -89,7 +91,8 @@ enum {
     OPT_THREADS,
     OPT_PAGE_BOUNDS,
     OPT_IS_TEMP,
-    OPT_IS_MIX
+    OPT_IS_MIX,
+    OPT_IS_SCORE
 };
 
 #define MAX_BUDGETS 256
@@ -183,6 +186,14 @@ static int sp_opt(void *ctx, int opt, const char *arg)
     case OPT_IS_MIX:
         return as_cli_parse_real(cmd, "is-mix", arg, 0, 1, AS_OPEN_LO, &cfg->params.is_mix) ? 2
                                                                                        : 0;
+    case OPT_IS_SCORE:
+        if (strcmp(arg, "center") == 0 || strcmp(arg, "centre") == 0)
+            cfg->params.is_score = AS_SP_IS_CENTER;
+        else if (strcmp(arg, "bound") == 0)
+            cfg->params.is_score = AS_SP_IS_BOUND;
+        else
+            return as_cli_usage(cmd, "--is-score '%s': expected center or bound", arg);
+        return 0;
     case OPT_DELTA:
         return as_cli_parse_real(cmd, "delta", arg, 0, 1, AS_OPEN_LO | AS_OPEN_HI,
                                  &cfg->params.delta) ? 2 : 0;
@@ -412,6 +423,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"heavy-frac", required_argument, 0, OPT_HEAVY},
                                          {"is-temp", required_argument, 0, OPT_IS_TEMP},
                                          {"is-mix", required_argument, 0, OPT_IS_MIX},
+                                         {"is-score", required_argument, 0, OPT_IS_SCORE},
                                          {"delta", required_argument, 0, OPT_DELTA},
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"trials", required_argument, 0, OPT_TRIALS},

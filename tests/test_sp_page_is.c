@@ -331,7 +331,7 @@ Test(sp_page_is, cli)
     char args[2048];
     snprintf(args, sizeof args,
              "sparsity '%s' --layer 19 --method page-is --sparsity 20x --is-temp 0.5 "
-             "--is-mix 0.3 --trials 20 --json --quiet", p);
+             "--is-mix 0.3 --is-score bound --trials 20 --json --quiet", p);
     cJSON *doc = run_json(args, 0);
     int cnt = 0;
     cJSON *r0 = find_records(doc, "sparsity", &cnt);
@@ -341,6 +341,8 @@ Test(sp_page_is, cli)
     snprintf(args, sizeof args, "sparsity '%s' --layer 19 --is-mix 0 --quiet", p);
     cr_assert_eq(as_test_run_cli(args, NULL), 2);
     snprintf(args, sizeof args, "sparsity '%s' --layer 19 --is-temp -1 --quiet", p);
+    cr_assert_eq(as_test_run_cli(args, NULL), 2);
+    snprintf(args, sizeof args, "sparsity '%s' --layer 19 --is-score middle --quiet", p);
     cr_assert_eq(as_test_run_cli(args, NULL), 2);
     /* not in --method all */
     snprintf(args, sizeof args,

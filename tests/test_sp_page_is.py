@@ -87,14 +87,16 @@ def keys_for(frac, n):
     return max(1, min(n, math.ceil(x - 1e-9 * x)))
 
 
-def select(q, K, n, k, F, P, tau, beta, scale, rng):
+def select(q, K, n, k, F, P, tau, beta, score, scale, rng):
     """page-is's heavy set H, proposal q and draws (keys, weights); None, None when exact."""
     npg = (n + P - 1) // P
-    ub = np.empty(npg)
+    ub, ctr = np.empty(npg), np.empty(npg)
     for p in range(npg):
         blk = K[p * P: min((p + 1) * P, n)]
-        terms = np.where(q >= 0, q * blk.max(axis=0), q * blk.min(axis=0))
+        mn, mx = blk.min(axis=0), blk.max(axis=0)
+        terms = np.where(q >= 0, q * mx, q * mn)
         ub[p] = scale * np.cumsum(terms)[-1]  # summed in order, as the program does
+        ctr[p] = scale * np.cumsum(q * (0.5 * (mn + mx)))[-1]  # the box centre's score
     kh = int(math.floor(k * F + 0.5))
     want = min(kh // P, npg)
     pages = np.sort(np.lexsort((np.arange(npg), -ub))[:want])
@@ -107,7 +109,7 @@ def select(q, K, n, k, F, P, tau, beta, scale, rng):
         return H, None, None, 0
     inH = np.zeros(n, bool)
     inH[H] = True
-    ubk = ub[np.arange(n) // P]
+    ubk = (ub if score == "bound" else ctr)[np.arange(n) // P]
     top = ubk[~inH].max()
     e = np.where(inH, 0.0, np.exp(tau * (ubk - top)))
     W = np.cumsum(e)[-1]
@@ -162,9 +164,10 @@ def main():
     t, meta = u.load_safetensors(SAMPLE)
     scale = float(meta["scale"])
     configs = [
-        (["--sparsity", "10x,50x"], dict(F=0.5, tau=1.0, beta=0.1, seed=0)),
+        (["--sparsity", "10x,50x"], dict(F=0.5, tau=1.0, beta=0.1, score="center", seed=0)),
         (["--sparsity", "20x", "--layer", "10", "--heavy-frac", "0.8", "--is-temp", "0.5",
-          "--is-mix", "0.3", "--seed", "5"], dict(F=0.8, tau=0.5, beta=0.3, seed=5)),
+          "--is-mix", "0.3", "--is-score", "bound", "--seed", "5"],
+         dict(F=0.8, tau=0.5, beta=0.3, score="bound", seed=5)),
     ]
     checked = exact = 0
     for args, c in configs:
@@ -179,7 +182,8 @@ def main():
             s = scale * (Kn @ q)
             k = keys_for(r["budget"], n)
             rng = Xoshiro(seed_mix(record_seed(c["seed"], L, h, qi, k), 0))
-            H, prop, dr, m = select(q, Kn, n, k, c["F"], 16, c["tau"], c["beta"], scale, rng)
+            H, prop, dr, m = select(q, Kn, n, k, c["F"], 16, c["tau"], c["beta"], c["score"],
+                                   scale, rng)
             ctx = f"L{L} h{h} q{qi} budget {r['budget']} {args}"
             assert r["samples"] == m, f"{ctx}: samples {r['samples']} vs {m}"
             if dr is None:
