@@ -82,6 +82,7 @@ void as_sp_params_init(as_sp_params *p)
     p->is_temp = 1.0;
     p->is_mix = 0.1;
     p->is_score = AS_SP_IS_CENTER;
+    p->is_draw = AS_SP_IS_POISSON;
 }
 
 
@@ -175,6 +176,8 @@ int64_t as_sp_page_count(as_budget b, int64_t n, int64_t P)
 int64_t as_sp_sel_width(as_sp_method m, as_budget b, const as_sp_params *p, int64_t n)
 {
     if (m == AS_SP_INDEX) return 0;
+    /* page-is's Poisson sample keeps k keys on average, any number up to n in a draw */
+    if (m == AS_SP_PAGE_IS && p->is_draw == AS_SP_IS_POISSON) return n > 0 ? n : 0;
     if (m != AS_SP_PAGE) return as_budget_keys(b, n);
     const int64_t P = as_sp_page_size(p), keys = as_sp_page_count(b, n, P) * P;
     return keys < n ? keys : n;

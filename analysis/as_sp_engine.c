@@ -161,6 +161,7 @@ typedef struct {
     double oS2;
     double abar;
     double Prest, maxd2, ssq_y, maxy2, ssq_e, dev2;
+    double maxa;         /* page-is, Poisson: the largest weight a_j with pi_j < 1 */
     double *errs;        /* per trial errors (sampling) */
     int has_kernel;
 } sp_rs;
@@ -226,6 +227,7 @@ static double err_norm(const double *a, const double *b, int64_t d) { return sqr
 typedef struct {
     int sampling;        /* the method samples */
     int is;              /* the method is page-is (importance weights) */
+    int pois;            /* page-is with Poisson sampling */
     int np, slotS;       /* probes per row: [o, ybar,] o_S; the slot of o_S */
     int trials;          /* Monte-Carlo draws per row */
     int64_t bufrows;     /* rows of buf (V gathers) */
@@ -257,6 +259,7 @@ static as_status work_alloc(sp_work *X, const sp_block *B, const sp_combo *C, ch
     memset(X, 0, sizeof *X);
     X->sampling = as_sp_method_is_sampling(C->method);
     X->is = C->method == AS_SP_PAGE_IS;
+    X->pois = X->is && C->p->is_draw == AS_SP_IS_POISSON;
     X->np = X->sampling ? 3 : 1;
     X->slotS = X->np - 1;
     X->trials = X->sampling ? (C->trials > 0 ? C->trials : 1) : 1;
@@ -342,7 +345,10 @@ static as_status row_sampling(const sp_block *B, sp_work *X, int64_t r, uint64_t
         int64_t ms = s->sel.n_samp;
         if (t > 0) {
             as_rng_seed(rng, as_seed_mix(seed, (uint64_t)t));
-            if (X->is)
+            if (X->pois)
+                ms = s->sel.m_draws > 0 ? as_sp_is_draw_poisson(rng, s->sel.q, n, X->sbuf, X->sw)
+                                        : 0;
+            else if (X->is)
                 ms = as_sp_is_draw(rng, s->sel.q, s->sel.cq, n, s->sel.m_draws, X->sbuf, X->sw);
             else
                 ms = as_select_sample(rng, n, s->sel.det, s->sel.n_det, ms, X->sbuf);
@@ -451,6 +457,17 @@ static void row_tile(const sp_block *B, sp_work *X, int64_t r, int64_t j0, int64
             s->pH++;
             continue;
         }
+        if (X->pois) { /* (1 - pi)/pi-weighted squares, ranges over keys with pi < 1 */
+            const double pi = s->sel.m_draws > 0 ? s->sel.q[gi] : 1.0;
+            if (pi >= 1.0) continue;
+            const double f = (1.0 - pi) / pi, gr = fmax(1.0 / pi - 1.0, 1.0);
+            s->ssq_y += f * a * a * so;
+            s->ssq_e += f * a * a;
+            double r2 = a * a * so * gr * gr;
+            if (r2 > s->maxy2) s->maxy2 = r2;
+            if (a > s->maxa) s->maxa = a;
+            continue;
+        }
         /* ||a (v - o) - ybar||^2; page-is: ||(a / q) (v - o) - Ybar||^2 */
         const double qi = X->is && s->sel.m_draws > 0 ? s->sel.q[gi] : 1.0, aq = a / qi;
         double fy = aq * aq * so - 2 * aq * (g[1] - s->oy) + s->ybar2;
@@ -528,15 +545,19 @@ static void eval_is(const sp_combo *C, const sp_rs *s, int trials, double sb, do
                     as_sp_record *rec)
 {
     as_sp_eval *ev = &rec->ev;
-    ev->samples = s->sel.m_draws;
+    /* with replacement: the draws m; Poisson: the keys the sample kept */
+    ev->samples = C->p->is_draw == AS_SP_IS_POISSON ? s->sel.n_samp : s->sel.m_draws;
     as_sp_isstats ss;
+    memset(&ss, 0, sizeof ss);
+    ss.poisson = C->p->is_draw == AS_SP_IS_POISSON;
+    ss.max_a = s->maxa;
     ss.n_rest = s->sel.m_draws > 0 ? s->sel.n_rest : 0; /* no draws: H is everything or exact */
     ss.p_heavy = s->ph;
     ss.mass_rest = 1.0 - s->ph > 0 ? 1.0 - s->ph : 0.0;
     ss.sum_y2q = s->ssq_y;
     ss.max_yq = s->maxy2 > 0 ? sqrt(s->maxy2) : 0;
     ss.sum_a2q = s->ssq_e;
-    ss.ybar2 = s->ybar2;
+    ss.ybar2 = ss.poisson ? 0.0 : s->ybar2;
     ss.dev_max = s->dev2 > 0 ? sqrt(s->dev2) : 0;
     double eps = s->sel.m_draws > 0 ? as_sp_is_eps(&ss, s->sel.m_draws, C->p->delta)
                  : s->sel.n_rest > 0 ? sb : 0.0;

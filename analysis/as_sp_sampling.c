@@ -1,5 +1,6 @@
 #include "as_sp_sampling.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -228,8 +229,63 @@ int64_t as_sp_is_draw(as_rng *rng, const double *q, const double *cq, int64_t n,
     return ns;
 }
 
+as_status as_sp_is_inclusion(const double *q, int64_t n, double m, double *pi, char *err)
+{
+    /* runs of equal q (a page's keys share theirs) */
+    int64_t nr = 0;
+    double *val = malloc((size_t)(n > 0 ? n : 1) * sizeof *val);
+    double *cnt = malloc((size_t)(n > 0 ? n : 1) * sizeof *cnt);
+    if (!val || !cnt) {
+        free(val), free(cnt);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    double pos = 0, qmin = INFINITY;
+    for (int64_t j = 0; j < n; j++) {
+        if (!(q[j] > 0)) continue;
+        pos += 1;
+        if (q[j] < qmin) qmin = q[j];
+        if (nr > 0 && val[nr - 1] == q[j]) {
+            cnt[nr - 1] += 1;
+        } else {
+            val[nr] = q[j];
+            cnt[nr++] = 1;
+        }
+    }
+    if (!(m > 0) || !(m < pos)) {
+        free(val), free(cnt);
+        return as_err_set(err, AS_ERR_USAGE, "Poisson sample: size %g not in (0, %g)", m, pos);
+    }
+    /* f(c) = sum min(1, c q) rises from 0 to pos; f(m / sum q) <= m, f(1 / qmin) = pos > m */
+    double sq = 0;
+    for (int64_t i = 0; i < nr; i++) sq += cnt[i] * val[i];
+    double lo = m / sq, hi = 1.0 / qmin;
+    for (int it = 0; it < 200 && hi > lo * (1 + 4 * DBL_EPSILON); it++) {
+        double mid = 0.5 * (lo + hi), f = 0;
+        for (int64_t i = 0; i < nr; i++) f += cnt[i] * fmin(1.0, mid * val[i]);
+        if (f >= m)
+            hi = mid;
+        else
+            lo = mid;
+    }
+    for (int64_t j = 0; j < n; j++) pi[j] = q[j] > 0 ? fmin(1.0, hi * q[j]) : 0.0;
+    free(val), free(cnt);
+    return AS_OK;
+}
+
+int64_t as_sp_is_draw_poisson(as_rng *rng, const double *pi, int64_t n, int64_t *keys, double *w)
+{
+    int64_t c = 0;
+    for (int64_t j = 0; j < n; j++) {
+        if (!(pi[j] > 0)) continue;
+        if (pi[j] < 1.0 && !(as_rng_uniform(rng) < pi[j])) continue;
+        keys[c] = j;
+        w[c++] = 1.0 / pi[j];
+    }
+    return c;
+}
+
 as_status as_sp_is_stats(const double *s, const double *V, int64_t n, int64_t d, const int64_t *H,
-                         int64_t nh, const double *q, as_sp_isstats *st, char *err)
+                         int64_t nh, const double *q, int poisson, as_sp_isstats *st, char *err)
 {
     if (n < 1 || d < 1 || nh < 0 || nh > n)
         return as_err_set(err, AS_ERR_USAGE, "importance sampling stats: bad sizes");
@@ -253,7 +309,8 @@ as_status as_sp_is_stats(const double *s, const double *V, int64_t n, int64_t d,
     memset(st, 0, sizeof *st);
     st->n_rest = n - nh;
     st->p_heavy = ph;
-    double yb2 = 0, mr = 0, sy = 0, my = 0, sa = 0, dm = 0;
+    st->poisson = poisson;
+    double yb2 = 0, mr = 0, sy = 0, my = 0, sa = 0, dm = 0, ma = 0;
     for (int64_t c = 0; c < d; c++) yb2 += yb[c] * yb[c];
     for (int64_t i = 0; i < n; i++) {
         double dv = 0, dy = 0;
@@ -268,10 +325,21 @@ as_status as_sp_is_stats(const double *s, const double *V, int64_t n, int64_t d,
         if (dv > dm) dm = dv;
         if (inH[i]) continue;
         mr += a[i];
+        if (poisson) {
+            if (q[i] >= 1.0) continue;
+            double f = (1.0 - q[i]) / q[i], g = fmax(1.0 / q[i] - 1.0, 1.0);
+            sy += f * a[i] * a[i] * dv;
+            sa += f * a[i] * a[i];
+            if (a[i] * a[i] * dv * g * g > my) my = a[i] * a[i] * dv * g * g;
+            if (a[i] > ma) ma = a[i];
+            continue;
+        }
         sy += a[i] * a[i] * dv / q[i];
         sa += a[i] * a[i] / q[i];
         if (dy > my) my = dy;
     }
+    if (poisson) yb2 = 0;
+    st->max_a = ma;
     st->mass_rest = mr;
     st->sum_y2q = sy;
     st->max_yq = sqrt(my);
@@ -286,16 +354,18 @@ double as_sp_is_eps(const as_sp_isstats *st, int64_t m, double delta)
 {
     if (st->n_rest <= 0) return 0.0;
     if (m <= 0 || !(delta > 0) || delta >= 1) return st->dev_max;
-    double md = (double)m, dY = delta / 2, dD = delta / 2;
-    /* numerator: (1/m) sum_t (y_J / q_J - Ybar), independent, centred, bounded */
+    double md = st->poisson ? 1.0 : (double)m, dY = delta / 2, dD = delta / 2;
+    /* numerator: (1/m) sum_t (y_J / q_J - Ybar), independent, centred, bounded; Poisson:
+     * sum_j (I_j / pi_j - 1) y_j, independent, centred, each of norm <= max_yq */
     double v1 = st->sum_y2q - st->ybar2;
     double b2 = (v1 > 0 ? v1 : 0) / md, a = st->max_yq / md;
     double rB = solve_bernstein(b2, a, log(2.0 / dY)); /* Pinelis: 2 exp(-...) */
     double rC = sqrt(b2 / dY);                          /* Chebyshev */
     double rY = rB < rC ? rB : rC;
-    /* denominator: (1/m) sum_t (a_J / q_J - (1 - P_H)), each >= -(1 - P_H) / m */
-    double v2 = st->sum_a2q - st->mass_rest * st->mass_rest;
-    double b2D = (v2 > 0 ? v2 : 0) / md, aD = st->mass_rest / md;
+    /* denominator: (1/m) sum_t (a_J / q_J - (1 - P_H)), each >= -(1 - P_H) / m; Poisson:
+     * sum_j (I_j / pi_j - 1) a_j, each >= -a_j >= -max_a */
+    double v2 = st->sum_a2q - (st->poisson ? 0.0 : st->mass_rest * st->mass_rest);
+    double b2D = (v2 > 0 ? v2 : 0) / md, aD = st->poisson ? st->max_a : st->mass_rest / md;
     double rBD = solve_bernstein(b2D, aD, log(1.0 / dD));
     double rCD = sqrt(b2D * (1.0 - dD) / dD); /* Cantelli */
     double rD = rBD < rCD ? rBD : rCD;
@@ -308,6 +378,7 @@ double as_sp_is_eps(const as_sp_isstats *st, int64_t m, double delta)
 int64_t as_sp_is_size(const as_sp_isstats *st, double eps, double delta)
 {
     if (st->n_rest <= 0) return 0;
+    if (st->poisson) return -1; /* its epsilon depends on m through pi: not sized here */
     if (as_sp_is_eps(st, 1, delta) <= eps) return 1;
     const int64_t cap = (int64_t)1 << 40;
     int64_t lo = 1, hi = 2; /* eps(lo) > target */

@@ -268,10 +268,14 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
             const double *x = p->is_score == AS_SP_IS_BOUND ? ub : ctr;
             st = as_sp_is_proposal(x, n, P, sel->det, sel->n_det, p->is_temp, p->is_mix, sel->q,
                                    sel->cq, err);
-            if (st == AS_OK) {
-                sel->m_draws = draws;
+            sel->m_draws = draws;
+            if (st == AS_OK && p->is_draw == AS_SP_IS_REPLACE) {
                 sel->n_samp = as_sp_is_draw(rng, sel->q, sel->cq, n, draws, sel->samp,
                                             sel->samp_w);
+            } else if (st == AS_OK) { /* Poisson: q becomes the inclusion probabilities */
+                st = as_sp_is_inclusion(sel->q, n, (double)draws, sel->q, err);
+                if (st == AS_OK)
+                    sel->n_samp = as_sp_is_draw_poisson(rng, sel->q, n, sel->samp, sel->samp_w);
             }
         }
         free(ub);
@@ -338,7 +342,9 @@ as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed
         st = as_sp_select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);
         if (st == AS_OK && trial > 0 && sel->sampled) {
             as_rng_seed(&rng, as_seed_mix(seed, trial));
-            if (m == AS_SP_PAGE_IS)
+            if (m == AS_SP_PAGE_IS && p->is_draw == AS_SP_IS_POISSON)
+                sel->n_samp = as_sp_is_draw_poisson(&rng, sel->q, n, sel->samp, sel->samp_w);
+            else if (m == AS_SP_PAGE_IS)
                 sel->n_samp = as_sp_is_draw(&rng, sel->q, sel->cq, n, sel->m_draws, sel->samp,
                                             sel->samp_w);
             else

@@ -18,7 +18,8 @@ const char as_help_sparsity[] =
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--page-bounds exact|f32|bf16]\n"
     "                          [--heavy-frac F] [--is-score center|bound] [--is-temp T]\n"
-    "                          [--is-mix B] [--delta D] [--seed S] [--trials R] [--eps E]\n"
+    "                          [--is-mix B] [--is-draw poisson|replace] [--delta D] [--seed S]\n"
+    "                          [--trials R] [--eps E]\n"
     "                          [--out-tol T] [--mem MIB] [--threads N]\n"
     "                          [--export-index FILE [--export-outputs]]\n"
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
@@ -38,13 +39,15 @@ const char as_help_sparsity[] =
     "               uniform sample of the rest, numerator and denominator estimated separately\n"
     "  page-sample  pages + sampling: the Quest pages within round(F*k) keys as the heavy\n"
     "               set, a uniform sample of the rest, estimated as topk-sample\n"
-    "  page-is      pages + importance sampling: page-sample's heavy set, then k - |H| draws\n"
-    "               (with replacement) of keys outside it, a page with probability in\n"
-    "               proportion to |p| exp(T x_p), x_p the score of the centre of the page's key\n"
-    "               box, (U_p + L_p)/2 (--is-score center, the default), or its Quest bound U_p\n"
-    "               (--is-score bound); --is-temp T (default 1); mixed with a share B of uniform\n"
-    "               draws (--is-mix, default 0.1), a key uniform in the page; each weighted\n"
-    "               1/(m q_j) (runs outside the shared sweep)\n"
+    "  page-is      pages + importance sampling: page-sample's heavy set, then a sample of the\n"
+    "               keys outside it from a proposal q: a page in proportion to |p| exp(T x_p),\n"
+    "               x_p the score of the centre of the page's key box, (U_p + L_p)/2\n"
+    "               (--is-score center, the default) or its Quest bound U_p (bound); --is-temp T\n"
+    "               (default 1); mixed with a share B of uniform draws (--is-mix, default 0.1);\n"
+    "               a key uniform in the page. --is-draw poisson (default): each key kept with\n"
+    "               probability pi_j = min(1, c q_j), sum pi_j = k - |H| (k keys on average),\n"
+    "               weight 1/pi_j; replace: k - |H| draws with replacement, weight 1/(m q_j)\n"
+    "               (runs outside the shared sweep)\n"
     "  index        the keys listed in a user's index file (--index; docs/trace-format.md);\n"
     "               if the file holds the kernel's outputs, their error is checked too\n\n"
     "Budgets: a fraction of each query's visible keys (0.02, 2%, 1/50), a key count (128), or\n"
@@ -92,7 +95,8 @@ enum {
     OPT_PAGE_BOUNDS,
     OPT_IS_TEMP,
     OPT_IS_MIX,
-    OPT_IS_SCORE
+    OPT_IS_SCORE,
+    OPT_IS_DRAW
 };
 
 #define MAX_BUDGETS 256
@@ -193,6 +197,14 @@ static int sp_opt(void *ctx, int opt, const char *arg)
             cfg->params.is_score = AS_SP_IS_BOUND;
         else
             return as_cli_usage(cmd, "--is-score '%s': expected center or bound", arg);
+        return 0;
+    case OPT_IS_DRAW:
+        if (strcmp(arg, "poisson") == 0)
+            cfg->params.is_draw = AS_SP_IS_POISSON;
+        else if (strcmp(arg, "replace") == 0)
+            cfg->params.is_draw = AS_SP_IS_REPLACE;
+        else
+            return as_cli_usage(cmd, "--is-draw '%s': expected poisson or replace", arg);
         return 0;
     case OPT_DELTA:
         return as_cli_parse_real(cmd, "delta", arg, 0, 1, AS_OPEN_LO | AS_OPEN_HI,
@@ -424,6 +436,7 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"is-temp", required_argument, 0, OPT_IS_TEMP},
                                          {"is-mix", required_argument, 0, OPT_IS_MIX},
                                          {"is-score", required_argument, 0, OPT_IS_SCORE},
+                                         {"is-draw", required_argument, 0, OPT_IS_DRAW},
                                          {"delta", required_argument, 0, OPT_DELTA},
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"trials", required_argument, 0, OPT_TRIALS},

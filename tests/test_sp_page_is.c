@@ -120,22 +120,22 @@ Test(sp_page_is, oracle_proposal_exact_denominator)
         cr_assert(fabs(den - 1.0) <= 1e-9, "denominator %.17g", den);
     }
     as_sp_isstats st;
-    cr_assert_eq(as_sp_is_stats(s, V, n, d, H, 10, q, &st, err), AS_OK);
+    cr_assert_eq(as_sp_is_stats(s, V, n, d, H, 10, q, 0, &st, err), AS_OK);
     cr_assert(fabs(st.sum_a2q - st.mass_rest * st.mass_rest) <= 1e-9 * st.mass_rest);
 }
 
 /* ---- Monte-Carlo: unbiased, and the guarantee holds in at least 1 - delta of the draws ------ */
 
 static void is_instance(as_rng *g, int kind, int64_t m, double tau, double beta, double delta,
-                        long trials, double *worst)
+                        int poisson, long trials, double *worst)
 {
     char err[AS_ERR_LEN];
     const int64_t n = 1504, d = 16, P = 16, npg = n / P, nhp = 4;
     double *s = malloc((size_t)n * sizeof *s), *V = malloc((size_t)(n * d) * sizeof *V);
     double *a = malloc((size_t)n * sizeof *a), *q = malloc((size_t)n * sizeof *q);
-    double *cq = malloc((size_t)n * sizeof *cq), *w = malloc((size_t)m * sizeof *w);
+    double *cq = malloc((size_t)n * sizeof *cq), *w = malloc((size_t)n * sizeof *w);
     double ub[94], o[16] = {0}, oh[16], mnum[16] = {0}, mden = 0;
-    int64_t H[64], *keys = malloc((size_t)m * sizeof *keys), pk[4];
+    int64_t H[64], *keys = malloc((size_t)n * sizeof *keys), pk[4];
     cr_assert(s && V && a && q && cq && w && keys);
     for (int64_t i = 0; i < n; i++) {
         if (kind == 0) s[i] = 2.0 * rnorm(g);                                     /* log-normal */
@@ -156,8 +156,17 @@ static void is_instance(as_rng *g, int kind, int64_t m, double tau, double beta,
         for (int64_t i = pk[j] * P; i < (pk[j] + 1) * P; i++) H[nh++] = i;
     as_select_sort_unique(H, nh);
     cr_assert_eq(as_sp_is_proposal(ub, n, P, H, nh, tau, beta, q, cq, err), AS_OK);
+    if (poisson) { /* q becomes the inclusion probabilities, sum m */
+        cr_assert_eq(as_sp_is_inclusion(q, n, (double)m, q, err), AS_OK, "%s", err);
+        double sp = 0;
+        for (int64_t i = 0; i < n; i++) {
+            sp += q[i];
+            cr_assert(q[i] >= 0 && q[i] <= 1);
+        }
+        cr_assert(fabs(sp - (double)m) <= 1e-9 * m, "sum pi %.17g vs %lld", sp, (long long)m);
+    }
     as_sp_isstats st;
-    cr_assert_eq(as_sp_is_stats(s, V, n, d, H, nh, q, &st, err), AS_OK);
+    cr_assert_eq(as_sp_is_stats(s, V, n, d, H, nh, q, poisson, &st, err), AS_OK);
     double eps = as_sp_is_eps(&st, m, delta);
     memcpy(a, s, (size_t)n * sizeof *a);
     as_softmax_inplace(a, n);
@@ -165,7 +174,8 @@ static void is_instance(as_rng *g, int kind, int64_t m, double tau, double beta,
         for (int64_t c = 0; c < d; c++) o[c] += a[i] * V[i * d + c];
     long exceed = 0;
     for (long t = 0; t < trials; t++) {
-        int64_t ns = as_sp_is_draw(g, q, cq, n, m, keys, w);
+        int64_t ns = poisson ? as_sp_is_draw_poisson(g, q, n, keys, w)
+                             : as_sp_is_draw(g, q, cq, n, m, keys, w);
         as_sp_is_estimate(s, V, n, d, H, nh, keys, w, ns, oh);
         double e2 = 0;
         for (int64_t c = 0; c < d; c++) e2 += (oh[c] - o[c]) * (oh[c] - o[c]);
@@ -181,10 +191,11 @@ static void is_instance(as_rng *g, int kind, int64_t m, double tau, double beta,
     }
     double frac = (double)exceed / (double)trials;
     if (frac > *worst) *worst = frac;
-    cr_assert(frac <= delta, "kind %d m %lld tau %g beta %g: exceed %g > delta %g (eps %g)", kind,
-              (long long)m, tau, beta, frac, delta, eps);
-    /* unbiased: the means within 6 standard errors (exact variances under q) */
-    double se_den = sqrt(fmax(st.sum_a2q - st.mass_rest * st.mass_rest, 0) / (double)m / trials);
+    cr_assert(frac <= delta, "kind %d m %lld tau %g beta %g poisson %d: exceed %g > delta %g (eps %g)",
+              kind, (long long)m, tau, beta, poisson, frac, delta, eps);
+    /* unbiased: the means within 6 standard errors (exact variances under q, or pi) */
+    double se_den = poisson ? sqrt(st.sum_a2q / trials)
+                            : sqrt(fmax(st.sum_a2q - st.mass_rest * st.mass_rest, 0) / (double)m / trials);
     cr_assert(fabs(mden / trials - 1.0) <= 6 * se_den + 1e-12, "denominator biased: %g (se %g)",
               mden / trials - 1.0, se_den);
     double vn = 0, dn = 0, num_r[16] = {0};
@@ -198,13 +209,13 @@ static void is_instance(as_rng *g, int kind, int64_t m, double tau, double beta,
             v2 += V[i * d + c] * V[i * d + c];
             num_r[c] += a[i] * V[i * d + c];
         }
-        vn += a[i] * a[i] * v2 / q[i];
+        vn += poisson ? (1 - q[i]) / q[i] * a[i] * a[i] * v2 : a[i] * a[i] * v2 / q[i];
     }
     for (int64_t c = 0; c < d; c++) {
-        vn -= num_r[c] * num_r[c];
+        if (!poisson) vn -= num_r[c] * num_r[c];
         dn += (mnum[c] / trials - o[c]) * (mnum[c] / trials - o[c]);
     }
-    double se_num = sqrt(fmax(vn, 0) / (double)m / trials);
+    double se_num = sqrt(fmax(vn, 0) / (poisson ? 1.0 : (double)m) / trials);
     cr_assert(sqrt(dn) <= 6 * se_num + 1e-12, "numerator biased: %g (se %g)", sqrt(dn), se_num);
     free(s), free(V), free(a), free(q), free(cq), free(w), free(keys);
 }
@@ -221,8 +232,9 @@ Test(sp_page_is, coverage_and_unbiased_monte_carlo)
             for (int ti = 0; ti < 2; ti++)
                 for (int bi = 0; bi < 2; bi++)
                     for (int di = 0; di < 2; di++)
-                        is_instance(&g, kind, ms[mi], taus[ti], betas[bi], deltas[di], 1500,
-                                    &worst);
+                        for (int pois = 0; pois < 2; pois++)
+                            is_instance(&g, kind, ms[mi], taus[ti], betas[bi], deltas[di], pois,
+                                        1500, &worst);
     fprintf(stderr, "page-is coverage: worst exceedance fraction %.4f\n", worst);
 }
 
@@ -263,11 +275,21 @@ Test(sp_page_is, engine_matches_arrays)
     cr_assert(tr, "%s", err);
     as_sp_method ms[] = {AS_SP_PAGE_IS};
     as_budget b[] = {{0.05, 0}, {0.1, 0}, {0.3, 0}, {0, 40}};
-    recs v = run(tr, ms, 1, b, 4, 3, 0);
-    as_sp_params prm;
-    as_sp_params_init(&prm);
     as_sp_sel sel;
     as_sp_sel_init(&sel);
+    for (int pois = 0; pois < 2; pois++) {
+    as_sp_config cfg;
+    as_sp_config_init(&cfg);
+    cfg.methods = ms;
+    cfg.n_methods = 1;
+    cfg.budgets = b;
+    cfg.n_budgets = 4;
+    cfg.trials = 3;
+    cfg.eps_rel = 0.05;
+    cfg.params.is_draw = pois ? AS_SP_IS_POISSON : AS_SP_IS_REPLACE;
+    recs v = {0};
+    cr_assert_eq(as_sp_run(tr, &cfg, collect, &v, err), AS_OK, "%s", err);
+    const as_sp_params prm = cfg.params;
     size_t drawn = 0;
     for (size_t i = 0; i < v.n; i++) {
         const as_sp_record *r = &v.r[i];
@@ -292,13 +314,14 @@ Test(sp_page_is, engine_matches_arrays)
         cr_assert_eq(as_sp_select(l, r->head, r->query, AS_SP_PAGE_IS, b[r->budget_index], &prm,
                                   0, s, &sel, err), AS_OK, "%s", err);
         cr_assert_eq(r->ev.k, sel.n_det + sel.n_samp);
-        cr_assert_eq(r->ev.samples, sel.m_draws);
+        cr_assert_eq(r->ev.samples, pois ? sel.n_samp : sel.m_draws);
         cr_assert_eq(r->trials, 3);
         if (sel.m_draws > 0) {
             drawn++;
             cr_assert_eq(sel.n_det + sel.m_draws, as_budget_keys(b[r->budget_index], n));
             as_sp_isstats ss;
-            cr_assert_eq(as_sp_is_stats(s, V, n, d, sel.det, sel.n_det, sel.q, &ss, err), AS_OK);
+            cr_assert_eq(as_sp_is_stats(s, V, n, d, sel.det, sel.n_det, sel.q, pois, &ss, err),
+                         AS_OK);
             double eps = as_sp_is_eps(&ss, sel.m_draws, prm.delta);
             cr_assert(fabs(eps - r->ev.bound) <= 1e-8 * eps + 1e-14, "eps %.17g vs %.17g", eps,
                       r->ev.bound);
@@ -317,8 +340,9 @@ Test(sp_page_is, engine_matches_arrays)
         free(K), free(V), free(q), free(s), free(oh), free(o), free(a);
     }
     cr_assert(drawn > v.n / 2);
-    as_sp_sel_free(&sel);
     free(v.r);
+    }
+    as_sp_sel_free(&sel);
     as_trace_free(tr);
     free(p);
 }

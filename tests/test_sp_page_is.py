@@ -87,7 +87,30 @@ def keys_for(frac, n):
     return max(1, min(n, math.ceil(x - 1e-9 * x)))
 
 
-def select(q, K, n, k, F, P, tau, beta, score, scale, rng):
+def inclusion(prop, m):
+    """Poisson sampling: pi_j = min(1, c q_j), sum pi_j = m (bisection as the program does it)."""
+    pos = prop > 0
+    keys = np.flatnonzero(pos)
+    vals = prop[keys]
+    brk = np.concatenate([[True], vals[1:] != vals[:-1]])
+    val = vals[brk]
+    cnt = np.diff(np.concatenate([np.flatnonzero(brk), [len(vals)]])).astype(float)
+    sq = np.cumsum(cnt * val)[-1]
+    lo, hi = m / sq, 1.0 / vals.min()
+    eps = 2.0 ** -52
+    for _ in range(200):
+        if not hi > lo * (1 + 4 * eps):
+            break
+        mid = 0.5 * (lo + hi)
+        f = np.cumsum(cnt * np.minimum(1.0, mid * val))[-1]
+        if f >= m:
+            hi = mid
+        else:
+            lo = mid
+    return np.where(pos, np.minimum(1.0, hi * prop), 0.0)
+
+
+def select(q, K, n, k, F, P, tau, beta, score, draw, scale, rng):
     """page-is's heavy set H, proposal q and draws (keys, weights); None, None when exact."""
     npg = (n + P - 1) // P
     ub, ctr = np.empty(npg), np.empty(npg)
@@ -114,6 +137,17 @@ def select(q, K, n, k, F, P, tau, beta, score, scale, rng):
     e = np.where(inH, 0.0, np.exp(tau * (ubk - top)))
     W = np.cumsum(e)[-1]
     prop = np.where(inH, 0.0, (1 - beta) * e / W + beta / r)
+    if draw == "poisson":
+        pi = inclusion(prop, float(m))
+        keep = []
+        for j in range(n):
+            if pi[j] <= 0:
+                continue
+            if pi[j] < 1.0 and not rng.uniform() < pi[j]:
+                continue
+            keep.append(j)
+        keys = np.array(keep, dtype=np.int64)
+        return H, pi, (keys, 1.0 / pi[keys]), len(keys)
     cq = np.cumsum(prop)
     draws = []
     for _ in range(m):
@@ -126,8 +160,9 @@ def select(q, K, n, k, F, P, tau, beta, score, scale, rng):
     return H, prop, (keys, cnt / (m * prop[keys])), m
 
 
-def is_eps(s, V, H, prop, m, delta):
-    """docs/theory.md, "Pages + importance sampling": the (epsilon, delta) bound for m draws."""
+def is_eps(s, V, H, prop, m, delta, draw):
+    """docs/theory.md, "Pages + importance sampling": the (epsilon, delta) bound for m draws
+    (with replacement from prop) or for the Poisson sample of inclusion probabilities prop."""
     a = u.softmax(s)
     o = a @ V
     n = len(s)
@@ -136,10 +171,19 @@ def is_eps(s, V, H, prop, m, delta):
     Yb = -(a[H, None] * (V[H] - o)).sum(axis=0)
     qR = prop[R]
     ph, mr = a[H].sum(), a[R].sum()
-    b2 = max((np.sum(y ** 2, axis=1) / qR).sum() - Yb @ Yb, 0) / m
-    amax = np.sqrt(np.max(np.sum((y / qR[:, None] - Yb) ** 2, axis=1))) / m
-    b2d = max((a[R] ** 2 / qR).sum() - mr * mr, 0) / m
-    ad = mr / m
+    if draw == "poisson":
+        f = (1 - qR) / qR
+        y2 = np.sum(y ** 2, axis=1)
+        b2 = (f * y2).sum()
+        b2d = (f * a[R] ** 2).sum()
+        lt = qR < 1
+        amax = np.sqrt((y2[lt] * np.maximum(1 / qR[lt] - 1, 1) ** 2).max()) if lt.any() else 0.0
+        ad = a[R][lt].max() if lt.any() else 0.0
+    else:
+        b2 = max((np.sum(y ** 2, axis=1) / qR).sum() - Yb @ Yb, 0) / m
+        amax = np.sqrt(np.max(np.sum((y / qR[:, None] - Yb) ** 2, axis=1))) / m
+        b2d = max((a[R] ** 2 / qR).sum() - mr * mr, 0) / m
+        ad = mr / m
 
     def bern(b2_, a_, L):
         return a_ * L / 3 + math.sqrt(a_ * a_ * L * L / 9 + 2 * b2_ * L)
@@ -164,10 +208,13 @@ def main():
     t, meta = u.load_safetensors(SAMPLE)
     scale = float(meta["scale"])
     configs = [
-        (["--sparsity", "10x,50x"], dict(F=0.5, tau=1.0, beta=0.1, score="center", seed=0)),
+        (["--sparsity", "10x,50x"],
+         dict(F=0.5, tau=1.0, beta=0.1, score="center", draw="poisson", seed=0)),
         (["--sparsity", "20x", "--layer", "10", "--heavy-frac", "0.8", "--is-temp", "0.5",
-          "--is-mix", "0.3", "--is-score", "bound", "--seed", "5"],
-         dict(F=0.8, tau=0.5, beta=0.3, score="bound", seed=5)),
+          "--is-mix", "0.3", "--is-score", "bound", "--is-draw", "replace", "--seed", "5"],
+         dict(F=0.8, tau=0.5, beta=0.3, score="bound", draw="replace", seed=5)),
+        (["--sparsity", "50x", "--layer", "19", "--is-draw", "replace"],
+         dict(F=0.5, tau=1.0, beta=0.1, score="center", draw="replace", seed=0)),
     ]
     checked = exact = 0
     for args, c in configs:
@@ -183,7 +230,7 @@ def main():
             k = keys_for(r["budget"], n)
             rng = Xoshiro(seed_mix(record_seed(c["seed"], L, h, qi, k), 0))
             H, prop, dr, m = select(q, Kn, n, k, c["F"], 16, c["tau"], c["beta"], c["score"],
-                                   scale, rng)
+                                   c["draw"], scale, rng)
             ctx = f"L{L} h{h} q{qi} budget {r['budget']} {args}"
             assert r["samples"] == m, f"{ctx}: samples {r['samples']} vs {m}"
             if dr is None:
@@ -191,7 +238,7 @@ def main():
                 continue
             keys, w = dr
             assert r["k"] == len(H) + len(keys), f"{ctx}: k {r['k']} vs {len(H) + len(keys)}"
-            eps, o = is_eps(s, Vn, H, prop, m, r["delta"])
+            eps, o = is_eps(s, Vn, H, prop, m, r["delta"], c["draw"])
             idx = np.concatenate([H, keys])
             f = np.concatenate([np.ones(len(H)), w])
             ew = np.exp(s[idx] - s[idx].max()) * f
@@ -203,12 +250,16 @@ def main():
                 f"{ctx}: epsilon attnscope {r['bound']!r} numpy {eps!r}"
             checked += 1
     # coverage: repeated draws per query, at most delta of them above epsilon
-    recs = run(["--sparsity", "10x,50x", "--trials", "50"])
-    draws = sum(r["trials"] for r in recs if r["record"] == "sparsity")
-    exceed = sum(r["exceed"] for r in recs if r["record"] == "sparsity")
-    assert draws > 50000 and exceed <= 0.05 * draws, f"coverage: {exceed} / {draws}"
+    cov = []
+    for extra in ([], ["--is-draw", "replace"]):
+        recs = run(["--sparsity", "10x,50x", "--trials", "50"] + extra)
+        draws = sum(r["trials"] for r in recs if r["record"] == "sparsity")
+        exceed = sum(r["exceed"] for r in recs if r["record"] == "sparsity")
+        assert draws > 50000 and exceed <= 0.05 * draws, f"coverage {extra}: {exceed} / {draws}"
+        cov.append(f"{exceed} / {draws}")
     print(f"numpy float64 agrees on {checked} page-is records ({exact} without draws); "
-          f"coverage {exceed} / {draws} draws above epsilon (delta 0.05)")
+          f"coverage (Poisson, with replacement) {cov[0]}, {cov[1]} draws above epsilon "
+          "(delta 0.05)")
     assert checked > 1000
 
 

@@ -47,7 +47,7 @@ class Params(ctypes.Structure):
     _fields_ = [("sinks", ctypes.c_int), ("page_size", ctypes.c_int), ("heavy_frac", _dbl),
                 ("delta", _dbl), ("seed", ctypes.c_uint64), ("index", ctypes.c_void_p),
                 ("page_bounds", ctypes.c_int), ("is_temp", _dbl), ("is_mix", _dbl),
-                ("is_score", ctypes.c_int)]
+                ("is_score", ctypes.c_int), ("is_draw", ctypes.c_int)]
 
 
 class Sel(ctypes.Structure):
