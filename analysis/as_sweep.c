@@ -30,7 +30,9 @@ int as_sweep_supports(const as_sp_config *cfg)
 {
     int sampling = 0;
     for (size_t i = 0; i < cfg->n_methods; i++) {
-        if (cfg->methods[i] == AS_SP_INDEX || cfg->methods[i] >= AS_SP_N_METHODS) return 0;
+        if (cfg->methods[i] == AS_SP_INDEX || cfg->methods[i] == AS_SP_PAGE_IS ||
+            cfg->methods[i] >= AS_SP_N_METHODS)
+            return 0; /* page-is: as_sp_run (its weighted draws are not shell sums) */
         sampling |= as_sp_method_is_sampling(cfg->methods[i]);
     }
     if (cfg->n_budgets < 1) return 0;

@@ -33,7 +33,7 @@
 #include "as_sp_engine.h"
 #include "as_trace.h"
 
-/* 1 when as_sweep runs cfg: every method but index, and (with a sampling method) at most
+/* 1 when as_sweep runs cfg: every method but index and page-is, and (with a sampling method) at most
  * AS_SWEEP_MAX_BUDGETS budgets. Otherwise use as_sp_run. */
 #define AS_SWEEP_MAX_BUDGETS 21
 int as_sweep_supports(const as_sp_config *cfg);
