@@ -182,17 +182,26 @@ static int lp_rows_ok(const double *W, int64_t nj, int64_t d, const double *rhs,
 
 /* Recompute the basic variables of the simplex's final basis in float64 (least squares on the
  * basic columns, LAPACK dgels), the nonbasic ones being 0: the vertex then meets the equality
- * constraints to rounding instead of GLPK's feasibility tolerance. x is replaced only when the
- * result is nonnegative (up to rounding) and closer to the constraints. */
-static void polish(glp_prob *P, const double *VJ, int64_t nj, int64_t d, const double *rhs,
-                   double *x, double *work)
+ * constraints to rounding instead of GLPK's feasibility tolerance. Column k of P holds key
+ * colkey[k] (-1: the aggregate column of lp_run, never basic at a vertex of the LP); the basic
+ * keys enter the least squares in ascending key order. x is replaced only when the result is
+ * nonnegative (up to rounding) and closer to the constraints. */
+static void polish(glp_prob *P, const int64_t *colkey, int64_t ncol, const double *VJ,
+                   int64_t nj, int64_t d, const double *rhs, double *x, double *work,
+                   char *mark)
 {
     int64_t m = d + 1, nb = 0;
     int64_t *idx = malloc((size_t)m * sizeof *idx);
     double *A = malloc((size_t)(m * m) * sizeof *A), *b = malloc((size_t)m * sizeof *b);
     if (!idx || !A || !b) goto out;
+    memset(mark, 0, (size_t)nj);
+    for (int64_t k = 0; k < ncol; k++)
+        if (glp_get_col_stat(P, (int)k + 1) == GLP_BS) {
+            if (colkey[k] < 0) goto out; /* the aggregate is basic: not a vertex, keep GLPK's */
+            mark[colkey[k]] = 1;
+        }
     for (int64_t j = 0; j < nj && nb < m; j++)
-        if (glp_get_col_stat(P, (int)j + 1) == GLP_BS) idx[nb++] = j;
+        if (mark[j]) idx[nb++] = j;
     if (nb == 0) goto out;
     for (int64_t i = 0; i < nb; i++) {
         for (int64_t c = 0; c < d; c++) A[i * m + c] = VJ[idx[i] * d + c];
@@ -254,49 +263,252 @@ static int lp_term_hook(void *info, const char *s)
     return 1; /* nothing on the terminal */
 }
 
-/* The LP's inputs and outputs (W: the keys' values scaled per coordinate, see witness_core). */
+/* The LP's inputs, outputs and scratch (W: the keys' values scaled per coordinate, see
+ * witness_core; sizes in witness_core). */
 typedef struct {
     const double *W, *aJ;
     int64_t nj, d;
     double *tv, *xbest;
-    int *ia, *ja;
-    double *ar, *x, *rhs, *pw, *rowmax;
-    char *in_s, *new_s;
+    int *ind;
+    double *val, *x, *rhs, *pw, *rowmax;
+    char *in_s, *new_s, *in_k, *in_agg; /* in_k: the key is a column; in_agg: in the aggregate */
+    int64_t nk;            /* keys that are columns */
+    double *rs, *ss, *ext; /* scale factors of the rows (d + 1) and keys (nj); lp_scale scratch */
+    double *y, *u;         /* row duals (d + 1); W y (nj) */
+    int64_t *colkey;       /* key of each column of the LP (nj + 1; -1: the aggregate) */
+    struct lp_cand *cand;  /* keys priced out (nj) */
 } lp_job;
+
+struct lp_cand {
+    double dj;
+    int64_t j;
+};
+
+/* Column generation (docs/theory.md, "TV witness"): the LP over nj keys is solved on a subset K
+ * of the keys, plus one aggregate column that keeps it feasible from the start; keys whose
+ * reduced cost under the subset's duals is negative are added until none is, which is the
+ * optimality condition of the LP over all nj keys. Below AS_BN_CG_MIN keys every key is a
+ * column from the start (the LP as written). */
+#define AS_BN_CG_MIN 1024
+#define AS_BN_CG_TOP 64     /* the heaviest keys in the first subset */
+#define AS_BN_CG_SPREAD 192 /* and this many spread evenly over the rest */
+#define AS_BN_CG_ADD 64     /* keys added per round at most (the most negative reduced costs) */
+
+static int cmp_cand(const void *p, const void *q)
+{
+    const struct lp_cand *a = p, *b = q;
+    if (a->dj != b->dj) return a->dj < b->dj ? -1 : 1;
+    return a->j < b->j ? -1 : a->j > b->j;
+}
+
+/* The extreme magnitudes |a_ij| r_i s_j (GLPK's product order) of the rows (i < d: coordinate i;
+ * d: the mass row of ones) and of the columns of the LP's matrix, its zero entries left out; an
+ * empty row has both extremes 1, as in GLPK. */
+static void lp_extremes(const double *W, int64_t nj, int64_t d, const double *r, const double *s,
+                        double *rmin, double *rmax, double *cmin, double *cmax)
+{
+    for (int64_t i = 0; i <= d; i++) {
+        rmin[i] = INFINITY;
+        rmax[i] = -1.0;
+    }
+    for (int64_t j = 0; j < nj; j++) {
+        double t = 1.0 * (r[d] * s[j]), lo = t, hi = t;
+        if (t < rmin[d]) rmin[d] = t;
+        if (t > rmax[d]) rmax[d] = t;
+        for (int64_t c = 0; c < d; c++) {
+            double v = W[j * d + c];
+            if (v == 0.0) continue;
+            t = fabs(v) * (r[c] * s[j]);
+            if (t < rmin[c]) rmin[c] = t;
+            if (t > rmax[c]) rmax[c] = t;
+            if (t < lo) lo = t;
+            if (t > hi) hi = t;
+        }
+        if (cmin) cmin[j] = lo, cmax[j] = hi;
+    }
+    for (int64_t i = 0; i <= d; i++)
+        if (rmax[i] < 0) rmin[i] = rmax[i] = 1.0;
+}
+
+static double lp_ratio(const double *mn, const double *mx, int64_t k)
+{
+    double ratio = 1.0;
+    for (int64_t i = 0; i < k; i++)
+        if (i == 0 || ratio < mx[i] / mn[i]) ratio = mx[i] / mn[i];
+    return ratio;
+}
+
+/* The scale factors GLPK's glp_scale_prob(GLP_SF_AUTO) computes (geometric-mean iterations, at
+ * most 15 while the ratio max|a|/min|a| improves by 10%, then equilibration; none when the
+ * matrix is well scaled already), with the same floating-point operations on a dense copy of
+ * the matrix: GLPK walks linked lists, which took longer than the simplex on 2048 keys. Rows
+ * r[0..d], keys s[0..nj); ext: 2 (d + 1) + 2 nj scratch. */
+static void lp_scale(const double *W, int64_t nj, int64_t d, double *r, double *s, double *ext)
+{
+    double *rmin = ext, *rmax = ext + d + 1, *cmin = ext + 2 * (d + 1), *cmax = cmin + nj;
+    for (int64_t i = 0; i <= d; i++) r[i] = 1.0;
+    for (int64_t j = 0; j < nj; j++) s[j] = 1.0;
+    lp_extremes(W, nj, d, r, s, rmin, rmax, cmin, cmax);
+    double lo = rmin[0], hi = rmax[0];
+    for (int64_t i = 1; i <= d; i++) lo = fmin(lo, rmin[i]), hi = fmax(hi, rmax[i]);
+    if (lo >= 0.10 && hi <= 10.0) return; /* well scaled: GLP_SF_SKIP */
+    int flag = lp_ratio(rmin, rmax, d + 1) > lp_ratio(cmin, cmax, nj);
+    double ratio = 0.0;
+    for (int k = 1; k <= 15; k++) {
+        double r_old = ratio;
+        lp_extremes(W, nj, d, r, s, rmin, rmax, NULL, NULL);
+        lo = rmin[0], hi = rmax[0];
+        for (int64_t i = 1; i <= d; i++) lo = fmin(lo, rmin[i]), hi = fmax(hi, rmax[i]);
+        ratio = hi / lo;
+        if (k > 1 && ratio > 0.90 * r_old) break;
+        for (int pass = 0; pass <= 1; pass++) {
+            lp_extremes(W, nj, d, r, s, rmin, rmax, cmin, cmax);
+            if (pass == flag)
+                for (int64_t i = 0; i <= d; i++) r[i] = r[i] / sqrt(rmin[i] * rmax[i]);
+            else
+                for (int64_t j = 0; j < nj; j++) s[j] = s[j] / sqrt(cmin[j] * cmax[j]);
+        }
+    }
+    lp_extremes(W, nj, d, r, s, rmin, rmax, cmin, cmax);
+    flag = lp_ratio(rmin, rmax, d + 1) > lp_ratio(cmin, cmax, nj);
+    for (int pass = 0; pass <= 1; pass++) {
+        lp_extremes(W, nj, d, r, s, rmin, rmax, cmin, cmax);
+        if (pass == flag)
+            for (int64_t i = 0; i <= d; i++) r[i] = r[i] / rmax[i];
+        else
+            for (int64_t j = 0; j < nj; j++) s[j] = s[j] / cmax[j];
+    }
+}
+
+/* the objective coefficient of key j: 1 on S, and the tie-break towards light receivers */
+static double lp_cost(const lp_job *J, int64_t j)
+{
+    return (J->in_s[j] ? 1.0 : 0.0) + 1e-6 * J->aJ[j] / J->aJ[0];
+}
+
+/* key j as a new column of P */
+static void lp_add_key(glp_prob *P, lp_job *J, int64_t j, int64_t *ncol)
+{
+    const int64_t d = J->d;
+    int k = glp_add_cols(P, 1), ne = 0;
+    for (int64_t c = 0; c < d; c++) {
+        double v = J->W[j * d + c];
+        if (v != 0.0) {
+            ne++;
+            J->ind[ne] = (int)c + 1;
+            J->val[ne] = v;
+        }
+    }
+    ne++;
+    J->ind[ne] = (int)d + 1;
+    J->val[ne] = 1.0;
+    glp_set_mat_col(P, k, ne, J->ind, J->val);
+    glp_set_col_bnds(P, k, GLP_LO, 0.0, 0.0);
+    glp_set_sjj(P, k, J->ss[j]);
+    glp_set_obj_coef(P, k, lp_cost(J, j));
+    J->colkey[*ncol] = j;
+    J->in_k[j] = 1;
+    J->nk++;
+    (*ncol)++;
+}
+
+/* Solve the LP of the current objective over all nj keys: GLPK's simplex on the columns of P
+ * (warm started from P's basis), then price the keys outside with its row duals y,
+ * d_j = c_j - y^T [w_j; 1], and add those with s_j d_j < -1e-7 (GLPK's dual feasibility
+ * tolerance tol_dj on the scaled column), the most negative first, until none is left: the
+ * duals are then feasible for the whole LP, and the basis optimal for it. Returns 0 when a
+ * simplex call fails (iteration limit, GLPK's status not optimal). */
+static int lp_solve(glp_prob *P, lp_job *J, const glp_smcp *parm, int64_t *ncol)
+{
+    const int64_t nj = J->nj, d = J->d;
+    for (;;) {
+        int rc = glp_simplex(P, parm);
+        if (rc != 0 || glp_get_status(P) != GLP_OPT) return 0;
+        if (J->nk >= nj) return 1;
+        for (int64_t i = 0; i <= d; i++) J->y[i] = glp_get_row_dual(P, (int)i + 1);
+        if (d > 0)
+            cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)nj, (int)d, 1.0, J->W, (int)d, J->y, 1,
+                        0.0, J->u, 1);
+        else
+            memset(J->u, 0, (size_t)nj * sizeof *J->u);
+        int64_t nc = 0;
+        for (int64_t j = 0; j < nj; j++) {
+            if (J->in_k[j]) continue;
+            double dj = (lp_cost(J, j) - J->u[j] - J->y[d]) * J->ss[j];
+            if (dj < -1e-7) J->cand[nc++] = (struct lp_cand){dj, j};
+        }
+        if (nc == 0) return 1;
+        if (nc > AS_BN_CG_ADD) {
+            qsort(J->cand, (size_t)nc, sizeof *J->cand, cmp_cand);
+            nc = AS_BN_CG_ADD;
+        }
+        for (int64_t i = 0; i < nc; i++) lp_add_key(P, J, J->cand[i].j, ncol);
+    }
+}
 
 static void lp_run(lp_job *J)
 {
     const double *W = J->W, *aJ = J->aJ;
     const int64_t nj = J->nj, d = J->d;
-    int *ia = J->ia, *ja = J->ja;
-    double *ar = J->ar, *x = J->x, *rhs = J->rhs, *pw = J->pw;
-    char *in_s = J->in_s, *new_s = J->new_s;
+    double *x = J->x, *rhs = J->rhs, *pw = J->pw;
+    char *in_s = J->in_s, *new_s = J->new_s, *in_k = J->in_k, *in_agg = J->in_agg;
+    for (int64_t j = 0; j < nj; j++) {
+        for (int64_t c = 0; c < d; c++) rhs[c] += W[j * d + c] * aJ[j];
+        rhs[d] += aJ[j];
+    }
+    lp_scale(W, nj, d, J->rs, J->ss, J->ext);
+    /* the first subset K: every key of a small LP; else the AS_BN_CG_TOP heaviest and
+     * AS_BN_CG_SPREAD spread evenly over the rest (aJ is sorted by weight, largest first) */
+    memset(in_k, 0, (size_t)nj);
+    J->nk = 0;
+    if (nj <= AS_BN_CG_MIN) {
+        memset(in_agg, 0, (size_t)nj);
+    } else {
+        memset(in_agg, 1, (size_t)nj);
+        for (int64_t j = 0; j < AS_BN_CG_TOP; j++) in_agg[j] = 0;
+        for (int64_t i = 0; i < AS_BN_CG_SPREAD; i++)
+            in_agg[AS_BN_CG_TOP + i * (nj - AS_BN_CG_TOP) / AS_BN_CG_SPREAD] = 0;
+    }
+    /* the aggregate column: the keys outside K in the proportions of aJ, a convex combination
+     * of their columns; x = aJ is feasible with it at mass m_r. Its cost is theirs plus 1 per
+     * unit of mass, so an optimum over all keys uses it only where no key could replace it */
+    double m_r = 0.0;
+    for (int64_t j = 0; j < nj; j++)
+        if (in_agg[j]) m_r += aJ[j];
+    int agg = m_r > 0.0;
     glp_prob *P = glp_create_prob();
     glp_set_obj_dir(P, GLP_MIN);
     glp_add_rows(P, (int)(d + 1));
-    glp_add_cols(P, (int)nj);
-    int ne = 0;
-    for (int64_t j = 0; j < nj; j++) {
-        for (int64_t c = 0; c < d; c++) {
-            double v = W[j * d + c];
-            rhs[c] += v * aJ[j];
+    for (int64_t c = 0; c <= d; c++) {
+        glp_set_row_bnds(P, (int)c + 1, GLP_FX, rhs[c], rhs[c]);
+        glp_set_rii(P, (int)c + 1, J->rs[c]);
+    }
+    int64_t ncol = 0;
+    if (agg) {
+        int k = glp_add_cols(P, 1), ne = 0;
+        double smax = 0.0;
+        for (int64_t c = 0; c <= d; c++) {
+            double v = 0.0;
+            if (c < d) {
+                for (int64_t j = 0; j < nj; j++)
+                    if (in_agg[j]) v += W[j * d + c] * (aJ[j] / m_r);
+            } else {
+                v = 1.0;
+            }
             if (v != 0.0) {
                 ne++;
-                ia[ne] = (int)c + 1;
-                ja[ne] = (int)j + 1;
-                ar[ne] = v;
+                J->ind[ne] = (int)c + 1;
+                J->val[ne] = v;
+                smax = fmax(smax, fabs(v) * J->rs[c]);
             }
         }
-        rhs[d] += aJ[j];
-        ne++;
-        ia[ne] = (int)d + 1;
-        ja[ne] = (int)j + 1;
-        ar[ne] = 1.0;
-        glp_set_col_bnds(P, (int)j + 1, GLP_LO, 0.0, 0.0);
+        glp_set_mat_col(P, k, ne, J->ind, J->val);
+        glp_set_col_bnds(P, k, GLP_LO, 0.0, 0.0);
+        glp_set_sjj(P, k, 1.0 / smax);
+        J->colkey[ncol++] = -1;
     }
-    for (int64_t c = 0; c <= d; c++) glp_set_row_bnds(P, (int)c + 1, GLP_FX, rhs[c], rhs[c]);
-    glp_load_matrix(P, ne, ia, ja, ar);
-    glp_scale_prob(P, GLP_SF_AUTO);
+    for (int64_t j = 0; j < nj; j++)
+        if (!in_agg[j]) lp_add_key(P, J, j, &ncol);
     glp_std_basis(P);
     glp_smcp parm;
     glp_init_smcp(&parm);
@@ -327,19 +539,31 @@ static void lp_run(lp_job *J)
         for (int iter = 0; iter < AS_BN_LP_ITERS; iter++) {
             /* minimise a'(S); the tiny second term breaks the ties among optimal vertices
              * towards receivers where a is smallest, which can only raise TV */
-            for (int64_t j = 0; j < nj; j++)
-                glp_set_obj_coef(P, (int)j + 1, (in_s[j] ? 1.0 : 0.0) + 1e-6 * aJ[j] / aJ[0]);
-            int rc = glp_simplex(P, &parm);
-            if (rc != 0 || glp_get_status(P) != GLP_OPT) {
+            double c_r = 0.0;
+            for (int64_t k = 0; k < ncol; k++)
+                if (J->colkey[k] >= 0) glp_set_obj_coef(P, (int)k + 1, lp_cost(J, J->colkey[k]));
+            if (agg) {
+                for (int64_t j = 0; j < nj; j++)
+                    if (in_agg[j]) c_r += lp_cost(J, j) * (aJ[j] / m_r);
+                glp_set_obj_coef(P, 1, c_r + 1.0);
+            }
+            if (!lp_solve(P, J, &parm, &ncol)) {
                 glp_std_basis(P); /* a failed solve: restart from the slack basis next time */
                 break;
             }
             double t = 0.0;
-            for (int64_t j = 0; j < nj; j++) {
-                double v = glp_get_col_prim(P, (int)j + 1);
-                x[j] = v > 0 ? v : 0.0;
+            memset(x, 0, (size_t)nj * sizeof *x);
+            for (int64_t k = 0; k < ncol; k++) {
+                double v = glp_get_col_prim(P, (int)k + 1);
+                v = v > 0 ? v : 0.0;
+                if (J->colkey[k] >= 0) {
+                    x[J->colkey[k]] += v;
+                } else if (v > 0) { /* the aggregate: its keys in aJ's proportions */
+                    for (int64_t j = 0; j < nj; j++)
+                        if (in_agg[j]) x[j] += v * (aJ[j] / m_r);
+                }
             }
-            polish(P, W, nj, d, rhs, x, pw);
+            polish(P, J->colkey, ncol, W, nj, d, rhs, x, pw, new_s); /* new_s: scratch here */
             for (int64_t j = 0; j < nj; j++) t += fabs(aJ[j] - x[j]);
             t *= 0.5;
             /* a vertex GLPK accepted within its tolerance but that is not feasible in float64
@@ -419,15 +643,20 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
     if (nj > 50000000 / (d + 1))
         return as_err_set(err, AS_ERR_USAGE, "TV witness: LP too large (%lld keys x %lld)",
                           (long long)nj, (long long)(d + 1));
-    size_t cap = (size_t)(nj * (d + 1)) + 1;
-    int *ia = malloc(cap * sizeof *ia), *ja = malloc(cap * sizeof *ja), *ec = malloc((size_t)d * sizeof *ec);
-    double *ar = malloc(cap * sizeof *ar), *x = malloc((size_t)nj * sizeof *x);
-    double *rhs = calloc((size_t)(d + 1), sizeof *rhs);
-    char *in_s = malloc((size_t)nj), *new_s = malloc((size_t)nj);
-    double *pw = malloc((size_t)nj * sizeof *pw), *W = malloc((size_t)(nj * d) * sizeof *W);
+    size_t m1 = (size_t)d + 2, n1 = (size_t)nj + 1;
+    int *ind = malloc(m1 * sizeof *ind), *ec = malloc((size_t)(d > 0 ? d : 1) * sizeof *ec);
+    double *val = malloc(m1 * sizeof *val), *x = malloc(n1 * sizeof *x);
+    double *rhs = calloc(m1, sizeof *rhs), *rs = malloc(m1 * sizeof *rs);
+    double *ss = malloc(n1 * sizeof *ss), *ext = malloc((2 * m1 + 2 * n1) * sizeof *ext);
+    double *y = malloc(m1 * sizeof *y), *u = malloc(n1 * sizeof *u);
+    int64_t *colkey = malloc(n1 * sizeof *colkey);
+    struct lp_cand *cand = malloc(n1 * sizeof *cand);
+    char *in_s = malloc(n1), *new_s = malloc(n1), *in_k = malloc(n1), *in_agg = malloc(n1);
+    double *pw = malloc(n1 * sizeof *pw), *W = malloc((size_t)(nj * d + 1) * sizeof *W);
     double *acc = malloc((size_t)(d > 0 ? d : 1) * sizeof *acc);
     as_status st = AS_OK;
-    if (!ia || !ja || !ec || !ar || !x || !rhs || !in_s || !new_s || !pw || !W || !acc) {
+    if (!ind || !ec || !val || !x || !rhs || !rs || !ss || !ext || !y || !u || !colkey || !cand ||
+        !in_s || !new_s || !in_k || !in_agg || !pw || !W || !acc) {
         st = as_err_set(err, AS_ERR_NOMEM, "TV witness: out of memory");
         goto out;
     }
@@ -445,7 +674,10 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
         }
     }
     *eg = emax == INT_MIN ? 0 : emax;
-    lp_job J = {W, aJ, nj, d, tv, xbest, ia, ja, ar, x, rhs, pw, acc, in_s, new_s};
+    lp_job J = {.W = W, .aJ = aJ, .nj = nj, .d = d, .tv = tv, .xbest = xbest, .ind = ind,
+                .val = val, .x = x, .rhs = rhs, .pw = pw, .rowmax = acc, .in_s = in_s,
+                .new_s = new_s, .in_k = in_k, .in_agg = in_agg, .rs = rs, .ss = ss, .ext = ext,
+                .y = y, .u = u, .colkey = colkey, .cand = cand};
     st = lp_guarded(&J, err);
     if (st != AS_OK) goto out;
     /* residual of the constraints at the best point, in units of 2^eg */
@@ -459,14 +691,22 @@ static as_status witness_core(const double *VJ, const double *aJ, int64_t nj, in
     *res_g = safe_norm(acc, d);
     *res_m = fabs(s);
 out:
-    free(ia);
-    free(ja);
+    free(ind);
     free(ec);
-    free(ar);
+    free(val);
     free(x);
     free(rhs);
+    free(rs);
+    free(ss);
+    free(ext);
+    free(y);
+    free(u);
+    free(colkey);
+    free(cand);
     free(in_s);
     free(new_s);
+    free(in_k);
+    free(in_agg);
     free(pw);
     free(W);
     free(acc);

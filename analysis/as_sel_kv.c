@@ -163,9 +163,10 @@ as_status as_sel_step(const as_layer *l, int64_t qi, as_sel_mode mode, as_sp_met
 {
     if (qi < 0 || qi >= l->t)
         return as_err_set(err, AS_ERR_USAGE, "query %lld out of range", (long long)qi);
-    /* index needs a file; page-sample's heavy set would need the group's page bound (a kv
+    /* index needs a file; page-sample's and page-is's heavy set would need the group's page bound (a kv
      * head's selection), which this step does not compute for it */
-    if (m < 0 || m >= AS_SP_N_METHODS || m == AS_SP_INDEX || m == AS_SP_PAGE_SAMPLE)
+    if (m < 0 || m >= AS_SP_N_METHODS || m == AS_SP_INDEX || m == AS_SP_PAGE_SAMPLE ||
+        m == AS_SP_PAGE_IS)
         return as_err_set(err, AS_ERR_USAGE, "step selection: method must be one of topk, "
                                              "sink-window, page, uniform, topk-sample");
     if (mode != AS_SEL_Q && mode != AS_SEL_KV)

@@ -8,7 +8,7 @@
 
 static const char *const method_names[AS_SP_N_METHODS] = {"topk", "sink-window", "page",
                                                           "uniform", "topk-sample", "index",
-                                                          "page-sample"};
+                                                          "page-sample", "page-is"};
 
 const char *as_sp_method_name(as_sp_method m)
 {
@@ -25,7 +25,7 @@ int as_sp_method_parse(const char *s, as_sp_method *m)
                  {"window", AS_SP_SINK_WINDOW},   {"quest", AS_SP_PAGE},
                  {"sample", AS_SP_UNIFORM},       {"vattention", AS_SP_TOPK_SAMPLE},
                  {"topk+sample", AS_SP_TOPK_SAMPLE}, {"page+sample", AS_SP_PAGE_SAMPLE},
-                 {"quest+sample", AS_SP_PAGE_SAMPLE}};
+                 {"quest+sample", AS_SP_PAGE_SAMPLE}, {"quest-is", AS_SP_PAGE_IS}};
     for (int i = 0; i < AS_SP_N_METHODS; i++)
         if (strcmp(s, method_names[i]) == 0) {
             *m = (as_sp_method)i;
@@ -66,7 +66,8 @@ int as_sp_bounds_parse(const char *s, as_sp_bounds *f)
 
 int as_sp_method_is_sampling(as_sp_method m)
 {
-    return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE;
+    return m == AS_SP_UNIFORM || m == AS_SP_TOPK_SAMPLE || m == AS_SP_PAGE_SAMPLE ||
+           m == AS_SP_PAGE_IS;
 }
 
 void as_sp_params_init(as_sp_params *p)
@@ -78,6 +79,10 @@ void as_sp_params_init(as_sp_params *p)
     p->seed = 0;
     p->index = NULL;
     p->page_bounds = AS_SP_BOUNDS_EXACT;
+    p->is_temp = 1.0;
+    p->is_mix = 0.1;
+    p->is_score = AS_SP_IS_CENTER;
+    p->is_draw = AS_SP_IS_POISSON;
 }
 
 
@@ -171,6 +176,8 @@ int64_t as_sp_page_count(as_budget b, int64_t n, int64_t P)
 int64_t as_sp_sel_width(as_sp_method m, as_budget b, const as_sp_params *p, int64_t n)
 {
     if (m == AS_SP_INDEX) return 0;
+    /* page-is's Poisson sample keeps k keys on average, any number up to n in a draw */
+    if (m == AS_SP_PAGE_IS && p->is_draw == AS_SP_IS_POISSON) return n > 0 ? n : 0;
     if (m != AS_SP_PAGE) return as_budget_keys(b, n);
     const int64_t P = as_sp_page_size(p), keys = as_sp_page_count(b, n, P) * P;
     return keys < n ? keys : n;

@@ -161,6 +161,7 @@ typedef struct {
     double oS2;
     double abar;
     double Prest, maxd2, ssq_y, maxy2, ssq_e, dev2;
+    double maxa;         /* page-is, Poisson: the largest weight a_j with pi_j < 1 */
     double *errs;        /* per trial errors (sampling) */
     int has_kernel;
 } sp_rs;
@@ -197,19 +198,21 @@ static double subset_output(const sp_block *B, const double *sc, double lse, con
 
 /* The sampling estimator of one draw (H sorted, samp sorted, disjoint), from raw scores. */
 static void estimate_row(const sp_block *B, const double *sc, const int64_t *H, int64_t nh,
-                         const int64_t *samp, int64_t m, int64_t n, double *ohat, int64_t *mi,
-                         double *w, double *buf, int64_t bufrows)
+                         const int64_t *samp, const double *sw, int64_t m, int64_t n,
+                         double *ohat, int64_t *mi, double *w, double *buf, int64_t bufrows)
 {
     const int64_t d = B->d;
     int64_t t = as_select_merge(H, nh, samp, m, mi);
     double mx = -INFINITY;
     for (int64_t j = 0; j < t; j++) mx = fmax(mx, sc[mi[j]]);
+    /* uniform draws: every sample stands for (n - nh) / m keys; page-is: its own weight sw */
     double wt = m > 0 ? (double)(n - nh) / (double)m : 0, den = 0;
-    int64_t ih = 0;
+    int64_t ih = 0, is = 0;
     for (int64_t j = 0; j < t; j++) {
         int heavy = ih < nh && H[ih] == mi[j];
         if (heavy) ih++;
-        w[j] = exp(sc[mi[j]] - mx) * (heavy ? 1.0 : wt);
+        double f = heavy ? 1.0 : sw ? sw[is++] : wt;
+        w[j] = exp(sc[mi[j]] - mx) * f;
         den += w[j];
     }
     for (int64_t c = 0; c < d; c++) ohat[c] = 0;
@@ -223,13 +226,15 @@ static double err_norm(const double *a, const double *b, int64_t d) { return sqr
  * and the buffers of the tile pass. */
 typedef struct {
     int sampling;        /* the method samples */
+    int is;              /* the method is page-is (importance weights) */
+    int pois;            /* page-is with Poisson sampling */
     int np, slotS;       /* probes per row: [o, ybar,] o_S; the slot of o_S */
     int trials;          /* Monte-Carlo draws per row */
     int64_t bufrows;     /* rows of buf (V gathers) */
     int64_t tile;        /* keys per V tile */
     int ldg;             /* leading dimension of G: mb x np */
     sp_rs *rs;
-    double *oS, *ohat, *yb, *R, *probe, *w, *buf, *tmp, *vt, *vn2, *G, *W;
+    double *oS, *ohat, *yb, *R, *probe, *w, *buf, *tmp, *vt, *vn2, *G, *W, *sw;
     int64_t *mi, *sbuf;
 } sp_work;
 
@@ -243,7 +248,7 @@ static void work_free(sp_work *X, int64_t mb)
         }
     free(X->rs), free(X->oS), free(X->ohat), free(X->yb), free(X->R), free(X->probe), free(X->w),
         free(X->mi), free(X->sbuf), free(X->buf), free(X->tmp), free(X->vt), free(X->vn2),
-        free(X->G), free(X->W);
+        free(X->G), free(X->W), free(X->sw);
     memset(X, 0, sizeof *X);
 }
 
@@ -253,6 +258,8 @@ static as_status work_alloc(sp_work *X, const sp_block *B, const sp_combo *C, ch
     const int64_t d = B->d, nm = B->nmax, mb = B->mb;
     memset(X, 0, sizeof *X);
     X->sampling = as_sp_method_is_sampling(C->method);
+    X->is = C->method == AS_SP_PAGE_IS;
+    X->pois = X->is && C->p->is_draw == AS_SP_IS_POISSON;
     X->np = X->sampling ? 3 : 1;
     X->slotS = X->np - 1;
     X->trials = X->sampling ? (C->trials > 0 ? C->trials : 1) : 1;
@@ -269,6 +276,7 @@ static as_status work_alloc(sp_work *X, const sp_block *B, const sp_combo *C, ch
     X->w = malloc((size_t)nm * sizeof *X->w);
     X->mi = malloc((size_t)nm * sizeof *X->mi);
     X->sbuf = malloc((size_t)nm * sizeof *X->sbuf);
+    X->sw = malloc((size_t)nm * sizeof *X->sw);
     X->buf = malloc((size_t)X->bufrows * (size_t)d * sizeof *X->buf);
     X->tmp = malloc((size_t)d * sizeof *X->tmp);
     X->vt = malloc(tile * (size_t)d * sizeof *X->vt);
@@ -276,7 +284,7 @@ static as_status work_alloc(sp_work *X, const sp_block *B, const sp_combo *C, ch
     X->G = malloc(tile * (size_t)mb * (size_t)X->np * sizeof *X->G);
     X->W = malloc((size_t)mb * tile * sizeof *X->W);
     if (!X->rs || !X->oS || !X->ohat || !X->yb || !X->R || !X->probe || !X->w || !X->mi ||
-        !X->sbuf || !X->buf || !X->tmp || !X->vt || !X->vn2 || !X->G || !X->W)
+        !X->sbuf || !X->buf || !X->tmp || !X->vt || !X->vn2 || !X->G || !X->W || !X->sw)
         return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     for (int64_t r = 0; r < mb; r++) as_sp_sel_init(&X->rs[r].sel);
     return AS_OK;
@@ -321,8 +329,9 @@ static as_status row_sampling(const sp_block *B, sp_work *X, int64_t r, uint64_t
     }
     double *y = X->yb + r * d;
     gather_acc(B->l, B->kvh, s->sel.det, w, s->sel.n_det, y, X->buf, X->bufrows);
-    double nr = (double)s->sel.n_rest;
-    for (int64_t c = 0; c < d; c++) y[c] = nr > 0 ? -(y[c] - ph * o[c]) / nr : 0;
+    /* uniform draws: the mean ybar over R; page-is: the sum Ybar = sum_R y_j = -sum_H y_i */
+    double nr = (double)s->sel.n_rest, div = X->is ? 1.0 : nr;
+    for (int64_t c = 0; c < d; c++) y[c] = nr > 0 ? -(y[c] - ph * o[c]) / div : 0;
     s->ph = ph;
     s->abar = nr > 0 ? (1.0 - ph) / nr : 0;
     double y2 = 0, oy = 0;
@@ -336,13 +345,20 @@ static as_status row_sampling(const sp_block *B, sp_work *X, int64_t r, uint64_t
         int64_t ms = s->sel.n_samp;
         if (t > 0) {
             as_rng_seed(rng, as_seed_mix(seed, (uint64_t)t));
-            ms = as_select_sample(rng, n, s->sel.det, s->sel.n_det, ms, X->sbuf);
-            estimate_row(B, sc, s->sel.det, s->sel.n_det, X->sbuf, ms, n, X->tmp, X->mi, X->w,
-                         X->buf, X->bufrows);
+            if (X->pois)
+                ms = s->sel.m_draws > 0 ? as_sp_is_draw_poisson(rng, s->sel.q, n, X->sbuf, X->sw)
+                                        : 0;
+            else if (X->is)
+                ms = as_sp_is_draw(rng, s->sel.q, s->sel.cq, n, s->sel.m_draws, X->sbuf, X->sw);
+            else
+                ms = as_select_sample(rng, n, s->sel.det, s->sel.n_det, ms, X->sbuf);
+            estimate_row(B, sc, s->sel.det, s->sel.n_det, X->sbuf, X->is ? X->sw : NULL, ms, n,
+                         X->tmp, X->mi, X->w, X->buf, X->bufrows);
             s->errs[t] = err_norm(X->tmp, o, d);
         } else {
-            estimate_row(B, sc, s->sel.det, s->sel.n_det, s->sel.samp, ms, n, X->ohat + r * d,
-                         X->mi, X->w, X->buf, X->bufrows);
+            estimate_row(B, sc, s->sel.det, s->sel.n_det, s->sel.samp,
+                         X->is ? s->sel.samp_w : NULL, ms, n, X->ohat + r * d, X->mi, X->w,
+                         X->buf, X->bufrows);
             s->errs[0] = err_norm(X->ohat + r * d, o, d);
         }
     }
@@ -441,20 +457,37 @@ static void row_tile(const sp_block *B, sp_work *X, int64_t r, int64_t j0, int64
             s->pH++;
             continue;
         }
-        /* ||a (v - o) - ybar||^2 */
-        double fy = a * a * so - 2 * a * (g[1] - s->oy) + s->ybar2;
-        double ref = a * a * so + s->ybar2;
+        if (X->pois) { /* (1 - pi)/pi-weighted squares, ranges over keys with pi < 1 */
+            const double pi = s->sel.m_draws > 0 ? s->sel.q[gi] : 1.0;
+            if (pi >= 1.0) continue;
+            const double f = (1.0 - pi) / pi, gr = fmax(1.0 / pi - 1.0, 1.0);
+            s->ssq_y += f * a * a * so;
+            s->ssq_e += f * a * a;
+            double r2 = a * a * so * gr * gr;
+            if (r2 > s->maxy2) s->maxy2 = r2;
+            if (a > s->maxa) s->maxa = a;
+            continue;
+        }
+        /* ||a (v - o) - ybar||^2; page-is: ||(a / q) (v - o) - Ybar||^2 */
+        const double qi = X->is && s->sel.m_draws > 0 ? s->sel.q[gi] : 1.0, aq = a / qi;
+        double fy = aq * aq * so - 2 * aq * (g[1] - s->oy) + s->ybar2;
+        double ref = aq * aq * so + s->ybar2;
         if (fy < 1e-3 * ref || fy >= s->maxy2 - 1e-10 * ref) {
             double t = 0;
             for (int64_t c = 0; c < d; c++) {
-                double u = a * (v[c] - o[c]) - y[c];
+                double u = aq * (v[c] - o[c]) - y[c];
                 t += u * u;
             }
             fy = t;
             if (fy > s->maxy2) s->maxy2 = fy;
         }
-        s->ssq_y += fy;
-        s->ssq_e += (a - s->abar) * (a - s->abar);
+        if (X->is) { /* sum_R ||y_j||^2 / q_j and sum_R a_j^2 / q_j */
+            s->ssq_y += a * aq * so;
+            s->ssq_e += a * aq;
+        } else {
+            s->ssq_y += fy;
+            s->ssq_e += (a - s->abar) * (a - s->abar);
+        }
     }
 }
 
@@ -505,6 +538,39 @@ static void eval_subset(const sp_combo *C, const sp_rs *s, double sb, double ser
     rec->trials = 1;
 }
 
+/* page-is: epsilon from the importance-sampling statistics (as_sp_is_eps), the draws'
+ * exceedances, the a-posteriori subset bound of the keys read, and (eps_rel > 0) the draws a
+ * target needs. samples: the draws m (the distinct keys read are k - |H|). */
+static void eval_is(const sp_combo *C, const sp_rs *s, int trials, double sb, double serr,
+                    as_sp_record *rec)
+{
+    as_sp_eval *ev = &rec->ev;
+    /* with replacement: the draws m; Poisson: the keys the sample kept */
+    ev->samples = C->p->is_draw == AS_SP_IS_POISSON ? s->sel.n_samp : s->sel.m_draws;
+    as_sp_isstats ss;
+    memset(&ss, 0, sizeof ss);
+    ss.poisson = C->p->is_draw == AS_SP_IS_POISSON;
+    ss.max_a = s->maxa;
+    ss.n_rest = s->sel.m_draws > 0 ? s->sel.n_rest : 0; /* no draws: H is everything or exact */
+    ss.p_heavy = s->ph;
+    ss.mass_rest = 1.0 - s->ph > 0 ? 1.0 - s->ph : 0.0;
+    ss.sum_y2q = s->ssq_y;
+    ss.max_yq = s->maxy2 > 0 ? sqrt(s->maxy2) : 0;
+    ss.sum_a2q = s->ssq_e;
+    ss.ybar2 = ss.poisson ? 0.0 : s->ybar2;
+    ss.dev_max = s->dev2 > 0 ? sqrt(s->dev2) : 0;
+    double eps = s->sel.m_draws > 0 ? as_sp_is_eps(&ss, s->sel.m_draws, C->p->delta)
+                 : s->sel.n_rest > 0 ? sb : 0.0;
+    ev->abs_error = s->errs[0];
+    ev->bound = eps;
+    ev->violated = s->errs[0] > eps * (1 + SP_RTOL) + ev->tol;
+    for (int t = 0; t < trials; t++) rec->exceed += s->errs[t] > eps * (1 + SP_RTOL) + ev->tol;
+    ev->subset_bound = sb;
+    ev->subset_violated = serr > sb * (1 + SP_RTOL) + ev->tol || !ev->identity_ok;
+    if (C->eps_rel > 0 && s->sel.m_draws > 0)
+        ev->samples_needed = as_sp_is_size(&ss, C->eps_rel * ev->norm_o, C->p->delta);
+}
+
 /* A sampling method's epsilon from the tiled population statistics, its draws' exceedances,
  * the a-posteriori subset bound, and (eps_rel > 0) the samples a target needs. */
 static void eval_sampling(const sp_combo *C, const sp_rs *s, int trials, double sb, double serr,
@@ -513,6 +579,10 @@ static void eval_sampling(const sp_combo *C, const sp_rs *s, int trials, double 
     as_sp_eval *ev = &rec->ev;
     ev->k = s->sel.n_det + s->sel.n_samp;
     ev->samples = s->sel.n_samp;
+    if (C->method == AS_SP_PAGE_IS) {
+        eval_is(C, s, trials, sb, serr, rec);
+        return;
+    }
     as_sp_sstats ss;
     double nr = (double)s->sel.n_rest;
     ss.n_rest = s->sel.n_rest;

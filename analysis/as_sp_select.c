@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "as_attn.h"
+#include "as_sp_sampling.h"
 
 /* ---- selection sets ------------------------------------------------------------------------- */
 
@@ -15,6 +16,9 @@ void as_sp_sel_free(as_sp_sel *sel)
 {
     free(sel->det);
     free(sel->samp);
+    free(sel->samp_w);
+    free(sel->q);
+    free(sel->cq);
     memset(sel, 0, sizeof *sel);
 }
 
@@ -25,7 +29,13 @@ as_status as_sp_sel_reserve(as_sp_sel *sel, int64_t n, char *err)
     if (a) sel->det = a;
     int64_t *b = a ? realloc(sel->samp, (size_t)n * sizeof *b) : NULL;
     if (b) sel->samp = b;
-    if (!a || !b) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    double *c = b ? realloc(sel->samp_w, (size_t)n * sizeof *c) : NULL;
+    if (c) sel->samp_w = c;
+    double *e = c ? realloc(sel->q, (size_t)n * sizeof *e) : NULL;
+    if (e) sel->q = e;
+    double *f = e ? realloc(sel->cq, (size_t)n * sizeof *f) : NULL;
+    if (f) sel->cq = f;
+    if (!a || !b || !c || !e || !f) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     sel->cap = n;
     return AS_OK;
 }
@@ -133,20 +143,21 @@ as_status as_sp_pages_build(const as_layer *l, int64_t kvh, int64_t P, as_sp_bou
  * min/max stored as format f keeps them. pg may be NULL (min/max read on the fly). */
 static as_status select_pages(const as_layer *l, int64_t h, const double *q, int64_t n, int64_t P,
                               as_sp_bounds f, int64_t want, const as_sp_pages *pg, int64_t *det,
-                              int64_t *nd, char *err)
+                              int64_t *nd, double *ub_out, double *ctr_out, char *err)
 {
     const int64_t d = l->d;
     const int64_t kvh = as_layer_kv_head(l, h);
     int64_t npg = (n + P - 1) / P, nfull = n / P;
     *nd = 0;
     if (want > npg) want = npg;
-    if (want <= 0) return AS_OK;
-    double *ub = malloc((size_t)npg * sizeof *ub);
+    if (want <= 0 && !ub_out) return AS_OK;
+    double *ub = ub_out ? ub_out : malloc((size_t)npg * sizeof *ub);
     double *mn = malloc((size_t)d * sizeof *mn), *mx = malloc((size_t)d * sizeof *mx);
     double *buf = malloc((size_t)P * (size_t)d * sizeof *buf);
-    int64_t *pick = malloc((size_t)want * sizeof *pick);
+    int64_t *pick = malloc((size_t)(want > 0 ? want : 1) * sizeof *pick);
     if (!ub || !mn || !mx || !buf || !pick) {
-        free(ub), free(mn), free(mx), free(buf), free(pick);
+        if (!ub_out) free(ub);
+        free(mn), free(mx), free(buf), free(pick);
         return as_err_set(err, AS_ERR_NOMEM, "out of memory");
     }
     for (int64_t pgi = 0; pgi < npg; pgi++) {
@@ -162,13 +173,19 @@ static as_status select_pages(const as_layer *l, int64_t h, const double *q, int
         double u = 0;
         for (int64_t c = 0; c < d; c++) u += q[c] >= 0 ? q[c] * bb[c] : q[c] * a[c];
         ub[pgi] = l->scale * u;
+        if (ctr_out) { /* the score of the box centre, (U_p + L_p) / 2 */
+            double cu = 0;
+            for (int64_t c = 0; c < d; c++) cu += q[c] * (0.5 * (a[c] + bb[c]));
+            ctr_out[pgi] = l->scale * cu;
+        }
     }
-    as_status st = as_select_topk(ub, npg, want, pick, err);
+    as_status st = want > 0 ? as_select_topk(ub, npg, want, pick, err) : AS_OK;
     int64_t c = 0;
     for (int64_t j = 0; j < want && st == AS_OK; j++)
         for (int64_t i = pick[j] * P; i < (pick[j] + 1) * P && i < n; i++) det[c++] = i;
     *nd = c;
-    free(ub), free(mn), free(mx), free(buf), free(pick);
+    if (!ub_out) free(ub);
+    free(mn), free(mx), free(buf), free(pick);
     return st;
 }
 
@@ -184,6 +201,7 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
     sel->n = n;
     sel->sampled = as_sp_method_is_sampling(m);
     sel->n_det = sel->n_samp = 0;
+    sel->m_draws = 0;
     int64_t k = as_budget_keys(b, n);
     switch (m) {
     case AS_SP_TOPK:
@@ -202,7 +220,7 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
     case AS_SP_PAGE: {
         const int64_t P = as_sp_page_size(p);
         st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds,
-                          as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det, err);
+                          as_sp_page_count(b, n, P), pg, sel->det, &sel->n_det, NULL, NULL, err);
         break;
     }
     case AS_SP_UNIFORM:
@@ -224,9 +242,43 @@ as_status as_sp_select_row(const as_layer *l, int64_t h, int64_t qi, const doubl
         if (kh > k) kh = k;
         if (kh < 0) kh = 0;
         st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds, kh / P, pg, sel->det,
-                          &sel->n_det, err);
+                          &sel->n_det, NULL, NULL, err);
         if (st == AS_OK)
             sel->n_samp = as_select_sample(rng, n, sel->det, sel->n_det, k - sel->n_det, sel->samp);
+        break;
+    }
+    case AS_SP_PAGE_IS: {
+        /* heavy set as page-sample's (Quest's bound U_p ranks the pages); the rest of the
+         * budget, m = k - |H| draws with replacement from the proposal of the page scores
+         * x_p (box centre or U_p, as_sp_is_proposal); all of the rest when m >= |R| (exact) */
+        const int64_t P = as_sp_page_size(p);
+        int64_t kh = (int64_t)llround((double)k * p->heavy_frac);
+        if (kh > k) kh = k;
+        if (kh < 0) kh = 0;
+        const size_t npg = (size_t)((n + P - 1) / P);
+        double *ub = malloc(2 * npg * sizeof *ub), *ctr = ub ? ub + npg : NULL;
+        if (!ub) return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        st = select_pages(l, h, q, n, P, (as_sp_bounds)p->page_bounds, kh / P, pg, sel->det,
+                          &sel->n_det, ub, ctr, err);
+        int64_t draws = k - sel->n_det;
+        if (st == AS_OK && draws >= n - sel->n_det) {
+            for (int64_t i = 0; i < n; i++) sel->det[i] = i;
+            sel->n_det = n;
+        } else if (st == AS_OK && draws > 0) {
+            const double *x = p->is_score == AS_SP_IS_BOUND ? ub : ctr;
+            st = as_sp_is_proposal(x, n, P, sel->det, sel->n_det, p->is_temp, p->is_mix, sel->q,
+                                   sel->cq, err);
+            sel->m_draws = draws;
+            if (st == AS_OK && p->is_draw == AS_SP_IS_REPLACE) {
+                sel->n_samp = as_sp_is_draw(rng, sel->q, sel->cq, n, draws, sel->samp,
+                                            sel->samp_w);
+            } else if (st == AS_OK) { /* Poisson: q becomes the inclusion probabilities */
+                st = as_sp_is_inclusion(sel->q, n, (double)draws, sel->q, err);
+                if (st == AS_OK)
+                    sel->n_samp = as_sp_is_draw_poisson(rng, sel->q, n, sel->samp, sel->samp_w);
+            }
+        }
+        free(ub);
         break;
     }
     case AS_SP_INDEX:
@@ -290,7 +342,14 @@ as_status as_sp_select_id(const as_layer *l, int64_t h, int64_t qi, int64_t seed
         st = as_sp_select_row(l, h, qi, q, scores, n, m, b, p, &rng, NULL, sel, err);
         if (st == AS_OK && trial > 0 && sel->sampled) {
             as_rng_seed(&rng, as_seed_mix(seed, trial));
-            sel->n_samp = as_select_sample(&rng, n, sel->det, sel->n_det, sel->n_samp, sel->samp);
+            if (m == AS_SP_PAGE_IS && p->is_draw == AS_SP_IS_POISSON)
+                sel->n_samp = as_sp_is_draw_poisson(&rng, sel->q, n, sel->samp, sel->samp_w);
+            else if (m == AS_SP_PAGE_IS)
+                sel->n_samp = as_sp_is_draw(&rng, sel->q, sel->cq, n, sel->m_draws, sel->samp,
+                                            sel->samp_w);
+            else
+                sel->n_samp = as_select_sample(&rng, n, sel->det, sel->n_det, sel->n_samp,
+                                               sel->samp);
         }
     }
     free(q);

@@ -23,6 +23,12 @@ typedef struct {
     int64_t n_samp;
     int64_t n_rest;     /* n - n_det */
     int64_t cap;        /* room in det and samp */
+    /* page-is (importance sampling; NULL / 0 for the other methods): samp holds the distinct
+     * keys drawn, samp_w their weights (count / (m q), or 1 / pi for Poisson sampling), q the
+     * proposal over the n keys (0 on det; Poisson: the inclusion probabilities pi), cq its
+     * running sums, m_draws the draws m (Poisson: the expected sample size) */
+    double *samp_w, *q, *cq;
+    int64_t m_draws;
 } as_sp_sel;
 
 void as_sp_sel_init(as_sp_sel *sel);

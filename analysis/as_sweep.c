@@ -30,7 +30,9 @@ int as_sweep_supports(const as_sp_config *cfg)
 {
     int sampling = 0;
     for (size_t i = 0; i < cfg->n_methods; i++) {
-        if (cfg->methods[i] == AS_SP_INDEX || cfg->methods[i] >= AS_SP_N_METHODS) return 0;
+        if (cfg->methods[i] == AS_SP_INDEX || cfg->methods[i] == AS_SP_PAGE_IS ||
+            cfg->methods[i] >= AS_SP_N_METHODS)
+            return 0; /* page-is: as_sp_run (its weighted draws are not shell sums) */
         sampling |= as_sp_method_is_sampling(cfg->methods[i]);
     }
     if (cfg->n_budgets < 1) return 0;
@@ -1201,8 +1203,7 @@ static void *worker(void *arg)
     return NULL;
 }
 
-as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
-                       as_sp_record_fn fn, void *ctx, char *err)
+as_status as_sweep_check(const as_sp_config *cfg, const as_layer *l, char *err)
 {
     if (cfg->n_methods == 0) return as_err_set(err, AS_ERR_USAGE, "no method given");
     if (cfg->n_budgets == 0) return as_err_set(err, AS_ERR_USAGE, "no budget given");
@@ -1211,6 +1212,26 @@ as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
                                              "more than %d budgets", SW_MAXB);
     if (!(cfg->params.delta > 0 && cfg->params.delta < 1))
         return as_err_set(err, AS_ERR_USAGE, "delta must be in (0, 1)");
+    if (!l) return AS_OK;
+    as_status st = as_sp_config_check_layer(cfg, l, err);
+    if (st != AS_OK) return st;
+    if (l->d > 1024)
+        return as_err_set(err, AS_ERR_USAGE, "layer %d: head dimension %lld above 1024",
+                          l->index, (long long)l->d);
+    return AS_OK;
+}
+
+size_t as_sweep_worker_mem(const as_sp_config *cfg, int threads)
+{
+    return (cfg->mem_limit ? cfg->mem_limit : (size_t)512 << 20) /
+           (size_t)(threads > 1 ? threads : 1);
+}
+
+as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
+                       as_sp_record_fn fn, void *ctx, char *err)
+{
+    as_status cst = as_sweep_check(cfg, NULL, err);
+    if (cst != AS_OK) return cst;
     size_t nu = 0;
     int any = 0;
     uint64_t total = 0;
@@ -1218,11 +1239,8 @@ as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
         const as_layer *l = as_trace_layer(tr, li);
         if (cfg->layer >= 0 && l->index != cfg->layer) continue;
         any = 1;
-        as_status lst = as_sp_config_check_layer(cfg, l, err);
+        as_status lst = as_sweep_check(cfg, l, err);
         if (lst != AS_OK) return lst;
-        if (l->d > 1024)
-            return as_err_set(err, AS_ERR_USAGE, "layer %d: head dimension %lld above 1024",
-                              l->index, (long long)l->d);
         nu += (size_t)l->hkv;
         int64_t nh = cfg->head >= 0 ? 1 : l->hq, nq = cfg->query >= 0 ? 1 : l->t;
         total += (uint64_t)(nh * nq) * cfg->n_methods * cfg->n_budgets;
@@ -1239,7 +1257,7 @@ as_status as_sweep_run(const as_trace *tr, const as_sp_config *cfg, int threads,
         long nc = sysconf(_SC_NPROCESSORS_ONLN);
         threads = nc > 0 ? (int)(nc < 64 ? nc : 64) : 1;
     }
-    R.mem = (cfg->mem_limit ? cfg->mem_limit : (size_t)512 << 20) / (size_t)threads;
+    R.mem = as_sweep_worker_mem(cfg, threads);
     R.ahead = 2 * (size_t)threads;
     R.u = calloc(nu ? nu : 1, sizeof *R.u);
     if (!R.u) return as_err_set(err, AS_ERR_NOMEM, "out of memory");

@@ -33,7 +33,7 @@
 #include "as_sp_engine.h"
 #include "as_trace.h"
 
-/* 1 when as_sweep runs cfg: every method but index, and (with a sampling method) at most
+/* 1 when as_sweep runs cfg: every method but index and page-is, and (with a sampling method) at most
  * AS_SWEEP_MAX_BUDGETS budgets. Otherwise use as_sp_run. */
 #define AS_SWEEP_MAX_BUDGETS 21
 int as_sweep_supports(const as_sp_config *cfg);
@@ -44,6 +44,15 @@ int as_sweep_supports(const as_sp_config *cfg);
  * *stop and ends the unit. */
 as_status as_sweep_unit(const as_layer *l, int64_t kvh, const as_sp_config *cfg, size_t mem,
                         as_sp_record_fn fn, void *ctx, int *stop, char *err);
+
+/* The checks as_sweep_run makes of cfg (l NULL) and of each layer l it runs (with cfg's):
+ * AS_OK, or AS_ERR_USAGE and the message as_sweep_run gives. For a caller that runs
+ * as_sweep_unit itself (the MPI engine's (layer, kv head) units, cli/cli_par.c). */
+as_status as_sweep_check(const as_sp_config *cfg, const as_layer *l, char *err);
+
+/* The memory limit of one of `threads` workers (as_sweep_run's): cfg->mem_limit (0: 512 MiB)
+ * shared by the threads. */
+size_t as_sweep_worker_mem(const as_sp_config *cfg, int threads);
 
 /* The whole trace, as as_sp_run (same checks of cfg, same records), over threads
  * workers (< 1: one per online core) taking (layer, kv head) units; each worker gets mem_limit / threads; fn

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "as_limits.h"
 
@@ -341,6 +342,13 @@ typedef struct {
     int stopped;
     int threads;     /* the shared sweep's workers (as_sweep_run) */
     size_t trace;    /* one rank: the trace running */
+    /* (layer, kv head) units (kvh NULL: layer units): kvh[u] the unit's kv head, slot[u] its
+     * layer among the units' layers (trace, li); on rank 0 per slot: its units (nkv), those
+     * consumed (seen) and the largest q, k, v row norms of their parts (vmax, 3 a slot) */
+    int64_t *kvh;
+    size_t *slot;
+    size_t *nkv, *seen;
+    double *vmax;
 } sp_job;
 
 static void sp_inner(void *vctx, uint64_t done, uint64_t total)
@@ -368,13 +376,35 @@ static int sp_put(void *vctx, const as_sp_record *r)
     return b->failed;
 }
 
+/* A (layer, kv head) unit reads only its part of the layer (its group's q, its k and v), and
+ * checks only that before reading it: NaN/Inf (the message names the element in the whole
+ * tensor, as the whole-file check does), then the value limits with the part's largest row
+ * norms (*lim). A part can only fail where its layer fails (the layer's norms are the largest
+ * of its parts'); the layer's own check then gives the message of the one-process run.
+ * What a part cannot see, the score bound of one part's q with another's k, rank 0 checks
+ * when it has every part's norms (sp_consume). */
+static as_status sp_check_kv(const as_trace *tr, const as_layer *l, int64_t kvh,
+                             as_layer_limits *lim, char *err)
+{
+    as_status st = as_layer_check_finite_kv(tr, l, kvh, err);
+    if (st == AS_OK) st = as_layer_limits_get_kv(l, kvh, lim, err);
+    if (st != AS_OK) return st;
+    char why[256];
+    if (as_layer_limits_ok(l, lim, why, sizeof why)) return AS_OK;
+    st = as_layer_check_finite(tr, l, err);
+    if (st == AS_OK) st = as_layer_check_limits(tr, l, err);
+    return st != AS_OK ? st : as_err_set(err, AS_ERR_VALUE, "%s: %s", as_trace_path(tr), why);
+}
+
 static as_status sp_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
 {
     sp_job *j = vctx;
     const as_par_unit *pu = &j->units[u];
     const as_trace *tr = j->tr[pu->trace];
     const as_layer *l = as_trace_layer(tr, pu->li);
-    as_status st = as_par_check_layer(tr, l, err);
+    as_layer_limits lim;
+    as_status st = j->kvh ? sp_check_kv(tr, l, j->kvh[u], &lim, err)
+                          : as_par_check_layer(tr, l, err);
     if (st != AS_OK) { /* the caller names the trace, as for as_sp_run's messages */
         size_t k = strlen(as_trace_path(tr));
         if (strncmp(err, as_trace_path(tr), k) == 0 && strncmp(err + k, ": ", 2) == 0)
@@ -385,8 +415,57 @@ static as_status sp_work(void *vctx, size_t u, as_mpi_buf *out, char *err)
     c.layer = l->index;
     c.progress = sp_inner;
     c.progress_ctx = j;
+    if (j->kvh) { /* one kv head of the layer: as_sweep_run's unit, its records in its order */
+        if ((st = as_sweep_check(&c, NULL, err)) != AS_OK ||
+            (st = as_sweep_check(&c, l, err)) != AS_OK)
+            return st;
+        const double mx[3] = {lim.q_max, lim.k_max, lim.v_max};
+        as_mpi_put(out, mx, sizeof mx); /* for rank 0's check of the whole layer */
+        int stop = 0;
+        st = as_sweep_unit(l, j->kvh[u], &c, as_sweep_worker_mem(&c, 1), sp_put, out, &stop,
+                           err);
+        if (st == AS_OK && stop) st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
+        return st;
+    }
     return as_sweep_supports(&c) ? as_sweep_run(tr, &c, j->threads, sp_put, out, err)
                                  : as_sp_run(tr, &c, sp_put, out, err);
+}
+
+/* The (layer, kv head) units of the layer units j->units[0..nl): each layer's kv heads that
+ * hold a selected query head, in as_sweep_run's order; replaces j->units. */
+static as_status sp_kv_units(sp_job *j, size_t nl, size_t *nu, char *err)
+{
+    size_t cap = 0;
+    for (size_t u = 0; u < nl; u++)
+        cap += (size_t)as_trace_layer(j->tr[j->units[u].trace], j->units[u].li)->hkv;
+    as_par_unit *units = malloc((cap ? cap : 1) * sizeof *units);
+    j->kvh = malloc((cap ? cap : 1) * sizeof *j->kvh);
+    j->slot = malloc((cap ? cap : 1) * sizeof *j->slot);
+    j->nkv = calloc(nl ? nl : 1, sizeof *j->nkv);
+    j->seen = calloc(nl ? nl : 1, sizeof *j->seen);
+    j->vmax = calloc(3 * (nl ? nl : 1), sizeof *j->vmax);
+    if (!units || !j->kvh || !j->slot || !j->nkv || !j->seen || !j->vmax) {
+        free(units);
+        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
+    }
+    size_t n = 0;
+    for (size_t u = 0; u < nl; u++) {
+        const as_layer *l = as_trace_layer(j->tr[j->units[u].trace], j->units[u].li);
+        const int64_t group = l->hkv > 0 ? l->hq / l->hkv : 0;
+        for (int64_t g = 0; g < l->hkv; g++) {
+            if (j->cfg->head >= 0 && (j->cfg->head < g * group || j->cfg->head >= (g + 1) * group))
+                continue;
+            units[n] = j->units[u];
+            j->kvh[n] = g;
+            j->slot[n] = u;
+            j->nkv[u]++;
+            n++;
+        }
+    }
+    free(j->units);
+    j->units = units;
+    *nu = n;
+    return AS_OK;
 }
 
 /* One rank: each trace's records straight to fn, the sweep's threads over all its (layer, kv
@@ -415,6 +494,24 @@ static as_status sp_one_rank(sp_job *j, size_t ntr, char *err)
 static as_status sp_consume(void *vctx, size_t u, as_mpi_rd *in, char *err)
 {
     sp_job *j = vctx;
+    if (j->kvh) { /* the part's row norms: the layer's check once all its parts are in */
+        double mx[3];
+        if (as_mpi_get(in, mx, sizeof mx) != 0)
+            return as_err_set(err, AS_ERR_IO, "a unit's records were damaged in transit");
+        const size_t sl = j->slot[u];
+        for (int i = 0; i < 3; i++) j->vmax[3 * sl + i] = fmax(j->vmax[3 * sl + i], mx[i]);
+        if (++j->seen[sl] == j->nkv[sl]) {
+            const as_layer *l = as_trace_layer(j->tr[j->units[u].trace], j->units[u].li);
+            as_layer_limits lim;
+            memset(&lim, 0, sizeof lim);
+            lim.q_max = j->vmax[3 * sl], lim.k_max = j->vmax[3 * sl + 1];
+            lim.v_max = j->vmax[3 * sl + 2];
+            as_layer_limits_eval(l, &lim);
+            char why[256];
+            if (l->d > 0 && !as_layer_limits_ok(l, &lim, why, sizeof why))
+                return as_err_set(err, AS_ERR_VALUE, "%s", why);
+        }
+    }
     if ((in->len - in->pos) % sizeof(as_sp_record) != 0)
         return as_err_set(err, AS_ERR_IO, "a unit's records were damaged in transit");
     while (!as_mpi_rd_end(in) && !j->stopped) {
@@ -437,18 +534,29 @@ as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg
     j.cfg = cfg;
     j.fn = fn;
     j.ctx = ctx;
+    /* several ranks, --threads not given: the node's cores shared by its ranks */
+    if (threads < 1 && as_mpi_size() > 1) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        int local = as_mpi_local_size();
+        threads = nc > local ? (int)(nc / local) : 1;
+    }
     j.threads = threads;
     size_t nu = 0;
     j.units = as_par_layer_units(tr, ntr, cfg->layer, NULL, NULL, &nu);
+    as_status st = AS_OK;
+    /* one worker per rank: (layer, kv head) units, as as_sweep_run's; more: a layer per unit
+     * and its kv heads over the rank's threads */
+    if (j.units && as_mpi_size() > 1 && threads == 1 && as_sweep_supports(cfg))
+        st = sp_kv_units(&j, nu, &nu, err);
     j.records = malloc((nu ? nu : 1) * sizeof *j.records);
     double *cost = malloc((nu ? nu : 1) * sizeof *cost);
-    as_status st = AS_OK;
-    if (!j.units || !j.records || !cost) {
+    if (st == AS_OK && (!j.units || !j.records || !cost))
         st = as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    } else {
+    if (st == AS_OK) {
         for (size_t u = 0; u < nu; u++) {
             const as_layer *l = as_trace_layer(tr[j.units[u].trace], j.units[u].li);
-            double rows = (double)(cfg->head >= 0 ? 1 : l->hq) * (double)(cfg->query >= 0 ? 1 : l->t);
+            double heads = cfg->head >= 0 ? 1 : j.kvh ? (double)(l->hq / l->hkv) : (double)l->hq;
+            double rows = heads * (double)(cfg->query >= 0 ? 1 : l->t);
             j.records[u] = rows * (double)combos;
             j.total += j.records[u];
             cost[u] = j.records[u] * (double)l->n + 1; /* a record reads the query's keys */
@@ -464,5 +572,10 @@ as_status as_par_sp_run(as_trace *const *tr, size_t ntr, const as_sp_config *cfg
     free(cost);
     free(j.records);
     free(j.units);
+    free(j.kvh);
+    free(j.slot);
+    free(j.nkv);
+    free(j.seen);
+    free(j.vmax);
     return st;
 }

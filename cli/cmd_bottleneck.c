@@ -28,7 +28,7 @@ const char as_help_bottleneck[] =
     "  --budget B,...      fractions of the visible keys for oracle top-k: 0.05 or 5%\n"
     "                      (default 1%,5%,10%,25%)\n"
     "  --witness           also solve the linear programs of the TV witness (off by default:\n"
-    "                      about 0.1-0.2 s per query at 2048 keys, hundreds of dense passes;\n"
+    "                      about 0.05 s per query at 2048 keys, tens to hundreds of dense passes;\n"
     "                      without it tv_witness, witness_keys, witness_residual are null)\n"
     "  --witness-keys K    the witness may change only the K heaviest keys (default 2048;\n"
     "                      0: all n); keeps each LP small on long contexts\n"

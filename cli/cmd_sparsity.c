@@ -17,14 +17,16 @@ const char as_help_sparsity[] =
     "usage: attnscope sparsity TRACE... [--method M[,M...]|all] [--budget B[,B...] | --sparsity X[,X...]]\n"
     "                          [--index FILE] [--layer L] [--head H] [--query I]\n"
     "                          [--sinks S] [--page-size P] [--page-bounds exact|f32|bf16]\n"
-    "                          [--heavy-frac F] [--delta D] [--seed S] [--trials R] [--eps E]\n"
+    "                          [--heavy-frac F] [--is-score center|bound] [--is-temp T]\n"
+    "                          [--is-mix B] [--is-draw poisson|replace] [--delta D] [--seed S]\n"
+    "                          [--trials R] [--eps E]\n"
     "                          [--out-tol T] [--mem MIB] [--threads N]\n"
     "                          [--export-index FILE [--export-outputs]]\n"
     "                          [--json|--csv] [--summary-only] [--quiet]\n\n"
     "Approximate every query's attention output with a sparse method and compare it with the\n"
     "exact float64 output and with the theoretical bound (docs/theory.md).\n\n"
-    "Methods (default: all but index and page-sample; index too when --index is given;\n"
-    "--method all adds page-sample):\n"
+    "Methods (default: all but index, page-sample and page-is; index too when --index is given;\n"
+    "--method all adds page-sample; page-is only when named):\n"
     "  topk         oracle top-k: the k largest weights\n"
     "  sink-window  StreamingLLM: the first S positions (--sinks, default 4) and the last k-S\n"
     "  page         Quest: pages of P keys (--page-size, default 16) ranked by the upper bound\n"
@@ -37,6 +39,15 @@ const char as_help_sparsity[] =
     "               uniform sample of the rest, numerator and denominator estimated separately\n"
     "  page-sample  pages + sampling: the Quest pages within round(F*k) keys as the heavy\n"
     "               set, a uniform sample of the rest, estimated as topk-sample\n"
+    "  page-is      pages + importance sampling: page-sample's heavy set, then a sample of the\n"
+    "               keys outside it from a proposal q: a page in proportion to |p| exp(T x_p),\n"
+    "               x_p the score of the centre of the page's key box, (U_p + L_p)/2\n"
+    "               (--is-score center, the default) or its Quest bound U_p (bound); --is-temp T\n"
+    "               (default 1); mixed with a share B of uniform draws (--is-mix, default 0.1);\n"
+    "               a key uniform in the page. --is-draw poisson (default): each key kept with\n"
+    "               probability pi_j = min(1, c q_j), sum pi_j = k - |H| (k keys on average),\n"
+    "               weight 1/pi_j; replace: k - |H| draws with replacement, weight 1/(m q_j)\n"
+    "               (runs outside the shared sweep)\n"
     "  index        the keys listed in a user's index file (--index; docs/trace-format.md);\n"
     "               if the file holds the kernel's outputs, their error is checked too\n\n"
     "Budgets: a fraction of each query's visible keys (0.02, 2%, 1/50), a key count (128), or\n"
@@ -54,7 +65,8 @@ const char as_help_sparsity[] =
     "'coverage', 'check'.\n\n"
     "Every method but index runs on the shared sweep (one selection per query for all budgets,\n"
     "one pass over V for every method and budget; docs/benchmarks.md) over --threads workers\n"
-    "(default: every core; each gets its share of --mem); records reach the output in order.\n\n"
+    "(default: every core; under mpirun with several ranks the node's cores shared by its\n"
+    "ranks; each gets its share of --mem); records reach the output in order.\n\n"
     "--export-index FILE writes the selection of one subset method at one budget as an index\n"
     "file (with --export-outputs also the float64 sparse outputs), e.g. to test a kernel.\n\n"
     "Several traces (A B C ...; a study's models, prompts, lengths): each is analysed as if\n"
@@ -81,7 +93,11 @@ enum {
     OPT_EXPORT_OUT,
     OPT_SUMMARY_ONLY,
     OPT_THREADS,
-    OPT_PAGE_BOUNDS
+    OPT_PAGE_BOUNDS,
+    OPT_IS_TEMP,
+    OPT_IS_MIX,
+    OPT_IS_SCORE,
+    OPT_IS_DRAW
 };
 
 #define MAX_BUDGETS 256
@@ -112,7 +128,7 @@ static int parse_methods(sp_cli *s, const char *arg)
         as_sp_method m;
         if (as_sp_method_parse(tok, &m) != 0)
             return as_cli_usage(cmd, "unknown method '%s' (topk, sink-window, page, "
-                                     "uniform, topk-sample, page-sample, index, all)",
+                                     "uniform, topk-sample, page-sample, page-is, index, all)",
                                 tok);
         int dup = 0;
         for (size_t i = 0; i < s->n_methods; i++) dup |= s->methods[i] == m;
@@ -170,6 +186,27 @@ static int sp_opt(void *ctx, int opt, const char *arg)
     case OPT_SEED: return as_cli_parse_u64(cmd, "seed", arg, &cfg->params.seed) ? 2 : 0;
     case OPT_HEAVY:
         return as_cli_parse_real(cmd, "heavy-frac", arg, 0, 1, 0, &cfg->params.heavy_frac) ? 2 : 0;
+    case OPT_IS_TEMP:
+        return as_cli_parse_real(cmd, "is-temp", arg, 0, 1e6, 0, &cfg->params.is_temp) ? 2 : 0;
+    case OPT_IS_MIX:
+        return as_cli_parse_real(cmd, "is-mix", arg, 0, 1, AS_OPEN_LO, &cfg->params.is_mix) ? 2
+                                                                                       : 0;
+    case OPT_IS_SCORE:
+        if (strcmp(arg, "center") == 0 || strcmp(arg, "centre") == 0)
+            cfg->params.is_score = AS_SP_IS_CENTER;
+        else if (strcmp(arg, "bound") == 0)
+            cfg->params.is_score = AS_SP_IS_BOUND;
+        else
+            return as_cli_usage(cmd, "--is-score '%s': expected center or bound", arg);
+        return 0;
+    case OPT_IS_DRAW:
+        if (strcmp(arg, "poisson") == 0)
+            cfg->params.is_draw = AS_SP_IS_POISSON;
+        else if (strcmp(arg, "replace") == 0)
+            cfg->params.is_draw = AS_SP_IS_REPLACE;
+        else
+            return as_cli_usage(cmd, "--is-draw '%s': expected poisson or replace", arg);
+        return 0;
     case OPT_DELTA:
         return as_cli_parse_real(cmd, "delta", arg, 0, 1, AS_OPEN_LO | AS_OPEN_HI,
                                  &cfg->params.delta) ? 2 : 0;
@@ -192,8 +229,10 @@ static int sp_opt(void *ctx, int opt, const char *arg)
 static int settle(sp_cli *s, const as_cli_common *c)
 {
     if (s->method_all) {
-        for (int m = 0; m < AS_SP_N_METHODS; m++) /* page-sample only with --method all */
-            if ((m != AS_SP_INDEX || s->index_path) && (m != AS_SP_PAGE_SAMPLE || s->all_given))
+        /* page-sample only with --method all, page-is only when named */
+        for (int m = 0; m < AS_SP_N_METHODS; m++)
+            if ((m != AS_SP_INDEX || s->index_path) && (m != AS_SP_PAGE_SAMPLE || s->all_given) &&
+                m != AS_SP_PAGE_IS)
                 s->methods[s->n_methods++] = (as_sp_method)m;
     }
     int uses_index = 0;
@@ -395,6 +434,10 @@ int as_cmd_sparsity(int argc, char **argv)
                                          {"page-size", required_argument, 0, OPT_PAGE},
                                          {"page-bounds", required_argument, 0, OPT_PAGE_BOUNDS},
                                          {"heavy-frac", required_argument, 0, OPT_HEAVY},
+                                         {"is-temp", required_argument, 0, OPT_IS_TEMP},
+                                         {"is-mix", required_argument, 0, OPT_IS_MIX},
+                                         {"is-score", required_argument, 0, OPT_IS_SCORE},
+                                         {"is-draw", required_argument, 0, OPT_IS_DRAW},
                                          {"delta", required_argument, 0, OPT_DELTA},
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"trials", required_argument, 0, OPT_TRIALS},

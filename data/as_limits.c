@@ -32,11 +32,12 @@ static void read_q_rows(const as_layer *l, int64_t h, int64_t r0, int64_t cnt, d
     as_tensor_read_f64(l->q, (uint64_t)((h * l->t + r0) * l->d), (uint64_t)(cnt * l->d), out);
 }
 
-/* max row norm over heads x rows of a [heads, rows, d] tensor */
-static double max_norm(const as_layer *l, read_fn rd, int64_t heads, int64_t rows, double *buf)
+/* max row norm over heads [h0, h1) x rows of a [heads, rows, d] tensor */
+static double max_norm(const as_layer *l, read_fn rd, int64_t h0, int64_t h1, int64_t rows,
+                       double *buf)
 {
     double mx = 0.0;
-    for (int64_t h = 0; h < heads; h++)
+    for (int64_t h = h0; h < h1; h++)
         for (int64_t r0 = 0; r0 < rows; r0 += LIM_ROWS) {
             int64_t cnt = rows - r0 < LIM_ROWS ? rows - r0 : LIM_ROWS;
             rd(l, h, r0, cnt, buf);
@@ -53,10 +54,34 @@ as_status as_layer_limits_get(const as_layer *l, as_layer_limits *out, char *err
     if (l->d <= 0) return AS_OK;
     double *buf = malloc((size_t)LIM_ROWS * (size_t)l->d * sizeof *buf);
     if (!buf) return as_err_set(err, AS_ERR_NOMEM, "value limits: out of memory");
-    out->q_max = max_norm(l, read_q_rows, l->hq, l->t, buf);
-    out->k_max = max_norm(l, as_layer_read_k, l->hkv, l->n, buf);
-    out->v_max = max_norm(l, as_layer_read_v, l->hkv, l->n, buf);
+    out->q_max = max_norm(l, read_q_rows, 0, l->hq, l->t, buf);
+    out->k_max = max_norm(l, as_layer_read_k, 0, l->hkv, l->n, buf);
+    out->v_max = max_norm(l, as_layer_read_v, 0, l->hkv, l->n, buf);
     free(buf);
+    as_layer_limits_eval(l, out);
+    return AS_OK;
+}
+
+as_status as_layer_limits_get_kv(const as_layer *l, int64_t kvh, as_layer_limits *out, char *err)
+{
+    memset(out, 0, sizeof *out);
+    out->layer = l->index;
+    out->scores_ok = out->q_ok = out->k_ok = out->v_ok = 1;
+    if (l->d <= 0 || l->hkv <= 0) return AS_OK;
+    double *buf = malloc((size_t)LIM_ROWS * (size_t)l->d * sizeof *buf);
+    if (!buf) return as_err_set(err, AS_ERR_NOMEM, "value limits: out of memory");
+    const int64_t group = l->hq / l->hkv;
+    out->q_max = max_norm(l, read_q_rows, kvh * group, (kvh + 1) * group, l->t, buf);
+    out->k_max = max_norm(l, as_layer_read_k, kvh, kvh + 1, l->n, buf);
+    out->v_max = max_norm(l, as_layer_read_v, kvh, kvh + 1, l->n, buf);
+    free(buf);
+    as_layer_limits_eval(l, out);
+    return AS_OK;
+}
+
+void as_layer_limits_eval(const as_layer *l, as_layer_limits *out)
+{
+    out->layer = l->index;
     /* products in logarithms: the bound itself may exceed DBL_MAX */
     double sc = l->scale > 1.0 ? l->scale : 1.0, dd = sqrt((double)l->d);
     const double lmax = log2(AS_LIMIT_MAX);
@@ -73,7 +98,6 @@ as_status as_layer_limits_get(const as_layer *l, as_layer_limits *out, char *err
     out->q_ok = out->q_max == 0.0 || log2(rq) + 2.0 * log2(out->q_max) <= lmax;
     out->k_ok = out->k_max == 0.0 || log2(rk) + 2.0 * log2(out->k_max) <= lmax;
     out->v_ok = out->v_max == 0.0 || log2(rk) + 2.0 * log2(out->v_max) <= lmax;
-    return AS_OK;
 }
 
 int as_layer_limits_ok(const as_layer *l, const as_layer_limits *lim, char *why, size_t len)

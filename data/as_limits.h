@@ -32,6 +32,15 @@ typedef struct {
 /* Row norms and the bounds of one layer (reads every q, k, v row once); AS_ERR_NOMEM only. */
 as_status as_layer_limits_get(const as_layer *l, as_layer_limits *out, char *err);
 
+/* The same over the part of layer l that kv head kvh's units read: the q rows of its group's
+ * query heads, its k and v rows. The layer's maxima are the largest of its kv heads' (the
+ * MPI engine checks each (layer, kv head) unit's part before reading it and joins the parts'
+ * maxima on rank 0: cli/cli_par.c). */
+as_status as_layer_limits_get_kv(const as_layer *l, int64_t kvh, as_layer_limits *out,
+                                 char *err);
+/* score_bound and the flags of out from its q_max, k_max, v_max (l: scale, d, t, n). */
+void as_layer_limits_eval(const as_layer *l, as_layer_limits *out);
+
 /* 1 when every bound of the layer holds; else 0 and a one-line reason in why (may be NULL). */
 int as_layer_limits_ok(const as_layer *l, const as_layer_limits *lim, char *why, size_t len);
 

@@ -487,13 +487,63 @@ as_status as_trace_check_finite(const as_trace *tr, char *err)
     return as_trace_check_finite_progress(tr, NULL, NULL, err);
 }
 
-/* The first NaN/Inf of a float tensor: AS_ERR_VALUE naming the file, tensor and element. */
-static as_status check_tensor(const as_trace *tr, const as_tensor *t,
-                              void (*progress)(void *ctx, uint64_t done, uint64_t total),
-                              void *ctx, uint64_t done, uint64_t total, char *err)
+/* 1 when elements [j0, j0 + n) of t hold a NaN/Inf (bad_at's test on whole words, which the
+ * compiler vectorises: the exponent bits all ones). */
+#define AS_FINITE_BLOCK 4096
+static int block_bad(const as_tensor *t, uint64_t j0, uint64_t n)
 {
-    for (uint64_t j = 0; j < t->numel; j++) {
+    const unsigned char *p = t->data;
+    unsigned acc = 0;
+    switch (t->dtype) {
+    case AS_DT_F64:
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t x;
+            memcpy(&x, p + 8 * (j0 + i), 8);
+            acc |= (x & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+        }
+        break;
+    case AS_DT_F32:
+        for (uint64_t i = 0; i < n; i++) {
+            uint32_t x;
+            memcpy(&x, p + 4 * (j0 + i), 4);
+            acc |= (x & 0x7f800000u) == 0x7f800000u;
+        }
+        break;
+    case AS_DT_F16:
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t x;
+            memcpy(&x, p + 2 * (j0 + i), 2);
+            acc |= (x & 0x7c00u) == 0x7c00u;
+        }
+        break;
+    case AS_DT_BF16:
+        for (uint64_t i = 0; i < n; i++) {
+            uint16_t x;
+            memcpy(&x, p + 2 * (j0 + i), 2);
+            acc |= (x & 0x7f80u) == 0x7f80u;
+        }
+        break;
+    default: return 0;
+    }
+    return acc != 0;
+}
+
+/* The first NaN/Inf of a float tensor: AS_ERR_VALUE naming the file, tensor and element.
+ * Blocks without one are passed over whole (block_bad); a block with one is searched element
+ * by element. */
+static as_status check_range(const as_trace *tr, const as_tensor *t, uint64_t j0, uint64_t j1,
+                             void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                             void *ctx, uint64_t done, uint64_t total, char *err)
+{
+    for (uint64_t j = j0; j < j1; j++) {
         if (progress && (j & ((1u << 22) - 1)) == 0) progress(ctx, done + j, total);
+        if ((j - j0) % AS_FINITE_BLOCK == 0) {
+            uint64_t n = j1 - j < AS_FINITE_BLOCK ? j1 - j : AS_FINITE_BLOCK;
+            if (!block_bad(t, j, n)) {
+                j += n - 1; /* the progress points (multiples of 2^22) are block starts */
+                continue;
+            }
+        }
         if (!bad_at(t, j)) continue;
         double v;
         as_tensor_read_f64(t, j, 1, &v);
@@ -509,6 +559,13 @@ static as_status check_tensor(const as_trace *tr, const as_tensor *t,
                           where);
     }
     return AS_OK;
+}
+
+static as_status check_tensor(const as_trace *tr, const as_tensor *t,
+                              void (*progress)(void *ctx, uint64_t done, uint64_t total),
+                              void *ctx, uint64_t done, uint64_t total, char *err)
+{
+    return check_range(tr, t, 0, t->numel, progress, ctx, done, total, err);
 }
 
 as_status as_trace_check_finite_progress(const as_trace *tr,
@@ -536,6 +593,24 @@ as_status as_layer_check_finite(const as_trace *tr, const as_layer *l, char *err
     for (int i = 0; i < 3; i++) {
         if (!ts[i] || !as_dtype_is_float(ts[i]->dtype)) continue;
         as_status st = check_tensor(tr, ts[i], NULL, NULL, 0, 0, err);
+        if (st != AS_OK) return st;
+    }
+    return AS_OK;
+}
+
+as_status as_layer_check_finite_kv(const as_trace *tr, const as_layer *l, int64_t kvh,
+                                   char *err)
+{
+    if (l->hkv <= 0) return AS_OK;
+    const int64_t group = l->hq / l->hkv;
+    const as_tensor *ts[3] = {l->q, l->k, l->v};
+    /* [heads, rows, d]: q's heads kvh * group .. (kvh + 1) * group, k's and v's head kvh */
+    const int64_t h0[3] = {kvh * group, kvh, kvh}, h1[3] = {(kvh + 1) * group, kvh + 1, kvh + 1};
+    for (int i = 0; i < 3; i++) {
+        if (!ts[i] || !as_dtype_is_float(ts[i]->dtype) || ts[i]->ndim != 3) continue;
+        const uint64_t per = (uint64_t)ts[i]->shape[1] * (uint64_t)ts[i]->shape[2];
+        as_status st = check_range(tr, ts[i], (uint64_t)h0[i] * per, (uint64_t)h1[i] * per, NULL,
+                                   NULL, 0, 0, err);
         if (st != AS_OK) return st;
     }
     return AS_OK;

@@ -58,6 +58,10 @@ as_status as_trace_check_finite(const as_trace *tr, char *err);
 /* Only one layer's q, k and v (a rank of the MPI engine reads no other layer); the same
  * message as the whole-file check. */
 as_status as_layer_check_finite(const as_trace *tr, const as_layer *l, char *err);
+/* Only the part of layer l that kv head kvh's units read: the q of its group's query heads,
+ * its k and v; the message names the element's place in the whole tensor, as above. */
+as_status as_layer_check_finite_kv(const as_trace *tr, const as_layer *l, int64_t kvh,
+                                   char *err);
 as_status as_trace_check_finite_progress(const as_trace *tr,
                                          void (*progress)(void *ctx, uint64_t done,
                                                           uint64_t total),

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -199,11 +200,12 @@ void as_mpi_plan(const double *cost, size_t n, int nranks, int *owner)
 }
 
 /* ---------------------------------------------------------------- ranks */
-static int g_rank = 0, g_size = 1, g_mpi_on = 0;
+static int g_rank = 0, g_size = 1, g_mpi_on = 0, g_local = 1;
 static int g_captured_fd = -1; /* ranks > 0: the file their stderr goes to */
 
 int as_mpi_rank(void) { return g_rank; }
 int as_mpi_size(void) { return g_size; }
+int as_mpi_local_size(void) { return g_local; }
 
 int as_mpi_built(void)
 {
@@ -235,6 +237,31 @@ int as_mpi_init(int *argc, char ***argv, char *err)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    MPI_Comm node;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
+        MPI_SUCCESS) {
+        MPI_Comm_size(node, &g_local);
+        MPI_Comm_free(&node);
+    }
+    if (g_local < 1) g_local = 1;
+    /* Under mpirun a rank's stdout is a pseudo-terminal that mpirun forwards, so stdio would
+     * buffer it by line: a JSON document of 300k lines then costs 300k write calls on rank 0,
+     * about 1 s of system time at the end of the run (docs/benchmarks.md, "MPI engine").
+     * Rank 0 writes its output at the end of a command in any case: buffer it in blocks, as
+     * stdout to a file or a pipe is. Nothing has been written to stdout yet. */
+    if (g_rank == 0) {
+        setvbuf(stdout, NULL, _IOFBF, (size_t)1 << 16);
+        /* The terminal's output processing (OPOST) makes the kernel pass the bytes to mpirun a
+         * few at a time; with none of its conversions on (OpenMPI's pty has no ONLCR) it
+         * changes no byte, so it goes off: the output is the same, written in large blocks. */
+        struct termios tio;
+        const tcflag_t conv = ONLCR | OCRNL | ONOCR | ONLRET | OLCUC | TABDLY | OFILL;
+        if (isatty(STDOUT_FILENO) && tcgetattr(STDOUT_FILENO, &tio) == 0 &&
+            (tio.c_oflag & OPOST) && !(tio.c_oflag & conv)) {
+            tio.c_oflag &= ~(tcflag_t)OPOST;
+            tcsetattr(STDOUT_FILENO, TCSANOW, &tio);
+        }
+    }
     if (g_rank > 0) {
         int dn = open("/dev/null", O_WRONLY | O_CLOEXEC);
         if (dn >= 0) {

@@ -67,6 +67,8 @@ int as_mpi_init(int *argc, char ***argv, char *err);
 void as_mpi_finalize(void);
 int as_mpi_rank(void);
 int as_mpi_size(void);
+/* The ranks on this rank's node (sharing its memory), this one included; 1 without MPI. */
+int as_mpi_local_size(void);
 int as_mpi_built(void); /* 1 when this build has MPI */
 
 /* Every rank passes its exit code (0: fine); all ranks get the largest. When it is not 0 and

@@ -107,6 +107,12 @@ static inline recs run(const as_trace *tr, const as_sp_method *m, size_t nm, con
 static const as_sp_method all_methods[] = {AS_SP_TOPK,    AS_SP_SINK_WINDOW, AS_SP_PAGE,
                                            AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE};
 #define N_ALL ((int)(sizeof all_methods / sizeof all_methods[0]))
+/* as_sp_run's methods: the above and page-is (which the shared sweep does not run) */
+static const as_sp_method engine_methods[] = {AS_SP_TOPK,        AS_SP_SINK_WINDOW,
+                                              AS_SP_PAGE,        AS_SP_UNIFORM,
+                                              AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE,
+                                              AS_SP_PAGE_IS};
+#define N_ENGINE ((int)(sizeof engine_methods / sizeof engine_methods[0]))
 
 static inline const char *sample_trace(void)
 {

@@ -227,6 +227,51 @@ Test(bn_witness, known_optima_and_feasibility)
     free(ap);
 }
 
+/* More than 1024 keys: the LP is solved by column generation (docs/theory.md, "TV witness").
+ * Where the LP has several optimal vertices the one reached may differ from the simplex on all
+ * keys at once, so the test checks what defines the witness, not its bytes: a distribution with
+ * the same output, tv its distance, a vertex of the fibre (at most d + 1 nonzeros, hence
+ * tv >= 1 - top_{d+1}(a), the bound of docs/theory.md), and the constraints met to rounding. */
+Test(bn_witness, column_generation_vertex)
+{
+    if (!as_bn_have_lp()) cr_skip_test("built without GLPK");
+    char err[AS_ERR_LEN];
+    const int64_t n = 3000, d = 16;
+    for (uint64_t seed = 0; seed < 3; seed++) {
+        double *a = rand_dist(n, 1.0 + seed, 40 + seed), *ap = malloc((size_t)n * sizeof *ap);
+        double *V = randn(n * d, 50 + seed), tv, res;
+        cr_assert_eq(as_bn_witness(V, a, n, d, 0, &tv, ap, &res, err), AS_OK, "%s", err);
+        check_feasible(V, a, ap, n, d, tv);
+        cr_assert(res < 1e-12, "residual %g", res);
+        int64_t nnz = 0;
+        for (int64_t i = 0; i < n; i++) nnz += ap[i] > 0;
+        cr_assert(nnz <= d + 1, "seed %llu: %lld nonzeros, not a vertex", (unsigned long long)seed,
+                  (long long)nnz);
+        /* 1 - top_{d+1}(a) */
+        double *srt = malloc((size_t)n * sizeof *srt), top = 0;
+        memcpy(srt, a, (size_t)n * sizeof *srt);
+        for (int64_t r = 0; r <= d; r++) { /* d + 1 largest by selection */
+            int64_t m = r;
+            for (int64_t i = r + 1; i < n; i++)
+                if (srt[i] > srt[m]) m = i;
+            double x = srt[r];
+            srt[r] = srt[m];
+            srt[m] = x;
+            top += srt[r];
+        }
+        cr_assert(tv >= 1.0 - top - 1e-12, "tv %g below the vertex bound %g", tv, 1.0 - top);
+        /* the 2048 heaviest keys only: the others keep their weight, still a witness */
+        double tv2;
+        cr_assert_eq(as_bn_witness(V, a, n, d, 2048, &tv2, ap, &res, err), AS_OK, "%s", err);
+        check_feasible(V, a, ap, n, d, tv2);
+        cr_assert(res < 1e-12, "residual %g", res);
+        free(srt);
+        free(V);
+        free(a);
+        free(ap);
+    }
+}
+
 /* Extreme but finite values: the witness is invariant to scaling V (the fibre V^T a' = V^T a
  * does not change), so V times 1e200, 1e-300, or one coordinate at 1e-300 and another at 1e150,
  * must give the same TV as V itself -- and never end the process inside GLPK (it aborted with

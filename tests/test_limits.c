@@ -87,6 +87,36 @@ Test(limits, ordinary_trace_within)
     free(p);
 }
 
+Test(limits, kv_parts_join_to_the_layer)
+{
+    /* the largest row norms of the (layer, kv head) parts are the layer's */
+    mag_ctx c = {0, 0, 0};
+    char *p = as_test_path("kv.st");
+    as_test_trace_spec sp = {.n_layers = 1, .hq = 6, .hkv = 3, .t = 3, .n = 40, .d = 8,
+                             .dtype = AS_DT_F64, .causal = 1, .gen = mag_gen, .ctx = &c};
+    cr_assert_eq(as_test_write_trace(p, &sp), 0);
+    char err[AS_ERR_LEN];
+    as_trace *tr = as_trace_open(p, err);
+    cr_assert_not_null(tr, "%s", err);
+    const as_layer *l = as_trace_layer(tr, 0);
+    as_layer_limits all, part, join;
+    cr_assert_eq(as_layer_limits_get(l, &all, err), AS_OK);
+    memset(&join, 0, sizeof join);
+    for (int64_t g = 0; g < 3; g++) {
+        cr_assert_eq(as_layer_limits_get_kv(l, g, &part, err), AS_OK);
+        cr_assert(part.q_max <= all.q_max && part.k_max <= all.k_max && part.v_max <= all.v_max);
+        join.q_max = fmax(join.q_max, part.q_max);
+        join.k_max = fmax(join.k_max, part.k_max);
+        join.v_max = fmax(join.v_max, part.v_max);
+    }
+    as_layer_limits_eval(l, &join);
+    cr_assert(join.q_max == all.q_max && join.k_max == all.k_max && join.v_max == all.v_max);
+    cr_assert(join.score_bound == all.score_bound && join.scores_ok == all.scores_ok &&
+              join.q_ok == all.q_ok && join.k_ok == all.k_ok && join.v_ok == all.v_ok);
+    as_trace_free(tr);
+    free(p);
+}
+
 Test(limits, extreme_magnitudes)
 {
     static const struct {

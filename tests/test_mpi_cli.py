@@ -10,6 +10,10 @@
     0's own), nothing on stdout, no report file and no temporary file left, within a timeout;
   - a rank killed (SIGKILL) in the middle of a run: the run ends within a timeout with a
     failure status and writes nothing;
+  - sparsity's (layer, kv head) units (one worker a rank): byte-identical to the one-process
+    run at 2 and 3 ranks (JSON, CSV, tables; --head, --query, several traces; --threads 2's
+    layer units); the value limits of a layer whose overflow only a query of one kv group
+    with a key of another shows: the one-process failure, found on rank 0;
   - several traces in one run: `sparsity A B --summary-only` gives, for each trace, the
     model summaries of the run on that trace alone, and a cross-trace summary; `report A B`
     (both traces' units on the ranks, one page) byte-identical at 1, 2 and 3 ranks to the
@@ -205,6 +209,112 @@ def multi_trace():
               [x["trace"] for x in across[:1]] == [S], f"{len(across)} records")
 
 
+def sparsity_kv_units(tmp):
+    """sparsity with one worker a rank runs (layer, kv head) units (cli/cli_par.c): JSON, CSV
+    and the tables byte-identical to the one-process run at 2 and 3 ranks, with --head,
+    --query, several traces, and with --threads 2 (a layer a unit, its kv heads over the
+    rank's threads)."""
+    cases = [
+        ["sparsity", S, "--threads", "1", "--json", "--quiet"],
+        ["sparsity", C, "--threads", "1", "--method", "all", "--budget", "3%,25%", "--trials",
+         "3", "--csv", "--quiet"],
+        ["sparsity", S, "--threads", "1", "--head", "4", "--query", "3", "--json", "--quiet"],
+        ["sparsity", S, "--threads", "1", "--layer", "19", "--head", "8", "--quiet"],
+        ["sparsity", S, C, "--threads", "1", "--summary-only", "--json", "--quiet"],
+        ["sparsity", S, "--threads", "2", "--budget", "5%,25%", "--json", "--quiet"],
+    ]
+    for args in cases:
+        one = subprocess.run([BIN] + args, capture_output=True, env=ENV, timeout=600)
+        name = " ".join(os.path.basename(a) for a in args)
+        if not check(f"{name}: one process", one.returncode == 0, one.stderr.decode()[-300:]):
+            continue
+        for p in (2, 3):
+            r, _ = run(p, args, timeout=600)
+            ok = r is not None and r.returncode == 0
+            check(f"{name}, {p} ranks: byte-identical to one process",
+                  ok and r.stdout.encode() == one.stdout,
+                  r.stderr.strip()[-300:] if r else "timeout")
+
+
+def f64_trace(path, q_big, k_big, scale):
+    """An F64 trace of 2 layers (4 query heads, 2 kv heads, 2 queries, 64 keys, d 8) of small
+    values; in layer 0 a row of query head 0 (kv group 0) of norm q_big and a row of kv head 1
+    of norm k_big."""
+    hq, hkv, t, n, d = 4, 2, 2, 64, 8
+    seed = [12345]
+
+    def small():
+        seed[0] = (seed[0] * 1103515245 + 12345) % 2**31
+        return seed[0] / 2**31 - 0.5
+
+    tensors = []
+    for layer in range(2):
+        q = [small() for _ in range(hq * t * d)]
+        k = [small() for _ in range(hkv * n * d)]
+        v = [small() for _ in range(hkv * n * d)]
+        if layer == 0:
+            q[0:d] = [q_big / d ** 0.5] * d                        # head 0, row 0
+            k[(1 * n + 3) * d:(1 * n + 4) * d] = [k_big / d ** 0.5] * d  # kv head 1, row 3
+        tensors += [(f"layers.{layer}.q", (hq, t, d), q), (f"layers.{layer}.k", (hkv, n, d), k),
+                    (f"layers.{layer}.v", (hkv, n, d), v)]
+    h = {"__metadata__": {"format": "attnscope-trace", "format_version": "1", "model": "limits",
+                          "scale": scale}}
+    off, blob = 0, b""
+    for name, shape, vals in tensors:
+        data = struct.pack(f"<{len(vals)}d", *vals)
+        h[name] = {"dtype": "F64", "shape": list(shape), "data_offsets": [off, off + len(data)]}
+        off += len(data)
+        blob += data
+    hb = json.dumps(h).encode()
+    hb += b" " * (-len(hb) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hb)) + hb + blob)
+
+
+def limits_across_kv_heads(tmp):
+    """The score bound of one kv group's query with another kv head's key: no (layer, kv head)
+    unit sees both, rank 0 checks the layer from the units' norms; the run fails as the
+    one-process run does (same line, with the rank), and a trace within the limits runs."""
+    tmp = os.path.join(tmp, "limits")
+    os.makedirs(tmp, exist_ok=True)
+    bad = os.path.join(tmp, "limits.safetensors")
+    f64_trace(bad, 5e149, 1e149, "10000")
+    args = ["sparsity", bad, "--threads", "1", "--json", "--quiet"]
+    one = subprocess.run([BIN] + args, capture_output=True, text=True, env=ENV, timeout=120)
+    line = one.stderr.strip()
+    check("limits across kv heads, one process: exit 2, scores may overflow",
+          one.returncode == 2 and "layer 0: scores may overflow" in line, line)
+    # and a part over the limits on its own (kv group 0's query norms): its unit fails
+    alone = os.path.join(tmp, "limits-alone.safetensors")
+    f64_trace(alone, 1e151, 1.0, "1")
+    a_args = args[:1] + [alone] + args[2:]
+    a_one = subprocess.run([BIN] + a_args, capture_output=True, text=True, env=ENV, timeout=120)
+    a_line = a_one.stderr.strip()
+    check("limits of one part, one process: exit 2, query norms overflow",
+          a_one.returncode == 2 and "layer 0: query norms overflow" in a_line, a_line)
+    for what, ar, want in (("across kv heads", args, line), ("of one part", a_args, a_line)):
+        for p in (2, 3):
+            r, secs = run(p, ar, timeout=120)
+            if not check(f"limits {what}, {p} ranks: ends within 120 s", r is not None,
+                         f"{secs:.0f} s"):
+                continue
+            got = r.stderr.strip()
+            check(f"limits {what}, {p} ranks: exit 2, the one-process line and the rank",
+                  r.returncode == 2 and got.startswith(want + " (rank ") and r.stdout == "",
+                  f"exit {r.returncode}: {got}")
+    ok = os.path.join(tmp, "limits-ok.safetensors")
+    f64_trace(ok, 5e149, 1e149, "1")  # the same norms at scale 1: within the bound
+    one = subprocess.run([BIN] + args[:1] + [ok] + args[2:], capture_output=True, env=ENV,
+                         timeout=120)
+    check("limits within, one process", one.returncode == 0, one.stderr.decode()[-300:])
+    for p in (2, 3):
+        r, _ = run(p, args[:1] + [ok] + args[2:], timeout=120)
+        check(f"limits within, {p} ranks: byte-identical to one process",
+              r is not None and r.returncode == 0 and r.stdout.encode() == one.stdout,
+              r.stderr.strip() if r else "timeout")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def unclocked(path):
     """A report's bytes without its clock (when it was made, how long it took), as
     compare_outputs.sh compares them."""
@@ -252,6 +362,8 @@ def main():
     try:
         failing_rank(tmp)
         killed_rank(tmp)
+        sparsity_kv_units(tmp)
+        limits_across_kv_heads(tmp)
         multi_trace()
         multi_trace_report(tmp)
         byte_identical_outputs()

@@ -37,8 +37,8 @@ Test(sp_budget, budget_parsing)
 Test(sp_budget, method_names_and_aliases)
 {
     const char *names[AS_SP_N_METHODS] = {"topk", "sink-window", "page", "uniform",
-                                          "topk-sample", "index", "page-sample"};
-    const int sampling[AS_SP_N_METHODS] = {0, 0, 0, 1, 1, 0, 1};
+                                          "topk-sample", "index", "page-sample", "page-is"};
+    const int sampling[AS_SP_N_METHODS] = {0, 0, 0, 1, 1, 0, 1, 1};
     for (int m = 0; m < AS_SP_N_METHODS; m++) {
         cr_assert_str_eq(as_sp_method_name((as_sp_method)m), names[m]);
         as_sp_method back = AS_SP_N_METHODS;
@@ -52,7 +52,7 @@ Test(sp_budget, method_names_and_aliases)
         as_sp_method m;
     } al[] = {{"oracle", AS_SP_TOPK}, {"streamingllm", AS_SP_SINK_WINDOW}, {"quest", AS_SP_PAGE},
               {"sample", AS_SP_UNIFORM}, {"vattention", AS_SP_TOPK_SAMPLE},
-              {"quest+sample", AS_SP_PAGE_SAMPLE}};
+              {"quest+sample", AS_SP_PAGE_SAMPLE}, {"quest-is", AS_SP_PAGE_IS}};
     for (size_t i = 0; i < sizeof al / sizeof al[0]; i++) {
         as_sp_method m;
         cr_assert_eq(as_sp_method_parse(al[i].alias, &m), 0, "%s", al[i].alias);

@@ -23,11 +23,11 @@ static void check_no_violation(char *path, int owned)
     as_trace *tr = as_trace_open(path, err);
     cr_assert(tr, "%s", err);
     as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {0, 7}, {1.0, 0}};
-    recs v = run(tr, all_methods, N_ALL, b, 5, 3, 0);
+    recs v = run(tr, engine_methods, N_ENGINE, b, 5, 3, 0);
     size_t want = 0;
     for (size_t i = 0; i < as_trace_n_layers(tr); i++) {
         const as_layer *l = as_trace_layer(tr, i);
-        want += (size_t)(l->hq * l->t) * N_ALL * 5;
+        want += (size_t)(l->hq * l->t) * N_ENGINE * 5;
     }
     cr_assert_eq(v.n, want);
     for (size_t i = 0; i < v.n; i++) {
@@ -224,7 +224,7 @@ Test(sp_engine, large_scores_no_false_violation)
             as_trace *tr = as_trace_open(p, err);
             cr_assert(tr, "%s", err);
             as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {0, 7}, {1.0, 0}};
-            recs v = run(tr, all_methods, N_ALL, b, 5, 2, 0);
+            recs v = run(tr, engine_methods, N_ENGINE, b, 5, 2, 0);
             for (size_t i = 0; i < v.n; i++) {
                 const as_sp_eval *e = &v.r[i].ev;
                 cr_assert(e->identity_ok, "X=%g spread %d %s: identity residual %g (tol %g)", X, sp,
@@ -287,7 +287,7 @@ Test(sp_engine, f16_huge_equal_scores)
     as_trace *tr = as_trace_open(p, err);
     cr_assert(tr, "%s", err);
     as_budget b[] = {{0.02, 0}, {0.1, 0}, {0.5, 0}, {1.0, 0}};
-    recs v = run(tr, all_methods, N_ALL, b, 4, 1, 0);
+    recs v = run(tr, engine_methods, N_ENGINE, b, 4, 1, 0);
     for (size_t i = 0; i < v.n; i++) {
         const as_sp_eval *e = &v.r[i].ev;
         cr_assert(e->identity_ok, "%s: identity residual %g (tol %g)",
@@ -309,8 +309,8 @@ Test(sp_engine, blocks_and_single_query_agree)
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(p, err);
     as_budget b[] = {{0.05, 0}, {0.3, 0}};
-    recs big = run(tr, all_methods, N_ALL, b, 2, 2, 0);
-    recs tiny = run(tr, all_methods, N_ALL, b, 2, 2, 1); /* one query per block */
+    recs big = run(tr, engine_methods, N_ENGINE, b, 2, 2, 0);
+    recs tiny = run(tr, engine_methods, N_ENGINE, b, 2, 2, 1); /* one query per block */
     cr_assert_eq(big.n, tiny.n);
     size_t checked = 0;
     for (size_t i = 0; i < big.n; i++) {
@@ -428,18 +428,19 @@ Test(sp_engine, coverage_on_real_sample)
     char err[AS_ERR_LEN];
     as_trace *tr = as_trace_open(p, err);
     cr_assert(tr, "%s", err);
-    as_sp_method m[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE};
+    as_sp_method m[] = {AS_SP_UNIFORM, AS_SP_TOPK_SAMPLE, AS_SP_PAGE_SAMPLE, AS_SP_PAGE_IS};
     as_budget b[] = {{0.02, 0}, {0.1, 0}};
-    recs v = run(tr, m, 3, b, 2, 200, 0);
-    long draws[3] = {0}, exceed[3] = {0};
+    recs v = run(tr, m, 4, b, 2, 200, 0);
+    long draws[4] = {0}, exceed[4] = {0};
     for (size_t i = 0; i < v.n; i++) {
-        int k = v.r[i].method == AS_SP_UNIFORM ? 0 : v.r[i].method == AS_SP_TOPK_SAMPLE ? 1 : 2;
+        int k = 0;
+        while (m[k] != v.r[i].method) k++;
         draws[k] += v.r[i].trials;
         exceed[k] += v.r[i].exceed;
         cr_assert(!v.r[i].ev.subset_violated);
         cr_assert(v.r[i].exceed <= v.r[i].trials);
     }
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
         double frac = (double)exceed[k] / (double)draws[k];
         fprintf(stderr, "real sample coverage %s: %ld / %ld draws exceed epsilon (%.4f, delta 0.05)\n",
                 as_sp_method_name(m[k]), exceed[k], draws[k], frac);

@@ -697,6 +697,45 @@ Test(trace, layer_view_reads_caller_arrays)
     cr_assert_null(as_layer_view_new(0, AS_DT_F64, HQ, HKV, T, N, D, 0, q, k, v, bad, err));
 }
 
+Test(trace, kv_check_reads_only_its_part)
+{
+    /* 2 query heads over 2 kv heads, 3000 keys: a bf16 NaN in kv head 1's keys past the first
+     * blocks of the word scan; kv head 0's part passes, kv head 1's and the whole-file scan
+     * name the same element */
+    enum { N = 3000, D = 4 };
+    static uint16_t kbuf[2 * N * D];
+    memset(kbuf, 0, sizeof kbuf);
+    const size_t bad = (size_t)N * D + 4097; /* head 1, row 1024, col 1 */
+    kbuf[bad] = 0x7fc0;
+    fx_t ts[3] = {{"layers.0.q", "BF16", "[2,1,4]", 2 * D * 2, NULL},
+                  {"layers.0.k", "BF16", "[2,3000,4]", sizeof kbuf, kbuf},
+                  {"layers.0.v", "BF16", "[2,3000,4]", sizeof kbuf, NULL}};
+    char *p = write_st("kvnf.safetensors", ts, 3, NULL);
+    as_trace *tr = open_ok(p);
+    const as_layer *l = as_trace_layer(tr, 0);
+    char err[AS_ERR_LEN], err1[AS_ERR_LEN];
+    cr_assert_eq(as_trace_check_finite(tr, err), AS_ERR_VALUE);
+    cr_assert(strstr(err, "tensor 'layers.0.k' holds NaN at element 16097 [head 1, row 1024, "
+                          "col 1]"), "%s", err);
+    cr_assert_eq(as_layer_check_finite_kv(tr, l, 0, err1), AS_OK, "%s", err1);
+    cr_assert_eq(as_layer_check_finite_kv(tr, l, 1, err1), AS_ERR_VALUE);
+    cr_assert_str_eq(err1, err);
+    /* at the last element of a block and the first of the next */
+    kbuf[bad] = 0;
+    kbuf[4095] = 0xff80; /* -Inf */
+    kbuf[4096] = 0x7f80;
+    free(p);
+    as_trace_free(tr);
+    p = write_st("kvnf2.safetensors", ts, 3, NULL);
+    tr = open_ok(p);
+    l = as_trace_layer(tr, 0);
+    cr_assert_eq(as_layer_check_finite_kv(tr, l, 0, err), AS_ERR_VALUE);
+    cr_assert(strstr(err, "holds Inf at element 4095 [head 0, row 1023, col 3]"), "%s", err);
+    cr_assert_eq(as_layer_check_finite_kv(tr, l, 1, err), AS_OK, "%s", err);
+    as_trace_free(tr);
+    free(p);
+}
+
 Test(trace, layer_check_reads_only_its_layer)
 {
     /* a NaN in layer 1's values: layer 0's check passes, layer 1's names the tensor */

@@ -46,12 +46,14 @@ class Budget(ctypes.Structure):
 class Params(ctypes.Structure):
     _fields_ = [("sinks", ctypes.c_int), ("page_size", ctypes.c_int), ("heavy_frac", _dbl),
                 ("delta", _dbl), ("seed", ctypes.c_uint64), ("index", ctypes.c_void_p),
-                ("page_bounds", ctypes.c_int)]
+                ("page_bounds", ctypes.c_int), ("is_temp", _dbl), ("is_mix", _dbl),
+                ("is_score", ctypes.c_int), ("is_draw", ctypes.c_int)]
 
 
 class Sel(ctypes.Structure):
     _fields_ = [("n", _i64), ("sampled", ctypes.c_int), ("det", _p_i64), ("n_det", _i64),
-                ("samp", _p_i64), ("n_samp", _i64), ("n_rest", _i64), ("cap", _i64)]
+                ("samp", _p_i64), ("n_samp", _i64), ("n_rest", _i64), ("cap", _i64),
+                ("samp_w", _p_dbl), ("q", _p_dbl), ("cq", _p_dbl), ("m_draws", _i64)]
 
 
 class Eval(ctypes.Structure):
