@@ -51,11 +51,16 @@ int64_t as_sp_sampling_size(const as_sp_sstats *st, double eps, double delta)
     return hi;
 }
 
-as_status as_sp_sampling_stats(const double *s, const double *V, int64_t n, int64_t d,
-                               const int64_t *H, int64_t nh, as_sp_sstats *st, char *err)
+/* What both estimators' statistics start from: the softmax a of s, the dense output o, the
+ * heavy set's membership inH and mass ph, and yb = -sum_{j in H} a_j (v_j - o). The four arrays
+ * are allocated here (free with free()); what = the caller's name for messages. */
+static as_status heavy_setup(const char *what, const double *s, const double *V, int64_t n,
+                             int64_t d, const int64_t *H, int64_t nh, double **a_out,
+                             double **o_out, double **yb_out, char **inH_out, double *ph_out,
+                             char *err)
 {
     if (n < 1 || d < 1 || nh < 0 || nh > n)
-        return as_err_set(err, AS_ERR_USAGE, "sampling stats: bad sizes");
+        return as_err_set(err, AS_ERR_USAGE, "%s: bad sizes", what);
     double *a = malloc((size_t)n * sizeof *a), *o = calloc((size_t)d, sizeof *o),
            *yb = calloc((size_t)d, sizeof *yb);
     char *inH = calloc((size_t)n, 1);
@@ -73,6 +78,17 @@ as_status as_sp_sampling_stats(const double *s, const double *V, int64_t n, int6
         ph += a[H[j]];
         for (int64_t c = 0; c < d; c++) yb[c] -= a[H[j]] * (V[H[j] * d + c] - o[c]);
     }
+    *a_out = a, *o_out = o, *yb_out = yb, *inH_out = inH, *ph_out = ph;
+    return AS_OK;
+}
+
+as_status as_sp_sampling_stats(const double *s, const double *V, int64_t n, int64_t d,
+                               const int64_t *H, int64_t nh, as_sp_sstats *st, char *err)
+{
+    double *a, *o, *yb, ph;
+    char *inH;
+    as_status rc = heavy_setup("sampling stats", s, V, n, d, H, nh, &a, &o, &yb, &inH, &ph, err);
+    if (rc != AS_OK) return rc;
     memset(st, 0, sizeof *st);
     st->n_rest = n - nh;
     st->p_heavy = ph;
@@ -287,25 +303,11 @@ int64_t as_sp_is_draw_poisson(as_rng *rng, const double *pi, int64_t n, int64_t 
 as_status as_sp_is_stats(const double *s, const double *V, int64_t n, int64_t d, const int64_t *H,
                          int64_t nh, const double *q, int poisson, as_sp_isstats *st, char *err)
 {
-    if (n < 1 || d < 1 || nh < 0 || nh > n)
-        return as_err_set(err, AS_ERR_USAGE, "importance sampling stats: bad sizes");
-    double *a = malloc((size_t)n * sizeof *a), *o = calloc((size_t)d, sizeof *o),
-           *yb = calloc((size_t)d, sizeof *yb);
-    char *inH = calloc((size_t)n, 1);
-    if (!a || !o || !yb || !inH) {
-        free(a), free(o), free(yb), free(inH);
-        return as_err_set(err, AS_ERR_NOMEM, "out of memory");
-    }
-    for (int64_t i = 0; i < n; i++) a[i] = s[i];
-    as_softmax_inplace(a, n);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t c = 0; c < d; c++) o[c] += a[i] * V[i * d + c];
-    double ph = 0;
-    for (int64_t j = 0; j < nh; j++) {
-        inH[H[j]] = 1;
-        ph += a[H[j]];
-        for (int64_t c = 0; c < d; c++) yb[c] -= a[H[j]] * (V[H[j] * d + c] - o[c]);
-    }
+    double *a, *o, *yb, ph;
+    char *inH;
+    as_status rc = heavy_setup("importance sampling stats", s, V, n, d, H, nh, &a, &o, &yb, &inH,
+                               &ph, err);
+    if (rc != AS_OK) return rc;
     memset(st, 0, sizeof *st);
     st->n_rest = n - nh;
     st->p_heavy = ph;

@@ -98,6 +98,16 @@ static void *xmalloc(size_t n)
  * (2^-18), would put the weights off by more than TOL there */
 static float g_qmul = 1.5f;
 
+/* The device descriptor: a's layout over p's device buffers. */
+static as_gpu_attn dev_attn(const prob *p, as_gpu_attn a)
+{
+    a.k = p->dk;
+    a.v = p->dv;
+    a.q = p->dq;
+    a.lens = p->dlens;
+    return a;
+}
+
 /* Copy the contiguous host cache of p into a paged pool (p->paged keys per block; layout
  * [blocks][hkv][bs][d] or [blocks][bs][hkv][d] at random), pools and table on host and device;
  * p->da then addresses the pool. */
@@ -154,11 +164,7 @@ static void prob_page(prob *p)
     p->hp.k = p->pk;
     p->hp.v = p->pv;
     p->hp.blocks = p->tbl;
-    p->da = a;
-    p->da.k = p->dk;
-    p->da.v = p->dv;
-    p->da.q = p->dq;
-    p->da.lens = p->dlens;
+    p->da = dev_attn(p, a);
     p->da.blocks = p->dtbl;
 }
 
@@ -234,11 +240,7 @@ static void prob_make(prob *p, int batch, int hq, int hkv, int d, int nmax, as_g
     p->hf.kv_dtype = AS_GPU_F32;
     p->hf.k = p->kf;
     p->hf.v = p->vf;
-    p->da = a;
-    p->da.k = p->dk;
-    p->da.v = p->dv;
-    p->da.q = p->dq;
-    p->da.lens = p->dlens;
+    p->da = dev_attn(p, a);
     p->paged = paged;
     if (paged > 0) prob_page(p);
 }
